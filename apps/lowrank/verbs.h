@@ -1,0 +1,27 @@
+// The verb table of the `lowrank` tool. Each verb lives in its own file, parses its flags into
+// the library's options and calls one library entry point; no math or format logic here.
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace lowrank::cli {
+
+// Options every verb shares.
+struct GlobalOptions {
+  bool json = false;     // machine-readable output on stdout
+  bool quiet = false;    // no progress bars, warnings only
+  bool verbose = false;  // debug logging
+  int threads = 0;       // 0: all available cores
+};
+
+// Adds a subcommand to `app`; the returned callback runs it after parsing.
+using VerbRunner = std::function<void()>;
+using VerbFactory = VerbRunner (*)(CLI::App& app, const GlobalOptions& global);
+
+VerbRunner add_inspect(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_analyze(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_methods(CLI::App& app, const GlobalOptions& global);
+
+}  // namespace lowrank::cli
