@@ -49,7 +49,8 @@ int main(int argc, char** argv) {
   app.fallthrough();
 
   std::map<CLI::App*, cli::VerbRunner> runners;
-  for (cli::VerbFactory add : {&cli::add_inspect, &cli::add_analyze, &cli::add_methods}) {
+  for (cli::VerbFactory add : {&cli::add_inspect, &cli::add_analyze, &cli::add_methods, &cli::add_tokenize,
+                               &cli::add_logits, &cli::add_generate}) {
     cli::VerbRunner run = add(app, global);
     runners[app.get_subcommands({}).back()] = std::move(run);
   }

@@ -23,5 +23,8 @@ using VerbFactory = VerbRunner (*)(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_inspect(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_analyze(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_methods(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_tokenize(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_logits(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_generate(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace lowrank::cli
