@@ -19,27 +19,15 @@
 
 #include <ATen/ATen.h>
 
+#include "lowrank/core/safetensors_format.h"
+
 namespace lowrank {
 
-enum class Dtype { kF64, kF32, kF16, kBF16, kI64, kI32, kI16, kI8, kU8, kBool };
-
-std::string_view dtype_name(Dtype dtype);  // "F32", "BF16", ...
-// Throws Unsupported naming `what` (file and tensor) for an unknown name.
-Dtype dtype_from_name(std::string_view name, std::string_view what);
-std::size_t dtype_size(Dtype dtype);
+// Dtype, dtype_name, dtype_from_name, dtype_size and TensorInfo live in safetensors_format.h
+// (the torch-free half of the format).
 at::ScalarType to_scalar_type(Dtype dtype);
 // Throws Unsupported for a scalar type safetensors cannot hold.
 Dtype from_scalar_type(at::ScalarType type);
-
-struct TensorInfo {
-  std::string name;
-  Dtype dtype;
-  std::vector<int64_t> shape;
-  uint64_t begin = 0;  // offsets into the byte buffer
-  uint64_t end = 0;
-  int64_t numel() const;
-  uint64_t nbytes() const { return end - begin; }
-};
 
 // One safetensors file, memory-mapped; tensors are materialised lazily, one at a time.
 // Thread-safe for concurrent reads. The header is validated in full by open().
@@ -47,7 +35,8 @@ class SafetensorsFile {
  public:
   // Throws NotFound, IoError, or Corruption with the file name and the problem.
   static SafetensorsFile open(const std::filesystem::path& path);
-  // Validates bytes already in memory (the fuzz target uses this). `what` names the source.
+  // Validates bytes already in memory. `what` names the source in messages. (The fuzz target
+  // drives the torch-free safetensors::parse_header directly.)
   static SafetensorsFile from_bytes(std::vector<std::byte> bytes, std::string what);
 
   const std::filesystem::path& path() const;
