@@ -1,12 +1,42 @@
-// Placeholder: replaced by the logits verb.
+// `lowrank logits --model DIR --input IN.safetensors --out OUT.safetensors`: one forward pass of a
+// Llama-family model over int64 input_ids [batch, seq]; writes float32 logits [batch, seq, vocab].
+#include <iostream>
+
 #include "apps/lowrank/verbs.h"
+#include "lowrank/core/json.h"
+#include "lowrank/core/log.h"
+#include "lowrank/nn/run.h"
+
 namespace lowrank::cli {
-VerbRunner add_logits(CLI::App& app, const GlobalOptions&) {
-  app.add_subcommand("logits", "Run a model on input ids and write the logits (not built yet)");
-  return [] {};
+
+VerbRunner add_logits(CLI::App& app, const GlobalOptions& global) {
+  auto* cmd = app.add_subcommand("logits", "Run a model on input ids and write the logits");
+  struct Args {
+    std::string model, input, out, dtype = "float32", device = "cpu";
+    std::vector<std::string> adapters;
+  };
+  auto args = std::make_shared<Args>();
+  cmd->add_option("--model", args->model, "HF model directory (config.json + safetensors)")->required();
+  cmd->add_option("--input", args->input,
+                  "safetensors file with int64 input_ids [batch, seq] (and optionally attention_mask)")
+      ->required();
+  cmd->add_option("--out", args->out, "safetensors file to write float32 logits [batch, seq, vocab] to")
+      ->required();
+  cmd->add_option("--adapter", args->adapters, "Adapter directory (repeatable; not available yet)");
+  cmd->add_option("--dtype", args->dtype, "Compute dtype: float32, bfloat16, float16, float64")
+      ->capture_default_str();
+  cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
+  return [args, &global] {
+    LR_CHECK(args->adapters.empty(), Unsupported, "--adapter: adapters arrive with the adapter issue");
+    nn::LogitsRequest request{
+        args->model, args->input, args->out, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)}};
+    const std::vector<int64_t> shape = nn::run_logits(request);
+    if (global.json) {
+      std::cout << OrderedJson{{"out", args->out}, {"shape", shape}}.dump(2) << "\n";
+      return;
+    }
+    log::info("wrote logits ", ::lowrank::str(at::IntArrayRef(shape)), " to ", args->out);
+  };
 }
-VerbRunner add_generate(CLI::App& app, const GlobalOptions&) {
-  app.add_subcommand("generate", "Generate text from a prompt (not built yet)");
-  return [] {};
-}
+
 }  // namespace lowrank::cli

@@ -1,0 +1,89 @@
+// Grouped-query causal attention with RoPE and a KV cache; see attention.h.
+#include "lowrank/nn/attention.h"
+
+#include <cmath>
+
+#include "lowrank/core/error.h"
+#include "lowrank/nn/rope.h"
+
+namespace lowrank::nn {
+
+AttentionMask make_attention_mask(const at::Tensor& key_valid, bool padded, int64_t past,
+                                  int64_t new_positions, int64_t window, at::Device device) {
+  const int64_t T = new_positions;
+  const int64_t S = past + T;
+  // The farthest key a query can reach is S - 1 positions back; a window of W only bites when
+  // that distance reaches W.
+  const bool windowed = window > 0 && S > window;
+  if (!padded && !windowed) {
+    if (T == 1) return {};  // one query at the end: it sees every key
+    if (past == 0) return {at::Tensor(), true};
+  }
+  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device);
+  const at::Tensor q_idx = at::arange(past, S, long_opts).unsqueeze(1);  // [T, 1]
+  const at::Tensor k_idx = at::arange(S, long_opts).unsqueeze(0);        // [1, S]
+  at::Tensor allowed = k_idx.le(q_idx);                                  // [T, S]
+  if (windowed) allowed = allowed.logical_and(q_idx.sub(k_idx).lt(window));
+  allowed = allowed.view({1, 1, T, S});
+  if (padded) {
+    LR_CHECK(key_valid.defined() && key_valid.size(1) == S, InternalError,
+             "attention mask: key validity of shape ", key_valid.sizes(), " for ", S, " keys");
+    allowed = allowed.logical_and(key_valid.to(at::kBool).view({key_valid.size(0), 1, 1, S}));
+    // A query that sees nothing (padding before the row's first token) sees itself instead.
+    const at::Tensor blind = allowed.any(-1, /*keepdim=*/true).logical_not();
+    allowed = allowed.logical_or(blind.logical_and(k_idx.eq(q_idx).view({1, 1, T, S})));
+  }
+  return {allowed, false};
+}
+
+Attention::Attention(const ModelConfig& config, int64_t layer, const std::string& prefix,
+                     std::shared_ptr<const BaseOperator> q, std::shared_ptr<const BaseOperator> k,
+                     std::shared_ptr<const BaseOperator> v, std::shared_ptr<const BaseOperator> o)
+    : q_proj(prefix + ".q_proj", std::move(q)),
+      k_proj(prefix + ".k_proj", std::move(k)),
+      v_proj(prefix + ".v_proj", std::move(v)),
+      o_proj(prefix + ".o_proj", std::move(o)),
+      layer_(layer),
+      num_heads_(config.num_attention_heads),
+      num_kv_heads_(config.num_key_value_heads),
+      head_dim_(config.head_dim),
+      scale_(1.0 / std::sqrt(static_cast<double>(config.head_dim))) {}
+
+at::Tensor Attention::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                              const AttentionMask& mask, KVCache* cache) const {
+  const int64_t B = x.size(0);
+  const int64_t T = x.size(1);
+  const int64_t D = head_dim_;
+  const int64_t groups = num_heads_ / num_kv_heads_;
+  // (B, T, n·D) -> (B, n, T, D)
+  at::Tensor q = q_proj.forward(x).reshape({B, T, num_heads_, D}).transpose(1, 2);
+  at::Tensor k = k_proj.forward(x).reshape({B, T, num_kv_heads_, D}).transpose(1, 2);
+  at::Tensor v = v_proj.forward(x).reshape({B, T, num_kv_heads_, D}).transpose(1, 2);
+  q = apply_rotary(q, cos, sin);
+  k = apply_rotary(k, cos, sin);
+  if (cache) std::tie(k, v) = cache->update(layer_, k, v);
+  const int64_t S = k.size(2);
+
+  std::optional<at::Tensor> allowed;
+  if (mask.allowed.defined()) allowed = mask.allowed;
+  at::Tensor out;
+  if (T == 1 && groups > 1) {
+    // Decode: the `groups` query heads that share a KV head become the query rows of one
+    // attention over that head's keys, so the cache is read in place (no repeat of K, V). The
+    // mask [B, 1, 1, S] depends on the key only and broadcasts over the rows.
+    const at::Tensor qg = q.reshape({B, num_kv_heads_, groups, D});
+    out = at::scaled_dot_product_attention(qg, k, v, allowed, 0.0, false, scale_)
+              .reshape({B, num_heads_, 1, D});
+  } else {
+    if (groups > 1) {
+      // transformers' repeat_kv: (B, n_kv, S, D) -> (B, n_kv·groups, S, D), head h uses kv head h / groups.
+      k = k.unsqueeze(2).expand({B, num_kv_heads_, groups, S, D}).reshape({B, num_heads_, S, D});
+      v = v.unsqueeze(2).expand({B, num_kv_heads_, groups, S, D}).reshape({B, num_heads_, S, D});
+    }
+    out = at::scaled_dot_product_attention(q, k, v, allowed, 0.0, mask.is_causal, scale_);
+  }
+  // (B, n, T, D) -> (B, T, n·D)
+  return o_proj.forward(out.transpose(1, 2).reshape({B, T, num_heads_ * D}));
+}
+
+}  // namespace lowrank::nn

@@ -1,0 +1,84 @@
+// Preallocated key/value cache; see kv_cache.h.
+#include "lowrank/nn/kv_cache.h"
+
+#include <algorithm>
+
+#include "lowrank/core/error.h"
+
+namespace lowrank::nn {
+
+KVCache::KVCache(const ModelConfig& config, int64_t batch, int64_t capacity, at::TensorOptions options)
+    : batch_(batch), capacity_(std::max<int64_t>(capacity, 1)) {
+  LR_CHECK(batch > 0, InvalidArgument, "KV cache: batch must be positive, got ", batch);
+  LR_CHECK(capacity >= 0, InvalidArgument, "KV cache: capacity must be >= 0, got ", capacity);
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    keys_.push_back(at::empty({batch, config.num_key_value_heads, capacity_, config.head_dim}, options));
+    values_.push_back(at::empty_like(keys_.back()));
+  }
+  key_valid_ = at::zeros({batch, capacity_}, options.dtype(at::kBool));
+  valid_count_ = at::zeros({batch}, options.dtype(at::kLong));
+}
+
+void KVCache::reserve(int64_t capacity) {
+  if (capacity <= capacity_) return;
+  const int64_t grown = std::max(capacity, 2 * capacity_);
+  auto grow = [&](at::Tensor& t, int64_t dim) {
+    std::vector<int64_t> sizes = t.sizes().vec();
+    sizes[dim] = grown;
+    at::Tensor bigger = dim == 1 ? at::zeros(sizes, t.options()) : at::empty(sizes, t.options());
+    bigger.narrow(dim, 0, length_).copy_(t.narrow(dim, 0, length_));
+    t = std::move(bigger);
+  };
+  for (auto& k : keys_) grow(k, 2);
+  for (auto& v : values_) grow(v, 2);
+  grow(key_valid_, 1);
+  capacity_ = grown;
+}
+
+void KVCache::clear() {
+  length_ = 0;
+  pending_ = 0;
+  key_valid_.zero_();
+  valid_count_.zero_();
+  has_padding_ = false;
+}
+
+at::Tensor KVCache::begin(int64_t new_positions, const at::Tensor& valid) {
+  LR_CHECK(new_positions > 0, InvalidArgument, "KV cache: a step needs at least one position");
+  reserve(length_ + new_positions);
+  at::Tensor slot = key_valid_.narrow(1, length_, new_positions);
+  if (valid.defined()) {
+    LR_CHECK(valid.dim() == 2 && valid.size(0) == batch_ && valid.size(1) == new_positions, InvalidArgument,
+             "KV cache: attention mask of shape ", valid.sizes(), " for a step of [", batch_, ", ",
+             new_positions, "]");
+    slot.copy_(valid);
+    pending_valid_ = valid.to(at::kBool);
+  } else {
+    slot.fill_(true);
+    pending_valid_ = at::Tensor();
+  }
+  pending_ = new_positions;
+  return key_valid_.narrow(1, 0, length_ + new_positions);
+}
+
+std::pair<at::Tensor, at::Tensor> KVCache::update(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+  LR_CHECK(layer >= 0 && layer < num_layers(), InvalidArgument, "KV cache: no layer ", layer);
+  LR_CHECK(pending_ > 0 && k.size(2) == pending_, InternalError, "KV cache: update outside begin()/commit()");
+  keys_[layer].narrow(2, length_, pending_).copy_(k);
+  values_[layer].narrow(2, length_, pending_).copy_(v);
+  return {keys_[layer].narrow(2, 0, length_ + pending_), values_[layer].narrow(2, 0, length_ + pending_)};
+}
+
+void KVCache::commit() {
+  if (pending_valid_.defined()) {
+    valid_count_ += pending_valid_.sum(1);
+    if (!has_padding_) has_padding_ = !pending_valid_.all().item<bool>();
+  } else {
+    valid_count_ += pending_;
+  }
+  length_ += pending_;
+  pending_ = 0;
+  pending_valid_ = at::Tensor();
+}
+
+}  // namespace lowrank::nn

@@ -1,0 +1,61 @@
+// The key/value cache of one batch of sequences (a session's state, never part of the shared
+// model): per layer, contiguous preallocated buffers K, V [B, n_kv, capacity, head_dim] holding the
+// rotated keys and the values of every position seen so far, plus which positions are real tokens
+// (left padding) and how many real tokens each row has (its next position id).
+// Deviation from transformers' DynamicCache: storage is allocated once for `capacity` positions
+// and grows by doubling (one copy) when exceeded, instead of concatenating every step; sliding-
+// window layers keep all positions and rely on the attention mask.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "lowrank/nn/config.h"
+
+namespace lowrank::nn {
+
+class KVCache {
+ public:
+  // `options` give the dtype and device of keys and values (the model's compute dtype).
+  KVCache(const ModelConfig& config, int64_t batch, int64_t capacity, at::TensorOptions options);
+
+  int64_t batch() const { return batch_; }
+  int64_t length() const { return length_; }  // positions written (padding included)
+  int64_t capacity() const { return capacity_; }
+  int64_t num_layers() const { return static_cast<int64_t>(keys_.size()); }
+  // Ensures room for `capacity` positions, copying what is there. Never shrinks.
+  void reserve(int64_t capacity);
+  // Forgets every position (keeps the storage).
+  void clear();
+
+  // [B, length()] bool: which cached positions are real tokens.
+  at::Tensor key_valid() const { return key_valid_.narrow(1, 0, length_); }
+  // [B] int64: real tokens per row so far (the next position id of each row).
+  const at::Tensor& valid_count() const { return valid_count_; }
+  bool has_padding() const { return has_padding_; }
+
+  // Protocol used by Model::forward for one step of T new positions:
+  //   begin(valid) once (valid: [B, T] bool, or undefined for all real), then update() per layer,
+  //   then commit(). Returns [B, length() + T] key validity including the new positions.
+  at::Tensor begin(int64_t new_positions, const at::Tensor& valid);
+  // Writes k, v [B, n_kv, T, D] of `layer` at [length(), length() + T) and returns views of the
+  // keys and values [B, n_kv, length() + T, D] (no copy).
+  std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+  void commit();
+
+ private:
+  int64_t batch_;
+  int64_t capacity_;
+  int64_t length_ = 0;
+  int64_t pending_ = 0;  // T of the step in progress
+  std::vector<at::Tensor> keys_, values_;
+  at::Tensor key_valid_;    // [B, capacity] bool
+  at::Tensor valid_count_;  // [B] int64
+  at::Tensor pending_valid_;
+  bool has_padding_ = false;
+};
+
+}  // namespace lowrank::nn

@@ -1,0 +1,83 @@
+// The linear slot and the dense base operator; see linear_slot.h.
+#include "lowrank/nn/linear_slot.h"
+
+#include "lowrank/core/error.h"
+
+namespace lowrank::nn {
+
+DenseOperator::DenseOperator(at::Tensor weight, at::Tensor bias)
+    : weight_(std::move(weight)), bias_(std::move(bias)) {
+  LR_CHECK(weight_.defined() && weight_.dim() == 2, InvalidArgument,
+           "dense operator: weight must be 2-D, got ",
+           weight_.defined() ? weight_.sizes() : at::IntArrayRef{});
+  if (bias_.defined())
+    LR_CHECK(bias_.dim() == 1 && bias_.size(0) == weight_.size(0), InvalidArgument,
+             "dense operator: bias shape ", bias_.sizes(), " does not match weight ", weight_.sizes());
+}
+
+NamedTensors DenseOperator::tensors() const {
+  NamedTensors out{{"weight", weight_}};
+  if (bias_.defined()) out.emplace_back("bias", bias_);
+  return out;
+}
+
+LinearSlot::LinearSlot(std::string name, std::shared_ptr<const BaseOperator> base)
+    : name_(std::move(name)), base_(std::move(base)) {
+  LR_CHECK(!name_.empty(), InvalidArgument, "linear slot: empty name");
+  LR_CHECK(base_ != nullptr, InvalidArgument, "linear slot ", name_, ": null base operator");
+}
+
+at::Tensor LinearSlot::forward(const at::Tensor& x) const {
+  at::Tensor y = base_->forward(x);
+  if (!adapters_enabled_ || adapters_.empty()) return y;
+  const at::Tensor base_y = y;
+  for (const auto& [adapter_name, adapter] : adapters_) {
+    at::Tensor d = adapter->delta(x, base_y, *base_);
+    LR_CHECK(d.sizes() == base_y.sizes(), InvalidArgument, "slot ", name_, ": adapter \"", adapter_name,
+             "\" returned shape ", d.sizes(), ", expected ", base_y.sizes());
+    y = y + d;
+  }
+  return y;
+}
+
+std::shared_ptr<const BaseOperator> LinearSlot::replace_base(std::shared_ptr<const BaseOperator> base) {
+  LR_CHECK(base != nullptr, InvalidArgument, "slot ", name_, ": null base operator");
+  LR_CHECK(base->in_features() == in_features() && base->out_features() == out_features(), InvalidArgument,
+           "slot ", name_, ": a ", base->kind(), " operator ", base->out_features(), "x", base->in_features(),
+           " cannot replace ", base_->kind(), " ", out_features(), "x", in_features(),
+           " (in/out features must match)");
+  std::swap(base, base_);
+  return base;
+}
+
+void LinearSlot::add_adapter(std::string adapter_name, std::shared_ptr<const Adapter> adapter) {
+  LR_CHECK(!adapter_name.empty(), InvalidArgument, "slot ", name_, ": empty adapter name");
+  LR_CHECK(adapter != nullptr, InvalidArgument, "slot ", name_, ": null adapter \"", adapter_name, "\"");
+  LR_CHECK(this->adapter(adapter_name) == nullptr, InvalidArgument, "slot ", name_, ": adapter \"",
+           adapter_name, "\" is already attached");
+  adapters_.emplace_back(std::move(adapter_name), std::move(adapter));
+}
+
+std::shared_ptr<const Adapter> LinearSlot::remove_adapter(std::string_view adapter_name) {
+  for (auto it = adapters_.begin(); it != adapters_.end(); ++it) {
+    if (it->first != adapter_name) continue;
+    std::shared_ptr<const Adapter> out = std::move(it->second);
+    adapters_.erase(it);
+    return out;
+  }
+  throw NotFound(str("slot ", name_, ": no adapter \"", adapter_name, "\""));
+}
+
+const Adapter* LinearSlot::adapter(std::string_view adapter_name) const {
+  for (const auto& [n, a] : adapters_)
+    if (n == adapter_name) return a.get();
+  return nullptr;
+}
+
+std::vector<std::string> LinearSlot::adapter_names() const {
+  std::vector<std::string> out;
+  for (const auto& [n, a] : adapters_) out.push_back(n);
+  return out;
+}
+
+}  // namespace lowrank::nn

@@ -1,0 +1,117 @@
+// The linear slot: the seam every method of lowrank uses (docs/model.md, DESIGN.md "The central
+// seam"). Each projection of the model (`model.layers.3.self_attn.q_proj`, `lm_head`, ...) is a
+// slot named by its Hugging Face module name that owns
+//   - a base operator y = base(x): dense W x + b now; low-rank U Vᵀ, sparse + low-rank, 4-bit +
+//     low-rank later (compression and training replace it), and
+//   - zero or more adapters, each a delta Δ(x) with its own parameters (LoRA s·B(Ax) and its
+//     variants attach here),
+// and computes forward(x) = base(x) + Σ_enabled adapters Δ(x). This is PEFT's target-module
+// replacement (Mangrulkar et al., 2022, https://github.com/huggingface/peft) kept as one explicit
+// interface: methods enumerate Model::slots() and replace the base or attach adapters; they never
+// reach into the transformer's internals.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+namespace lowrank::nn {
+
+// A tensor and its name relative to the slot ("weight", "bias", "lora_A.weight", ...).
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+// y = base(x) for x [..., in_features] -> y [..., out_features]. Implementations are immutable
+// after construction (thread-safe forward) and differentiable with respect to their tensors.
+class BaseOperator {
+ public:
+  virtual ~BaseOperator() = default;
+  // A short type name: "dense", "lowrank", ...
+  virtual std::string_view kind() const = 0;
+  virtual int64_t in_features() const = 0;
+  virtual int64_t out_features() const = 0;
+  virtual at::Tensor forward(const at::Tensor& x) const = 0;
+  // The tensors written when the model is saved, as `<slot name>.<name>` (dense: the HF names
+  // "weight" and "bias"). They share storage with the operator.
+  virtual NamedTensors tensors() const = 0;
+  // The equivalent dense weight W [out, in] (materialised for factored operators) and bias
+  // [out] (undefined when there is none): for merging, export and analysis.
+  virtual at::Tensor dense_weight() const = 0;
+  virtual at::Tensor bias() const { return {}; }
+};
+
+// y = x Wᵀ + b (at::linear), W [out, in], b [out] or undefined.
+class DenseOperator final : public BaseOperator {
+ public:
+  // Throws InvalidArgument for a weight that is not 2-D or a bias that is not [out].
+  explicit DenseOperator(at::Tensor weight, at::Tensor bias = {});
+  std::string_view kind() const override { return "dense"; }
+  int64_t in_features() const override { return weight_.size(1); }
+  int64_t out_features() const override { return weight_.size(0); }
+  at::Tensor forward(const at::Tensor& x) const override { return at::linear(x, weight_, bias_); }
+  NamedTensors tensors() const override;
+  at::Tensor dense_weight() const override { return weight_; }
+  at::Tensor bias() const override { return bias_; }
+  const at::Tensor& weight() const { return weight_; }
+
+ private:
+  at::Tensor weight_;
+  at::Tensor bias_;
+};
+
+// Δ(x) added to the base output. Implementations are immutable during forward (thread-safe).
+class Adapter {
+ public:
+  virtual ~Adapter() = default;
+  virtual std::string_view kind() const = 0;  // "lora", "dora", ...
+  // Δ for input x [..., in] with the base output base_y = base(x) [..., out] at hand (variants
+  // such as DoRA rescale it); must return [..., out].
+  virtual at::Tensor delta(const at::Tensor& x, const at::Tensor& base_y, const BaseOperator& base) const = 0;
+  // The adapter's own tensors, named relative to the slot (what an adapter file stores).
+  virtual NamedTensors tensors() const { return {}; }
+};
+
+// A named slot. Not thread-safe to mutate (replace_base, add/remove adapters) while another
+// thread runs forward; forward itself is const and thread-safe.
+class LinearSlot {
+ public:
+  // Throws InvalidArgument for an empty name or a null base.
+  LinearSlot(std::string name, std::shared_ptr<const BaseOperator> base);
+
+  const std::string& name() const { return name_; }
+  int64_t in_features() const { return base_->in_features(); }
+  int64_t out_features() const { return base_->out_features(); }
+
+  // base(x) + Σ Δ_a(x) over the adapters in attach order (none when adapters are disabled).
+  at::Tensor forward(const at::Tensor& x) const;
+
+  const BaseOperator& base() const { return *base_; }
+  const std::shared_ptr<const BaseOperator>& base_ptr() const { return base_; }
+  // Replaces the base operator and returns the old one. Throws InvalidArgument (naming the slot)
+  // when the new operator is null or changes in_features/out_features.
+  std::shared_ptr<const BaseOperator> replace_base(std::shared_ptr<const BaseOperator> base);
+
+  // Attaches an adapter under `adapter_name`. Throws InvalidArgument for an empty or taken name.
+  void add_adapter(std::string adapter_name, std::shared_ptr<const Adapter> adapter);
+  // Detaches and returns it. Throws NotFound naming the slot and the adapter.
+  std::shared_ptr<const Adapter> remove_adapter(std::string_view adapter_name);
+  // nullptr when absent.
+  const Adapter* adapter(std::string_view adapter_name) const;
+  std::vector<std::string> adapter_names() const;
+  bool has_adapters() const { return !adapters_.empty(); }
+  // Disabled adapters stay attached but forward() returns base(x) alone.
+  void set_adapters_enabled(bool enabled) { adapters_enabled_ = enabled; }
+  bool adapters_enabled() const { return adapters_enabled_; }
+
+ private:
+  std::string name_;
+  std::shared_ptr<const BaseOperator> base_;
+  std::vector<std::pair<std::string, std::shared_ptr<const Adapter>>> adapters_;
+  bool adapters_enabled_ = true;
+};
+
+}  // namespace lowrank::nn

@@ -1,0 +1,366 @@
+// The Llama-family decoder: construction (from a checkpoint or random), forward, slots, save.
+// See model.h for the equations and references.
+#include "lowrank/nn/model.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <functional>
+#include <map>
+#include <set>
+
+#include "lowrank/core/error.h"
+#include "lowrank/core/json.h"
+#include "lowrank/core/log.h"
+#include "lowrank/core/safetensors.h"
+#include "lowrank/nn/attention.h"
+
+namespace lowrank::nn {
+
+namespace fs = std::filesystem;
+
+struct DecoderLayer {
+  at::Tensor input_layernorm;           // [hidden]
+  at::Tensor post_attention_layernorm;  // [hidden]
+  Attention self_attn;
+  LinearSlot gate_proj, up_proj, down_proj;
+  int64_t window = 0;  // sliding window (0: full causal)
+};
+
+namespace {
+
+enum class Init { kNormal, kZeros, kOnes };
+// Produces the tensor `name` of shape `shape` in the compute dtype and device.
+using TensorSource =
+    std::function<at::Tensor(const std::string& name, std::vector<int64_t> shape, Init init)>;
+
+std::string shape_str(at::IntArrayRef shape) {
+  return ::lowrank::str(shape);
+}
+
+std::string dtype_json_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat:
+      return "float32";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kHalf:
+      return "float16";
+    case at::kDouble:
+      return "float64";
+    default:
+      throw Unsupported(
+          str("model dtype ", c10::toString(t), " (supported: float32, bfloat16, float16, float64)"));
+  }
+}
+
+void check_compute_dtype(at::ScalarType t) {
+  (void)dtype_json_name(t);
+}
+
+// The file of a checkpoint that holds `name` (for messages only; opens shards).
+std::string file_of(const Checkpoint& ckpt, const std::string& name) {
+  const auto files = ckpt.files();
+  if (files.size() == 1) return files.front().string();
+  for (const fs::path& f : files) {
+    try {
+      if (SafetensorsFile::open(f).contains(name)) return f.string();
+    } catch (const Error&) {
+    }
+  }
+  return files.empty() ? std::string("the checkpoint") : files.front().parent_path().string();
+}
+
+at::Tensor activation(const at::Tensor& x, const std::string& act) {
+  if (act == "silu" || act == "swish") return at::silu(x);
+  if (act == "gelu") return at::gelu(x);
+  return at::gelu(x, "tanh");  // gelu_pytorch_tanh (checked by the config)
+}
+
+}  // namespace
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const at::ScalarType in = x.scalar_type();
+  const at::Tensor h = in == at::kDouble ? x : x.to(at::kFloat);
+  const at::Tensor normed = h.mul(at::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true).add(eps)));
+  return weight.mul(normed.to(in));
+}
+
+Model::Model() = default;
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+Model::~Model() = default;
+
+namespace {
+
+// Builds the layers of `config` from `source`; shared by load() and random().
+struct Builder {
+  const ModelConfig& c;
+  const TensorSource& source;
+
+  std::shared_ptr<BaseOperator> dense(const std::string& name, int64_t out, int64_t in, bool bias) {
+    at::Tensor w = source(name + ".weight", {out, in}, Init::kNormal);
+    at::Tensor b = bias ? source(name + ".bias", {out}, Init::kZeros) : at::Tensor();
+    return std::make_shared<DenseOperator>(std::move(w), std::move(b));
+  }
+
+  std::unique_ptr<DecoderLayer> layer(int64_t i) {
+    const std::string p = str("model.layers.", i);
+    const int64_t H = c.hidden_size;
+    at::Tensor in_norm = source(p + ".input_layernorm.weight", {H}, Init::kOnes);
+    const std::string a = p + ".self_attn";
+    auto q = dense(a + ".q_proj", c.q_size(), H, c.qkv_bias);
+    auto k = dense(a + ".k_proj", c.kv_size(), H, c.qkv_bias);
+    auto v = dense(a + ".v_proj", c.kv_size(), H, c.qkv_bias);
+    auto o = dense(a + ".o_proj", H, c.q_size(), c.o_bias);
+    at::Tensor post_norm = source(p + ".post_attention_layernorm.weight", {H}, Init::kOnes);
+    const std::string m = p + ".mlp";
+    auto gate = dense(m + ".gate_proj", c.intermediate_size, H, c.mlp_bias);
+    auto up = dense(m + ".up_proj", c.intermediate_size, H, c.mlp_bias);
+    auto down = dense(m + ".down_proj", H, c.intermediate_size, c.mlp_bias);
+    return std::unique_ptr<DecoderLayer>(
+        new DecoderLayer{std::move(in_norm), std::move(post_norm), Attention(c, i, a, q, k, v, o),
+                         LinearSlot(m + ".gate_proj", gate), LinearSlot(m + ".up_proj", up),
+                         LinearSlot(m + ".down_proj", down), c.sliding_window.at(i)});
+  }
+};
+
+}  // namespace
+
+void Model::build(const ModelConfig& config, const LoadOptions& options) {
+  config_ = config;
+  dtype_ = options.dtype;
+  device_ = options.device;
+  rope_ = RotaryEmbedding(config_, device_, dtype_);
+}
+
+Model Model::load(const fs::path& dir, const LoadOptions& options) {
+  check_compute_dtype(options.dtype);
+  const ModelConfig config = ModelConfig::load(dir);
+  const Checkpoint ckpt = Checkpoint::open(dir);
+  std::set<std::string> used;
+  TensorSource source = [&](const std::string& name, std::vector<int64_t> shape, Init) {
+    if (!ckpt.contains(name)) {
+      std::string files;
+      for (const auto& f : ckpt.files()) files += str(files.empty() ? "" : ", ", f.string());
+      throw NotFound(str("tensor \"", name, "\" is missing from the checkpoint (", files, ")"));
+    }
+    const TensorInfo& info = ckpt.info(name);
+    LR_CHECK(info.dtype == Dtype::kF32 || info.dtype == Dtype::kBF16 || info.dtype == Dtype::kF16 ||
+                 info.dtype == Dtype::kF64,
+             InvalidArgument, "tensor \"", name, "\" in ", file_of(ckpt, name), " has dtype ",
+             dtype_name(info.dtype), "; model weights must be F32, BF16, F16 or F64");
+    LR_CHECK(info.shape == shape, InvalidArgument, "tensor \"", name, "\" in ", file_of(ckpt, name),
+             " has shape ", shape_str(info.shape), ", expected ", shape_str(shape), " from config.json");
+    used.insert(name);
+    at::Tensor t = ckpt.load(name, options.dtype);  // converted in one pass
+    return options.device.is_cpu() ? t : t.to(options.device);
+  };
+
+  Model model;
+  model.build(config, options);
+  Builder builder{model.config_, source};
+  model.embed_tokens_ =
+      source("model.embed_tokens.weight", {config.vocab_size, config.hidden_size}, Init::kNormal);
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) model.layers_.push_back(builder.layer(i));
+  model.norm_ = source("model.norm.weight", {config.hidden_size}, Init::kOnes);
+  if (config.tie_word_embeddings) {
+    used.insert("lm_head.weight");  // transformers ties it to the embedding even when stored
+    model.lm_head_ =
+        std::make_unique<LinearSlot>("lm_head", std::make_shared<DenseOperator>(model.embed_tokens_));
+  } else {
+    model.lm_head_ = std::make_unique<LinearSlot>(
+        "lm_head", builder.dense("lm_head", config.vocab_size, config.hidden_size, false));
+  }
+
+  std::vector<std::string> unused;
+  for (const std::string& name : ckpt.names())
+    if (!used.contains(name) && name.find("rotary_emb.inv_freq") == std::string::npos) unused.push_back(name);
+  if (!unused.empty()) {
+    std::string list;
+    for (size_t i = 0; i < std::min<size_t>(unused.size(), 5); ++i) list += str(i ? ", " : "", unused[i]);
+    log::warn(dir.string(), ": ", unused.size(), " tensor(s) not used by ",
+              architecture_name(config.architecture), " were ignored: ", list,
+              unused.size() > 5 ? ", ..." : "");
+  }
+  return model;
+}
+
+Model Model::random(const ModelConfig& config, uint64_t seed, const LoadOptions& options) {
+  check_compute_dtype(options.dtype);
+  double std_dev = 0.02;
+  if (auto it = config.raw.find("initializer_range"); it != config.raw.end() && it->is_number())
+    std_dev = it->get<double>();
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  TensorSource source = [&](const std::string&, std::vector<int64_t> shape, Init init) {
+    at::Tensor t;
+    if (init == Init::kNormal) {
+      t = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
+      t.normal_(0.0, std_dev, gen);
+      t = t.to(options.dtype);
+    } else {
+      t = init == Init::kOnes ? at::ones(shape, options.dtype) : at::zeros(shape, options.dtype);
+    }
+    return t.to(options.device);
+  };
+  Model model;
+  model.build(config, options);
+  Builder builder{model.config_, source};
+  model.embed_tokens_ = source("", {config.vocab_size, config.hidden_size}, Init::kNormal);
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) model.layers_.push_back(builder.layer(i));
+  model.norm_ = source("", {config.hidden_size}, Init::kOnes);
+  model.lm_head_ = std::make_unique<LinearSlot>(
+      "lm_head", config.tie_word_embeddings
+                     ? std::make_shared<DenseOperator>(model.embed_tokens_)
+                     : builder.dense("lm_head", config.vocab_size, config.hidden_size, false));
+  return model;
+}
+
+NamedTensors Model::named_tensors() const {
+  NamedTensors out;
+  out.emplace_back("model.embed_tokens.weight", embed_tokens_);
+  auto add_slot = [&](const LinearSlot& s) {
+    for (auto& [n, t] : s.base().tensors()) out.emplace_back(s.name() + "." + n, t);
+  };
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const DecoderLayer& l = *layers_[i];
+    const std::string p = str("model.layers.", i);
+    out.emplace_back(p + ".input_layernorm.weight", l.input_layernorm);
+    for (const LinearSlot* s :
+         {&l.self_attn.q_proj, &l.self_attn.k_proj, &l.self_attn.v_proj, &l.self_attn.o_proj})
+      add_slot(*s);
+    out.emplace_back(p + ".post_attention_layernorm.weight", l.post_attention_layernorm);
+    for (const LinearSlot* s : {&l.gate_proj, &l.up_proj, &l.down_proj}) add_slot(*s);
+  }
+  out.emplace_back("model.norm.weight", norm_);
+  // A tied head (the dense base still sharing the embedding) is not stored, as transformers.
+  const auto* dense = dynamic_cast<const DenseOperator*>(&lm_head_->base());
+  const bool tied = config_.tie_word_embeddings && dense && dense->weight().is_same(embed_tokens_);
+  if (!tied) add_slot(*lm_head_);
+  return out;
+}
+
+void Model::save(const fs::path& dir, std::optional<at::ScalarType> dtype) const {
+  const at::ScalarType out_dtype = dtype.value_or(dtype_);
+  const std::string dtype_name = dtype_json_name(out_dtype);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  LR_CHECK(!ec, IoError, dir.string(), ": cannot create directory: ", ec.message());
+
+  std::vector<NamedTensor> tensors;
+  {
+    at::NoGradGuard no_grad;
+    for (auto& [name, t] : named_tensors())
+      tensors.push_back({name, t.detach().to(at::kCPU).to(out_dtype).contiguous()});
+  }
+  save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
+
+  Json config = config_.raw;
+  config["dtype"] = dtype_name;
+  if (config.contains("torch_dtype")) config["torch_dtype"] = dtype_name;
+  write_json_file(dir / "config.json", config);
+}
+
+KVCache Model::new_cache(int64_t batch, int64_t capacity) const {
+  return KVCache(config_, batch, capacity, at::TensorOptions().dtype(dtype_).device(device_));
+}
+
+at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOptions& options) const {
+  LR_CHECK(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong, InvalidArgument,
+           "input_ids must be int64 [batch, seq], got ", c10::toString(input_ids.scalar_type()), " ",
+           input_ids.sizes());
+  const int64_t B = input_ids.size(0);
+  const int64_t T = input_ids.size(1);
+  LR_CHECK(B > 0 && T > 0, InvalidArgument, "input_ids must not be empty, got ", input_ids.sizes());
+  const at::Tensor ids = input_ids.to(device_);
+  const int64_t lo = ids.min().item<int64_t>();
+  const int64_t hi = ids.max().item<int64_t>();
+  LR_CHECK(lo >= 0 && hi < config_.vocab_size, InvalidArgument, "input_ids hold token ", lo < 0 ? lo : hi,
+           ", outside the vocabulary [0, ", config_.vocab_size, ")");
+
+  at::Tensor valid;  // [B, T] bool for the new tokens, undefined when all are real
+  if (options.attention_mask.defined()) {
+    LR_CHECK(options.attention_mask.sizes() == input_ids.sizes(), InvalidArgument, "attention_mask of shape ",
+             options.attention_mask.sizes(), " for input_ids of shape ", input_ids.sizes());
+    valid = options.attention_mask.to(device_).to(at::kBool);
+  }
+  KVCache* cache = options.cache;
+  int64_t past = 0;
+  at::Tensor key_valid = valid;
+  bool padded = valid.defined() && !valid.all().item<bool>();
+  if (cache) {
+    LR_CHECK(cache->batch() == B, InvalidArgument, "KV cache for ", cache->batch(), " sequences used with ",
+             B);
+    LR_CHECK(cache->num_layers() == config_.num_hidden_layers, InvalidArgument, "KV cache of another model (",
+             cache->num_layers(), " layers)");
+    past = cache->length();
+    padded = padded || cache->has_padding();
+    key_valid = cache->begin(T, valid);
+  }
+
+  at::Tensor positions;
+  if (options.position_ids.defined()) {
+    LR_CHECK(options.position_ids.sizes() == input_ids.sizes(), InvalidArgument, "position_ids of shape ",
+             options.position_ids.sizes(), " for input_ids of shape ", input_ids.sizes());
+    positions = options.position_ids.to(device_).to(at::kLong);
+  } else if (cache || valid.defined()) {
+    // transformers' generate(): position = (real tokens before this one); padding gets 1.
+    const auto long_opts = at::TensorOptions().dtype(at::kLong).device(device_);
+    const at::Tensor v = valid.defined() ? valid.to(at::kLong) : at::ones({B, T}, long_opts);
+    const at::Tensor before = cache ? cache->valid_count().unsqueeze(1) : at::zeros({B, 1}, long_opts);
+    positions = before.add(v.cumsum(1)).sub(1).masked_fill(v.eq(0), 1);
+  } else {
+    positions =
+        at::arange(T, at::TensorOptions().dtype(at::kLong).device(device_)).unsqueeze(0).expand({B, T});
+  }
+  const auto [cos, sin] = rope_.cos_sin(positions, dtype_);
+
+  std::map<int64_t, AttentionMask> masks;  // one per distinct window size
+  for (const auto& layer : layers_)
+    if (!masks.contains(layer->window))
+      masks[layer->window] = make_attention_mask(key_valid, padded, past, T, layer->window, device_);
+
+  at::Tensor h = at::embedding(embed_tokens_, ids);
+  for (const auto& layer : layers_) {
+    const DecoderLayer& l = *layer;
+    at::Tensor a = l.self_attn.forward(rms_norm(h, l.input_layernorm, config_.rms_norm_eps), cos, sin,
+                                       masks.at(l.window), cache);
+    h = h + a;
+    const at::Tensor x = rms_norm(h, l.post_attention_layernorm, config_.rms_norm_eps);
+    h = h +
+        l.down_proj.forward(activation(l.gate_proj.forward(x), config_.hidden_act) * l.up_proj.forward(x));
+  }
+  if (cache) cache->commit();
+  return rms_norm(h, norm_, config_.rms_norm_eps);
+}
+
+at::Tensor Model::forward(const at::Tensor& input_ids, const ForwardOptions& options) const {
+  at::Tensor h = hidden_states(input_ids, options);
+  if (options.last_position_only) h = h.narrow(1, h.size(1) - 1, 1);
+  return lm_head_->forward(h);
+}
+
+std::vector<LinearSlot*> Model::slots() {
+  std::vector<LinearSlot*> out;
+  for (auto& l : layers_)
+    for (LinearSlot* s : {&l->self_attn.q_proj, &l->self_attn.k_proj, &l->self_attn.v_proj,
+                          &l->self_attn.o_proj, &l->gate_proj, &l->up_proj, &l->down_proj})
+      out.push_back(s);
+  out.push_back(lm_head_.get());
+  return out;
+}
+
+std::vector<const LinearSlot*> Model::slots() const {
+  std::vector<const LinearSlot*> out;
+  for (LinearSlot* s : const_cast<Model*>(this)->slots()) out.push_back(s);
+  return out;
+}
+
+LinearSlot& Model::slot(std::string_view name) {
+  for (LinearSlot* s : slots())
+    if (s->name() == name) return *s;
+  throw NotFound(str("no linear slot \"", name, "\" in this ", architecture_name(config_.architecture),
+                     " (slots are named like model.layers.0.self_attn.q_proj, model.layers.0.mlp.down_proj, "
+                     "lm_head)"));
+}
+
+}  // namespace lowrank::nn

@@ -1,0 +1,116 @@
+// The Llama-family decoder-only transformer (Touvron et al., 2023, "LLaMA: Open and Efficient
+// Foundation Language Models", arXiv:2302.13971), as transformers' LlamaForCausalLM,
+// MistralForCausalLM and Qwen2ForCausalLM compute it:
+//   h_0 = E[ids]
+//   h' = h + Attn(RMSNorm(h))               (attention.h; pre-norm residual)
+//   h  = h' + W_down (act(W_gate h'') ⊙ W_up h''),  h'' = RMSNorm(h')   (SwiGLU, Shazeer 2020)
+//   logits = W_lm RMSNorm(h_L)              (W_lm = E when tie_word_embeddings)
+// RMSNorm (Zhang & Sennrich, 2019): w ⊙ x / sqrt(mean(x²) + eps), computed in float32 for
+// half-precision inputs and cast back before the weight, as transformers does.
+// Loaded from and saved to the Hugging Face layout (config.json, model.safetensors or shards +
+// index, HF tensor names). Every projection is a LinearSlot (linear_slot.h) reachable by its HF
+// module name through slots().
+// Deviations: RMSNorm of a float64 model stays in float64 (transformers would drop to float32);
+// position ids default to the count of real tokens before each token (transformers' generate()
+// convention) whenever an attention mask or a cache is given.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "lowrank/nn/config.h"
+#include "lowrank/nn/kv_cache.h"
+#include "lowrank/nn/linear_slot.h"
+#include "lowrank/nn/rope.h"
+
+namespace lowrank::nn {
+
+struct LoadOptions {
+  at::ScalarType dtype = at::kFloat;  // compute dtype: stored f32/bf16/f16 weights convert to it
+  at::Device device = at::kCPU;
+};
+
+struct ForwardOptions {
+  // [B, T] for the new tokens: 1/true = token, 0/false = padding (left padding for batches of
+  // different lengths). Undefined: all tokens. With a cache, earlier steps' masks are remembered.
+  at::Tensor attention_mask;
+  // [B, T] int64. Undefined: without a cache and mask 0..T-1; otherwise the number of real tokens
+  // before each token (padding gets 1, as transformers' generate()).
+  at::Tensor position_ids;
+  // When given, the T new positions are appended to it and attend to everything it holds.
+  KVCache* cache = nullptr;
+  // Logits for the last position only ([B, 1, V]): what generation needs.
+  bool last_position_only = false;
+};
+
+struct DecoderLayer;
+
+class Model {
+ public:
+  // Loads `dir` (config.json + model.safetensors, or shards + model.safetensors.index.json).
+  // Throws NotFound for a missing file or tensor, InvalidArgument for a bad config key or a
+  // tensor of the wrong shape or dtype (naming the tensor and its file), Unsupported for another
+  // architecture. Tensors the model does not use are ignored with a warning.
+  static Model load(const std::filesystem::path& dir, const LoadOptions& options = {});
+  // A freshly initialised model as transformers' _init_weights: linear and embedding weights
+  // N(0, initializer_range = 0.02 unless the config says otherwise), biases 0, norms 1.
+  static Model random(const ModelConfig& config, uint64_t seed, const LoadOptions& options = {});
+
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+  ~Model();
+
+  // Writes config.json and model.safetensors (HF tensor names, atomically each) into `dir`,
+  // created if needed; tensors converted to `dtype` (default: the compute dtype). A tied lm_head
+  // is not written (as transformers). Only dense base operators are HF-loadable; other operators
+  // write their own tensor names. Throws IoError.
+  void save(const std::filesystem::path& dir, std::optional<at::ScalarType> dtype = std::nullopt) const;
+
+  const ModelConfig& config() const { return config_; }
+  at::ScalarType dtype() const { return dtype_; }
+  at::Device device() const { return device_; }
+
+  // input_ids [B, T] int64 -> logits [B, T, vocab] (or [B, 1, vocab]) in the compute dtype.
+  // Differentiable with respect to every tensor of the model (run under at::NoGradGuard or
+  // c10::InferenceMode for inference). Thread-safe (const) as long as no slot is being changed;
+  // each thread needs its own cache. Throws InvalidArgument for ids out of range or mismatched
+  // shapes.
+  at::Tensor forward(const at::Tensor& input_ids, const ForwardOptions& options = {}) const;
+  // The final-norm hidden states [B, T, hidden] (forward without the lm_head).
+  at::Tensor hidden_states(const at::Tensor& input_ids, const ForwardOptions& options = {}) const;
+  // A cache for `batch` sequences with room for `capacity` positions (it grows if exceeded).
+  KVCache new_cache(int64_t batch, int64_t capacity) const;
+
+  // Every linear slot in module order: per layer q, k, v, o, gate, up, down; then lm_head.
+  std::vector<LinearSlot*> slots();
+  std::vector<const LinearSlot*> slots() const;
+  // Throws NotFound naming the slot.
+  LinearSlot& slot(std::string_view name);
+  // The model's tensors under their HF names (embedding, norms, every slot's base tensors;
+  // lm_head.weight omitted when tied): what save() writes. They share storage with the model.
+  NamedTensors named_tensors() const;
+
+ private:
+  Model();
+  void build(const ModelConfig& config, const LoadOptions& options);
+
+  ModelConfig config_;
+  at::ScalarType dtype_ = at::kFloat;
+  at::Device device_ = at::kCPU;
+  at::Tensor embed_tokens_;  // [vocab, hidden]
+  std::vector<std::unique_ptr<DecoderLayer>> layers_;
+  at::Tensor norm_;  // [hidden]
+  std::unique_ptr<LinearSlot> lm_head_;
+  RotaryEmbedding rope_;
+};
+
+// w ⊙ x / sqrt(mean(x², -1) + eps); see the file comment for the dtype rule.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+}  // namespace lowrank::nn
