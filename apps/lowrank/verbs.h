@@ -26,5 +26,8 @@ VerbRunner add_methods(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_tokenize(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_logits(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_generate(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_eval(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_data(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace lowrank::cli

@@ -1,0 +1,57 @@
+// `lowrank eval --model DIR --data DIR|TEXTFILE [--seq-len N] [--stride S]`: sliding-window
+// perplexity (Hugging Face's strided method) with a 95% interval over chunks; see
+// src/lowrank/train/perplexity.h and docs/training.md.
+#include <cstdio>
+#include <iostream>
+
+#include "apps/lowrank/verbs.h"
+#include "lowrank/core/json.h"
+#include "lowrank/nn/run.h"
+#include "lowrank/train/perplexity.h"
+
+namespace lowrank::cli {
+
+VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
+  auto* cmd = app.add_subcommand("eval", "Perplexity of a model on a token dataset or a text file");
+  struct Args {
+    std::string model, data, split = "validation", dtype = "float32", device = "cpu";
+    int64_t seq_len = 0, stride = 0, batch = 8, max_tokens = 0;
+  };
+  auto args = std::make_shared<Args>();
+  cmd->add_option("--model", args->model, "HF model directory (config.json, safetensors, tokenizer.json)")
+      ->required();
+  cmd->add_option("--data", args->data,
+                  "A token dataset directory (lowrank data prepare) or a UTF-8 text file (tokenized with the "
+                  "model's tokenizer.json)")
+      ->required();
+  cmd->add_option("--split", args->split, "Dataset split to score (dataset directories only)")
+      ->capture_default_str();
+  cmd->add_option("--seq-len", args->seq_len, "Window length (default: the model's context, at most 1024)");
+  cmd->add_option("--stride", args->stride, "Window step (default: seq-len / 2)");
+  cmd->add_option("--batch", args->batch, "Windows per forward pass")->capture_default_str();
+  cmd->add_option("--max-tokens", args->max_tokens, "Score at most this many tokens (default: all)");
+  cmd->add_option("--dtype", args->dtype, "Compute dtype: float32, bfloat16, float16, float64")
+      ->capture_default_str();
+  cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
+  return [args, &global] {
+    const nn::Model model =
+        nn::Model::load(args->model, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
+    const at::Tensor tokens = train::load_eval_tokens(args->data, args->model, args->split, args->max_tokens);
+    train::PerplexityOptions o;
+    o.seq_len = args->seq_len;
+    o.stride = args->stride;
+    o.batch_size = args->batch;
+    const train::PerplexityResult r = train::perplexity(model, tokens, o);
+    if (global.json) {
+      std::cout << r.to_json().dump(2) << "\n";
+      return;
+    }
+    std::printf("perplexity %.4f  (95%% CI %.4f .. %.4f over %lld chunks)\n", r.perplexity, r.ci_low,
+                r.ci_high, static_cast<long long>(r.chunks));
+    std::printf("nll %.6f nats/token over %lld tokens, seq-len %lld, stride %lld\n", r.nll,
+                static_cast<long long>(r.tokens), static_cast<long long>(r.seq_len),
+                static_cast<long long>(r.stride));
+  };
+}
+
+}  // namespace lowrank::cli

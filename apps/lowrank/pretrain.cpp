@@ -1,0 +1,52 @@
+// `lowrank pretrain --preset tiny|small --corpus NAME|PATH --out DIR [--steps N] [--resume]
+// [--seed S]`: tokenizer, dataset, training from scratch, HF export and validation perplexity;
+// see src/lowrank/train/pretrain.h and docs/training.md.
+#include <cstdio>
+#include <iostream>
+
+#include "apps/lowrank/verbs.h"
+#include "lowrank/core/json.h"
+#include "lowrank/core/log.h"
+#include "lowrank/train/pretrain.h"
+
+namespace lowrank::cli {
+
+VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
+  auto* cmd = app.add_subcommand("pretrain", "Train a small Llama-style model from scratch on a corpus");
+  auto o = std::make_shared<train::PretrainOptions>();
+  auto out = std::make_shared<std::string>();
+  std::string presets;
+  for (const auto& p : train::pretrain_presets()) presets += "\n  " + p.name + ": " + p.help;
+  cmd->add_option("--preset", o->preset, "Model and schedule preset:" + presets)->capture_default_str();
+  cmd->add_option("--corpus", o->corpus,
+                  "Named corpus (bible, gcide, fortunes, cpp-headers) or a file/directory")
+      ->capture_default_str();
+  cmd->add_option("--out", *out, "Output directory (tokenizer/, dataset/, run/, model/, pretrain.json)")
+      ->required();
+  cmd->add_option("--steps", o->steps, "Optimizer steps (default: the preset's)");
+  cmd->add_flag("--resume", o->resume, "Continue from the newest checkpoint in OUT/run");
+  cmd->add_option("--seed", o->seed, "Seed of the initialisation, split and window sampler")
+      ->capture_default_str();
+  cmd->add_option("--checkpoint-every", o->checkpoint_every,
+                  "Checkpoint every N steps (default: the preset's)");
+  cmd->add_option("--stop-after", o->stop_after,
+                  "Stop after step N without writing a checkpoint, as if killed (for testing --resume)");
+  cmd->add_option("--max-documents", o->max_documents, "Use only the first N documents of the corpus");
+  return [o, out, &global] {
+    o->out = *out;
+    const train::PretrainSummary s = train::pretrain(*o);
+    if (global.json) {
+      std::cout << s.to_json().dump(2) << "\n";
+      return;
+    }
+    if (!s.finished) {
+      log::info("stopped after step ", s.steps, "; continue with --resume");
+      return;
+    }
+    std::printf("%s%s: %lld steps, final loss %.4f, validation perplexity %.3f (95%% CI %.3f .. %.3f)\n",
+                s.model_dir.string().c_str(), s.cached ? " (cached)" : "", static_cast<long long>(s.steps),
+                s.final_loss, s.validation.perplexity, s.validation.ci_low, s.validation.ci_high);
+  };
+}
+
+}  // namespace lowrank::cli

@@ -1,0 +1,111 @@
+// AdamW (Loshchilov & Hutter, 2019, Algorithm 2) on the shared Adam core; see adamw.h.
+#include "lowrank/train/adamw.h"
+
+#include <cmath>
+
+#include "lowrank/core/error.h"
+
+namespace lowrank::train {
+
+OrderedJson AdamConfig::to_json() const {
+  return OrderedJson{{"beta1", beta1},
+                     {"beta2", beta2},
+                     {"eps", eps},
+                     {"weight_decay", weight_decay},
+                     {"bias_correction", bias_correction}};
+}
+
+AdamConfig AdamConfig::from_json(const Json& j, std::string_view what) {
+  AdamConfig c;
+  c.beta1 = json_get_or<double>(j, "beta1", c.beta1, what);
+  c.beta2 = json_get_or<double>(j, "beta2", c.beta2, what);
+  c.eps = json_get_or<double>(j, "eps", c.eps, what);
+  c.weight_decay = json_get_or<double>(j, "weight_decay", c.weight_decay, what);
+  c.bias_correction = json_get_or<bool>(j, "bias_correction", c.bias_correction, what);
+  LR_CHECK(c.beta1 >= 0 && c.beta1 < 1, InvalidArgument, what, ": beta1 must be in [0, 1), got ", c.beta1);
+  LR_CHECK(c.beta2 >= 0 && c.beta2 < 1, InvalidArgument, what, ": beta2 must be in [0, 1), got ", c.beta2);
+  LR_CHECK(c.eps > 0, InvalidArgument, what, ": eps must be > 0, got ", c.eps);
+  LR_CHECK(c.weight_decay >= 0, InvalidArgument, what, ": weight_decay must be >= 0, got ", c.weight_decay);
+  return c;
+}
+
+void adam_update(at::Tensor& param, const at::Tensor& grad, AdamState& state, const AdamConfig& config,
+                 double lr) {
+  LR_CHECK(param.sizes() == grad.sizes(), InvalidArgument, "adam: gradient shape ", grad.sizes(),
+           " differs from parameter shape ", param.sizes());
+  at::NoGradGuard no_grad;
+  if (!state.exp_avg.defined()) {
+    state.exp_avg = at::zeros_like(param);
+    state.exp_avg_sq = at::zeros_like(param);
+  }
+  state.step += 1;
+  // Decoupled weight decay (Alg. 2, line 12: the λθ term outside the adaptive step).
+  if (config.weight_decay != 0) param.mul_(1 - lr * config.weight_decay);
+  // Moments (Alg. 2, lines 7-8), in libtorch's operation order.
+  state.exp_avg.mul_(config.beta1).add_(grad, 1 - config.beta1);
+  state.exp_avg_sq.mul_(config.beta2).addcmul_(grad, grad, 1 - config.beta2);
+  double bias_correction1 = 1, bias_correction2 = 1;
+  if (config.bias_correction) {
+    bias_correction1 = 1 - std::pow(config.beta1, static_cast<double>(state.step));
+    bias_correction2 = 1 - std::pow(config.beta2, static_cast<double>(state.step));
+  }
+  // Bias-corrected step (Alg. 2, lines 9-12): m̂ / (sqrt(v̂) + ε).
+  at::Tensor denom = (state.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(config.eps);
+  param.addcdiv_(state.exp_avg, denom, -lr / bias_correction1);
+}
+
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamConfig config)
+    : params_(std::move(params)), states_(params_.size()), config_(config) {
+  for (const auto& [name, p] : params_) decay_.push_back(p.dim() >= 2);
+}
+
+void AdamW::step(double lr) {
+  AdamConfig no_decay = config_;
+  no_decay.weight_decay = 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor& p = params_[i].second;
+    if (!p.grad().defined()) continue;
+    adam_update(p, p.grad(), states_[i], decay_[i] ? config_ : no_decay, lr);
+  }
+  ++steps_;
+}
+
+void AdamW::zero_grad() {
+  for (auto& [name, p] : params_) {
+    if (p.grad().defined()) p.mutable_grad().reset();
+  }
+}
+
+std::vector<std::pair<std::string, at::Tensor>> AdamW::state_tensors() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const AdamState& s = states_[i];
+    const at::Tensor& p = params_[i].second;
+    at::Tensor m = s.exp_avg.defined() ? s.exp_avg : at::zeros_like(p);
+    at::Tensor v = s.exp_avg_sq.defined() ? s.exp_avg_sq : at::zeros_like(p);
+    out.emplace_back(params_[i].first + ".exp_avg", m.detach().to(at::kCPU).contiguous());
+    out.emplace_back(params_[i].first + ".exp_avg_sq", v.detach().to(at::kCPU).contiguous());
+  }
+  return out;
+}
+
+void AdamW::load_state(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t steps) {
+  auto find = [&](const std::string& name) -> const at::Tensor& {
+    for (const auto& [n, t] : tensors)
+      if (n == name) return t;
+    throw Corruption(str("optimizer state: missing tensor ", name));
+  };
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const at::Tensor& p = params_[i].second;
+    const at::Tensor& m = find(params_[i].first + ".exp_avg");
+    const at::Tensor& v = find(params_[i].first + ".exp_avg_sq");
+    LR_CHECK(m.sizes() == p.sizes() && v.sizes() == p.sizes(), Corruption, "optimizer state for ",
+             params_[i].first, ": shape ", m.sizes(), " differs from the parameter's ", p.sizes());
+    states_[i].exp_avg = m.to(p.device(), p.scalar_type()).clone();
+    states_[i].exp_avg_sq = v.to(p.device(), p.scalar_type()).clone();
+    states_[i].step = steps;
+  }
+  steps_ = steps;
+}
+
+}  // namespace lowrank::train

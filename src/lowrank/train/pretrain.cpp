@@ -1,0 +1,211 @@
+// The `lowrank pretrain` pipeline: tokenizer, dataset, training, HF export, validation
+// perplexity; see pretrain.h.
+#include "lowrank/train/pretrain.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "lowrank/core/error.h"
+#include "lowrank/core/file.h"
+#include "lowrank/core/log.h"
+#include "lowrank/data/bpe_trainer.h"
+#include "lowrank/data/corpus.h"
+#include "lowrank/data/prepare.h"
+#include "lowrank/data/token_dataset.h"
+#include "lowrank/data/tokenizer.h"
+
+namespace lowrank::train {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kEndOfText = "<|endoftext|>";
+
+TrainerConfig trainer_preset(int64_t steps, int64_t batch, int64_t seq_len, double lr, int64_t warmup,
+                             int64_t checkpoint_every) {
+  TrainerConfig c;
+  c.steps = steps;
+  c.batch_size = batch;
+  c.grad_accum = 1;
+  c.seq_len = seq_len;
+  c.lr = lr;
+  c.min_lr = lr / 10;
+  c.warmup_steps = warmup;
+  c.clip_norm = 1.0;
+  c.checkpoint_every = checkpoint_every;
+  return c;
+}
+
+OrderedJson args_json(const PretrainOptions& o, const TrainerConfig& c) {
+  return OrderedJson{{"preset", o.preset},
+                     {"corpus", o.corpus},
+                     {"steps", c.steps},
+                     {"seed", o.seed},
+                     {"max_documents", o.max_documents}};
+}
+
+}  // namespace
+
+std::vector<PretrainPreset> pretrain_presets() {
+  return {
+      {"tiny", 2048, 128, 384, 4, 4, trainer_preset(600, 16, 128, 3e-3, 30, 100),
+       "hidden 128, 4 layers, 4 heads, vocab 2048, seq 128; 600 steps of 16 x 128 tokens (minutes on 2 "
+       "cores)"},
+      {"small", 8192, 256, 768, 6, 8, trainer_preset(3000, 32, 256, 1.5e-3, 100, 250),
+       "hidden 256, 6 layers, 8 heads, vocab 8192, seq 256; 3000 steps of 32 x 256 tokens (hours on CPU)"},
+  };
+}
+
+PretrainPreset pretrain_preset(const std::string& name) {
+  std::string known;
+  for (const PretrainPreset& p : pretrain_presets()) {
+    if (p.name == name) return p;
+    known += (known.empty() ? "" : ", ") + p.name;
+  }
+  throw InvalidArgument(str("--preset: unknown preset \"", name, "\" (known: ", known, ")"));
+}
+
+Json preset_model_config(const PretrainPreset& p, int64_t vocab_size) {
+  return Json{{"architectures", Json::array({"LlamaForCausalLM"})},
+              {"model_type", "llama"},
+              {"vocab_size", vocab_size},
+              {"hidden_size", p.hidden_size},
+              {"intermediate_size", p.intermediate_size},
+              {"num_hidden_layers", p.num_layers},
+              {"num_attention_heads", p.num_heads},
+              {"num_key_value_heads", p.num_heads},
+              {"max_position_embeddings", p.trainer.seq_len},
+              {"rms_norm_eps", 1e-5},
+              {"rope_theta", 10000.0},
+              {"hidden_act", "silu"},
+              {"initializer_range", 0.02},
+              {"tie_word_embeddings", true},
+              {"torch_dtype", "float32"}};
+}
+
+OrderedJson PretrainSummary::to_json() const {
+  return OrderedJson{{"model_dir", model_dir.string()},
+                     {"cached", cached},
+                     {"finished", finished},
+                     {"steps", steps},
+                     {"final_loss", final_loss},
+                     {"train_seconds", train_seconds},
+                     {"validation", validation.to_json()}};
+}
+
+PretrainSummary pretrain(const PretrainOptions& o) {
+  LR_CHECK(!o.out.empty(), InvalidArgument, "--out: an output directory is required");
+  const PretrainPreset preset = pretrain_preset(o.preset);
+  TrainerConfig tc = preset.trainer;
+  if (o.steps > 0) tc.steps = o.steps;
+  if (o.checkpoint_every > 0) tc.checkpoint_every = o.checkpoint_every;
+  tc.warmup_steps = std::min(tc.warmup_steps, std::max<int64_t>(1, tc.steps / 10));
+  tc.seed = o.seed;
+  tc.stop_after = o.stop_after;
+  const OrderedJson args = args_json(o, tc);
+  const fs::path summary_path = o.out / "pretrain.json";
+  const fs::path model_dir = o.out / "model";
+
+  // The cache: a complete run with the same arguments.
+  if (fs::exists(summary_path)) {
+    const Json previous = read_json_file(summary_path);
+    if (previous.value("args", Json()) == Json::parse(args.dump()) &&
+        fs::exists(model_dir / "model.safetensors")) {
+      log::info("pretrain: ", o.out.string(), " already holds this run; skipping (delete it to retrain)");
+      PretrainSummary s;
+      s.model_dir = model_dir;
+      s.cached = true;
+      s.finished = true;
+      s.steps = json_get<int64_t>(previous, "steps", summary_path.string());
+      s.final_loss = json_get<double>(previous, "final_loss", summary_path.string());
+      s.train_seconds = json_get<double>(previous, "train_seconds", summary_path.string());
+      const Json v = json_get<Json>(previous, "validation", summary_path.string());
+      s.validation.perplexity = v.value("perplexity", 0.0);
+      s.validation.nll = v.value("nll", 0.0);
+      s.validation.tokens = v.value("tokens", int64_t{0});
+      s.validation.chunks = v.value("chunks", int64_t{0});
+      s.validation.seq_len = v.value("seq_len", int64_t{0});
+      s.validation.stride = v.value("stride", int64_t{0});
+      if (v.contains("ci95")) {
+        s.validation.ci_low = v["ci95"][0].get<double>();
+        s.validation.ci_high = v["ci95"][1].get<double>();
+      }
+      return s;
+    }
+  }
+  fs::create_directories(o.out);
+
+  // 1. Tokenizer.
+  const fs::path tokenizer_path = o.out / "tokenizer" / "tokenizer.json";
+  if (!fs::exists(tokenizer_path)) {
+    log::info("pretrain: training a ", preset.vocab_size, "-token BPE tokenizer on ", o.corpus);
+    const data::Corpus corpus = data::read_corpus(o.corpus, o.max_documents);
+    std::vector<std::string> texts;
+    texts.reserve(corpus.documents.size());
+    for (const data::Document& d : corpus.documents) texts.push_back(d.text);
+    data::BpeTrainerOptions bo;
+    bo.vocab_size = preset.vocab_size;
+    bo.special_tokens = {kEndOfText};
+    fs::create_directories(tokenizer_path.parent_path());
+    data::train_bpe(texts, bo).save(tokenizer_path);
+  }
+  const data::Tokenizer tokenizer = data::Tokenizer::load(tokenizer_path);
+
+  // 2. Dataset.
+  const fs::path dataset_dir = o.out / "dataset";
+  if (!fs::exists(dataset_dir / "dataset.json")) {
+    log::info("pretrain: tokenizing ", o.corpus, " into ", dataset_dir.string());
+    data::PrepareOptions po;
+    po.corpus = o.corpus;
+    po.tokenizer = tokenizer_path;
+    po.out = dataset_dir;
+    po.seed = o.seed;
+    po.max_documents = o.max_documents;
+    data::prepare_dataset(po);
+  }
+  const data::TokenDataset dataset = data::TokenDataset::open(dataset_dir);
+  TokenStream stream{dataset.size("train"), [dataset](int64_t begin, int64_t length) {
+                       return dataset.slice("train", begin, length);
+                     }};
+
+  // 3. Training.
+  const nn::ModelConfig model_config = nn::ModelConfig::from_json(
+      preset_model_config(preset, tokenizer.vocab_size()), "preset " + preset.name);
+  nn::Model model = nn::Model::random(model_config, o.seed);
+  const auto t0 = std::chrono::steady_clock::now();
+  const TrainResult r = train(model, stream, tc, o.out / "run", o.resume);
+  PretrainSummary s;
+  s.model_dir = model_dir;
+  s.steps = r.step;
+  s.finished = r.finished;
+  s.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!r.steps.empty()) s.final_loss = r.steps.back().loss;
+  if (!r.finished) return s;
+
+  // 4. Export and validation perplexity.
+  model.save(model_dir, at::kFloat);
+  tokenizer.save(model_dir / "tokenizer.json");
+  write_json_file(model_dir / "tokenizer_config.json",
+                  OrderedJson{{"tokenizer_class", "PreTrainedTokenizerFast"},
+                              {"eos_token", kEndOfText},
+                              {"model_max_length", tc.seq_len}});
+  OrderedJson generation{{"_from_model_config", true}};
+  if (auto eos = tokenizer.eos_id()) generation["eos_token_id"] = *eos;
+  write_json_file(model_dir / "generation_config.json", generation);
+  const int64_t val_tokens = std::min<int64_t>(dataset.size("validation"), 1 << 16);
+  PerplexityOptions po;
+  po.seq_len = tc.seq_len;
+  po.stride = tc.seq_len;
+  if (val_tokens >= 2)
+    s.validation = perplexity(model, dataset.slice("validation", 0, val_tokens), po);
+  else
+    log::warn("pretrain: the validation split is empty; no validation perplexity");
+  OrderedJson summary = s.to_json();
+  summary["args"] = args;
+  summary["trainer"] = tc.to_json();
+  summary["model"] = OrderedJson::parse(preset_model_config(preset, tokenizer.vocab_size()).dump());
+  write_json_file(summary_path, summary);
+  return s;
+}
+
+}  // namespace lowrank::train

@@ -1,0 +1,67 @@
+// `lowrank pretrain`: a Llama-style model trained from scratch on a text corpus, end to end:
+//   1. a byte-level BPE tokenizer trained on the corpus (data/bpe_trainer.h), special token
+//      <|endoftext|> (the document separator and eos);
+//   2. the corpus tokenized into a token dataset with a validation split (data/prepare.h);
+//   3. the model (nn::Model::random with the preset's shape) trained by train() (trainer.h) on
+//      random windows of the train split;
+//   4. a Hugging Face directory written (config.json, model.safetensors, tokenizer.json,
+//      tokenizer_config.json, generation_config.json) and its validation perplexity measured
+//      (perplexity.h, non-overlapping windows of seq_len).
+// Output directory: tokenizer/ (tokenizer.json), dataset/, run/ (metrics.jsonl, checkpoints/),
+// model/ (the HF directory) and pretrain.json (the summary). Each stage is skipped when its
+// output already exists; a complete run with the same arguments is returned from the cache.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "lowrank/core/json.h"
+#include "lowrank/train/perplexity.h"
+#include "lowrank/train/trainer.h"
+
+namespace lowrank::train {
+
+struct PretrainPreset {
+  std::string name;
+  int64_t vocab_size, hidden_size, intermediate_size, num_layers, num_heads;
+  TrainerConfig trainer;  // steps, batch, seq_len, lr, ...
+  std::string help;       // one line for --help and docs
+};
+
+// The presets: "tiny" and "small".
+std::vector<PretrainPreset> pretrain_presets();
+// Throws InvalidArgument listing the known names.
+PretrainPreset pretrain_preset(const std::string& name);
+// The HF config.json of a preset's model (LlamaForCausalLM, tied embeddings).
+Json preset_model_config(const PretrainPreset& preset, int64_t vocab_size);
+
+struct PretrainOptions {
+  std::string preset = "tiny";
+  std::string corpus = "bible";  // a named corpus (data/corpus.h) or a path
+  std::filesystem::path out;
+  int64_t steps = 0;  // 0: the preset's
+  bool resume = false;
+  uint64_t seed = 0;
+  int64_t stop_after = 0;        // stop after this step without a checkpoint (testing)
+  int64_t checkpoint_every = 0;  // 0: the preset's
+  int64_t max_documents = -1;    // < 0: the whole corpus
+};
+
+struct PretrainSummary {
+  std::filesystem::path model_dir;
+  bool cached = false;    // a complete earlier run was reused
+  bool finished = false;  // training reached its last step (false after stop_after)
+  int64_t steps = 0;
+  double final_loss = 0;
+  double train_seconds = 0;
+  PerplexityResult validation;
+  OrderedJson to_json() const;
+};
+
+// Runs the pipeline above. Throws the errors of its stages (InvalidArgument for a bad preset or
+// corpus, NotFound for a missing corpus package, IoError when `out` cannot be written).
+PretrainSummary pretrain(const PretrainOptions& options);
+
+}  // namespace lowrank::train

@@ -1,0 +1,283 @@
+// The pretraining loop, its window sampler and its checkpoints; see trainer.h.
+#include "lowrank/train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "lowrank/core/error.h"
+#include "lowrank/core/file.h"
+#include "lowrank/core/log.h"
+#include "lowrank/core/progress.h"
+#include "lowrank/core/safetensors.h"
+
+namespace lowrank::train {
+namespace fs = std::filesystem;
+
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+std::string step_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+// Trainable parameters: the model's tensors under their HF names.
+std::vector<std::pair<std::string, at::Tensor>> trainable(const nn::Model& model) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (auto& [name, t] : model.named_tensors()) {
+    at::Tensor p = t;
+    if (!p.requires_grad()) p.requires_grad_(true);
+    out.emplace_back(name, p);
+  }
+  return out;
+}
+
+std::string metrics_line(const StepRecord& r) {
+  OrderedJson j{{"step", r.step},
+                {"loss", r.loss},
+                {"lr", r.lr},
+                {"grad_norm", r.grad_norm},
+                {"tokens_per_s", r.tokens_per_s}};
+  return j.dump();
+}
+
+// Keeps the metrics lines with step <= `step` (a killed run may have logged past its last
+// checkpoint), rewritten atomically.
+void truncate_metrics(const fs::path& path, int64_t step) {
+  if (!fs::exists(path)) return;
+  std::istringstream in(read_text_file(path));
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    Json j;
+    try {
+      j = Json::parse(line);
+    } catch (const Json::exception&) {
+      break;  // a torn last line of a killed run
+    }
+    if (json_get<int64_t>(j, "step", path.string()) > step) break;
+    kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
+}
+
+void write_checkpoint(const fs::path& run_dir, const nn::Model& model, const AdamW& optimizer,
+                      const TrainerConfig& config, int64_t step, uint64_t sampler_counter, int64_t tokens) {
+  const fs::path dir = run_dir / "checkpoints";
+  fs::create_directories(dir);
+  const std::string name = step_name(step);
+  const fs::path tmp = dir / ("." + name + ".tmp");
+  fs::remove_all(tmp);
+  model.save(tmp, at::kFloat);
+  std::vector<NamedTensor> state;
+  for (auto& [n, t] : optimizer.state_tensors()) state.push_back({n, t.to(at::kFloat)});
+  save_safetensors(tmp / "optimizer.safetensors", state, {{"steps", std::to_string(optimizer.steps())}});
+  write_json_file(tmp / "trainer_state.json", OrderedJson{{"format", "lowrank.train_state"},
+                                                          {"version", 1},
+                                                          {"step", step},
+                                                          {"sampler_counter", sampler_counter},
+                                                          {"tokens", tokens},
+                                                          {"config", config.to_json()}});
+  const fs::path final_dir = dir / name;
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  write_file_atomic(dir / "latest", name + "\n");
+  // Older checkpoints are dropped once `latest` points past them.
+  std::vector<fs::path> stale;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string n = entry.path().filename().string();
+    if (entry.is_directory() && n.starts_with("step-") && n != name) stale.push_back(entry.path());
+  }
+  for (const fs::path& p : stale) fs::remove_all(p);
+}
+
+}  // namespace
+
+TokenStream TokenStream::from_tensor(const at::Tensor& tokens) {
+  LR_CHECK(tokens.dim() == 1, InvalidArgument, "token stream: expected a 1-D tensor, got shape ",
+           tokens.sizes());
+  at::Tensor t = tokens.to(at::kLong).contiguous();
+  return {t.size(0),
+          [t](int64_t begin, int64_t length) { return t.slice(0, begin, begin + length).clone(); }};
+}
+
+WindowSampler::WindowSampler(uint64_t seed, int64_t stream_size, int64_t window)
+    : seed_(seed), positions_(stream_size - window + 1) {
+  LR_CHECK(positions_ >= 1, InvalidArgument, "window sampler: the stream has ", stream_size,
+           " tokens, fewer than one window of ", window);
+}
+
+int64_t WindowSampler::next() {
+  const uint64_t r = splitmix64(splitmix64(seed_) ^ counter_++);
+  return static_cast<int64_t>(r % static_cast<uint64_t>(positions_));
+}
+
+at::Tensor sample_windows(const TokenStream& data, WindowSampler& sampler, int64_t batch, int64_t seq_len) {
+  std::vector<at::Tensor> rows;
+  rows.reserve(batch);
+  for (int64_t i = 0; i < batch; ++i) rows.push_back(data.slice(sampler.next(), seq_len + 1));
+  return at::stack(rows);
+}
+
+at::Tensor lm_loss(const nn::Model& model, const at::Tensor& windows) {
+  const int64_t T = windows.size(1) - 1;
+  at::Tensor inputs = windows.slice(1, 0, T).to(model.device());
+  at::Tensor targets = windows.slice(1, 1, T + 1).to(model.device());
+  at::Tensor logits = model.forward(inputs);  // [B, T, V]
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}));
+}
+
+OrderedJson TrainerConfig::to_json() const {
+  return OrderedJson{{"steps", steps},
+                     {"batch_size", batch_size},
+                     {"grad_accum", grad_accum},
+                     {"seq_len", seq_len},
+                     {"lr", lr},
+                     {"min_lr", min_lr},
+                     {"warmup_steps", warmup_steps},
+                     {"clip_norm", clip_norm},
+                     {"adam", adam.to_json()},
+                     {"seed", seed},
+                     {"checkpoint_every", checkpoint_every}};
+}
+
+TrainerConfig TrainerConfig::from_json(const Json& j, std::string_view what) {
+  TrainerConfig c;
+  c.steps = json_get_or<int64_t>(j, "steps", c.steps, what);
+  c.batch_size = json_get_or<int64_t>(j, "batch_size", c.batch_size, what);
+  c.grad_accum = json_get_or<int64_t>(j, "grad_accum", c.grad_accum, what);
+  c.seq_len = json_get_or<int64_t>(j, "seq_len", c.seq_len, what);
+  c.lr = json_get_or<double>(j, "lr", c.lr, what);
+  c.min_lr = json_get_or<double>(j, "min_lr", c.min_lr, what);
+  c.warmup_steps = json_get_or<int64_t>(j, "warmup_steps", c.warmup_steps, what);
+  c.clip_norm = json_get_or<double>(j, "clip_norm", c.clip_norm, what);
+  if (j.contains("adam")) c.adam = AdamConfig::from_json(j["adam"], str(what, ".adam"));
+  c.seed = json_get_or<uint64_t>(j, "seed", c.seed, what);
+  c.checkpoint_every = json_get_or<int64_t>(j, "checkpoint_every", c.checkpoint_every, what);
+  c.validate();
+  return c;
+}
+
+void TrainerConfig::validate() const {
+  LR_CHECK(steps >= 1, InvalidArgument, "trainer: steps must be >= 1, got ", steps);
+  LR_CHECK(batch_size >= 1, InvalidArgument, "trainer: batch_size must be >= 1, got ", batch_size);
+  LR_CHECK(grad_accum >= 1, InvalidArgument, "trainer: grad_accum must be >= 1, got ", grad_accum);
+  LR_CHECK(seq_len >= 1, InvalidArgument, "trainer: seq_len must be >= 1, got ", seq_len);
+  LR_CHECK(lr > 0 && min_lr >= 0 && min_lr <= lr, InvalidArgument,
+           "trainer: need 0 <= min_lr <= lr and lr > 0, got lr ", lr, ", min_lr ", min_lr);
+  LR_CHECK(warmup_steps >= 0, InvalidArgument, "trainer: warmup_steps must be >= 0, got ", warmup_steps);
+  LR_CHECK(checkpoint_every >= 0, InvalidArgument, "trainer: checkpoint_every must be >= 0, got ",
+           checkpoint_every);
+  LR_CHECK(stop_after >= 0, InvalidArgument, "trainer: stop_after must be >= 0, got ", stop_after);
+}
+
+std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
+  const fs::path latest = run_dir / "checkpoints" / "latest";
+  if (!fs::exists(latest)) return std::nullopt;
+  std::string name = read_text_file(latest);
+  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  const fs::path dir = run_dir / "checkpoints" / name;
+  LR_CHECK(fs::is_directory(dir), Corruption, latest.string(), " names ", name, ", which does not exist");
+  return dir;
+}
+
+TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig& config,
+                  const fs::path& run_dir, bool resume) {
+  config.validate();
+  fs::create_directories(run_dir);
+  auto params = trainable(model);
+  std::vector<at::Tensor> param_tensors;
+  for (auto& [n, p] : params) param_tensors.push_back(p);
+  AdamW optimizer(params, config.adam);
+  WindowSampler sampler(config.seed, data.size, config.seq_len + 1);
+  const LrSchedule schedule = config.schedule();
+  const fs::path metrics_path = run_dir / "metrics.jsonl";
+
+  int64_t step = 0, tokens = 0;
+  std::optional<fs::path> checkpoint = resume ? latest_checkpoint(run_dir) : std::nullopt;
+  if (checkpoint) {
+    const Json state = read_json_file(*checkpoint / "trainer_state.json");
+    const std::string what = (*checkpoint / "trainer_state.json").string();
+    const TrainerConfig saved =
+        TrainerConfig::from_json(json_get<Json>(state, "config", what), what + ".config");
+    LR_CHECK(saved.batch_size == config.batch_size && saved.grad_accum == config.grad_accum &&
+                 saved.seq_len == config.seq_len && saved.seed == config.seed,
+             InvalidArgument, "resume: ", what,
+             " was written with another batch_size, grad_accum, seq_len or seed than this run's");
+    step = json_get<int64_t>(state, "step", what);
+    tokens = json_get<int64_t>(state, "tokens", what);
+    sampler.set_counter(json_get<uint64_t>(state, "sampler_counter", what));
+    const SafetensorsFile weights = SafetensorsFile::open(*checkpoint / "model.safetensors");
+    {
+      at::NoGradGuard no_grad;
+      for (auto& [name, p] : params) {
+        at::Tensor t = weights.load(name);
+        LR_CHECK(t.sizes() == p.sizes(), Corruption, weights.path().string(), ": tensor ", name,
+                 " has shape ", t.sizes(), ", the model's is ", p.sizes());
+        p.copy_(t);
+      }
+    }
+    const SafetensorsFile opt = SafetensorsFile::open(*checkpoint / "optimizer.safetensors");
+    std::vector<std::pair<std::string, at::Tensor>> opt_state;
+    for (const TensorInfo& info : opt.tensors()) opt_state.emplace_back(info.name, opt.load(info.name));
+    optimizer.load_state(opt_state, step);
+    truncate_metrics(metrics_path, step);
+    log::info("resuming from ", checkpoint->string(), " at step ", step);
+  } else {
+    write_file_atomic(metrics_path, "");
+  }
+
+  TrainResult result;
+  result.step = step;
+  std::ofstream metrics(metrics_path, std::ios::app);
+  LR_CHECK(metrics.good(), IoError, "cannot open ", metrics_path.string(), " for appending");
+  const int64_t tokens_per_step = config.batch_size * config.grad_accum * config.seq_len;
+  ProgressBar bar(config.steps - step, "train");
+  while (step < config.steps) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double lr = schedule.at(step);
+    optimizer.zero_grad();
+    double loss_sum = 0;
+    for (int64_t micro = 0; micro < config.grad_accum; ++micro) {
+      at::Tensor windows = sample_windows(data, sampler, config.batch_size, config.seq_len);
+      at::Tensor loss = lm_loss(model, windows);
+      loss_sum += loss.item<double>();
+      (loss / static_cast<double>(config.grad_accum)).backward();
+    }
+    const double grad_norm = clip_grad_norm(param_tensors, config.clip_norm);
+    optimizer.step(lr);
+    ++step;
+    tokens += tokens_per_step;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    StepRecord record{step, loss_sum / static_cast<double>(config.grad_accum), lr, grad_norm,
+                      static_cast<double>(tokens_per_step) / std::max(seconds, 1e-9)};
+    metrics << metrics_line(record) << "\n" << std::flush;
+    result.steps.push_back(record);
+    result.step = step;
+    bar.set_note(str("loss ", std::to_string(record.loss).substr(0, 6), " lr ", lr, " ",
+                     static_cast<int64_t>(record.tokens_per_s), " tok/s"));
+    bar.advance();
+    if (config.stop_after > 0 && step >= config.stop_after && step < config.steps) {
+      log::info("stopping after step ", step, " (stop_after)");
+      return result;  // as if killed: no checkpoint
+    }
+    if (step == config.steps || (config.checkpoint_every > 0 && step % config.checkpoint_every == 0))
+      write_checkpoint(run_dir, model, optimizer, config, step, sampler.counter(), tokens);
+  }
+  bar.finish();
+  optimizer.zero_grad();
+  result.finished = true;
+  return result;
+}
+
+}  // namespace lowrank::train

@@ -1,0 +1,115 @@
+// Language-model pretraining loop: next-token cross entropy on random contiguous windows of a
+// token stream, AdamW (adamw.h), warmup + cosine schedule and global-norm clipping
+// (schedule.h), gradient accumulation, JSONL metrics, atomic checkpoints and exact resume.
+//
+// Run directory layout:
+//   metrics.jsonl                  one object per step: step, loss, lr, grad_norm, tokens_per_s
+//   checkpoints/latest             the name of the newest complete checkpoint ("step-00000100")
+//   checkpoints/step-00000100/     config.json + model.safetensors (HF layout, float32),
+//                                  optimizer.safetensors (<param>.exp_avg / .exp_avg_sq),
+//                                  trainer_state.json (step, sampler counter, tokens, config)
+// A checkpoint is built in a temporary directory and renamed into place, then `latest` is
+// replaced atomically: a killed run leaves the previous checkpoint intact. Resuming restores
+// weights, optimizer moments, the step and the sampler counter (the only randomness), and drops
+// metrics lines past the checkpoint, so the loss sequence is bitwise that of an uninterrupted run
+// (same build, device and thread count).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "lowrank/core/json.h"
+#include "lowrank/nn/model.h"
+#include "lowrank/train/adamw.h"
+#include "lowrank/train/schedule.h"
+
+namespace lowrank::train {
+
+// A 1-D stream of token ids to sample windows from.
+struct TokenStream {
+  int64_t size = 0;
+  // Tokens [begin, begin + length) as a 1-D int64 CPU tensor.
+  std::function<at::Tensor(int64_t begin, int64_t length)> slice;
+
+  // A stream over an in-memory 1-D integer tensor (converted to int64).
+  static TokenStream from_tensor(const at::Tensor& tokens);
+};
+
+// Seeded sampler of window start offsets: start_i = splitmix64(seed, i) mod (size − window + 1).
+// Its whole state is the counter i, so it checkpoints as one integer.
+class WindowSampler {
+ public:
+  // Throws InvalidArgument when the stream is shorter than one window.
+  WindowSampler(uint64_t seed, int64_t stream_size, int64_t window);
+  int64_t next();
+  uint64_t counter() const { return counter_; }
+  void set_counter(uint64_t counter) { counter_ = counter; }
+
+ private:
+  uint64_t seed_;
+  int64_t positions_;
+  uint64_t counter_ = 0;
+};
+
+// `batch` windows of seq_len + 1 tokens: [batch, seq_len + 1] int64.
+at::Tensor sample_windows(const TokenStream& data, WindowSampler& sampler, int64_t batch, int64_t seq_len);
+
+// Mean next-token cross entropy of `model` over windows [B, T + 1]: inputs [:, :T] predict
+// targets [:, 1:]. A scalar float32 tensor, differentiable.
+at::Tensor lm_loss(const nn::Model& model, const at::Tensor& windows);
+
+struct TrainerConfig {
+  int64_t steps = 100;           // optimizer steps in the whole run
+  int64_t batch_size = 8;        // windows per micro-batch
+  int64_t grad_accum = 1;        // micro-batches per optimizer step
+  int64_t seq_len = 128;         // tokens per window (inputs)
+  double lr = 1e-3;              // peak learning rate
+  double min_lr = 1e-4;          // cosine floor
+  int64_t warmup_steps = 10;     // linear warmup steps
+  double clip_norm = 1.0;        // global gradient-norm clip (<= 0: off)
+  AdamConfig adam;               // AdamW settings
+  uint64_t seed = 0;             // window sampler seed
+  int64_t checkpoint_every = 0;  // write a checkpoint every N steps (0: only at the end)
+  // Stop (without a checkpoint, as if killed) after this step; 0: run to the end. For testing
+  // interruption and resume.
+  int64_t stop_after = 0;
+
+  OrderedJson to_json() const;
+  // Validates every field; throws InvalidArgument naming the key and value.
+  static TrainerConfig from_json(const Json& j, std::string_view what);
+  void validate() const;
+  LrSchedule schedule() const { return {lr, min_lr, warmup_steps, steps}; }
+};
+
+struct StepRecord {
+  int64_t step = 0;  // 1-based: the number of optimizer steps done
+  double loss = 0;   // mean loss over the step's micro-batches (before the update)
+  double lr = 0;
+  double grad_norm = 0;  // before clipping
+  double tokens_per_s = 0;
+};
+
+struct TrainResult {
+  int64_t step = 0;               // steps done when the call returned
+  bool finished = false;          // reached config.steps
+  std::vector<StepRecord> steps;  // the steps this call ran
+};
+
+// The newest complete checkpoint of a run directory (nullopt when none).
+std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& run_dir);
+
+// Trains `model` (its tensors get requires_grad) on `data` in place. With `resume` and a
+// checkpoint in `run_dir`, continues from it (the checkpoint's config must match for the
+// fields that shape the run: batch, accumulation, seq_len, seed); otherwise starts fresh
+// (metrics.jsonl truncated). Throws InvalidArgument for a bad config, Corruption for a damaged
+// checkpoint, IoError when the run directory cannot be written. Not thread-safe.
+TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig& config,
+                  const std::filesystem::path& run_dir, bool resume);
+
+}  // namespace lowrank::train
