@@ -40,8 +40,8 @@ TEST(SpectraTest, PlantedSpectrumGivesClosedFormRanks) {
   EXPECT_EQ(m.module_type, "up_proj");
   EXPECT_EQ(m.layer, 0);
   for (size_t i = 0; i < s.size(); ++i) EXPECT_NEAR(m.singular_values[i], s[i], 1e-10);
-  EXPECT_EQ(m.rank90, 3);  // 20/22 = 0.909
-  EXPECT_EQ(m.rank99, 4);  // 21/22 = 0.955 < 0.99
+  EXPECT_EQ(m.rank90, 2);  // (16 + 4)/22 = 0.909 >= 0.9
+  EXPECT_EQ(m.rank99, 4);  // 21/22 = 0.955 < 0.99 <= 22/22
   // p = (0.5, 0.25, 0.125, 0.125): H = 1.75 ln 2, effective rank 2^1.75.
   EXPECT_NEAR(m.effective_rank, std::pow(2.0, 1.75), 1e-9);
   // Normalised: (1, 0.5, 0.25, 0.25, 0, 0): 2 values below tau = 0.175.

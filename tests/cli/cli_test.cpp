@@ -3,6 +3,7 @@
 
 #include <fstream>
 
+#include "lowrank/core/file.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/safetensors.h"
 #include "tests/testing.h"
