@@ -112,7 +112,13 @@ OrderedJson spectra_json(const std::vector<MatrixSpectrum>& spectra, const Spect
 
 std::string spectra_svg(const std::vector<MatrixSpectrum>& spectra, const SpectraOptions& options,
                         const std::string& title) {
-  // Group by module type, in first-seen order (q, k, v, o, gate, up, down, ...).
+  // Group by module type, in the order data flows through a decoder; unknown types last.
+  static const std::vector<std::string> kOrder = {"embed_tokens", "q_proj",  "k_proj",    "v_proj", "o_proj",
+                                                  "gate_proj",    "up_proj", "down_proj", "lm_head"};
+  auto rank_of = [](const std::string& type) {
+    auto it = std::find(kOrder.begin(), kOrder.end(), type);
+    return static_cast<size_t>(it - kOrder.begin());
+  };
   std::vector<std::string> types;
   std::map<std::string, std::vector<const MatrixSpectrum*>> groups;
   int64_t max_layer = 0;
@@ -121,10 +127,12 @@ std::string spectra_svg(const std::vector<MatrixSpectrum>& spectra, const Spectr
     groups[m.module_type].push_back(&m);
     max_layer = std::max(max_layer, m.layer);
   }
+  std::stable_sort(types.begin(), types.end(),
+                   [&](const std::string& a, const std::string& b) { return rank_of(a) < rank_of(b); });
 
   const int cols = std::min<int>(4, static_cast<int>(types.size()));
   const int rows = (static_cast<int>(types.size()) + cols - 1) / cols;
-  const double pw = 300, ph = 220, margin_l = 52, margin_t = 70, gap_x = 40, gap_y = 70;
+  const double pw = 300, ph = 220, margin_l = 52, margin_t = 110, gap_x = 40, gap_y = 70;
   const double width = margin_l + cols * (pw + gap_x) + 10;
   const double height = margin_t + rows * (ph + gap_y) + 30;
   Svg svg(width, height);
