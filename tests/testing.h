@@ -1,10 +1,17 @@
-// Shared test helpers: fixture paths, temporary directories, tensor comparisons.
+// Shared test helpers: fixture paths, temporary directories and files, tensor comparisons,
+// error messages, JSON lines, the `lowrank` binary, and small models for training tests.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
+
+#include "lowrank/core/error.h"
+#include "lowrank/core/json.h"
+#include "lowrank/nn/model.h"
 
 namespace lowrank::testing {
 
@@ -24,6 +31,40 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// Writes `text` to `path` byte for byte, creating its parent directories.
+void write_text_file(const std::filesystem::path& path, const std::string& text);
+
+// A text corpus of `paragraphs` paragraphs separated by blank lines, each `words` words long,
+// drawn deterministically from a ten-word vocabulary (a file corpus gives one document per
+// paragraph). Returns `path`.
+std::filesystem::path write_word_corpus(const std::filesystem::path& path, int paragraphs, int words = 30);
+
+// The message of the lowrank::Error that `fn` throws, or "(no error)".
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// The objects of a JSON-lines file (such as a run's metrics.jsonl), blank lines skipped.
+std::vector<Json> read_jsonl(const std::filesystem::path& path);
+
+// Two training runs' metrics.jsonl agree line for line on every field but the timing
+// (tokens_per_s), bit for bit (gtest failures name the line and the field).
+void expect_same_metrics(const std::filesystem::path& a, const std::filesystem::path& b);
+
+// A small Llama-family model with random float32 weights, for training and evaluation tests.
+struct TinyLlama {
+  int64_t vocab_size = 24, hidden_size = 16, intermediate_size = 32, layers = 2, heads = 2, kv_heads = 2;
+  int64_t context = 64;
+  bool tie_embeddings = false;
+};
+nn::Model tiny_llama(const TinyLlama& shape, uint64_t seed);
 
 // max |a - b| as a double (both converted to float64).
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b);

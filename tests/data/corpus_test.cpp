@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "lowrank/core/error.h"
 #include "tests/testing.h"
@@ -14,31 +13,18 @@ namespace lowrank::data {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::error_of;
 using testing::TempDir;
-
-void write(const fs::path& path, const std::string& text) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary) << text;
-}
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::write_text_file;
 
 TEST(CorpusTest, DirectoryGivesOneDocumentPerFileSortedAndSkipsBinary) {
   TempDir dir;
-  write(dir / "b.txt", "second file\n");
-  write(dir / "a.txt", "first file\n");
-  write(dir / "sub/c.md", "nested\n");
-  write(dir / "blob.bin", std::string("bin\0ary", 7));
-  write(dir / "latin1.txt", "caf\xE9\n");
-  write(dir / "empty.txt", "\n\n");
+  write_text_file(dir / "b.txt", "second file\n");
+  write_text_file(dir / "a.txt", "first file\n");
+  write_text_file(dir / "sub/c.md", "nested\n");
+  write_text_file(dir / "blob.bin", std::string("bin\0ary", 7));
+  write_text_file(dir / "latin1.txt", "caf\xE9\n");
+  write_text_file(dir / "empty.txt", "\n\n");
   const Corpus corpus = read_corpus(dir.path().string());
   EXPECT_EQ(corpus.unit, "file");
   ASSERT_EQ(corpus.documents.size(), 3u);
@@ -51,7 +37,7 @@ TEST(CorpusTest, DirectoryGivesOneDocumentPerFileSortedAndSkipsBinary) {
 
 TEST(CorpusTest, FileGivesOneDocumentPerParagraph) {
   TempDir dir;
-  write(dir / "book.txt", "\n\nOne line\nand two.\n\n\n  \nSecond paragraph.\n\nThird.");
+  write_text_file(dir / "book.txt", "\n\nOne line\nand two.\n\n\n  \nSecond paragraph.\n\nThird.");
   const Corpus corpus = read_corpus((dir / "book.txt").string());
   EXPECT_EQ(corpus.unit, "paragraph");
   ASSERT_EQ(corpus.documents.size(), 3u);
@@ -62,7 +48,7 @@ TEST(CorpusTest, FileGivesOneDocumentPerParagraph) {
 
 TEST(CorpusTest, MaxDocumentsKeepsTheFirst) {
   TempDir dir;
-  write(dir / "book.txt", "a\n\nb\n\nc\n\nd\n");
+  write_text_file(dir / "book.txt", "a\n\nb\n\nc\n\nd\n");
   const Corpus corpus = read_corpus((dir / "book.txt").string(), 2);
   ASSERT_EQ(corpus.documents.size(), 2u);
   EXPECT_EQ(corpus.documents[1].text, "b");
@@ -109,7 +95,7 @@ TEST(CorpusTest, UnknownNameListsTheKnownCorpora) {
 TEST(CorpusTest, EmptyCorpusIsAnError) {
   TempDir dir;
   EXPECT_THROW(read_corpus(dir.path().string()), InvalidArgument);
-  write(dir / "blank.txt", "\n \n");
+  write_text_file(dir / "blank.txt", "\n \n");
   const std::string message = error_of([&] { read_corpus((dir / "blank.txt").string()); });
   EXPECT_NE(message.find("holds no documents"), std::string::npos) << message;
 }

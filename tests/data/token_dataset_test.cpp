@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
@@ -20,31 +19,18 @@ namespace lowrank::data {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::error_of;
 using testing::fixture;
 using testing::TempDir;
+using testing::write_text_file;
 
 const fs::path kTokenizer = fixture("hf/bpe-gpt2style/tokenizer.json");
-
-void write(const fs::path& path, const std::string& text) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary) << text;
-}
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 // A corpus of n paragraphs "Document k says hello."
 fs::path write_corpus(const TempDir& dir, int n) {
   std::string text;
   for (int k = 0; k < n; ++k) text += "Document " + std::to_string(k) + " says hello, world!\n\n";
-  write(dir / "corpus.txt", text);
+  write_text_file(dir / "corpus.txt", text);
   return dir / "corpus.txt";
 }
 
@@ -157,7 +143,7 @@ TEST(TokenDatasetTest, BadInputsGiveClearErrorsAndLeaveNothingBehind) {
   EXPECT_THROW(prepare_dataset(no_tokenizer), NotFound);
 
   // Invalid UTF-8 in a file corpus is skipped; a corpus of only such documents is empty.
-  write(dir / "bad.txt", "caf\xE9\n");
+  write_text_file(dir / "bad.txt", "caf\xE9\n");
   EXPECT_NE(
       error_of([&] { prepare_dataset(options_for(dir / "bad.txt", dir / "ds")); }).find("holds no documents"),
       std::string::npos);
@@ -207,7 +193,7 @@ TEST_F(OpenCorruptTest, IdOutsideTheVocabularyNamesTheFile) {
   std::string bytes = read_text_file(path);
   ASSERT_GE(bytes.size(), 2u);
   bytes[0] = bytes[1] = '\xFF';  // 65535 >= vocab_size 512
-  write(path, bytes);
+  write_text_file(path, bytes);
   const std::string message = open_error();
   EXPECT_NE(message.find("validation.bin"), std::string::npos) << message;
   EXPECT_NE(message.find("outside the vocabulary"), std::string::npos) << message;
@@ -219,7 +205,7 @@ TEST_F(OpenCorruptTest, NonMonotoneDocumentOffsetsNameTheFile) {
   std::string bytes = read_text_file(path);
   ASSERT_GE(bytes.size(), 16u);
   std::swap_ranges(bytes.begin() + 8, bytes.begin() + 16, bytes.end() - 8);  // second <-> last
-  write(path, bytes);
+  write_text_file(path, bytes);
   const std::string message = open_error();
   EXPECT_NE(message.find("train.docs.bin"), std::string::npos) << message;
 }
@@ -227,9 +213,9 @@ TEST_F(OpenCorruptTest, NonMonotoneDocumentOffsetsNameTheFile) {
 TEST_F(OpenCorruptTest, MissingFilesAndBadMetadata) {
   fs::remove(dir_ / "ds/validation.docs.bin");
   EXPECT_NE(open_error().find("validation.docs.bin: missing"), std::string::npos);
-  write(dir_ / "ds/dataset.json", "{\"format\": \"other\"}");
+  write_text_file(dir_ / "ds/dataset.json", "{\"format\": \"other\"}");
   EXPECT_NE(open_error().find("lowrank.tokens"), std::string::npos);
-  write(dir_ / "ds/dataset.json", "not json");
+  write_text_file(dir_ / "ds/dataset.json", "not json");
   EXPECT_THROW(TokenDataset::open(dir_ / "ds"), Corruption);
   EXPECT_THROW(TokenDataset::open(dir_ / "nothing"), NotFound);
 }

@@ -2,8 +2,6 @@
 // exit codes and messages a user sees for bad input.
 #include <gtest/gtest.h>
 
-#include <fstream>
-
 #include "lowrank/core/json.h"
 #include "tests/testing.h"
 
@@ -60,7 +58,7 @@ TEST(TokenizeCli, BatchAndInputFile) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("-4"), std::string::npos) << r.out;
 
-  std::ofstream(tmp / "text.txt") << "line one\nline two\n\n\ttab";
+  testing::write_text_file(tmp / "text.txt", "line one\nline two\n\n\ttab");
   r = run_command(
       tokenize("--json --tokenizer " + quote(kGpt2) + " --input " + quote((tmp / "text.txt").string())));
   ASSERT_EQ(r.exit_code, 0) << r.out;

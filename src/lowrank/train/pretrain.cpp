@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
@@ -42,6 +43,15 @@ OrderedJson args_json(const PretrainOptions& o, const TrainerConfig& c) {
                      {"steps", c.steps},
                      {"seed", o.seed},
                      {"max_documents", o.max_documents}};
+}
+
+// The loss of the last line of a metrics.jsonl (0 when there is none).
+double last_logged_loss(const fs::path& metrics) {
+  std::ifstream in(metrics);
+  std::string line, last;
+  while (std::getline(in, line))
+    if (!line.empty()) last = line;
+  return last.empty() ? 0.0 : json_get<double>(parse_json(last, metrics.string()), "loss", metrics.string());
 }
 
 }  // namespace
@@ -126,6 +136,8 @@ PretrainSummary pretrain(const PretrainOptions& o) {
       s.validation.chunks = v.value("chunks", int64_t{0});
       s.validation.seq_len = v.value("seq_len", int64_t{0});
       s.validation.stride = v.value("stride", int64_t{0});
+      s.validation.ci_unit = v.value("ci_unit", std::string("window"));
+      s.validation.ci_samples = v.value("ci_samples", s.validation.chunks);
       if (v.contains("ci95")) {
         s.validation.ci_low = v["ci95"][0].get<double>();
         s.validation.ci_high = v["ci95"][1].get<double>();
@@ -179,7 +191,12 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   s.steps = r.step;
   s.finished = r.finished;
   s.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!r.steps.empty()) s.final_loss = r.steps.back().loss;
+  if (!r.steps.empty()) {
+    s.final_loss = r.steps.back().loss;
+  } else {
+    // Resumed from the final checkpoint (a run killed during export): its loss is in the log.
+    s.final_loss = last_logged_loss(o.out / "run" / "metrics.jsonl");
+  }
   if (!r.finished) return s;
 
   // 4. Export and validation perplexity.
@@ -197,7 +214,8 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   po.seq_len = tc.seq_len;
   po.stride = tc.seq_len;
   if (val_tokens >= 2)
-    s.validation = perplexity(model, dataset.slice("validation", 0, val_tokens), po);
+    s.validation = perplexity(model, dataset.slice("validation", 0, val_tokens), po,
+                              document_starts_below(dataset.document_starts("validation"), val_tokens));
   else
     log::warn("pretrain: the validation split is empty; no validation perplexity");
   OrderedJson summary = s.to_json();

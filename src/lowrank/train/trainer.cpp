@@ -71,14 +71,22 @@ void truncate_metrics(const fs::path& path, int64_t step) {
   write_file_atomic(path, kept);
 }
 
-void write_checkpoint(const fs::path& run_dir, const nn::Model& model, const AdamW& optimizer,
+void write_checkpoint(const fs::path& run_dir, const TrainTarget& target, const AdamW& optimizer,
                       const TrainerConfig& config, int64_t step, uint64_t sampler_counter, int64_t tokens) {
   const fs::path dir = run_dir / "checkpoints";
   fs::create_directories(dir);
   const std::string name = step_name(step);
   const fs::path tmp = dir / ("." + name + ".tmp");
   fs::remove_all(tmp);
-  model.save(tmp, at::kFloat);
+  fs::create_directories(tmp);
+  if (target.save) {
+    target.save(tmp);
+  } else {
+    std::vector<NamedTensor> weights;
+    for (const auto& [n, t] : target.params)
+      weights.push_back({n, t.detach().to(at::kCPU, at::kFloat).contiguous()});
+    save_safetensors(tmp / target.weights_file, weights);
+  }
   std::vector<NamedTensor> state;
   for (auto& [n, t] : optimizer.state_tensors()) state.push_back({n, t.to(at::kFloat)});
   save_safetensors(tmp / "optimizer.safetensors", state, {{"steps", std::to_string(optimizer.steps())}});
@@ -191,11 +199,26 @@ std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
   return dir;
 }
 
+TrainTarget TrainTarget::whole_model(const nn::Model& model) {
+  TrainTarget target;
+  target.params = trainable(model);
+  target.save = [&model](const fs::path& dir) { model.save(dir, at::kFloat); };
+  return target;
+}
+
 TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig& config,
                   const fs::path& run_dir, bool resume) {
+  TrainTarget target = TrainTarget::whole_model(model);
+  return train(model, target, data, config, run_dir, resume);
+}
+
+TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream& data,
+                  const TrainerConfig& config, const fs::path& run_dir, bool resume) {
   config.validate();
   fs::create_directories(run_dir);
-  auto params = trainable(model);
+  for (auto& [n, p] : target.params)
+    if (!p.requires_grad()) p.requires_grad_(true);
+  const auto& params = target.params;
   std::vector<at::Tensor> param_tensors;
   for (auto& [n, p] : params) param_tensors.push_back(p);
   AdamW optimizer(params, config.adam);
@@ -217,7 +240,7 @@ TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig
     step = json_get<int64_t>(state, "step", what);
     tokens = json_get<int64_t>(state, "tokens", what);
     sampler.set_counter(json_get<uint64_t>(state, "sampler_counter", what));
-    const SafetensorsFile weights = SafetensorsFile::open(*checkpoint / "model.safetensors");
+    const SafetensorsFile weights = SafetensorsFile::open(*checkpoint / target.weights_file);
     {
       at::NoGradGuard no_grad;
       for (auto& [name, p] : params) {
@@ -247,6 +270,7 @@ TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = schedule.at(step);
     optimizer.zero_grad();
+    if (target.before_step) target.before_step(step);
     double loss_sum = 0;
     for (int64_t micro = 0; micro < config.grad_accum; ++micro) {
       at::Tensor windows = sample_windows(data, sampler, config.batch_size, config.seq_len);
@@ -256,6 +280,7 @@ TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig
     }
     const double grad_norm = clip_grad_norm(param_tensors, config.clip_norm);
     optimizer.step(lr);
+    if (target.after_step) target.after_step(step, lr);
     ++step;
     tokens += tokens_per_step;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -272,7 +297,7 @@ TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig
       return result;  // as if killed: no checkpoint
     }
     if (step == config.steps || (config.checkpoint_every > 0 && step % config.checkpoint_every == 0))
-      write_checkpoint(run_dir, model, optimizer, config, step, sampler.counter(), tokens);
+      write_checkpoint(run_dir, target, optimizer, config, step, sampler.counter(), tokens);
   }
   bar.finish();
   optimizer.zero_grad();

@@ -101,6 +101,24 @@ struct TrainResult {
   std::vector<StepRecord> steps;  // the steps this call ran
 };
 
+// What the loop trains and how its checkpoints store it. The whole model for pretraining;
+// adapter tensors for fine-tuning (the base stays frozen).
+struct TrainTarget {
+  // The trainable tensors (requires_grad is set on them), named as in the checkpoint file.
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  // The checkpoint file holding `params` under their names.
+  std::string weights_file = "model.safetensors";
+  // Writes a checkpoint's weights into the directory; default: `params` into weights_file.
+  std::function<void(const std::filesystem::path& dir)> save;
+  // Called before each optimizer step's forward passes and after its update (0-based step):
+  // DyLoRA samples a rank, SoRA applies its proximal step. Optional.
+  std::function<void(int64_t step)> before_step;
+  std::function<void(int64_t step, double lr)> after_step;
+
+  // Every tensor of `model` under its HF name, saved as an HF model directory.
+  static TrainTarget whole_model(const nn::Model& model);
+};
+
 // The newest complete checkpoint of a run directory (nullopt when none).
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& run_dir);
 
@@ -111,5 +129,8 @@ std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::pa
 // checkpoint, IoError when the run directory cannot be written. Not thread-safe.
 TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig& config,
                   const std::filesystem::path& run_dir, bool resume);
+// The same loop over `target`'s tensors only (the model's other tensors get no gradient).
+TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream& data,
+                  const TrainerConfig& config, const std::filesystem::path& run_dir, bool resume);
 
 }  // namespace lowrank::train
