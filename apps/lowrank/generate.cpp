@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "apps/lowrank/verbs.h"
+#include "lowrank/adapt/model_adapters.h"
 #include "lowrank/core/json.h"
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/generate.h"
@@ -52,6 +53,7 @@ VerbRunner add_generate(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand("generate", "Generate a continuation of prompts (greedy or sampled)");
   struct Args {
     std::string model, dtype = "float32", device = "cpu";
+    std::vector<std::string> adapters;
     std::vector<std::string> prompt_ids, prompts, stop_strings;
     std::vector<int64_t> stop_ids;
     bool greedy = false, ignore_eos = false;
@@ -61,6 +63,7 @@ VerbRunner add_generate(CLI::App& app, const GlobalOptions& global) {
   };
   auto args = std::make_shared<Args>();
   cmd->add_option("--model", args->model, "HF model directory")->required();
+  cmd->add_option("--adapter", args->adapters, "PEFT adapter directory, optionally DIR:WEIGHT (repeatable)");
   auto* ids_opt = cmd->add_option("--prompt-ids", args->prompt_ids,
                                   "Prompt token ids, comma-separated (repeatable: a batch)");
   auto* text_opt = cmd->add_option("--prompt", args->prompts,
@@ -93,8 +96,8 @@ VerbRunner add_generate(CLI::App& app, const GlobalOptions& global) {
     LR_CHECK(!args->prompt_ids.empty() || !args->prompts.empty(), InvalidArgument,
              "give a prompt with --prompt-ids 1,2,3 or --prompt TEXT");
     const std::filesystem::path dir = args->model;
-    const nn::Model model =
-        nn::Model::load(dir, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
+    nn::Model model = nn::Model::load(dir, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
+    adapt::load_adapters(model, args->adapters);
 
     // The tokenizer is needed for text prompts and stop strings, optional otherwise.
     std::optional<data::Tokenizer> tokenizer;

@@ -1,8 +1,9 @@
-// `lowrank logits --model DIR --input IN.safetensors --out OUT.safetensors`: one forward pass of a
-// Llama-family model over int64 input_ids [batch, seq]; writes float32 logits [batch, seq, vocab].
+// `lowrank logits --model DIR [--adapter DIR...] --input IN.safetensors --out OUT.safetensors`: one forward
+// pass of a Llama-family model over int64 input_ids [batch, seq]; writes float32 logits [batch, seq, vocab].
 #include <iostream>
 
 #include "apps/lowrank/verbs.h"
+#include "lowrank/adapt/model_adapters.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/log.h"
 #include "lowrank/nn/run.h"
@@ -22,15 +23,15 @@ VerbRunner add_logits(CLI::App& app, const GlobalOptions& global) {
       ->required();
   cmd->add_option("--out", args->out, "safetensors file to write float32 logits [batch, seq, vocab] to")
       ->required();
-  cmd->add_option("--adapter", args->adapters, "Adapter directory (repeatable; not available yet)");
+  cmd->add_option("--adapter", args->adapters, "PEFT adapter directory, optionally DIR:WEIGHT (repeatable)");
   cmd->add_option("--dtype", args->dtype, "Compute dtype: float32, bfloat16, float16, float64")
       ->capture_default_str();
   cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
   return [args, &global] {
-    LR_CHECK(args->adapters.empty(), Unsupported, "--adapter: adapters arrive with the adapter issue");
-    nn::LogitsRequest request{
-        args->model, args->input, args->out, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)}};
-    const std::vector<int64_t> shape = nn::run_logits(request);
+    nn::Model model =
+        nn::Model::load(args->model, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
+    adapt::load_adapters(model, args->adapters);
+    const std::vector<int64_t> shape = nn::run_logits(model, args->input, args->out);
     if (global.json) {
       std::cout << OrderedJson{{"out", args->out}, {"shape", shape}}.dump(2) << "\n";
       return;

@@ -28,6 +28,9 @@ VerbRunner add_logits(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_generate(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_eval(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_merge(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_extract(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_data(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace lowrank::cli

@@ -1,12 +1,14 @@
 #include "lowrank/catalog.h"
 
+#include "lowrank/adapt/adapter.h"
+
 namespace lowrank {
 
 std::vector<MethodFamily> method_families() {
   // Families whose registries are not built yet are listed empty, so the layout of
   // `lowrank methods --json` is stable as methods arrive.
   return {
-      {"adapt", "adapters attached to linear slots (LoRA family, PEFT-compatible)", {}},
+      {"adapt", "adapters attached to linear slots (LoRA family, PEFT-compatible)", adapt::registry().list()},
       {"optim", "optimizers, including low-rank gradient projection (GaLore family)", {}},
       {"parameterization", "low-rank weight parameterisations for training", {}},
       {"compress", "post-training compression (truncated/whitened SVD, low-rank + 4-bit)", {}},

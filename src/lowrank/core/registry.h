@@ -27,13 +27,16 @@ class Registry {
 
   // Throws InvalidArgument for a name that is empty, not lowercase [a-z0-9_-], or taken.
   void add(MethodInfo info, Factory factory) {
-    const std::string& n = info.name;
+    // A copy: `info` is moved into the entry below, and the key must not be read after that.
+    const std::string n = info.name;
     bool ok = !n.empty() && n.back() != '_' && std::all_of(n.begin(), n.end(), [](char c) {
       return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
     });
     LR_CHECK(ok, InvalidArgument, family_, " registry: invalid method name \"", n, "\"");
     LR_CHECK(!entries_.count(n), InvalidArgument, family_, " registry: \"", n, "\" registered twice");
-    entries_.emplace(n, Entry{std::move(info), std::move(factory)});
+    // The key is copied first: `n` refers to info.name, which the Entry below moves from.
+    std::string key = n;
+    entries_.emplace(std::move(key), Entry{std::move(info), std::move(factory)});
   }
 
   // Throws NotFound listing the known names.

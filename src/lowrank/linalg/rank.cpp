@@ -84,18 +84,22 @@ RankRule RankRule::parse(std::string_view text) {
     LR_CHECK(rule.value >= 0 && rule.value <= 1, InvalidArgument, "rank rule \"", text,
              "\": the threshold must be in [0, 1]");
   } else {
-    throw InvalidArgument(str("rank rule \"", text,
-                              "\": expected fixed:K, energy:F, effective or welore[:TAU]"));
+    throw InvalidArgument(
+        str("rank rule \"", text, "\": expected fixed:K, energy:F, effective or welore[:TAU]"));
   }
   return rule;
 }
 
 std::string RankRule::to_string() const {
   switch (kind) {
-    case Kind::kFixed: return str("fixed:", static_cast<int64_t>(value));
-    case Kind::kEnergy: return str("energy:", value);
-    case Kind::kEffective: return "effective";
-    case Kind::kWeLore: return str("welore:", value);
+    case Kind::kFixed:
+      return str("fixed:", static_cast<int64_t>(value));
+    case Kind::kEnergy:
+      return str("energy:", value);
+    case Kind::kEffective:
+      return "effective";
+    case Kind::kWeLore:
+      return str("welore:", value);
   }
   return "?";
 }
@@ -104,10 +108,18 @@ int64_t RankRule::select(const at::Tensor& s) const {
   const int64_t n = s.numel();
   int64_t k = 0;
   switch (kind) {
-    case Kind::kFixed: k = static_cast<int64_t>(value); break;
-    case Kind::kEnergy: k = energy_rank(s, value); break;
-    case Kind::kEffective: k = static_cast<int64_t>(std::llround(effective_rank(s))); break;
-    case Kind::kWeLore: k = welore_rank(s, value); break;
+    case Kind::kFixed:
+      k = static_cast<int64_t>(value);
+      break;
+    case Kind::kEnergy:
+      k = energy_rank(s, value);
+      break;
+    case Kind::kEffective:
+      k = static_cast<int64_t>(std::llround(effective_rank(s)));
+      break;
+    case Kind::kWeLore:
+      k = welore_rank(s, value);
+      break;
   }
   if (n == 0) return 0;
   return std::clamp<int64_t>(k, 1, n);

@@ -21,8 +21,8 @@ inline constexpr double kWeLoreDefaultTau = 0.175;
 
 // `s` is a 1-D tensor of singular values in descending order (as linalg_svdvals returns).
 // All rules return a rank in [0, n] (0 only for an all-zero spectrum where noted).
-int64_t energy_rank(const at::Tensor& s, double fraction);   // fraction in (0, 1]
-double effective_rank(const at::Tensor& s);                   // in [1, n]; 0 for s == 0
+int64_t energy_rank(const at::Tensor& s, double fraction);                 // fraction in (0, 1]
+double effective_rank(const at::Tensor& s);                                // in [1, n]; 0 for s == 0
 int64_t welore_rank(const at::Tensor& s, double tau = kWeLoreDefaultTau);  // tau in [0, 1]
 // Min-max normalised spectrum (s - s_min) / (s_max - s_min); all zeros when s_max == s_min.
 at::Tensor normalized_spectrum(const at::Tensor& s);

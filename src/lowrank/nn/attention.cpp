@@ -50,15 +50,16 @@ Attention::Attention(const ModelConfig& config, int64_t layer, const std::string
       scale_(1.0 / std::sqrt(static_cast<double>(config.head_dim))) {}
 
 at::Tensor Attention::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                              const AttentionMask& mask, KVCache* cache) const {
+                              const AttentionMask& mask, KVCache* cache,
+                              const AdapterRouting* routing) const {
   const int64_t B = x.size(0);
   const int64_t T = x.size(1);
   const int64_t D = head_dim_;
   const int64_t groups = num_heads_ / num_kv_heads_;
   // (B, T, n·D) -> (B, n, T, D)
-  at::Tensor q = q_proj.forward(x).reshape({B, T, num_heads_, D}).transpose(1, 2);
-  at::Tensor k = k_proj.forward(x).reshape({B, T, num_kv_heads_, D}).transpose(1, 2);
-  at::Tensor v = v_proj.forward(x).reshape({B, T, num_kv_heads_, D}).transpose(1, 2);
+  at::Tensor q = q_proj.forward(x, routing).reshape({B, T, num_heads_, D}).transpose(1, 2);
+  at::Tensor k = k_proj.forward(x, routing).reshape({B, T, num_kv_heads_, D}).transpose(1, 2);
+  at::Tensor v = v_proj.forward(x, routing).reshape({B, T, num_kv_heads_, D}).transpose(1, 2);
   q = apply_rotary(q, cos, sin);
   k = apply_rotary(k, cos, sin);
   if (cache) std::tie(k, v) = cache->update(layer_, k, v);
@@ -83,7 +84,7 @@ at::Tensor Attention::forward(const at::Tensor& x, const at::Tensor& cos, const 
     out = at::scaled_dot_product_attention(q, k, v, allowed, 0.0, mask.is_causal, scale_);
   }
   // (B, n, T, D) -> (B, T, n·D)
-  return o_proj.forward(out.transpose(1, 2).reshape({B, T, num_heads_ * D}));
+  return o_proj.forward(out.transpose(1, 2).reshape({B, T, num_heads_ * D}), routing);
 }
 
 }  // namespace lowrank::nn

@@ -31,11 +31,51 @@ at::Tensor LinearSlot::forward(const at::Tensor& x) const {
   at::Tensor y = base_->forward(x);
   if (!adapters_enabled_ || adapters_.empty()) return y;
   const at::Tensor base_y = y;
+  std::vector<LowRankDelta> low_rank;
+  if (adapters_.size() > 1)
+    for (const auto& [adapter_name, adapter] : adapters_)
+      if (auto d = adapter->low_rank_delta()) low_rank.push_back(std::move(*d));
+  const bool fuse = low_rank.size() > 1;
   for (const auto& [adapter_name, adapter] : adapters_) {
+    if (fuse && adapter->low_rank_delta()) continue;
     at::Tensor d = adapter->delta(x, base_y, *base_);
     LR_CHECK(d.sizes() == base_y.sizes(), InvalidArgument, "slot ", name_, ": adapter \"", adapter_name,
              "\" returned shape ", d.sizes(), ", expected ", base_y.sizes());
     y = y + d;
+  }
+  if (fuse) {
+    std::vector<at::Tensor> as, bs;
+    for (const LowRankDelta& d : low_rank) {
+      as.push_back(d.a);
+      bs.push_back(d.b * d.scale);
+    }
+    y = y + at::linear(at::linear(x, at::cat(as, 0)), at::cat(bs, 1));
+  }
+  return y;
+}
+
+at::Tensor LinearSlot::forward(const at::Tensor& x, const AdapterRouting* routing) const {
+  if (routing == nullptr) return forward(x);
+  const int64_t rows = x.size(0);
+  LR_CHECK(static_cast<int64_t>(routing->row_adapter.size()) == rows, InvalidArgument, "slot ", name_,
+           ": adapter routing has ", routing->row_adapter.size(), " rows, the input ", rows);
+  at::Tensor y = base_->forward(x);
+  if (!adapters_enabled_) return y;
+  const at::Tensor base_y = y;
+  for (size_t a = 0; a < routing->adapters.size(); ++a) {
+    std::vector<int64_t> members;
+    for (int64_t b = 0; b < rows; ++b)
+      if (routing->row_adapter[static_cast<size_t>(b)] == static_cast<int64_t>(a)) members.push_back(b);
+    if (members.empty()) continue;
+    const Adapter* adapter = this->adapter(routing->adapters[a]);
+    if (adapter == nullptr) continue;  // the adapter does not target this slot
+    if (static_cast<int64_t>(members.size()) == rows) {
+      y = y + adapter->delta(x, base_y, *base_);
+      continue;
+    }
+    const at::Tensor index = at::tensor(members, at::TensorOptions(at::kLong)).to(x.device());
+    const at::Tensor d = adapter->delta(x.index_select(0, index), base_y.index_select(0, index), *base_);
+    y = y.index_add(0, index, d);
   }
   return y;
 }

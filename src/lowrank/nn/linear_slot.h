@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -63,6 +64,14 @@ class DenseOperator final : public BaseOperator {
   at::Tensor bias_;
 };
 
+// Δ(x) = scale · B(Ax): the form of a plain LoRA delta. A slot holding several such adapters
+// computes x·[A₁; A₂; …]ᵀ in one product and [s₁B₁, s₂B₂, …] in a second (the fused path).
+struct LowRankDelta {
+  at::Tensor a;  // [r, in]
+  at::Tensor b;  // [out, r]
+  double scale = 1;
+};
+
 // Δ(x) added to the base output. Implementations are immutable during forward (thread-safe).
 class Adapter {
  public:
@@ -73,6 +82,20 @@ class Adapter {
   virtual at::Tensor delta(const at::Tensor& x, const at::Tensor& base_y, const BaseOperator& base) const = 0;
   // The adapter's own tensors, named relative to the slot (what an adapter file stores).
   virtual NamedTensors tensors() const { return {}; }
+  // Set when delta(x, ...) is exactly scale·B(Ax) right now (no dropout, no input-dependent
+  // terms), so that the slot may fuse it with the slot's other low-rank adapters.
+  virtual std::optional<LowRankDelta> low_rank_delta() const { return std::nullopt; }
+};
+
+// Which adapter each row (batch element) of a forward pass uses, for batches that mix requests
+// for different adapters (S-LoRA, Sheng et al., 2023; Punica's SGMV, Chen et al., 2023): row b
+// uses adapters[row_adapter[b]], or only the base when row_adapter[b] < 0. Every slot then adds,
+// per adapter, that adapter's Δ on the rows that use it (gathered into one contiguous segment, so
+// each adapter costs one pair of products at its own rank; nothing is padded to a common rank).
+// Adapters not named here are inactive for the pass.
+struct AdapterRouting {
+  std::vector<std::string> adapters;
+  std::vector<int64_t> row_adapter;  // one entry per batch row
 };
 
 // A named slot. Not thread-safe to mutate (replace_base, add/remove adapters) while another
@@ -86,8 +109,13 @@ class LinearSlot {
   int64_t in_features() const { return base_->in_features(); }
   int64_t out_features() const { return base_->out_features(); }
 
-  // base(x) + Σ Δ_a(x) over the adapters in attach order (none when adapters are disabled).
+  // base(x) + Σ Δ_a(x) over the adapters (none when adapters are disabled). Two or more
+  // adapters with a low_rank_delta() are summed through one concatenated pair of products.
   at::Tensor forward(const at::Tensor& x) const;
+  // The same with per-row adapters (x [B, ..., in], routing.row_adapter of size B). A null routing
+  // is forward(x). Adapters this slot does not hold add nothing here (Model::forward checks that
+  // every name is attached somewhere). Throws InvalidArgument for a row count mismatch.
+  at::Tensor forward(const at::Tensor& x, const AdapterRouting* routing) const;
 
   const BaseOperator& base() const { return *base_; }
   const std::shared_ptr<const BaseOperator>& base_ptr() const { return base_; }

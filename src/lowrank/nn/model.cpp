@@ -323,20 +323,27 @@ at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOption
   for (const auto& layer : layers_) {
     const DecoderLayer& l = *layer;
     at::Tensor a = l.self_attn.forward(rms_norm(h, l.input_layernorm, config_.rms_norm_eps), cos, sin,
-                                       masks.at(l.window), cache);
+                                       masks.at(l.window), cache, options.routing);
     h = h + a;
     const at::Tensor x = rms_norm(h, l.post_attention_layernorm, config_.rms_norm_eps);
-    h = h +
-        l.down_proj.forward(activation(l.gate_proj.forward(x), config_.hidden_act) * l.up_proj.forward(x));
+    h = h + l.down_proj.forward(activation(l.gate_proj.forward(x, options.routing), config_.hidden_act) *
+                                    l.up_proj.forward(x, options.routing),
+                                options.routing);
   }
   if (cache) cache->commit();
   return rms_norm(h, norm_, config_.rms_norm_eps);
 }
 
 at::Tensor Model::forward(const at::Tensor& input_ids, const ForwardOptions& options) const {
+  if (options.routing)
+    for (const std::string& name : options.routing->adapters) {
+      bool attached = false;
+      for (const LinearSlot* s : slots()) attached = attached || s->adapter(name) != nullptr;
+      LR_CHECK(attached, NotFound, "adapter routing names \"", name, "\", which no slot of the model holds");
+    }
   at::Tensor h = hidden_states(input_ids, options);
   if (options.last_position_only) h = h.narrow(1, h.size(1) - 1, 1);
-  return lm_head_->forward(h);
+  return lm_head_->forward(h, options.routing);
 }
 
 std::vector<LinearSlot*> Model::slots() {

@@ -47,6 +47,9 @@ struct ForwardOptions {
   KVCache* cache = nullptr;
   // Logits for the last position only ([B, 1, V]): what generation needs.
   bool last_position_only = false;
+  // Per-row adapters for a batch mixing adapters (linear_slot.h); null: every attached adapter
+  // applies to every row.
+  const AdapterRouting* routing = nullptr;
 };
 
 struct DecoderLayer;

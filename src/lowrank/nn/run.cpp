@@ -33,8 +33,13 @@ at::Device parse_device(std::string_view name) {
 }
 
 std::vector<int64_t> run_logits(const LogitsRequest& request) {
-  const SafetensorsFile input = SafetensorsFile::open(request.input);
-  const std::string what = request.input.string();
+  return run_logits(Model::load(request.model, request.load), request.input, request.output);
+}
+
+std::vector<int64_t> run_logits(const Model& model, const std::filesystem::path& input_path,
+                                const std::filesystem::path& output) {
+  const SafetensorsFile input = SafetensorsFile::open(input_path);
+  const std::string what = input_path.string();
   const TensorInfo* info = input.find("input_ids");
   LR_CHECK(info != nullptr, NotFound, what, ": no tensor \"input_ids\"");
   LR_CHECK(info->dtype == Dtype::kI64 && info->shape.size() == 2, InvalidArgument, what,
@@ -48,15 +53,13 @@ std::vector<int64_t> run_logits(const LogitsRequest& request) {
     options.attention_mask = input.load("attention_mask").to(at::kLong);
   }
   const at::Tensor ids = input.load("input_ids");
-
-  const Model model = Model::load(request.model, request.load);
   at::Tensor logits;
   {
     c10::InferenceMode inference;
     logits = model.forward(ids, options).to(at::kCPU).to(at::kFloat).contiguous();
   }
   const NamedTensor out{"logits", logits};
-  save_safetensors(request.output, std::span<const NamedTensor>(&out, 1), {{"format", "pt"}});
+  save_safetensors(output, std::span<const NamedTensor>(&out, 1), {{"format", "pt"}});
   return logits.sizes().vec();
 }
 

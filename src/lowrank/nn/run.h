@@ -30,5 +30,8 @@ struct LogitsRequest {
 // Loads the model, runs one forward pass under inference mode and writes the logits. Returns
 // their shape. Throws NotFound / InvalidArgument naming the file and tensor at fault.
 std::vector<int64_t> run_logits(const LogitsRequest& request);
+// The same on a model already loaded (with its adapters attached).
+std::vector<int64_t> run_logits(const Model& model, const std::filesystem::path& input,
+                                const std::filesystem::path& output);
 
 }  // namespace lowrank::nn

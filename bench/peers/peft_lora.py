@@ -1,0 +1,134 @@
+"""The bench_adapters workload in transformers + PEFT (CPU, float32), for comparison.
+
+Same model shape (Llama, hidden 256, 4 layers, 8 heads, MLP 688, vocab 4096, random weights),
+batch x seq = 8 x 512, LoRA r = 16, alpha = 32 on q/k/v/o/gate/up/down with non-zero B. Each case
+is the median of --repeats runs after a warm-up, in this one process:
+  base        forward of the transformers model
+  lora        forward of the PeftModel, unmerged
+  merged      forward after merge_and_unload()
+  train       forward + backward + AdamW step on the LoRA tensors
+  full_train  forward + backward + AdamW step on every tensor
+  mixed_K     PEFT's mixed-adapter batch (adapter_names=...): 32 rows x 128 tokens, 32 adapters of
+              ranks 8, 16, 32, 64 in turn, row b uses adapter b mod K, K = 1, 8, 32; against the
+              base forward of the same batch
+Run with the peer stack: .venv-peers/bin/python bench/peers/peft_lora.py [--threads N] [--json]
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--repeats", type=int, default=5)
+parser.add_argument("--threads", type=int, default=0)
+parser.add_argument("--json", action="store_true")
+args = parser.parse_args()
+if args.threads:
+    torch.set_num_threads(args.threads)
+torch.manual_seed(0)
+
+
+def median_seconds(fn):
+    fn()
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+config = LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                     num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=1024,
+                     rms_norm_eps=1e-5, tie_word_embeddings=False)
+model = LlamaForCausalLM(config).eval()
+ids = torch.randint(0, 4096, (8, 512))
+windows = torch.randint(0, 4096, (8, 513))
+
+
+def forward(m):
+    with torch.inference_mode():
+        m(ids)
+
+
+def loss(m):
+    logits = m(windows[:, :-1]).logits
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), windows[:, 1:].reshape(-1))
+
+
+base = median_seconds(lambda: forward(model))
+peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=[
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+with torch.no_grad():
+    for n, p in peft_model.named_parameters():
+        if "lora_" in n:
+            p.normal_(0, 0.02)
+lora = median_seconds(lambda: forward(peft_model))
+
+params = [p for p in peft_model.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0)
+
+
+def lora_step():
+    opt.zero_grad()
+    loss(peft_model).backward()
+    opt.step()
+
+
+train = median_seconds(lora_step)
+merged_model = peft_model.merge_and_unload()
+merged = median_seconds(lambda: forward(merged_model))
+for p in merged_model.parameters():
+    p.requires_grad_(True)
+full_opt = torch.optim.AdamW(merged_model.parameters(), lr=1e-4, weight_decay=0)
+
+
+def full_step():
+    full_opt.zero_grad()
+    loss(merged_model).backward()
+    full_opt.step()
+
+
+full_train = median_seconds(full_step)
+# Mixed-adapter batches.
+mixed_base_model = LlamaForCausalLM(config).eval()
+mixed_ids = torch.randint(0, 4096, (32, 128))
+with torch.inference_mode():
+    mixed_base = median_seconds(lambda: mixed_base_model(mixed_ids))
+ranks = [8, 16, 32, 64]
+targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+mixed_model = get_peft_model(mixed_base_model, LoraConfig(r=8, lora_alpha=16, target_modules=targets),
+                             adapter_name="adapter0")
+for i in range(1, 32):
+    mixed_model.add_adapter(f"adapter{i}", LoraConfig(r=ranks[i % 4], lora_alpha=2 * ranks[i % 4],
+                                                      target_modules=targets))
+with torch.no_grad():
+    for n, p in mixed_model.named_parameters():
+        if "lora_" in n:
+            p.normal_(0, 0.02)
+mixed_model.eval()
+mixed = {}
+for k in (1, 8, 32):
+    names = [f"adapter{b % k}" for b in range(32)]
+    with torch.inference_mode():
+        t = median_seconds(lambda: mixed_model(mixed_ids, adapter_names=names))
+    mixed[str(k)] = {"seconds": t, "ratio": t / mixed_base}
+
+out = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+       "seconds": {"base": base, "lora": lora, "merged": merged, "train": train, "full_train": full_train},
+       "ratio": {"lora_over_base": lora / base, "merged_over_base": merged / base,
+                 "train_over_full_train": train / full_train},
+       "mixed_batch": {"base_seconds": mixed_base, "distinct_adapters": mixed}}
+if args.json:
+    print(json.dumps(out, indent=2))
+else:
+    for k, v in out["seconds"].items():
+        print(f"{k:12s} {v:10.4f}")
+    for k, v in out["ratio"].items():
+        print(f"{k:24s} {v:8.3f}")
+    for k, v in mixed.items():
+        print(f"mixed {k:>2s} distinct adapters {v['seconds']:10.4f} s {v['ratio']:8.3f} x base")

@@ -1,0 +1,200 @@
+// The finetune pipeline; see finetune.h.
+#include "lowrank/adapt/finetune.h"
+
+#include <chrono>
+#include <optional>
+
+#include <sys/resource.h>
+
+#include "lowrank/adapt/loram.h"
+#include "lowrank/adapt/model_adapters.h"
+#include "lowrank/core/error.h"
+#include "lowrank/core/log.h"
+#include "lowrank/core/safetensors.h"
+#include "lowrank/data/prepare.h"
+#include "lowrank/data/token_dataset.h"
+
+namespace fs = std::filesystem;
+
+namespace lowrank::adapt {
+namespace {
+
+train::PerplexityResult validation_perplexity(const nn::Model& model, const data::TokenDataset& dataset,
+                                              int64_t max_tokens, int64_t seq_len) {
+  const int64_t n = std::min<int64_t>(dataset.size("validation"), max_tokens);
+  if (n < 2) return {};
+  train::PerplexityOptions po;
+  po.seq_len = seq_len;
+  po.stride = seq_len;
+  return train::perplexity(model, dataset.slice("validation", 0, n), po,
+                           train::document_starts_below(dataset.document_starts("validation"), n));
+}
+
+// Peak resident memory of the whole process so far (Linux reports ru_maxrss in KiB).
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+void write_summary(const FinetuneOptions& o, FinetuneSummary& s) {
+  s.peak_rss_mib = peak_rss_mib();
+  OrderedJson summary = s.to_json();
+  summary["trainer"] = o.trainer.to_json();
+  summary["corpus"] = o.corpus;
+  write_json_file(o.out / "finetune.json", summary);
+}
+
+}  // namespace
+
+train::TrainTarget training_target(AttachedAdapter& adapter) {
+  train::TrainTarget target;
+  target.params = adapter.parameters();
+  target.weights_file = "adapter_state.safetensors";
+  target.before_step = [&adapter](int64_t step) {
+    for (auto& [module, layer] : adapter.layers) layer->before_step(step);
+  };
+  target.after_step = [&adapter](int64_t step, double lr) {
+    for (auto& [module, layer] : adapter.layers) layer->after_step(step, lr);
+  };
+  return target;
+}
+
+train::TrainerConfig default_finetune_trainer() {
+  train::TrainerConfig c;
+  c.steps = 200;
+  c.batch_size = 8;
+  c.seq_len = 128;
+  c.lr = 1e-3;
+  c.min_lr = 1e-4;
+  c.warmup_steps = 20;
+  c.adam.weight_decay = 0;
+  c.checkpoint_every = 100;
+  return c;
+}
+
+OrderedJson FinetuneSummary::to_json() const {
+  return {{"adapter_dir", adapter_dir.string()},
+          {"method", method},
+          {"trainable_parameters", trainable_parameters},
+          {"base_parameters", base_parameters},
+          {"steps", steps},
+          {"finished", finished},
+          {"final_loss", final_loss},
+          {"train_seconds", train_seconds},
+          {"peak_rss_mib", peak_rss_mib},
+          {"base_validation", base_validation.to_json()},
+          {"validation", validation.to_json()}};
+}
+
+FinetuneSummary finetune(const FinetuneOptions& o) {
+  LR_CHECK(!o.out.empty(), InvalidArgument, "--out: an output directory is required");
+  const fs::path tokenizer = o.model / "tokenizer.json";
+  LR_CHECK(fs::is_regular_file(tokenizer), NotFound, o.model.string(),
+           " has no tokenizer.json, which finetune needs to tokenize the corpus");
+  Json config_json = o.config;
+  if (!config_json.contains("target_modules")) config_json["target_modules"] = "all-linear";
+  AdapterConfig config = AdapterConfig::from_json(config_json, "--config");
+  config.method = o.method;
+  const bool full = o.method == "full";
+  if (!full) (void)registry().factory(o.method);  // unknown methods fail before any work
+
+  // 1. Dataset, tokenized with the model's tokenizer.
+  fs::create_directories(o.out);
+  const fs::path dataset_dir = o.out / "dataset";
+  if (!fs::exists(dataset_dir / "dataset.json")) {
+    log::info("finetune: tokenizing ", o.corpus, " into ", dataset_dir.string());
+    data::PrepareOptions po;
+    po.corpus = o.corpus;
+    po.tokenizer = tokenizer;
+    po.out = dataset_dir;
+    po.seed = o.trainer.seed;
+    po.max_documents = o.max_documents;
+    data::prepare_dataset(po);
+  }
+  const data::TokenDataset dataset = data::TokenDataset::open(dataset_dir);
+  train::TokenStream stream{dataset.size("train"), [dataset](int64_t begin, int64_t length) {
+                              return dataset.slice("train", begin, length);
+                            }};
+
+  // 2. The frozen base and the adapter.
+  nn::Model model = nn::Model::load(o.model);
+  FinetuneSummary s;
+  s.method = o.method;
+  for (const auto& [name, t] : model.named_tensors()) s.base_parameters += t.numel();
+  s.base_validation = validation_perplexity(model, dataset, o.eval_tokens, o.trainer.seq_len);
+  if (full) {
+    // Full fine-tuning, the baseline every adapter is compared with: every tensor trained, the
+    // result written as an HF model directory in OUT/model.
+    s.trainable_parameters = s.base_parameters;
+    const auto t0 = std::chrono::steady_clock::now();
+    const train::TrainResult r = train::train(model, stream, o.trainer, o.out / "run", o.resume);
+    s.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    s.steps = r.step;
+    s.finished = r.finished;
+    if (!r.steps.empty()) s.final_loss = r.steps.back().loss;
+    if (!r.finished) return s;
+    model.save(o.out / "model", at::kFloat);
+    std::filesystem::copy_file(tokenizer, o.out / "model" / "tokenizer.json",
+                               std::filesystem::copy_options::overwrite_existing);
+    s.adapter_dir = o.out / "model";
+    s.validation = validation_perplexity(model, dataset, o.eval_tokens, o.trainer.seq_len);
+    write_summary(o, s);
+    return s;
+  }
+  std::map<std::string, at::Tensor> gradients;
+  if (registry().factory(o.method).needs_gradient) {
+    // The initialisation batches come from a sampler of their own (seed + 1), so the training
+    // windows are those of any other method with the same seed.
+    train::WindowSampler init_sampler(o.trainer.seed + 1, stream.size, o.trainer.seq_len + 1);
+    const int64_t batches = config.option<int64_t>("init_batches", 8);
+    log::info("finetune: ", o.method, " initialisation from the gradient of ", batches, " batches");
+    gradients = slot_gradients(
+        model, config,
+        [&](const nn::Model& m) {
+          return train::lm_loss(m, train::sample_windows(stream, init_sampler, o.trainer.batch_size,
+                                                         o.trainer.seq_len)) /
+                 static_cast<double>(batches);
+        },
+        batches);
+  }
+  // LoRAM (loram.h): with lowrank_options.loram_keep < 1 the adapter trains on a pruned copy.
+  const double loram_keep = config.option<double>("loram_keep", 1.0);
+  std::optional<PrunedModel> pruned;
+  if (loram_keep < 1) {
+    LR_CHECK(o.method == "lora", InvalidArgument, "loram_keep: LoRAM recovers plain LoRA adapters only, not ",
+             o.method);
+    pruned = prune_mlp_channels(model, loram_keep);
+    log::info("finetune: LoRAM: training on a copy with ", pruned->model.config().intermediate_size, " of ",
+              pruned->full_intermediate, " MLP channels per layer");
+  }
+  nn::Model& train_model = pruned ? pruned->model : model;
+  AttachedAdapter adapter = create_adapter(train_model, "default", config, o.trainer.seed, gradients);
+  s.trainable_parameters = adapter.num_parameters();
+  log::info("finetune: ", o.method, " with ", s.trainable_parameters, " trainable parameters (",
+            100.0 * static_cast<double>(s.trainable_parameters) / static_cast<double>(s.base_parameters),
+            "% of the base)");
+
+  // 3. Training: only the adapter's tensors; checkpoints hold them raw (adapter_state.safetensors).
+  train::TrainTarget target = training_target(adapter);
+  adapter.set_training(true);
+  const auto t0 = std::chrono::steady_clock::now();
+  const train::TrainResult r = train::train(train_model, target, stream, o.trainer, o.out / "run", o.resume);
+  adapter.set_training(false);
+  s.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  s.steps = r.step;
+  s.finished = r.finished;
+  if (!r.steps.empty()) s.final_loss = r.steps.back().loss;
+  if (!r.finished) return s;
+
+  // 4. The adapter directory and the adapted model's validation perplexity.
+  for (auto& [module, layer] : adapter.layers) layer->before_step(-1);  // evaluation form (DyLoRA: full rank)
+  if (pruned) adapter = recover_adapter(model, adapter, *pruned, "default");
+  save_adapter(adapter, o.out);
+  s.adapter_dir = o.out;
+  s.validation = validation_perplexity(model, dataset, o.eval_tokens, o.trainer.seq_len);
+  write_summary(o, s);
+  return s;
+}
+
+}  // namespace lowrank::adapt

@@ -1,0 +1,60 @@
+// `lowrank finetune`: an adapter trained on a corpus on top of a frozen HF model, with the
+// runtime's trainer (train/trainer.h: progress, JSONL metrics, checkpoints, exact resume).
+//   1. the corpus is tokenized with the model's tokenizer.json into OUT/dataset (cached);
+//   2. the adapter is created (adapt::create_adapter) and only its tensors are trained;
+//   3. OUT holds the PEFT adapter directory (adapter_config.json, adapter_model.safetensors),
+//      OUT/run the metrics and checkpoints, OUT/finetune.json the summary with validation
+//      perplexity of the base and of the adapted model.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "lowrank/adapt/config.h"
+#include "lowrank/adapt/model_adapters.h"
+#include "lowrank/core/json.h"
+#include "lowrank/train/perplexity.h"
+#include "lowrank/train/trainer.h"
+
+namespace lowrank::adapt {
+
+struct FinetuneOptions {
+  std::filesystem::path model;   // HF model directory with tokenizer.json
+  std::string method = "lora";   // an adapt::registry() method, or "full" (full fine-tuning baseline)
+  Json config = Json::object();  // adapter_config.json keys (r, lora_alpha, target_modules, ...)
+  std::string corpus = "bible";  // named corpus or path
+  std::filesystem::path out;
+  train::TrainerConfig trainer;  // steps, batch, lr, ... (weight decay 0 by default here)
+  bool resume = false;
+  int64_t max_documents = -1;
+  int64_t eval_tokens = 1 << 15;  // validation tokens scored before and after
+};
+
+// Defaults for adapter training: 200 steps of 8 × 128 tokens, lr 1e-3 with 20 warmup steps,
+// no weight decay (PEFT/transformers' Trainer default).
+train::TrainerConfig default_finetune_trainer();
+
+struct FinetuneSummary {
+  std::filesystem::path adapter_dir;
+  std::string method;
+  int64_t trainable_parameters = 0;
+  int64_t base_parameters = 0;
+  int64_t steps = 0;
+  bool finished = false;
+  double final_loss = 0;
+  double train_seconds = 0;
+  double peak_rss_mib = 0;  // of the whole process, at the end
+  train::PerplexityResult base_validation;
+  train::PerplexityResult validation;
+  OrderedJson to_json() const;
+};
+
+// The trainer's target for an adapter: its tensors (PEFT names), checkpointed raw in
+// adapter_state.safetensors, with every layer's before_step/after_step hooks wired in.
+train::TrainTarget training_target(AttachedAdapter& adapter);
+
+// Throws InvalidArgument (bad option, unknown method), NotFound (model, tokenizer, corpus).
+FinetuneSummary finetune(const FinetuneOptions& options);
+
+}  // namespace lowrank::adapt
