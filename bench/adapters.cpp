@@ -17,11 +17,8 @@
 // bench/peers/peft_lora.py measures the same workload with transformers + PEFT for comparison.
 //
 //   build/bin/bench_adapters [--repeats 5] [--json]
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,22 +31,11 @@
 #include "lowrank/nn/model.h"
 #include "lowrank/train/adamw.h"
 #include "lowrank/train/trainer.h"
+#include "timing.h"
 
 namespace {
 
 using namespace lowrank;
-
-double median_seconds(const std::function<void()>& fn, int repeats) {
-  fn();  // warm-up
-  std::vector<double> t;
-  for (int i = 0; i < repeats; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 nn::Model bench_model() {
   const Json config = {{"architectures", {"LlamaForCausalLM"}},
@@ -98,15 +84,15 @@ int main(int argc, char** argv) {
     c10::InferenceMode g;
     model.forward(ids);
   };
-  const double base = median_seconds(forward, repeats);
+  const double base = bench::median_seconds(forward, repeats);
 
   adapt::AttachedAdapter lora = adapt::create_adapter(model, "a", lora_config(), 1);
   randomize(lora);
-  const double unmerged = median_seconds(forward, repeats);
+  const double unmerged = bench::median_seconds(forward, repeats);
 
   adapt::AttachedAdapter second = adapt::create_adapter(model, "b", lora_config(), 2);
   randomize(second);
-  const double two = median_seconds(forward, repeats);
+  const double two = bench::median_seconds(forward, repeats);
   adapt::detach_adapter(model, second);
 
   // Adapter training step: only the adapter's tensors get gradients.
@@ -115,7 +101,7 @@ int main(int argc, char** argv) {
   train::AdamConfig adam;
   adam.weight_decay = 0;
   train::AdamW opt(params, adam);
-  const double lora_train = median_seconds(
+  const double lora_train = bench::median_seconds(
       [&] {
         opt.zero_grad();
         train::lm_loss(model, windows).backward();
@@ -126,12 +112,12 @@ int main(int argc, char** argv) {
 
   std::vector<adapt::AttachedAdapter> to_merge{lora};
   adapt::merge_adapters(model, to_merge);
-  const double merged = median_seconds(forward, repeats);
+  const double merged = bench::median_seconds(forward, repeats);
 
   std::vector<std::pair<std::string, at::Tensor>> all;
   for (auto& [n, t] : model.named_tensors()) all.emplace_back(n, t.requires_grad_(true));
   train::AdamW full(all, adam);
-  const double full_train = median_seconds(
+  const double full_train = bench::median_seconds(
       [&] {
         full.zero_grad();
         train::lm_loss(model, windows).backward();
@@ -160,12 +146,12 @@ int main(int argc, char** argv) {
   };
   nn::AdapterRouting none;
   none.row_adapter.assign(32, -1);
-  const double mixed_base = median_seconds([&] { mixed_forward(&none); }, repeats);
+  const double mixed_base = bench::median_seconds([&] { mixed_forward(&none); }, repeats);
   OrderedJson mixed = OrderedJson::object();
   for (int k : {1, 8, 32}) {
     routing.row_adapter.clear();
     for (int b = 0; b < 32; ++b) routing.row_adapter.push_back(b % k);
-    const double t = median_seconds([&] { mixed_forward(&routing); }, repeats);
+    const double t = bench::median_seconds([&] { mixed_forward(&routing); }, repeats);
     mixed[std::to_string(k)] = {{"seconds", t}, {"ratio", t / mixed_base}};
   }
 

@@ -69,7 +69,9 @@ void expect_same_metrics(const fs::path& a_path, const fs::path& b_path) {
     for (const auto& [key, value] : a[i].items()) {
       if (key == "tokens_per_s") continue;
       EXPECT_TRUE(b[i].contains(key)) << "line " << i + 1 << ": " << key;
-      if (b[i].contains(key)) EXPECT_EQ(value, b[i][key]) << "line " << i + 1 << ": " << key;
+      if (b[i].contains(key)) {
+        EXPECT_EQ(value, b[i][key]) << "line " << i + 1 << ": " << key;
+      }
     }
   }
 }

@@ -15,9 +15,8 @@ Run with the peer stack: .venv-peers/bin/python bench/peers/peft_lora.py [--thre
 """
 import argparse
 import json
-import statistics
-import time
 
+import timing  # bench/peers/timing.py
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -33,13 +32,7 @@ torch.manual_seed(0)
 
 
 def median_seconds(fn):
-    fn()
-    times = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return timing.median_seconds(fn, args.repeats)
 
 
 config = LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,

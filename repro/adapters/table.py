@@ -25,6 +25,29 @@ for r in rows:
     lines.append(f"| {r['method']} | {r['trainable']:,} | {100 * r['trainable'] / r['base_params']:.3f} | "
                  f"{r['target_ppl']:.2f}{ci_text} | {r['source_ppl']:.2f} | {100 * r['source_drift']:+.1f}% | "
                  f"{r['seconds']:.0f} | {r['peak_rss_mib'] or 0:.0f} |")
+dylora = [(k, json.load(open(os.path.join(out, f"dylora.rank{k}.json")))["perplexity"])
+          for k in (1, 2, 4, 8) if os.path.exists(os.path.join(out, f"dylora.rank{k}.json"))]
+if dylora:
+    lines += ["", "DyLoRA (r_max = 8), one file evaluated at each rank (target ppl): " +
+              ", ".join(f"r = {k}: {p:.2f}" for k, p in dylora)]
+    for r in rows:
+        if r["method"] == "dylora":
+            r["ppl_by_rank"] = dict(dylora)
+sora_file = os.path.join(out, "sora", "adapter_model.safetensors")
+if os.path.exists(sora_file):
+    # The ranks kept are the row counts of the saved lora_A tensors (safetensors header: 8-byte
+    # little-endian length, then JSON). A slot whose gates all reached zero is saved as rank 1.
+    with open(sora_file, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    ranks = [v["shape"][0] for k, v in header.items() if k.endswith("lora_A.weight")]
+    initial = json.load(open(os.path.join(out, "sora.finetune.json"))).get("config", {}).get("r", 8)
+    kept = sum(ranks)
+    lines += ["", f"SoRA: {kept} of {initial * len(ranks)} ranks kept after pruning the zeroed gates "
+                  f"(per slot {min(ranks)}–{max(ranks)}, mean {kept / len(ranks):.2f})."]
+    for r in rows:
+        if r["method"] == "sora":
+            r["ranks_kept"] = kept
+            r["ranks_initial"] = initial * len(ranks)
 if rows:
     lines.append("")
     lines.append(f"Base model before adaptation: target ppl {rows[0]['base_target_ppl']:.2f}, source ppl {base_source:.2f}.")

@@ -3,9 +3,6 @@
 //   W' = W + s·P L_r diag(z) U_r − s₀·P L_r diag(D_r) U_r,  s₀ = α/r,
 // with z and s the trained values. Also: z starts at D_r and s at α/r (Δ = 0), only z and s are
 // trained, save/load and merge reproduce the forward, and a few trainer steps lower the loss.
-#include <map>
-#include <string>
-#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -69,44 +66,27 @@ TEST(LolduTest, ForwardAndMergeMatchTheLuOracle) {
   nn::Model model = tiny();
   AttachedAdapter a = create_adapter(model, "l", loldu_config(), 7);
   randomize(a, 1);
-  std::map<std::string, at::Tensor> expected;
-  for (const auto& [module, layer] : a.layers) {
-    nn::LinearSlot& slot = model.slot(module);
-    expected[module] =
-        oracle_weight(slot.base().dense_weight(), tensor_of(*layer, "loldu_z"), tensor_of(*layer, "loldu_s"));
-    const at::Tensor x = input(slot.in_features());
-    EXPECT_LE(max_abs_diff(slot.forward(x), at::matmul(x.to(at::kDouble), expected[module].t())), 1e-4)
-        << module;
-  }
-  std::vector<AttachedAdapter> all{a};
-  merge_adapters(model, all);
-  for (const auto& [module, w] : expected)
-    EXPECT_LE(max_abs_diff(model.slot(module).base().dense_weight(), w), 1e-4) << module;
+  expect_forward_and_merge_match(
+      model, a,
+      [](const nn::LinearSlot& slot, const nn::Adapter& layer) {
+        return oracle_weight(slot.base().dense_weight(), tensor_of(layer, "loldu_z"),
+                             tensor_of(layer, "loldu_s"));
+      },
+      1e-4);
 }
 
 TEST(LolduTest, SavedAdapterReloadsWithIdenticalLogitsAndMergesToTheSame) {
   nn::Model model = tiny();
-  const at::Tensor ids = token_ids();
   AttachedAdapter a = create_adapter(model, "l", loldu_config(), 7);
   randomize(a, 2);
-  const at::Tensor adapted = logits_of(model, ids);
-  testing::TempDir dir;
-  save_adapter(a, dir.path());
-  nn::Model fresh = tiny();
-  std::vector<AttachedAdapter> loaded{load_adapter(fresh, dir.path())};
-  EXPECT_EQ(loaded[0].config.method, "loldu");
-  EXPECT_TRUE(logits_of(fresh, ids).equal(adapted));
-  merge_adapters(fresh, loaded);
-  EXPECT_LE(max_abs_diff(logits_of(fresh, ids), adapted), 1e-5);
+  expect_round_trip(model, a, "loldu", 1e-5);
 }
 
 TEST(LolduTest, TrainingThePivotsLowersTheLoss) {
   nn::Model model = tiny();
   AttachedAdapter a = create_adapter(model, "l", loldu_config(), 0);
   testing::TempDir dir;
-  const TrainOutcome out = train_adapter(model, a, short_run(30, 0.05), dir / "run");
-  EXPECT_TRUE(out.result.finished);
-  EXPECT_LT(out.after, out.before - 0.01) << out.before << " -> " << out.after;
+  expect_training_lowers_loss(model, a, short_run(30, 0.05), dir / "run", 0.01);
 }
 
 }  // namespace

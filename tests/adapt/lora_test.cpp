@@ -5,25 +5,18 @@
 #include "lowrank/adapt/lora.h"
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/core/safetensors.h"
-#include "tests/testing.h"
+#include "tests/adapt/method_testing.h"
 
 namespace lowrank::adapt {
 namespace {
 
+// Not the whole namespace: this file's randomize (below) differs from method_testing::randomize.
+using method_testing::config_for;
+using method_testing::input;
+using method_testing::logits_of;
+using method_testing::tiny;
+using method_testing::token_ids;
 using testing::max_abs_diff;
-
-nn::Model tiny(uint64_t seed = 3) {
-  return testing::tiny_llama({}, seed);
-}
-
-AdapterConfig config_for(const std::string& method, int64_t r = 4, double alpha = 8) {
-  AdapterConfig c;
-  c.method = method;
-  c.r = r;
-  c.lora_alpha = alpha;
-  c.target_modules = {"q_proj", "v_proj", "down_proj"};
-  return c;
-}
 
 // Gives every trainable tensor random values so that Δ ≠ 0.
 void randomize(const AttachedAdapter& a, uint64_t seed) {
@@ -31,11 +24,6 @@ void randomize(const AttachedAdapter& a, uint64_t seed) {
   at::NoGradGuard g;
   for (auto& [name, t] : a.parameters())
     t.copy_(at::randn(t.sizes(), gen) * 0.3 + (name.ends_with("vector") ? 1 : 0));
-}
-
-at::Tensor input(int64_t in) {
-  at::Generator gen = at::detail::createCPUGenerator(11);
-  return at::randn({2, 5, in}, gen);
 }
 
 TEST(LoraTest, ForwardIsBasePlusScaledLowRankProductAndStartsAtZero) {
@@ -109,12 +97,8 @@ TEST(LoraTest, DoraNormIsDetachedAsInThePaper) {
 
 TEST(LoraTest, PissaStartsAtTheBaseWithThePrincipalTripletsAndSavesAsA2rLora) {
   nn::Model model = tiny();
-  const at::Tensor ids = at::arange(10, at::kLong).reshape({2, 5}) % 24;
-  at::Tensor base_logits;
-  {
-    c10::InferenceMode g;
-    base_logits = model.forward(ids).clone();
-  }
+  const at::Tensor ids = token_ids();
+  const at::Tensor base_logits = logits_of(model, ids);
   AttachedAdapter a = create_adapter(model, "p", config_for("pissa"), 0);
   nn::LinearSlot& slot = model.slot("model.layers.0.self_attn.q_proj");
   // Trainable A, B start at A₀, B₀ with s·B₀A₀ the best rank-4 approximation of W.
@@ -123,16 +107,9 @@ TEST(LoraTest, PissaStartsAtTheBaseWithThePrincipalTripletsAndSavesAsA2rLora) {
   auto [u, s, vh] = at::linalg_svd(slot.base().dense_weight(), false);
   const at::Tensor best = at::matmul(u.slice(1, 0, 4) * s.slice(0, 0, 4), vh.slice(0, 0, 4));
   EXPECT_LE(max_abs_diff(2.0 * at::matmul(B, A), best), 1e-5);
-  {
-    c10::InferenceMode g;
-    EXPECT_LE(max_abs_diff(model.forward(ids), base_logits), 1e-5);
-  }
+  EXPECT_LE(max_abs_diff(logits_of(model, ids), base_logits), 1e-5);
   randomize(a, 4);
-  at::Tensor adapted;
-  {
-    c10::InferenceMode g;
-    adapted = model.forward(ids).clone();
-  }
+  const at::Tensor adapted = logits_of(model, ids);
   testing::TempDir dir;
   const AdapterConfig saved = save_adapter(a, dir.path());
   EXPECT_EQ(saved.r, 8);
@@ -142,8 +119,7 @@ TEST(LoraTest, PissaStartsAtTheBaseWithThePrincipalTripletsAndSavesAsA2rLora) {
   nn::Model fresh = tiny();
   AttachedAdapter loaded = load_adapter(fresh, dir.path());
   EXPECT_EQ(loaded.config.method, "lora");
-  c10::InferenceMode g;
-  EXPECT_LE(max_abs_diff(fresh.forward(ids), adapted), 1e-5);
+  EXPECT_LE(max_abs_diff(logits_of(fresh, ids), adapted), 1e-5);
 }
 
 TEST(LoraTest, CreateIsAllOrNothing) {
@@ -181,9 +157,8 @@ TEST(LoraTest, ExtractRecoversALowRankDifference) {
   ASSERT_EQ(report.size(), 3u * 2u);  // gate, up, down in each of 2 layers
   for (const ExtractedSlot& s : report) EXPECT_NEAR(s.energy, 1.0, 1e-5) << s.module;
   load_adapter(base, dir.path());
-  const at::Tensor ids = at::arange(10, at::kLong).reshape({2, 5}) % 24;
-  c10::InferenceMode g;
-  EXPECT_LE(max_abs_diff(base.forward(ids), tuned.forward(ids)), 1e-4);
+  const at::Tensor ids = token_ids();
+  EXPECT_LE(max_abs_diff(logits_of(base, ids), logits_of(tuned, ids)), 1e-4);
 }
 
 }  // namespace

@@ -1,11 +1,14 @@
-// Helpers shared by the adapter-method tests (DyLoRA, SoRA, LoRA-XS, LoRA-SB): a tiny model,
-// configurations, random inputs, raw tensors of a layer, and a short adapter training run with the
-// runtime's trainer wired as finetune wires it (train::TrainTarget with the step hooks).
+// Helpers shared by the adapter-method tests: a tiny model, configurations, random inputs, raw
+// tensors of a layer, a short adapter training run with the runtime's trainer wired as finetune
+// wires it (train::TrainTarget with the step hooks), and the checks every method repeats (a saved
+// adapter reloads and merges to the same logits; a short run lowers the loss).
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -28,6 +31,13 @@ inline AdapterConfig config_for(const std::string& method, int64_t r = 4, double
   c.r = r;
   c.lora_alpha = alpha;
   c.target_modules = {"q_proj", "v_proj", "down_proj"};
+  return c;
+}
+
+// `c` targeting every linear slot of the model instead of its target_modules.
+inline AdapterConfig all_linear(AdapterConfig c) {
+  c.target_modules.clear();
+  c.target_regex = "all-linear";
   return c;
 }
 
@@ -112,6 +122,63 @@ inline TrainOutcome train_adapter(nn::Model& model, AttachedAdapter& adapter,
   for (auto& [module, layer] : adapter.layers) layer->before_step(-1);
   out.after = eval_loss(model);
   return out;
+}
+
+// Expects every slot of `adapter` to compute x·Wᵀ in its forward, for W = weight_of(slot, layer)
+// (the test's float64 oracle of the adapted weight, taken before merging), and merging to leave
+// that W as the slot's base weight, both to within `tolerance`.
+template <typename WeightOf>
+void expect_forward_and_merge_match(nn::Model& model, const AttachedAdapter& adapter, WeightOf&& weight_of,
+                                    double tolerance) {
+  std::map<std::string, at::Tensor> expected;
+  for (const auto& [module, layer] : adapter.layers) {
+    const nn::LinearSlot& slot = model.slot(module);
+    expected[module] = weight_of(slot, *layer);
+    const at::Tensor x = input(slot.in_features());
+    EXPECT_LE(testing::max_abs_diff(slot.forward(x), at::matmul(x.to(at::kDouble), expected[module].t())),
+              tolerance)
+        << module;
+  }
+  std::vector<AttachedAdapter> all{adapter};
+  merge_adapters(model, all);
+  for (const auto& [module, w] : expected)
+    EXPECT_LE(testing::max_abs_diff(model.slot(module).base().dense_weight(), w), tolerance) << module;
+}
+
+// Trains the adapter as train_adapter does and expects the run to finish with the loss lowered
+// by more than `margin`.
+inline void expect_training_lowers_loss(nn::Model& model, AttachedAdapter& adapter,
+                                        const train::TrainerConfig& config,
+                                        const std::filesystem::path& run_dir, double margin) {
+  const TrainOutcome out = train_adapter(model, adapter, config, run_dir);
+  EXPECT_TRUE(out.result.finished);
+  EXPECT_LT(out.after, out.before - margin) << "before " << out.before << ", after " << out.after;
+}
+
+// Loads the adapter saved in `dir` into a fresh tiny() and expects its `method`, the logits
+// `adapted` on `ids` bit for bit (a reload must rebuild exactly the adapter that was saved), and
+// the same logits to within `merge_tolerance` once merged into the base (merging changes only the
+// rounding).
+inline void expect_reload_and_merge(const std::filesystem::path& dir, const at::Tensor& ids,
+                                    const at::Tensor& adapted, const std::string& method,
+                                    double merge_tolerance) {
+  nn::Model fresh = tiny();
+  std::vector<AttachedAdapter> loaded{load_adapter(fresh, dir)};
+  EXPECT_EQ(loaded[0].config.method, method);
+  EXPECT_TRUE(logits_of(fresh, ids).equal(adapted));
+  merge_adapters(fresh, loaded);
+  EXPECT_LE(testing::max_abs_diff(logits_of(fresh, ids), adapted), merge_tolerance);
+}
+
+// Saves `adapter` (attached to `model`, a tiny()) to a temporary directory and checks it with
+// expect_reload_and_merge against the model's current logits.
+inline void expect_round_trip(const nn::Model& model, const AttachedAdapter& adapter,
+                              const std::string& method, double merge_tolerance) {
+  const at::Tensor ids = token_ids();
+  const at::Tensor adapted = logits_of(model, ids);
+  testing::TempDir dir;
+  save_adapter(adapter, dir.path());
+  expect_reload_and_merge(dir.path(), ids, adapted, method, merge_tolerance);
 }
 
 }  // namespace lowrank::adapt::method_testing

@@ -8,7 +8,6 @@
 // bases once under PEFT's names and reloads with identical logits (also from per-module copies),
 // merge equals the forward, and a few trainer steps lower the loss. PEFT's own logits are checked
 // in tests/interop_peft.
-#include <map>
 #include <string>
 #include <vector>
 
@@ -113,23 +112,17 @@ TEST(RandloraTest, ForwardAndMergeMatchTheSumOfRankOneTermsAndAreFullRank) {
   nn::Model model = tiny();
   AttachedAdapter a = create_adapter(model, "r", randlora_config(), 7);
   randomize(a, 1);
-  std::map<std::string, at::Tensor> expected;
-  for (size_t i = 0; i < a.layers.size(); ++i) {
-    const std::string& module = a.layers[i].first;
-    nn::LinearSlot& slot = model.slot(module);
-    const at::Tensor delta = oracle_delta(randlora_of(a, i), slot.in_features(), slot.out_features());
-    EXPECT_EQ(at::linalg_matrix_rank(delta).item<int64_t>(),
-              std::min(slot.in_features(), slot.out_features()))
-        << module;
-    expected[module] = slot.base().dense_weight().to(at::kDouble) + delta;
-    const at::Tensor x = input(slot.in_features());
-    EXPECT_LE(max_abs_diff(slot.forward(x), at::matmul(x.to(at::kDouble), expected[module].t())), 1e-4)
-        << module;
-  }
-  std::vector<AttachedAdapter> all{a};
-  merge_adapters(model, all);
-  for (const auto& [module, w] : expected)
-    EXPECT_LE(max_abs_diff(model.slot(module).base().dense_weight(), w), 1e-4) << module;
+  expect_forward_and_merge_match(
+      model, a,
+      [](const nn::LinearSlot& slot, const nn::Adapter& layer) {
+        const at::Tensor delta = oracle_delta(dynamic_cast<const RandloraAdapter&>(layer), slot.in_features(),
+                                              slot.out_features());
+        EXPECT_EQ(at::linalg_matrix_rank(delta).item<int64_t>(),
+                  std::min(slot.in_features(), slot.out_features()))
+            << slot.name();
+        return slot.base().dense_weight().to(at::kDouble) + delta;
+      },
+      1e-4);
 }
 
 TEST(RandloraTest, FileHoldsTheBasesOnceAndReloadsWithIdenticalLogits) {
@@ -151,12 +144,7 @@ TEST(RandloraTest, FileHoldsTheBasesOnceAndReloadsWithIdenticalLogits) {
       file.load("base_model.model.model.layers.1.mlp.down_proj.randlora_gamma")
           .equal(tensor_of(*model.slot("model.layers.1.mlp.down_proj").adapter("r"), "randlora_gamma")));
 
-  nn::Model fresh = tiny();
-  std::vector<AttachedAdapter> loaded{load_adapter(fresh, dir.path())};
-  EXPECT_EQ(loaded[0].config.method, "randlora");
-  EXPECT_TRUE(logits_of(fresh, ids).equal(adapted));
-  merge_adapters(fresh, loaded);
-  EXPECT_LE(max_abs_diff(logits_of(fresh, ids), adapted), 1e-5);
+  expect_reload_and_merge(dir.path(), ids, adapted, "randlora", 1e-5);
 
   // PEFT >= 0.21 also writes the bases under every module; such copies alone load as well.
   testing::TempDir copies;
@@ -195,9 +183,7 @@ TEST(RandloraTest, TrainingLowersTheLoss) {
   nn::Model model = tiny();
   AttachedAdapter a = create_adapter(model, "r", randlora_config(), 0);
   testing::TempDir dir;
-  const TrainOutcome out = train_adapter(model, a, short_run(30, 0.01), dir / "run");
-  EXPECT_TRUE(out.result.finished);
-  EXPECT_LT(out.after, out.before - 0.01) << out.before << " -> " << out.after;
+  expect_training_lowers_loss(model, a, short_run(30, 0.01), dir / "run", 0.01);
 }
 
 }  // namespace

@@ -6,7 +6,6 @@
 // parameters, save/load and merge reproduce the forward, and a few trainer steps lower the loss.
 #include <map>
 #include <string>
-#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -66,17 +65,12 @@ TEST(SaltTest, ForwardAndMergeMatchTheSvdOracle) {
   nn::Model model = tiny();
   AttachedAdapter a = create_adapter(model, "s", salt_config(), 7);
   randomize(a, 1);  // scale ~ N(0, 0.09): some a σ + b are negative, so the ReLU acts
-  std::map<std::string, at::Tensor> expected;
-  for (const auto& [module, layer] : a.layers) {
-    nn::LinearSlot& slot = model.slot(module);
-    expected[module] = oracle_weight(slot.base().dense_weight(), *layer);
-    const at::Tensor x = input(slot.in_features());
-    EXPECT_LE(max_abs_diff(slot.forward(x), at::matmul(d(x), expected[module].t())), 1e-4) << module;
-  }
-  std::vector<AttachedAdapter> all{a};
-  merge_adapters(model, all);
-  for (const auto& [module, w] : expected)
-    EXPECT_LE(max_abs_diff(model.slot(module).base().dense_weight(), w), 1e-4) << module;
+  expect_forward_and_merge_match(
+      model, a,
+      [](const nn::LinearSlot& slot, const nn::Adapter& layer) {
+        return oracle_weight(slot.base().dense_weight(), layer);
+      },
+      1e-4);
 }
 
 TEST(SaltTest, TheLoraTermStaysOutOfTheTopSingularSubspaces) {
@@ -100,27 +94,16 @@ TEST(SaltTest, TheLoraTermStaysOutOfTheTopSingularSubspaces) {
 
 TEST(SaltTest, SavedAdapterReloadsWithIdenticalLogitsAndMergesToTheSame) {
   nn::Model model = tiny();
-  const at::Tensor ids = token_ids();
   AttachedAdapter a = create_adapter(model, "s", salt_config(), 7);
   randomize(a, 2);
-  const at::Tensor adapted = logits_of(model, ids);
-  testing::TempDir dir;
-  save_adapter(a, dir.path());
-  nn::Model fresh = tiny();
-  std::vector<AttachedAdapter> loaded{load_adapter(fresh, dir.path())};
-  EXPECT_EQ(loaded[0].config.method, "salt");
-  EXPECT_TRUE(logits_of(fresh, ids).equal(adapted));
-  merge_adapters(fresh, loaded);
-  EXPECT_LE(max_abs_diff(logits_of(fresh, ids), adapted), 1e-4);
+  expect_round_trip(model, a, "salt", 1e-4);
 }
 
 TEST(SaltTest, TrainingLowersTheLoss) {
   nn::Model model = tiny();
   AttachedAdapter a = create_adapter(model, "s", salt_config(), 0);
   testing::TempDir dir;
-  const TrainOutcome out = train_adapter(model, a, short_run(30, 0.02), dir / "run");
-  EXPECT_TRUE(out.result.finished);
-  EXPECT_LT(out.after, out.before - 0.01) << out.before << " -> " << out.after;
+  expect_training_lowers_loss(model, a, short_run(30, 0.02), dir / "run", 0.01);
 }
 
 }  // namespace

@@ -2,7 +2,9 @@
 #include "lowrank/adapt/config.h"
 
 #include <cmath>
+#include <mutex>
 #include <regex>
+#include <unordered_map>
 
 #include "lowrank/core/error.h"
 
@@ -25,9 +27,15 @@ bool modelled(std::string_view key) {
   return false;
 }
 
-std::regex compile(const std::string& pattern, std::string_view what) {
+// Patterns are compiled once: targeting runs per slot and per lookup, and std::regex
+// construction costs far more than a match.
+const std::regex& compile(const std::string& pattern, std::string_view what) {
+  static std::mutex mutex;
+  static std::unordered_map<std::string, std::regex> cache;
+  const std::lock_guard lock(mutex);
+  if (auto it = cache.find(pattern); it != cache.end()) return it->second;
   try {
-    return std::regex(pattern, std::regex::ECMAScript);
+    return cache.emplace(pattern, std::regex(pattern, std::regex::ECMAScript)).first->second;
   } catch (const std::regex_error& e) {
     throw InvalidArgument(str(what, ": invalid regex \"", pattern, "\": ", e.what()));
   }
@@ -56,18 +64,13 @@ bool name_matches(std::string_view module, const std::vector<std::string>& list,
       return module != "lm_head" && !module.ends_with(".lm_head");
     return std::regex_match(module.begin(), module.end(), compile(*regex, "target_modules"));
   }
-  for (const std::string& t : list) {
-    if (module == t) return true;
-    if (module.size() > t.size() && module.ends_with(t) && module[module.size() - t.size() - 1] == '.')
-      return true;
-  }
-  return false;
+  return module_listed(module, list);
 }
 
 template <typename T>
 const T* pattern_value(const std::vector<std::pair<std::string, T>>& patterns, std::string_view module) {
   for (const auto& [key, value] : patterns) {
-    const std::regex re = compile("(.*\\.)?(" + key + ")$", "rank_pattern/alpha_pattern");
+    const std::regex& re = compile("(.*\\.)?(" + key + ")$", "rank_pattern/alpha_pattern");
     if (std::regex_match(module.begin(), module.end(), re)) return &value;
   }
   return nullptr;
@@ -75,10 +78,19 @@ const T* pattern_value(const std::vector<std::pair<std::string, T>>& patterns, s
 
 }  // namespace
 
+bool module_listed(std::string_view module, const std::vector<std::string>& names) {
+  for (const std::string& t : names) {
+    if (module == t) return true;
+    if (module.size() > t.size() && module.ends_with(t) && module[module.size() - t.size() - 1] == '.')
+      return true;
+  }
+  return false;
+}
+
 std::optional<int64_t> layer_index(std::string_view module, const std::vector<std::string>& patterns) {
   static const std::vector<std::string> kDefault = {"layers", "h", "block", "blocks", "layer"};
   for (const std::string& p : patterns.empty() ? kDefault : patterns) {
-    const std::regex re = compile(".*\\." + p + "\\.(\\d+)\\..*", "layers_pattern");
+    const std::regex& re = compile(".*\\." + p + "\\.(\\d+)\\..*", "layers_pattern");
     std::match_results<std::string_view::const_iterator> m;
     if (std::regex_match(module.begin(), module.end(), m, re)) return std::stoll(m[1].str());
   }
@@ -159,28 +171,32 @@ AdapterConfig AdapterConfig::from_json(const Json& j, std::string_view what) {
 
 OrderedJson AdapterConfig::to_json() const {
   OrderedJson j;
-  // PEFT fails on keys it does not know only in older versions; these are all LoraConfig keys.
+  // PEFT fails on keys it does not know only in older versions (newer ones warn); these are all
+  // keys of LoraConfig, and with write_lora_keys off of the configs of other PEFT methods too.
   j["peft_type"] = peft_type;
   j["r"] = r;
-  j["lora_alpha"] = lora_alpha;
-  j["lora_dropout"] = lora_dropout;
-  j["use_rslora"] = use_rslora;
-  j["use_dora"] = use_dora;
   if (target_regex)
     j["target_modules"] = *target_regex;
   else
     j["target_modules"] = target_modules;
-  if (exclude_regex)
-    j["exclude_modules"] = *exclude_regex;
-  else if (!exclude_modules.empty())
-    j["exclude_modules"] = exclude_modules;
-  else
-    j["exclude_modules"] = nullptr;
-  OrderedJson rp = OrderedJson::object(), ap = OrderedJson::object();
-  for (const auto& [k, v] : rank_pattern) rp[k] = v;
-  for (const auto& [k, v] : alpha_pattern) ap[k] = v;
-  j["rank_pattern"] = rp;
-  j["alpha_pattern"] = ap;
+  if (write_lora_keys) {
+    j["lora_alpha"] = lora_alpha;
+    j["lora_dropout"] = lora_dropout;
+    j["use_rslora"] = use_rslora;
+    j["use_dora"] = use_dora;
+    if (exclude_regex)
+      j["exclude_modules"] = *exclude_regex;
+    else if (!exclude_modules.empty())
+      j["exclude_modules"] = exclude_modules;
+    else
+      j["exclude_modules"] = nullptr;
+    OrderedJson rp = OrderedJson::object(), ap = OrderedJson::object();
+    for (const auto& [k, v] : rank_pattern) rp[k] = v;
+    for (const auto& [k, v] : alpha_pattern) ap[k] = v;
+    j["rank_pattern"] = rp;
+    j["alpha_pattern"] = ap;
+    j["init_lora_weights"] = init_lora_weights;
+  }
   if (layers_to_transform.empty())
     j["layers_to_transform"] = nullptr;
   else
@@ -193,10 +209,9 @@ OrderedJson AdapterConfig::to_json() const {
     j["modules_to_save"] = nullptr;
   else
     j["modules_to_save"] = modules_to_save;
-  j["init_lora_weights"] = init_lora_weights;
   for (const char* k :
        {"fan_in_fan_out", "bias", "lora_bias", "task_type", "base_model_name_or_path", "inference_mode"})
-    if (!extra.contains(k)) {
+    if (!extra.contains(k) && (write_lora_keys || std::string_view(k) != "lora_bias")) {
       if (std::string_view(k) == "bias")
         j[k] = "none";
       else if (std::string_view(k) == "task_type" || std::string_view(k) == "base_model_name_or_path")

@@ -44,6 +44,10 @@ struct AdapterConfig {
   Json init_lora_weights = true;  // true | false | "gaussian" | "pissa" | "pissa_niter_N" | ...
   Json options = Json::object();  // method-specific options (key "lowrank_options")
   Json extra = Json::object();    // every other key of the file, written back as read
+  // Whether to_json writes LoraConfig's own keys (lora_alpha, lora_dropout, use_rslora, use_dora,
+  // exclude_modules, rank_pattern, alpha_pattern, init_lora_weights, lora_bias). Off for
+  // peft_types whose PEFT config class lacks them (RandLoraConfig), which PEFT would warn about.
+  bool write_lora_keys = true;
 
   // Parses adapter_config.json content. Throws InvalidArgument naming `what` and the key for a
   // wrong type or value (r < 1, alpha <= 0, dropout outside [0, 1), fan_in_fan_out = true,
@@ -65,6 +69,10 @@ struct AdapterConfig {
     return json_get_or<T>(options, key, fallback, "adapter option");
   }
 };
+
+// Whether `module` is one of `names` or ends with ".<name>" for one of them: PEFT's rule for a
+// list of target modules (and for modules_to_save).
+bool module_listed(std::string_view module, const std::vector<std::string>& names);
 
 // The decoder-layer index in a module name ("model.layers.3.mlp.up_proj" -> 3) found after one of
 // `patterns` (PEFT's defaults when empty); nullopt when there is none.

@@ -2,14 +2,14 @@
 #include "lowrank/adapt/finetune.h"
 
 #include <chrono>
+#include <functional>
 #include <optional>
-
-#include <sys/resource.h>
 
 #include "lowrank/adapt/loram.h"
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
+#include "lowrank/core/process.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/data/prepare.h"
 #include "lowrank/data/token_dataset.h"
@@ -30,15 +30,19 @@ train::PerplexityResult validation_perplexity(const nn::Model& model, const data
                            train::document_starts_below(dataset.document_starts("validation"), n));
 }
 
-// Peak resident memory of the whole process so far (Linux reports ru_maxrss in KiB).
-double peak_rss_mib() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+// Runs one training and records its wall time, steps and final loss in the summary.
+train::TrainResult timed_training(FinetuneSummary& s, const std::function<train::TrainResult()>& run) {
+  const auto t0 = std::chrono::steady_clock::now();
+  train::TrainResult r = run();
+  s.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  s.steps = r.step;
+  s.finished = r.finished;
+  if (!r.steps.empty()) s.final_loss = r.steps.back().loss;
+  return r;
 }
 
 void write_summary(const FinetuneOptions& o, FinetuneSummary& s) {
-  s.peak_rss_mib = peak_rss_mib();
+  s.peak_rss_mib = static_cast<double>(peak_rss_bytes()) / (1 << 20);
   OrderedJson summary = s.to_json();
   summary["trainer"] = o.trainer.to_json();
   summary["corpus"] = o.corpus;
@@ -127,12 +131,8 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
     // Full fine-tuning, the baseline every adapter is compared with: every tensor trained, the
     // result written as an HF model directory in OUT/model.
     s.trainable_parameters = s.base_parameters;
-    const auto t0 = std::chrono::steady_clock::now();
-    const train::TrainResult r = train::train(model, stream, o.trainer, o.out / "run", o.resume);
-    s.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    s.steps = r.step;
-    s.finished = r.finished;
-    if (!r.steps.empty()) s.final_loss = r.steps.back().loss;
+    const train::TrainResult r =
+        timed_training(s, [&] { return train::train(model, stream, o.trainer, o.out / "run", o.resume); });
     if (!r.finished) return s;
     model.save(o.out / "model", at::kFloat);
     std::filesystem::copy_file(tokenizer, o.out / "model" / "tokenizer.json",
@@ -178,13 +178,9 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   // 3. Training: only the adapter's tensors; checkpoints hold them raw (adapter_state.safetensors).
   train::TrainTarget target = training_target(adapter);
   adapter.set_training(true);
-  const auto t0 = std::chrono::steady_clock::now();
-  const train::TrainResult r = train::train(train_model, target, stream, o.trainer, o.out / "run", o.resume);
+  const train::TrainResult r = timed_training(
+      s, [&] { return train::train(train_model, target, stream, o.trainer, o.out / "run", o.resume); });
   adapter.set_training(false);
-  s.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  s.steps = r.step;
-  s.finished = r.finished;
-  if (!r.steps.empty()) s.final_loss = r.steps.back().loss;
   if (!r.finished) return s;
 
   // 4. The adapter directory and the adapted model's validation perplexity.

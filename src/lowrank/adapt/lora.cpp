@@ -77,8 +77,9 @@ class DoraAdapter final : public TrainableAdapter {
   nn::NamedTensors parameters() const override { return tensors(); }
   at::Tensor merged_weight(const nn::BaseOperator& base) const override {
     const at::Tensor w = base.dense_weight();
-    const at::Tensor directional = w + at::matmul(b_, a_) * scaling_;
-    const at::Tensor merged = (m_ / row_norm(w, at::matmul(b_, a_))).unsqueeze(1) * directional;
+    const at::Tensor ba = at::matmul(b_, a_);
+    const at::Tensor directional = w + ba * scaling_;
+    const at::Tensor merged = (m_ / row_norm(w, ba)).unsqueeze(1) * directional;
     // The combination weight interpolates between the base and the DoRA weight.
     return weight() == 1 ? merged : w + (merged - w) * weight();
   }

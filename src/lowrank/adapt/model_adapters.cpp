@@ -46,14 +46,6 @@ LayerSpec layer_spec(const nn::Model& model, const AdapterConfig& config, const 
   return spec;
 }
 
-bool listed(const std::vector<std::string>& modules, std::string_view module) {
-  for (const std::string& m : modules)
-    if (module == m ||
-        (module.size() > m.size() && module.ends_with(m) && module[module.size() - m.size() - 1] == '.'))
-      return true;
-  return false;
-}
-
 // Attaches prepared layers, all or nothing.
 void attach(nn::Model& model, AttachedAdapter& adapter) {
   for (const auto& [module, layer] : adapter.layers)
@@ -192,7 +184,7 @@ AttachedAdapter load_adapter(nn::Model& model, const fs::path& dir, std::string 
     LR_CHECK(slot != nullptr, InvalidArgument, what, ": tensor \"", info.name,
              "\" belongs to no linear slot of this model (embedding and norm adapters are not supported)");
     const std::string rel = rest.substr(slot->size() + 1);
-    if (listed(config.modules_to_save, *slot) && (rel == "weight" || rel == "bias")) {
+    if (module_listed(*slot, config.modules_to_save) && (rel == "weight" || rel == "bias")) {
       saved_modules[*slot][rel] = weights.load(info.name);
       continue;
     }
@@ -206,7 +198,8 @@ AttachedAdapter load_adapter(nn::Model& model, const fs::path& dir, std::string 
   AttachedAdapter out{std::move(name), std::move(config), {}, {}, {}};
   const std::pair<int64_t, int64_t> largest = largest_target_shape(model, out.config);
   for (const nn::LinearSlot* slot : model.slots()) {
-    if (!out.config.targets(slot->name()) || listed(out.config.modules_to_save, slot->name())) continue;
+    if (!out.config.targets(slot->name()) || module_listed(slot->name(), out.config.modules_to_save))
+      continue;
     auto it = per_slot.find(slot->name());
     LR_CHECK(it != per_slot.end(), Corruption, what, ": no tensors for module ", slot->name(),
              ", which the adapter's target_modules select");
@@ -343,9 +336,7 @@ std::vector<ExtractedSlot> extract_lora(const nn::Model& base, const nn::Model& 
   adapter.config.lora_alpha = static_cast<double>(options.rank);
   adapter.config.init_lora_weights = true;
   for (const nn::LinearSlot* slot : base.slots()) {
-    const nn::LinearSlot* other = nullptr;
-    for (const nn::LinearSlot* t : tuned.slots())
-      if (t->name() == slot->name()) other = t;
+    const nn::LinearSlot* other = tuned.find_slot(slot->name());
     LR_CHECK(other != nullptr, InvalidArgument, "extract: the tuned model has no module ", slot->name());
     const at::Tensor wb = slot->base().dense_weight().to(at::kFloat);
     const at::Tensor wt = other->base().dense_weight().to(at::kFloat);

@@ -147,6 +147,7 @@ std::shared_ptr<TrainableAdapter> load_randlora(const LayerSpec& spec, const nn:
 AdapterConfig randlora_export_config(const AdapterConfig& c) {
   AdapterConfig out = c;
   out.extra["save_projection"] = true;
+  out.write_lora_keys = false;
   return out;
 }
 

@@ -1,6 +1,8 @@
 // The linear slot and the dense base operator; see linear_slot.h.
 #include "lowrank/nn/linear_slot.h"
 
+#include <algorithm>
+
 #include "lowrank/core/error.h"
 
 namespace lowrank::nn {
@@ -31,13 +33,19 @@ at::Tensor LinearSlot::forward(const at::Tensor& x) const {
   at::Tensor y = base_->forward(x);
   if (!adapters_enabled_ || adapters_.empty()) return y;
   const at::Tensor base_y = y;
+  // Two or more adapters that are plain scaled products B·A share one pair of GEMMs (x·Aᵀ for
+  // all of them at once); every other adapter adds its own delta.
   std::vector<LowRankDelta> low_rank;
+  std::vector<const Adapter*> fused;
   if (adapters_.size() > 1)
     for (const auto& [adapter_name, adapter] : adapters_)
-      if (auto d = adapter->low_rank_delta()) low_rank.push_back(std::move(*d));
+      if (auto d = adapter->low_rank_delta()) {
+        low_rank.push_back(std::move(*d));
+        fused.push_back(adapter.get());
+      }
   const bool fuse = low_rank.size() > 1;
   for (const auto& [adapter_name, adapter] : adapters_) {
-    if (fuse && adapter->low_rank_delta()) continue;
+    if (fuse && std::ranges::find(fused, adapter.get()) != fused.end()) continue;
     at::Tensor d = adapter->delta(x, base_y, *base_);
     LR_CHECK(d.sizes() == base_y.sizes(), InvalidArgument, "slot ", name_, ": adapter \"", adapter_name,
              "\" returned shape ", d.sizes(), ", expected ", base_y.sizes());

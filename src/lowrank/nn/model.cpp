@@ -362,9 +362,15 @@ std::vector<const LinearSlot*> Model::slots() const {
   return out;
 }
 
+const LinearSlot* Model::find_slot(std::string_view name) const {
+  for (const LinearSlot* s : slots())
+    if (s->name() == name) return s;
+  return nullptr;
+}
+
 LinearSlot& Model::slot(std::string_view name) {
-  for (LinearSlot* s : slots())
-    if (s->name() == name) return *s;
+  // The model owns its slots; constness here is only that of the lookup.
+  if (const LinearSlot* s = find_slot(name)) return const_cast<LinearSlot&>(*s);
   throw NotFound(str("no linear slot \"", name, "\" in this ", architecture_name(config_.architecture),
                      " (slots are named like model.layers.0.self_attn.q_proj, model.layers.0.mlp.down_proj, "
                      "lm_head)"));

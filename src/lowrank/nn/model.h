@@ -95,6 +95,8 @@ class Model {
   std::vector<const LinearSlot*> slots() const;
   // Throws NotFound naming the slot.
   LinearSlot& slot(std::string_view name);
+  // The slot called `name`, or null.
+  const LinearSlot* find_slot(std::string_view name) const;
   // The model's tensors under their HF names (embedding, norms, every slot's base tensors;
   // lm_head.weight omitted when tied): what save() writes. They share storage with the model.
   NamedTensors named_tensors() const;

@@ -1,0 +1,161 @@
+"""The runtime against PyTorch + transformers on one model and workload, ratios from one run.
+
+Writes a random model of the `small` pretraining preset's shape (Llama, hidden 256, 6 layers,
+8 heads, MLP 768, vocab 8192, tied embeddings; float32) with transformers, runs
+build/bin/bench_runtime on that directory, then measures the same workload in transformers
+(eager attention, and SDPA) in this process, with the same thread count:
+  load        from_pretrained / Model::load: peak resident memory growth over the weight bytes
+              (each in a fresh process)
+  forward     batch 1 x 256 tokens, inference mode, all logits
+  prefill_B   generate 1 token from B prompts of 128 tokens (B = 1, 8): prompt tokens/s
+  decode_B    generate 1 + 32 tokens, greedy, no stop token: the 32 decode steps' tokens/s
+  train_step  forward + backward + AdamW (every tensor), batch 8 x 256
+"speedup" is the peer's time over lowrank's (above 1: lowrank is faster). The issue's targets
+are checked against transformers eager: decode at batch 1 >= 2x, training step >= 1x, load
+memory <= 1.3x the weights.
+
+  .venv-peers/bin/python bench/peers/runtime.py [--threads N] [--repeats 5] [--json]
+"""
+import argparse
+import json
+import os
+import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import timing  # bench/peers/timing.py
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+parser = argparse.ArgumentParser()
+parser.add_argument("--repeats", type=int, default=5)
+parser.add_argument("--threads", type=int, default=os.cpu_count())
+parser.add_argument("--bench", default=str(pathlib.Path(os.environ.get("LOWRANK_BUILD_DIR", ROOT / "build"))
+                                           / "bin" / "bench_runtime"))
+parser.add_argument("--json", action="store_true")
+parser.add_argument("--measure-load", help=argparse.SUPPRESS)  # child mode: one from_pretrained
+args = parser.parse_args()
+torch.set_num_threads(args.threads)
+SEQ, PROMPT, NEW, TRAIN_BATCH = 256, 128, 32, 8
+
+
+def current_rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+if args.measure_load:
+    before = current_rss()
+    model = LlamaForCausalLM.from_pretrained(args.measure_load, dtype=torch.float32)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())  # tied: counted once
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"weight_bytes": weights, "peak_rss_growth_over_weights": (peak - before) / weights}))
+    sys.exit(0)
+
+
+def median_seconds(fn):
+    return timing.median_seconds(fn, args.repeats)
+
+
+def measure_transformers(model_dir, attn):
+    model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=attn).eval()
+    model.generation_config.eos_token_id = None  # a random model must not stop early
+    model.generation_config.pad_token_id = 0
+    gen = torch.Generator().manual_seed(1)
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (1, SEQ), generator=gen)
+    out = {}
+    with torch.inference_mode():
+        out["forward_seconds"] = median_seconds(lambda: model(ids))
+        generation = {}
+        for batch in (1, 8):
+            prompts = torch.randint(0, vocab, (batch, PROMPT), generator=gen)
+            mask = torch.ones_like(prompts)
+
+            def run(n):
+                model.generate(input_ids=prompts, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                               do_sample=False)
+            prefill = median_seconds(lambda: run(1))
+            total = median_seconds(lambda: run(1 + NEW))
+            generation[str(batch)] = {"prefill_tokens_per_second": batch * PROMPT / prefill,
+                                      "decode_tokens_per_second": batch * NEW / (total - prefill)}
+        out["generation"] = generation
+    model.train()
+    windows = torch.randint(0, vocab, (TRAIN_BATCH, SEQ + 1), generator=gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
+
+    def step():
+        opt.zero_grad()
+        logits = model(windows[:, :-1]).logits
+        torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), windows[:, 1:].reshape(-1)).backward()
+        opt.step()
+    out["train_step_seconds"] = median_seconds(step)
+    return out
+
+
+def load_in_child(model_dir):
+    result = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--measure-load", model_dir],
+                            check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=768, num_hidden_layers=6,
+                         num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=1024,
+                         rms_norm_eps=1e-5, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(tmp)
+    env = dict(os.environ, LOWRANK_NUM_THREADS=str(args.threads))
+    lowrank = json.loads(subprocess.run(
+        [args.bench, "--model", tmp, "--json", "--repeats", str(args.repeats), "--seq", str(SEQ),
+         "--prompt-len", str(PROMPT), "--new-tokens", str(NEW), "--train-batch", str(TRAIN_BATCH)],
+        check=True, capture_output=True, text=True, env=env).stdout)
+    peers = {attn: measure_transformers(tmp, attn) for attn in ("eager", "sdpa")}
+    peer_load = load_in_child(tmp)
+
+rows = []  # (case, lowrank value, unit, {peer: value}, higher_is_better)
+rows.append(("load peak RSS / weights", lowrank["load"]["peak_rss_growth_over_weights"], "x",
+             {"eager": peer_load["peak_rss_growth_over_weights"]}, False))
+rows.append(("forward 1x256", lowrank["forward_seconds"], "s",
+             {a: p["forward_seconds"] for a, p in peers.items()}, False))
+for batch in ("1", "8"):
+    for key, label in (("prefill_tokens_per_second", "prefill"), ("decode_tokens_per_second", "decode")):
+        rows.append((f"{label} batch {batch}", lowrank["generation"][batch][key], "tok/s",
+                     {a: p["generation"][batch][key] for a, p in peers.items()}, True))
+rows.append(("train step 8x256", lowrank["train_step_seconds"], "s",
+             {a: p["train_step_seconds"] for a, p in peers.items()}, False))
+
+
+def speedup(ours, theirs, higher_is_better):
+    return ours / theirs if higher_is_better else theirs / ours
+
+
+table = [{"case": c, "unit": u, "lowrank": v, **{f"transformers_{a}": pv for a, pv in p.items()},
+          **{f"speedup_vs_{a}": speedup(v, pv, h) for a, pv in p.items()}} for c, v, u, p, h in rows]
+targets = {
+    "decode batch 1 >= 2x transformers eager": table[3]["speedup_vs_eager"] >= 2.0,
+    "train step no slower than PyTorch eager": table[-1]["speedup_vs_eager"] >= 1.0,
+    "load peak memory <= 1.3x weight bytes": table[0]["lowrank"] <= 1.3,
+}
+if args.json:
+    print(json.dumps({"threads": args.threads, "torch": torch.__version__, "lowrank_threads": lowrank["threads"],
+                      "weight_bytes": lowrank["weight_bytes"], "rows": table, "targets": targets}, indent=2))
+    sys.exit(0)
+print(f"small-preset shape, float32, {args.threads} threads, torch {torch.__version__}; "
+      f"weights {lowrank['weight_bytes'] / 2**20:.1f} MiB")
+print(f"{'case':26} {'unit':6} {'lowrank':>10} {'hf eager':>10} {'hf sdpa':>10} {'x eager':>8} {'x sdpa':>8}")
+for r in table:
+    def cell(key, fmt):
+        return format(r[key], fmt) if key in r else "-"
+    fmt = ".4f" if r["unit"] == "s" else (".2f" if r["unit"] == "x" else ".0f")
+    print(f"{r['case']:26} {r['unit']:6} {cell('lowrank', fmt):>10} {cell('transformers_eager', fmt):>10} "
+          f"{cell('transformers_sdpa', fmt):>10} {cell('speedup_vs_eager', '.2f'):>8} {cell('speedup_vs_sdpa', '.2f'):>8}")
+for name, ok in targets.items():
+    print(f"target {name}: {'met' if ok else 'NOT met'}")

@@ -1,0 +1,175 @@
+// The runtime's inference and training speed on one model, and its memory at load.
+//
+// Model: an HF directory (--model DIR), or by default a random model of the `small` pretraining
+// preset's shape (Llama, hidden 256, 6 layers, 8 heads, MLP 768, vocab 8192, tied embeddings),
+// float32 on the CPU. Measured, each as the median of --repeats runs after one warm-up:
+//   load         Model::load of DIR: wall time, and the process's peak resident memory growth
+//                over the bytes of the loaded weights (with --model only)
+//   forward      one forward of batch 1 x --seq tokens (inference mode, all logits): latency
+//   prefill_B    generate() of 1 token from B prompts of --prompt-len tokens: B * prompt-len / t
+//   decode_B     generate() of 1 + --new-tokens tokens from the same prompts, greedy, no stop
+//                token; decode tokens/s = B * new-tokens / (t - t_prefill)
+//   train_step   forward + backward + AdamW step on every tensor, batch --train-batch x --seq
+// for B = 1 and 8. bench/peers/runtime.py runs this program and the same workload in PyTorch +
+// transformers in one script and prints the ratios.
+//
+//   build/bin/bench_runtime [--model DIR] [--repeats 5] [--seq 256] [--prompt-len 128]
+//                           [--new-tokens 32] [--train-batch 8] [--json]
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "lowrank/core/json.h"
+#include "lowrank/core/process.h"
+#include "lowrank/core/threads.h"
+#include "lowrank/nn/generate.h"
+#include "lowrank/nn/model.h"
+#include "lowrank/train/adamw.h"
+#include "lowrank/train/trainer.h"
+#include "timing.h"
+
+namespace {
+
+using namespace lowrank;
+
+nn::Model small_preset_model() {
+  const Json config = {{"architectures", {"LlamaForCausalLM"}},
+                       {"model_type", "llama"},
+                       {"vocab_size", 8192},
+                       {"hidden_size", 256},
+                       {"intermediate_size", 768},
+                       {"num_hidden_layers", 6},
+                       {"num_attention_heads", 8},
+                       {"num_key_value_heads", 8},
+                       {"max_position_embeddings", 1024},
+                       {"rms_norm_eps", 1e-5},
+                       {"tie_word_embeddings", true}};
+  return nn::Model::random(nn::ModelConfig::from_json(config, "bench model"), 0);
+}
+
+int64_t weight_bytes(const nn::Model& model) {
+  int64_t bytes = 0;
+  for (const auto& [name, t] : model.named_tensors())
+    bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  return bytes;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_dir;
+  int repeats = 5;
+  int64_t seq = 256, prompt_len = 128, new_tokens = 32, train_batch = 8;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    const bool has_value = i + 1 < argc;
+    if (!std::strcmp(argv[i], "--model") && has_value)
+      model_dir = argv[++i];
+    else if (!std::strcmp(argv[i], "--repeats") && has_value)
+      repeats = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--seq") && has_value)
+      seq = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--prompt-len") && has_value)
+      prompt_len = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--new-tokens") && has_value)
+      new_tokens = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--train-batch") && has_value)
+      train_batch = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--json"))
+      json = true;
+    else {
+      std::fprintf(stderr, "bench_runtime: unknown argument %s\n", argv[i]);
+      return 1;
+    }
+  }
+  configure_threads(0);
+
+  // Load first, while the process holds little else, so that the peak growth is the load's own.
+  OrderedJson load = nullptr;
+  const int64_t rss_before = current_rss_bytes();
+  const auto t0 = std::chrono::steady_clock::now();
+  nn::Model model = model_dir.empty() ? small_preset_model() : nn::Model::load(model_dir);
+  const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const int64_t bytes = weight_bytes(model);
+  if (!model_dir.empty()) {
+    const double growth = static_cast<double>(peak_rss_bytes() - rss_before);
+    load = {
+        {"seconds", load_seconds}, {"weight_bytes", bytes}, {"peak_rss_growth_over_weights", growth / bytes}};
+  }
+
+  const int64_t vocab = model.config().vocab_size;
+  at::Generator gen = at::detail::createCPUGenerator(1);
+  const at::Tensor ids = at::randint(vocab, {1, seq}, gen, at::kLong);
+  const double forward = bench::median_seconds(
+      [&] {
+        c10::InferenceMode g;
+        model.forward(ids);
+      },
+      repeats);
+
+  OrderedJson generation = OrderedJson::object();
+  for (int64_t batch : {1, 8}) {
+    const at::Tensor prompt_ids = at::randint(vocab, {batch, prompt_len}, gen, at::kLong);
+    std::vector<std::vector<int64_t>> prompts;
+    for (int64_t b = 0; b < batch; ++b) {
+      const at::Tensor row = prompt_ids[b].contiguous();
+      prompts.emplace_back(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + prompt_len);
+    }
+    nn::GenerateOptions options;
+    options.max_new_tokens = 1;
+    const double prefill = bench::median_seconds([&] { nn::generate(model, prompts, options); }, repeats);
+    options.max_new_tokens = 1 + new_tokens;
+    const double total = bench::median_seconds([&] { nn::generate(model, prompts, options); }, repeats);
+    generation[std::to_string(batch)] = {
+        {"prefill_seconds", prefill},
+        {"prefill_tokens_per_second", static_cast<double>(batch * prompt_len) / prefill},
+        {"generate_seconds", total},
+        {"decode_tokens_per_second", static_cast<double>(batch * new_tokens) / (total - prefill)}};
+  }
+
+  const at::Tensor windows = at::randint(vocab, {train_batch, seq + 1}, gen, at::kLong);
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  for (auto& [n, t] : model.named_tensors()) params.emplace_back(n, t.requires_grad_(true));
+  train::AdamConfig adam;
+  train::AdamW optimizer(params, adam);
+  const double train_step = bench::median_seconds(
+      [&] {
+        optimizer.zero_grad();
+        train::lm_loss(model, windows).backward();
+        optimizer.step(1e-4);
+      },
+      repeats);
+
+  const OrderedJson out = {
+      {"threads", thread_summary()},
+      {"model", model_dir.empty() ? "random small-preset shape" : model_dir},
+      {"weight_bytes", bytes},
+      {"workload",
+       {{"seq", seq}, {"prompt_len", prompt_len}, {"new_tokens", new_tokens}, {"train_batch", train_batch}}},
+      {"load", load},
+      {"forward_seconds", forward},
+      {"generation", generation},
+      {"train_step_seconds", train_step}};
+  if (json) {
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%s: %s\n", out["model"].get<std::string>().c_str(), thread_summary().c_str());
+  if (!load.is_null())
+    std::printf("load %.3f s, peak RSS growth %.2f x the %.1f MiB of weights\n", load_seconds,
+                load["peak_rss_growth_over_weights"].get<double>(), static_cast<double>(bytes) / (1 << 20));
+  std::printf("forward 1 x %lld: %.4f s\n", static_cast<long long>(seq), forward);
+  for (int64_t batch : {1, 8}) {
+    const OrderedJson& g = generation[std::to_string(batch)];
+    std::printf("batch %lld: prefill %.0f tok/s, decode %.1f tok/s\n", static_cast<long long>(batch),
+                g["prefill_tokens_per_second"].get<double>(), g["decode_tokens_per_second"].get<double>());
+  }
+  std::printf("train step %lld x %lld: %.4f s\n", static_cast<long long>(train_batch),
+              static_cast<long long>(seq), train_step);
+  return 0;
+}
