@@ -13,7 +13,9 @@
 //   mixed_K    a batch of 32 rows × 128 tokens whose rows use K = 1, 8, 32 distinct adapters (32
 //              adapters attached, ranks 8, 16, 32, 64 in turn; row b uses adapter b mod K),
 //              through ForwardOptions::routing; against the base forward of the same batch
-// Ratios are to `base` (train: to full_train; mixed_K: to the base forward of the mixed batch).
+// Each ratio is of two cases timed alternately in this run (bench/timing.h): lora and two_lora
+// against the same model with its adapters disabled, merged against an unadapted copy, train
+// against full_train, mixed_K against the base forward of the mixed batch.
 // bench/peers/peft_lora.py measures the same workload with transformers + PEFT for comparison.
 //
 //   build/bin/bench_adapters [--repeats 5] [--json]
@@ -79,51 +81,63 @@ int main(int argc, char** argv) {
   const at::Tensor ids = at::randint(4096, {8, 512}, gen, at::kLong);
   const at::Tensor windows = at::randint(4096, {8, 513}, gen, at::kLong);
 
+  // Every ratio below comes from two cases timed alternately (bench::paired_median_seconds).
   nn::Model model = bench_model();
-  auto forward = [&] {
-    c10::InferenceMode g;
-    model.forward(ids);
+  auto forward_of = [&](const nn::Model& m) {
+    return [&m, &ids] {
+      c10::InferenceMode g;
+      m.forward(ids);
+    };
   };
-  const double base = bench::median_seconds(forward, repeats);
+  auto with_adapters = [&](bool enabled, const std::function<void()>& fn) {
+    return [&model, enabled, fn] {
+      for (nn::LinearSlot* slot : model.slots()) slot->set_adapters_enabled(enabled);
+      fn();
+    };
+  };
+  const auto forward = forward_of(model);
 
   adapt::AttachedAdapter lora = adapt::create_adapter(model, "a", lora_config(), 1);
   randomize(lora);
-  const double unmerged = bench::median_seconds(forward, repeats);
+  const auto [base, unmerged] =
+      bench::paired_median_seconds(with_adapters(false, forward), with_adapters(true, forward), repeats);
 
   adapt::AttachedAdapter second = adapt::create_adapter(model, "b", lora_config(), 2);
   randomize(second);
-  const double two = bench::median_seconds(forward, repeats);
+  const auto [base_two, two] =
+      bench::paired_median_seconds(with_adapters(false, forward), with_adapters(true, forward), repeats);
   adapt::detach_adapter(model, second);
 
-  // Adapter training step: only the adapter's tensors get gradients.
+  // Adapter training step (only the adapter's tensors get gradients) against full fine-tuning of
+  // a second copy of the model (every tensor).
   std::vector<std::pair<std::string, at::Tensor>> params = lora.parameters();
   for (auto& [n, p] : params) p.requires_grad_(true);
   train::AdamConfig adam;
   adam.weight_decay = 0;
   train::AdamW opt(params, adam);
-  const double lora_train = bench::median_seconds(
+  nn::Model full_model = bench_model();
+  std::vector<std::pair<std::string, at::Tensor>> all;
+  for (auto& [n, t] : full_model.named_tensors()) all.emplace_back(n, t.requires_grad_(true));
+  train::AdamW full(all, adam);
+  const auto [lora_train, full_train] = bench::paired_median_seconds(
       [&] {
         opt.zero_grad();
         train::lm_loss(model, windows).backward();
         opt.step(1e-4);
       },
-      repeats);
-  for (auto& [n, p] : params) p.requires_grad_(false);
-
-  std::vector<adapt::AttachedAdapter> to_merge{lora};
-  adapt::merge_adapters(model, to_merge);
-  const double merged = bench::median_seconds(forward, repeats);
-
-  std::vector<std::pair<std::string, at::Tensor>> all;
-  for (auto& [n, t] : model.named_tensors()) all.emplace_back(n, t.requires_grad_(true));
-  train::AdamW full(all, adam);
-  const double full_train = bench::median_seconds(
       [&] {
         full.zero_grad();
-        train::lm_loss(model, windows).backward();
+        train::lm_loss(full_model, windows).backward();
         full.step(1e-4);
       },
       repeats);
+  for (auto& [n, p] : params) p.requires_grad_(false);
+
+  // The merged model against an unadapted copy: the same work, so a ratio near 1.
+  std::vector<adapt::AttachedAdapter> to_merge{lora};
+  adapt::merge_adapters(model, to_merge);
+  const nn::Model plain = bench_model();
+  const auto [base_merged, merged] = bench::paired_median_seconds(forward_of(plain), forward, repeats);
 
   // Mixed-adapter batches.
   nn::Model mixed_model = bench_model();
@@ -146,13 +160,15 @@ int main(int argc, char** argv) {
   };
   nn::AdapterRouting none;
   none.row_adapter.assign(32, -1);
-  const double mixed_base = bench::median_seconds([&] { mixed_forward(&none); }, repeats);
+  double mixed_base = 0;
   OrderedJson mixed = OrderedJson::object();
   for (int k : {1, 8, 32}) {
     routing.row_adapter.clear();
     for (int b = 0; b < 32; ++b) routing.row_adapter.push_back(b % k);
-    const double t = bench::median_seconds([&] { mixed_forward(&routing); }, repeats);
-    mixed[std::to_string(k)] = {{"seconds", t}, {"ratio", t / mixed_base}};
+    const auto [tb, t] = bench::paired_median_seconds([&] { mixed_forward(&none); },
+                                                      [&] { mixed_forward(&routing); }, repeats);
+    mixed_base = tb;
+    mixed[std::to_string(k)] = {{"seconds", t}, {"base_seconds", tb}, {"ratio", t / tb}};
   }
 
   const OrderedJson out = {
@@ -167,8 +183,8 @@ int main(int argc, char** argv) {
         {"full_train", full_train}}},
       {"ratio",
        {{"lora_over_base", unmerged / base},
-        {"merged_over_base", merged / base},
-        {"two_lora_over_base", two / base},
+        {"merged_over_base", merged / base_merged},
+        {"two_lora_over_base", two / base_two},
         {"train_over_full_train", lora_train / full_train}}},
       {"mixed_batch", {{"base_seconds", mixed_base}, {"distinct_adapters", mixed}}}};
   if (json) {
@@ -179,8 +195,8 @@ int main(int argc, char** argv) {
   std::printf("%-12s %10s %8s\n", "case", "seconds", "ratio");
   std::printf("%-12s %10.4f %8.3f\n", "base", base, 1.0);
   std::printf("%-12s %10.4f %8.3f\n", "lora", unmerged, unmerged / base);
-  std::printf("%-12s %10.4f %8.3f\n", "merged", merged, merged / base);
-  std::printf("%-12s %10.4f %8.3f\n", "two_lora", two, two / base);
+  std::printf("%-12s %10.4f %8.3f\n", "merged", merged, merged / base_merged);
+  std::printf("%-12s %10.4f %8.3f\n", "two_lora", two, two / base_two);
   std::printf("%-12s %10.4f %8.3f  (vs full_train)\n", "train", lora_train, lora_train / full_train);
   std::printf("%-12s %10.4f %8.3f\n", "full_train", full_train, 1.0);
   std::printf("mixed batch 32 x 128: base %.4f s\n", mixed_base);

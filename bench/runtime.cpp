@@ -3,8 +3,8 @@
 // Model: an HF directory (--model DIR), or by default a random model of the `small` pretraining
 // preset's shape (Llama, hidden 256, 6 layers, 8 heads, MLP 768, vocab 8192, tied embeddings),
 // float32 on the CPU. Measured, each as the median of --repeats runs after one warm-up:
-//   load         Model::load of DIR: wall time, and the process's peak resident memory growth
-//                over the bytes of the loaded weights (with --model only)
+//   load         Model::load of DIR: wall time, and the growth of the process's peak resident
+//                memory during the load over the bytes of the loaded weights (with --model only)
 //   forward      one forward of batch 1 x --seq tokens (inference mode, all logits): latency
 //   prefill_B    generate() of 1 token from B prompts of --prompt-len tokens: B * prompt-len / t
 //   decode_B     generate() of 1 + --new-tokens tokens from the same prompts, greedy, no stop
@@ -89,8 +89,15 @@ int main(int argc, char** argv) {
   }
   configure_threads(0);
 
-  // Load first, while the process holds little else, so that the peak growth is the load's own.
+  // The peak growth must be the load's own: libtorch's first operations page in hundreds of MB
+  // of its code and set up its allocator and thread pool, so run some before measuring, then
+  // reset the peak.
   OrderedJson load = nullptr;
+  {
+    const at::Tensor warm = at::randn({64, 64});
+    (void)at::linear(warm, warm).sum().item<float>();
+  }
+  const bool peak_reset = reset_peak_rss();
   const int64_t rss_before = current_rss_bytes();
   const auto t0 = std::chrono::steady_clock::now();
   nn::Model model = model_dir.empty() ? small_preset_model() : nn::Model::load(model_dir);
@@ -98,8 +105,10 @@ int main(int argc, char** argv) {
   const int64_t bytes = weight_bytes(model);
   if (!model_dir.empty()) {
     const double growth = static_cast<double>(peak_rss_bytes() - rss_before);
-    load = {
-        {"seconds", load_seconds}, {"weight_bytes", bytes}, {"peak_rss_growth_over_weights", growth / bytes}};
+    load = {{"seconds", load_seconds},
+            {"weight_bytes", bytes},
+            {"peak_rss_growth_over_weights", growth / static_cast<double>(bytes)},
+            {"peak_reset", peak_reset}};
   }
 
   const int64_t vocab = model.config().vocab_size;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <utility>
 #include <vector>
 
 namespace lowrank::bench {
@@ -19,6 +20,28 @@ inline double median_seconds(const std::function<void()>& fn, int repeats) {
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// The medians of `a` and `b` timed alternately (a, b, a, b, ...) after one warm-up call each, so
+// that a drift of the machine (other load, clock, allocator state) affects both alike: what a
+// ratio of the two needs.
+inline std::pair<double, double> paired_median_seconds(const std::function<void()>& a,
+                                                       const std::function<void()>& b, int repeats) {
+  a();
+  b();
+  std::vector<double> ta, tb;
+  auto time = [](const std::function<void()>& fn) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  for (int i = 0; i < repeats; ++i) {
+    ta.push_back(time(a));
+    tb.push_back(time(b));
+  }
+  std::sort(ta.begin(), ta.end());
+  std::sort(tb.begin(), tb.end());
+  return {ta[ta.size() / 2], tb[tb.size() / 2]};
 }
 
 }  // namespace lowrank::bench

@@ -2,8 +2,9 @@
 
 Same model shape (Llama, hidden 256, 4 layers, 8 heads, MLP 688, vocab 4096, random weights),
 batch x seq = 8 x 512, LoRA r = 16, alpha = 32 on q/k/v/o/gate/up/down with non-zero B. Each case
-is the median of --repeats runs after a warm-up, in this one process:
-  base        forward of the transformers model
+is the median of --repeats runs after a warm-up, in this one process, and every ratio is of two
+cases timed alternately (timing.py):
+  base        forward of the PeftModel with its adapter disabled (merged: of an unadapted copy)
   lora        forward of the PeftModel, unmerged
   merged      forward after merge_and_unload()
   train       forward + backward + AdamW step on the LoRA tensors
@@ -31,8 +32,8 @@ if args.threads:
 torch.manual_seed(0)
 
 
-def median_seconds(fn):
-    return timing.median_seconds(fn, args.repeats)
+def paired(a, b):
+    return timing.paired_median_seconds(a, b, args.repeats)
 
 
 config = LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
@@ -53,17 +54,29 @@ def loss(m):
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), windows[:, 1:].reshape(-1))
 
 
-base = median_seconds(lambda: forward(model))
+# Every ratio comes from two cases timed alternately (timing.paired_median_seconds), as in
+# bench_adapters.
 peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=[
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
 with torch.no_grad():
     for n, p in peft_model.named_parameters():
         if "lora_" in n:
             p.normal_(0, 0.02)
-lora = median_seconds(lambda: forward(peft_model))
+
+
+def without_adapter(m):
+    def run():
+        with m.disable_adapter():
+            forward(m)
+    return run
+
+
+base, lora = paired(without_adapter(peft_model), lambda: forward(peft_model))
 
 params = [p for p in peft_model.parameters() if p.requires_grad]
 opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0)
+full_model = LlamaForCausalLM(config)
+full_opt = torch.optim.AdamW(full_model.parameters(), lr=1e-4, weight_decay=0)
 
 
 def lora_step():
@@ -72,26 +85,19 @@ def lora_step():
     opt.step()
 
 
-train = median_seconds(lora_step)
-merged_model = peft_model.merge_and_unload()
-merged = median_seconds(lambda: forward(merged_model))
-for p in merged_model.parameters():
-    p.requires_grad_(True)
-full_opt = torch.optim.AdamW(merged_model.parameters(), lr=1e-4, weight_decay=0)
-
-
 def full_step():
     full_opt.zero_grad()
-    loss(merged_model).backward()
+    loss(full_model).backward()
     full_opt.step()
 
 
-full_train = median_seconds(full_step)
+train, full_train = paired(lora_step, full_step)
+merged_model = peft_model.merge_and_unload()
+plain = LlamaForCausalLM(config).eval()
+base_merged, merged = paired(lambda: forward(plain), lambda: forward(merged_model))
 # Mixed-adapter batches.
 mixed_base_model = LlamaForCausalLM(config).eval()
 mixed_ids = torch.randint(0, 4096, (32, 128))
-with torch.inference_mode():
-    mixed_base = median_seconds(lambda: mixed_base_model(mixed_ids))
 ranks = [8, 16, 32, 64]
 targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 mixed_model = get_peft_model(mixed_base_model, LoraConfig(r=8, lora_alpha=16, target_modules=targets),
@@ -105,15 +111,28 @@ with torch.no_grad():
             p.normal_(0, 0.02)
 mixed_model.eval()
 mixed = {}
+
+
+def mixed_forward(names):
+    def run():
+        with torch.inference_mode():
+            mixed_model(mixed_ids, adapter_names=names)
+    return run
+
+
+def mixed_base_forward():
+    with torch.inference_mode(), mixed_model.disable_adapter():
+        mixed_model(mixed_ids)
+
+
 for k in (1, 8, 32):
-    names = [f"adapter{b % k}" for b in range(32)]
-    with torch.inference_mode():
-        t = median_seconds(lambda: mixed_model(mixed_ids, adapter_names=names))
-    mixed[str(k)] = {"seconds": t, "ratio": t / mixed_base}
+    tb, t = paired(mixed_base_forward, mixed_forward([f"adapter{b % k}" for b in range(32)]))
+    mixed_base = tb
+    mixed[str(k)] = {"seconds": t, "base_seconds": tb, "ratio": t / tb}
 
 out = {"threads": torch.get_num_threads(), "torch": torch.__version__,
        "seconds": {"base": base, "lora": lora, "merged": merged, "train": train, "full_train": full_train},
-       "ratio": {"lora_over_base": lora / base, "merged_over_base": merged / base,
+       "ratio": {"lora_over_base": lora / base, "merged_over_base": merged / base_merged,
                  "train_over_full_train": train / full_train},
        "mixed_batch": {"base_seconds": mixed_base, "distinct_adapters": mixed}}
 if args.json:

@@ -12,3 +12,17 @@ def median_seconds(fn, repeats):
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def paired_median_seconds(a, b, repeats):
+    """The medians of a and b timed alternately (a, b, a, b, ...) after one warm-up call each, so
+    that a drift of the machine affects both alike."""
+    a()
+    b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, times in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)

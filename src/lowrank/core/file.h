@@ -25,6 +25,11 @@ class MappedFile {
 
   std::span<const std::byte> bytes() const { return {data_, size_}; }
   std::size_t size() const { return size_; }
+  // Drops the whole pages inside `range` (a part of bytes()) from this process's resident set
+  // once their contents have been copied out: the mapping stays valid and a later read pages
+  // them back in from the page cache. Loading a model this way never holds the stored bytes and
+  // the loaded tensors resident at once. Does nothing for an empty mapping.
+  void release(std::span<const std::byte> range) const;
   const std::filesystem::path& path() const { return path_; }
 
  private:

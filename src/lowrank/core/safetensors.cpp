@@ -168,8 +168,15 @@ at::Tensor SafetensorsFile::load(std::string_view name) const {
   if (info.dtype == Dtype::kBool) check_bool_bytes(src, impl_->what, info.name, 0);
   at::Tensor out = at::empty(info.shape, at::TensorOptions().dtype(to_scalar_type(info.dtype)));
   // A copy, never a view of the mapping: the data may sit at any alignment (8 + N need not be a
-  // multiple of the element size) and the tensor must outlive this file.
-  if (!src.empty()) std::memcpy(out.data_ptr(), src.data(), src.size());
+  // multiple of the element size) and the tensor must outlive this file. Copied in chunks whose
+  // mapped pages are released as soon as they are copied, so that the stored bytes and the
+  // tensor are never both resident in full.
+  auto* dst = static_cast<std::byte*>(out.data_ptr());
+  for (std::size_t start = 0; start < src.size(); start += kChunkBytes) {
+    const std::span<const std::byte> piece = src.subspan(start, std::min(kChunkBytes, src.size() - start));
+    std::memcpy(dst + start, piece.data(), piece.size());
+    impl_->mapping.release(piece);
+  }
   return out;
 }
 
@@ -197,6 +204,7 @@ at::Tensor SafetensorsFile::load(std::string_view name, at::ScalarType dtype) co
     if (info.dtype == Dtype::kBool)
       check_bool_bytes(piece, impl_->what, info.name, static_cast<uint64_t>(start));
     std::memcpy(staging.data_ptr(), piece.data(), piece.size());
+    impl_->mapping.release(piece);
     flat.narrow(0, start, count).copy_(staging.narrow(0, 0, count));
   }
   return out;

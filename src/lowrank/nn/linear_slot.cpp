@@ -29,37 +29,60 @@ LinearSlot::LinearSlot(std::string name, std::shared_ptr<const BaseOperator> bas
   LR_CHECK(base_ != nullptr, InvalidArgument, "linear slot ", name_, ": null base operator");
 }
 
+namespace {
+
+// y + (x·Aᵀ)·Bᵀ with the second product accumulated into y by the GEMM itself (addmm, β = 1): the
+// delta is never materialised at full width. Its products are skinny (rank r), so the separate
+// passes over y of a materialised delta (write, scale, add) would cost more than the products.
+// Adds in place when no gradient is recorded; y must then be contiguous (a view of it is
+// updated).
+at::Tensor add_low_rank(const at::Tensor& y, const at::Tensor& x, const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor h = at::linear(x, a);
+  const at::Tensor h2 = h.reshape({-1, h.size(-1)});
+  if (!at::GradMode::is_enabled()) {
+    y.view({-1, y.size(-1)}).addmm_(h2, b.t());
+    return y;
+  }
+  return at::addmm(y.reshape({-1, y.size(-1)}), h2, b.t()).view(y.sizes());
+}
+
+// Scale folded into B: [s₁B₁, s₂B₂, …] beside [A₁; A₂; …].
+std::pair<at::Tensor, at::Tensor> stacked(const std::vector<LowRankDelta>& deltas) {
+  if (deltas.size() == 1) return {deltas[0].a, deltas[0].b * deltas[0].scale};
+  std::vector<at::Tensor> as, bs;
+  for (const LowRankDelta& d : deltas) {
+    as.push_back(d.a);
+    bs.push_back(d.b * d.scale);
+  }
+  return {at::cat(as, 0), at::cat(bs, 1)};
+}
+
+}  // namespace
+
 at::Tensor LinearSlot::forward(const at::Tensor& x) const {
   at::Tensor y = base_->forward(x);
   if (!adapters_enabled_ || adapters_.empty()) return y;
   const at::Tensor base_y = y;
-  // Two or more adapters that are plain scaled products B·A share one pair of GEMMs (x·Aᵀ for
-  // all of them at once); every other adapter adds its own delta.
+  // Adapters that are plain scaled products s·B·A share one pair of GEMMs (x·Aᵀ for all of them
+  // at once, the second accumulated into y); every other adapter adds its own delta first, while
+  // base_y is still untouched.
   std::vector<LowRankDelta> low_rank;
   std::vector<const Adapter*> fused;
-  if (adapters_.size() > 1)
-    for (const auto& [adapter_name, adapter] : adapters_)
-      if (auto d = adapter->low_rank_delta()) {
-        low_rank.push_back(std::move(*d));
-        fused.push_back(adapter.get());
-      }
-  const bool fuse = low_rank.size() > 1;
+  for (const auto& [adapter_name, adapter] : adapters_)
+    if (auto d = adapter->low_rank_delta()) {
+      low_rank.push_back(std::move(*d));
+      fused.push_back(adapter.get());
+    }
   for (const auto& [adapter_name, adapter] : adapters_) {
-    if (fuse && std::ranges::find(fused, adapter.get()) != fused.end()) continue;
+    if (std::ranges::find(fused, adapter.get()) != fused.end()) continue;
     at::Tensor d = adapter->delta(x, base_y, *base_);
     LR_CHECK(d.sizes() == base_y.sizes(), InvalidArgument, "slot ", name_, ": adapter \"", adapter_name,
              "\" returned shape ", d.sizes(), ", expected ", base_y.sizes());
     y = y + d;
   }
-  if (fuse) {
-    std::vector<at::Tensor> as, bs;
-    for (const LowRankDelta& d : low_rank) {
-      as.push_back(d.a);
-      bs.push_back(d.b * d.scale);
-    }
-    y = y + at::linear(at::linear(x, at::cat(as, 0)), at::cat(bs, 1));
-  }
-  return y;
+  if (low_rank.empty()) return y;
+  const auto [a, b] = stacked(low_rank);
+  return add_low_rank(y.contiguous(), x, a, b);
 }
 
 at::Tensor LinearSlot::forward(const at::Tensor& x, const AdapterRouting* routing) const {
@@ -70,13 +93,25 @@ at::Tensor LinearSlot::forward(const at::Tensor& x, const AdapterRouting* routin
   at::Tensor y = base_->forward(x);
   if (!adapters_enabled_) return y;
   const at::Tensor base_y = y;
+  // Without gradients, a low-rank adapter is applied to each run of consecutive rows that use it
+  // (the segments of S-LoRA/Punica's SGMV): the run is a view of x and y, so it costs one pair of
+  // products at the adapter's own rank, added into y in place, with no gather or scatter. Other
+  // adapters, and every adapter while gradients are recorded, gather their rows, first, while
+  // base_y is still untouched.
+  const bool in_place = !at::GradMode::is_enabled();
+  std::vector<std::optional<std::pair<at::Tensor, at::Tensor>>> segment_form(routing->adapters.size());
   for (size_t a = 0; a < routing->adapters.size(); ++a) {
+    const Adapter* adapter = this->adapter(routing->adapters[a]);
+    if (adapter == nullptr) continue;  // the adapter does not target this slot
+    if (in_place)
+      if (auto d = adapter->low_rank_delta()) {
+        segment_form[a] = stacked({*d});
+        continue;
+      }
     std::vector<int64_t> members;
     for (int64_t b = 0; b < rows; ++b)
       if (routing->row_adapter[static_cast<size_t>(b)] == static_cast<int64_t>(a)) members.push_back(b);
     if (members.empty()) continue;
-    const Adapter* adapter = this->adapter(routing->adapters[a]);
-    if (adapter == nullptr) continue;  // the adapter does not target this slot
     if (static_cast<int64_t>(members.size()) == rows) {
       y = y + adapter->delta(x, base_y, *base_);
       continue;
@@ -84,6 +119,17 @@ at::Tensor LinearSlot::forward(const at::Tensor& x, const AdapterRouting* routin
     const at::Tensor index = at::tensor(members, at::TensorOptions(at::kLong)).to(x.device());
     const at::Tensor d = adapter->delta(x.index_select(0, index), base_y.index_select(0, index), *base_);
     y = y.index_add(0, index, d);
+  }
+  y = y.contiguous();
+  for (int64_t start = 0; start < rows;) {
+    const int64_t id = routing->row_adapter[static_cast<size_t>(start)];
+    int64_t end = start + 1;
+    while (end < rows && routing->row_adapter[static_cast<size_t>(end)] == id) ++end;
+    if (id >= 0 && static_cast<size_t>(id) < segment_form.size() && segment_form[static_cast<size_t>(id)]) {
+      const auto& [a, b] = *segment_form[static_cast<size_t>(id)];
+      add_low_rank(y.narrow(0, start, end - start), x.narrow(0, start, end - start), a, b);
+    }
+    start = end;
   }
   return y;
 }

@@ -35,6 +35,8 @@ class BaseOperator {
   virtual std::string_view kind() const = 0;
   virtual int64_t in_features() const = 0;
   virtual int64_t out_features() const = 0;
+  // Returns a new tensor, never a view of the operator's own state: the slot adds adapter
+  // products into it in place when no gradient is recorded.
   virtual at::Tensor forward(const at::Tensor& x) const = 0;
   // The tensors written when the model is saved, as `<slot name>.<name>` (dense: the HF names
   // "weight" and "bias"). They share storage with the operator.
@@ -109,8 +111,9 @@ class LinearSlot {
   int64_t in_features() const { return base_->in_features(); }
   int64_t out_features() const { return base_->out_features(); }
 
-  // base(x) + Σ Δ_a(x) over the adapters (none when adapters are disabled). Two or more
-  // adapters with a low_rank_delta() are summed through one concatenated pair of products.
+  // base(x) + Σ Δ_a(x) over the adapters (none when adapters are disabled). The adapters with a
+  // low_rank_delta() are summed through one concatenated pair of products, the second
+  // accumulated into the base output.
   at::Tensor forward(const at::Tensor& x) const;
   // The same with per-row adapters (x [B, ..., in], routing.row_adapter of size B). A null routing
   // is forward(x). Adapters this slot does not hold add nothing here (Model::forward checks that
