@@ -33,19 +33,21 @@ if dylora:
     for r in rows:
         if r["method"] == "dylora":
             r["ppl_by_rank"] = dict(dylora)
-sora_file = os.path.join(out, "sora", "adapter_model.safetensors")
-if os.path.exists(sora_file):
+for name in ("sora", "sora_strong"):
+    sora_file = os.path.join(out, name, "adapter_model.safetensors")
+    if name not in methods or not os.path.exists(sora_file):
+        continue
     # The ranks kept are the row counts of the saved lora_A tensors (safetensors header: 8-byte
     # little-endian length, then JSON). A slot whose gates all reached zero is saved as rank 1.
     with open(sora_file, "rb") as f:
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     ranks = [v["shape"][0] for k, v in header.items() if k.endswith("lora_A.weight")]
-    initial = json.load(open(os.path.join(out, "sora.finetune.json"))).get("config", {}).get("r", 8)
+    initial = 8  # the r the run script gives every adapter
     kept = sum(ranks)
-    lines += ["", f"SoRA: {kept} of {initial * len(ranks)} ranks kept after pruning the zeroed gates "
+    lines += ["", f"{name}: {kept} of {initial * len(ranks)} ranks kept after pruning the zeroed gates "
                   f"(per slot {min(ranks)}–{max(ranks)}, mean {kept / len(ranks):.2f})."]
     for r in rows:
-        if r["method"] == "sora":
+        if r["method"] == name:
             r["ranks_kept"] = kept
             r["ranks_initial"] = initial * len(ranks)
 if rows:
