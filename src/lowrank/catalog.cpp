@@ -1,6 +1,7 @@
 #include "lowrank/catalog.h"
 
 #include "lowrank/adapt/adapter.h"
+#include "lowrank/optim/methods.h"
 
 namespace lowrank {
 
@@ -9,7 +10,8 @@ std::vector<MethodFamily> method_families() {
   // `lowrank methods --json` is stable as methods arrive.
   return {
       {"adapt", "adapters attached to linear slots (LoRA family, PEFT-compatible)", adapt::registry().list()},
-      {"optim", "optimizers, including low-rank gradient projection (GaLore family)", {}},
+      {"optim", "low-rank gradient optimizers (GaLore family; library only, not yet wired to the trainer)",
+       optim::registry().list()},
       {"parameterization", "low-rank weight parameterisations for training", {}},
       {"compress", "post-training compression (truncated/whitened SVD, low-rank + 4-bit)", {}},
       {"mix", "sequence mixers (attention approximations, long convolutions)", {}},

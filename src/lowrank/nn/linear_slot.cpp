@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include <ATen/Parallel.h>
+
 #include "lowrank/core/error.h"
 
 namespace lowrank::nn {
@@ -121,16 +123,36 @@ at::Tensor LinearSlot::forward(const at::Tensor& x, const AdapterRouting* routin
     y = y.index_add(0, index, d);
   }
   y = y.contiguous();
+  struct Segment {
+    int64_t start, length;
+    const std::pair<at::Tensor, at::Tensor>* factors;
+  };
+  std::vector<Segment> segments;
   for (int64_t start = 0; start < rows;) {
     const int64_t id = routing->row_adapter[static_cast<size_t>(start)];
     int64_t end = start + 1;
     while (end < rows && routing->row_adapter[static_cast<size_t>(end)] == id) ++end;
-    if (id >= 0 && static_cast<size_t>(id) < segment_form.size() && segment_form[static_cast<size_t>(id)]) {
-      const auto& [a, b] = *segment_form[static_cast<size_t>(id)];
-      add_low_rank(y.narrow(0, start, end - start), x.narrow(0, start, end - start), a, b);
-    }
+    if (id >= 0 && static_cast<size_t>(id) < segment_form.size() && segment_form[static_cast<size_t>(id)])
+      segments.push_back({start, end - start, &*segment_form[static_cast<size_t>(id)]});
     start = end;
   }
+  auto apply = [&](const Segment& s) {
+    add_low_rank(y.narrow(0, s.start, s.length), x.narrow(0, s.start, s.length), s.factors->first,
+                 s.factors->second);
+  };
+  if (segments.size() < 2 || at::get_num_threads() < 2) {
+    for (const Segment& s : segments) apply(s);
+    return y;
+  }
+  // Many small segments: one thread per segment is better than splitting each small product
+  // across threads. The segments write disjoint rows of y. Worker threads start without this
+  // thread's inference mode, which the in-place additions into y (an inference tensor) need.
+  const bool inference = c10::InferenceMode::is_enabled();
+  at::parallel_for(0, static_cast<int64_t>(segments.size()), 1, [&](int64_t begin, int64_t end) {
+    const c10::InferenceMode inference_guard(inference);
+    const at::NoGradGuard no_grad;
+    for (int64_t i = begin; i < end; ++i) apply(segments[static_cast<size_t>(i)]);
+  });
   return y;
 }
 

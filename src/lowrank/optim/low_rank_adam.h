@@ -1,0 +1,158 @@
+// LowRankAdam — one optimizer object for the GaLore family (reference/optimizers.md §0, §9.2):
+// the Adam core runs on projected gradients R = down(G) of the 2-D attention/MLP weights, and
+// every other parameter (embeddings, norms, lm_head, biases) runs plain AdamW
+// (train::adam_update, bit-identical to train::AdamW). Each method (galore.h, fira.h, frugal.h,
+// dct_adamw.h) is a preset of LowRankConfig; the choices the papers' codes differ on are explicit
+// fields rather than hidden in method classes.
+//
+// One step for a projected weight W [m, n] with gradient G, learning rate η, scale α
+// (t counts this tensor's Adam updates; the refresh schedule counts optimizer steps k):
+//   W ← W·(1 − η·λ)                                   if decay == kBeforeUpdate (FRUGAL, DCT)
+//   if k % T == 0 (or no subspace yet): refresh the projector from G; zero M, V, t if reset_on_refresh
+//   R = down(G)
+//   Adam core: M ← β1 M + (1−β1) R;  V ← β2 V + (1−β2) R²;  t ← t + 1
+//     eps kGaLore: N = M / (√V + ε),              s = η·√(1−β2^t)/(1−β1^t)   (GaLore, Fira)
+//     eps kAdamW:  N = M / (√V/√(1−β2^t) + ε),   s = η/(1−β1^t)             (FRUGAL, DCT; = AdamW)
+//   SGD core (the §9.6 oracle): N = R, s = η
+//   W ← W − s·α·up(N)
+//   residual (the part of G outside the subspace):
+//     kFira:    W ← W − s·S, S = fira_residual(G, R, N, α·up(R))  (fira.h; no α on S)
+//     kSignSgd: W ← W − η·α·ρ_lr·sign(G − up(R))                   (FRUGAL state-free part)
+//     kSgd:     W ← W − η·α·ρ_lr·(G − up(R))
+//   W ← W − η·λ·W                                     if decay == kAfterUpdate (GaLore, Fira; no α)
+// FRUGAL's block selection (Selection::kBlock) instead picks round(ρ·#weights) whole weights
+// every T steps: those run the Adam core on G itself (up = identity), the others have their state
+// freed and take only the residual rule on G.
+// Deviations: the refresh schedule uses the optimizer's step count k for every weight (GaLore
+// uses each tensor's own counter, FRUGAL the first tensor's; they agree unless a weight skips
+// steps); non-projected parameters always use AdamW's ε placement and decay before the update,
+// whatever the method (GaLore applies its own ε and decay order to them); 8-bit states apply to
+// the projected weights' moments only (bitsandbytes also quantizes the plain parameters'); no
+// per-layer (gradient-hook) stepping.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "lowrank/core/json.h"
+#include "lowrank/optim/projector.h"
+#include "lowrank/train/adamw.h"
+
+namespace lowrank::optim {
+
+enum class MomentCore { kAdam, kSgd };
+enum class EpsPlacement { kGaLore, kAdamW };
+enum class DecayPlacement { kBeforeUpdate, kAfterUpdate };
+enum class ResidualRule { kNone, kFira, kSignSgd, kSgd };
+enum class Selection { kProjector, kBlock };
+enum class BlockOrder { kRandom, kAscending, kDescending };
+
+struct LowRankConfig {
+  std::string method = "galore";  // the registry name, for messages
+  // Projector: "svd", "randomized_svd", "random", "gaussian", "columns", "rows", "randk",
+  // "randperm", "dct" (projector.h). Ignored with Selection::kBlock.
+  std::string projector = "svd";
+  int64_t rank = 128;             // r, when density is unset
+  std::optional<double> density;  // FRUGAL ρ ∈ [0, 1]: r = round(ρ·d) (dense), ⌊ρ·axis⌋ (coords)
+  uint64_t seed = 0;              // random projectors and block order
+  int64_t oversample = 4;         // randomized_svd projector: p
+  int64_t power_iters = 1;        // randomized_svd projector: q
+  int64_t update_gap = 200;       // T: refresh every T optimizer steps
+  double scale = 0.25;            // α on the projected update (and FRUGAL's state-free part)
+  bool reset_on_refresh = false;  // zero M, V and t when the subspace changes
+  MomentCore core = MomentCore::kAdam;
+  EpsPlacement eps_placement = EpsPlacement::kGaLore;
+  DecayPlacement decay = DecayPlacement::kAfterUpdate;
+  ResidualRule residual = ResidualRule::kNone;
+  double residual_lr_scale = 1.0;  // FRUGAL inactive_lr_scale
+  double fira_gamma = 1.01;        // Fira's norm-growth limit γ
+  Selection selection = Selection::kProjector;
+  BlockOrder block_order = BlockOrder::kRandom;
+  // 8: projected Adam states of >= min_8bit_size elements are kept block-wise 8-bit
+  // (quantized_state.h; bitsandbytes' rule), 32: float32.
+  int64_t state_bits = 32;
+  int64_t min_8bit_size = 4096;
+  // β1, β2, ε, λ (weight_decay) and bias correction, for projected and plain parameters alike.
+  train::AdamConfig adam;
+  // A 2-D parameter whose name contains one of these is projected; everything else is AdamW.
+  std::vector<std::string> target_modules = {"self_attn", "mlp"};
+
+  // Throws InvalidArgument naming the field for an inconsistent configuration.
+  void validate() const;
+  OrderedJson to_json() const;
+};
+
+// `base` with the options in `options` (a JSON object; null or absent keys keep base's values)
+// applied: rank, density, projector (or "block"), seed, oversample, power_iters, update_gap,
+// scale, reset_on_refresh, core ("adam", "sgd"), eps_placement ("galore", "adamw"),
+// weight_decay_placement ("before", "after"), residual ("none", "fira", "sign_sgd", "sgd"),
+// residual_lr_scale, fira_gamma, block_order ("random", "ascending", "descending"), state_bits
+// (32, 8), min_8bit_size, beta1, beta2, eps, weight_decay, target_modules (array of strings). Throws
+// InvalidArgument naming `what` and the key for an unknown key, a wrong type or an invalid value.
+LowRankConfig apply_options(LowRankConfig base, const Json& options, std::string_view what);
+
+// Whether `name`/`param` is a weight the low-rank path handles: 2-D, name contains a target.
+bool is_projectable(const std::string& name, const at::Tensor& param,
+                    const std::vector<std::string>& targets);
+
+// Bytes the optimizer accounts for, by kind (device tensors; host-side step counters excluded).
+struct OptimizerBytes {
+  int64_t weights = 0;           // every parameter
+  int64_t grads = 0;             // the parameters' defined .grad()s
+  int64_t optimizer_states = 0;  // Adam moments (low-rank or full; 8-bit: codes + absmax) + 8 per Fira norm
+  int64_t projectors = 0;        // projector matrices/indices/seeds + each shared basis once
+  int64_t total() const { return weights + grads + optimizer_states + projectors; }
+};
+
+class LowRankAdam {
+ public:
+  // `params` are shared with the model. Throws InvalidArgument for an invalid configuration.
+  LowRankAdam(NamedTensors params, LowRankConfig config);
+  ~LowRankAdam();
+  LowRankAdam(LowRankAdam&&) noexcept;
+  LowRankAdam& operator=(LowRankAdam&&) noexcept;
+
+  // Applies one update to every parameter with a defined .grad(). Not thread-safe.
+  void step(double lr);
+  void zero_grad();
+
+  const LowRankConfig& config() const { return config_; }
+  const NamedTensors& params() const { return params_; }
+  int64_t steps() const { return steps_; }
+  bool is_projected(const std::string& name) const;
+  // The projector of a projected parameter (null for AdamW parameters, FRUGAL blocks and ρ = 0).
+  const Projector* projector(const std::string& name) const;
+  // FRUGAL block selection: whether the weight currently runs Adam.
+  bool is_active(const std::string& name) const;
+  // Fira: ‖S‖_F after the limiter at the last step (nullopt before the first).
+  std::optional<double> fira_norm(const std::string& name) const;
+
+  // The state as named CPU tensors: "<param>.exp_avg", "<param>.exp_avg_sq" (8-bit:
+  // "<param>.exp_avg.codes", ".absmax", ".shape", and the same for exp_avg_sq), "<param>.step",
+  // "<param>.projector.<key>", "<param>.fira_norm", "<param>.active"; moments and projector
+  // entries only once they exist.
+  NamedTensors state_tensors() const;
+  // Restores state_tensors() output and the step count, so that the next steps are identical.
+  // Throws Corruption for a mis-shaped tensor.
+  void load_state(const NamedTensors& tensors, int64_t steps);
+
+  OptimizerBytes bytes() const;
+
+ private:
+  struct Slot;
+  void select_blocks();
+  void projected_step(Slot& slot, const at::Tensor& grad, double lr, bool refresh_now);
+
+  NamedTensors params_;
+  std::vector<Slot> slots_;
+  LowRankConfig config_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace lowrank::optim

@@ -1,0 +1,83 @@
+// Block-wise dynamic 8-bit quantisation; see quantized_state.h.
+#include "lowrank/optim/quantized_state.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "lowrank/core/error.h"
+
+namespace lowrank::optim {
+
+at::Tensor dynamic_map(bool is_signed) {
+  std::vector<float> data;
+  const int max_exponent_bits = 7;
+  for (int i = 0; i < max_exponent_bits; ++i) {
+    // 2^i (signed) or 2^(i+1) (unsigned) linear steps in the decade [0.1, 1]·10^(i−6).
+    const int64_t items = is_signed ? (int64_t{1} << i) : (int64_t{1} << (i + 1));
+    const double scale = std::pow(10.0, i - (max_exponent_bits - 1));
+    for (int64_t k = 0; k < items; ++k) {
+      const double lo = 0.1 + 0.9 * static_cast<double>(k) / static_cast<double>(items);
+      const double hi = 0.1 + 0.9 * static_cast<double>(k + 1) / static_cast<double>(items);
+      const double mean = 0.5 * (lo + hi);
+      data.push_back(static_cast<float>(scale * mean));
+      if (is_signed) data.push_back(static_cast<float>(-scale * mean));
+    }
+  }
+  data.push_back(0.0f);
+  data.push_back(1.0f);
+  std::sort(data.begin(), data.end());
+  return at::tensor(data, at::kFloat);
+}
+
+namespace {
+
+const at::Tensor& cached_map(bool is_signed) {
+  static const at::Tensor signed_map = dynamic_map(true), unsigned_map = dynamic_map(false);
+  return is_signed ? signed_map : unsigned_map;
+}
+
+}  // namespace
+
+int64_t QuantizedTensor::bytes() const {
+  if (!defined()) return 0;
+  return codes.numel() + absmax.numel() * static_cast<int64_t>(absmax.element_size());
+}
+
+QuantizedTensor quantize_blockwise(const at::Tensor& x_in, bool is_signed, int64_t block) {
+  LR_CHECK(block >= 1, InvalidArgument, "quantize_blockwise: block must be >= 1, got ", block);
+  at::NoGradGuard no_grad;
+  const at::Tensor x = x_in.detach().to(at::kFloat).reshape({-1});
+  const int64_t n = x.numel();
+  const int64_t blocks = (n + block - 1) / block;
+  // Pad to whole blocks with zeros (they quantize to the map's 0).
+  at::Tensor padded = at::zeros({blocks * block}, x.options());
+  padded.slice(0, 0, n).copy_(x);
+  const at::Tensor b = padded.view({blocks, block});
+  const at::Tensor absmax = std::get<0>(b.abs().max(1));
+  LR_CHECK(is_signed || n == 0 || x.min().item<float>() >= 0, InvalidArgument,
+           "quantize_blockwise: the unsigned map needs non-negative values");
+  // x / absmax, with all-zero blocks divided by 1.
+  const at::Tensor normalized = b / at::where(absmax > 0, absmax, at::ones_like(absmax)).unsqueeze(1);
+  const at::Tensor map = cached_map(is_signed).to(x.device());
+  // The nearest map value: count the midpoints below the value.
+  const at::Tensor midpoints = (map.slice(0, 0, -1) + map.slice(0, 1)) / 2;
+  const at::Tensor codes = at::bucketize(normalized.reshape({-1}), midpoints).slice(0, 0, n).to(at::kByte);
+  QuantizedTensor q;
+  q.codes = codes.contiguous();
+  q.absmax = absmax.contiguous();
+  q.shape = x_in.sizes().vec();
+  q.is_signed = is_signed;
+  q.block = block;
+  return q;
+}
+
+at::Tensor dequantize_blockwise(const QuantizedTensor& q) {
+  LR_CHECK(q.defined(), InvalidArgument, "dequantize_blockwise: empty tensor");
+  const at::Tensor map = cached_map(q.is_signed).to(q.codes.device());
+  const int64_t n = q.codes.numel();
+  const at::Tensor values = map.index_select(0, q.codes.to(at::kLong));
+  const at::Tensor block_of = at::arange(n, q.codes.options().dtype(at::kLong)).div(q.block, "floor");
+  return (values * q.absmax.index_select(0, block_of)).view(q.shape);
+}
+
+}  // namespace lowrank::optim

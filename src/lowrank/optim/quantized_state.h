@@ -1,0 +1,44 @@
+// Block-wise dynamic 8-bit quantisation of optimizer states — Dettmers, Lewis, Shleifer &
+// Zettlemoyer, 2022, "8-bit Optimizers via Block-wise Quantization", ICLR 2022, arXiv:2110.02861
+// (bitsandbytes functional.create_dynamic_map / quantize_blockwise), as GaLore's 8-bit variant
+// uses for its low-rank states (reference/optimizers.md §1b).
+//
+// Dynamic tree map (256 sorted values in [−1, 1], §2.2): for exponent i = 0..6, the midpoints of
+// linspace(0.1, 1, 2^i + 1) scaled by 10^(i−6), both signs (signed map, for M) or the midpoints of
+// linspace(0.1, 1, 2^(i+1) + 1), positive only (unsigned map, for V ≥ 0); plus 0 and 1. So the
+// precision is relative: each decade below the block's absmax has its own linear grid.
+// Block-wise (§2.1): the flattened tensor is cut into blocks of 2048; each block stores its absmax
+// (float32) and one uint8 code per value, the index of the map value nearest to x / absmax.
+//   quantize:   c_i = argmin_k |map[k] − x_i / absmax_b|
+//   dequantize: x_i ≈ map[c_i] · absmax_b
+// Deviation: the Adam update dequantizes, updates in float32 and requantizes with separate
+// tensor ops instead of bitsandbytes' fused kernel (same values, more transient memory).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+namespace lowrank::optim {
+
+// The 256-value dynamic map (float32, sorted).
+at::Tensor dynamic_map(bool is_signed);
+
+struct QuantizedTensor {
+  at::Tensor codes;            // uint8 [numel]
+  at::Tensor absmax;           // float32 [ceil(numel / block)]
+  std::vector<int64_t> shape;  // of the original tensor
+  bool is_signed = true;
+  int64_t block = 2048;
+
+  bool defined() const { return codes.defined(); }
+  int64_t bytes() const;
+};
+
+// Throws InvalidArgument for block < 1, or negative values with is_signed = false.
+QuantizedTensor quantize_blockwise(const at::Tensor& x, bool is_signed, int64_t block = 2048);
+// float32, of q.shape, on q's device.
+at::Tensor dequantize_blockwise(const QuantizedTensor& q);
+
+}  // namespace lowrank::optim
