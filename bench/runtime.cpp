@@ -14,7 +14,7 @@
 // transformers in one script and prints the ratios.
 //
 //   build/bin/bench_runtime [--model DIR] [--repeats 5] [--seq 256] [--prompt-len 128]
-//                           [--new-tokens 32] [--train-batch 8] [--json]
+//                           [--new-tokens 32] [--train-batch 8] [--train-only] [--json]
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   std::string model_dir;
   int repeats = 5;
   int64_t seq = 256, prompt_len = 128, new_tokens = 32, train_batch = 8;
-  bool json = false;
+  bool json = false, train_only = false;
   for (int i = 1; i < argc; ++i) {
     const bool has_value = i + 1 < argc;
     if (!std::strcmp(argv[i], "--model") && has_value)
@@ -82,6 +82,8 @@ int main(int argc, char** argv) {
       train_batch = std::atoll(argv[++i]);
     else if (!std::strcmp(argv[i], "--json"))
       json = true;
+    else if (!std::strcmp(argv[i], "--train-only"))
+      train_only = true;
     else {
       std::fprintf(stderr, "bench_runtime: unknown argument %s\n", argv[i]);
       return 1;
@@ -114,15 +116,18 @@ int main(int argc, char** argv) {
   const int64_t vocab = model.config().vocab_size;
   at::Generator gen = at::detail::createCPUGenerator(1);
   const at::Tensor ids = at::randint(vocab, {1, seq}, gen, at::kLong);
-  const double forward = bench::median_seconds(
-      [&] {
-        c10::InferenceMode g;
-        model.forward(ids);
-      },
-      repeats);
+  // --train-only: the training step alone (for profiling it).
+  const double forward = train_only ? 0.0
+                                    : bench::median_seconds(
+                                          [&] {
+                                            c10::InferenceMode g;
+                                            model.forward(ids);
+                                          },
+                                          repeats);
 
   OrderedJson generation = OrderedJson::object();
   for (int64_t batch : {1, 8}) {
+    if (train_only) break;
     const at::Tensor prompt_ids = at::randint(vocab, {batch, prompt_len}, gen, at::kLong);
     std::vector<std::vector<int64_t>> prompts;
     for (int64_t b = 0; b < batch; ++b) {
@@ -174,6 +179,7 @@ int main(int argc, char** argv) {
                 load["peak_rss_growth_over_weights"].get<double>(), static_cast<double>(bytes) / (1 << 20));
   std::printf("forward 1 x %lld: %.4f s\n", static_cast<long long>(seq), forward);
   for (int64_t batch : {1, 8}) {
+    if (train_only) break;
     const OrderedJson& g = generation[std::to_string(batch)];
     std::printf("batch %lld: prefill %.0f tok/s, decode %.1f tok/s\n", static_cast<long long>(batch),
                 g["prefill_tokens_per_second"].get<double>(), g["decode_tokens_per_second"].get<double>());

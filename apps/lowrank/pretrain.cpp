@@ -1,10 +1,12 @@
 // `lowrank pretrain --preset tiny|small --corpus NAME|PATH --out DIR [--steps N] [--resume]
-// [--seed S]`: tokenizer, dataset, training from scratch, HF export and validation perplexity;
-// see src/lowrank/train/pretrain.h and docs/training.md.
+// [--seed S] [--optimizer NAME [--rank r --update-gap T --scale α --optimizer-options JSON]]`: tokenizer,
+// dataset, training from scratch, HF export and validation perplexity; see src/lowrank/train/pretrain.h and
+// docs/training.md.
 #include <cstdio>
 #include <iostream>
 
 #include "apps/lowrank/verbs.h"
+#include "lowrank/core/error.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/log.h"
 #include "lowrank/train/pretrain.h"
@@ -32,8 +34,30 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--stop-after", o->stop_after,
                   "Stop after step N without writing a checkpoint, as if killed (for testing --resume)");
   cmd->add_option("--max-documents", o->max_documents, "Use only the first N documents of the corpus");
-  return [o, out, &global] {
+  // The optimizer: AdamW, or a low-rank method of optim/ (`lowrank methods` lists their options).
+  auto options_text = std::make_shared<std::string>();
+  auto rank = std::make_shared<int64_t>(0);
+  auto update_gap = std::make_shared<int64_t>(0);
+  auto scale = std::make_shared<double>(0);
+  cmd->add_option("--optimizer", o->optimizer, "adamw, galore, fira, frugal or dct")->capture_default_str();
+  cmd->add_option("--optimizer-options", *options_text,
+                  "The low-rank optimizer's options as a JSON object, e.g. '{\"rank\": 64, \"projector\": "
+                  "\"randomized_svd\"}'");
+  cmd->add_option("--rank", *rank, "Low-rank optimizer: projection rank r");
+  cmd->add_option("--update-gap", *update_gap, "Low-rank optimizer: refresh the subspace every T steps");
+  cmd->add_option("--scale", *scale, "Low-rank optimizer: scale alpha of the projected update");
+  return [o, out, options_text, rank, update_gap, scale, &global] {
     o->out = *out;
+    if (!options_text->empty()) o->optimizer_options = parse_json(*options_text, "--optimizer-options");
+    LR_CHECK(o->optimizer_options.is_object(), InvalidArgument,
+             "--optimizer-options: expected a JSON object");
+    if (*rank > 0) o->optimizer_options["rank"] = *rank;
+    if (*update_gap > 0) o->optimizer_options["update_gap"] = *update_gap;
+    if (*scale > 0) o->optimizer_options["scale"] = *scale;
+    LR_CHECK(
+        o->optimizer != "adamw" || o->optimizer_options.empty(), InvalidArgument,
+        "--rank, --update-gap, --scale and --optimizer-options need a low-rank --optimizer (galore, fira, "
+        "frugal, dct)");
     const train::PretrainSummary s = train::pretrain(*o);
     if (global.json) {
       std::cout << s.to_json().dump(2) << "\n";

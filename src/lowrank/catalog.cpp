@@ -10,7 +10,7 @@ std::vector<MethodFamily> method_families() {
   // `lowrank methods --json` is stable as methods arrive.
   return {
       {"adapt", "adapters attached to linear slots (LoRA family, PEFT-compatible)", adapt::registry().list()},
-      {"optim", "low-rank gradient optimizers (GaLore family; library only, not yet wired to the trainer)",
+      {"optim", "low-rank gradient optimizers (GaLore family): pretrain --optimizer NAME",
        optim::registry().list()},
       {"parameterization", "low-rank weight parameterisations for training", {}},
       {"compress", "post-training compression (truncated/whitened SVD, low-rank + 4-bit)", {}},

@@ -176,5 +176,29 @@ TEST(PretrainCliTest, KilledAndResumedRunMatchesAStraightRun) {
   expect_same_weights(dir / "straight/model", dir / "killed/model");
 }
 
+// --optimizer: a low-rank optimizer trains and reports its memory in pretrain.json; an unknown
+// name or a low-rank option without one is refused before any stage writes to the output.
+TEST(PretrainCliTest, LowRankOptimizerRunsAndBadOptimizerArgumentsFailEarly) {
+  testing::TempDir dir;
+  const fs::path corpus = testing::write_word_corpus(dir / "corpus.txt", kParagraphs);
+  auto r = run_command(shell(with(pretrain_args(corpus, 3, dir / "galore"),
+                                  {"--optimizer", "galore", "--rank", "8", "--update-gap", "2"})));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const Json summary = read_json_file(dir / "galore/pretrain.json");
+  EXPECT_EQ(summary["trainer"]["optimizer"], "galore");
+  EXPECT_EQ(summary["trainer"]["optimizer_options"]["rank"], 8);
+  EXPECT_GT(summary["memory"]["projectors"].get<int64_t>(), 0);
+  EXPECT_LT(summary["memory"]["optimizer_states"].get<int64_t>(),
+            2 * summary["memory"]["weights"].get<int64_t>());
+
+  r = run_command(shell(with(pretrain_args(corpus, 3, dir / "unknown"), {"--optimizer", "nope"})));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("nope"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "unknown"));
+  r = run_command(shell(with(pretrain_args(corpus, 3, dir / "rank-only"), {"--rank", "8"})));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("--optimizer"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace lowrank::train

@@ -117,11 +117,18 @@ TEST(TrainerTest, CheckpointIsCompleteAndLatestPointsAtIt) {
 }
 
 // Straight N steps vs a run "killed" after step 5 (its last checkpoint at step 4, one metrics
-// line past it) and resumed in a fresh model: identical metrics and weights, bit for bit.
-TEST(TrainerTest, ResumeAfterInterruptionReproducesTheLossesBitwise) {
+// line past it) and resumed in a fresh model: identical metrics and weights, bit for bit. For
+// AdamW and for the low-rank optimizers, whose projector state (refreshed every 3 steps, so once
+// before and once after the checkpoint) must come back from the checkpoint too.
+class TrainerResumeTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(TrainerResumeTest, ResumeAfterInterruptionReproducesTheLossesBitwise) {
   const TokenStream data = pattern_stream(400);
   TrainerConfig c = small_config();
   c.checkpoint_every = 2;
+  c.optimizer = GetParam();
+  if (c.optimizer != "adamw") c.optimizer_options = {{"rank", 4}, {"update_gap", 3}};
+  if (c.optimizer == "frugal") c.optimizer_options = {{"density", 0.25}, {"update_gap", 3}};
   testing::TempDir straight_dir, resumed_dir;
   nn::Model straight = tiny_model(4);
   const TrainResult full = train(straight, data, c, straight_dir.path(), false);
@@ -145,7 +152,21 @@ TEST(TrainerTest, ResumeAfterInterruptionReproducesTheLossesBitwise) {
   testing::expect_same_metrics(straight_dir / "metrics.jsonl", resumed_dir / "metrics.jsonl");
   const auto ta = straight.named_tensors(), tb = second.named_tensors();
   for (size_t i = 0; i < ta.size(); ++i) EXPECT_TRUE(at::equal(ta[i].second, tb[i].second)) << ta[i].first;
+  // The run accounts for its training memory: weights and gradients of every tensor, and for the
+  // low-rank optimizers states smaller than AdamW's two full moments.
+  ASSERT_FALSE(full.memory.is_null());
+  int64_t weight_bytes = 0;
+  for (const auto& [n, t] : ta) weight_bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  EXPECT_EQ(full.memory["weights"].get<int64_t>(), weight_bytes);
+  EXPECT_EQ(full.memory["grads"].get<int64_t>(), weight_bytes);
+  if (c.optimizer == "adamw")
+    EXPECT_EQ(full.memory["optimizer_states"].get<int64_t>(), 2 * weight_bytes);
+  else
+    EXPECT_LT(full.memory["optimizer_states"].get<int64_t>(), 2 * weight_bytes);
 }
+
+INSTANTIATE_TEST_SUITE_P(Optimizers, TrainerResumeTest,
+                         ::testing::Values("adamw", "galore", "fira", "frugal", "dct"));
 
 TEST(TrainerTest, ResumeRejectsAnotherBatchShape) {
   const TokenStream data = pattern_stream(200);

@@ -498,6 +498,11 @@ void LowRankAdam::load_state(const NamedTensors& tensors, int64_t steps) {
   steps_ = steps;
 }
 
+OrderedJson LowRankAdam::memory() const {
+  const OptimizerBytes b = bytes();
+  return train::memory_json(b.weights, b.grads, b.optimizer_states, b.projectors);
+}
+
 OptimizerBytes LowRankAdam::bytes() const {
   auto nbytes = [](const at::Tensor& t) {
     return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : int64_t{0};

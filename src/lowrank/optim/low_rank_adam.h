@@ -110,7 +110,7 @@ struct OptimizerBytes {
   int64_t total() const { return weights + grads + optimizer_states + projectors; }
 };
 
-class LowRankAdam {
+class LowRankAdam final : public train::Optimizer {
  public:
   // `params` are shared with the model. Throws InvalidArgument for an invalid configuration.
   LowRankAdam(NamedTensors params, LowRankConfig config);
@@ -119,12 +119,12 @@ class LowRankAdam {
   LowRankAdam& operator=(LowRankAdam&&) noexcept;
 
   // Applies one update to every parameter with a defined .grad(). Not thread-safe.
-  void step(double lr);
-  void zero_grad();
+  void step(double lr) override;
+  void zero_grad() override;
 
   const LowRankConfig& config() const { return config_; }
   const NamedTensors& params() const { return params_; }
-  int64_t steps() const { return steps_; }
+  int64_t steps() const override { return steps_; }
   bool is_projected(const std::string& name) const;
   // The projector of a projected parameter (null for AdamW parameters, FRUGAL blocks and ρ = 0).
   const Projector* projector(const std::string& name) const;
@@ -137,12 +137,13 @@ class LowRankAdam {
   // "<param>.exp_avg.codes", ".absmax", ".shape", and the same for exp_avg_sq), "<param>.step",
   // "<param>.projector.<key>", "<param>.fira_norm", "<param>.active"; moments and projector
   // entries only once they exist.
-  NamedTensors state_tensors() const;
+  NamedTensors state_tensors() const override;
   // Restores state_tensors() output and the step count, so that the next steps are identical.
   // Throws Corruption for a mis-shaped tensor.
-  void load_state(const NamedTensors& tensors, int64_t steps);
+  void load_state(const NamedTensors& tensors, int64_t steps) override;
 
   OptimizerBytes bytes() const;
+  OrderedJson memory() const override;
 
  private:
   struct Slot;

@@ -108,4 +108,25 @@ void AdamW::load_state(const std::vector<std::pair<std::string, at::Tensor>>& te
   steps_ = steps;
 }
 
+OrderedJson memory_json(int64_t weights, int64_t grads, int64_t optimizer_states, int64_t projectors) {
+  return OrderedJson{{"weights", weights},
+                     {"grads", grads},
+                     {"optimizer_states", optimizer_states},
+                     {"projectors", projectors},
+                     {"total", weights + grads + optimizer_states + projectors}};
+}
+
+OrderedJson AdamW::memory() const {
+  auto bytes = [](const at::Tensor& t) {
+    return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : int64_t{0};
+  };
+  int64_t weights = 0, grads = 0, states = 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    weights += bytes(params_[i].second);
+    grads += bytes(params_[i].second.grad());
+    states += bytes(states_[i].exp_avg) + bytes(states_[i].exp_avg_sq);
+  }
+  return memory_json(weights, grads, states, 0);
+}
+
 }  // namespace lowrank::train

@@ -45,24 +45,42 @@ struct AdamState {
 void adam_update(at::Tensor& param, const at::Tensor& grad, AdamState& state, const AdamConfig& config,
                  double lr);
 
+// What the trainer needs of an optimizer: AdamW below, and the low-rank optimizers of optim/.
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  // Applies one update to every parameter with a defined .grad(). Not thread-safe.
+  virtual void step(double lr) = 0;
+  virtual void zero_grad() = 0;
+  // The state as named CPU tensors (what a checkpoint stores) and the step count.
+  virtual std::vector<std::pair<std::string, at::Tensor>> state_tensors() const = 0;
+  virtual int64_t steps() const = 0;
+  // Restores state_tensors() output. Throws Corruption for a missing or mis-shaped tensor.
+  virtual void load_state(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t steps) = 0;
+  // Bytes of the training state it accounts for: {"weights", "grads", "optimizer_states",
+  // "projectors", "total"} (grads: those defined at the time of the call).
+  virtual OrderedJson memory() const = 0;
+};
+
+// The memory() object from its four parts.
+OrderedJson memory_json(int64_t weights, int64_t grads, int64_t optimizer_states, int64_t projectors);
+
 // AdamW over a list of named parameters (tensors shared with the model). Parameters whose names
 // are in `no_decay` (norm weights, biases: any 1-D tensor by default) are not decayed.
-class AdamW {
+class AdamW final : public Optimizer {
  public:
   AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamConfig config);
 
-  // Applies one update to every parameter with a defined .grad(). Not thread-safe.
-  void step(double lr);
-  void zero_grad();
+  void step(double lr) override;
+  void zero_grad() override;
 
   const AdamConfig& config() const { return config_; }
   const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
-  // The optimizer state as named CPU tensors ("<param>.exp_avg", "<param>.exp_avg_sq") and the
-  // step count (the same for every tensor).
-  std::vector<std::pair<std::string, at::Tensor>> state_tensors() const;
-  int64_t steps() const { return steps_; }
-  // Restores state_tensors() output. Throws Corruption for a missing or mis-shaped tensor.
-  void load_state(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t steps);
+  // "<param>.exp_avg", "<param>.exp_avg_sq"; the step count is the same for every tensor.
+  std::vector<std::pair<std::string, at::Tensor>> state_tensors() const override;
+  int64_t steps() const override { return steps_; }
+  void load_state(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t steps) override;
+  OrderedJson memory() const override;
 
  private:
   std::vector<std::pair<std::string, at::Tensor>> params_;

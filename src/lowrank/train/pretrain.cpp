@@ -14,6 +14,7 @@
 #include "lowrank/data/prepare.h"
 #include "lowrank/data/token_dataset.h"
 #include "lowrank/data/tokenizer.h"
+#include "lowrank/optim/methods.h"
 
 namespace lowrank::train {
 namespace fs = std::filesystem;
@@ -42,7 +43,9 @@ OrderedJson args_json(const PretrainOptions& o, const TrainerConfig& c) {
                      {"corpus", o.corpus},
                      {"steps", c.steps},
                      {"seed", o.seed},
-                     {"max_documents", o.max_documents}};
+                     {"max_documents", o.max_documents},
+                     {"optimizer", o.optimizer},
+                     {"optimizer_options", o.optimizer_options}};
 }
 
 // The loss of the last line of a metrics.jsonl (0 when there is none).
@@ -100,7 +103,8 @@ OrderedJson PretrainSummary::to_json() const {
                      {"steps", steps},
                      {"final_loss", final_loss},
                      {"train_seconds", train_seconds},
-                     {"validation", validation.to_json()}};
+                     {"validation", validation.to_json()},
+                     {"memory", memory}};
 }
 
 PretrainSummary pretrain(const PretrainOptions& o) {
@@ -112,6 +116,10 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   tc.warmup_steps = std::min(tc.warmup_steps, std::max<int64_t>(1, tc.steps / 10));
   tc.seed = o.seed;
   tc.stop_after = o.stop_after;
+  tc.optimizer = o.optimizer;
+  tc.optimizer_options = o.optimizer_options;
+  // An unknown optimizer or option fails here, before the tokenizer and dataset stages run.
+  if (tc.optimizer != "adamw") (void)optim::method_config(tc.optimizer, tc.optimizer_options);
   const OrderedJson args = args_json(o, tc);
   const fs::path summary_path = o.out / "pretrain.json";
   const fs::path model_dir = o.out / "model";
@@ -190,6 +198,7 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   s.model_dir = model_dir;
   s.steps = r.step;
   s.finished = r.finished;
+  s.memory = r.memory;
   s.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!r.steps.empty()) {
     s.final_loss = r.steps.back().loss;

@@ -47,6 +47,9 @@ struct PretrainOptions {
   int64_t stop_after = 0;        // stop after this step without a checkpoint (testing)
   int64_t checkpoint_every = 0;  // 0: the preset's
   int64_t max_documents = -1;    // < 0: the whole corpus
+  // The trainer's optimizer ("adamw" or a method of optim/) and its options (TrainerConfig).
+  std::string optimizer = "adamw";
+  Json optimizer_options = Json::object();
 };
 
 struct PretrainSummary {
@@ -57,6 +60,7 @@ struct PretrainSummary {
   double final_loss = 0;
   double train_seconds = 0;
   PerplexityResult validation;
+  OrderedJson memory;  // training-state bytes by kind (TrainResult::memory)
   OrderedJson to_json() const;
 };
 

@@ -12,6 +12,7 @@
 #include "lowrank/core/log.h"
 #include "lowrank/core/progress.h"
 #include "lowrank/core/safetensors.h"
+#include "lowrank/optim/methods.h"
 
 namespace lowrank::train {
 namespace fs = std::filesystem;
@@ -71,7 +72,7 @@ void truncate_metrics(const fs::path& path, int64_t step) {
   write_file_atomic(path, kept);
 }
 
-void write_checkpoint(const fs::path& run_dir, const TrainTarget& target, const AdamW& optimizer,
+void write_checkpoint(const fs::path& run_dir, const TrainTarget& target, const Optimizer& optimizer,
                       const TrainerConfig& config, int64_t step, uint64_t sampler_counter, int64_t tokens) {
   const fs::path dir = run_dir / "checkpoints";
   fs::create_directories(dir);
@@ -88,7 +89,12 @@ void write_checkpoint(const fs::path& run_dir, const TrainTarget& target, const 
     save_safetensors(tmp / target.weights_file, weights);
   }
   std::vector<NamedTensor> state;
-  for (auto& [n, t] : optimizer.state_tensors()) state.push_back({n, t.to(at::kFloat)});
+  // 16-bit floating state widened to float32; float32/float64 (Fira's norms) and integer state
+  // (projector indices, 8-bit codes, counters) stored exactly as they are.
+  for (auto& [n, t] : optimizer.state_tensors()) {
+    const bool narrow = t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
+    state.push_back({n, (narrow ? t.to(at::kFloat) : t).contiguous()});
+  }
   save_safetensors(tmp / "optimizer.safetensors", state, {{"steps", std::to_string(optimizer.steps())}});
   write_json_file(tmp / "trainer_state.json", OrderedJson{{"format", "lowrank.train_state"},
                                                           {"version", 1},
@@ -155,6 +161,8 @@ OrderedJson TrainerConfig::to_json() const {
                      {"warmup_steps", warmup_steps},
                      {"clip_norm", clip_norm},
                      {"adam", adam.to_json()},
+                     {"optimizer", optimizer},
+                     {"optimizer_options", optimizer_options},
                      {"seed", seed},
                      {"checkpoint_every", checkpoint_every}};
 }
@@ -170,6 +178,12 @@ TrainerConfig TrainerConfig::from_json(const Json& j, std::string_view what) {
   c.warmup_steps = json_get_or<int64_t>(j, "warmup_steps", c.warmup_steps, what);
   c.clip_norm = json_get_or<double>(j, "clip_norm", c.clip_norm, what);
   if (j.contains("adam")) c.adam = AdamConfig::from_json(j["adam"], str(what, ".adam"));
+  c.optimizer = json_get_or<std::string>(j, "optimizer", c.optimizer, what);
+  if (j.contains("optimizer_options") && !j.at("optimizer_options").is_null()) {
+    c.optimizer_options = j.at("optimizer_options");
+    LR_CHECK(c.optimizer_options.is_object(), InvalidArgument, what,
+             ": \"optimizer_options\" must be an object");
+  }
   c.seed = json_get_or<uint64_t>(j, "seed", c.seed, what);
   c.checkpoint_every = json_get_or<int64_t>(j, "checkpoint_every", c.checkpoint_every, what);
   c.validate();
@@ -206,6 +220,13 @@ TrainTarget TrainTarget::whole_model(const nn::Model& model) {
   return target;
 }
 
+std::unique_ptr<Optimizer> make_optimizer(std::vector<std::pair<std::string, at::Tensor>> params,
+                                          const TrainerConfig& config) {
+  if (config.optimizer == "adamw") return std::make_unique<AdamW>(std::move(params), config.adam);
+  return std::make_unique<optim::LowRankAdam>(
+      optim::make_optimizer(config.optimizer, std::move(params), config.optimizer_options));
+}
+
 TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig& config,
                   const fs::path& run_dir, bool resume) {
   TrainTarget target = TrainTarget::whole_model(model);
@@ -221,7 +242,8 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
   const auto& params = target.params;
   std::vector<at::Tensor> param_tensors;
   for (auto& [n, p] : params) param_tensors.push_back(p);
-  AdamW optimizer(params, config.adam);
+  const std::unique_ptr<Optimizer> optimizer_ptr = make_optimizer(params, config);
+  Optimizer& optimizer = *optimizer_ptr;
   WindowSampler sampler(config.seed, data.size, config.seq_len + 1);
   const LrSchedule schedule = config.schedule();
   const fs::path metrics_path = run_dir / "metrics.jsonl";
@@ -237,6 +259,10 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
                  saved.seq_len == config.seq_len && saved.seed == config.seed,
              InvalidArgument, "resume: ", what,
              " was written with another batch_size, grad_accum, seq_len or seed than this run's");
+    LR_CHECK(saved.optimizer == config.optimizer && saved.optimizer_options == config.optimizer_options,
+             InvalidArgument, "resume: ", what, " was written by optimizer ", saved.optimizer, " ",
+             saved.optimizer_options.dump(), ", this run uses ", config.optimizer, " ",
+             config.optimizer_options.dump());
     step = json_get<int64_t>(state, "step", what);
     tokens = json_get<int64_t>(state, "tokens", what);
     sampler.set_counter(json_get<uint64_t>(state, "sampler_counter", what));
@@ -280,6 +306,7 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
     }
     const double grad_norm = clip_grad_norm(param_tensors, config.clip_norm);
     optimizer.step(lr);
+    if (result.memory.is_null()) result.memory = optimizer.memory();  // gradients still held
     if (target.after_step) target.after_step(step, lr);
     ++step;
     tokens += tokens_per_step;
@@ -301,6 +328,14 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
   }
   bar.finish();
   optimizer.zero_grad();
+  if (!result.memory.is_null()) {
+    const auto mib = [&](const char* key) {
+      return str(static_cast<double>(result.memory[key].get<int64_t>()) / (1 << 20), " MiB");
+    };
+    log::info("training memory (", config.optimizer, "): weights ", mib("weights"), ", gradients ",
+              mib("grads"), ", optimizer states ", mib("optimizer_states"), ", projectors ",
+              mib("projectors"));
+  }
   result.finished = true;
   return result;
 }

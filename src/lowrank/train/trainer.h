@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -65,15 +66,19 @@ at::Tensor sample_windows(const TokenStream& data, WindowSampler& sampler, int64
 at::Tensor lm_loss(const nn::Model& model, const at::Tensor& windows);
 
 struct TrainerConfig {
-  int64_t steps = 100;           // optimizer steps in the whole run
-  int64_t batch_size = 8;        // windows per micro-batch
-  int64_t grad_accum = 1;        // micro-batches per optimizer step
-  int64_t seq_len = 128;         // tokens per window (inputs)
-  double lr = 1e-3;              // peak learning rate
-  double min_lr = 1e-4;          // cosine floor
-  int64_t warmup_steps = 10;     // linear warmup steps
-  double clip_norm = 1.0;        // global gradient-norm clip (<= 0: off)
-  AdamConfig adam;               // AdamW settings
+  int64_t steps = 100;        // optimizer steps in the whole run
+  int64_t batch_size = 8;     // windows per micro-batch
+  int64_t grad_accum = 1;     // micro-batches per optimizer step
+  int64_t seq_len = 128;      // tokens per window (inputs)
+  double lr = 1e-3;           // peak learning rate
+  double min_lr = 1e-4;       // cosine floor
+  int64_t warmup_steps = 10;  // linear warmup steps
+  double clip_norm = 1.0;     // global gradient-norm clip (<= 0: off)
+  AdamConfig adam;            // AdamW settings
+  // "adamw", or a method of optim/ (galore, fira, frugal, dct) with its options (a JSON object,
+  // optim::apply_options); the low-rank methods take their β, ε and decay from the options.
+  std::string optimizer = "adamw";
+  Json optimizer_options = Json::object();
   uint64_t seed = 0;             // window sampler seed
   int64_t checkpoint_every = 0;  // write a checkpoint every N steps (0: only at the end)
   // Stop (without a checkpoint, as if killed) after this step; 0: run to the end. For testing
@@ -99,7 +104,15 @@ struct TrainResult {
   int64_t step = 0;               // steps done when the call returned
   bool finished = false;          // reached config.steps
   std::vector<StepRecord> steps;  // the steps this call ran
+  // Bytes of weights, gradients, optimizer states and projectors after this call's first update
+  // (Optimizer::memory(); null when the call ran no step).
+  OrderedJson memory;
 };
+
+// The optimizer `config` names over `params`: AdamW, or a low-rank method of optim/. Throws
+// NotFound for an unknown name, InvalidArgument for a bad option.
+std::unique_ptr<Optimizer> make_optimizer(std::vector<std::pair<std::string, at::Tensor>> params,
+                                          const TrainerConfig& config);
 
 // What the loop trains and how its checkpoints store it. The whole model for pretraining;
 // adapter tensors for fine-tuning (the base stays frozen).
