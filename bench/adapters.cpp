@@ -29,6 +29,7 @@
 
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/core/json.h"
+#include "lowrank/core/process.h"
 #include "lowrank/core/threads.h"
 #include "lowrank/nn/model.h"
 #include "lowrank/train/adamw.h"
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--json")) json = true;
   }
+  keep_freed_memory();  // as the lowrank program does
   configure_threads(0);
   at::Generator gen = at::detail::createCPUGenerator(1);
   const at::Tensor ids = at::randint(4096, {8, 512}, gen, at::kLong);

@@ -89,6 +89,7 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  keep_freed_memory();  // as the lowrank program does
   configure_threads(0);
 
   // The peak growth must be the load's own: libtorch's first operations page in hundreds of MB

@@ -12,6 +12,7 @@
 #include "apps/lowrank/verbs.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
+#include "lowrank/core/process.h"
 #include "lowrank/core/progress.h"
 #include "lowrank/core/threads.h"
 #include "lowrank/version.h"
@@ -35,6 +36,7 @@ void print_version(bool verbose) {
 
 int main(int argc, char** argv) {
   using namespace lowrank;
+  keep_freed_memory();
   CLI::App app{"lowrank: train, adapt, compress and serve transformers through low-rank structure"};
   app.require_subcommand(0, 1);
   cli::GlobalOptions global;

@@ -1,7 +1,9 @@
 #include "lowrank/core/process.h"
 
+#include <malloc.h>
 #include <sys/resource.h>
 
+#include <climits>
 #include <fstream>
 #include <string>
 #include <string_view>
@@ -43,6 +45,13 @@ bool reset_peak_rss() {
   clear << "5";
   clear.flush();
   return static_cast<bool>(clear);
+}
+
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);
+#endif
 }
 
 }  // namespace lowrank
