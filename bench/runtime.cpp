@@ -54,8 +54,7 @@ nn::Model small_preset_model() {
 
 int64_t weight_bytes(const nn::Model& model) {
   int64_t bytes = 0;
-  for (const auto& [name, t] : model.named_tensors())
-    bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  for (const auto& [name, t] : model.named_tensors()) bytes += static_cast<int64_t>(t.nbytes());
   return bytes;
 }
 

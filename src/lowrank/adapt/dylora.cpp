@@ -6,16 +6,10 @@
 
 #include "lowrank/adapt/methods.h"
 #include "lowrank/core/error.h"
+#include "lowrank/core/random.h"
 
 namespace lowrank::adapt {
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 // Separates the rank stream from the trainer's window stream, which hashes the same seed.
 constexpr uint64_t kRankStream = 0x44794c6f5241ULL;  // "DyLoRA"

@@ -12,6 +12,7 @@
 #include "lowrank/core/file.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/progress.h"
+#include "lowrank/core/random.h"
 #include "lowrank/data/corpus.h"
 #include "lowrank/data/tokenizer.h"
 
@@ -23,13 +24,6 @@ namespace {
 
 static_assert(std::endian::native == std::endian::little,
               "token files are written in host (little) endianness");
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 // Removes the temporary build directory unless the dataset was renamed into place.
 class TempDirGuard {

@@ -81,7 +81,7 @@ void CoordinateProjector::load_state(const NamedTensors& tensors, const at::Devi
 }
 
 int64_t CoordinateProjector::state_bytes() const {
-  return indices_.defined() ? indices_.numel() * static_cast<int64_t>(indices_.element_size()) : 0;
+  return indices_.defined() ? static_cast<int64_t>(indices_.nbytes()) : 0;
 }
 
 }  // namespace lowrank::optim

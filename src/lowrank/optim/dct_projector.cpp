@@ -70,7 +70,7 @@ void DctProjector::load_state(const NamedTensors& tensors, const at::Device& dev
 }
 
 int64_t DctProjector::state_bytes() const {
-  return indices_.defined() ? indices_.numel() * static_cast<int64_t>(indices_.element_size()) : 0;
+  return indices_.defined() ? static_cast<int64_t>(indices_.nbytes()) : 0;
 }
 
 }  // namespace lowrank::optim

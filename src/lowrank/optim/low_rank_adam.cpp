@@ -505,7 +505,7 @@ OrderedJson LowRankAdam::memory() const {
 
 OptimizerBytes LowRankAdam::bytes() const {
   auto nbytes = [](const at::Tensor& t) {
-    return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : int64_t{0};
+    return t.defined() ? static_cast<int64_t>(t.nbytes()) : int64_t{0};
   };
   OptimizerBytes b;
   std::set<const void*> bases;

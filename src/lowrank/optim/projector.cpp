@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "lowrank/core/error.h"
+#include "lowrank/core/random.h"
 #include "lowrank/optim/coordinate_projector.h"
 #include "lowrank/optim/dct_projector.h"
 #include "lowrank/optim/random_projector.h"
@@ -50,11 +51,7 @@ ProjectionSide std_side(int64_t m, int64_t n) {
 }
 
 uint64_t mix_seed(uint64_t seed, int64_t step) {
-  // splitmix64 (Steele, Lea & Flood, 2014) of seed + golden-ratio multiples of the step.
-  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (static_cast<uint64_t>(step) + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+  return splitmix64(seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(step));
 }
 
 const at::Tensor& find_tensor(const NamedTensors& tensors, const std::string& name, std::string_view what) {
@@ -124,7 +121,7 @@ void MatrixProjector::load_state(const NamedTensors& tensors, const at::Device& 
 }
 
 int64_t MatrixProjector::state_bytes() const {
-  return matrix_.defined() ? matrix_.numel() * static_cast<int64_t>(matrix_.element_size()) : 0;
+  return matrix_.defined() ? static_cast<int64_t>(matrix_.nbytes()) : 0;
 }
 
 }  // namespace lowrank::optim

@@ -40,7 +40,7 @@ const at::Tensor& cached_map(bool is_signed) {
 
 int64_t QuantizedTensor::bytes() const {
   if (!defined()) return 0;
-  return codes.numel() + absmax.numel() * static_cast<int64_t>(absmax.element_size());
+  return codes.numel() + static_cast<int64_t>(absmax.nbytes());
 }
 
 QuantizedTensor quantize_blockwise(const at::Tensor& x_in, bool is_signed, int64_t block) {

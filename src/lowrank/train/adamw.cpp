@@ -118,7 +118,7 @@ OrderedJson memory_json(int64_t weights, int64_t grads, int64_t optimizer_states
 
 OrderedJson AdamW::memory() const {
   auto bytes = [](const at::Tensor& t) {
-    return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : int64_t{0};
+    return t.defined() ? static_cast<int64_t>(t.nbytes()) : int64_t{0};
   };
   int64_t weights = 0, grads = 0, states = 0;
   for (size_t i = 0; i < params_.size(); ++i) {

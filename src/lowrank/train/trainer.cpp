@@ -11,6 +11,7 @@
 #include "lowrank/core/file.h"
 #include "lowrank/core/log.h"
 #include "lowrank/core/progress.h"
+#include "lowrank/core/random.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/optim/methods.h"
 
@@ -18,13 +19,6 @@ namespace lowrank::train {
 namespace fs = std::filesystem;
 
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 std::string step_name(int64_t step) {
   char buf[32];
