@@ -57,9 +57,11 @@ at::Tensor Attention::forward(const at::Tensor& x, const at::Tensor& cos, const 
   const int64_t D = head_dim_;
   const int64_t groups = num_heads_ / num_kv_heads_;
   // (B, T, n·D) -> (B, n, T, D)
-  at::Tensor q = q_proj.forward(x, routing).reshape({B, T, num_heads_, D}).transpose(1, 2);
-  at::Tensor k = k_proj.forward(x, routing).reshape({B, T, num_kv_heads_, D}).transpose(1, 2);
-  at::Tensor v = v_proj.forward(x, routing).reshape({B, T, num_kv_heads_, D}).transpose(1, 2);
+  const LinearSlot* qkv[] = {&q_proj, &k_proj, &v_proj};
+  const std::vector<at::Tensor> projected = LinearSlot::forward_shared_input(qkv, x, routing);
+  at::Tensor q = projected[0].reshape({B, T, num_heads_, D}).transpose(1, 2);
+  at::Tensor k = projected[1].reshape({B, T, num_kv_heads_, D}).transpose(1, 2);
+  at::Tensor v = projected[2].reshape({B, T, num_kv_heads_, D}).transpose(1, 2);
   q = apply_rotary(q, cos, sin);
   k = apply_rotary(k, cos, sin);
   if (cache) std::tie(k, v) = cache->update(layer_, k, v);

@@ -33,23 +33,13 @@ LinearSlot::LinearSlot(std::string name, std::shared_ptr<const BaseOperator> bas
 
 namespace {
 
-// y + (x·Aᵀ)·Bᵀ with the second product accumulated into y by the GEMM itself (addmm, β = 1): the
-// delta is never materialised at full width. Its products are skinny (rank r), so the separate
-// passes over y of a materialised delta (write, scale, add) would cost more than the products.
-// Adds in place when no gradient is recorded; y must then be contiguous (a view of it is
-// updated).
-at::Tensor add_low_rank(const at::Tensor& y, const at::Tensor& x, const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor h = at::linear(x, a);
-  const at::Tensor h2 = h.reshape({-1, h.size(-1)});
-  if (!at::GradMode::is_enabled()) {
-    y.view({-1, y.size(-1)}).addmm_(h2, b.t());
-    return y;
-  }
-  return at::addmm(y.reshape({-1, y.size(-1)}), h2, b.t()).view(y.sizes());
-}
+// The fusable adapters of one slot stacked, scales folded into B: A = [A₁; A₂; …] [R, in] and
+// B = [s₁B₁, s₂B₂, …] [out, R].
+struct StackedLowRank {
+  at::Tensor a, b;
+};
 
-// Scale folded into B: [s₁B₁, s₂B₂, …] beside [A₁; A₂; …].
-std::pair<at::Tensor, at::Tensor> stacked(const std::vector<LowRankDelta>& deltas) {
+StackedLowRank stacked(const std::vector<LowRankDelta>& deltas) {
   if (deltas.size() == 1) return {deltas[0].a, deltas[0].b * deltas[0].scale};
   std::vector<at::Tensor> as, bs;
   for (const LowRankDelta& d : deltas) {
@@ -59,90 +49,146 @@ std::pair<at::Tensor, at::Tensor> stacked(const std::vector<LowRankDelta>& delta
   return {at::cat(as, 0), at::cat(bs, 1)};
 }
 
+// ys[i] += (x·A_iᵀ)·B_iᵀ for every slot i with factors (null: none). The first products of all
+// the slots, which read the same x, are one GEMM x·[A₁; A₂; …]ᵀ; each second product is accumulated
+// into its output by the GEMM itself (addmm, β = 1), so no delta is materialised at full width.
+// The products are skinny (rank r): the separate passes over y of a materialised delta (write,
+// scale, add) would cost more than they do, and so would reading x once per slot. Adds in place
+// when no gradient is recorded (ys[i] must then be contiguous; it may be a view, which is what
+// gets updated); otherwise replaces ys[i].
+void add_low_rank(std::span<at::Tensor> ys, const at::Tensor& x,
+                  std::span<const StackedLowRank* const> factors) {
+  std::vector<at::Tensor> as;
+  for (const StackedLowRank* f : factors)
+    if (f != nullptr) as.push_back(f->a);
+  if (as.empty()) return;
+  const at::Tensor h = at::linear(x, as.size() == 1 ? as[0] : at::cat(as, 0));
+  const at::Tensor h2 = h.reshape({-1, h.size(-1)});
+  const bool in_place = !at::GradMode::is_enabled();
+  int64_t column = 0;
+  for (size_t i = 0; i < factors.size(); ++i) {
+    if (factors[i] == nullptr) continue;
+    const at::Tensor hi = h2.narrow(1, column, factors[i]->a.size(0));
+    column += factors[i]->a.size(0);
+    at::Tensor& y = ys[i];
+    if (in_place)
+      y.view({-1, y.size(-1)}).addmm_(hi, factors[i]->b.t());
+    else
+      y = at::addmm(y.reshape({-1, y.size(-1)}), hi, factors[i]->b.t()).view(y.sizes());
+  }
+}
+
 }  // namespace
 
 at::Tensor LinearSlot::forward(const at::Tensor& x) const {
-  at::Tensor y = base_->forward(x);
-  if (!adapters_enabled_ || adapters_.empty()) return y;
-  const at::Tensor base_y = y;
-  // Adapters that are plain scaled products s·B·A share one pair of GEMMs (x·Aᵀ for all of them
-  // at once, the second accumulated into y); every other adapter adds its own delta first, while
-  // base_y is still untouched.
-  std::vector<LowRankDelta> low_rank;
-  std::vector<const Adapter*> fused;
-  for (const auto& [adapter_name, adapter] : adapters_)
-    if (auto d = adapter->low_rank_delta()) {
-      low_rank.push_back(std::move(*d));
-      fused.push_back(adapter.get());
-    }
-  for (const auto& [adapter_name, adapter] : adapters_) {
-    if (std::ranges::find(fused, adapter.get()) != fused.end()) continue;
-    at::Tensor d = adapter->delta(x, base_y, *base_);
-    LR_CHECK(d.sizes() == base_y.sizes(), InvalidArgument, "slot ", name_, ": adapter \"", adapter_name,
-             "\" returned shape ", d.sizes(), ", expected ", base_y.sizes());
-    y = y + d;
-  }
-  if (low_rank.empty()) return y;
-  const auto [a, b] = stacked(low_rank);
-  return add_low_rank(y.contiguous(), x, a, b);
+  const LinearSlot* self = this;
+  return forward_shared_input({&self, 1}, x)[0];
 }
 
 at::Tensor LinearSlot::forward(const at::Tensor& x, const AdapterRouting* routing) const {
-  if (routing == nullptr) return forward(x);
+  const LinearSlot* self = this;
+  return forward_shared_input({&self, 1}, x, routing)[0];
+}
+
+std::vector<at::Tensor> LinearSlot::forward_shared_input(std::span<const LinearSlot* const> slots,
+                                                         const at::Tensor& x, const AdapterRouting* routing) {
+  std::vector<at::Tensor> ys;
+  for (const LinearSlot* slot : slots) ys.push_back(slot->base_->forward(x));
+  if (routing == nullptr) {
+    // Adapters that are plain scaled products s·B·A share one pair of GEMMs per slot (and the
+    // first one with the other slots); every other adapter adds its own delta first, while the
+    // base output is still untouched.
+    std::vector<StackedLowRank> low_rank(slots.size());
+    std::vector<const StackedLowRank*> factors(slots.size(), nullptr);
+    for (size_t i = 0; i < slots.size(); ++i) {
+      const LinearSlot& slot = *slots[i];
+      if (!slot.adapters_enabled_ || slot.adapters_.empty()) continue;
+      const at::Tensor base_y = ys[i];
+      std::vector<LowRankDelta> deltas;
+      for (const auto& [adapter_name, adapter] : slot.adapters_) {
+        if (auto d = adapter->low_rank_delta()) {
+          deltas.push_back(std::move(*d));
+          continue;
+        }
+        at::Tensor d = adapter->delta(x, base_y, *slot.base_);
+        LR_CHECK(d.sizes() == base_y.sizes(), InvalidArgument, "slot ", slot.name_, ": adapter \"",
+                 adapter_name, "\" returned shape ", d.sizes(), ", expected ", base_y.sizes());
+        ys[i] = ys[i] + d;
+      }
+      if (deltas.empty()) continue;
+      low_rank[i] = stacked(deltas);
+      factors[i] = &low_rank[i];
+      ys[i] = ys[i].contiguous();
+    }
+    add_low_rank(ys, x, factors);
+    return ys;
+  }
+
   const int64_t rows = x.size(0);
-  LR_CHECK(static_cast<int64_t>(routing->row_adapter.size()) == rows, InvalidArgument, "slot ", name_,
-           ": adapter routing has ", routing->row_adapter.size(), " rows, the input ", rows);
-  at::Tensor y = base_->forward(x);
-  if (!adapters_enabled_) return y;
-  const at::Tensor base_y = y;
+  LR_CHECK(static_cast<int64_t>(routing->row_adapter.size()) == rows, InvalidArgument, "slot ",
+           slots[0]->name_, ": adapter routing has ", routing->row_adapter.size(), " rows, the input ", rows);
   // Without gradients, a low-rank adapter is applied to each run of consecutive rows that use it
   // (the segments of S-LoRA/Punica's SGMV): the run is a view of x and y, so it costs one pair of
   // products at the adapter's own rank, added into y in place, with no gather or scatter. Other
   // adapters, and every adapter while gradients are recorded, gather their rows, first, while
-  // base_y is still untouched.
+  // the base output is still untouched.
   const bool in_place = !at::GradMode::is_enabled();
-  std::vector<std::optional<std::pair<at::Tensor, at::Tensor>>> segment_form(routing->adapters.size());
-  for (size_t a = 0; a < routing->adapters.size(); ++a) {
-    const Adapter* adapter = this->adapter(routing->adapters[a]);
-    if (adapter == nullptr) continue;  // the adapter does not target this slot
-    if (in_place)
-      if (auto d = adapter->low_rank_delta()) {
-        segment_form[a] = stacked({*d});
+  const size_t n_adapters = routing->adapters.size();
+  // segment_form[a * slots + i]: adapter a's stacked factors in slot i, when it has them.
+  std::vector<std::optional<StackedLowRank>> segment_form(n_adapters * slots.size());
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const LinearSlot& slot = *slots[i];
+    if (!slot.adapters_enabled_) continue;
+    const at::Tensor base_y = ys[i];
+    for (size_t a = 0; a < n_adapters; ++a) {
+      const Adapter* adapter = slot.adapter(routing->adapters[a]);
+      if (adapter == nullptr) continue;  // the adapter does not target this slot
+      if (in_place)
+        if (auto d = adapter->low_rank_delta()) {
+          segment_form[a * slots.size() + i] = stacked({*d});
+          continue;
+        }
+      std::vector<int64_t> members;
+      for (int64_t b = 0; b < rows; ++b)
+        if (routing->row_adapter[static_cast<size_t>(b)] == static_cast<int64_t>(a)) members.push_back(b);
+      if (members.empty()) continue;
+      if (static_cast<int64_t>(members.size()) == rows) {
+        ys[i] = ys[i] + adapter->delta(x, base_y, *slot.base_);
         continue;
       }
-    std::vector<int64_t> members;
-    for (int64_t b = 0; b < rows; ++b)
-      if (routing->row_adapter[static_cast<size_t>(b)] == static_cast<int64_t>(a)) members.push_back(b);
-    if (members.empty()) continue;
-    if (static_cast<int64_t>(members.size()) == rows) {
-      y = y + adapter->delta(x, base_y, *base_);
-      continue;
+      const at::Tensor index = at::tensor(members, at::TensorOptions(at::kLong)).to(x.device());
+      const at::Tensor d =
+          adapter->delta(x.index_select(0, index), base_y.index_select(0, index), *slot.base_);
+      ys[i] = ys[i].index_add(0, index, d);
     }
-    const at::Tensor index = at::tensor(members, at::TensorOptions(at::kLong)).to(x.device());
-    const at::Tensor d = adapter->delta(x.index_select(0, index), base_y.index_select(0, index), *base_);
-    y = y.index_add(0, index, d);
+    ys[i] = ys[i].contiguous();
   }
-  y = y.contiguous();
   struct Segment {
     int64_t start, length;
-    const std::pair<at::Tensor, at::Tensor>* factors;
+    size_t adapter;
   };
   std::vector<Segment> segments;
   for (int64_t start = 0; start < rows;) {
     const int64_t id = routing->row_adapter[static_cast<size_t>(start)];
     int64_t end = start + 1;
     while (end < rows && routing->row_adapter[static_cast<size_t>(end)] == id) ++end;
-    if (id >= 0 && static_cast<size_t>(id) < segment_form.size() && segment_form[static_cast<size_t>(id)])
-      segments.push_back({start, end - start, &*segment_form[static_cast<size_t>(id)]});
+    if (id >= 0 && static_cast<size_t>(id) < n_adapters)
+      segments.push_back({start, end - start, static_cast<size_t>(id)});
     start = end;
   }
   auto apply = [&](const Segment& s) {
-    add_low_rank(y.narrow(0, s.start, s.length), x.narrow(0, s.start, s.length), s.factors->first,
-                 s.factors->second);
+    std::vector<at::Tensor> rows_of_y;
+    std::vector<const StackedLowRank*> factors;
+    for (size_t i = 0; i < slots.size(); ++i) {
+      const auto& form = segment_form[s.adapter * slots.size() + i];
+      rows_of_y.push_back(ys[i].narrow(0, s.start, s.length));
+      factors.push_back(form ? &*form : nullptr);
+    }
+    add_low_rank(rows_of_y, x.narrow(0, s.start, s.length), factors);
   };
   if (segments.size() < 2 || at::get_num_threads() < 2) {
     for (const Segment& s : segments) apply(s);
-    return y;
+    return ys;
   }
   // Many small segments: one thread per segment is better than splitting each small product
   // across threads. The segments write disjoint rows of y. Worker threads start without this
@@ -153,7 +199,7 @@ at::Tensor LinearSlot::forward(const at::Tensor& x, const AdapterRouting* routin
     const at::NoGradGuard no_grad;
     for (int64_t i = begin; i < end; ++i) apply(segments[static_cast<size_t>(i)]);
   });
-  return y;
+  return ys;
 }
 
 std::shared_ptr<const BaseOperator> LinearSlot::replace_base(std::shared_ptr<const BaseOperator> base) {

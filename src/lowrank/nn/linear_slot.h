@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -119,6 +120,12 @@ class LinearSlot {
   // is forward(x). Adapters this slot does not hold add nothing here (Model::forward checks that
   // every name is attached somewhere). Throws InvalidArgument for a row count mismatch.
   at::Tensor forward(const at::Tensor& x, const AdapterRouting* routing) const;
+  // slots[i]->forward(x, routing) for slots that read the same input (q, k, v; gate, up): the
+  // first products x·Aᵀ of their low-rank adapters are one GEMM over all of them, so x is read
+  // once instead of once per slot. Throws as forward does.
+  static std::vector<at::Tensor> forward_shared_input(std::span<const LinearSlot* const> slots,
+                                                      const at::Tensor& x,
+                                                      const AdapterRouting* routing = nullptr);
 
   const BaseOperator& base() const { return *base_; }
   const std::shared_ptr<const BaseOperator>& base_ptr() const { return base_; }

@@ -326,9 +326,9 @@ at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOption
                                        masks.at(l.window), cache, options.routing);
     h = h + a;
     const at::Tensor x = rms_norm(h, l.post_attention_layernorm, config_.rms_norm_eps);
-    h = h + l.down_proj.forward(activation(l.gate_proj.forward(x, options.routing), config_.hidden_act) *
-                                    l.up_proj.forward(x, options.routing),
-                                options.routing);
+    const LinearSlot* gate_up[] = {&l.gate_proj, &l.up_proj};
+    const std::vector<at::Tensor> g = LinearSlot::forward_shared_input(gate_up, x, options.routing);
+    h = h + l.down_proj.forward(activation(g[0], config_.hidden_act) * g[1], options.routing);
   }
   if (cache) cache->commit();
   return rms_norm(h, norm_, config_.rms_norm_eps);
