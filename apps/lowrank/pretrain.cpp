@@ -1,5 +1,6 @@
 // `lowrank pretrain --preset tiny|small --corpus NAME|PATH --out DIR [--steps N] [--resume]
-// [--seed S] [--optimizer NAME [--rank r --update-gap T --scale α --optimizer-options JSON]]`: tokenizer,
+// [--seed S] [--optimizer NAME [--rank r --update-gap T --scale α --optimizer-options JSON]]
+// [--parameterization NAME [--parameterization-options JSON]]`: tokenizer,
 // dataset, training from scratch, HF export and validation perplexity; see src/lowrank/train/pretrain.h and
 // docs/training.md.
 #include <cstdio>
@@ -43,14 +44,34 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--optimizer-options", *options_text,
                   "The low-rank optimizer's options as a JSON object, e.g. '{\"rank\": 64, \"projector\": "
                   "\"randomized_svd\"}'");
-  cmd->add_option("--rank", *rank, "Low-rank optimizer: projection rank r");
+  cmd->add_option("--rank", *rank,
+                  "Low-rank optimizer: projection rank r (with --parameterization and adamw: its rank)");
   cmd->add_option("--update-gap", *update_gap, "Low-rank optimizer: refresh the subspace every T steps");
   cmd->add_option("--scale", *scale, "Low-rank optimizer: scale alpha of the projected update");
-  return [o, out, options_text, rank, update_gap, scale, &global] {
+  // A low-rank weight parameterisation of the attention/MLP projections (`lowrank methods`).
+  auto param_options_text = std::make_shared<std::string>();
+  cmd->add_option("--parameterization", o->parameterization,
+                  "Train the attention/MLP weights through a low-rank parameterisation: lowrank, sltrain or "
+                  "relora (the exported model is dense)");
+  cmd->add_option("--parameterization-options", *param_options_text,
+                  "The parameterisation's options as a JSON object, e.g. '{\"rank\": 32, \"alpha\": 16, "
+                  "\"density\": 0.03}' (--rank sets its rank when the optimizer is adamw)");
+  return [o, out, options_text, param_options_text, rank, update_gap, scale, &global] {
     o->out = *out;
     if (!options_text->empty()) o->optimizer_options = parse_json(*options_text, "--optimizer-options");
     LR_CHECK(o->optimizer_options.is_object(), InvalidArgument,
              "--optimizer-options: expected a JSON object");
+    if (!param_options_text->empty())
+      o->parameterization_options = parse_json(*param_options_text, "--parameterization-options");
+    LR_CHECK(o->parameterization_options.is_object(), InvalidArgument,
+             "--parameterization-options: expected a JSON object");
+    LR_CHECK(!o->parameterization.empty() || o->parameterization_options.empty(), InvalidArgument,
+             "--parameterization-options needs --parameterization NAME");
+    // With a parameterisation and plain AdamW, --rank is the parameterisation's rank.
+    if (!o->parameterization.empty() && o->optimizer == "adamw" && *rank > 0) {
+      o->parameterization_options["rank"] = *rank;
+      *rank = 0;
+    }
     if (*rank > 0) o->optimizer_options["rank"] = *rank;
     if (*update_gap > 0) o->optimizer_options["update_gap"] = *update_gap;
     if (*scale > 0) o->optimizer_options["scale"] = *scale;

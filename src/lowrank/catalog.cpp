@@ -2,6 +2,7 @@
 
 #include "lowrank/adapt/adapter.h"
 #include "lowrank/optim/methods.h"
+#include "lowrank/train/parameterization.h"
 
 namespace lowrank {
 
@@ -12,7 +13,8 @@ std::vector<MethodFamily> method_families() {
       {"adapt", "adapters attached to linear slots (LoRA family, PEFT-compatible)", adapt::registry().list()},
       {"optim", "low-rank gradient optimizers (GaLore family): pretrain --optimizer NAME",
        optim::registry().list()},
-      {"parameterization", "low-rank weight parameterisations for training", {}},
+      {"parameterization", "low-rank weight parameterisations for training: pretrain --parameterization NAME",
+       train::parameterization_registry().list()},
       {"compress", "post-training compression (truncated/whitened SVD, low-rank + 4-bit)", {}},
       {"mix", "sequence mixers (attention approximations, long convolutions)", {}},
   };

@@ -9,34 +9,15 @@
 #include "lowrank/core/json.h"
 #include "lowrank/train/trainer.h"
 #include "tests/testing.h"
+#include "tests/train/trainer_testing.h"
 
 namespace lowrank::train {
 namespace {
 namespace fs = std::filesystem;
 
-nn::Model tiny_model(uint64_t seed) {
-  return testing::tiny_llama({}, seed);
-}
-
-// A learnable stream: a repeated pseudo-random pattern of 24 symbols.
-TokenStream pattern_stream(int64_t size) {
-  at::Tensor t = at::empty({size}, at::kLong);
-  for (int64_t i = 0; i < size; ++i) t[i] = (i * 7 + (i / 5) % 3) % 24;
-  return TokenStream::from_tensor(t);
-}
-
-TrainerConfig small_config() {
-  TrainerConfig c;
-  c.steps = 6;
-  c.batch_size = 2;
-  c.grad_accum = 2;
-  c.seq_len = 12;
-  c.lr = 3e-3;
-  c.min_lr = 3e-4;
-  c.warmup_steps = 2;
-  c.seed = 5;
-  return c;
-}
+using testing_support::pattern_stream;
+using testing_support::small_config;
+using testing_support::tiny_model;
 
 TEST(WindowSamplerTest, IsDeterministicAndResumable) {
   WindowSampler a(3, 100, 10), b(3, 100, 10);

@@ -1,6 +1,7 @@
 // AdamW (Loshchilov & Hutter, 2019, Algorithm 2) on the shared Adam core; see adamw.h.
 #include "lowrank/train/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "lowrank/core/error.h"
@@ -127,6 +128,50 @@ OrderedJson AdamW::memory() const {
     states += bytes(states_[i].exp_avg) + bytes(states_[i].exp_avg_sq);
   }
   return memory_json(weights, grads, states, 0);
+}
+
+}  // namespace lowrank::train
+
+namespace lowrank::train {
+
+void magnitude_prune_(at::Tensor& t, double ratio) {
+  at::NoGradGuard no_grad;
+  if (ratio <= 0 || t.numel() == 0) return;
+  if (ratio >= 1) {
+    t.zero_();
+    return;
+  }
+  const at::Tensor mag = t.abs().reshape({-1});
+  const int64_t k = std::max<int64_t>(
+      1, std::min<int64_t>(mag.numel(),
+                           static_cast<int64_t>(std::ceil(ratio * static_cast<double>(mag.numel())))));
+  const at::Tensor threshold = std::get<0>(mag.kthvalue(k));
+  t.mul_(t.abs().gt(threshold).to(t.scalar_type()));
+}
+
+void Optimizer::prune_state(const std::string& name, double ratio) {
+  std::vector<std::pair<std::string, at::Tensor>> state = state_tensors();
+  bool found = false;
+  for (auto& [n, t] : state) {
+    if (n == name + ".exp_avg" || n == name + ".exp_avg_sq") {
+      t = t.clone();
+      magnitude_prune_(t, ratio);
+      found = true;
+    }
+  }
+  LR_CHECK(found, NotFound, "optimizer: no Adam moments for parameter ", name, " to reset");
+  load_state(state, steps());
+}
+
+void AdamW::prune_state(const std::string& name, double ratio) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_[i].first != name) continue;
+    AdamState& s = states_[i];
+    if (s.exp_avg.defined()) magnitude_prune_(s.exp_avg, ratio);
+    if (s.exp_avg_sq.defined()) magnitude_prune_(s.exp_avg_sq, ratio);
+    return;
+  }
+  throw NotFound(str("optimizer: no parameter ", name, " to reset"));
 }
 
 }  // namespace lowrank::train

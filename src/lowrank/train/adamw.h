@@ -60,7 +60,18 @@ class Optimizer {
   // Bytes of the training state it accounts for: {"weights", "grads", "optimizer_states",
   // "projectors", "total"} (grads: those defined at the time of the call).
   virtual OrderedJson memory() const = 0;
+  // Zeroes the `ratio` fraction of smallest-magnitude entries of parameter `name`'s moment
+  // tensors ("<name>.exp_avg", "<name>.exp_avg_sq"; ratio 1: a full reset), keeping the step
+  // count: ReLoRA's partial optimizer reset at a restart. The default goes through
+  // state_tensors()/load_state(); AdamW prunes in place. Throws NotFound when the optimizer holds
+  // no such moments.
+  virtual void prune_state(const std::string& name, double ratio);
 };
+
+// Zeroes, in place, the `ratio` fraction of `t`'s entries with the smallest magnitude: entries
+// with |t| <= the k-th smallest |t|, k = ceil(ratio·numel), are zeroed (ReLoRA's
+// magnitude_pruning keeps |t| > quantile(|t|, ratio)). ratio <= 0: unchanged; ratio >= 1: all 0.
+void magnitude_prune_(at::Tensor& t, double ratio);
 
 // The memory() object from its four parts.
 OrderedJson memory_json(int64_t weights, int64_t grads, int64_t optimizer_states, int64_t projectors);
@@ -81,6 +92,7 @@ class AdamW final : public Optimizer {
   int64_t steps() const override { return steps_; }
   void load_state(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t steps) override;
   OrderedJson memory() const override;
+  void prune_state(const std::string& name, double ratio) override;
 
  private:
   std::vector<std::pair<std::string, at::Tensor>> params_;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <tuple>
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
@@ -15,6 +16,7 @@
 #include "lowrank/data/token_dataset.h"
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/optim/methods.h"
+#include "lowrank/train/parameterization.h"
 
 namespace lowrank::train {
 namespace fs = std::filesystem;
@@ -39,13 +41,33 @@ TrainerConfig trainer_preset(int64_t steps, int64_t batch, int64_t seq_len, doub
 }
 
 OrderedJson args_json(const PretrainOptions& o, const TrainerConfig& c) {
-  return OrderedJson{{"preset", o.preset},
-                     {"corpus", o.corpus},
-                     {"steps", c.steps},
-                     {"seed", o.seed},
-                     {"max_documents", o.max_documents},
-                     {"optimizer", o.optimizer},
-                     {"optimizer_options", o.optimizer_options}};
+  OrderedJson j{{"preset", o.preset},
+                {"corpus", o.corpus},
+                {"steps", c.steps},
+                {"seed", o.seed},
+                {"max_documents", o.max_documents},
+                {"optimizer", o.optimizer},
+                {"optimizer_options", o.optimizer_options}};
+  // Only when set, so that the cache key of dense runs stays as before.
+  if (!o.parameterization.empty()) {
+    j["parameterization"] = o.parameterization;
+    j["parameterization_options"] = o.parameterization_options;
+  }
+  return j;
+}
+
+// The (name, out, in) of the attention/MLP slots of a preset's model (num_kv_heads = num_heads).
+std::vector<std::tuple<std::string, int64_t, int64_t>> preset_target_slots(const PretrainPreset& p) {
+  std::vector<std::tuple<std::string, int64_t, int64_t>> out;
+  const int64_t h = p.hidden_size, f = p.intermediate_size;
+  for (int64_t i = 0; i < p.num_layers; ++i) {
+    const std::string a = str("model.layers.", i, ".self_attn."), m = str("model.layers.", i, ".mlp.");
+    for (const char* n : {"q_proj", "k_proj", "v_proj", "o_proj"}) out.emplace_back(a + n, h, h);
+    out.emplace_back(m + "gate_proj", f, h);
+    out.emplace_back(m + "up_proj", f, h);
+    out.emplace_back(m + "down_proj", h, f);
+  }
+  return out;
 }
 
 // The loss of the last line of a metrics.jsonl (0 when there is none).
@@ -120,6 +142,12 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   tc.optimizer_options = o.optimizer_options;
   // An unknown optimizer or option fails here, before the tokenizer and dataset stages run.
   if (tc.optimizer != "adamw") (void)optim::method_config(tc.optimizer, tc.optimizer_options);
+  tc.parameterization = o.parameterization;
+  tc.parameterization_options = o.parameterization_options;
+  // So does an unknown parameterisation, a bad option or a rank larger than a slot.
+  if (!tc.parameterization.empty())
+    check_parameterization(tc.parameterization, tc.parameterization_options, preset_target_slots(preset));
+  tc.validate();
   const OrderedJson args = args_json(o, tc);
   const fs::path summary_path = o.out / "pretrain.json";
   const fs::path model_dir = o.out / "model";
@@ -208,7 +236,9 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   }
   if (!r.finished) return s;
 
-  // 4. Export and validation perplexity.
+  // 4. Export and validation perplexity. A parameterised model is exported dense (W =
+  // dense_weight()): a plain HF model that eval and generate load unchanged.
+  densify(model);
   model.save(model_dir, at::kFloat);
   tokenizer.save(model_dir / "tokenizer.json");
   write_json_file(model_dir / "tokenizer_config.json",

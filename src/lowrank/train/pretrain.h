@@ -4,6 +4,7 @@
 //   2. the corpus tokenized into a token dataset with a validation split (data/prepare.h);
 //   3. the model (nn::Model::random with the preset's shape) trained by train() (trainer.h) on
 //      random windows of the train split;
+//      (with --parameterization, through factored attention/MLP weights, densified at the end);
 //   4. a Hugging Face directory written (config.json, model.safetensors, tokenizer.json,
 //      tokenizer_config.json, generation_config.json) and its validation perplexity measured
 //      (perplexity.h, non-overlapping windows of seq_len).
@@ -50,6 +51,10 @@ struct PretrainOptions {
   // The trainer's optimizer ("adamw" or a method of optim/) and its options (TrainerConfig).
   std::string optimizer = "adamw";
   Json optimizer_options = Json::object();
+  // A low-rank weight parameterisation (parameterization.h: lowrank, sltrain, relora) and its
+  // options; empty: dense. The exported model is dense either way (densify()).
+  std::string parameterization;
+  Json parameterization_options = Json::object();
 };
 
 struct PretrainSummary {

@@ -14,6 +14,7 @@
 #include "lowrank/core/random.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/optim/methods.h"
+#include "lowrank/train/parameterization.h"
 
 namespace lowrank::train {
 namespace fs = std::filesystem;
@@ -80,6 +81,10 @@ void write_checkpoint(const fs::path& run_dir, const TrainTarget& target, const 
     std::vector<NamedTensor> weights;
     for (const auto& [n, t] : target.params)
       weights.push_back({n, t.detach().to(at::kCPU, at::kFloat).contiguous()});
+    for (const auto& [n, t] : target.frozen) {
+      at::Tensor c = t.detach().to(at::kCPU);
+      weights.push_back({n, (c.is_floating_point() ? c.to(at::kFloat) : c).contiguous()});
+    }
     save_safetensors(tmp / target.weights_file, weights);
   }
   std::vector<NamedTensor> state;
@@ -146,19 +151,25 @@ at::Tensor lm_loss(const nn::Model& model, const at::Tensor& windows) {
 }
 
 OrderedJson TrainerConfig::to_json() const {
-  return OrderedJson{{"steps", steps},
-                     {"batch_size", batch_size},
-                     {"grad_accum", grad_accum},
-                     {"seq_len", seq_len},
-                     {"lr", lr},
-                     {"min_lr", min_lr},
-                     {"warmup_steps", warmup_steps},
-                     {"clip_norm", clip_norm},
-                     {"adam", adam.to_json()},
-                     {"optimizer", optimizer},
-                     {"optimizer_options", optimizer_options},
-                     {"seed", seed},
-                     {"checkpoint_every", checkpoint_every}};
+  OrderedJson j{{"steps", steps},
+                {"batch_size", batch_size},
+                {"grad_accum", grad_accum},
+                {"seq_len", seq_len},
+                {"lr", lr},
+                {"min_lr", min_lr},
+                {"warmup_steps", warmup_steps},
+                {"clip_norm", clip_norm},
+                {"adam", adam.to_json()},
+                {"optimizer", optimizer},
+                {"optimizer_options", optimizer_options},
+                {"seed", seed},
+                {"checkpoint_every", checkpoint_every}};
+  // Only when set, so that dense runs' trainer_state.json stays as before.
+  if (!parameterization.empty()) {
+    j["parameterization"] = parameterization;
+    j["parameterization_options"] = parameterization_options;
+  }
+  return j;
 }
 
 TrainerConfig TrainerConfig::from_json(const Json& j, std::string_view what) {
@@ -178,6 +189,12 @@ TrainerConfig TrainerConfig::from_json(const Json& j, std::string_view what) {
     LR_CHECK(c.optimizer_options.is_object(), InvalidArgument, what,
              ": \"optimizer_options\" must be an object");
   }
+  c.parameterization = json_get_or<std::string>(j, "parameterization", c.parameterization, what);
+  if (j.contains("parameterization_options") && !j.at("parameterization_options").is_null()) {
+    c.parameterization_options = j.at("parameterization_options");
+    LR_CHECK(c.parameterization_options.is_object(), InvalidArgument, what,
+             ": \"parameterization_options\" must be an object");
+  }
   c.seed = json_get_or<uint64_t>(j, "seed", c.seed, what);
   c.checkpoint_every = json_get_or<int64_t>(j, "checkpoint_every", c.checkpoint_every, what);
   c.validate();
@@ -195,6 +212,10 @@ void TrainerConfig::validate() const {
   LR_CHECK(checkpoint_every >= 0, InvalidArgument, "trainer: checkpoint_every must be >= 0, got ",
            checkpoint_every);
   LR_CHECK(stop_after >= 0, InvalidArgument, "trainer: stop_after must be >= 0, got ", stop_after);
+  LR_CHECK(parameterization.empty() || optimizer == "adamw", InvalidArgument, "trainer: parameterization ",
+           parameterization, " trains its factors with adamw, not optimizer ", optimizer);
+  LR_CHECK(parameterization_options.is_object(), InvalidArgument,
+           "trainer: parameterization_options must be a JSON object");
 }
 
 std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
@@ -223,6 +244,14 @@ std::unique_ptr<Optimizer> make_optimizer(std::vector<std::pair<std::string, at:
 
 TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig& config,
                   const fs::path& run_dir, bool resume) {
+  if (!config.parameterization.empty()) {
+    config.validate();
+    // A salt keeps the factor and support draws apart from the window sampler's stream.
+    AppliedParameterization applied =
+        apply_parameterization(model, config.parameterization, config.parameterization_options,
+                               splitmix64(config.seed ^ 0x5052414dull));
+    return train(model, applied.target, data, config, run_dir, resume);
+  }
   TrainTarget target = TrainTarget::whole_model(model);
   return train(model, target, data, config, run_dir, resume);
 }
@@ -257,6 +286,11 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
              InvalidArgument, "resume: ", what, " was written by optimizer ", saved.optimizer, " ",
              saved.optimizer_options.dump(), ", this run uses ", config.optimizer, " ",
              config.optimizer_options.dump());
+    LR_CHECK(saved.parameterization == config.parameterization &&
+                 saved.parameterization_options == config.parameterization_options,
+             InvalidArgument, "resume: ", what, " was written with parameterization \"",
+             saved.parameterization, "\" ", saved.parameterization_options.dump(), ", this run uses \"",
+             config.parameterization, "\" ", config.parameterization_options.dump());
     step = json_get<int64_t>(state, "step", what);
     tokens = json_get<int64_t>(state, "tokens", what);
     sampler.set_counter(json_get<uint64_t>(state, "sampler_counter", what));
@@ -268,6 +302,12 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
         LR_CHECK(t.sizes() == p.sizes(), Corruption, weights.path().string(), ": tensor ", name,
                  " has shape ", t.sizes(), ", the model's is ", p.sizes());
         p.copy_(t);
+      }
+      for (auto& [name, f] : target.frozen) {
+        at::Tensor t = weights.load(name);
+        LR_CHECK(t.sizes() == f.sizes(), Corruption, weights.path().string(), ": tensor ", name,
+                 " has shape ", t.sizes(), ", the model's is ", f.sizes());
+        f.copy_(t);
       }
     }
     const SafetensorsFile opt = SafetensorsFile::open(*checkpoint / "optimizer.safetensors");
@@ -288,7 +328,7 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
   ProgressBar bar(config.steps - step, "train");
   while (step < config.steps) {
     const auto t0 = std::chrono::steady_clock::now();
-    const double lr = schedule.at(step);
+    const double lr = schedule.at(step) * (target.lr_factor ? target.lr_factor(step) : 1.0);
     optimizer.zero_grad();
     if (target.before_step) target.before_step(step);
     double loss_sum = 0;
@@ -302,6 +342,7 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
     optimizer.step(lr);
     if (result.memory.is_null()) result.memory = optimizer.memory();  // gradients still held
     if (target.after_step) target.after_step(step, lr);
+    if (target.after_update) target.after_update(step, optimizer);
     ++step;
     tokens += tokens_per_step;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

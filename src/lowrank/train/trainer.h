@@ -8,6 +8,8 @@
 //   checkpoints/step-00000100/     config.json + model.safetensors (HF layout, float32),
 //                                  optimizer.safetensors (<param>.exp_avg / .exp_avg_sq),
 //                                  trainer_state.json (step, sampler counter, tokens, config)
+// With a parameterisation (parameterization.h) model.safetensors holds the trained factors and
+// the frozen state under `<slot>.<name>` instead (not an HF model until densify()).
 // A checkpoint is built in a temporary directory and renamed into place, then `latest` is
 // replaced atomically: a killed run leaves the previous checkpoint intact. Resuming restores
 // weights, optimizer moments, the step and the sampler counter (the only randomness), and drops
@@ -79,6 +81,11 @@ struct TrainerConfig {
   // optim::apply_options); the low-rank methods take their β, ε and decay from the options.
   std::string optimizer = "adamw";
   Json optimizer_options = Json::object();
+  // A low-rank weight parameterisation of the attention/MLP projections (parameterization.h:
+  // lowrank, sltrain, relora) with its options; empty: dense training. Applied by the
+  // whole-model train() overload; needs optimizer "adamw".
+  std::string parameterization;
+  Json parameterization_options = Json::object();
   uint64_t seed = 0;             // window sampler seed
   int64_t checkpoint_every = 0;  // write a checkpoint every N steps (0: only at the end)
   // Stop (without a checkpoint, as if killed) after this step; 0: run to the end. For testing
@@ -127,6 +134,16 @@ struct TrainTarget {
   // DyLoRA samples a rank, SoRA applies its proximal step. Optional.
   std::function<void(int64_t step)> before_step;
   std::function<void(int64_t step, double lr)> after_step;
+  // Tensors that are training state but not trained (ReLoRA's merged W0, SLTrain's support
+  // indices): written with `params` by the default checkpoint writer (floating point as float32,
+  // integers exactly) and restored on resume.
+  std::vector<std::pair<std::string, at::Tensor>> frozen;
+  // Called after each optimizer update (0-based step, after after_step) with the optimizer, so
+  // that it may change the model and the optimizer state: ReLoRA merges, re-initialises and
+  // prunes moments here. Optional.
+  std::function<void(int64_t step, Optimizer& optimizer)> after_update;
+  // A factor on the scheduled learning rate of a step (ReLoRA's jagged re-warmup). Optional.
+  std::function<double(int64_t step)> lr_factor;
 
   // Every tensor of `model` under its HF name, saved as an HF model directory.
   static TrainTarget whole_model(const nn::Model& model);
@@ -135,7 +152,10 @@ struct TrainTarget {
 // The newest complete checkpoint of a run directory (nullopt when none).
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& run_dir);
 
-// Trains `model` (its tensors get requires_grad) on `data` in place. With `resume` and a
+// Trains `model` (its tensors get requires_grad) on `data` in place. With
+// config.parameterization, the target slots are first parameterised (apply_parameterization,
+// seeded from config.seed) and stay so on return (densify() gives the dense model); the slots
+// must then be dense. With `resume` and a
 // checkpoint in `run_dir`, continues from it (the checkpoint's config must match for the
 // fields that shape the run: batch, accumulation, seq_len, seed); otherwise starts fresh
 // (metrics.jsonl truncated). Throws InvalidArgument for a bad config, Corruption for a damaged

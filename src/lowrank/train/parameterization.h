@@ -1,0 +1,116 @@
+// Low-rank weight parameterisations for training (issue 5, "Low-rank parameterisations"): the
+// 2-D attention/MLP projections of the decoder layers (q, k, v, o, gate, up, down) are trained
+// through a factored base operator instead of a dense W; embeddings, norms and the lm_head stay
+// dense and are trained as usual, as the papers do. Methods (one file pair each):
+//   lowrank  W = (α/r)·B·A                       (GaLore paper's "low-rank" baseline; lowrank_ba.h)
+//   sltrain  W = (α/r)·B·A + S, S on a fixed random support (Han et al., 2024; sltrain.h)
+//   relora   W = W0 + (α/r)·B·A, merged into W0 and restarted every T steps (Lialin et al., 2023;
+//            relora.h)
+// A parameterisation is a ParameterizedOperator swapped into each target LinearSlot
+// (replace_base). apply_parameterization returns the TrainTarget the trainer needs: the trainable
+// tensors (factors, S values, and every dense tensor outside the target slots), the frozen state
+// that checkpoints must carry (ReLoRA's W0, SLTrain's support indices) and the method's hooks.
+// After training, densify() turns the model back into a plain dense HF model (W = dense_weight()).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "lowrank/core/json.h"
+#include "lowrank/core/registry.h"
+#include "lowrank/nn/linear_slot.h"
+#include "lowrank/nn/model.h"
+#include "lowrank/train/trainer.h"
+
+namespace lowrank::train {
+
+// The options of every parameterisation (each method accepts the subset its MethodInfo lists).
+struct ParameterizationConfig {
+  int64_t rank = 128;            // r: inner dimension of B [out, r] · A [r, in]
+  double alpha = 32;             // α: the product is scaled by α/r
+  double density = 0.03;         // SLTrain δ: fraction of W's entries in the sparse support
+  int64_t reset_every = 5000;    // ReLoRA T: merge and restart every T optimizer steps
+  int64_t restart_warmup = 100;  // ReLoRA: steps of linear LR re-warmup after each restart
+  double prune_ratio = 0.99;     // ReLoRA: fraction of A's and B's Adam moments zeroed at a
+                                 // restart (smallest magnitudes first); 1 = full reset
+
+  double scale() const { return alpha / static_cast<double>(rank); }
+  OrderedJson to_json() const;
+};
+
+// A base operator whose tensors split into trained and frozen ones. tensors() is their union
+// (what Model::save writes, `<slot>.<name>`).
+class ParameterizedOperator : public nn::BaseOperator {
+ public:
+  // Tensors the optimizer updates, named relative to the slot.
+  virtual nn::NamedTensors trainable() const = 0;
+  // State that is not trained but must be checkpointed (indices, the merged W0).
+  virtual nn::NamedTensors frozen() const { return {}; }
+  nn::NamedTensors tensors() const override;
+};
+
+// What a parameterisation makes of one slot: (slot, config, seed) -> operator. The slot's
+// current (dense) base gives the shape, the dense init (ReLoRA's W0) and the bias.
+using ParameterizedFactory = std::function<std::shared_ptr<ParameterizedOperator>(
+    const nn::LinearSlot& slot, const ParameterizationConfig& config, uint64_t seed)>;
+
+// The hooks a method adds to the training loop (ReLoRA's merge-and-restart, jagged schedule),
+// given the operators it created (slot name, operator) and the config.
+struct ParameterizationHooks {
+  std::function<void(int64_t step, Optimizer& optimizer)> after_update;
+  std::function<double(int64_t step)> lr_factor;
+};
+using HooksFactory = std::function<ParameterizationHooks(
+    const std::vector<std::pair<std::string, std::shared_ptr<ParameterizedOperator>>>& operators,
+    const ParameterizationConfig& config, uint64_t seed)>;
+
+struct ParameterizationMethod {
+  ParameterizedFactory make;
+  HooksFactory hooks;  // optional
+};
+
+// The parameterisation methods (built-ins registered on first use). Thread-safe.
+const Registry<ParameterizationMethod>& parameterization_registry();
+void register_builtin_parameterizations(Registry<ParameterizationMethod>& registry);
+
+// The config of `method` with `options` (a JSON object) applied. Throws NotFound (listing the
+// known methods) for an unknown name, InvalidArgument for an option the method does not take
+// (listing those it takes) or a bad value.
+ParameterizationConfig parameterization_config(const std::string& method, const Json& options);
+
+// True for the slots a parameterisation replaces: the decoder layers' self_attn and mlp
+// projections (not lm_head).
+bool is_parameterized_slot(const std::string& slot_name);
+
+// Checks `method`/`options` against the target slots' shapes (name, out, in) before any work:
+// throws as parameterization_config, and InvalidArgument naming the slot when r > min(out, in).
+void check_parameterization(const std::string& method, const Json& options,
+                            const std::vector<std::tuple<std::string, int64_t, int64_t>>& slots);
+
+struct AppliedParameterization {
+  std::string method;
+  ParameterizationConfig config;
+  std::vector<std::pair<std::string, std::shared_ptr<ParameterizedOperator>>> operators;
+  // Trainable tensors (model order), frozen state and hooks; weights_file "model.safetensors"
+  // with the factor names (not an HF model: densify() gives that).
+  TrainTarget target;
+};
+
+// Replaces the base of every target slot of `model` by `method`'s operator (initialised from
+// `seed`). Throws as check_parameterization, and InvalidArgument when a target slot's base is
+// not dense (already parameterised or compressed) or holds adapters.
+AppliedParameterization apply_parameterization(nn::Model& model, const std::string& method,
+                                               const Json& options, uint64_t seed);
+
+// Replaces every non-dense base of `model` by a DenseOperator(dense_weight(), bias()) (detached
+// copies): the plain HF model a parameterised run exports.
+void densify(nn::Model& model);
+
+}  // namespace lowrank::train
