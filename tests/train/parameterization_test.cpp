@@ -4,7 +4,13 @@
 // ReLoRA's merge-and-restart keeps the model's function, zeroes B, draws a new A and prunes the
 // moments of A and B; training through each parameterisation lowers the loss and resumes
 // bitwise; the densified model is a plain HF model; bad names, options and ranks fail early
-// with messages that name the method, option or slot.
+// with messages that name the method, option or slot. SST: the operator is the SVD of the init,
+// the sampled vectors get the enhanced gradients, a step leaves the other vectors bitwise
+// unchanged, the re-SVD restores orthonormal factors and keeps the product. TRP: the regulariser
+// gradient is autograd of Σσ (svdvals), the truncation keeps the energy threshold and has rank k.
+// Maestro: forward at a cut-off is the truncated product, a step leaves the components beyond it
+// untouched, and a truncated model computes what training at that rank computed. Low-rank BA's
+// refactorisation keeps the product, balances the factors and zeroes every moment.
 #include <cmath>
 #include <filesystem>
 
@@ -15,10 +21,13 @@
 #include "lowrank/core/json.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/train/lowrank_ba.h"
+#include "lowrank/train/maestro.h"
 #include "lowrank/train/parameterization.h"
 #include "lowrank/train/relora.h"
 #include "lowrank/train/sltrain.h"
+#include "lowrank/train/sst.h"
 #include "lowrank/train/trainer.h"
+#include "lowrank/train/trp.h"
 #include "tests/testing.h"
 #include "tests/train/trainer_testing.h"
 
@@ -31,8 +40,13 @@ using testing_support::small_config;
 using testing_support::tiny_model;
 
 // Small options for the tiny model (hidden 16, intermediate 32): rank 4, ReLoRA restarting every
-// 3 steps with one step of re-warmup.
+// 3 steps with one step of re-warmup; SST re-SVD every 4 steps and a fresh draw every 2; TRP
+// pruning every 3 steps.
 Json small_options(const std::string& method) {
+  if (method == "sst")
+    return Json{{"rank", 4}, {"reset_every", 4}, {"resample_every", 2}, {"restart_warmup", 1}};
+  if (method == "trp") return Json{{"nuclear_weight", 1e-3}, {"energy", 0.98}, {"prune_every", 3}};
+  if (method == "maestro") return Json{{"rank", 4}};
   Json o{{"rank", 4}, {"alpha", 8}};
   if (method == "sltrain") o["density"] = 0.1;
   if (method == "relora") {
@@ -40,6 +54,13 @@ Json small_options(const std::string& method) {
     o["restart_warmup"] = 1;
   }
   return o;
+}
+
+// The name of one trained tensor of each operator in a checkpoint.
+std::string trained_name(const std::string& method) {
+  if (method == "sst") return "sst_u_active";
+  if (method == "trp") return "weight";
+  return "lowrank_a";
 }
 
 at::Tensor sample_ids(int64_t batch, int64_t len, uint64_t seed) {
@@ -106,10 +127,12 @@ TEST_P(ParameterizationMethodTest, TrainingLowersTheLossAndResumesBitwise) {
   // The checkpoint holds the factors (and the frozen state) under the slot names.
   const fs::path ckpt = *latest_checkpoint(straight_dir.path());
   const SafetensorsFile weights = SafetensorsFile::open(ckpt / "model.safetensors");
-  EXPECT_TRUE(weights.contains("model.layers.0.self_attn.q_proj.lowrank_a"));
-  EXPECT_TRUE(weights.contains("model.layers.1.mlp.down_proj.lowrank_b"));
+  EXPECT_TRUE(weights.contains("model.layers.0.self_attn.q_proj." + trained_name(method)));
+  EXPECT_TRUE(weights.contains("model.layers.1.mlp.down_proj." + trained_name(method)));
   EXPECT_EQ(weights.contains("model.layers.0.mlp.up_proj.sparse_indices"), method == "sltrain");
-  EXPECT_EQ(weights.contains("model.layers.0.mlp.up_proj.weight"), method == "relora");
+  EXPECT_EQ(weights.contains("model.layers.0.mlp.up_proj.weight"), method == "relora" || method == "trp");
+  EXPECT_EQ(weights.contains("model.layers.0.mlp.up_proj.sst_indices"), method == "sst");
+  EXPECT_EQ(weights.contains("model.layers.0.mlp.up_proj.sst_u"), method == "sst");
   EXPECT_TRUE(weights.contains("model.embed_tokens.weight"));
 
   {
@@ -151,12 +174,14 @@ TEST_P(ParameterizationMethodTest, DensifiedModelIsAPlainHfModel) {
   at::NoGradGuard no_grad;
   const at::Tensor ids = sample_ids(1, 7, 2);
   EXPECT_TRUE(at::equal(model.forward(ids), loaded.forward(ids)));
-  for (const auto& [name, t] : loaded.named_tensors())
+  for (const auto& [name, t] : loaded.named_tensors()) {
     EXPECT_EQ(name.find("lowrank"), std::string::npos) << name;
+    EXPECT_EQ(name.find("sst_"), std::string::npos) << name;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, ParameterizationMethodTest,
-                         ::testing::Values("lowrank", "sltrain", "relora"));
+                         ::testing::Values("lowrank", "sltrain", "relora", "sst", "trp", "maestro"));
 
 // The sparse part placed at (row, col) = (idx / in, idx % in) by index_put: an independent dense S.
 at::Tensor dense_sparse(const at::Tensor& indices, const at::Tensor& values, int64_t out, int64_t in) {
@@ -254,6 +279,42 @@ TEST(LowRankBaTest, InitialisationGivesNonZeroFactorsOfTheReferenceScale) {
   EXPECT_LE(op.b().abs().max().item<double>(), 1.0 / 2.0);              // U(±1/√r)
 }
 
+TEST(LowRankBaTest, RefactorisationKeepsTheProductBalancesTheFactorsAndResetsTheMoments) {
+  nn::Model model = tiny_model(8);
+  AppliedParameterization applied = apply_parameterization(
+      model, "lowrank", {{"rank", 4}, {"refactor_every", 2}, {"recovery_steps", 1}}, 3);
+  TrainTarget& target = applied.target;
+  ASSERT_TRUE(target.after_update && target.lr_factor);
+  for (auto& [n, p] : target.params) p.requires_grad_(true);
+  AdamW optimizer(target.params, AdamConfig{});
+  const TokenStream data = pattern_stream(200);
+  WindowSampler sampler(2, data.size, 9);
+  for (int64_t step = 0; step < 2; ++step) {
+    optimizer.zero_grad();
+    lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
+    optimizer.step(1e-2);
+    if (step == 0) target.after_update(step, optimizer);  // not a refactorisation step
+  }
+  const auto& op = dynamic_cast<const LowRankBaOperator&>(model.slot("model.layers.0.mlp.up_proj").base());
+  const at::Tensor w = op.dense_weight().detach().clone();
+  target.after_update(1, optimizer);
+  EXPECT_LT(testing::max_abs_diff(op.dense_weight(), w), 1e-5);
+  // Balanced: BᵀB = A Aᵀ = diag(σ_r) of B·A.
+  const at::Tensor s = at::linalg_svdvals(at::matmul(op.b(), op.a())).narrow(0, 0, 4);
+  EXPECT_LT(testing::max_abs_diff(at::matmul(op.b().t(), op.b()), at::diag(s)), 1e-5);
+  EXPECT_LT(testing::max_abs_diff(at::matmul(op.a(), op.a().t()), at::diag(s)), 1e-5);
+  for (const auto& [n, t] : optimizer.state_tensors()) EXPECT_EQ(t.abs().max().item<double>(), 0.0) << n;
+  EXPECT_EQ(target.lr_factor(1), 1.0);
+  EXPECT_DOUBLE_EQ(target.lr_factor(2), 0.001);
+  EXPECT_EQ(target.lr_factor(3), 1.0);
+  EXPECT_DOUBLE_EQ(refactor_lr_factor(12, 10, 4), 0.001 + 0.999 * 0.5);
+  EXPECT_THROW(parameterization_config("lowrank", {{"refactor_every", 5}, {"recovery_steps", 5}}),
+               InvalidArgument);
+  // Without the option: no hooks.
+  nn::Model plain = tiny_model(8);
+  EXPECT_FALSE(apply_parameterization(plain, "lowrank", {{"rank", 4}}, 3).target.after_update);
+}
+
 TEST(ReloraTest, MergeKeepsTheFunctionZeroesBAndPrunesTheMoments) {
   nn::Model model = tiny_model(6);
   const Json options{{"rank", 4}, {"reset_every", 2}, {"restart_warmup", 1}, {"prune_ratio", 0.75}};
@@ -322,6 +383,252 @@ TEST(ReloraTest, MagnitudePruneZeroesTheSmallestEntries) {
   EXPECT_EQ(v.sum().item<double>(), 4.0);
 }
 
+// ---- SST ----
+
+// Columns of `a` [n, d] equal to those of `b` bitwise at the positions where `same` is true.
+void expect_columns(const at::Tensor& a, const at::Tensor& b, const std::vector<bool>& same,
+                    const char* what) {
+  for (int64_t j = 0; j < a.size(1); ++j) {
+    const bool eq = at::equal(a.select(1, j), b.select(1, j));
+    EXPECT_EQ(eq, static_cast<bool>(same[static_cast<size_t>(j)])) << what << " column " << j;
+  }
+}
+
+TEST(SstTest, InitIsTheSvdAndForwardIsTheSpectralProduct) {
+  nn::Model model = tiny_model(3);
+  const at::Tensor w = model.slot("model.layers.0.mlp.up_proj").base().dense_weight().detach().clone();
+  apply_parameterization(model, "sst", {{"rank", 4}}, 5);
+  const auto& op = dynamic_cast<const SstOperator&>(model.slot("model.layers.0.mlp.up_proj").base());
+  EXPECT_EQ(op.sigma().numel(), 16);  // d = min(32, 16)
+  EXPECT_EQ(op.indices().numel(), 4);
+  EXPECT_LT(testing::max_abs_diff(op.dense_weight(), w), 1e-5);  // zero distortion at init
+  at::NoGradGuard no_grad;
+  // With the active vectors moved off the SVD, forward = x·(U diag(σ) Vᵀ)ᵀ of the full factors.
+  op.u_active().add_(at::randn(op.u_active().sizes(), at::detail::createCPUGenerator(1)) * 0.1);
+  op.v_active().add_(at::randn(op.v_active().sizes(), at::detail::createCPUGenerator(2)) * 0.1);
+  const at::Tensor x = at::randn({3, 16}, at::detail::createCPUGenerator(3));
+  const at::Tensor wd = at::matmul(op.full_u() * op.sigma(), op.full_v().t());
+  EXPECT_LT(testing::max_abs_diff(op.forward(x), at::matmul(x, wd.t())), 1e-5);
+  EXPECT_TRUE(at::equal(op.full_u().index_select(1, op.indices()), op.u_active()));
+}
+
+TEST(SstTest, SampledVectorsGetTheEnhancedGradients) {
+  const int64_t out = 7, in = 5;
+  auto gen = at::detail::createCPUGenerator(21);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  auto [u, s, vh] = at::linalg_svd(at::randn({out, in}, gen, f64), false);
+  const at::Tensor v = vh.t().contiguous();
+  const at::Tensor idx = at::tensor({3, 1}, at::kLong);
+  at::Tensor sigma = s.clone().requires_grad_(true);
+  at::Tensor ua = u.index_select(1, idx).requires_grad_(true),
+             va = v.index_select(1, idx).requires_grad_(true);
+  const SstOperator op(u.clone(), sigma, v.clone(), idx.clone(), ua, va);
+  const at::Tensor x = at::randn({2, 3, in}, gen, f64), g = at::randn({2, 3, out}, gen, f64);
+  const at::Tensor y = op.forward(x);
+  EXPECT_LT(testing::max_abs_diff(y, at::matmul(x, op.dense_weight().t())), 1e-12);
+  (y * g).sum().backward();
+  // G = ∂L/∂W = Σ gᵀx. σ_i: u_iᵀ G v_i for all i; U_I: G V_I and V_I: Gᵀ U_I, without σ_I.
+  const at::Tensor gw = at::matmul(g.reshape({-1, out}).t(), x.reshape({-1, in}));
+  EXPECT_LT(testing::max_abs_diff(sigma.grad(), (u * at::matmul(gw, v)).sum(0)), 1e-12);
+  EXPECT_LT(testing::max_abs_diff(ua.grad(), at::matmul(gw, v.index_select(1, idx))), 1e-12);
+  EXPECT_LT(testing::max_abs_diff(va.grad(), at::matmul(gw.t(), u.index_select(1, idx))), 1e-12);
+}
+
+TEST(SstTest, AStepChangesOnlyTheSampledVectorsAndReinitKeepsTheProduct) {
+  nn::Model model = tiny_model(6);
+  AppliedParameterization applied = apply_parameterization(
+      model, "sst", {{"rank", 3}, {"reset_every", 2}, {"resample_every", 1}, {"restart_warmup", 1}}, 4);
+  TrainTarget& target = applied.target;
+  ASSERT_TRUE(target.after_update && target.lr_factor);
+  for (const auto& [n, t] : target.params) EXPECT_FALSE(n.ends_with(".sst_u")) << n;
+  for (auto& [n, p] : target.params) p.requires_grad_(true);
+  AdamW optimizer(target.params, AdamConfig{});
+  const auto& op = dynamic_cast<const SstOperator&>(model.slot("model.layers.1.self_attn.o_proj").base());
+  const at::Tensor u0 = op.full_u(), v0 = op.full_v(), sigma0 = op.sigma().clone(),
+                   idx0 = op.indices().clone();
+  const TokenStream data = pattern_stream(200);
+  WindowSampler sampler(1, data.size, 9);
+  optimizer.zero_grad();
+  lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
+  optimizer.step(1e-2);
+  target.after_update(0, optimizer);  // renormalise, write back and draw a new subset
+  // The vectors trained in the step changed; the others are bitwise the same.
+  std::vector<bool> same(16, true);
+  for (int64_t i = 0; i < idx0.numel(); ++i) same[static_cast<size_t>(idx0[i].item<int64_t>())] = false;
+  expect_columns(op.full_u(), u0, same, "U");
+  expect_columns(op.full_v(), v0, same, "V");
+  EXPECT_GT((op.sigma() - sigma0).abs().min().item<double>(), 0.0);  // every σ trained
+  EXPECT_GE(op.sigma().min().item<double>(), 0.0);
+  for (int64_t i = 0; i < idx0.numel(); ++i) {  // renormalised
+    const int64_t j = idx0[i].item<int64_t>();
+    EXPECT_NEAR(op.full_u().select(1, j).norm().item<double>(), 1.0, 1e-6);
+  }
+  // The active moments were reset with the new draw.
+  for (const auto& [n, t] : optimizer.state_tensors())
+    if (n.find("sst_u_active") != std::string::npos) {
+      EXPECT_EQ(t.abs().max().item<double>(), 0.0) << n;
+    }
+
+  // Step 2 ends the round: re-SVD. The product is kept, U and V are orthonormal again.
+  optimizer.zero_grad();
+  lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
+  optimizer.step(1e-2);
+  op.project();  // as the hook does first (idempotent up to rounding)
+  const at::Tensor w_before = op.dense_weight().clone();
+  EXPECT_GT(testing::max_abs_diff(at::matmul(op.full_u().t(), op.full_u()), at::eye(16)), 1e-6);
+  target.after_update(1, optimizer);
+  const at::Tensor eye = at::eye(16);
+  EXPECT_LT(testing::max_abs_diff(op.dense_weight(), w_before), 1e-5);
+  EXPECT_LT(testing::max_abs_diff(at::matmul(op.full_u().t(), op.full_u()), eye), 1e-5);
+  EXPECT_LT(testing::max_abs_diff(at::matmul(op.full_v().t(), op.full_v()), eye), 1e-5);
+  EXPECT_TRUE(at::equal(std::get<0>(op.sigma().sort(0, /*descending=*/true)), op.sigma()));
+  EXPECT_EQ(target.lr_factor(2), 0.0);  // one step of re-warmup after the round
+  EXPECT_EQ(target.lr_factor(3), 1.0);
+}
+
+TEST(SstTest, SamplingFollowsTheSingularValues) {
+  // Only index 2 has weight: drawn every time.
+  for (uint64_t seed = 0; seed < 5; ++seed)
+    EXPECT_EQ(sst_sample(at::tensor({0.0, 0.0, 3.0, 0.0}), 1, seed).item<int64_t>(), 2);
+  // Fewer positive values than r: still r distinct indices, the positive ones among them.
+  const at::Tensor i = sst_sample(at::tensor({0.0, 1.0, 0.0, 0.0, 2.0}), 3, 7);
+  EXPECT_EQ(std::get<0>(at::_unique(i)).numel(), 3);
+  EXPECT_TRUE(i.eq(1).any().item<bool>() && i.eq(4).any().item<bool>());
+  // Frequencies follow σ: index 0 (σ = 9) is drawn far more often than index 1 (σ = 1).
+  int64_t zero = 0;
+  for (uint64_t seed = 0; seed < 200; ++seed)
+    zero += sst_sample(at::tensor({9.0, 1.0}), 1, seed).item<int64_t>() == 0;
+  EXPECT_GT(zero, 150);
+}
+
+// ---- TRP ----
+
+TEST(TrpTest, SubgradientIsAutogradOfTheSumOfSingularValues) {
+  auto gen = at::detail::createCPUGenerator(8);
+  at::Tensor w = at::randn({6, 4}, gen, at::TensorOptions().dtype(at::kDouble)).requires_grad_(true);
+  at::linalg_svdvals(w).sum().backward();
+  const at::Tensor sub = nuclear_norm_subgradient(w.detach());
+  EXPECT_LT(testing::max_abs_diff(sub, w.grad()), 1e-10);
+  auto [u, s, vh] = at::linalg_svd(w.detach(), false);
+  EXPECT_LT(testing::max_abs_diff(sub, at::matmul(u, vh)), 1e-10);
+  // A rank-2 matrix: only the two non-zero singular directions.
+  const at::Tensor low = at::matmul(at::randn({6, 2}, gen, at::kDouble), at::randn({2, 4}, gen, at::kDouble));
+  auto [ul, sl, vhl] = at::linalg_svd(low, false);
+  EXPECT_LT(testing::max_abs_diff(nuclear_norm_subgradient(low),
+                                  at::matmul(ul.narrow(1, 0, 2), vhl.narrow(0, 0, 2))),
+            1e-10);
+}
+
+TEST(TrpTest, TruncationKeepsTheEnergyThresholdAndHasRankK) {
+  auto gen = at::detail::createCPUGenerator(9);
+  const at::Tensor w = at::randn({8, 6}, gen, at::TensorOptions().dtype(at::kDouble));
+  const at::Tensor s = at::linalg_svdvals(w);
+  const at::Tensor cum = s.square().cumsum(0) / s.square().sum();
+  for (double e : {0.5, 0.9, 0.98}) {
+    auto [wk, k] = energy_truncate(w, e);
+    ASSERT_GE(k, 1);
+    EXPECT_GE(cum[k - 1].item<double>(), e);
+    if (k > 1) {
+      EXPECT_LT(cum[k - 2].item<double>(), e);  // the smallest such k
+    }
+    const at::Tensor sk = at::linalg_svdvals(wk);
+    EXPECT_LT(testing::max_abs_diff(sk.narrow(0, 0, k), s.narrow(0, 0, k)), 1e-10);
+    if (k < 6) {
+      EXPECT_LT(sk.narrow(0, k, 6 - k).max().item<double>(), 1e-10 * s[0].item<double>());
+    }
+  }
+  EXPECT_EQ(energy_rank(s, 1.0), 6);
+  EXPECT_EQ(energy_rank(at::zeros({3}), 0.9), 0);
+}
+
+TEST(TrpTest, HooksSeedTheRegulariserGradientAndPrune) {
+  nn::Model model = tiny_model(7);
+  AppliedParameterization applied =
+      apply_parameterization(model, "trp", {{"nuclear_weight", 0.5}, {"energy", 0.6}, {"prune_every", 2}}, 1);
+  TrainTarget& target = applied.target;
+  ASSERT_TRUE(target.before_step && target.after_update);
+  const auto& op = dynamic_cast<const TrpOperator&>(model.slot("model.layers.0.mlp.gate_proj").base());
+  target.before_step(0);
+  EXPECT_LT(testing::max_abs_diff(op.weight().grad(), 0.5 * nuclear_norm_subgradient(op.weight())), 1e-7);
+  AdamW optimizer(target.params, AdamConfig{});
+  const int64_t k = energy_rank(at::linalg_svdvals(op.weight().detach()), 0.6);
+  const at::Tensor before = op.weight().detach().clone();
+  target.after_update(0, optimizer);  // not a pruning step
+  EXPECT_TRUE(at::equal(op.weight(), before));
+  target.after_update(1, optimizer);
+  EXPECT_LT(k, 16);
+  const at::Tensor s = at::linalg_svdvals(op.weight().detach());
+  EXPECT_GT(s[k - 1].item<double>(), 1e-3);
+  EXPECT_LT(s.narrow(0, k, 16 - k).max().item<double>(), 1e-5);
+}
+
+// ---- Maestro ----
+
+TEST(MaestroTest, ForwardAtACutOffIsTheTruncatedProductAndTruncationIsNested) {
+  nn::Model model = tiny_model(2);
+  const at::Tensor w = model.slot("model.layers.0.mlp.down_proj").base().dense_weight().detach().clone();
+  apply_parameterization(model, "maestro", {{"rank", 4}}, 1);
+  const auto& op = dynamic_cast<const MaestroOperator&>(model.slot("model.layers.0.mlp.down_proj").base());
+  // Init: the best rank-4 approximation of the dense init.
+  auto [u, s, vh] = at::linalg_svd(w, false);
+  EXPECT_LT(testing::max_abs_diff(op.dense_weight(),
+                                  at::matmul(u.narrow(1, 0, 4) * s.narrow(0, 0, 4), vh.narrow(0, 0, 4))),
+            1e-5);
+  at::NoGradGuard no_grad;
+  const at::Tensor x = at::randn({2, 3, 32}, at::detail::createCPUGenerator(4));
+  for (int64_t b = 1; b <= 4; ++b) {
+    op.begin_step(b);
+    const at::Tensor y = op.forward(x);
+    const at::Tensor expected = at::matmul(x, at::matmul(op.b().narrow(1, 0, b), op.a().narrow(0, 0, b)).t());
+    EXPECT_LT(testing::max_abs_diff(y, expected), 1e-5) << b;
+    EXPECT_TRUE(at::equal(op.truncate(b)->forward(x), y)) << b;  // nested: cut model = training at b
+    op.end_step();
+    EXPECT_EQ(op.active_rank(), 4);
+  }
+}
+
+TEST(MaestroTest, AStepLeavesTheComponentsBeyondTheCutOffUntouched) {
+  nn::Model model = tiny_model(5);
+  AppliedParameterization applied = apply_parameterization(model, "maestro", {{"rank", 4}}, 2);
+  TrainTarget& target = applied.target;
+  ASSERT_TRUE(target.before_step && target.after_update);
+  for (auto& [n, p] : target.params) p.requires_grad_(true);
+  AdamW optimizer(target.params, AdamConfig{});  // weight decay 0.1 and momentum would move them
+  const TokenStream data = pattern_stream(200);
+  WindowSampler sampler(3, data.size, 9);
+  int64_t cut = 0;
+  for (int64_t step = 0; step < 3; ++step) {
+    target.before_step(step);
+    std::vector<at::Tensor> b0, a0;
+    std::vector<int64_t> cutoff;
+    for (const auto& [name, o] : applied.operators) {
+      const auto& op = dynamic_cast<const MaestroOperator&>(*o);
+      b0.push_back(op.b().clone());
+      a0.push_back(op.a().clone());
+      cutoff.push_back(op.active_rank());
+    }
+    optimizer.zero_grad();
+    lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
+    optimizer.step(1e-2);
+    target.after_update(step, optimizer);
+    for (size_t i = 0; i < applied.operators.size(); ++i) {
+      const auto& op = dynamic_cast<const MaestroOperator&>(*applied.operators[i].second);
+      const int64_t b = cutoff[i];
+      EXPECT_EQ(op.active_rank(), 4);
+      EXPECT_FALSE(at::equal(op.b().narrow(1, 0, b), b0[i].narrow(1, 0, b))) << i;
+      EXPECT_TRUE(at::equal(op.b().narrow(1, b, 4 - b), b0[i].narrow(1, b, 4 - b))) << i;
+      EXPECT_TRUE(at::equal(op.a().narrow(0, b, 4 - b), a0[i].narrow(0, b, 4 - b))) << i;
+      cut += b < 4;
+    }
+  }
+  EXPECT_GT(cut, 0);  // some steps did cut
+  EXPECT_EQ(maestro_cutoff(7, 3, 2, 4), maestro_cutoff(7, 3, 2, 4));
+  for (int64_t step = 0; step < 50; ++step) {
+    const int64_t b = maestro_cutoff(7, step, 1, 4);
+    EXPECT_TRUE(b >= 1 && b <= 4) << b;
+  }
+}
+
 TEST(ParameterizationTest, BadInputFailsWithAClearError) {
   using testing::error_of;
   EXPECT_THROW(parameterization_config("nope", Json::object()), NotFound);
@@ -339,12 +646,21 @@ TEST(ParameterizationTest, BadInputFailsWithAClearError) {
                InvalidArgument);
   EXPECT_THROW(parameterization_config("relora", {{"prune_ratio", 1.5}}), InvalidArgument);
   EXPECT_THROW(parameterization_config("lowrank", Json::array()), InvalidArgument);
+  EXPECT_THROW(parameterization_config("sst", {{"alpha", 8}}), InvalidArgument);
+  EXPECT_THROW(parameterization_config("sst", {{"resample_every", -1}}), InvalidArgument);
+  EXPECT_THROW(parameterization_config("trp", {{"rank", 4}}), InvalidArgument);
+  EXPECT_THROW(parameterization_config("trp", {{"energy", 0.0}}), InvalidArgument);
+  EXPECT_THROW(parameterization_config("trp", {{"energy", 1.5}}), InvalidArgument);
+  EXPECT_THROW(parameterization_config("trp", {{"prune_every", 0}}), InvalidArgument);
+  EXPECT_THROW(parameterization_config("trp", {{"nuclear_weight", -1.0}}), InvalidArgument);
 
   nn::Model model = tiny_model(1);
   const std::string too_big = error_of([&] { apply_parameterization(model, "lowrank", {{"rank", 17}}, 0); });
   EXPECT_NE(too_big.find("model.layers.0.self_attn.q_proj"), std::string::npos) << too_big;
   EXPECT_NE(too_big.find("rank 17"), std::string::npos) << too_big;
   for (const nn::LinearSlot* s : model.slots()) EXPECT_EQ(s->base().kind(), "dense");  // nothing applied
+  EXPECT_THROW(apply_parameterization(model, "sst", {{"rank", 17}}, 0), InvalidArgument);
+  EXPECT_THROW(apply_parameterization(model, "maestro", {{"rank", 17}}, 0), InvalidArgument);
   apply_parameterization(model, "lowrank", {{"rank", 4}}, 0);
   EXPECT_THROW(apply_parameterization(model, "sltrain", {{"rank", 4}}, 0), InvalidArgument);
 
@@ -359,7 +675,7 @@ TEST(ParameterizationTest, MethodsAreListedInTheCatalog) {
     if (f.name != "parameterization") continue;
     std::vector<std::string> names;
     for (const MethodInfo& m : f.methods) names.push_back(m.name);
-    EXPECT_EQ(names, (std::vector<std::string>{"lowrank", "relora", "sltrain"}));
+    EXPECT_EQ(names, (std::vector<std::string>{"lowrank", "maestro", "relora", "sltrain", "sst", "trp"}));
     return;
   }
   FAIL() << "no parameterization family";

@@ -2,6 +2,7 @@
 #include "lowrank/train/lowrank_ba.h"
 
 #include "lowrank/core/error.h"
+#include "lowrank/core/log.h"
 #include "lowrank/train/parameterization_internal.h"
 
 namespace lowrank::train {
@@ -43,18 +44,69 @@ at::Tensor LowRankBaOperator::dense_weight() const {
   return at::matmul(b_, a_) * scale_;
 }
 
+void LowRankBaOperator::refactor() const {
+  at::NoGradGuard no_grad;
+  const int64_t r = a_.size(0);
+  auto [u, s, vh] = at::linalg_svd(at::matmul(b_, a_), /*full_matrices=*/false);
+  const at::Tensor root = s.narrow(0, 0, r).sqrt();
+  b_.copy_(u.narrow(1, 0, r) * root);
+  a_.copy_(vh.narrow(0, 0, r) * root.unsqueeze(1));
+}
+
+double refactor_lr_factor(int64_t step, int64_t every, int64_t recovery_steps) {
+  if (every <= 0 || recovery_steps <= 0 || step < every) return 1.0;
+  const int64_t since = step % every;
+  if (since >= recovery_steps) return 1.0;
+  return 0.001 + 0.999 * static_cast<double>(since) / static_cast<double>(recovery_steps);
+}
+
+namespace {
+
+ParameterizationHooks lowrank_hooks(
+    const std::vector<std::pair<std::string, std::shared_ptr<ParameterizedOperator>>>& operators,
+    const ParameterizationConfig& config, uint64_t) {
+  ParameterizationHooks hooks;
+  const int64_t every = config.refactor_every, recovery = config.recovery_steps;
+  if (every <= 0) return hooks;
+  std::vector<std::shared_ptr<const LowRankBaOperator>> ops;
+  for (const auto& [name, op] : operators) {
+    auto l = std::dynamic_pointer_cast<const LowRankBaOperator>(op);
+    LR_CHECK(l != nullptr, InternalError, "lowrank: slot ", name, " does not hold a lowrank operator");
+    ops.push_back(std::move(l));
+  }
+  hooks.after_update = [ops, every](int64_t step, Optimizer& optimizer) {
+    if ((step + 1) % every != 0) return;
+    for (const auto& op : ops) op->refactor();
+    // Momentum reset: every parameter's moments, as a rebuilt optimizer.
+    const std::string suffix = ".exp_avg";
+    for (const auto& [n, t] : optimizer.state_tensors())
+      if (n.ends_with(suffix)) optimizer.prune_state(n.substr(0, n.size() - suffix.size()), 1.0);
+    log::debug("lowrank: refactorised ", ops.size(), " slots and reset the moments after step ", step + 1);
+  };
+  hooks.lr_factor = [every, recovery](int64_t step) { return refactor_lr_factor(step, every, recovery); };
+  return hooks;
+}
+
+}  // namespace
+
 void register_lowrank_ba(Registry<ParameterizationMethod>& registry) {
   registry.add(
       {.name = "lowrank",
        .summary = "plain low-rank W = (alpha/r) B A, both factors trained from scratch (baseline)",
        .paper = "Zhao et al., 2024, arXiv:2403.03507 (GaLore, Table 2 'Low-Rank' baseline)",
-       .options = {{"rank", "r, inner dimension of B A (default 128)"},
-                   {"alpha", "alpha: the product is scaled by alpha/r (default 32)"}}},
+       .options =
+           {{"rank", "r, inner dimension of B A (default 128)"},
+            {"alpha", "alpha: the product is scaled by alpha/r (default 32)"},
+            {"refactor_every",
+             "K: every K steps re-split B A through its SVD and zero all Adam moments (Glentis et al., "
+             "2025, arXiv:2505.22922); 0 = off (default 0)"},
+            {"recovery_steps",
+             "steps of linear LR ramp from 0.001x after each refactorisation (default 10)"}}},
       {.make =
            [](const nn::LinearSlot& slot, const ParameterizationConfig& config, uint64_t seed) {
              return std::shared_ptr<ParameterizedOperator>(LowRankBaOperator::init(slot, config, seed));
            },
-       .hooks = nullptr});
+       .hooks = lowrank_hooks});
 }
 
 }  // namespace lowrank::train

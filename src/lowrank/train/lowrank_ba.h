@@ -9,6 +9,16 @@
 // α/r ≤ 1, as in the reference).
 // Deviation: a bias of the slot (q/k/v bias of Qwen2-style models) is kept and trained; the
 // reference drops it (Llama has none).
+// Option `refactor_every` = K > 0 adds the weight refactorisation + momentum reset of Glentis et
+// al., 2025, "Scalable Parameter and Memory Efficient Pretraining for LLM: Recipes, Insights and
+// Tricks", arXiv:2505.22922 (code OptimAI-Lab/Memory_Efficient_Pretraining,
+// splora_model.py::merge_and_reinit): after the update of steps K, 2K, … each slot's B·A is
+// re-split through its SVD, B ← U_r·diag(√σ_r), A ← diag(√σ_r)·V_rᵀ (the product, hence the
+// model, is unchanged; the factors are rebalanced), every Adam moment of the run is zeroed (the
+// reference rebuilds the optimizer), and the learning rate of the next `recovery_steps` steps
+// ramps linearly from 0.001× to the scheduled one (its cosine_quick_recovery scheduler).
+// Deviation: the Adam step count (bias correction) keeps running, where a rebuilt optimizer
+// restarts it.
 #pragma once
 
 #include <memory>
@@ -37,12 +47,19 @@ class LowRankBaOperator final : public ParameterizedOperator {
   const at::Tensor& b() const { return b_; }
   double scale() const { return scale_; }
 
+  // B ← U_r √σ_r, A ← √σ_r V_rᵀ from the SVD of B·A (file comment); in place, without autograd.
+  void refactor() const;
+
  private:
   at::Tensor b_;  // [out, r]
   at::Tensor a_;  // [r, in]
   double scale_;  // α/r
   at::Tensor bias_;
 };
+
+// The learning-rate factor of 0-based `step` after the refactorisations every `every` steps:
+// 0.001 + 0.999·j/recovery_steps for the j < recovery_steps steps after each, 1 otherwise.
+double refactor_lr_factor(int64_t step, int64_t every, int64_t recovery_steps);
 
 void register_lowrank_ba(Registry<ParameterizationMethod>& registry);
 

@@ -12,9 +12,12 @@
 #include "lowrank/core/error.h"
 #include "lowrank/core/random.h"
 #include "lowrank/train/lowrank_ba.h"
+#include "lowrank/train/maestro.h"
 #include "lowrank/train/parameterization_internal.h"
 #include "lowrank/train/relora.h"
 #include "lowrank/train/sltrain.h"
+#include "lowrank/train/sst.h"
+#include "lowrank/train/trp.h"
 
 namespace lowrank::train {
 
@@ -44,7 +47,13 @@ OrderedJson ParameterizationConfig::to_json() const {
                      {"density", density},
                      {"reset_every", reset_every},
                      {"restart_warmup", restart_warmup},
-                     {"prune_ratio", prune_ratio}};
+                     {"prune_ratio", prune_ratio},
+                     {"resample_every", resample_every},
+                     {"nuclear_weight", nuclear_weight},
+                     {"energy", energy},
+                     {"prune_every", prune_every},
+                     {"refactor_every", refactor_every},
+                     {"recovery_steps", recovery_steps}};
 }
 
 nn::NamedTensors ParameterizedOperator::tensors() const {
@@ -57,6 +66,9 @@ void register_builtin_parameterizations(Registry<ParameterizationMethod>& regist
   register_lowrank_ba(registry);
   register_sltrain(registry);
   register_relora(registry);
+  register_sst(registry);
+  register_trp(registry);
+  register_maestro(registry);
 }
 
 const Registry<ParameterizationMethod>& parameterization_registry() {
@@ -85,6 +97,12 @@ ParameterizationConfig parameterization_config(const std::string& method, const 
   c.reset_every = json_get_or<int64_t>(options, "reset_every", c.reset_every, what);
   c.restart_warmup = json_get_or<int64_t>(options, "restart_warmup", c.restart_warmup, what);
   c.prune_ratio = json_get_or<double>(options, "prune_ratio", c.prune_ratio, what);
+  c.resample_every = json_get_or<int64_t>(options, "resample_every", c.resample_every, what);
+  c.nuclear_weight = json_get_or<double>(options, "nuclear_weight", c.nuclear_weight, what);
+  c.energy = json_get_or<double>(options, "energy", c.energy, what);
+  c.prune_every = json_get_or<int64_t>(options, "prune_every", c.prune_every, what);
+  c.refactor_every = json_get_or<int64_t>(options, "refactor_every", c.refactor_every, what);
+  c.recovery_steps = json_get_or<int64_t>(options, "recovery_steps", c.recovery_steps, what);
   LR_CHECK(c.rank >= 1, InvalidArgument, what, ": rank must be >= 1, got ", c.rank);
   LR_CHECK(std::isfinite(c.alpha) && c.alpha > 0, InvalidArgument, what, ": alpha must be > 0, got ",
            c.alpha);
@@ -95,6 +113,18 @@ ParameterizationConfig parameterization_config(const std::string& method, const 
            ": restart_warmup must be in [0, reset_every = ", c.reset_every, "), got ", c.restart_warmup);
   LR_CHECK(c.prune_ratio >= 0 && c.prune_ratio <= 1, InvalidArgument, what,
            ": prune_ratio must be in [0, 1], got ", c.prune_ratio);
+  LR_CHECK(c.resample_every >= 0, InvalidArgument, what, ": resample_every must be >= 0, got ",
+           c.resample_every);
+  LR_CHECK(std::isfinite(c.nuclear_weight) && c.nuclear_weight >= 0, InvalidArgument, what,
+           ": nuclear_weight must be >= 0, got ", c.nuclear_weight);
+  LR_CHECK(c.energy > 0 && c.energy <= 1, InvalidArgument, what, ": energy must be in (0, 1], got ",
+           c.energy);
+  LR_CHECK(c.prune_every >= 1, InvalidArgument, what, ": prune_every must be >= 1, got ", c.prune_every);
+  LR_CHECK(c.refactor_every >= 0, InvalidArgument, what, ": refactor_every must be >= 0, got ",
+           c.refactor_every);
+  LR_CHECK(c.recovery_steps >= 0 && (c.refactor_every == 0 || c.recovery_steps < c.refactor_every),
+           InvalidArgument, what, ": recovery_steps must be in [0, refactor_every = ", c.refactor_every,
+           "), got ", c.recovery_steps);
   return c;
 }
 
@@ -106,9 +136,13 @@ bool is_parameterized_slot(const std::string& slot_name) {
 void check_parameterization(const std::string& method, const Json& options,
                             const std::vector<std::tuple<std::string, int64_t, int64_t>>& slots) {
   const ParameterizationConfig c = parameterization_config(method, options);
+  const MethodInfo& info = parameterization_registry().info(method);
+  const bool takes_rank =
+      std::any_of(info.options.begin(), info.options.end(), [](const auto& o) { return o.first == "rank"; });
   for (const auto& [name, out, in] : slots) {
-    LR_CHECK(c.rank <= std::min(out, in), InvalidArgument, "parameterization ", method, ": rank ", c.rank,
-             " exceeds min(out, in) = ", std::min(out, in), " of slot ", name, " [", out, " x ", in, "]");
+    LR_CHECK(!takes_rank || c.rank <= std::min(out, in), InvalidArgument, "parameterization ", method,
+             ": rank ", c.rank, " exceeds min(out, in) = ", std::min(out, in), " of slot ", name, " [", out,
+             " x ", in, "]");
     if (method == "sltrain")
       LR_CHECK(static_cast<int64_t>(std::floor(c.density * static_cast<double>(out * in))) >= 1,
                InvalidArgument, "parameterization sltrain: density ", c.density,
@@ -158,6 +192,7 @@ AppliedParameterization apply_parameterization(nn::Model& model, const std::stri
   if (m.hooks) {
     ParameterizationHooks hooks =
         m.hooks(applied.operators, applied.config, detail::derive_seed(seed, targets.size()));
+    applied.target.before_step = std::move(hooks.before_step);
     applied.target.after_update = std::move(hooks.after_update);
     applied.target.lr_factor = std::move(hooks.lr_factor);
   }

@@ -2,10 +2,16 @@
 // 2-D attention/MLP projections of the decoder layers (q, k, v, o, gate, up, down) are trained
 // through a factored base operator instead of a dense W; embeddings, norms and the lm_head stay
 // dense and are trained as usual, as the papers do. Methods (one file pair each):
-//   lowrank  W = (α/r)·B·A                       (GaLore paper's "low-rank" baseline; lowrank_ba.h)
+//   lowrank  W = (α/r)·B·A                       (GaLore paper's "low-rank" baseline; lowrank_ba.h),
+//            optionally with Glentis et al.'s (2025) refactorisation + momentum reset
 //   sltrain  W = (α/r)·B·A + S, S on a fixed random support (Han et al., 2024; sltrain.h)
 //   relora   W = W0 + (α/r)·B·A, merged into W0 and restarted every T steps (Lialin et al., 2023;
 //            relora.h)
+//   sst      W = U·diag(σ)·Vᵀ, all σ trained, r singular vectors sampled ∝ σ trained, re-SVD every
+//            T steps (Zhao et al., 2024; sst.h)
+//   trp      dense W + λ·‖W‖_* (subgradient U Vᵀ), energy-threshold SVD truncation every m steps
+//            (Xu et al., 2019; trp.h)
+//   maestro  W = B·A with ordered dropout over the rank (Horváth et al., 2024; maestro.h)
 // A parameterisation is a ParameterizedOperator swapped into each target LinearSlot
 // (replace_base). apply_parameterization returns the TrainTarget the trainer needs: the trainable
 // tensors (factors, S values, and every dense tensor outside the target slots), the frozen state
@@ -40,6 +46,14 @@ struct ParameterizationConfig {
   int64_t restart_warmup = 100;  // ReLoRA: steps of linear LR re-warmup after each restart
   double prune_ratio = 0.99;     // ReLoRA: fraction of A's and B's Adam moments zeroed at a
                                  // restart (smallest magnitudes first); 1 = full reset
+  int64_t resample_every = 0;    // SST: steps between fresh samples of the trained singular
+                                 // vectors; 0 = once per round (at each re-SVD, every reset_every)
+  double nuclear_weight = 1e-4;  // TRP λ: weight of the nuclear-norm regulariser λ·‖W‖_*
+  double energy = 0.98;          // TRP e: keep the smallest k with Σ_{i<=k} σ_i² >= e·Σ σ_i²
+  int64_t prune_every = 20;      // TRP m: truncate every m optimizer steps
+  int64_t refactor_every = 0;    // lowrank: re-split B·A by SVD and reset moments every K steps
+                                 // (0: off)
+  int64_t recovery_steps = 10;   // lowrank: LR ramp from 0.001× after each refactorisation
 
   double scale() const { return alpha / static_cast<double>(rank); }
   OrderedJson to_json() const;
@@ -61,9 +75,11 @@ class ParameterizedOperator : public nn::BaseOperator {
 using ParameterizedFactory = std::function<std::shared_ptr<ParameterizedOperator>(
     const nn::LinearSlot& slot, const ParameterizationConfig& config, uint64_t seed)>;
 
-// The hooks a method adds to the training loop (ReLoRA's merge-and-restart, jagged schedule),
+// The hooks a method adds to the training loop (ReLoRA's merge-and-restart, jagged schedule;
+// TRP's regulariser gradient and Maestro's cut-off rank in before_step),
 // given the operators it created (slot name, operator) and the config.
 struct ParameterizationHooks {
+  std::function<void(int64_t step)> before_step;  // before the step's forward passes
   std::function<void(int64_t step, Optimizer& optimizer)> after_update;
   std::function<double(int64_t step)> lr_factor;
 };
@@ -90,7 +106,8 @@ ParameterizationConfig parameterization_config(const std::string& method, const 
 bool is_parameterized_slot(const std::string& slot_name);
 
 // Checks `method`/`options` against the target slots' shapes (name, out, in) before any work:
-// throws as parameterization_config, and InvalidArgument naming the slot when r > min(out, in).
+// throws as parameterization_config, and InvalidArgument naming the slot when r > min(out, in)
+// (for the methods that take a rank).
 void check_parameterization(const std::string& method, const Json& options,
                             const std::vector<std::tuple<std::string, int64_t, int64_t>>& slots);
 

@@ -1,5 +1,5 @@
-// Helpers shared by the parameterisation methods (lowrank_ba, sltrain, relora); not for other
-// modules.
+// Helpers shared by the parameterisation methods (lowrank_ba, sltrain, relora, sst, trp, maestro); not for
+// other modules.
 #pragma once
 
 #include <cstdint>

@@ -77,12 +77,12 @@ struct TrainerConfig {
   int64_t warmup_steps = 10;  // linear warmup steps
   double clip_norm = 1.0;     // global gradient-norm clip (<= 0: off)
   AdamConfig adam;            // AdamW settings
-  // "adamw", or a method of optim/ (galore, fira, frugal, dct) with its options (a JSON object,
+  // "adamw", or a method of optim/ (galore, fira, frugal, dct, gradnormlorp) with its options (a JSON object,
   // optim::apply_options); the low-rank methods take their β, ε and decay from the options.
   std::string optimizer = "adamw";
   Json optimizer_options = Json::object();
   // A low-rank weight parameterisation of the attention/MLP projections (parameterization.h:
-  // lowrank, sltrain, relora) with its options; empty: dense training. Applied by the
+  // lowrank, sltrain, relora, sst, trp, maestro) with its options; empty: dense training. Applied by the
   // whole-model train() overload; needs optimizer "adamw".
   std::string parameterization;
   Json parameterization_options = Json::object();

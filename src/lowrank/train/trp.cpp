@@ -1,0 +1,123 @@
+// Trained Rank Pruning: nuclear-norm regularisation and periodic energy truncation; see trp.h.
+#include "lowrank/train/trp.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "lowrank/core/error.h"
+#include "lowrank/core/log.h"
+
+namespace lowrank::train {
+
+TrpOperator::TrpOperator(at::Tensor weight, at::Tensor bias)
+    : weight_(std::move(weight)), bias_(std::move(bias)) {
+  LR_CHECK(weight_.dim() == 2, InvalidArgument, "trp: need W [out, in], got ", weight_.sizes());
+  LR_CHECK(!bias_.defined() || (bias_.dim() == 1 && bias_.size(0) == weight_.size(0)), InvalidArgument,
+           "trp: bias of shape ", bias_.sizes(), " for ", weight_.size(0), " outputs");
+}
+
+std::shared_ptr<TrpOperator> TrpOperator::init(const nn::LinearSlot& slot, const ParameterizationConfig&,
+                                               uint64_t) {
+  // The dense init itself (a copy, so that the slot's old base is not trained through).
+  at::Tensor bias = slot.base().bias();
+  return std::make_shared<TrpOperator>(slot.base().dense_weight().detach().clone(),
+                                       bias.defined() ? bias.detach() : bias);
+}
+
+nn::NamedTensors TrpOperator::trainable() const {
+  nn::NamedTensors out{{"weight", weight_}};
+  if (bias_.defined()) out.emplace_back("bias", bias_);
+  return out;
+}
+
+at::Tensor nuclear_norm_subgradient(const at::Tensor& w) {
+  LR_CHECK(w.dim() == 2, InvalidArgument, "nuclear_norm_subgradient: need a matrix, got ", w.sizes());
+  auto [u, s, vh] = at::linalg_svd(w.detach(), /*full_matrices=*/false);
+  const double smax = s.numel() > 0 ? s.max().item<double>() : 0.0;
+  const double eps = w.scalar_type() == at::kDouble ? std::numeric_limits<double>::epsilon()
+                                                    : std::numeric_limits<float>::epsilon();
+  const double tol = static_cast<double>(std::max(w.size(0), w.size(1))) * eps * smax;
+  const int64_t k = s.gt(tol).sum().item<int64_t>();
+  return at::matmul(u.narrow(1, 0, k), vh.narrow(0, 0, k));
+}
+
+int64_t energy_rank(const at::Tensor& sigma, double energy) {
+  const at::Tensor e = sigma.detach().to(at::kCPU, at::kDouble).square();
+  const double total = e.sum().item<double>();
+  if (total <= 0) return 0;
+  const at::Tensor cum = e.cumsum(0);
+  const auto* c = cum.data_ptr<double>();
+  for (int64_t k = 0; k < cum.numel(); ++k)
+    if (c[k] >= energy * total) return k + 1;
+  return cum.numel();
+}
+
+std::pair<at::Tensor, int64_t> energy_truncate(const at::Tensor& w, double energy) {
+  LR_CHECK(w.dim() == 2, InvalidArgument, "energy_truncate: need a matrix, got ", w.sizes());
+  auto [u, s, vh] = at::linalg_svd(w.detach(), /*full_matrices=*/false);
+  const int64_t k = energy_rank(s, energy);
+  return {at::matmul(u.narrow(1, 0, k) * s.narrow(0, 0, k), vh.narrow(0, 0, k)), k};
+}
+
+void TrpOperator::seed_regularizer_grad(double nuclear_weight) const {
+  at::NoGradGuard no_grad;
+  weight_.mutable_grad() = nuclear_norm_subgradient(weight_).mul_(nuclear_weight);
+}
+
+int64_t TrpOperator::prune(double energy) const {
+  at::NoGradGuard no_grad;
+  auto [w, k] = energy_truncate(weight_, energy);
+  weight_.copy_(w);
+  return k;
+}
+
+namespace {
+
+ParameterizationHooks trp_hooks(
+    const std::vector<std::pair<std::string, std::shared_ptr<ParameterizedOperator>>>& operators,
+    const ParameterizationConfig& config, uint64_t) {
+  std::vector<std::shared_ptr<const TrpOperator>> ops;
+  for (const auto& [name, op] : operators) {
+    auto t = std::dynamic_pointer_cast<const TrpOperator>(op);
+    LR_CHECK(t != nullptr, InternalError, "trp: slot ", name, " does not hold a trp operator");
+    ops.push_back(std::move(t));
+  }
+  ParameterizationHooks hooks;
+  const double lambda = config.nuclear_weight, energy = config.energy;
+  const int64_t every = config.prune_every;
+  if (lambda > 0)
+    hooks.before_step = [ops, lambda](int64_t) {
+      for (const auto& op : ops) op->seed_regularizer_grad(lambda);
+    };
+  hooks.after_update = [ops, energy, every](int64_t step, Optimizer&) {
+    if ((step + 1) % every != 0) return;
+    int64_t kept = 0, full = 0;
+    for (const auto& op : ops) {
+      kept += op->prune(energy);
+      full += std::min(op->in_features(), op->out_features());
+    }
+    log::debug("trp: pruned after step ", step + 1, ": ", kept, " of ", full, " ranks kept");
+  };
+  return hooks;
+}
+
+}  // namespace
+
+void register_trp(Registry<ParameterizationMethod>& registry) {
+  registry.add(
+      {.name = "trp",
+       .summary = "trained rank pruning: dense W with a nuclear-norm regulariser, replaced every m steps by "
+                  "its energy-threshold truncated SVD",
+       .paper = "Xu et al., 2020, IJCAI, arXiv:1812.02402",
+       .options = {{"nuclear_weight", "lambda: weight of the nuclear-norm regulariser, >= 0 (default 1e-4)"},
+                   {"energy",
+                    "e: keep the smallest k with sum_{i<=k} s_i^2 >= e sum s_i^2, (0, 1] (default 0.98)"},
+                   {"prune_every", "m: truncate every m optimizer steps (default 20)"}}},
+      {.make =
+           [](const nn::LinearSlot& slot, const ParameterizationConfig& config, uint64_t seed) {
+             return std::shared_ptr<ParameterizedOperator>(TrpOperator::init(slot, config, seed));
+           },
+       .hooks = trp_hooks});
+}
+
+}  // namespace lowrank::train
