@@ -4,10 +4,15 @@
 //
 // Exact: G = U S Vh (thin, float32), right projector Q = Vh[:r] [r, n] when m >= n, else left
 // P = U[:, :r] [m, r] (linalg::truncated_svd, i.e. torch.linalg.svd(G.float(), full_matrices=False)).
-// Randomized: the rank-r randomized SVD of Halko et al. 2011 (linalg::randomized_svd) with l = r + p
-// columns and q power iterations; from the second refresh on, the sketch starts from the previous
-// subspace (Qᵀ or P) instead of a Gaussian, so a slowly rotating gradient subspace is tracked with
-// few iterations (GaLore issues #14/#28: SVD cost at refresh steps).
+// Randomized: the first refresh is the rank-r randomized SVD of Halko et al. 2011
+// (linalg::randomized_svd) with l = r + p columns and q power iterations. Later refreshes start
+// from the previous subspace, so a slowly rotating gradient subspace is tracked with few passes
+// over G (GaLore issues #14/#28: SVD cost at refresh steps). On the projector's side, B = G (left)
+// or Gᵀ (right), with P0 the previous basis: Q = [P0, B Ω] (Ω Gaussian, p columns), then max(q, 1)
+// rounds of Z = orth(Bᵀ Q), Q R = B Z (Halko Alg. 4.4 from the warm start), and the basis is Q times
+// the top-r left singular vectors of R = Qᵀ B Z: 2 passes over G per round, none for the
+// Rayleigh–Ritz step (it uses the two-sided sketch instead of Qᵀ B). bench/projectors.cpp measures
+// time and captured energy against the exact SVD and torch.svd_lowrank (docs/benchmarks.md).
 // Deviation: the matrix is kept in float32 (GaLore casts it back to the gradient's bf16).
 #pragma once
 
