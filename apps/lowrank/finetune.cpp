@@ -1,9 +1,11 @@
-// `lowrank finetune --model DIR --method M [--config JSON] --data CORPUS --out ADAPTER_DIR`: an
-// adapter trained on a corpus over a frozen model; see src/lowrank/adapt/finetune.h.
+// `lowrank finetune --model DIR --method M [--config JSON] --data CORPUS --out ADAPTER_DIR
+// [--optimizer NAME [--rank r --update-gap T --scale α --optimizer-options JSON]]`: an adapter
+// trained on a corpus over a frozen model; see src/lowrank/adapt/finetune.h.
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 
+#include "apps/lowrank/optimizer_flags.h"
 #include "apps/lowrank/verbs.h"
 #include "lowrank/adapt/finetune.h"
 #include "lowrank/core/error.h"
@@ -23,6 +25,7 @@ VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global) {
     int64_t steps = 0, batch = 0, seq_len = 0, checkpoint_every = 0, stop_after = 0;
     double lr = 0;
     uint64_t seed = 0;
+    OptimizerFlags optimizer;
   };
   auto args = std::make_shared<Args>();
   args->o.trainer = adapt::default_finetune_trainer();
@@ -51,8 +54,12 @@ VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global) {
                   "Stop after step N without a checkpoint (for testing --resume)");
   cmd->add_flag("--resume", args->o.resume, "Continue from the newest checkpoint in OUT/run");
   cmd->add_option("--max-documents", args->o.max_documents, "Use only the first N documents of the corpus");
+  // The optimizer of the adapter's tensors: AdamW, or a low-rank method of optim/ (pretrain's flags).
+  args->optimizer.add_to(*cmd, args->o.trainer.optimizer);
   return [args, &global] {
     adapt::FinetuneOptions o = args->o;
+    o.trainer.optimizer = args->optimizer.optimizer();
+    o.trainer.optimizer_options = args->optimizer.options();  // validated before any work
     o.model = args->model;
     o.out = args->out;
     if (!args->config.empty()) {

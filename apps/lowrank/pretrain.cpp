@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "apps/lowrank/optimizer_flags.h"
 #include "apps/lowrank/verbs.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/json.h"
@@ -36,18 +37,8 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
                   "Stop after step N without writing a checkpoint, as if killed (for testing --resume)");
   cmd->add_option("--max-documents", o->max_documents, "Use only the first N documents of the corpus");
   // The optimizer: AdamW, or a low-rank method of optim/ (`lowrank methods` lists their options).
-  auto options_text = std::make_shared<std::string>();
-  auto rank = std::make_shared<int64_t>(0);
-  auto update_gap = std::make_shared<int64_t>(0);
-  auto scale = std::make_shared<double>(0);
-  cmd->add_option("--optimizer", o->optimizer, "adamw, galore, fira, frugal or dct")->capture_default_str();
-  cmd->add_option("--optimizer-options", *options_text,
-                  "The low-rank optimizer's options as a JSON object, e.g. '{\"rank\": 64, \"projector\": "
-                  "\"randomized_svd\"}'");
-  cmd->add_option("--rank", *rank,
-                  "Low-rank optimizer: projection rank r (with --parameterization and adamw: its rank)");
-  cmd->add_option("--update-gap", *update_gap, "Low-rank optimizer: refresh the subspace every T steps");
-  cmd->add_option("--scale", *scale, "Low-rank optimizer: scale alpha of the projected update");
+  auto optimizer = std::make_shared<OptimizerFlags>();
+  optimizer->add_to(*cmd, o->optimizer);
   // A low-rank weight parameterisation of the attention/MLP projections (`lowrank methods`).
   auto param_options_text = std::make_shared<std::string>();
   cmd->add_option("--parameterization", o->parameterization,
@@ -56,11 +47,8 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--parameterization-options", *param_options_text,
                   "The parameterisation's options as a JSON object, e.g. '{\"rank\": 32, \"alpha\": 16, "
                   "\"density\": 0.03}' (--rank sets its rank when the optimizer is adamw)");
-  return [o, out, options_text, param_options_text, rank, update_gap, scale, &global] {
+  return [o, out, optimizer, param_options_text, &global] {
     o->out = *out;
-    if (!options_text->empty()) o->optimizer_options = parse_json(*options_text, "--optimizer-options");
-    LR_CHECK(o->optimizer_options.is_object(), InvalidArgument,
-             "--optimizer-options: expected a JSON object");
     if (!param_options_text->empty())
       o->parameterization_options = parse_json(*param_options_text, "--parameterization-options");
     LR_CHECK(o->parameterization_options.is_object(), InvalidArgument,
@@ -68,17 +56,13 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
     LR_CHECK(!o->parameterization.empty() || o->parameterization_options.empty(), InvalidArgument,
              "--parameterization-options needs --parameterization NAME");
     // With a parameterisation and plain AdamW, --rank is the parameterisation's rank.
-    if (!o->parameterization.empty() && o->optimizer == "adamw" && *rank > 0) {
-      o->parameterization_options["rank"] = *rank;
-      *rank = 0;
+    if (!o->parameterization.empty() && optimizer->optimizer() == "adamw" && optimizer->has_rank()) {
+      LR_CHECK(optimizer->rank() >= 1, InvalidArgument, "--rank must be >= 1, got ", optimizer->rank());
+      o->parameterization_options["rank"] = optimizer->rank();
+      optimizer->drop_rank();
     }
-    if (*rank > 0) o->optimizer_options["rank"] = *rank;
-    if (*update_gap > 0) o->optimizer_options["update_gap"] = *update_gap;
-    if (*scale > 0) o->optimizer_options["scale"] = *scale;
-    LR_CHECK(
-        o->optimizer != "adamw" || o->optimizer_options.empty(), InvalidArgument,
-        "--rank, --update-gap, --scale and --optimizer-options need a low-rank --optimizer (galore, fira, "
-        "frugal, dct)");
+    o->optimizer = optimizer->optimizer();
+    o->optimizer_options = optimizer->options();  // validated here, before any stage runs
     const train::PretrainSummary s = train::pretrain(*o);
     if (global.json) {
       std::cout << s.to_json().dump(2) << "\n";

@@ -16,6 +16,7 @@
 #include "lowrank/optim/methods.h"
 #include "lowrank/optim/projector.h"
 #include "lowrank/train/adamw.h"
+#include "tests/optim/optim_testing.h"
 #include "tests/testing.h"
 
 namespace lowrank::optim {
@@ -23,16 +24,8 @@ namespace {
 
 using testing::max_abs_diff;
 
-at::Tensor randn(std::vector<int64_t> shape, uint64_t seed, double scale = 1.0) {
-  at::Generator gen = at::detail::createCPUGenerator(seed);
-  return at::randn(shape, gen, at::kFloat).mul_(scale);
-}
-
-NamedTensors clone_params(const NamedTensors& params) {
-  NamedTensors out;
-  for (const auto& [n, p] : params) out.emplace_back(n, p.detach().clone().requires_grad_(true));
-  return out;
-}
+using testing_support::clone_params;
+using testing_support::randn;
 
 // A tiny least-squares problem: a tall and a wide projected weight, an embedding-like 2-D weight
 // that is not projected, and a 1-D norm weight.
@@ -251,6 +244,9 @@ std::vector<std::pair<std::string, Json>> method_variants() {
       {"frugal", {{"density", 0.5}, {"update_gap", 2}, {"projector", "block"}, {"block_order", "random"}}},
       {"dct", {{"rank", 3}, {"weight_decay", 0.01}}},
       {"dct", {{"rank", 3}, {"update_gap", 3}, {"reset_on_refresh", true}}},
+      {"gradnormlorp", {{"rank", 3}, {"update_gap", 2}, {"weight_decay", 0.01}}},
+      {"gradnormlorp",
+       {{"rank", 3}, {"update_gap", 2}, {"orthogonal_grad", false}, {"state_bits", 8}, {"min_8bit_size", 0}}},
   };
 }
 
@@ -370,7 +366,7 @@ TEST(OptimRegistryTest, ListsTheMethodsWithPapersAndValidatesOptions) {
     EXPECT_FALSE(info.paper.empty()) << info.name;
     EXPECT_FALSE(info.options.empty()) << info.name;
   }
-  EXPECT_EQ(names, (std::set<std::string>{"dct", "fira", "frugal", "galore"}));
+  EXPECT_EQ(names, (std::set<std::string>{"dct", "fira", "frugal", "galore", "gradnormlorp"}));
   EXPECT_EQ(registry().family(), "optim");
   // Presets carry the per-method choices.
   const LowRankConfig galore = method_config("galore");

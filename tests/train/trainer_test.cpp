@@ -100,7 +100,8 @@ TEST(TrainerTest, CheckpointIsCompleteAndLatestPointsAtIt) {
 // Straight N steps vs a run "killed" after step 5 (its last checkpoint at step 4, one metrics
 // line past it) and resumed in a fresh model: identical metrics and weights, bit for bit. For
 // AdamW and for the low-rank optimizers, whose projector state (refreshed every 3 steps, so once
-// before and once after the checkpoint) must come back from the checkpoint too.
+// before and once after the checkpoint; GradNormLoRP also its magnitude moments) must come back
+// from the checkpoint too.
 class TrainerResumeTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(TrainerResumeTest, ResumeAfterInterruptionReproducesTheLossesBitwise) {
@@ -147,7 +148,7 @@ TEST_P(TrainerResumeTest, ResumeAfterInterruptionReproducesTheLossesBitwise) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Optimizers, TrainerResumeTest,
-                         ::testing::Values("adamw", "galore", "fira", "frugal", "dct"));
+                         ::testing::Values("adamw", "galore", "fira", "frugal", "dct", "gradnormlorp"));
 
 TEST(TrainerTest, ResumeRejectsAnotherBatchShape) {
   const TokenStream data = pattern_stream(200);

@@ -13,6 +13,7 @@
 #include "lowrank/core/safetensors.h"
 #include "lowrank/data/prepare.h"
 #include "lowrank/data/token_dataset.h"
+#include "lowrank/optim/methods.h"
 
 namespace fs = std::filesystem;
 
@@ -102,6 +103,10 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   config.method = o.method;
   const bool full = o.method == "full";
   if (!full) (void)registry().factory(o.method);  // unknown methods fail before any work
+  // So do an unknown optimizer and a bad optimizer option (rank, update_gap, ...).
+  if (o.trainer.optimizer != "adamw")
+    (void)optim::method_config(o.trainer.optimizer, o.trainer.optimizer_options);
+  o.trainer.validate();
 
   // 1. Dataset, tokenized with the model's tokenizer.
   fs::create_directories(o.out);

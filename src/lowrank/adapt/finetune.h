@@ -25,7 +25,12 @@ struct FinetuneOptions {
   Json config = Json::object();  // adapter_config.json keys (r, lora_alpha, target_modules, ...)
   std::string corpus = "bible";  // named corpus or path
   std::filesystem::path out;
-  train::TrainerConfig trainer;  // steps, batch, lr, ... (weight decay 0 by default here)
+  // steps, batch, lr, ... (weight decay 0 by default here), and the optimizer of the trainable
+  // tensors: "adamw" or a method of optim/ with its options (optim::method_config). A low-rank
+  // method projects the 2-D adapter tensors whose names contain one of its target_modules
+  // (default self_attn, mlp: all of an all-linear adapter's factors) with the rank clamped to the
+  // tensor's short side; 1-D tensors and the rest run AdamW inside the same optimizer.
+  train::TrainerConfig trainer;
   bool resume = false;
   int64_t max_documents = -1;
   int64_t eval_tokens = 1 << 15;  // validation tokens scored before and after
@@ -54,7 +59,8 @@ struct FinetuneSummary {
 // adapter_state.safetensors, with every layer's before_step/after_step hooks wired in.
 train::TrainTarget training_target(AttachedAdapter& adapter);
 
-// Throws InvalidArgument (bad option, unknown method), NotFound (model, tokenizer, corpus).
+// Throws InvalidArgument (bad option, unknown method), NotFound (model, tokenizer, corpus,
+// unknown optimizer). Options, methods and the optimizer are checked before any work.
 FinetuneSummary finetune(const FinetuneOptions& options);
 
 }  // namespace lowrank::adapt

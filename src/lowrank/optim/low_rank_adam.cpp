@@ -8,6 +8,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/optim/fira.h"
 #include "lowrank/optim/frugal.h"
+#include "lowrank/optim/gradnorm_lorp.h"
 #include "lowrank/optim/quantized_state.h"
 
 namespace lowrank::optim {
@@ -23,6 +24,7 @@ struct LowRankAdam::Slot {
   train::AdamState adam;            // moments of R (projected) or of the parameter (AdamW)
   std::optional<double> fira_norm;  // Fira's ‖S_{t−1}‖_F
   QuantizedTensor m8, v8;           // 8-bit moments (state_bits = 8); adam.exp_avg is then transient
+  train::AdamState magnitude;       // GradNormLoRP: moments [m, 1] of the row norms' gradient
 
   // Zeroes the moments and t (a reset on refresh, or a freed block).
   void clear_moments() {
@@ -105,6 +107,8 @@ void LowRankConfig::validate() const {
   }
   LR_CHECK(selection != Selection::kBlock || residual != ResidualRule::kFira, InvalidArgument, what,
            ": the Fira residual needs a projector, not block selection");
+  LR_CHECK(!weight_norm || (selection == Selection::kProjector && residual == ResidualRule::kNone),
+           InvalidArgument, what, ": weight_norm (GradNormLoRP) needs a projector and residual none");
 }
 
 OrderedJson LowRankConfig::to_json() const {
@@ -132,6 +136,11 @@ OrderedJson LowRankConfig::to_json() const {
                 {"eps", adam.eps},
                 {"weight_decay", adam.weight_decay},
                 {"target_modules", target_modules}};
+  // Only when set, so that the other methods' records stay as before.
+  if (weight_norm) {
+    j["weight_norm"] = weight_norm;
+    j["orthogonal_grad"] = orthogonal_grad;
+  }
   return j;
 }
 
@@ -156,6 +165,8 @@ LowRankConfig apply_options(LowRankConfig c, const Json& options, std::string_vi
                                               "block_order",
                                               "state_bits",
                                               "min_8bit_size",
+                                              "weight_norm",
+                                              "orthogonal_grad",
                                               "beta1",
                                               "beta2",
                                               "eps",
@@ -198,6 +209,8 @@ LowRankConfig apply_options(LowRankConfig c, const Json& options, std::string_vi
   c.fira_gamma = json_get_or<double>(options, "fira_gamma", c.fira_gamma, what);
   c.state_bits = json_get_or<int64_t>(options, "state_bits", c.state_bits, what);
   c.min_8bit_size = json_get_or<int64_t>(options, "min_8bit_size", c.min_8bit_size, what);
+  c.weight_norm = json_get_or<bool>(options, "weight_norm", c.weight_norm, what);
+  c.orthogonal_grad = json_get_or<bool>(options, "orthogonal_grad", c.orthogonal_grad, what);
   c.adam.beta1 = json_get_or<double>(options, "beta1", c.adam.beta1, what);
   c.adam.beta2 = json_get_or<double>(options, "beta2", c.adam.beta2, what);
   c.adam.eps = json_get_or<double>(options, "eps", c.adam.eps, what);
@@ -319,11 +332,14 @@ void LowRankAdam::step(double lr) {
 void LowRankAdam::projected_step(Slot& s, const at::Tensor& grad, double lr, bool refresh_now) {
   at::NoGradGuard no_grad;
   at::Tensor& W = s.param;
-  const at::Tensor G = grad.detach();
   const LowRankConfig& c = config_;
   const double wd = c.adam.weight_decay;
   const double alpha = c.scale;
   if (wd != 0 && c.decay == DecayPlacement::kBeforeUpdate) W.mul_(1 - lr * wd);
+  // GradNormLoRP: everything below runs on the direction's gradient ∇V (gradnorm_lorp.h).
+  std::optional<WeightNormSplit> wn;
+  if (c.weight_norm) wn = weight_norm_split(W, grad.detach(), c.orthogonal_grad);
+  const at::Tensor G = wn ? wn->grad_direction : grad.detach();
 
   Projector* P = s.projector.get();
   if (P && (refresh_now || !P->ready())) {
@@ -405,7 +421,14 @@ void LowRankAdam::projected_step(Slot& s, const at::Tensor& grad, double lr, boo
       delta = r * coef;
     }
   }
-  if (delta.defined()) W.add_(delta.to(W.scalar_type()));
+  if (wn) {
+    // W ← g'·V'/‖V'‖_row with V' = W + Δ and g' from the magnitude's own Adam step.
+    const at::Tensor direction = delta.defined() ? W + delta.to(W.scalar_type()) : W;
+    const at::Tensor magnitude = magnitude_step(wn->magnitude, wn->grad_magnitude, s.magnitude, c, lr);
+    W.copy_(weight_norm_compose(magnitude, direction, wn->magnitude));
+  } else if (delta.defined()) {
+    W.add_(delta.to(W.scalar_type()));
+  }
   if (wd != 0 && c.decay == DecayPlacement::kAfterUpdate) W.add_(W, -lr * wd);
 }
 
@@ -438,6 +461,12 @@ NamedTensors LowRankAdam::state_tensors() const {
       for (auto& [key, t] : s.projector->state_tensors()) out.emplace_back(s.name + ".projector." + key, t);
     if (s.fira_norm) out.emplace_back(s.name + ".fira_norm", at::scalar_tensor(*s.fira_norm, at::kDouble));
     if (s.projected) out.emplace_back(s.name + ".active", at::scalar_tensor(s.active ? 1 : 0, at::kLong));
+    if (s.magnitude.exp_avg.defined()) {
+      out.emplace_back(s.name + ".magnitude.exp_avg", s.magnitude.exp_avg.detach().to(at::kCPU).contiguous());
+      out.emplace_back(s.name + ".magnitude.exp_avg_sq",
+                       s.magnitude.exp_avg_sq.detach().to(at::kCPU).contiguous());
+      out.emplace_back(s.name + ".magnitude.step", at::scalar_tensor(s.magnitude.step, at::kLong));
+    }
   }
   return out;
 }
@@ -494,6 +523,20 @@ void LowRankAdam::load_state(const NamedTensors& tensors, int64_t steps) {
     const at::Tensor* f = find(s.name + ".fira_norm");
     s.fira_norm = f ? std::optional<double>(f->item<double>()) : std::nullopt;
     if (const at::Tensor* a = find(s.name + ".active")) s.active = a->item<int64_t>() != 0;
+    s.magnitude = {};
+    const at::Tensor* gm = find(s.name + ".magnitude.exp_avg");
+    const at::Tensor* gv = find(s.name + ".magnitude.exp_avg_sq");
+    if (gm || gv) {
+      const std::vector<int64_t> shape{p.size(0), 1};
+      LR_CHECK(config_.weight_norm && s.projected, Corruption, "optimizer state for ", s.name,
+               ": magnitude moments, but optimizer ", config_.method, " keeps none for it");
+      LR_CHECK(gm && gv && gm->sizes() == at::IntArrayRef(shape) && gv->sizes() == at::IntArrayRef(shape),
+               Corruption, "optimizer state for ", s.name, ": magnitude moments must both have shape [",
+               p.size(0), ", 1]");
+      s.magnitude.exp_avg = gm->to(p.device(), p.scalar_type()).clone();
+      s.magnitude.exp_avg_sq = gv->to(p.device(), p.scalar_type()).clone();
+      if (const at::Tensor* t = find(s.name + ".magnitude.step")) s.magnitude.step = t->item<int64_t>();
+    }
   }
   steps_ = steps;
 }
@@ -513,6 +556,7 @@ OptimizerBytes LowRankAdam::bytes() const {
     b.weights += nbytes(s.param);
     b.grads += nbytes(s.param.grad());
     b.optimizer_states += nbytes(s.adam.exp_avg) + nbytes(s.adam.exp_avg_sq) + s.m8.bytes() + s.v8.bytes();
+    b.optimizer_states += nbytes(s.magnitude.exp_avg) + nbytes(s.magnitude.exp_avg_sq);
     if (s.fira_norm) b.optimizer_states += static_cast<int64_t>(sizeof(double));
     if (s.projector) {
       b.projectors += s.projector->state_bytes();

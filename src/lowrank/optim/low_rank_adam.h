@@ -20,6 +20,9 @@
 //     kSignSgd: W ← W − η·α·ρ_lr·sign(G − up(R))                   (FRUGAL state-free part)
 //     kSgd:     W ← W − η·α·ρ_lr·(G − up(R))
 //   W ← W − η·λ·W                                     if decay == kAfterUpdate (GaLore, Fira; no α)
+// With weight_norm (GradNormLoRP, gradnorm_lorp.h) the steps above run on the direction's
+// gradient ∇V instead of G, and W ← g'·(W + Δ)/‖W + Δ‖_row with the row norms g' from their own
+// Adam step, before the decay after the update.
 // FRUGAL's block selection (Selection::kBlock) instead picks round(ρ·#weights) whole weights
 // every T steps: those run the Adam core on G itself (up = identity), the others have their state
 // freed and take only the residual rule on G.
@@ -78,6 +81,10 @@ struct LowRankConfig {
   // (quantized_state.h; bitsandbytes' rule), 32: float32.
   int64_t state_bits = 32;
   int64_t min_8bit_size = 4096;
+  // GradNormLoRP (gradnorm_lorp.h): the projected weights take a weight-normalised step, Adam on
+  // their row norms g and the projected core on the direction's gradient ∇V.
+  bool weight_norm = false;
+  bool orthogonal_grad = true;  // ∇V = (I − v̂v̂ᵀ)G per row; false: ∇V = G (the code's)
   // β1, β2, ε, λ (weight_decay) and bias correction, for projected and plain parameters alike.
   train::AdamConfig adam;
   // A 2-D parameter whose name contains one of these is projected; everything else is AdamW.
@@ -93,7 +100,8 @@ struct LowRankConfig {
 // scale, reset_on_refresh, core ("adam", "sgd"), eps_placement ("galore", "adamw"),
 // weight_decay_placement ("before", "after"), residual ("none", "fira", "sign_sgd", "sgd"),
 // residual_lr_scale, fira_gamma, block_order ("random", "ascending", "descending"), state_bits
-// (32, 8), min_8bit_size, beta1, beta2, eps, weight_decay, target_modules (array of strings). Throws
+// (32, 8), min_8bit_size, weight_norm, orthogonal_grad, beta1, beta2, eps, weight_decay,
+// target_modules (array of strings). Throws
 // InvalidArgument naming `what` and the key for an unknown key, a wrong type or an invalid value.
 LowRankConfig apply_options(LowRankConfig base, const Json& options, std::string_view what);
 
@@ -135,8 +143,9 @@ class LowRankAdam final : public train::Optimizer {
 
   // The state as named CPU tensors: "<param>.exp_avg", "<param>.exp_avg_sq" (8-bit:
   // "<param>.exp_avg.codes", ".absmax", ".shape", and the same for exp_avg_sq), "<param>.step",
-  // "<param>.projector.<key>", "<param>.fira_norm", "<param>.active"; moments and projector
-  // entries only once they exist.
+  // "<param>.projector.<key>", "<param>.fira_norm", "<param>.active", GradNormLoRP's
+  // "<param>.magnitude.exp_avg", ".magnitude.exp_avg_sq", ".magnitude.step"; moments and
+  // projector entries only once they exist.
   NamedTensors state_tensors() const override;
   // Restores state_tensors() output and the step count, so that the next steps are identical.
   // Throws Corruption for a mis-shaped tensor.

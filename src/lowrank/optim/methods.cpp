@@ -8,6 +8,7 @@ void register_builtin_methods(Registry<OptimizerMethod>& registry) {
   register_fira(registry);
   register_frugal(registry);
   register_dct_adamw(registry);
+  register_gradnorm_lorp(registry);
 }
 
 const Registry<OptimizerMethod>& registry() {

@@ -28,9 +28,10 @@ LowRankConfig method_config(const std::string& method, const Json& options = Jso
 LowRankAdam make_optimizer(const std::string& method, NamedTensors params,
                            const Json& options = Json::object());
 
-void register_galore(Registry<OptimizerMethod>& registry);     // galore.cpp
-void register_fira(Registry<OptimizerMethod>& registry);       // fira.cpp
-void register_frugal(Registry<OptimizerMethod>& registry);     // frugal.cpp
-void register_dct_adamw(Registry<OptimizerMethod>& registry);  // dct_adamw.cpp
+void register_galore(Registry<OptimizerMethod>& registry);         // galore.cpp
+void register_fira(Registry<OptimizerMethod>& registry);           // fira.cpp
+void register_frugal(Registry<OptimizerMethod>& registry);         // frugal.cpp
+void register_dct_adamw(Registry<OptimizerMethod>& registry);      // dct_adamw.cpp
+void register_gradnorm_lorp(Registry<OptimizerMethod>& registry);  // gradnorm_lorp.cpp
 
 }  // namespace lowrank::optim

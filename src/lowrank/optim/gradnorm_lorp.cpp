@@ -1,0 +1,83 @@
+// GradNormLoRP's weight-norm split, magnitude step, preset and registration; the equations are in
+// gradnorm_lorp.h, the projected direction step in low_rank_adam.cpp.
+#include "lowrank/optim/gradnorm_lorp.h"
+
+#include <cmath>
+
+#include "lowrank/core/error.h"
+#include "lowrank/optim/galore.h"
+
+namespace lowrank::optim {
+
+WeightNormSplit weight_norm_split(const at::Tensor& w, const at::Tensor& g, bool orthogonal) {
+  LR_CHECK(w.dim() == 2 && g.sizes() == w.sizes(), InvalidArgument,
+           "gradnormlorp: needs a 2-D weight and a gradient of its shape (got ", w.sizes(), ", ", g.sizes(),
+           ")");
+  at::NoGradGuard no_grad;
+  WeightNormSplit s;
+  s.magnitude = at::linalg_vector_norm(w, 2, {1}, /*keepdim=*/true);  // g [m, 1]
+  // v̂ = W/g, with zero rows left at 0 (no direction to normalise).
+  const at::Tensor unit = w / at::where(s.magnitude > 0, s.magnitude, at::ones_like(s.magnitude));
+  s.grad_magnitude = (g * unit).sum(1, /*keepdim=*/true);  // ∇g_i = ⟨G_i, v̂_i⟩
+  s.grad_direction = orthogonal ? g - s.grad_magnitude * unit : g.clone();
+  return s;
+}
+
+at::Tensor magnitude_step(const at::Tensor& magnitude, const at::Tensor& grad_magnitude,
+                          train::AdamState& state, const LowRankConfig& config, double lr) {
+  at::NoGradGuard no_grad;
+  const train::AdamConfig& a = config.adam;
+  if (!state.exp_avg.defined()) {
+    state.exp_avg = at::zeros_like(grad_magnitude);
+    state.exp_avg_sq = at::zeros_like(grad_magnitude);
+  }
+  state.step += 1;
+  state.exp_avg.mul_(a.beta1).add_(grad_magnitude, 1 - a.beta1);
+  state.exp_avg_sq.mul_(a.beta2).addcmul_(grad_magnitude, grad_magnitude, 1 - a.beta2);
+  double bc1 = 1, bc2 = 1;
+  if (a.bias_correction) {
+    bc1 = 1 - std::pow(a.beta1, static_cast<double>(state.step));
+    bc2 = 1 - std::pow(a.beta2, static_cast<double>(state.step));
+  }
+  if (config.eps_placement == EpsPlacement::kGaLore) {
+    // N = M/(√V + ε), s = η·√bc2/bc1 (galore.h).
+    return magnitude - state.exp_avg / (state.exp_avg_sq.sqrt() + a.eps) * (lr * std::sqrt(bc2) / bc1);
+  }
+  // N = M/(√V/√bc2 + ε), s = η/bc1 (AdamW).
+  return magnitude - state.exp_avg / (state.exp_avg_sq.sqrt() / std::sqrt(bc2) + a.eps) * (lr / bc1);
+}
+
+at::Tensor weight_norm_compose(const at::Tensor& new_magnitude, const at::Tensor& direction,
+                               const at::Tensor& old_magnitude) {
+  at::NoGradGuard no_grad;
+  const at::Tensor norm = at::linalg_vector_norm(direction, 2, {1}, /*keepdim=*/true);
+  const at::Tensor safe = at::where(norm > 0, norm, at::ones_like(norm));
+  return at::where(old_magnitude > 0, direction * (new_magnitude / safe), direction);
+}
+
+LowRankConfig gradnorm_lorp_defaults() {
+  LowRankConfig c = galore_defaults();
+  c.method = "gradnormlorp";
+  c.weight_norm = true;
+  c.orthogonal_grad = true;
+  return c;
+}
+
+void register_gradnorm_lorp(Registry<OptimizerMethod>& registry) {
+  registry.add({"gradnormlorp",
+                "GaLore on the weight-normalised direction of each attn/MLP weight, Adam on its row norms",
+                "Huang et al., 2024, arXiv:2412.19616",
+                {{"rank", "r (128): projector rank of the direction's gradient"},
+                 {"update_gap", "T (200): recompute the projector every T steps"},
+                 {"scale", "alpha (0.25): multiplies the projected direction update (not the magnitude's)"},
+                 {"orthogonal_grad",
+                  "true (default): grad_V = (I - v v^T) G per row (weight normalisation); false: grad_V = G "
+                  "(the code)"},
+                 {"projector", "svd (default), randomized_svd, random, gaussian, dct, columns, rows"},
+                 {"state_bits", "32 (default) or 8: block-wise 8-bit direction moments"},
+                 {"eps", "1e-6, added to sqrt(V)"},
+                 {"weight_decay", "lambda (0), after the update"}}},
+               {gradnorm_lorp_defaults()});
+}
+
+}  // namespace lowrank::optim
