@@ -27,18 +27,7 @@ at::Tensor magnitude_step(const at::Tensor& magnitude, const at::Tensor& grad_ma
                           train::AdamState& state, const LowRankConfig& config, double lr) {
   at::NoGradGuard no_grad;
   const train::AdamConfig& a = config.adam;
-  if (!state.exp_avg.defined()) {
-    state.exp_avg = at::zeros_like(grad_magnitude);
-    state.exp_avg_sq = at::zeros_like(grad_magnitude);
-  }
-  state.step += 1;
-  state.exp_avg.mul_(a.beta1).add_(grad_magnitude, 1 - a.beta1);
-  state.exp_avg_sq.mul_(a.beta2).addcmul_(grad_magnitude, grad_magnitude, 1 - a.beta2);
-  double bc1 = 1, bc2 = 1;
-  if (a.bias_correction) {
-    bc1 = 1 - std::pow(a.beta1, static_cast<double>(state.step));
-    bc2 = 1 - std::pow(a.beta2, static_cast<double>(state.step));
-  }
+  const auto [bc1, bc2] = train::update_moments(state, grad_magnitude, a);
   if (config.eps_placement == EpsPlacement::kGaLore) {
     // N = M/(√V + ε), s = η·√bc2/bc1 (galore.h).
     return magnitude - state.exp_avg / (state.exp_avg_sq.sqrt() + a.eps) * (lr * std::sqrt(bc2) / bc1);

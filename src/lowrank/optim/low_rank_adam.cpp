@@ -366,24 +366,12 @@ void LowRankAdam::projected_step(Slot& s, const at::Tensor& grad, double lr, boo
         a.exp_avg = dequantize_blockwise(s.m8).to(R.scalar_type());
         a.exp_avg_sq = dequantize_blockwise(s.v8).to(R.scalar_type());
       }
-      if (!a.exp_avg.defined()) {
-        a.exp_avg = at::zeros_like(R);
-        a.exp_avg_sq = at::zeros_like(R);
-      }
-      a.step += 1;
-      // Moments in libtorch's operation order (as train::adam_update).
-      a.exp_avg.mul_(c.adam.beta1).add_(R, 1 - c.adam.beta1);
-      a.exp_avg_sq.mul_(c.adam.beta2).addcmul_(R, R, 1 - c.adam.beta2);
+      const auto [bc1, bc2] = train::update_moments(a, R, c.adam);
       if (eight_bit) {
         // Kept between steps as 8-bit (signed map for M, unsigned for V); this step uses the
         // float32 values, as bitsandbytes' kernel does.
         s.m8 = quantize_blockwise(a.exp_avg, /*is_signed=*/true);
         s.v8 = quantize_blockwise(a.exp_avg_sq, /*is_signed=*/false);
-      }
-      double bc1 = 1, bc2 = 1;
-      if (c.adam.bias_correction) {
-        bc1 = 1 - std::pow(c.adam.beta1, static_cast<double>(a.step));
-        bc2 = 1 - std::pow(c.adam.beta2, static_cast<double>(a.step));
       }
       if (c.eps_placement == EpsPlacement::kGaLore) {
         // GaLore: N = M / (√V + ε), step = η·√bc2/bc1.

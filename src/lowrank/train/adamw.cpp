@@ -35,24 +35,27 @@ void adam_update(at::Tensor& param, const at::Tensor& grad, AdamState& state, co
   LR_CHECK(param.sizes() == grad.sizes(), InvalidArgument, "adam: gradient shape ", grad.sizes(),
            " differs from parameter shape ", param.sizes());
   at::NoGradGuard no_grad;
-  if (!state.exp_avg.defined()) {
-    state.exp_avg = at::zeros_like(param);
-    state.exp_avg_sq = at::zeros_like(param);
-  }
-  state.step += 1;
   // Decoupled weight decay (Alg. 2, line 12: the λθ term outside the adaptive step).
   if (config.weight_decay != 0) param.mul_(1 - lr * config.weight_decay);
-  // Moments (Alg. 2, lines 7-8), in libtorch's operation order.
-  state.exp_avg.mul_(config.beta1).add_(grad, 1 - config.beta1);
-  state.exp_avg_sq.mul_(config.beta2).addcmul_(grad, grad, 1 - config.beta2);
-  double bias_correction1 = 1, bias_correction2 = 1;
-  if (config.bias_correction) {
-    bias_correction1 = 1 - std::pow(config.beta1, static_cast<double>(state.step));
-    bias_correction2 = 1 - std::pow(config.beta2, static_cast<double>(state.step));
-  }
+  const auto [bias_correction1, bias_correction2] = update_moments(state, grad, config);
   // Bias-corrected step (Alg. 2, lines 9-12): m̂ / (sqrt(v̂) + ε).
   at::Tensor denom = (state.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(config.eps);
   param.addcdiv_(state.exp_avg, denom, -lr / bias_correction1);
+}
+
+std::pair<double, double> update_moments(AdamState& state, const at::Tensor& grad, const AdamConfig& config) {
+  at::NoGradGuard no_grad;
+  if (!state.exp_avg.defined()) {
+    state.exp_avg = at::zeros_like(grad);
+    state.exp_avg_sq = at::zeros_like(grad);
+  }
+  state.step += 1;
+  // Moments (Alg. 2, lines 7-8), in libtorch's operation order.
+  state.exp_avg.mul_(config.beta1).add_(grad, 1 - config.beta1);
+  state.exp_avg_sq.mul_(config.beta2).addcmul_(grad, grad, 1 - config.beta2);
+  if (!config.bias_correction) return {1.0, 1.0};
+  return {1 - std::pow(config.beta1, static_cast<double>(state.step)),
+          1 - std::pow(config.beta2, static_cast<double>(state.step))};
 }
 
 AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamConfig config)

@@ -45,6 +45,12 @@ struct AdamState {
 void adam_update(at::Tensor& param, const at::Tensor& grad, AdamState& state, const AdamConfig& config,
                  double lr);
 
+// The moment half of adam_update, for optimizers that apply the step themselves (optim/'s
+// projected and magnitude steps): allocates m, v like g on first use, advances the step and
+// updates m ← β1·m + (1 − β1)·g, v ← β2·v + (1 − β2)·g² in libtorch's operation order. Returns
+// the bias corrections {1 − β1ᵗ, 1 − β2ᵗ} ({1, 1} without bias correction).
+std::pair<double, double> update_moments(AdamState& state, const at::Tensor& grad, const AdamConfig& config);
+
 // What the trainer needs of an optimizer: AdamW below, and the low-rank optimizers of optim/.
 class Optimizer {
  public:
