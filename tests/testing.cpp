@@ -30,6 +30,15 @@ TempDir::~TempDir() {
   fs::remove_all(path_, ec);
 }
 
+fs::path tiny_hf_model(const fs::path& dir) {
+  const fs::path model = dir / "model";
+  fs::create_directories(model);
+  for (const char* f : {"config.json", "generation_config.json", "model.safetensors"})
+    fs::copy_file(fixture("hf/llama-tiny/model") / f, model / f);
+  fs::copy_file(fixture("hf/bpe-gpt2style/tokenizer.json"), model / "tokenizer.json");
+  return model;
+}
+
 void write_text_file(const fs::path& path, const std::string& text) {
   if (path.has_parent_path()) fs::create_directories(path.parent_path());
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

@@ -17,6 +17,9 @@ namespace lowrank::testing {
 
 // tests/fixtures/<relative>.
 std::filesystem::path fixture(const std::string& relative);
+// `dir`/model: the bundled tiny Llama (hf/llama-tiny/model) with the byte-level BPE tokenizer
+// (hf/bpe-gpt2style), a model directory every verb accepts. Returns its path.
+std::filesystem::path tiny_hf_model(const std::filesystem::path& dir);
 
 // A fresh directory under the system temp dir, removed when the object dies.
 class TempDir {

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "apps/lowrank/verbs.h"
+#include "lowrank/compress/format.h"
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/core/json.h"
 #include "lowrank/nn/run.h"
@@ -38,7 +39,7 @@ VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
   return [args, &global] {
     nn::Model model =
-        nn::Model::load(args->model, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
+        compress::load_model(args->model, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
     adapt::load_adapters(model, args->adapters);
     const train::EvalTokens data =
         train::load_eval_tokens(args->data, args->model, args->split, args->max_tokens);

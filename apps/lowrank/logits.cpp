@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "apps/lowrank/verbs.h"
+#include "lowrank/compress/format.h"
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/log.h"
@@ -29,7 +30,7 @@ VerbRunner add_logits(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
   return [args, &global] {
     nn::Model model =
-        nn::Model::load(args->model, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
+        compress::load_model(args->model, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
     adapt::load_adapters(model, args->adapters);
     const std::vector<int64_t> shape = nn::run_logits(model, args->input, args->out);
     if (global.json) {

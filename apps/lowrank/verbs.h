@@ -32,5 +32,7 @@ VerbRunner add_merge(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_extract(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_data(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_compress(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_export(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace lowrank::cli

@@ -1,6 +1,7 @@
 #include "lowrank/catalog.h"
 
 #include "lowrank/adapt/adapter.h"
+#include "lowrank/compress/methods.h"
 #include "lowrank/optim/methods.h"
 #include "lowrank/train/parameterization.h"
 
@@ -15,7 +16,10 @@ std::vector<MethodFamily> method_families() {
        optim::registry().list()},
       {"parameterization", "low-rank weight parameterisations for training: pretrain --parameterization NAME",
        train::parameterization_registry().list()},
-      {"compress", "post-training compression (truncated/whitened SVD, low-rank + 4-bit)", {}},
+      {"compress",
+       "post-training compression (truncated/whitened SVD, low-rank + 4-bit, EoRA via --compensate): "
+       "compress --method NAME",
+       compress::list_methods()},
       {"mix", "sequence mixers (attention approximations, long convolutions)", {}},
   };
 }

@@ -15,16 +15,6 @@ namespace {
 namespace fs = std::filesystem;
 using testing::run_command;
 
-// A model directory finetune accepts: the tiny Llama with a byte-level BPE tokenizer.
-fs::path tiny_model(const fs::path& dir) {
-  const fs::path model = dir / "model";
-  fs::create_directories(model);
-  for (const char* f : {"config.json", "generation_config.json", "model.safetensors"})
-    fs::copy_file(testing::fixture("hf/llama-tiny/model") / f, model / f);
-  fs::copy_file(testing::fixture("hf/bpe-gpt2style/tokenizer.json"), model / "tokenizer.json");
-  return model;
-}
-
 std::string finetune_cmd(const fs::path& model, const fs::path& corpus, const fs::path& out,
                          const std::string& more) {
   return testing::lowrank_binary().string() + " --threads 2 --quiet finetune --model " + model.string() +
@@ -34,7 +24,7 @@ std::string finetune_cmd(const fs::path& model, const fs::path& corpus, const fs
 
 TEST(FinetuneCliTest, GaLoreTrainsTheAdapterAndBadOptimizerFlagsFailEarly) {
   testing::TempDir dir;
-  const fs::path model = tiny_model(dir.path());
+  const fs::path model = testing::tiny_hf_model(dir.path());
   const fs::path corpus = testing::write_word_corpus(dir / "corpus.txt", 40);
 
   auto r = run_command(

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -133,6 +134,38 @@ void write_file_atomic(const fs::path& path, std::string_view text) {
   AtomicFile file(path);
   file.write(text);
   file.commit();
+}
+
+StagedDirectory::StagedDirectory(const fs::path& target) {
+  LR_CHECK(!target.empty(), InvalidArgument, "an output directory is required");
+  target_ = fs::absolute(target).lexically_normal();
+  if (target_.filename().empty()) target_ = target_.parent_path();
+  std::error_code ec;
+  LR_CHECK(!fs::exists(target_) || (fs::is_directory(target_) && fs::is_empty(target_, ec)), InvalidArgument,
+           target_.string(), " already exists and is not an empty directory; give a new output directory");
+  LR_CHECK(fs::is_directory(target_.parent_path()), NotFound, target_.parent_path().string(),
+           ": the parent of the output directory does not exist");
+  std::random_device entropy;
+  temp_ = target_.parent_path() /
+          str(".", target_.filename().string(), ".tmp-", ::getpid(), "-", std::hex, entropy());
+  fs::create_directory(temp_, ec);
+  LR_CHECK(!ec, IoError, temp_.string(), ": cannot create the temporary output directory: ", ec.message());
+}
+
+StagedDirectory::~StagedDirectory() {
+  if (!temp_.empty()) {
+    std::error_code ec;
+    fs::remove_all(temp_, ec);
+  }
+}
+
+void StagedDirectory::commit() {
+  LR_CHECK(!temp_.empty(), InternalError, target_.string(), ": committed twice");
+  std::error_code ec;
+  if (fs::is_directory(target_) && fs::is_empty(target_, ec)) fs::remove(target_, ec);
+  fs::rename(temp_, target_, ec);
+  LR_CHECK(!ec, IoError, "cannot rename ", temp_.string(), " to ", target_.string(), ": ", ec.message());
+  temp_.clear();
 }
 
 }  // namespace lowrank

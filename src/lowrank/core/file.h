@@ -64,4 +64,27 @@ class AtomicFile {
 // Convenience: the whole content at once, atomically.
 void write_file_atomic(const std::filesystem::path& path, std::string_view text);
 
+// An output directory built under a temporary name next to `target` (same file system) and
+// renamed onto it by commit(), so a reader never sees a half-written directory and a failure leaves
+// nothing behind. The constructor checks that `target` does not exist (an empty directory is
+// allowed and replaced) and that its parent does: InvalidArgument / NotFound naming the path, so a
+// caller that constructs it first fails before any work.
+class StagedDirectory {
+ public:
+  explicit StagedDirectory(const std::filesystem::path& target);
+  StagedDirectory(const StagedDirectory&) = delete;
+  StagedDirectory& operator=(const StagedDirectory&) = delete;
+  ~StagedDirectory();
+
+  // Where to write until commit().
+  const std::filesystem::path& path() const { return temp_; }
+  const std::filesystem::path& target() const { return target_; }
+  // Renames into place. Throws IoError.
+  void commit();
+
+ private:
+  std::filesystem::path target_;
+  std::filesystem::path temp_;
+};
+
 }  // namespace lowrank

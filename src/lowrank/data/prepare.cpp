@@ -25,24 +25,6 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "token files are written in host (little) endianness");
 
-// Removes the temporary build directory unless the dataset was renamed into place.
-class TempDirGuard {
- public:
-  explicit TempDirGuard(fs::path path) : path_(std::move(path)) {}
-  TempDirGuard(const TempDirGuard&) = delete;
-  TempDirGuard& operator=(const TempDirGuard&) = delete;
-  ~TempDirGuard() {
-    if (!path_.empty()) {
-      std::error_code ec;
-      fs::remove_all(path_, ec);
-    }
-  }
-  void release() { path_.clear(); }
-
- private:
-  fs::path path_;
-};
-
 struct Split {
   std::vector<uint32_t> tokens;
   std::vector<int64_t> starts;
@@ -83,8 +65,8 @@ PrepareSummary prepare_dataset(const PrepareOptions& options) {
   if (out.filename().empty()) out = out.parent_path();
   LR_CHECK(!fs::exists(out), InvalidArgument, out.string(),
            " already exists; give a new directory (the dataset is never written over another)");
-  LR_CHECK(fs::is_directory(out.parent_path()), NotFound, out.parent_path().string(),
-           ": the parent directory of --out does not exist");
+  StagedDirectory staged(out);  // checks the parent before the long work
+  const fs::path& temp = staged.path();
 
   const Tokenizer tokenizer = Tokenizer::load(options.tokenizer);
   const int64_t vocab_size = tokenizer.vocab_size();
@@ -116,13 +98,6 @@ PrepareSummary prepare_dataset(const PrepareOptions& options) {
            corpus.documents.size(), " documents fell in the validation split; lower --validation-fraction");
 
   // Build next to the target (same file system), then rename into place.
-  std::random_device entropy;
-  const fs::path temp =
-      out.parent_path() / str(".", out.filename().string(), ".tmp-", ::getpid(), "-", std::hex, entropy());
-  std::error_code ec;
-  fs::create_directory(temp, ec);
-  LR_CHECK(!ec, IoError, temp.string(), ": cannot create the temporary dataset directory: ", ec.message());
-  TempDirGuard guard(temp);
 
   const char* names[2] = {"train", "validation"};
   for (int s = 0; s < 2; ++s) {
@@ -162,9 +137,7 @@ PrepareSummary prepare_dataset(const PrepareOptions& options) {
   meta["corpus_bytes"] = corpus.bytes;
   write_json_file(temp / "dataset.json", meta);
 
-  fs::rename(temp, out, ec);
-  LR_CHECK(!ec, IoError, "cannot rename ", temp.string(), " to ", out.string(), ": ", ec.message());
-  guard.release();
+  staged.commit();
   return summary;
 }
 

@@ -96,8 +96,17 @@ namespace {
 struct Builder {
   const ModelConfig& c;
   const TensorSource& source;
+  const OperatorLoader* loader = nullptr;
+  const StoredTensorReader* read = nullptr;
 
   std::shared_ptr<BaseOperator> dense(const std::string& name, int64_t out, int64_t in, bool bias) {
+    if (loader && *loader)
+      if (auto op = (*loader)(name, out, in, bias, *read)) {
+        LR_CHECK(op->out_features() == out && op->in_features() == in, InvalidArgument, "slot ", name,
+                 ": the stored operator (", op->kind(), ") is [", op->out_features(), ", ", op->in_features(),
+                 "], config.json expects [", out, ", ", in, "]");
+        return op;
+      }
     at::Tensor w = source(name + ".weight", {out, in}, Init::kNormal);
     at::Tensor b = bias ? source(name + ".bias", {out}, Init::kZeros) : at::Tensor();
     return std::make_shared<DenseOperator>(std::move(w), std::move(b));
@@ -138,12 +147,14 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
   const ModelConfig config = ModelConfig::load(dir);
   const Checkpoint ckpt = Checkpoint::open(dir);
   std::set<std::string> used;
+  auto require = [&](const std::string& name) {
+    if (ckpt.contains(name)) return;
+    std::string files;
+    for (const auto& f : ckpt.files()) files += str(files.empty() ? "" : ", ", f.string());
+    throw NotFound(str("tensor \"", name, "\" is missing from the checkpoint (", files, ")"));
+  };
   TensorSource source = [&](const std::string& name, std::vector<int64_t> shape, Init) {
-    if (!ckpt.contains(name)) {
-      std::string files;
-      for (const auto& f : ckpt.files()) files += str(files.empty() ? "" : ", ", f.string());
-      throw NotFound(str("tensor \"", name, "\" is missing from the checkpoint (", files, ")"));
-    }
+    require(name);
     const TensorInfo& info = ckpt.info(name);
     LR_CHECK(info.dtype == Dtype::kF32 || info.dtype == Dtype::kBF16 || info.dtype == Dtype::kF16 ||
                  info.dtype == Dtype::kF64,
@@ -156,9 +167,15 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
     return options.device.is_cpu() ? t : t.to(options.device);
   };
 
+  StoredTensorReader read = [&](const std::string& name) {
+    require(name);
+    used.insert(name);
+    return ckpt.load(name);
+  };
+
   Model model;
   model.build(config, options);
-  Builder builder{model.config_, source};
+  Builder builder{model.config_, source, &options.operator_loader, &read};
   model.embed_tokens_ =
       source("model.embed_tokens.weight", {config.vocab_size, config.hidden_size}, Init::kNormal);
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) model.layers_.push_back(builder.layer(i));
@@ -249,8 +266,10 @@ void Model::save(const fs::path& dir, std::optional<at::ScalarType> dtype) const
   std::vector<NamedTensor> tensors;
   {
     at::NoGradGuard no_grad;
-    for (auto& [name, t] : named_tensors())
-      tensors.push_back({name, t.detach().to(at::kCPU).to(out_dtype).contiguous()});
+    for (auto& [name, t] : named_tensors()) {
+      at::Tensor c = t.detach().to(at::kCPU);
+      tensors.push_back({name, (c.is_floating_point() ? c.to(out_dtype) : c).contiguous()});
+    }
   }
   save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
 

@@ -17,8 +17,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -31,9 +33,19 @@
 
 namespace lowrank::nn {
 
+// Reads the stored tensor `name` (full HF name) in its stored dtype, on the CPU, and marks it as
+// used. Throws NotFound naming the tensor and the checkpoint's files.
+using StoredTensorReader = std::function<at::Tensor(const std::string& name)>;
+// Builds the base operator of slot `slot` ([out, in], with a bias when `bias`) from stored tensors
+// other than the dense weight (compressed models, compress/format.h), or returns null to load the
+// dense `<slot>.weight` as usual. The operator must compute in `dtype` on `device`.
+using OperatorLoader = std::function<std::shared_ptr<BaseOperator>(
+    const std::string& slot, int64_t out, int64_t in, bool bias, const StoredTensorReader& read)>;
+
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;  // compute dtype: stored f32/bf16/f16 weights convert to it
   at::Device device = at::kCPU;
+  OperatorLoader operator_loader = nullptr;  // consulted for every slot except a tied lm_head
 };
 
 struct ForwardOptions {
@@ -70,7 +82,8 @@ class Model {
   ~Model();
 
   // Writes config.json and model.safetensors (HF tensor names, atomically each) into `dir`,
-  // created if needed; tensors converted to `dtype` (default: the compute dtype). A tied lm_head
+  // created if needed; floating tensors converted to `dtype` (default: the compute dtype), integer
+  // ones (packed quantised weights, indices) stored as they are. A tied lm_head
   // is not written (as transformers). Only dense base operators are HF-loadable; other operators
   // write their own tensor names. Throws IoError.
   void save(const std::filesystem::path& dir, std::optional<at::ScalarType> dtype = std::nullopt) const;

@@ -1,0 +1,103 @@
+// `lowrank compress` (post-training compression into a new model directory) and `lowrank export
+// --dense` (a plain HF model from a compressed one); see src/lowrank/compress/pipeline.h and
+// docs/compression.md.
+#include <cstdio>
+#include <iostream>
+
+#include "apps/lowrank/verbs.h"
+#include "lowrank/compress/pipeline.h"
+#include "lowrank/core/json.h"
+#include "lowrank/core/log.h"
+#include "lowrank/nn/run.h"
+
+namespace lowrank::cli {
+
+VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
+  auto* cmd = app.add_subcommand("compress",
+                                 "Compress a model's linear slots (SVD family, WeLore, INT4/INT8, "
+                                 "SVDQuant, 2:4, robust PCA; EoRA compensation)");
+  struct Args {
+    compress::RunOptions run;
+    std::string model, out, calib, eval, dtype = "float32", method_options;
+  };
+  auto args = std::make_shared<Args>();
+  compress::CompressOptions& c = args->run.compress;
+  cmd->add_option("--model", args->model, "Dense HF model directory")->required();
+  cmd->add_option("--method", c.method, "svd, asvd, fwsvd, svd_llm, welore, rtn, svdquant, prune24, rpca")
+      ->capture_default_str();
+  cmd->add_option("--ratio", c.ratio, "Parameter reduction in (0, 1) (low-rank methods)");
+  cmd->add_option("--rank", c.rank, "Uniform rank (low-rank methods; svdquant's branch rank, default 32)");
+  cmd->add_option("--bits", c.bits, "Quantisation bits: 4 or 8 (rtn, svdquant)")->capture_default_str();
+  cmd->add_option("--group-size", c.group_size, "Input channels per quantisation scale")
+      ->capture_default_str();
+  cmd->add_option("--alpha", c.alpha, "asvd / fwsvd exponent (default 0.5 / 1.0)");
+  cmd->add_option("--tau", c.tau, "welore: the normalised-spectrum threshold instead of --ratio");
+  cmd->add_option("--compensate", c.compensation, "Add a low-rank compensation: eora or svd");
+  cmd->add_option("--compensation-rank", c.compensation_rank, "Rank of the compensation");
+  cmd->add_option("--targets", c.targets, "Slots or module names to compress (default: every decoder slot)");
+  cmd->add_flag("!--no-share-inputs", c.share_inputs,
+                "svdquant: a separate branch per slot instead of one per "
+                "shared input (q/k/v, gate/up)");
+  cmd->add_option("--method-options", args->method_options,
+                  "Extra method options as JSON (rpca: lambda, max_iters; "
+                  "svdquant: grid, max_iters)");
+  cmd->add_option("--calib-data", args->calib,
+                  "Calibration data: token dataset directory (train split) or text file");
+  cmd->add_option("--calib-samples", args->run.calib_samples, "Calibration sequences")->capture_default_str();
+  cmd->add_option("--seq-len", args->run.seq_len, "Calibration sequence length")->capture_default_str();
+  cmd->add_option("--eval-data", args->eval, "Perplexity before and after on this data (validation split)");
+  cmd->add_option("--eval-max-tokens", args->run.eval_max_tokens, "Score at most this many tokens");
+  cmd->add_option("--dtype", args->dtype, "Dtype of the written floating tensors")->capture_default_str();
+  cmd->add_option("--out", args->out, "New output directory")->required();
+  return [args, &global] {
+    compress::RunOptions o = args->run;
+    o.model = args->model;
+    o.out = args->out;
+    o.calib_data = args->calib;
+    o.eval_data = args->eval;
+    o.save_dtype = nn::parse_dtype(args->dtype);
+    o.progress = !global.quiet && !global.json;
+    if (!args->method_options.empty())
+      o.compress.method_options = parse_json(args->method_options, "--method-options");
+    const compress::RunResult r = compress::run(o);
+    if (global.json) {
+      std::cout << r.to_json().dump(2) << "\n";
+      return;
+    }
+    const compress::CompressReport& rep = r.report;
+    std::printf(
+        "%s%s%s: %zu slots, parameters %lld -> %lld (%.1f%% fewer), 16-bit bytes %lld -> %lld (%.3fx)\n",
+        rep.method.c_str(), rep.compensation.empty() ? "" : " + ", rep.compensation.c_str(), rep.slots.size(),
+        static_cast<long long>(rep.params_before), static_cast<long long>(rep.params_after),
+        100.0 * (1.0 - static_cast<double>(rep.params_after) / static_cast<double>(rep.params_before)),
+        static_cast<long long>(rep.bytes_before), static_cast<long long>(rep.bytes_after),
+        static_cast<double>(rep.bytes_after) / static_cast<double>(rep.bytes_before));
+    if (r.perplexity_before && r.perplexity_after)
+      std::printf("perplexity %.4f -> %.4f\n", *r.perplexity_before, *r.perplexity_after);
+    std::printf("wrote %s (lowrank_config.json, compress_report.json, compress_report.svg)\n", r.out.c_str());
+  };
+}
+
+VerbRunner add_export(CLI::App& app, const GlobalOptions& global) {
+  auto* cmd = app.add_subcommand("export", "Write a compressed model as a plain dense HF model");
+  struct Args {
+    std::string model, out, dtype = "float32";
+    bool dense = false;
+  };
+  auto args = std::make_shared<Args>();
+  cmd->add_option("--model", args->model, "Compressed (or plain) model directory")->required();
+  cmd->add_flag("--dense", args->dense, "Materialise every compressed slot as a dense weight (required)");
+  cmd->add_option("--dtype", args->dtype, "Dtype of the written weights")->capture_default_str();
+  cmd->add_option("--out", args->out, "New output directory")->required();
+  return [args, &global] {
+    LR_CHECK(args->dense, InvalidArgument, "export: only --dense is supported (a plain HF model)");
+    const int64_t n = compress::export_dense(args->model, args->out, nn::parse_dtype(args->dtype));
+    if (global.json) {
+      std::cout << OrderedJson{{"out", args->out}, {"materialised_slots", n}}.dump(2) << "\n";
+      return;
+    }
+    log::info("materialised ", n, " compressed slot(s); wrote ", args->out);
+  };
+}
+
+}  // namespace lowrank::cli

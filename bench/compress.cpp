@@ -1,0 +1,197 @@
+// Packed group-quantised GEMV (lowrank::ops::group_quant_linear) against the fp32 dense at::linear.
+//
+// Weight: 4096x4096 float32, N(0, 0.02²), quantised to INT4 (and INT8) in groups of 64 input
+// channels (ops::quantize_groups). Cases, each timed by Google Benchmark at the current intra-op
+// thread count (LOWRANK_NUM_THREADS, else every core):
+//   dense/rows:R    at::linear(x, W) in float32, x [R, 4096]
+//   int4/rows:R     ops::group_quant_linear(x, W4) (both R are below the packed-kernel threshold)
+//   int8/rows:1     the same for INT8
+// for R = 1 (decode, batch 1) and R = 16 (a small prefill). A summary follows, from the same run:
+//   - speed ratio dense / int4 per R, from the two timed alternately (bench/timing.h), and the
+//     target of the issue: batch-1 INT4 >= 2.5x faster than dense;
+//   - max |y_int4 - x Ŵᵀ| (Ŵ = dequantize(), float64 oracle) relative to max |x Ŵᵀ|: the kernel's
+//     own error (float summation order), and ||y_int4 - x Wᵀ|| / ||x Wᵀ||: the quantisation error;
+//   - for R in {1, 2, 4, ..., 64}: the packed kernel against dequantise + at::linear, and the dense
+//     at::linear (where the crossover lies; group_quant_linear switches above
+//     kGroupQuantPackedMaxRows rows);
+//   - storage: W4 residual (storage_bytes) + a rank-32 16-bit branch ((out + in)·32·2 bytes) +
+//     λ (in·2 bytes), over the 16-bit dense weight (out·in·2 bytes): SVDQuant's footprint.
+//
+// The process keeps freed memory (core/process.h), as the lowrank program does, so dequantise's
+// 64 MiB buffer is not page-faulted afresh each call.
+//
+//   LOWRANK_NUM_THREADS=1 build/bin/bench_compress [--benchmark_filter=rows:1] [--repeats 21]
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/version.h>
+
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "lowrank/core/process.h"
+#include "lowrank/core/threads.h"
+#include "lowrank/ops/group_quant.h"
+#include "lowrank/ops/group_quant_kernels.h"
+#include "timing.h"
+
+namespace {
+
+using lowrank::ops::GroupQuantized;
+
+constexpr int64_t kOut = 4096, kIn = 4096, kRank = 32;
+
+struct Problem {
+  at::Tensor W;  // float32 [out, in]
+  GroupQuantized w4, w8;
+  at::Tensor x1, x16;  // [1, in], [16, in]
+};
+
+Problem& problem() {
+  static Problem p = [] {
+    Problem q;
+    at::Generator gen = at::detail::createCPUGenerator(42);
+    q.W = at::randn({kOut, kIn}, gen, at::kFloat) * 0.02;
+    q.w4 = lowrank::ops::quantize_groups(q.W, 4, 64);
+    q.w8 = lowrank::ops::quantize_groups(q.W, 8, 64);
+    q.x1 = at::randn({1, kIn}, gen, at::kFloat);
+    q.x16 = at::randn({16, kIn}, gen, at::kFloat);
+    return q;
+  }();
+  return p;
+}
+
+const at::Tensor& input(int64_t rows) {
+  return rows == 1 ? problem().x1 : problem().x16;
+}
+
+void bm_dense(benchmark::State& state, int64_t rows) {
+  const auto& x = input(rows);
+  for (auto _ : state) benchmark::DoNotOptimize(at::linear(x, problem().W).data_ptr());
+}
+
+void bm_quant(benchmark::State& state, int64_t rows, int bits) {
+  const auto& x = input(rows);
+  const GroupQuantized& w = bits == 4 ? problem().w4 : problem().w8;
+  for (auto _ : state) benchmark::DoNotOptimize(lowrank::ops::group_quant_linear(x, w).data_ptr());
+}
+
+// max |y - x Ŵᵀ| / max |x Ŵᵀ| with the oracle in float64.
+double kernel_error(const at::Tensor& y, const at::Tensor& x, const GroupQuantized& w) {
+  const auto ref = at::matmul(x.to(at::kDouble), w.dequantize(at::kDouble).mT());
+  return (y.to(at::kDouble) - ref).abs().max().item<double>() / ref.abs().max().item<double>();
+}
+
+double quant_error(const at::Tensor& y, const at::Tensor& x, const at::Tensor& W) {
+  const auto ref = at::matmul(x.to(at::kDouble), W.to(at::kDouble).mT());
+  return (y.to(at::kDouble) - ref).norm().item<double>() / ref.norm().item<double>();
+}
+
+int parse_repeats(int* argc, char** argv) {
+  int repeats = 21, out = 1;
+  for (int i = 1; i < *argc; ++i) {
+    if (!std::strcmp(argv[i], "--repeats") && i + 1 < *argc) {
+      repeats = std::atoi(argv[++i]);
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  *argc = out;
+  return repeats;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int repeats = parse_repeats(&argc, argv);
+  lowrank::keep_freed_memory();  // as the lowrank program does (dequantise's buffer is reused)
+  const int threads = lowrank::configure_threads();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  Problem& p = problem();
+  const auto view4 = [&] {
+    lowrank::ops::detail::GroupQuantView v;
+    v.bits = 4;
+    v.group_size = p.w4.group_size;
+    v.out_features = kOut;
+    v.in_features = kIn;
+    v.packed = static_cast<const uint8_t*>(p.w4.packed.const_data_ptr());
+    v.scales = p.w4.scales.const_data_ptr<float>();
+    return v;
+  }();
+
+  for (int64_t rows : {1, 16}) {
+    const std::string r = "/rows:" + std::to_string(rows);
+    benchmark::RegisterBenchmark(("dense" + r).c_str(), bm_dense, rows)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("int4" + r).c_str(), bm_quant, rows, 4)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+  }
+  benchmark::RegisterBenchmark("int8/rows:1", bm_quant, 1, 8)->Unit(benchmark::kMicrosecond)->UseRealTime();
+  std::printf("libtorch %s, %d intra-op threads, %s, weight %ldx%ld float32, groups of 64\n", TORCH_VERSION,
+              threads,
+              lowrank::ops::detail::group_quant_avx2_usable(view4) ? "AVX2 kernel" : "portable kernel",
+              static_cast<long>(kOut), static_cast<long>(kIn));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+
+  std::printf("\nSummary (%d paired repeats; ratio = dense / quantised time)\n", repeats);
+  std::printf("%-6s %5s %12s %12s %8s %14s %12s\n", "format", "rows", "dense us", "quant us", "ratio",
+              "kernel err", "quant err");
+  double batch1_ratio = 0;
+  for (int bits : {4, 8}) {
+    for (int64_t rows : {1, 16}) {
+      if (bits == 8 && rows != 1) continue;
+      const auto& x = input(rows);
+      const GroupQuantized& w = bits == 4 ? p.w4 : p.w8;
+      const auto [dense, quant] = lowrank::bench::paired_median_seconds(
+          [&] { benchmark::DoNotOptimize(at::linear(x, p.W).data_ptr()); },
+          [&] { benchmark::DoNotOptimize(lowrank::ops::group_quant_linear(x, w).data_ptr()); }, repeats);
+      const auto y = lowrank::ops::group_quant_linear(x, w);
+      std::printf("int%-3d %5ld %12.1f %12.1f %8.2f %14.2e %12.4f\n", bits, static_cast<long>(rows),
+                  dense * 1e6, quant * 1e6, dense / quant, kernel_error(y, x, w), quant_error(y, x, p.W));
+      if (bits == 4 && rows == 1) batch1_ratio = dense / quant;
+    }
+  }
+
+  std::printf(
+      "\nINT4 packed kernel vs dequantise + at::linear (group_quant_linear packs up to %ld rows), and the\n"
+      "fp32 dense at::linear of the same rows\n",
+      static_cast<long>(lowrank::ops::detail::kGroupQuantPackedMaxRows));
+  std::printf("%5s %12s %16s %12s %14s\n", "rows", "packed us", "dequant+gemm us", "dense us", "gemm/packed");
+  at::Generator gen = at::detail::createCPUGenerator(7);
+  for (int64_t rows : {1, 2, 4, 8, 16, 32, 64}) {
+    const auto x = at::randn({rows, kIn}, gen, at::kFloat);
+    auto y = at::empty({rows, kOut}, x.options());
+    const int sweep_repeats = std::max(3, repeats / 4);
+    const auto [packed, gemm] = lowrank::bench::paired_median_seconds(
+        [&] {
+          lowrank::ops::detail::group_quant_packed_matmul(view4, x.const_data_ptr<float>(), rows, nullptr,
+                                                          y.mutable_data_ptr<float>());
+        },
+        [&] { benchmark::DoNotOptimize(at::linear(x, p.w4.dequantize()).data_ptr()); }, sweep_repeats);
+    const double dense = lowrank::bench::median_seconds(
+        [&] { benchmark::DoNotOptimize(at::linear(x, p.W).data_ptr()); }, sweep_repeats);
+    std::printf("%5ld %12.1f %16.1f %12.1f %14.2f\n", static_cast<long>(rows), packed * 1e6, gemm * 1e6,
+                dense * 1e6, gemm / packed);
+  }
+
+  const double w4_bytes = static_cast<double>(p.w4.storage_bytes());
+  const double branch_bytes = static_cast<double>((kOut + kIn) * kRank * 2 + kIn * 2);
+  const double dense16 = static_cast<double>(kOut * kIn * 2);
+  std::printf(
+      "\nStorage: W4 residual %.2f MiB + rank-%ld 16-bit branch and λ %.2f MiB = %.3f of the 16-bit dense "
+      "%.2f MiB (W4 alone %.3f)\n",
+      w4_bytes / (1 << 20), static_cast<long>(kRank), branch_bytes / (1 << 20),
+      (w4_bytes + branch_bytes) / dense16, dense16 / (1 << 20), w4_bytes / dense16);
+  std::printf(
+      "\nTarget (4096x4096 batch-1 INT4 GEMV >= 2.5x faster than fp32 dense, %d threads): %s (%.2fx)\n",
+      threads, batch1_ratio >= 2.5 ? "MET" : "MISSED", batch1_ratio);
+  return 0;
+}

@@ -1,0 +1,187 @@
+// Calibration statistics through a recording wrapper around each slot's base operator.
+#include "lowrank/compress/calibration.h"
+
+#include <memory>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include <ATen/ATen.h>
+
+#include "lowrank/core/error.h"
+#include "lowrank/core/progress.h"
+
+namespace lowrank::compress {
+
+namespace {
+
+// Forwards to the wrapped base and adds the input's statistics to `stats` on the way. Only used
+// while calibrate() runs, one forward at a time.
+class RecordingOperator final : public nn::BaseOperator {
+ public:
+  RecordingOperator(std::shared_ptr<const nn::BaseOperator> inner, SlotStatistics* stats, bool gram)
+      : inner_(std::move(inner)), stats_(stats), gram_(gram) {}
+  std::string_view kind() const override { return inner_->kind(); }
+  int64_t in_features() const override { return inner_->in_features(); }
+  int64_t out_features() const override { return inner_->out_features(); }
+  nn::NamedTensors tensors() const override { return inner_->tensors(); }
+  at::Tensor dense_weight() const override { return inner_->dense_weight(); }
+  at::Tensor bias() const override { return inner_->bias(); }
+
+  at::Tensor forward(const at::Tensor& x) const override {
+    record(x.detach());
+    return inner_->forward(x);
+  }
+
+ private:
+  void record(const at::Tensor& x) const {
+    at::NoGradGuard no_grad;
+    const at::Tensor x2 = x.reshape({-1, x.size(-1)}).to(at::kCPU);
+    const at::Tensor a = x2.abs();
+    const at::Tensor absmax = std::get<0>(a.max(0)).to(at::kFloat);
+    const at::Tensor abs_sum = a.sum(0, false, at::kDouble);
+    SlotStatistics& s = *stats_;
+    if (!s.absmax.defined()) {
+      s.absmax = absmax;
+      s.abs_sum = abs_sum;
+    } else {
+      s.absmax = at::maximum(s.absmax, absmax);
+      s.abs_sum += abs_sum;
+    }
+    if (gram_) {
+      const at::Tensor xd = x2.to(at::kDouble);
+      const at::Tensor g = at::matmul(xd.t(), xd);
+      if (s.gram.defined())
+        s.gram += g;
+      else
+        s.gram = g;
+    }
+    s.tokens += x2.size(0);
+  }
+
+  std::shared_ptr<const nn::BaseOperator> inner_;
+  SlotStatistics* stats_;
+  bool gram_;
+};
+
+// Puts the original bases back whatever happens.
+class RestoreBases {
+ public:
+  void add(nn::LinearSlot* slot, std::shared_ptr<const nn::BaseOperator> base) {
+    saved_.emplace_back(slot, std::move(base));
+  }
+  ~RestoreBases() {
+    for (auto& [slot, base] : saved_) slot->replace_base(base);
+  }
+
+ private:
+  std::vector<std::pair<nn::LinearSlot*, std::shared_ptr<const nn::BaseOperator>>> saved_;
+};
+
+// Stops recording gradients on the weights whatever happens.
+class ReleaseGrads {
+ public:
+  void add(at::Tensor w) { weights_.push_back(std::move(w)); }
+  ~ReleaseGrads() {
+    for (at::Tensor& w : weights_) {
+      w.mutable_grad() = at::Tensor();
+      w.requires_grad_(false);
+    }
+  }
+
+ private:
+  std::vector<at::Tensor> weights_;
+};
+
+}  // namespace
+
+at::Tensor SlotStatistics::fisher_importance() const {
+  LR_CHECK(fisher.defined() && fisher_batches > 0, InvalidArgument, "no Fisher statistics were collected");
+  return at::sqrt(fisher / static_cast<double>(fisher_batches));
+}
+
+CalibrationStatistics calibrate(nn::Model& model, const at::Tensor& tokens,
+                                const CalibrationOptions& options) {
+  LR_CHECK(options.samples >= 1, InvalidArgument, "calibration samples must be >= 1, got ", options.samples);
+  LR_CHECK(options.seq_len >= 2, InvalidArgument, "calibration sequence length must be >= 2, got ",
+           options.seq_len);
+  LR_CHECK(options.batch_size >= 1, InvalidArgument, "calibration batch size must be >= 1, got ",
+           options.batch_size);
+  LR_CHECK(tokens.dim() == 1 && tokens.scalar_type() == at::kLong, InvalidArgument,
+           "calibration tokens must be a 1-D int64 tensor");
+  const int64_t n = tokens.size(0);
+  LR_CHECK(n >= options.seq_len + 1, InvalidArgument, "calibration data holds ", n, " tokens; --seq-len ",
+           options.seq_len, " needs at least ", options.seq_len + 1);
+
+  std::set<std::string> wanted(options.slots.begin(), options.slots.end());
+  std::vector<nn::LinearSlot*> slots;
+  for (nn::LinearSlot* s : model.slots()) {
+    const bool take = wanted.empty() ? s->name() != "lm_head" : wanted.erase(s->name()) > 0;
+    if (take) slots.push_back(s);
+  }
+  LR_CHECK(wanted.empty(), InvalidArgument, "calibration: the model has no slot \"", *wanted.begin(), "\"");
+
+  CalibrationStatistics stats;
+  RestoreBases restore;
+  ReleaseGrads release;
+  std::vector<at::Tensor> weights;  // the dense weights whose gradients feed the Fisher diagonal
+  for (nn::LinearSlot* s : slots) {
+    SlotStatistics& st = stats[s->name()];
+    if (options.fisher) {
+      const auto* dense = dynamic_cast<const nn::DenseOperator*>(&s->base());
+      LR_CHECK(dense != nullptr, Unsupported, "calibration: Fisher statistics need dense weights; slot ",
+               s->name(), " holds a ", s->base().kind(), " operator");
+      at::Tensor w = dense->weight();
+      w.requires_grad_(true);
+      release.add(w);
+      weights.push_back(w);
+      st.fisher = at::zeros({w.size(1)}, at::kDouble);
+    } else {
+      weights.emplace_back();
+    }
+    std::shared_ptr<const nn::BaseOperator> base = s->base_ptr();
+    s->replace_base(std::make_shared<RecordingOperator>(base, &st, options.gram));
+    restore.add(s, std::move(base));
+  }
+
+  // Windows spread evenly over the data (deterministic).
+  const int64_t span = options.seq_len + 1;
+  std::vector<int64_t> starts;
+  for (int64_t i = 0; i < options.samples; ++i)
+    starts.push_back(options.samples == 1 ? 0 : i * (n - span) / (options.samples - 1));
+
+  std::optional<ProgressBar> bar;
+  if (options.progress) bar.emplace(options.samples, options.fisher ? "calibrate (fisher)" : "calibrate");
+  for (int64_t b = 0; b < options.samples; b += options.batch_size) {
+    const int64_t count = std::min(options.batch_size, options.samples - b);
+    std::vector<at::Tensor> rows;
+    for (int64_t i = 0; i < count; ++i) rows.push_back(tokens.narrow(0, starts[b + i], span));
+    const at::Tensor batch = at::stack(rows).to(model.device());
+    const at::Tensor input = batch.narrow(1, 0, options.seq_len);
+    if (!options.fisher) {
+      c10::InferenceMode guard;
+      model.forward(input);
+    } else {
+      const at::Tensor logits = model.forward(input);
+      const at::Tensor labels = batch.narrow(1, 1, options.seq_len);
+      // Half-precision logits are widened for the loss; float64 models keep their precision.
+      const at::Tensor flat = logits.reshape({-1, logits.size(-1)});
+      const at::Tensor loss = at::cross_entropy_loss(
+          flat.scalar_type() == at::kDouble ? flat : flat.to(at::kFloat), labels.reshape({-1}));
+      loss.backward();
+      at::NoGradGuard no_grad;
+      for (size_t k = 0; k < slots.size(); ++k) {
+        at::Tensor& w = weights[k];
+        SlotStatistics& st = stats[slots[k]->name()];
+        st.fisher += w.grad().to(at::kDouble).square().mean(0);
+        st.fisher_batches += 1;
+        w.mutable_grad() = at::Tensor();
+      }
+    }
+    if (bar) bar->advance(count);
+  }
+  if (bar) bar->finish();
+  return stats;
+}
+
+}  // namespace lowrank::compress

@@ -1,0 +1,133 @@
+// Reading and writing compressed model directories (compress/format.h).
+#include "lowrank/compress/format.h"
+
+#include <map>
+
+#include "lowrank/core/error.h"
+#include "lowrank/core/file.h"
+#include "lowrank/ops/group_quant.h"
+
+namespace lowrank::compress {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kFormatVersion = 1;
+
+int64_t required_int(const Json& d, const char* key, const std::string& slot) {
+  LR_CHECK(d.contains(key) && d[key].is_number_integer(), Corruption, kCompressedConfigFile, ": slot ", slot,
+           " lacks the integer field \"", key, "\"");
+  return d[key].get<int64_t>();
+}
+
+}  // namespace
+
+bool is_compressed_model(const fs::path& dir) {
+  return fs::is_regular_file(dir / kCompressedConfigFile);
+}
+
+std::shared_ptr<StoredOperator> load_operator(const Json& d, const std::string& slot, bool has_bias,
+                                              const std::function<at::Tensor(const std::string&)>& read,
+                                              at::ScalarType dtype, at::Device device) {
+  LR_CHECK(d.is_object() && d.contains("kind") && d["kind"].is_string(), Corruption, kCompressedConfigFile,
+           ": slot ", slot, " has no \"kind\"");
+  const std::string kind = d["kind"].get<std::string>();
+  auto real = [&](const std::string& name) { return read(name).to(device, dtype).contiguous(); };
+  const at::Tensor bias = has_bias ? real("bias") : at::Tensor();
+  auto quantized = [&](int64_t out, int64_t in) {
+    const int bits = static_cast<int>(required_int(d, "bits", slot));
+    const int64_t group = required_int(d, "group_size", slot);
+    return ops::group_quantized_from_tensors(read("qweight"), read("scales"), bits, group, out, in);
+  };
+  try {
+    if (kind == "lowrank")
+      return std::make_shared<LowRankOperator>(real("lowrank_u"), real("lowrank_v"), bias);
+    if (kind == "quantized") {
+      const at::Tensor packed = read("qweight");
+      LR_CHECK(packed.dim() == 2, Corruption, "qweight must be 2-D");
+      const int bits = static_cast<int>(required_int(d, "bits", slot));
+      const int64_t in = bits == 4 ? 2 * packed.size(1) : packed.size(1);
+      return std::make_shared<QuantizedOperator>(quantized(packed.size(0), in), bias);
+    }
+    if (kind == "svdquant") {
+      const at::Tensor up = real("lora_up"), down = real("lora_down");
+      LR_CHECK(up.dim() == 2 && down.dim() == 2, Corruption, "lora_up and lora_down must be 2-D");
+      return std::make_shared<SvdQuantOperator>(real("smooth"), up, down, quantized(up.size(0), down.size(1)),
+                                                bias);
+    }
+    if (kind == "sparse24")
+      return std::make_shared<Sparse24Operator>(real("sparse24_values"), read("sparse24_indices"), bias);
+    if (kind == "sparse_lowrank")
+      return std::make_shared<SparseLowRankOperator>(real("lowrank_u"), real("lowrank_v"),
+                                                     read("sparse_indices"), real("sparse_values"), bias);
+    if (kind == "compensated") {
+      LR_CHECK(d.contains("base"), Corruption, "a compensated slot needs its \"base\"");
+      auto inner = load_operator(d["base"], slot, has_bias, read, dtype, device);
+      const std::string method = d.value("method", std::string("eora"));
+      return std::make_shared<CompensatedOperator>(std::move(inner), real("compensation_a"),
+                                                   real("compensation_b"), method);
+    }
+  } catch (const Corruption& e) {
+    throw Corruption(str(kCompressedConfigFile, ": slot ", slot, " (", kind, "): ", e.what()));
+  } catch (const InvalidArgument& e) {
+    throw Corruption(str(kCompressedConfigFile, ": slot ", slot, " (", kind, "): ", e.what()));
+  }
+  throw Corruption(str(kCompressedConfigFile, ": slot ", slot, " has the unknown operator kind \"", kind,
+                       "\" (known: lowrank, quantized, svdquant, sparse24, sparse_lowrank, compensated)"));
+}
+
+nn::Model load_model(const fs::path& dir, const nn::LoadOptions& options) {
+  if (!is_compressed_model(dir)) return nn::Model::load(dir, options);
+  const fs::path config_path = dir / kCompressedConfigFile;
+  const Json config = read_json_file(config_path);
+  LR_CHECK(config.value("format", std::string()) == "lowrank.compressed", Corruption, config_path.string(),
+           ": \"format\" must be \"lowrank.compressed\"");
+  LR_CHECK(config.value("version", 0) == kFormatVersion, Unsupported, config_path.string(), ": version ",
+           config.value("version", 0), " is not supported (this build reads version ", kFormatVersion, ")");
+  LR_CHECK(config.contains("slots") && config["slots"].is_object(), Corruption, config_path.string(),
+           ": \"slots\" must be an object");
+  auto slots = std::make_shared<std::map<std::string, Json>>();
+  for (const auto& [name, d] : config["slots"].items()) (*slots)[name] = d;
+
+  nn::LoadOptions o = options;
+  auto seen = std::make_shared<std::size_t>(0);
+  o.operator_loader = [slots, seen, dtype = options.dtype, device = options.device](
+                          const std::string& slot, int64_t, int64_t, bool bias,
+                          const nn::StoredTensorReader& read) -> std::shared_ptr<nn::BaseOperator> {
+    auto it = slots->find(slot);
+    if (it == slots->end()) return nullptr;
+    ++*seen;
+    auto relative = [&](const std::string& name) { return read(slot + "." + name); };
+    return load_operator(it->second, slot, bias, relative, dtype, device);
+  };
+  nn::Model model = nn::Model::load(dir, o);
+  LR_CHECK(*seen == slots->size(), Corruption, config_path.string(), ": ", slots->size() - *seen,
+           " slot(s) listed there are not slots of this model (", slots->begin()->first, ", ...)");
+  return model;
+}
+
+void copy_tokenizer_files(const fs::path& source_dir, const fs::path& dir) {
+  for (const char* name :
+       {"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"}) {
+    const fs::path src = source_dir / name;
+    std::error_code ec;
+    if (fs::is_regular_file(src)) fs::copy_file(src, dir / name, fs::copy_options::overwrite_existing, ec);
+    LR_CHECK(!ec, IoError, "cannot copy ", src.string(), " to ", dir.string(), ": ", ec.message());
+  }
+}
+
+void save_compressed_model(const nn::Model& model, const fs::path& dir, const fs::path& source_dir,
+                           at::ScalarType dtype, const OrderedJson& extra) {
+  model.save(dir, dtype);
+  OrderedJson slots = OrderedJson::object();
+  for (const nn::LinearSlot* s : model.slots())
+    if (const auto* op = dynamic_cast<const StoredOperator*>(&s->base())) slots[s->name()] = op->describe();
+  OrderedJson config{{"format", "lowrank.compressed"}, {"version", kFormatVersion}};
+  for (const auto& [k, v] : extra.items()) config[k] = v;
+  config["slots"] = std::move(slots);
+  write_json_file(dir / kCompressedConfigFile, config);
+  copy_tokenizer_files(source_dir, dir);
+}
+
+}  // namespace lowrank::compress

@@ -1,0 +1,461 @@
+// The method registry, up-front validation and the model-level driver (compress/methods.h).
+#include "lowrank/compress/methods.h"
+
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <set>
+
+#include "lowrank/compress/svdquant.h"
+#include "lowrank/core/error.h"
+#include "lowrank/core/log.h"
+#include "lowrank/core/progress.h"
+
+namespace lowrank::compress {
+
+namespace {
+
+using Ranks = MethodInfo::Ranks;
+
+void add(std::map<std::string, Method>& reg, MethodInfo info, SlotCompressor fn) {
+  const std::string name = info.name;
+  LR_CHECK(!reg.contains(name), InvalidArgument, "compression method \"", name, "\" registered twice");
+  reg.emplace(name, Method{std::move(info), std::move(fn)});
+}
+
+void register_builtin_methods(std::map<std::string, Method>& reg) {
+  add(reg,
+      {"svd", "truncated SVD per slot (LoRD), uniform rank or parameter ratio",
+       "Kaushal et al., 2023, arXiv:2309.14021", Ranks::kUniform},
+      compress_truncated_svd);
+  add(reg,
+      {"asvd", "activation-aware SVD: S = diag(mean|x|^alpha), alpha 0.5",
+       "Yuan et al., 2023, arXiv:2312.05821", Ranks::kUniform, false, true},
+      compress_truncated_svd);
+  add(reg,
+      {"fwsvd", "Fisher-weighted SVD: S = diag(fisher^alpha), alpha 1", "Hsu et al., 2022, ICLR",
+       Ranks::kUniform, false, false, true},
+      compress_truncated_svd);
+  add(reg,
+      {"svd_llm", "SVD-LLM truncation-aware whitening: S = chol(X X^T)",
+       "Wang et al., 2024, arXiv:2403.07378", Ranks::kUniform, true},
+      compress_truncated_svd);
+  add(reg,
+      {"welore", "WeLore non-uniform ranks from the normalised spectrum (global tau)",
+       "Jaiswal et al., 2024, arXiv:2407.11239", Ranks::kSpectrum},
+      compress_truncated_svd);
+  add(reg, {"rtn", "group-wise round-to-nearest INT4/INT8 (groups of 64 input channels)", "", Ranks::kNone},
+      compress_rtn);
+  add(reg,
+      {"svdquant", "SVDQuant: smoothing + 16-bit low-rank branch (rank 32) + 4-bit residual",
+       "Li et al., 2024, arXiv:2411.05007", Ranks::kNone, true, true},
+      compress_svdquant);
+  add(reg, {"prune24", "2:4 magnitude pruning (two of every four input channels kept)", "", Ranks::kNone},
+      compress_prune24);
+  add(reg,
+      {"rpca", "sparse + low-rank split by robust PCA (principal component pursuit)",
+       "Candes et al., 2011, J. ACM 58(3)", Ranks::kNone},
+      compress_rpca);
+}
+
+double frobenius(const at::Tensor& t) {
+  return t.to(at::kDouble).norm().item<double>();
+}
+
+// tr(M H Mᵀ) for M [out, in], H [in, in].
+double gram_quadratic(const at::Tensor& M, const at::Tensor& H) {
+  const at::Tensor m = M.to(at::kDouble);
+  return (at::matmul(m, H.to(at::kDouble)) * m).sum().item<double>();
+}
+
+// Logical parameters of an operator: floating tensors by element, packed weights by the weights
+// they hold; index tensors are bookkeeping.
+int64_t params_of(const nn::BaseOperator& op) {
+  int64_t n = 0;
+  for (const auto& [name, t] : op.tensors()) {
+    if (t.is_floating_point())
+      n += t.numel();
+    else if (name == "qweight")
+      n += t.numel() * (t.scalar_type() == at::kByte ? 2 : 1);
+  }
+  return n;
+}
+
+// Every stored parameter: the slots' (logical, as params_of) and the rest (embedding, norms). A
+// tied lm_head is the embedding and counts once.
+int64_t model_params(const nn::Model& model) {
+  int64_t n = 0;
+  std::set<std::string> counted;
+  for (const auto& [name, t] : model.named_tensors()) {
+    const std::string prefix = name.substr(0, name.rfind('.'));
+    if (const nn::LinearSlot* s = model.find_slot(prefix)) {
+      if (counted.insert(prefix).second) n += params_of(s->base());
+    } else {
+      n += t.numel();
+    }
+  }
+  return n;
+}
+
+bool matches(const std::string& slot, const std::string& target) {
+  return slot == target || (slot.size() > target.size() && slot.ends_with(target) &&
+                            slot[slot.size() - target.size() - 1] == '.');
+}
+
+std::string module_of(const std::string& slot) {
+  const auto dot = slot.rfind('.');
+  return dot == std::string::npos ? slot : slot.substr(dot + 1);
+}
+
+// Slots that read the same input inside one layer, in model order: {q, k, v} and {gate, up}.
+std::vector<std::vector<size_t>> shared_input_groups(const std::vector<nn::LinearSlot*>& slots) {
+  std::map<std::string, std::vector<size_t>> by_key;
+  std::vector<std::string> order;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const std::string& name = slots[i]->name();
+    const std::string module = module_of(name);
+    std::string group;
+    if (module == "q_proj" || module == "k_proj" || module == "v_proj") group = "qkv";
+    if (module == "gate_proj" || module == "up_proj") group = "gate_up";
+    const std::string key = group.empty() ? name : name.substr(0, name.rfind('.')) + "#" + group;
+    if (!by_key.contains(key)) order.push_back(key);
+    by_key[key].push_back(i);
+  }
+  std::vector<std::vector<size_t>> groups;
+  for (const std::string& k : order) groups.push_back(by_key[k]);
+  return groups;
+}
+
+ops::GroupQuantized rows_of(const ops::GroupQuantized& q, int64_t begin, int64_t count) {
+  ops::GroupQuantized r = q;
+  r.out_features = count;
+  r.packed = q.packed.narrow(0, begin, count).contiguous();
+  r.scales = q.scales.narrow(0, begin, count).contiguous();
+  return r;
+}
+
+SvdQuantOptions svdquant_options(const CompressOptions& options) {
+  SvdQuantOptions o;
+  o.rank = options.rank > 0 ? options.rank : 32;
+  o.bits = options.bits;
+  o.group_size = options.group_size;
+  o.grid = options.method_options.value("grid", o.grid);
+  o.max_iters = options.method_options.value("max_iters", o.max_iters);
+  return o;
+}
+
+// SVDQuant over slots sharing one input: the rows of their weights stacked, one smoothing vector
+// and down projection for all, the up projection and residual sliced per slot (deepcompressor's
+// exclusive = false).
+std::vector<std::shared_ptr<StoredOperator>> svdquant_group(const std::vector<SlotInput>& inputs,
+                                                            const CompressOptions& options) {
+  std::vector<at::Tensor> ws;
+  for (const SlotInput& in : inputs) ws.push_back(in.weight);
+  const SlotStatistics& st = *inputs.front().stats;
+  const SvdQuantResult r = svdquant(at::cat(ws, 0), st.gram, st.absmax, svdquant_options(options));
+  std::vector<std::shared_ptr<StoredOperator>> out;
+  int64_t row = 0;
+  for (const SlotInput& in : inputs) {
+    const int64_t m = in.weight.size(0);
+    const at::ScalarType dtype = in.weight.scalar_type();
+    out.push_back(std::make_shared<SvdQuantOperator>(
+        r.smooth.to(dtype), r.lora_up.narrow(0, row, m).to(dtype).contiguous(), r.lora_down.to(dtype),
+        rows_of(r.residual, row, m), in.bias));
+    row += m;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::shared_ptr<StoredOperator> compress_svdquant(const SlotInput& in, const CompressOptions& options) {
+  LR_CHECK(in.stats != nullptr && in.stats->gram.defined(), InvalidArgument,
+           "svdquant needs calibration statistics (Gram and absmax) for slot ", in.name);
+  return svdquant_group({in}, options).front();
+}
+
+const std::map<std::string, Method>& registry() {
+  static std::map<std::string, Method> reg;
+  static std::once_flag once;
+  std::call_once(once, [] { register_builtin_methods(reg); });
+  return reg;
+}
+
+const Method& find_method(std::string_view name) {
+  const auto& reg = registry();
+  if (auto it = reg.find(std::string(name)); it != reg.end()) return it->second;
+  std::string known;
+  for (const auto& [n, m] : reg) known += (known.empty() ? "" : ", ") + n;
+  throw NotFound(str("unknown compression method \"", name, "\"; known: ", known));
+}
+
+std::vector<lowrank::MethodInfo> list_methods() {
+  std::vector<lowrank::MethodInfo> out;
+  for (const auto& [name, m] : registry()) {
+    lowrank::MethodInfo info{name, m.info.summary, m.info.paper, {}};
+    if (m.info.ranks == Ranks::kUniform)
+      info.options.emplace_back("ratio|rank", "parameter reduction in (0, 1) or a uniform rank");
+    if (m.info.ranks == Ranks::kSpectrum)
+      info.options.emplace_back("ratio|tau", "parameter reduction (tau searched) or the threshold");
+    if (name == "rtn" || name == "svdquant") {
+      info.options.emplace_back("bits", "4 or 8 (default 4)");
+      info.options.emplace_back("group-size", "input channels per scale (default 64)");
+    }
+    if (name == "svdquant") info.options.emplace_back("rank", "low-rank branch rank (default 32)");
+    if (name == "asvd" || name == "fwsvd")
+      info.options.emplace_back("alpha", name == "asvd" ? "exponent (0.5)" : "exponent (1.0)");
+    if (name == "rpca")
+      info.options.emplace_back("method-options", "{\"lambda\": 1/sqrt(max(m,n)), \"max_iters\": 500}");
+    if (m.info.needs_calibration())
+      info.options.emplace_back("calib-data", "required: calibration token dataset or text");
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+int64_t rank_for_ratio(int64_t m, int64_t n, double ratio) {
+  const double k =
+      std::floor(static_cast<double>(m) * static_cast<double>(n) * (1 - ratio) / static_cast<double>(m + n));
+  return std::max<int64_t>(1, static_cast<int64_t>(k));
+}
+
+std::vector<nn::LinearSlot*> target_slots(nn::Model& model, const CompressOptions& options) {
+  std::vector<nn::LinearSlot*> out;
+  std::set<std::string> unmatched(options.targets.begin(), options.targets.end());
+  for (nn::LinearSlot* s : model.slots()) {
+    bool take = options.targets.empty() && s->name() != "lm_head";
+    for (const std::string& t : options.targets)
+      if (matches(s->name(), t)) {
+        take = true;
+        unmatched.erase(t);
+      }
+    if (take) out.push_back(s);
+  }
+  LR_CHECK(unmatched.empty(), InvalidArgument, "--targets: \"", unmatched.empty() ? "" : *unmatched.begin(),
+           "\" matches no slot of the model (slots are named like model.layers.0.self_attn.q_proj)");
+  LR_CHECK(!out.empty(), InvalidArgument, "the model has no slot to compress");
+  return out;
+}
+
+CalibrationNeeds calibration_needs(const CompressOptions& options) {
+  const MethodInfo& info = find_method(options.method).info;
+  CalibrationNeeds n;
+  n.gram = info.needs_gram || options.compensation == "eora";
+  n.fisher = info.needs_fisher;
+  n.any = n.gram || n.fisher || info.needs_activations;
+  return n;
+}
+
+void validate(nn::Model& model, const CompressOptions& options, const CalibrationStatistics* stats,
+              bool stats_pending) {
+  const Method& method = find_method(options.method);
+  const MethodInfo& info = method.info;
+  LR_CHECK(options.ratio == 0 || (options.ratio > 0 && options.ratio < 1), InvalidArgument, "--ratio ",
+           options.ratio, " is outside (0, 1)");
+  LR_CHECK(options.rank >= 0, InvalidArgument, "--rank ", options.rank, " must be >= 1");
+  if (info.ranks == Ranks::kUniform) {
+    LR_CHECK((options.ratio > 0) != (options.rank > 0), InvalidArgument, "method ", info.name,
+             " needs exactly one of --ratio or --rank");
+  } else if (info.ranks == Ranks::kSpectrum) {
+    LR_CHECK(options.ratio > 0 || options.tau >= 0, InvalidArgument, "method ", info.name,
+             " needs --ratio (or a threshold --tau)");
+    LR_CHECK(options.tau < 0 || options.tau <= 1, InvalidArgument, "--tau ", options.tau,
+             " is outside [0, 1]");
+  } else {
+    LR_CHECK(options.ratio == 0, InvalidArgument, "method ", info.name, " takes no --ratio");
+  }
+  const bool quantizes = info.name == "rtn" || info.name == "svdquant";
+  if (quantizes) {
+    LR_CHECK(options.bits == 4 || options.bits == 8, InvalidArgument, "--bits ", options.bits,
+             " must be 4 or 8");
+    LR_CHECK(options.group_size >= 2 && options.group_size % 2 == 0, InvalidArgument, "--group-size ",
+             options.group_size, " must be even and >= 2");
+  }
+  LR_CHECK(options.compensation.empty() || options.compensation == "eora" || options.compensation == "svd",
+           InvalidArgument, "--compensate \"", options.compensation, "\": use eora or svd");
+  LR_CHECK(options.compensation.empty() || options.compensation_rank >= 1, InvalidArgument,
+           "--compensate needs --compensation-rank >= 1");
+  LR_CHECK(!options.compensation.empty() || options.compensation_rank == 0, InvalidArgument,
+           "--compensation-rank without --compensate");
+
+  const bool needs_gram = info.needs_gram || options.compensation == "eora";
+  for (nn::LinearSlot* s : target_slots(model, options)) {
+    const int64_t m = s->out_features(), n = s->in_features();
+    LR_CHECK(dynamic_cast<const nn::DenseOperator*>(&s->base()) != nullptr, Unsupported, "slot ", s->name(),
+             " already holds a ", s->base().kind(), " operator; compress a dense model");
+    if (info.ranks == Ranks::kUniform && options.rank > 0)
+      LR_CHECK(options.rank <= std::min(m, n), InvalidArgument, "--rank ", options.rank, " exceeds min(", m,
+               ", ", n, ") of slot ", s->name());
+    if (info.name == "svdquant")
+      LR_CHECK((options.rank > 0 ? options.rank : 32) <= std::min(m, n), InvalidArgument,
+               "svdquant branch rank ", options.rank > 0 ? options.rank : 32, " exceeds min(", m, ", ", n,
+               ") of slot ", s->name(), "; pass a smaller --rank");
+    if (info.name == "rpca" && options.rank > 0)
+      LR_CHECK(options.rank <= std::min(m, n), InvalidArgument, "--rank ", options.rank, " exceeds min(", m,
+               ", ", n, ") of slot ", s->name());
+    if (quantizes)
+      LR_CHECK(n % options.group_size == 0, InvalidArgument, "slot ", s->name(), " has ", n,
+               " input channels, not a multiple of --group-size ", options.group_size);
+    if (info.name == "prune24")
+      LR_CHECK(n % 4 == 0, InvalidArgument, "slot ", s->name(), " has ", n,
+               " input channels; 2:4 needs a multiple of 4");
+    if (!options.compensation.empty())
+      LR_CHECK(options.compensation_rank <= std::min(m, n), InvalidArgument, "--compensation-rank ",
+               options.compensation_rank, " exceeds min(", m, ", ", n, ") of slot ", s->name());
+    if ((info.needs_calibration() || needs_gram) && !stats_pending) {
+      LR_CHECK(stats != nullptr, InvalidArgument, "method ", info.name,
+               options.compensation == "eora" ? " with EoRA compensation" : "",
+               " needs calibration data (--calib-data)");
+      auto it = stats->find(s->name());
+      LR_CHECK(it != stats->end(), InvalidArgument, "no calibration statistics for slot ", s->name());
+      LR_CHECK(!needs_gram || it->second.gram.defined(), InvalidArgument, "calibration of slot ", s->name(),
+               " lacks the Gram matrix");
+      LR_CHECK(!info.needs_fisher || it->second.fisher.defined(), InvalidArgument, "method ", info.name,
+               " needs Fisher statistics for slot ", s->name());
+    }
+  }
+}
+
+CompressReport compress_model(nn::Model& model, const CompressOptions& options,
+                              const CalibrationStatistics* stats) {
+  validate(model, options, stats);
+  const auto start = std::chrono::steady_clock::now();
+  const Method& method = find_method(options.method);
+  std::vector<nn::LinearSlot*> slots = target_slots(model, options);
+
+  CompressReport report;
+  report.method = options.method;
+  report.compensation = options.compensation;
+  report.model_params_before = model_params(model);
+
+  std::vector<SlotInput> inputs;
+  for (nn::LinearSlot* s : slots) {
+    at::NoGradGuard no_grad;
+    const nn::BaseOperator& base = s->base();
+    SlotInput in;
+    in.name = s->name();
+    in.weight = base.dense_weight().detach().to(at::kCPU, at::kFloat).contiguous();
+    in.bias = base.bias().defined() ? base.bias().detach().to(at::kCPU, at::kFloat) : at::Tensor();
+    if (stats) {
+      auto it = stats->find(s->name());
+      in.stats = it == stats->end() ? nullptr : &it->second;
+    }
+    inputs.push_back(std::move(in));
+  }
+
+  // Ranks.
+  if (method.info.ranks == Ranks::kUniform) {
+    for (SlotInput& in : inputs)
+      in.rank = options.rank > 0 ? options.rank
+                                 : rank_for_ratio(in.weight.size(0), in.weight.size(1), options.ratio);
+  } else if (method.info.ranks == Ranks::kSpectrum) {
+    std::vector<at::Tensor> spectra;
+    std::vector<std::pair<int64_t, int64_t>> shapes;
+    for (const SlotInput& in : inputs) {
+      spectra.push_back(at::linalg_svdvals(in.weight.to(at::kDouble)));
+      shapes.emplace_back(in.weight.size(0), in.weight.size(1));
+    }
+    const WeLoreChoice choice = welore_ranks(spectra, shapes, options.ratio, options.tau);
+    log::info("welore: global threshold tau = ", choice.tau);
+    for (size_t i = 0; i < inputs.size(); ++i) inputs[i].rank = choice.ranks[i];
+  }
+
+  // New operators (null: the slot stays dense).
+  std::vector<std::shared_ptr<StoredOperator>> ops(inputs.size());
+  CompressOptions per_slot = options;
+  if (method.info.ranks == Ranks::kSpectrum) per_slot.method = "svd";  // WeLore factorises by plain SVD
+  ProgressBar bar(static_cast<int64_t>(inputs.size()), "compress " + options.method);
+  if (options.method == "svdquant" && options.share_inputs) {
+    for (const std::vector<size_t>& group : shared_input_groups(slots)) {
+      std::vector<SlotInput> members;
+      for (size_t i : group) members.push_back(inputs[i]);
+      std::vector<std::shared_ptr<StoredOperator>> made = svdquant_group(members, options);
+      for (size_t j = 0; j < group.size(); ++j) ops[group[j]] = made[j];
+      bar.advance(static_cast<int64_t>(group.size()));
+    }
+  } else {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      bar.set_note(inputs[i].name);
+      if (!(method.info.ranks == Ranks::kSpectrum && inputs[i].rank < 0))
+        ops[i] = method.compress(inputs[i], per_slot);
+      bar.advance();
+    }
+  }
+  bar.finish();
+
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const SlotInput& in = inputs[i];
+    std::shared_ptr<StoredOperator> op = ops[i];
+    if (op && !options.compensation.empty())
+      op = compensate(op, in.weight, in.stats ? in.stats->gram : at::Tensor(), options.compensation_rank,
+                      options.compensation);
+    SlotReport r;
+    r.name = in.name;
+    r.out_features = in.weight.size(0);
+    r.in_features = in.weight.size(1);
+    r.params_before = in.weight.numel() + (in.bias.defined() ? in.bias.numel() : 0);
+    r.bytes_before = 2 * r.params_before;
+    if (!op) {
+      r.kind = "dense";
+      r.params_after = r.params_before;
+      r.bytes_after = r.bytes_before;
+    } else {
+      r.kind = std::string(op->kind());
+      const OrderedJson d = op->describe();
+      if (d.contains("rank")) r.rank = d["rank"].get<int64_t>();
+      r.params_after = params_of(*op);
+      r.bytes_after = op->storage_bytes(2);
+      const at::Tensor delta = in.weight.to(at::kDouble) - op->dense_weight().to(at::kDouble);
+      r.weight_error = frobenius(delta) / std::max(frobenius(in.weight), 1e-300);
+      if (in.stats && in.stats->gram.defined()) {
+        const double den = gram_quadratic(in.weight, in.stats->gram);
+        r.output_error = den > 0 ? std::sqrt(std::max(0.0, gram_quadratic(delta, in.stats->gram)) / den) : 0;
+      }
+      slots[i]->replace_base(op);
+    }
+    report.params_before += r.params_before;
+    report.params_after += r.params_after;
+    report.bytes_before += r.bytes_before;
+    report.bytes_after += r.bytes_after;
+    report.slots.push_back(std::move(r));
+  }
+  report.model_params_after = model_params(model);
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+OrderedJson CompressReport::to_json() const {
+  OrderedJson j;
+  j["method"] = method;
+  j["compensation"] = compensation.empty() ? OrderedJson(nullptr) : OrderedJson(compensation);
+  j["params_before"] = params_before;
+  j["params_after"] = params_after;
+  j["param_reduction"] =
+      params_before > 0 ? 1.0 - static_cast<double>(params_after) / static_cast<double>(params_before) : 0.0;
+  j["model_params_before"] = model_params_before;
+  j["model_params_after"] = model_params_after;
+  j["bytes_before_16bit"] = bytes_before;
+  j["bytes_after_16bit"] = bytes_after;
+  j["bytes_ratio"] =
+      bytes_before > 0 ? static_cast<double>(bytes_after) / static_cast<double>(bytes_before) : 0.0;
+  j["seconds"] = seconds;
+  OrderedJson rows = OrderedJson::array();
+  for (const SlotReport& r : slots) {
+    OrderedJson s;
+    s["name"] = r.name;
+    s["kind"] = r.kind;
+    s["shape"] = {r.out_features, r.in_features};
+    s["rank"] = r.rank < 0 ? OrderedJson(nullptr) : OrderedJson(r.rank);
+    s["params_before"] = r.params_before;
+    s["params_after"] = r.params_after;
+    s["bytes_before_16bit"] = r.bytes_before;
+    s["bytes_after_16bit"] = r.bytes_after;
+    s["weight_error"] = r.weight_error;
+    s["output_error"] = r.output_error < 0 ? OrderedJson(nullptr) : OrderedJson(r.output_error);
+    rows.push_back(std::move(s));
+  }
+  j["slots"] = std::move(rows);
+  return j;
+}
+
+}  // namespace lowrank::compress

@@ -1,0 +1,269 @@
+// Compressed base operators: construction checks, forward passes, stored tensors.
+#include "lowrank/compress/operators.h"
+
+#include <utility>
+
+#include "lowrank/core/error.h"
+
+namespace lowrank::compress {
+
+namespace {
+
+void check_bias(const at::Tensor& bias, int64_t out, std::string_view kind) {
+  LR_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == out), InvalidArgument, kind,
+           " operator: bias of shape ", bias.sizes(), " for ", out, " outputs");
+}
+
+void add_bias(nn::NamedTensors& out, const at::Tensor& bias) {
+  if (bias.defined()) out.emplace_back("bias", bias);
+}
+
+// U (V x) + b without materialising U V.
+at::Tensor low_rank_forward(const at::Tensor& x, const at::Tensor& u, const at::Tensor& v,
+                            const at::Tensor& bias) {
+  return at::linear(at::linear(x, v), u, bias);
+}
+
+}  // namespace
+
+int64_t StoredOperator::storage_bytes(int64_t float_bytes) const {
+  int64_t bytes = 0;
+  for (const auto& [name, t] : tensors())
+    bytes +=
+        t.is_floating_point() ? t.numel() * float_bytes : t.numel() * static_cast<int64_t>(t.element_size());
+  return bytes;
+}
+
+// ---- lowrank
+
+LowRankOperator::LowRankOperator(at::Tensor u, at::Tensor v, at::Tensor bias)
+    : u_(std::move(u)), v_(std::move(v)), bias_(std::move(bias)) {
+  LR_CHECK(u_.dim() == 2 && v_.dim() == 2 && u_.size(1) == v_.size(0) && u_.size(1) > 0, InvalidArgument,
+           "lowrank operator: U ", u_.sizes(), " and V ", v_.sizes(), " do not chain");
+  check_bias(bias_, u_.size(0), "lowrank");
+}
+
+at::Tensor LowRankOperator::forward(const at::Tensor& x) const {
+  return low_rank_forward(x, u_, v_, bias_);
+}
+
+nn::NamedTensors LowRankOperator::tensors() const {
+  nn::NamedTensors out{{"lowrank_u", u_}, {"lowrank_v", v_}};
+  add_bias(out, bias_);
+  return out;
+}
+
+OrderedJson LowRankOperator::describe() const {
+  return {{"kind", "lowrank"}, {"rank", rank()}};
+}
+
+// ---- quantized
+
+QuantizedOperator::QuantizedOperator(ops::GroupQuantized weight, at::Tensor bias)
+    : weight_(std::move(weight)), bias_(std::move(bias)) {
+  check_bias(bias_, weight_.out_features, "quantized");
+}
+
+at::Tensor QuantizedOperator::forward(const at::Tensor& x) const {
+  return ops::group_quant_linear(x, weight_, bias_);
+}
+
+nn::NamedTensors QuantizedOperator::tensors() const {
+  nn::NamedTensors out{{"qweight", weight_.packed}, {"scales", weight_.scales}};
+  add_bias(out, bias_);
+  return out;
+}
+
+at::Tensor QuantizedOperator::dense_weight() const {
+  const at::ScalarType dtype = bias_.defined() ? bias_.scalar_type() : at::kFloat;
+  return weight_.dequantize(dtype);
+}
+
+OrderedJson QuantizedOperator::describe() const {
+  return {{"kind", "quantized"}, {"bits", weight_.bits}, {"group_size", weight_.group_size}};
+}
+
+// ---- svdquant
+
+SvdQuantOperator::SvdQuantOperator(at::Tensor smooth, at::Tensor lora_up, at::Tensor lora_down,
+                                   ops::GroupQuantized residual, at::Tensor bias)
+    : smooth_(std::move(smooth)),
+      lora_up_(std::move(lora_up)),
+      lora_down_(std::move(lora_down)),
+      residual_(std::move(residual)),
+      bias_(std::move(bias)) {
+  const int64_t out = residual_.out_features, in = residual_.in_features;
+  LR_CHECK(smooth_.dim() == 1 && smooth_.size(0) == in, InvalidArgument,
+           "svdquant operator: smoothing factors of shape ", smooth_.sizes(), " for ", in, " inputs");
+  LR_CHECK(lora_up_.dim() == 2 && lora_down_.dim() == 2 && lora_up_.size(0) == out &&
+               lora_down_.size(1) == in && lora_up_.size(1) == lora_down_.size(0),
+           InvalidArgument, "svdquant operator: branch L1 ", lora_up_.sizes(), " and L2 ", lora_down_.sizes(),
+           " do not fit a [", out, ", ", in, "] weight");
+  LR_CHECK(at::all(smooth_ > 0).item<bool>(), InvalidArgument,
+           "svdquant operator: smoothing factors must be > 0");
+  check_bias(bias_, out, "svdquant");
+  inv_smooth_ = at::reciprocal(smooth_);
+}
+
+at::Tensor SvdQuantOperator::forward(const at::Tensor& x) const {
+  const at::Tensor xs = x * inv_smooth_;
+  // x̂ L2ᵀ is read once for the branch; the residual GEMM writes the output the branch adds to.
+  at::Tensor y = ops::group_quant_linear(xs, residual_, bias_);
+  const at::Tensor branch = at::linear(at::linear(xs, lora_down_), lora_up_);
+  if (at::GradMode::is_enabled()) return y + branch;
+  return y.add_(branch);
+}
+
+nn::NamedTensors SvdQuantOperator::tensors() const {
+  nn::NamedTensors out{{"smooth", smooth_},
+                       {"lora_up", lora_up_},
+                       {"lora_down", lora_down_},
+                       {"qweight", residual_.packed},
+                       {"scales", residual_.scales}};
+  add_bias(out, bias_);
+  return out;
+}
+
+at::Tensor SvdQuantOperator::dense_weight() const {
+  const at::Tensor w_hat = at::matmul(lora_up_, lora_down_) + residual_.dequantize(lora_up_.scalar_type());
+  return w_hat * inv_smooth_;  // Ŵ diag(λ)⁻¹
+}
+
+OrderedJson SvdQuantOperator::describe() const {
+  return {
+      {"kind", "svdquant"}, {"rank", rank()}, {"bits", residual_.bits}, {"group_size", residual_.group_size}};
+}
+
+// ---- sparse24
+
+std::shared_ptr<Sparse24Operator> Sparse24Operator::from_dense(const at::Tensor& weight, at::Tensor bias) {
+  LR_CHECK(weight.dim() == 2 && weight.size(1) % 4 == 0, InvalidArgument,
+           "2:4 sparsity needs a 2-D weight whose input size is a multiple of 4, got ", weight.sizes());
+  const int64_t out = weight.size(0), in = weight.size(1);
+  const at::Tensor groups = weight.detach().reshape({out, in / 4, 4});
+  LR_CHECK((groups != 0).sum(-1).le(2).all().item<bool>(), InvalidArgument,
+           "2:4 sparsity: a group of four weights holds more than two nonzeros");
+  // The two kept positions: the nonzeros first (stable), in increasing position order.
+  const at::Tensor order = at::argsort((groups == 0).to(at::kInt), /*stable=*/true, -1, false);
+  const at::Tensor kept = std::get<0>(at::sort(order.narrow(-1, 0, 2), -1));  // [out, in/4, 2]
+  const at::Tensor values = at::gather(groups, -1, kept).reshape({out, in / 2}).contiguous();
+  const at::Tensor packed = (kept.select(-1, 0) + kept.select(-1, 1) * 4).to(at::kByte).contiguous();
+  return std::make_shared<Sparse24Operator>(values, packed, std::move(bias));
+}
+
+Sparse24Operator::Sparse24Operator(at::Tensor values, at::Tensor indices, at::Tensor bias)
+    : values_(std::move(values)), indices_(std::move(indices)), bias_(std::move(bias)) {
+  LR_CHECK(values_.dim() == 2 && indices_.dim() == 2 && indices_.scalar_type() == at::kByte &&
+               values_.size(0) == indices_.size(0) && values_.size(1) == 2 * indices_.size(1),
+           Corruption, "sparse24 operator: values ", values_.sizes(), " and indices ", indices_.sizes(), " (",
+           c10::toString(indices_.scalar_type()), ") do not form a 2:4 weight");
+  const int64_t out = values_.size(0), groups = indices_.size(1);
+  const at::Tensor idx = indices_.to(at::kLong);
+  const at::Tensor first = idx.remainder(4), second = idx.div(4, "floor");
+  LR_CHECK(idx.lt(16).all().item<bool>() && first.ne(second).all().item<bool>(), Corruption,
+           "sparse24 operator: index bytes outside the 2:4 pattern");
+  dense_ = at::zeros({out, groups, 4}, values_.options());
+  const at::Tensor v = values_.reshape({out, groups, 2});
+  dense_.scatter_(-1, at::stack({first, second}, -1), v);
+  dense_ = dense_.reshape({out, groups * 4});
+  check_bias(bias_, out, "sparse24");
+}
+
+nn::NamedTensors Sparse24Operator::tensors() const {
+  nn::NamedTensors out{{"sparse24_values", values_}, {"sparse24_indices", indices_}};
+  add_bias(out, bias_);
+  return out;
+}
+
+OrderedJson Sparse24Operator::describe() const {
+  return {{"kind", "sparse24"}};
+}
+
+// ---- sparse_lowrank
+
+SparseLowRankOperator::SparseLowRankOperator(at::Tensor u, at::Tensor v, at::Tensor sparse_indices,
+                                             at::Tensor sparse_values, at::Tensor bias)
+    : u_(std::move(u)),
+      v_(std::move(v)),
+      indices_(std::move(sparse_indices)),
+      values_(std::move(sparse_values)),
+      bias_(std::move(bias)) {
+  LR_CHECK(u_.dim() == 2 && v_.dim() == 2 && u_.size(1) == v_.size(0), InvalidArgument,
+           "sparse_lowrank operator: U ", u_.sizes(), " and V ", v_.sizes(), " do not chain");
+  const int64_t out = u_.size(0), in = v_.size(1);
+  LR_CHECK(indices_.dim() == 1 && values_.dim() == 1 && indices_.size(0) == values_.size(0) &&
+               indices_.scalar_type() == at::kLong,
+           Corruption, "sparse_lowrank operator: sparse indices ", indices_.sizes(), " (",
+           c10::toString(indices_.scalar_type()), ") and values ", values_.sizes(), " do not match");
+  if (indices_.numel() > 0) {
+    LR_CHECK(indices_.min().item<int64_t>() >= 0 && indices_.max().item<int64_t>() < out * in, Corruption,
+             "sparse_lowrank operator: a sparse index lies outside the [", out, ", ", in, "] weight");
+    LR_CHECK(indices_.numel() < 2 || (indices_.slice(0, 1) > indices_.slice(0, 0, -1)).all().item<bool>(),
+             Corruption, "sparse_lowrank operator: sparse indices must be strictly increasing");
+  }
+  check_bias(bias_, out, "sparse_lowrank");
+  const at::Tensor rows = indices_.div(in, "floor"), cols = indices_.remainder(in);
+  const at::Tensor coo = at::sparse_coo_tensor(at::stack({rows, cols}), values_, {out, in}).coalesce();
+  csr_ = coo.to_sparse_csr();
+}
+
+at::Tensor SparseLowRankOperator::forward(const at::Tensor& x) const {
+  const at::Tensor x2 = x.reshape({-1, x.size(-1)});
+  // S x for every row of x: (S x2ᵀ)ᵀ with the CSR matrix on the left.
+  const at::Tensor sparse = at::mm(csr_, x2.t()).t();
+  at::Tensor y = low_rank_forward(x2, u_, v_, bias_) + sparse;
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out_features();
+  return y.reshape(shape);
+}
+
+nn::NamedTensors SparseLowRankOperator::tensors() const {
+  nn::NamedTensors out{
+      {"lowrank_u", u_}, {"lowrank_v", v_}, {"sparse_indices", indices_}, {"sparse_values", values_}};
+  add_bias(out, bias_);
+  return out;
+}
+
+at::Tensor SparseLowRankOperator::dense_weight() const {
+  at::Tensor w = at::matmul(u_, v_).reshape({-1});
+  w.index_add_(0, indices_, values_);
+  return w.reshape({out_features(), in_features()});
+}
+
+OrderedJson SparseLowRankOperator::describe() const {
+  return {{"kind", "sparse_lowrank"}, {"rank", rank()}, {"nonzeros", nonzeros()}};
+}
+
+// ---- compensated
+
+CompensatedOperator::CompensatedOperator(std::shared_ptr<const StoredOperator> inner, at::Tensor a,
+                                         at::Tensor b, std::string method)
+    : inner_(std::move(inner)), a_(std::move(a)), b_(std::move(b)), method_(std::move(method)) {
+  LR_CHECK(inner_ != nullptr, InvalidArgument, "compensated operator without a base");
+  LR_CHECK(inner_->kind() != "compensated", InvalidArgument,
+           "compensated operator: the base is already compensated");
+  LR_CHECK(a_.dim() == 2 && b_.dim() == 2 && a_.size(0) == b_.size(1) &&
+               a_.size(1) == inner_->in_features() && b_.size(0) == inner_->out_features(),
+           InvalidArgument, "compensated operator: A ", a_.sizes(), " and B ", b_.sizes(), " do not fit a [",
+           inner_->out_features(), ", ", inner_->in_features(), "] base");
+}
+
+at::Tensor CompensatedOperator::forward(const at::Tensor& x) const {
+  at::Tensor y = inner_->forward(x);
+  const at::Tensor delta = at::linear(at::linear(x, a_), b_);
+  if (at::GradMode::is_enabled()) return y + delta;
+  return y.add_(delta);
+}
+
+nn::NamedTensors CompensatedOperator::tensors() const {
+  nn::NamedTensors out = inner_->tensors();
+  out.emplace_back("compensation_a", a_);
+  out.emplace_back("compensation_b", b_);
+  return out;
+}
+
+OrderedJson CompensatedOperator::describe() const {
+  return {{"kind", "compensated"}, {"method", method_}, {"rank", rank()}, {"base", inner_->describe()}};
+}
+
+}  // namespace lowrank::compress

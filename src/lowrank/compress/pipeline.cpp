@@ -1,0 +1,180 @@
+// The compress job and dense export (compress/pipeline.h).
+#include "lowrank/compress/pipeline.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "lowrank/analysis/spectra.h"
+#include "lowrank/compress/format.h"
+#include "lowrank/core/error.h"
+#include "lowrank/core/file.h"
+#include "lowrank/core/log.h"
+#include "lowrank/core/svg.h"
+#include "lowrank/train/perplexity.h"
+
+namespace lowrank::compress {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::optional<double> evaluate(const nn::Model& model, const train::EvalTokens& data, const RunOptions& o) {
+  if (!data.tokens.defined()) return std::nullopt;
+  train::PerplexityOptions p;
+  p.seq_len = o.eval_seq_len;
+  p.progress = o.progress;
+  return train::perplexity(model, data.tokens, p, data.document_starts).perplexity;
+}
+
+}  // namespace
+
+OrderedJson RunResult::to_json() const {
+  OrderedJson j;
+  j["out"] = out.string();
+  j["perplexity_before"] = perplexity_before ? OrderedJson(*perplexity_before) : OrderedJson(nullptr);
+  j["perplexity_after"] = perplexity_after ? OrderedJson(*perplexity_after) : OrderedJson(nullptr);
+  j["report"] = report.to_json();
+  return j;
+}
+
+RunResult run(const RunOptions& o) {
+  // Everything that can be checked before work.
+  LR_CHECK(!o.model.empty(), InvalidArgument, "--model is required");
+  LR_CHECK(fs::is_directory(o.model), NotFound, "--model ", o.model.string(), ": no such directory");
+  LR_CHECK(!is_compressed_model(o.model), InvalidArgument, "--model ", o.model.string(),
+           " is already compressed; compress its dense export (lowrank export --dense)");
+  const CalibrationNeeds needs = calibration_needs(o.compress);
+  LR_CHECK(!needs.any || !o.calib_data.empty(), InvalidArgument, "method ", o.compress.method,
+           o.compress.compensation == "eora" ? " with EoRA compensation" : "",
+           " needs calibration data: give --calib-data (a token dataset directory or a text file)");
+  LR_CHECK(o.calib_data.empty() || fs::exists(o.calib_data), NotFound, "--calib-data ", o.calib_data.string(),
+           ": no such file or directory");
+  LR_CHECK(o.eval_data.empty() || fs::exists(o.eval_data), NotFound, "--eval-data ", o.eval_data.string(),
+           ": no such file or directory");
+  LR_CHECK(o.calib_samples >= 1 && o.seq_len >= 2, InvalidArgument, "--calib-samples ", o.calib_samples,
+           " and --seq-len ", o.seq_len, " must be >= 1 and >= 2");
+  StagedDirectory staged(o.out);
+
+  nn::Model model = nn::Model::load(o.model);
+  validate(model, o.compress, nullptr, /*stats_pending=*/true);
+
+  train::EvalTokens eval;
+  if (!o.eval_data.empty())
+    eval = train::load_eval_tokens(o.eval_data, o.model, "validation", o.eval_max_tokens);
+  RunResult result;
+  result.perplexity_before = evaluate(model, eval, o);
+  if (result.perplexity_before) log::info("perplexity before: ", *result.perplexity_before);
+
+  std::optional<CalibrationStatistics> stats;
+  if (needs.any) {
+    const int64_t want = o.calib_samples * (o.seq_len + 1) * 4;  // enough for spread-out windows
+    const train::EvalTokens calib = train::load_eval_tokens(o.calib_data, o.model, "train", want);
+    CalibrationOptions c;
+    c.samples = o.calib_samples;
+    c.seq_len = o.seq_len;
+    c.gram = needs.gram;
+    c.fisher = needs.fisher;
+    c.progress = o.progress;
+    c.slots.clear();
+    for (nn::LinearSlot* s : target_slots(model, o.compress)) c.slots.push_back(s->name());
+    stats = calibrate(model, calib.tokens, c);
+  }
+
+  result.report = compress_model(model, o.compress, stats ? &*stats : nullptr);
+  result.perplexity_after = evaluate(model, eval, o);
+  if (result.perplexity_after) log::info("perplexity after: ", *result.perplexity_after);
+
+  OrderedJson extra{{"method", o.compress.method},
+                    {"compensation", o.compress.compensation.empty() ? OrderedJson(nullptr)
+                                                                     : OrderedJson(o.compress.compensation)}};
+  save_compressed_model(model, staged.path(), o.model, o.save_dtype, extra);
+  result.out = staged.target();
+  write_json_file(staged.path() / "compress_report.json", result.to_json());
+  write_file_atomic(staged.path() / "compress_report.svg", report_svg(result.report));
+  staged.commit();
+  return result;
+}
+
+int64_t export_dense(const fs::path& model_dir, const fs::path& out, at::ScalarType dtype) {
+  StagedDirectory staged(out);
+  nn::Model model = load_model(model_dir);
+  int64_t n = 0;
+  for (nn::LinearSlot* s : model.slots()) {
+    if (dynamic_cast<const StoredOperator*>(&s->base()) == nullptr) continue;
+    at::NoGradGuard no_grad;
+    s->replace_base(
+        std::make_shared<nn::DenseOperator>(s->base().dense_weight().contiguous(), s->base().bias()));
+    ++n;
+  }
+  model.save(staged.path(), dtype);
+  copy_tokenizer_files(model_dir, staged.path());
+  staged.commit();
+  return n;
+}
+
+std::string report_svg(const CompressReport& report) {
+  static const std::vector<std::string> kModules = {"q_proj",    "k_proj",  "v_proj",    "o_proj",
+                                                    "gate_proj", "up_proj", "down_proj", "lm_head"};
+  int64_t layers = 1;
+  for (const SlotReport& r : report.slots) layers = std::max(layers, analysis::layer_of(r.name) + 1);
+  double max_err = 1e-12;
+  bool output_errors = false;
+  for (const SlotReport& r : report.slots) {
+    output_errors = output_errors || r.output_error >= 0;
+    max_err = std::max(max_err, r.output_error >= 0 ? r.output_error : r.weight_error);
+  }
+  const double pw = std::max(480.0, 60.0 * static_cast<double>(layers)), ph = 180, ml = 60, mt = 70, gap = 60;
+  Svg svg(ml + pw + 170, mt + 2 * ph + gap + 50);
+  svg.text(
+      ml, 24,
+      str("lowrank compress: ", report.method, report.compensation.empty() ? "" : " + ", report.compensation),
+      16, "start", "#111", true);
+  svg.text(ml, 44,
+           str("parameters kept ", report.params_after, " / ", report.params_before, "; 16-bit bytes kept ",
+               report.bytes_after, " / ", report.bytes_before),
+           11, "start", "#444");
+  const double slot_w = pw / static_cast<double>(layers) / static_cast<double>(kModules.size() + 1);
+  auto x_of = [&](const SlotReport& r) {
+    const int64_t layer = std::max<int64_t>(analysis::layer_of(r.name), 0);
+    const std::string type = analysis::module_type_of(r.name);
+    const auto it = std::find(kModules.begin(), kModules.end(), type);
+    const double k = static_cast<double>(it - kModules.begin());
+    return ml + (static_cast<double>(layer) * static_cast<double>(kModules.size() + 1) + k) * slot_w;
+  };
+  auto color_of = [&](const SlotReport& r) {
+    const auto it = std::find(kModules.begin(), kModules.end(), analysis::module_type_of(r.name));
+    return category_color(static_cast<int>(it - kModules.begin()));
+  };
+  const char* titles[2] = {"kept parameters / dense parameters, per slot",
+                           output_errors ? "relative output error ||(W - W') X|| / ||W X||"
+                                         : "relative weight error ||W - W'|| / ||W||"};
+  for (int panel = 0; panel < 2; ++panel) {
+    const double y0 = mt + panel * (ph + gap);
+    const double top = panel == 0 ? 1.0 : max_err * 1.1;
+    svg.rect(ml, y0, pw, ph, "#fafafa", "#999");
+    svg.text(ml, y0 - 8, titles[panel], 12, "start", "#222", true);
+    for (int t = 0; t <= 4; ++t) {
+      const double f = t / 4.0;
+      svg.line(ml, y0 + (1 - f) * ph, ml + pw, y0 + (1 - f) * ph, "#e3e3e3");
+      svg.text(ml - 6, y0 + (1 - f) * ph + 4, str(std::round(f * top * 1000) / 1000), 10, "end", "#555");
+    }
+    for (const SlotReport& r : report.slots) {
+      double v = panel == 0 ? static_cast<double>(r.params_after) /
+                                  static_cast<double>(std::max<int64_t>(r.params_before, 1))
+                            : (r.output_error >= 0 ? r.output_error : r.weight_error);
+      v = std::clamp(v / top, 0.0, 1.0);
+      svg.rect(x_of(r), y0 + (1 - v) * ph, slot_w * 0.9, v * ph, color_of(r));
+    }
+    for (int64_t l = 0; l < layers; ++l)
+      svg.text(ml + (static_cast<double>(l) * static_cast<double>(kModules.size() + 1) + 3.5) * slot_w,
+               y0 + ph + 14, str("layer ", l), 10, "middle", "#555");
+  }
+  for (size_t k = 0; k < kModules.size(); ++k) {
+    svg.rect(ml + pw + 20, mt + 16.0 * static_cast<double>(k), 10, 10, category_color(static_cast<int>(k)));
+    svg.text(ml + pw + 36, mt + 16.0 * static_cast<double>(k) + 9, kModules[k], 11);
+  }
+  return svg.str();
+}
+
+}  // namespace lowrank::compress
