@@ -31,6 +31,7 @@
 #include "lowrank/nn/model.h"
 #include "lowrank/train/adamw.h"
 #include "lowrank/train/trainer.h"
+#include "models.h"
 #include "timing.h"
 
 namespace {
@@ -38,18 +39,7 @@ namespace {
 using namespace lowrank;
 
 nn::Model small_preset_model() {
-  const Json config = {{"architectures", {"LlamaForCausalLM"}},
-                       {"model_type", "llama"},
-                       {"vocab_size", 8192},
-                       {"hidden_size", 256},
-                       {"intermediate_size", 768},
-                       {"num_hidden_layers", 6},
-                       {"num_attention_heads", 8},
-                       {"num_key_value_heads", 8},
-                       {"max_position_embeddings", 1024},
-                       {"rms_norm_eps", 1e-5},
-                       {"tie_word_embeddings", true}};
-  return nn::Model::random(nn::ModelConfig::from_json(config, "bench model"), 0);
+  return nn::Model::random(nn::ModelConfig::from_json(bench::small_preset_config(), "bench model"), 0);
 }
 
 int64_t weight_bytes(const nn::Model& model) {

@@ -62,4 +62,17 @@ else()
   set(CMAKE_BUILD_RPATH "${CMAKE_BUILD_RPATH};${LOWRANK_TORCH_DIR}/lib")
   set(CMAKE_INSTALL_RPATH "${CMAKE_INSTALL_RPATH};${LOWRANK_TORCH_DIR}/lib")
 endif()
-message(STATUS "lowrank: libtorch at ${LOWRANK_TORCH_DIR} (CUDA: ${LOWRANK_WITH_CUDA})")
+# at::parallel_for is a header template whose parallel part is an OpenMP pragma (libtorch's wheel
+# uses the OpenMP backend), so code calling it runs on one thread unless it is compiled with
+# OpenMP. Compile ours with -fopenmp and link the OpenMP runtime the wheel ships beside
+# libtorch_cpu, so that one runtime (one thread pool, one at::set_num_threads) serves both.
+file(GLOB _torch_gomp "${LOWRANK_TORCH_DIR}/lib/libgomp*.so*")
+if(_torch_gomp)
+  list(GET _torch_gomp 0 _torch_gomp)
+  target_compile_options(lowrank_torch INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-fopenmp>)
+  target_link_libraries(lowrank_torch INTERFACE "${_torch_gomp}")
+  set(LOWRANK_OPENMP TRUE)
+else()
+  set(LOWRANK_OPENMP FALSE)
+endif()
+message(STATUS "lowrank: libtorch at ${LOWRANK_TORCH_DIR} (CUDA: ${LOWRANK_WITH_CUDA}, OpenMP: ${LOWRANK_OPENMP})")

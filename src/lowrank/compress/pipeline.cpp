@@ -66,14 +66,15 @@ RunResult run(const RunOptions& o) {
   result.perplexity_before = evaluate(model, eval, o);
   if (result.perplexity_before) log::info("perplexity before: ", *result.perplexity_before);
 
+  // With calibration data the Gram is always collected: the report's output errors need it.
   std::optional<CalibrationStatistics> stats;
-  if (needs.any) {
+  if (!o.calib_data.empty()) {
     const int64_t want = o.calib_samples * (o.seq_len + 1) * 4;  // enough for spread-out windows
     const train::EvalTokens calib = train::load_eval_tokens(o.calib_data, o.model, "train", want);
     CalibrationOptions c;
     c.samples = o.calib_samples;
     c.seq_len = o.seq_len;
-    c.gram = needs.gram;
+    c.gram = true;
     c.fisher = needs.fisher;
     c.progress = o.progress;
     c.slots.clear();

@@ -5,11 +5,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
-#include <exception>
 #include <memory>
-#include <mutex>
 #include <string_view>
 #include <vector>
 
@@ -64,55 +60,6 @@ void check_quantized(std::string_view what, const GroupQuantized& w) {
            " GroupQuantized (build it with quantize_groups or group_quantized_from_tensors)");
 }
 
-// Runs f(begin, end) over [0, n) on up to at::get_num_threads() threads, in chunks of at least
-// `grain`.
-//
-// Why not at::parallel_for: with this libtorch (AT_PARALLEL_OPENMP) it is a header template whose
-// parallel region is a `#pragma omp parallel`, so it only runs in parallel in translation units
-// compiled with -fopenmp, which lowrank's are not; here it would always run serially. Instead the
-// chunks go to libtorch's inter-op pool (at::launch, persistent threads), and the caller claims
-// chunks too: each runner takes the next unclaimed chunk from an atomic counter, so the caller
-// finishes alone if the pool is busy (no deadlock when called from a pool task), and a task that
-// starts after all chunks are claimed returns without touching f.
-template <typename F>
-void parallel_chunks(int64_t n, int64_t grain, const F& f) {
-  // Four chunks per thread: when a runner is slow to start or descheduled (2 shared vCPUs), the
-  // others take over its share instead of waiting at the end.
-  const int64_t threads = at::get_num_threads();
-  const int64_t chunks = std::min<int64_t>(4 * threads, (n + grain - 1) / std::max<int64_t>(grain, 1));
-  if (threads <= 1 || chunks <= 1 || at::in_parallel_region()) {
-    f(0, n);
-    return;
-  }
-  struct State {
-    std::atomic<int64_t> next{0}, done{0};
-    std::mutex mutex;
-    std::condition_variable finished;
-    std::exception_ptr error;
-  };
-  auto state = std::make_shared<State>();
-  const int64_t per_chunk = (n + chunks - 1) / chunks;
-  auto run = [state, chunks, per_chunk, n, &f] {
-    for (int64_t c; (c = state->next.fetch_add(1)) < chunks;) {
-      try {
-        f(c * per_chunk, std::min(n, (c + 1) * per_chunk));
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(state->mutex);
-        if (!state->error) state->error = std::current_exception();
-      }
-      if (state->done.fetch_add(1) + 1 == chunks) {
-        std::lock_guard<std::mutex> lock(state->mutex);
-        state->finished.notify_all();
-      }
-    }
-  };
-  for (int64_t i = 1; i < std::min(threads, chunks); ++i) at::launch(run);
-  run();
-  std::unique_lock<std::mutex> lock(state->mutex);
-  state->finished.wait(lock, [&] { return state->done.load() == chunks; });
-  if (state->error) std::rethrow_exception(state->error);
-}
-
 }  // namespace
 
 namespace detail {
@@ -133,7 +80,7 @@ void group_quant_packed_matmul(const GroupQuantView& w, const float* x, int64_t 
   // Chunks of at least ~256 K weights (~15 us of work), so small layers stay on one thread.
   const int64_t work_per_feature = std::max<int64_t>(1, w.in_features * std::max<int64_t>(rows, 1));
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / work_per_feature);
-  parallel_chunks(w.out_features, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, w.out_features, grain, [&](int64_t begin, int64_t end) {
     if (avx2) {
       group_quant_gemv_rows_avx2(w, x, rows, bias, begin, end, y);
     } else {
@@ -150,7 +97,7 @@ at::Tensor GroupQuantized::dequantize(at::ScalarType dtype) const {
   const detail::GroupQuantView v = view_of(*this);
   float* dst = W.mutable_data_ptr<float>();
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, in_features));
-  parallel_chunks(out_features, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, out_features, grain, [&](int64_t begin, int64_t end) {
     detail::group_quant_dequantize_rows_cpu(v, begin, end, dst);
   });
   return W.to(dtype);
