@@ -89,7 +89,7 @@ claim("EoRA beats plain-SVD compensation on an INT4 base", "EoRA paper (3/4-bit 
       lt(ppl["rtn+eora-r16"], ppl["rtn+svd-r16"]), ppl["rtn+eora-r16"], ppl["rtn+svd-r16"])
 lines += ["", "Perplexity is exp of the mean token NLL on up to 32,768 validation tokens (lowrank eval's "
           "strided windows). Output error: sqrt(tr(ΔW H ΔWᵀ)/tr(W H Wᵀ)) over the calibration Gram, "
-          "averaged over slots (empty for methods run without calibration)."]
+          "averaged over slots."]
 (out / "results.md").write_text("\n".join(lines) + "\n")
 (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
 print("\n".join(lines))
