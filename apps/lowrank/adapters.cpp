@@ -34,13 +34,7 @@ VerbRunner add_merge(CLI::App& app, const GlobalOptions& global) {
     for (const auto& a : adapters) layers += static_cast<int64_t>(a.layers.size());
     adapt::merge_adapters(model, adapters);
     model.save(args->out);
-    // Files a user of the merged model expects beside the weights.
-    for (const char* name :
-         {"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"}) {
-      const fs::path src = fs::path(args->model) / name;
-      if (fs::is_regular_file(src))
-        fs::copy_file(src, fs::path(args->out) / name, fs::copy_options::overwrite_existing);
-    }
+    nn::copy_model_side_files(args->model, args->out);
     if (global.json) {
       std::cout
           << OrderedJson{{"out", args->out}, {"adapters", args->adapters}, {"merged_layers", layers}}.dump(2)

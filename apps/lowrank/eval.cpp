@@ -5,8 +5,8 @@
 #include <iostream>
 
 #include "apps/lowrank/verbs.h"
-#include "lowrank/compress/format.h"
 #include "lowrank/adapt/model_adapters.h"
+#include "lowrank/compress/format.h"
 #include "lowrank/core/json.h"
 #include "lowrank/nn/run.h"
 #include "lowrank/train/perplexity.h"

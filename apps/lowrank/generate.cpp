@@ -8,8 +8,8 @@
 #include <sstream>
 
 #include "apps/lowrank/verbs.h"
-#include "lowrank/compress/format.h"
 #include "lowrank/adapt/model_adapters.h"
+#include "lowrank/compress/format.h"
 #include "lowrank/core/json.h"
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/generate.h"
@@ -97,7 +97,8 @@ VerbRunner add_generate(CLI::App& app, const GlobalOptions& global) {
     LR_CHECK(!args->prompt_ids.empty() || !args->prompts.empty(), InvalidArgument,
              "give a prompt with --prompt-ids 1,2,3 or --prompt TEXT");
     const std::filesystem::path dir = args->model;
-    nn::Model model = compress::load_model(dir, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
+    nn::Model model =
+        compress::load_model(dir, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
     adapt::load_adapters(model, args->adapters);
 
     // The tokenizer is needed for text prompts and stop strings, optional otherwise.

@@ -3,8 +3,8 @@
 #include <iostream>
 
 #include "apps/lowrank/verbs.h"
-#include "lowrank/compress/format.h"
 #include "lowrank/adapt/model_adapters.h"
+#include "lowrank/compress/format.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/log.h"
 #include "lowrank/nn/run.h"

@@ -15,12 +15,29 @@ namespace lowrank::compress {
 
 namespace {
 
+// One input's contribution to the statistics. Slots that read the same tensor (q, k, v; gate, up)
+// get it computed once: the last input is kept (alive, so its memory cannot be reused by another
+// input while it is the key) with its increments, and a recorder seeing the same tensor again
+// (same memory, shape, strides and version) adds those.
+struct InputIncrement {
+  at::Tensor x;
+  int64_t version = -1;
+  at::Tensor absmax, abs_sum, gram;
+  int64_t tokens = 0;
+
+  bool same_input(const at::Tensor& t) const {
+    return x.defined() && t.data_ptr() == x.data_ptr() && t.sizes() == x.sizes() &&
+           t.strides() == x.strides() && t._version() == version;
+  }
+};
+
 // Forwards to the wrapped base and adds the input's statistics to `stats` on the way. Only used
 // while calibrate() runs, one forward at a time.
 class RecordingOperator final : public nn::BaseOperator {
  public:
-  RecordingOperator(std::shared_ptr<const nn::BaseOperator> inner, SlotStatistics* stats, bool gram)
-      : inner_(std::move(inner)), stats_(stats), gram_(gram) {}
+  RecordingOperator(std::shared_ptr<const nn::BaseOperator> inner, SlotStatistics* stats, bool gram,
+                    InputIncrement* last)
+      : inner_(std::move(inner)), stats_(stats), gram_(gram), last_(last) {}
   std::string_view kind() const override { return inner_->kind(); }
   int64_t in_features() const override { return inner_->in_features(); }
   int64_t out_features() const override { return inner_->out_features(); }
@@ -36,32 +53,39 @@ class RecordingOperator final : public nn::BaseOperator {
  private:
   void record(const at::Tensor& x) const {
     at::NoGradGuard no_grad;
-    const at::Tensor x2 = x.reshape({-1, x.size(-1)}).to(at::kCPU);
-    const at::Tensor a = x2.abs();
-    const at::Tensor absmax = std::get<0>(a.max(0)).to(at::kFloat);
-    const at::Tensor abs_sum = a.sum(0, false, at::kDouble);
+    InputIncrement& inc = *last_;
+    if (!inc.same_input(x)) {
+      const at::Tensor x2 = x.reshape({-1, x.size(-1)}).to(at::kCPU);
+      const at::Tensor a = x2.abs();
+      inc.x = x;
+      inc.version = x._version();
+      inc.absmax = std::get<0>(a.max(0)).to(at::kFloat);
+      inc.abs_sum = a.sum(0, false, at::kDouble);
+      const at::Tensor xd = x2.to(at::kDouble);
+      inc.gram = gram_ ? at::matmul(xd.t(), xd) : at::Tensor();
+      inc.tokens = x2.size(0);
+    }
     SlotStatistics& s = *stats_;
     if (!s.absmax.defined()) {
-      s.absmax = absmax;
-      s.abs_sum = abs_sum;
+      s.absmax = inc.absmax.clone();
+      s.abs_sum = inc.abs_sum.clone();
     } else {
-      s.absmax = at::maximum(s.absmax, absmax);
-      s.abs_sum += abs_sum;
+      s.absmax = at::maximum(s.absmax, inc.absmax);
+      s.abs_sum += inc.abs_sum;
     }
     if (gram_) {
-      const at::Tensor xd = x2.to(at::kDouble);
-      const at::Tensor g = at::matmul(xd.t(), xd);
       if (s.gram.defined())
-        s.gram += g;
+        s.gram += inc.gram;
       else
-        s.gram = g;
+        s.gram = inc.gram.clone();
     }
-    s.tokens += x2.size(0);
+    s.tokens += inc.tokens;
   }
 
   std::shared_ptr<const nn::BaseOperator> inner_;
   SlotStatistics* stats_;
   bool gram_;
+  InputIncrement* last_;
 };
 
 // Puts the original bases back whatever happens.
@@ -122,6 +146,7 @@ CalibrationStatistics calibrate(nn::Model& model, const at::Tensor& tokens,
   LR_CHECK(wanted.empty(), InvalidArgument, "calibration: the model has no slot \"", *wanted.begin(), "\"");
 
   CalibrationStatistics stats;
+  InputIncrement last_input;  // outlives the recorders (RestoreBases below drops them first)
   RestoreBases restore;
   ReleaseGrads release;
   std::vector<at::Tensor> weights;  // the dense weights whose gradients feed the Fisher diagonal
@@ -140,7 +165,7 @@ CalibrationStatistics calibrate(nn::Model& model, const at::Tensor& tokens,
       weights.emplace_back();
     }
     std::shared_ptr<const nn::BaseOperator> base = s->base_ptr();
-    s->replace_base(std::make_shared<RecordingOperator>(base, &st, options.gram));
+    s->replace_base(std::make_shared<RecordingOperator>(base, &st, options.gram, &last_input));
     restore.add(s, std::move(base));
   }
 
@@ -159,7 +184,7 @@ CalibrationStatistics calibrate(nn::Model& model, const at::Tensor& tokens,
     const at::Tensor batch = at::stack(rows).to(model.device());
     const at::Tensor input = batch.narrow(1, 0, options.seq_len);
     if (!options.fisher) {
-      c10::InferenceMode guard;
+      at::NoGradGuard guard;  // not inference mode: InputIncrement compares version counters
       model.forward(input);
     } else {
       const at::Tensor logits = model.forward(input);

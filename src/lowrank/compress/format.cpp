@@ -34,7 +34,8 @@ std::shared_ptr<StoredOperator> load_operator(const Json& d, const std::string& 
            ": slot ", slot, " has no \"kind\"");
   const std::string kind = d["kind"].get<std::string>();
   auto real = [&](const std::string& name) { return read(name).to(device, dtype).contiguous(); };
-  const at::Tensor bias = has_bias ? real("bias") : at::Tensor();
+  // Read only by the kinds that own it: a compensated slot's bias belongs to its inner base.
+  auto bias = [&] { return has_bias ? real("bias") : at::Tensor(); };
   auto quantized = [&](int64_t out, int64_t in) {
     const int bits = static_cast<int>(required_int(d, "bits", slot));
     const int64_t group = required_int(d, "group_size", slot);
@@ -42,25 +43,25 @@ std::shared_ptr<StoredOperator> load_operator(const Json& d, const std::string& 
   };
   try {
     if (kind == "lowrank")
-      return std::make_shared<LowRankOperator>(real("lowrank_u"), real("lowrank_v"), bias);
+      return std::make_shared<LowRankOperator>(real("lowrank_u"), real("lowrank_v"), bias());
     if (kind == "quantized") {
       const at::Tensor packed = read("qweight");
       LR_CHECK(packed.dim() == 2, Corruption, "qweight must be 2-D");
       const int bits = static_cast<int>(required_int(d, "bits", slot));
       const int64_t in = bits == 4 ? 2 * packed.size(1) : packed.size(1);
-      return std::make_shared<QuantizedOperator>(quantized(packed.size(0), in), bias);
+      return std::make_shared<QuantizedOperator>(quantized(packed.size(0), in), bias());
     }
     if (kind == "svdquant") {
       const at::Tensor up = real("lora_up"), down = real("lora_down");
       LR_CHECK(up.dim() == 2 && down.dim() == 2, Corruption, "lora_up and lora_down must be 2-D");
       return std::make_shared<SvdQuantOperator>(real("smooth"), up, down, quantized(up.size(0), down.size(1)),
-                                                bias);
+                                                bias());
     }
     if (kind == "sparse24")
-      return std::make_shared<Sparse24Operator>(real("sparse24_values"), read("sparse24_indices"), bias);
+      return std::make_shared<Sparse24Operator>(real("sparse24_values"), read("sparse24_indices"), bias());
     if (kind == "sparse_lowrank")
       return std::make_shared<SparseLowRankOperator>(real("lowrank_u"), real("lowrank_v"),
-                                                     read("sparse_indices"), real("sparse_values"), bias);
+                                                     read("sparse_indices"), real("sparse_values"), bias());
     if (kind == "compensated") {
       LR_CHECK(d.contains("base"), Corruption, "a compensated slot needs its \"base\"");
       auto inner = load_operator(d["base"], slot, has_bias, read, dtype, device);
@@ -107,16 +108,6 @@ nn::Model load_model(const fs::path& dir, const nn::LoadOptions& options) {
   return model;
 }
 
-void copy_tokenizer_files(const fs::path& source_dir, const fs::path& dir) {
-  for (const char* name :
-       {"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"}) {
-    const fs::path src = source_dir / name;
-    std::error_code ec;
-    if (fs::is_regular_file(src)) fs::copy_file(src, dir / name, fs::copy_options::overwrite_existing, ec);
-    LR_CHECK(!ec, IoError, "cannot copy ", src.string(), " to ", dir.string(), ": ", ec.message());
-  }
-}
-
 void save_compressed_model(const nn::Model& model, const fs::path& dir, const fs::path& source_dir,
                            at::ScalarType dtype, const OrderedJson& extra) {
   model.save(dir, dtype);
@@ -127,7 +118,7 @@ void save_compressed_model(const nn::Model& model, const fs::path& dir, const fs
   for (const auto& [k, v] : extra.items()) config[k] = v;
   config["slots"] = std::move(slots);
   write_json_file(dir / kCompressedConfigFile, config);
-  copy_tokenizer_files(source_dir, dir);
+  nn::copy_model_side_files(source_dir, dir);
 }
 
 }  // namespace lowrank::compress

@@ -35,14 +35,10 @@ std::shared_ptr<StoredOperator> load_operator(const Json& description, const std
 
 // Writes `model` into `dir` (config.json, model.safetensors with floating tensors as `dtype`,
 // lowrank_config.json listing every slot whose base is a compressed operator, `extra` merged into
-// it) plus the tokenizer files found in `source_dir`. Does not stage: callers write into a
+// it) plus the side files of `source_dir` (nn::copy_model_side_files). Does not stage: callers write into a
 // StagedDirectory (core/file.h). Throws IoError.
 void save_compressed_model(const nn::Model& model, const std::filesystem::path& dir,
                            const std::filesystem::path& source_dir, at::ScalarType dtype,
                            const OrderedJson& extra = OrderedJson::object());
-
-// Copies tokenizer.json, tokenizer_config.json, special_tokens_map.json and
-// generation_config.json from `source_dir` into `dir` where they exist.
-void copy_tokenizer_files(const std::filesystem::path& source_dir, const std::filesystem::path& dir);
 
 }  // namespace lowrank::compress

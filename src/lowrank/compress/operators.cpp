@@ -18,6 +18,11 @@ void add_bias(nn::NamedTensors& out, const at::Tensor& bias) {
   if (bias.defined()) out.emplace_back("bias", bias);
 }
 
+// y + d, in place when no gradient is recorded (y is the operator's own fresh output).
+at::Tensor add_into(at::Tensor y, const at::Tensor& d) {
+  return at::GradMode::is_enabled() ? y + d : y.add_(d);
+}
+
 // U (V x) + b without materialising U V.
 at::Tensor low_rank_forward(const at::Tensor& x, const at::Tensor& u, const at::Tensor& v,
                             const at::Tensor& bias) {
@@ -109,9 +114,7 @@ at::Tensor SvdQuantOperator::forward(const at::Tensor& x) const {
   const at::Tensor xs = x * inv_smooth_;
   // x̂ L2ᵀ is read once for the branch; the residual GEMM writes the output the branch adds to.
   at::Tensor y = ops::group_quant_linear(xs, residual_, bias_);
-  const at::Tensor branch = at::linear(at::linear(xs, lora_down_), lora_up_);
-  if (at::GradMode::is_enabled()) return y + branch;
-  return y.add_(branch);
+  return add_into(std::move(y), at::linear(at::linear(xs, lora_down_), lora_up_));
 }
 
 nn::NamedTensors SvdQuantOperator::tensors() const {
@@ -249,10 +252,7 @@ CompensatedOperator::CompensatedOperator(std::shared_ptr<const StoredOperator> i
 }
 
 at::Tensor CompensatedOperator::forward(const at::Tensor& x) const {
-  at::Tensor y = inner_->forward(x);
-  const at::Tensor delta = at::linear(at::linear(x, a_), b_);
-  if (at::GradMode::is_enabled()) return y + delta;
-  return y.add_(delta);
+  return add_into(inner_->forward(x), at::linear(at::linear(x, a_), b_));
 }
 
 nn::NamedTensors CompensatedOperator::tensors() const {

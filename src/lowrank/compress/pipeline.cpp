@@ -109,7 +109,7 @@ int64_t export_dense(const fs::path& model_dir, const fs::path& out, at::ScalarT
     ++n;
   }
   model.save(staged.path(), dtype);
-  copy_tokenizer_files(model_dir, staged.path());
+  nn::copy_model_side_files(model_dir, staged.path());
   staged.commit();
   return n;
 }

@@ -279,6 +279,16 @@ void Model::save(const fs::path& dir, std::optional<at::ScalarType> dtype) const
   write_json_file(dir / "config.json", config);
 }
 
+void copy_model_side_files(const fs::path& source_dir, const fs::path& dir) {
+  for (const char* name :
+       {"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"}) {
+    const fs::path src = source_dir / name;
+    std::error_code ec;
+    if (fs::is_regular_file(src)) fs::copy_file(src, dir / name, fs::copy_options::overwrite_existing, ec);
+    LR_CHECK(!ec, IoError, "cannot copy ", src.string(), " to ", dir.string(), ": ", ec.message());
+  }
+}
+
 KVCache Model::new_cache(int64_t batch, int64_t capacity) const {
   return KVCache(config_, batch, capacity, at::TensorOptions().dtype(dtype_).device(device_));
 }

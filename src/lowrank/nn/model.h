@@ -128,6 +128,11 @@ class Model {
   RotaryEmbedding rope_;
 };
 
+// Copies the files a user of a model directory expects beside the weights (tokenizer.json,
+// tokenizer_config.json, generation_config.json, special_tokens_map.json) from `source_dir` into
+// `dir` where they exist. Throws IoError naming the file.
+void copy_model_side_files(const std::filesystem::path& source_dir, const std::filesystem::path& dir);
+
 // w ⊙ x / sqrt(mean(x², -1) + eps); see the file comment for the dtype rule.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
