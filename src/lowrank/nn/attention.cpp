@@ -50,7 +50,7 @@ Attention::Attention(const ModelConfig& config, int64_t layer, const std::string
       scale_(1.0 / std::sqrt(static_cast<double>(config.head_dim))) {}
 
 at::Tensor Attention::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                              const AttentionMask& mask, KVCache* cache,
+                              const AttentionMask& mask, KVStore* cache,
                               const AdapterRouting* routing) const {
   const int64_t B = x.size(0);
   const int64_t T = x.size(1);

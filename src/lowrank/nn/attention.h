@@ -47,7 +47,7 @@ class Attention {
   // commit()), keys and values of the T new positions are appended and the whole past is attended.
   // `routing` (may be null) selects per-row adapters in the four slots.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                     const AttentionMask& mask, KVCache* cache,
+                     const AttentionMask& mask, KVStore* cache,
                      const AdapterRouting* routing = nullptr) const;
 
   LinearSlot q_proj, k_proj, v_proj, o_proj;

@@ -17,15 +17,43 @@
 
 namespace lowrank::nn {
 
-class KVCache {
+// What Model::forward needs from a key/value store: the contiguous KVCache below, or a paged one
+// whose sequences' positions live in pages of a shared pool (serve/paged_kv.h). A step of T new
+// positions for B rows is laid out right-aligned: the keys a row attends to are the last columns
+// of the S = length() + T returned by update(), earlier columns of shorter rows are padding
+// (false in the key validity begin() returns).
+class KVStore {
+ public:
+  virtual ~KVStore() = default;
+  virtual int64_t batch() const = 0;
+  virtual int64_t num_layers() const = 0;
+  // Key columns before the step's new positions (S − T).
+  virtual int64_t length() const = 0;
+  // Some row has padding columns (so the mask cannot be the plain causal one).
+  virtual bool has_padding() const = 0;
+  // [B] int64: real tokens per row before the step (the next position id of each row).
+  virtual const at::Tensor& valid_count() const = 0;
+  // Protocol used by Model::forward for one step of T new positions:
+  //   begin(T, valid) once (valid: [B, T] bool, or undefined for all real), then update() per
+  //   layer, then commit(). begin returns [B, length() + T] key validity including the new
+  //   positions.
+  virtual at::Tensor begin(int64_t new_positions, const at::Tensor& valid) = 0;
+  // Stores k, v [B, n_kv, T, D] of `layer` and returns the keys and values [B, n_kv, length() + T,
+  // D] the step attends to.
+  virtual std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k,
+                                                   const at::Tensor& v) = 0;
+  virtual void commit() = 0;
+};
+
+class KVCache final : public KVStore {
  public:
   // `options` give the dtype and device of keys and values (the model's compute dtype).
   KVCache(const ModelConfig& config, int64_t batch, int64_t capacity, at::TensorOptions options);
 
-  int64_t batch() const { return batch_; }
-  int64_t length() const { return length_; }  // positions written (padding included)
+  int64_t batch() const override { return batch_; }
+  int64_t length() const override { return length_; }  // positions written (padding included)
   int64_t capacity() const { return capacity_; }
-  int64_t num_layers() const { return static_cast<int64_t>(keys_.size()); }
+  int64_t num_layers() const override { return static_cast<int64_t>(keys_.size()); }
   // Ensures room for `capacity` positions, copying what is there. Never shrinks.
   void reserve(int64_t capacity);
   // Forgets every position (keeps the storage).
@@ -34,17 +62,13 @@ class KVCache {
   // [B, length()] bool: which cached positions are real tokens.
   at::Tensor key_valid() const { return key_valid_.narrow(1, 0, length_); }
   // [B] int64: real tokens per row so far (the next position id of each row).
-  const at::Tensor& valid_count() const { return valid_count_; }
-  bool has_padding() const { return has_padding_; }
+  const at::Tensor& valid_count() const override { return valid_count_; }
+  bool has_padding() const override { return has_padding_; }
 
-  // Protocol used by Model::forward for one step of T new positions:
-  //   begin(valid) once (valid: [B, T] bool, or undefined for all real), then update() per layer,
-  //   then commit(). Returns [B, length() + T] key validity including the new positions.
-  at::Tensor begin(int64_t new_positions, const at::Tensor& valid);
-  // Writes k, v [B, n_kv, T, D] of `layer` at [length(), length() + T) and returns views of the
-  // keys and values [B, n_kv, length() + T, D] (no copy).
-  std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k, const at::Tensor& v);
-  void commit();
+  at::Tensor begin(int64_t new_positions, const at::Tensor& valid) override;
+  // Writes k, v at [length(), length() + T) and returns views of the keys and values (no copy).
+  std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k, const at::Tensor& v) override;
+  void commit() override;
 
  private:
   int64_t batch_;

@@ -312,7 +312,7 @@ at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOption
              options.attention_mask.sizes(), " for input_ids of shape ", input_ids.sizes());
     valid = options.attention_mask.to(device_).to(at::kBool);
   }
-  KVCache* cache = options.cache;
+  KVStore* cache = options.cache;
   int64_t past = 0;
   at::Tensor key_valid = valid;
   bool padded = valid.defined() && !valid.all().item<bool>();

@@ -56,7 +56,7 @@ struct ForwardOptions {
   // before each token (padding gets 1, as transformers' generate()).
   at::Tensor position_ids;
   // When given, the T new positions are appended to it and attend to everything it holds.
-  KVCache* cache = nullptr;
+  KVStore* cache = nullptr;
   // Logits for the last position only ([B, 1, V]): what generation needs.
   bool last_position_only = false;
   // Per-row adapters for a batch mixing adapters (linear_slot.h); null: every attached adapter

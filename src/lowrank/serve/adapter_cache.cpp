@@ -20,14 +20,17 @@ const AdapterCache::Entry& AdapterCache::entry(const std::string& name) const {
   return it->second;
 }
 
-void AdapterCache::register_adapter(const std::string& name, int64_t rank) {
+void AdapterCache::register_adapter(const std::string& name, int64_t rank, int64_t pages) {
   LR_CHECK(!name.empty(), InvalidArgument, "adapter name must not be empty (empty means the base model)");
   LR_CHECK(rank >= 1, InvalidArgument, "adapter '", name, "': rank must be at least 1, got ", rank);
   LR_CHECK(!is_registered(name), InvalidArgument, "adapter '", name, "' is already registered");
-  const int64_t pages = pool_.adapter_pages(rank);
+  if (pages < 0) pages = pool_.adapter_pages(rank);
+  LR_CHECK(pages >= 1, InvalidArgument, "adapter '", name, "': it must take at least one page, got ", pages);
   LR_CHECK(pages <= pool_.num_pages(), InvalidArgument, "adapter '", name, "' of rank ", rank, " needs ",
            pages, " pages but the memory pool has only ", pool_.num_pages());
-  entries_[name].rank = rank;
+  Entry& e = entries_[name];
+  e.rank = rank;
+  e.page_count = pages;
   ++stats_.registered;
 }
 
@@ -50,6 +53,10 @@ int64_t AdapterCache::rank(const std::string& name) const {
   return entry(name).rank;
 }
 
+int64_t AdapterCache::page_count(const std::string& name) const {
+  return entry(name).page_count;
+}
+
 bool AdapterCache::is_resident(const std::string& name) const {
   return entry(name).resident;
 }
@@ -60,7 +67,7 @@ int64_t AdapterCache::pin_count(const std::string& name) const {
 
 int64_t AdapterCache::pages_to_load(const std::string& name) const {
   const Entry& e = entry(name);
-  return e.resident ? 0 : pool_.adapter_pages(e.rank);
+  return e.resident ? 0 : e.page_count;
 }
 
 std::span<const int32_t> AdapterCache::pages(const std::string& name) const {
@@ -99,7 +106,7 @@ AcquireStatus AdapterCache::acquire(const std::string& name) {
     ++stats_.hits;
     return AcquireStatus::kHit;
   }
-  const int64_t need = pool_.adapter_pages(e.rank);
+  const int64_t need = e.page_count;
   if (!make_room(need)) {
     ++stats_.no_room;
     return AcquireStatus::kNoRoom;

@@ -56,9 +56,11 @@ class AdapterCache {
   // `pool` must outlive the cache; adapter pages come from its unreserved pages.
   explicit AdapterCache(MemoryPool& pool);
 
-  // Makes `name` known. Throws InvalidArgument for an empty name, a name already registered,
-  // rank < 1, or an adapter that could not fit in the whole pool.
-  void register_adapter(const std::string& name, int64_t rank);
+  // Makes `name` known. `pages` is what it takes when resident; negative: the pool's
+  // adapter_pages(rank), for adapters on the pool's lora_modules. Throws InvalidArgument for an
+  // empty name, a name already registered, rank < 1, pages 0, or an adapter that could not fit in
+  // the whole pool.
+  void register_adapter(const std::string& name, int64_t rank, int64_t pages = -1);
   // Forgets `name`, freeing its pages if resident. Throws NotFound for an unknown name and
   // InvalidArgument ("busy") while a request pins it.
   void unregister(const std::string& name);
@@ -66,6 +68,7 @@ class AdapterCache {
   bool is_registered(const std::string& name) const { return entries_.count(name) != 0; }
   // The following throw NotFound for an unknown name.
   int64_t rank(const std::string& name) const;
+  int64_t page_count(const std::string& name) const;  // pages it takes when resident
   bool is_resident(const std::string& name) const;
   int64_t pin_count(const std::string& name) const;
   // Pages needed to make `name` resident now: 0 when it is, adapter_pages(rank) otherwise.
@@ -93,6 +96,7 @@ class AdapterCache {
  private:
   struct Entry {
     int64_t rank = 0;
+    int64_t page_count = 0;
     int64_t pins = 0;
     bool resident = false;
     std::vector<int32_t> pages;

@@ -38,7 +38,7 @@ Scheduler::Scheduler(SchedulerConfig config, PoolConfig pool)
 
 int64_t Scheduler::pages_needed(const Request& r) const {
   int64_t pages = pool_.kv_pages(r.prompt_tokens + r.max_new_tokens);
-  if (!r.adapter.empty()) pages += pool_.adapter_pages(cache_.rank(r.adapter));
+  if (!r.adapter.empty()) pages += cache_.page_count(r.adapter);
   return pages;
 }
 

@@ -1,0 +1,137 @@
+// `lowrank serve --model DIR [--adapters ROOT] [--host 127.0.0.1] [--port 8080] [--api-key KEY]`:
+// serves one base model and every adapter under ROOT behind the OpenAI-compatible HTTP API
+// (serve/http_server.h; docs/serving.md). Prints "serving MODEL (+N adapters) on http://HOST:PORT"
+// once it listens; SIGINT or SIGTERM stops it gracefully (in-flight requests finish), exit 0.
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include <pthread.h>
+
+#include "apps/lowrank/verbs.h"
+#include "lowrank/compress/format.h"
+#include "lowrank/core/log.h"
+#include "lowrank/data/tokenizer.h"
+#include "lowrank/nn/generate.h"
+#include "lowrank/nn/run.h"
+#include "lowrank/serve/engine.h"
+#include "lowrank/serve/http_server.h"
+
+namespace lowrank::cli {
+
+VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
+  auto* cmd =
+      app.add_subcommand("serve", "Serve a model and its adapters over an OpenAI-compatible HTTP API");
+  struct Args {
+    std::string model, adapters, model_name, api_key, chat_template = "auto";
+    std::string dtype = "float32", device = "cpu";
+    serve::ServerConfig server;
+    serve::EngineConfig engine;
+    int64_t pool_mb = 256;
+    int64_t body_kb = 1024;
+  };
+  auto args = std::make_shared<Args>();
+  cmd->add_option("--model", args->model, "HF model directory (dense or compressed), with tokenizer.json")
+      ->required();
+  cmd->add_option("--adapters", args->adapters,
+                  "Adapter root: every subdirectory holding adapter_config.json is served under its name, "
+                  "and /v1/load_lora_adapter loads only from here");
+  cmd->add_option("--host", args->server.host, "Address to bind (loopback by default)")
+      ->capture_default_str();
+  cmd->add_option("--port", args->server.port, "Port (0: any free port)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--api-key", args->api_key,
+                  "Require 'Authorization: Bearer KEY' on /v1/* (default: $LOWRANK_API_KEY; none if unset)");
+  cmd->add_option("--model-name", args->model_name,
+                  "The base model's id in the API (default: the directory name)");
+  cmd->add_option(
+         "--chat-template", args->chat_template,
+         "auto (chatml or llama3 when tokenizer_config.json uses one, else plain), plain, chatml, llama3")
+      ->capture_default_str();
+  cmd->add_option("--max-batch-tokens", args->engine.scheduler.max_batch_tokens, "Tokens processed per step")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-running", args->engine.scheduler.max_running, "Requests in the running batch")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-queue", args->engine.scheduler.max_queue, "Waiting requests before 429")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--pool-mb", args->pool_mb, "Memory pool for KV pages and adapter pages, MiB")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--page-tokens", args->engine.page_tokens, "Tokens per KV page")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-prompt-tokens", args->server.max_prompt_tokens,
+                  "Longest prompt accepted (0: the context)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-body-kb", args->body_kb, "Largest request body, KiB (larger: 413)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--http-threads", args->server.threads, "HTTP worker threads (concurrent connections)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--seed", args->engine.seed, "Seeds requests that bring none")->capture_default_str();
+  cmd->add_option("--dtype", args->dtype, "Compute dtype: float32, bfloat16, float16")->capture_default_str();
+  cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
+
+  return [args] {
+    namespace fs = std::filesystem;
+    const fs::path dir = args->model;
+    LR_CHECK(fs::is_regular_file(dir / "tokenizer.json"), NotFound, dir.string(),
+             ": serving needs tokenizer.json in the model directory");
+    auto model = std::make_shared<nn::Model>(
+        compress::load_model(dir, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)}));
+    auto tokenizer = std::make_shared<const data::Tokenizer>(data::Tokenizer::load(dir / "tokenizer.json"));
+    std::vector<int64_t> eos = nn::default_stop_token_ids(dir, model->config());
+
+    serve::EngineConfig engine_config = args->engine;
+    engine_config.pool_bytes = args->pool_mb << 20;
+    engine_config.max_prompt_tokens = args->server.max_prompt_tokens;
+    serve::Engine engine(model, tokenizer, std::move(eos), engine_config);
+    std::vector<serve::AdapterInfo> adapters;
+    if (!args->adapters.empty()) adapters = serve::register_adapter_root(engine, args->adapters);
+
+    serve::ServerConfig config = args->server;
+    config.api_key = args->api_key;
+    if (config.api_key.empty())
+      if (const char* env = std::getenv("LOWRANK_API_KEY")) config.api_key = env;
+    config.model_name = args->model_name;
+    if (config.model_name.empty()) config.model_name = fs::weakly_canonical(dir).filename().string();
+    config.adapter_root = args->adapters;
+    config.max_body_bytes = static_cast<size_t>(args->body_kb) << 10;
+    config.chat_template = args->chat_template == "auto" ? serve::detect_chat_template(dir)
+                                                         : serve::parse_chat_template(args->chat_template);
+    if (config.api_key.empty() && config.host != "127.0.0.1" && config.host != "localhost" &&
+        config.host != "::1")
+      log::warn("serving on ", config.host, " without an API key: anyone who can reach it can use it");
+
+    // SIGINT/SIGTERM are blocked in every thread (the engine's and the server's inherit the mask)
+    // and taken by sigwait below, so shutdown runs as ordinary code on this thread. Writes to a
+    // vanished client must fail with EPIPE, not kill the process.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    engine.start();
+    serve::HttpServer server(engine, *tokenizer, config);
+    server.start();
+    std::cout << "serving " << config.model_name << " (+" << adapters.size() << " adapters) on http://"
+              << config.host << ":" << server.port() << std::endl;
+
+    int received = 0;
+    sigwait(&signals, &received);
+    log::info("signal ", received, ": stopping (finishing in-flight requests)");
+    server.stop(/*drain=*/true);
+  };
+}
+
+}  // namespace lowrank::cli

@@ -1,0 +1,238 @@
+// Engine — the serving loop: one base model, many LoRA adapters, continuous batching over a paged
+// KV cache (S-LoRA, Sheng et al., 2023, arXiv:2311.03285; Orca's iteration-level scheduling, Yu
+// et al., 2022; vLLM's PagedAttention block tables, Kwon et al., 2023, arXiv:2309.06180).
+//
+// One step: the Scheduler (scheduler.h) plans which requests run and how many tokens each; the
+// engine runs the plan as at most two kinds of model passes over the shared base weights:
+//   - every decoding request in one batch [B, 1] (each row its own adapter, its own past length);
+//   - each prompt chunk as its own pass [1, chunk] (chunked prefill), so no row is padded to a
+//     longer neighbour.
+// Keys and values live in the page pool (paged_kv.h): a sequence's token t is in page
+// block_table[t / page_tokens], slot t % page_tokens, and attention gathers its past through the
+// block table. The LoRA products of a batch mixing adapters run per adapter segment at each
+// adapter's own rank (nn::AdapterRouting; SGMV-style), never padded to the largest rank.
+// Sampling is per request (its own temperature, top-p, seed, generator), with nn/generate.h's
+// logits processors, so a greedy request's tokens do not depend on its batch neighbours.
+//
+// Text. Generated tokens are decoded incrementally: a text delta is released only once it is valid
+// UTF-8 and cannot be the start of a stop string; a stop string ends the request and, as in
+// OpenAI's API, is not part of the text.
+//
+// Deviation from S-LoRA on the CPU: the pool's adapter pages are accounted (admission control
+// counts them against the same budget as KV pages, and LRU eviction frees them), but the weights
+// are read from their host copy, which on the CPU is the same memory a device copy would be; a
+// CUDA engine would copy them into the pages (AdapterLoad) before the step that uses them.
+//
+// Threads. Any thread may call submit / cancel / load_adapter / unload_adapter / stats. The
+// model runs on the engine's own thread (start()) or on the caller's (step(), for tests and
+// benchmarks; not both). Sinks are called on the stepping thread and must not block.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "lowrank/adapt/model_adapters.h"
+
+#include "lowrank/serve/scheduler.h"
+
+namespace lowrank::nn {
+class Model;
+}
+namespace lowrank::data {
+class Tokenizer;
+}
+
+namespace lowrank::serve {
+
+struct SamplingParams {
+  int64_t max_new_tokens = 16;
+  double temperature = 1.0;  // 0 = greedy (argmax)
+  double top_p = 1.0;        // (0, 1]
+  int64_t top_k = 0;         // 0 = off
+  double repetition_penalty = 1.0;
+  std::optional<uint64_t> seed;         // none: drawn from the engine's counter
+  std::vector<std::string> stop;        // stop strings (need a tokenizer); excluded from the text
+  std::vector<int64_t> stop_token_ids;  // besides the model's eos ids
+  bool ignore_eos = false;              // run to max_new_tokens (benchmarks)
+};
+
+struct GenerationRequest {
+  std::string adapter;  // a loaded adapter's name; empty = the base model
+  std::vector<int64_t> prompt;
+  SamplingParams sampling;
+};
+
+// What a request's stream receives, in order: tokens, then exactly one finish.
+struct StreamEvent {
+  enum class Kind { kToken, kFinish } kind = Kind::kToken;
+  int64_t token = -1;  // kToken
+  std::string text;    // kToken: the text delta released with it (may be empty)
+  // kFinish:
+  FinishReason finish = FinishReason::kNone;  // kStop, kLength, kCancelled or kRejected
+  std::string message;                        // why, for kRejected
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+// A request's event queue, shared by the engine (producer) and the client (consumer).
+class RequestStream {
+ public:
+  explicit RequestStream(RequestId id) : id_(id) {}
+  RequestId id() const { return id_; }
+  // Waits up to `timeout` for the next event; false on timeout.
+  bool next(StreamEvent& event, std::chrono::milliseconds timeout);
+  // Blocks until the finish event; returns every token event's text joined, and the finish.
+  StreamEvent wait(std::string* text = nullptr, std::vector<int64_t>* tokens = nullptr);
+  void push(StreamEvent event);  // engine side
+  bool finished() const;
+
+ private:
+  RequestId id_;
+  mutable std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<StreamEvent> events_;
+  bool finished_ = false;
+};
+
+struct EngineConfig {
+  SchedulerConfig scheduler;
+  int64_t page_tokens = 16;
+  // Pool size: num_pages if > 0, else as many pages as pool_bytes holds (KV of all layers).
+  int64_t num_pages = 0;
+  int64_t pool_bytes = int64_t{256} << 20;
+  // Longest prompt accepted (0: the model's max_position_embeddings); prompt + max_new_tokens
+  // must also fit the model's context.
+  int64_t max_prompt_tokens = 0;
+  uint64_t seed = 0;  // seeds requests that bring none
+};
+
+struct SubmitResult {
+  std::shared_ptr<RequestStream> stream;  // null when the queue is full
+  bool queue_full = false;                // → HTTP 429
+  int64_t retry_after_s = 1;              // a hint for Retry-After
+};
+
+struct AdapterInfo {
+  std::string name;
+  std::filesystem::path dir;
+  int64_t rank = 0;
+  bool resident = false;
+  int64_t pins = 0;
+};
+
+// Prometheus-ready numbers.
+struct EngineStats {
+  SchedulerStats scheduler;
+  int64_t adapters_loaded = 0;   // in host memory (registered)
+  int64_t prompt_tokens = 0;     // prefilled
+  double tokens_per_second = 0;  // generated tokens over the last ~10 s
+  // Time to first token, seconds: cumulative counts per upper bound (Prometheus histogram).
+  std::vector<double> ttft_bounds;
+  std::vector<int64_t> ttft_counts;  // ttft_bounds.size() + 1 (the last is +Inf)
+  double ttft_sum = 0;
+  int64_t ttft_count = 0;
+};
+
+class Engine {
+ public:
+  // `tokenizer` may be null (token-id requests only; stop strings then throw). `eos_ids` end a
+  // request unless it sets ignore_eos. Throws InvalidArgument for a bad config field (named).
+  Engine(std::shared_ptr<nn::Model> model, std::shared_ptr<const data::Tokenizer> tokenizer,
+         std::vector<int64_t> eos_ids, EngineConfig config);
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+  ~Engine();  // shutdown(false)
+
+  // Loads a PEFT adapter directory into host memory under `name` and registers it. Throws
+  // InvalidArgument for a taken name or an adapter kind that cannot be batched per row, and what
+  // adapt::load_adapter throws (NotFound, Corruption, ...). The model is untouched on error.
+  AdapterInfo load_adapter(const std::string& name, const std::filesystem::path& dir);
+  // Throws NotFound for an unknown name, InvalidArgument ("busy") while a running request uses it.
+  // Waiting requests that name it finish as kRejected.
+  void unload_adapter(const std::string& name);
+  // A freshly initialised adapter of `config` (adapt::create_adapter with `seed`; set
+  // config.init_lora_weights = false for a non-zero Δ), registered like a loaded one: for tests and
+  // benchmarks that need many adapters without writing them to disk. Throws as load_adapter.
+  AdapterInfo create_adapter(const std::string& name, const adapt::AdapterConfig& config, uint64_t seed);
+  std::vector<AdapterInfo> adapters() const;
+  bool has_adapter(const std::string& name) const;
+
+  // Queues a request. Throws InvalidArgument (empty prompt, a token id outside the vocabulary, a
+  // bad sampling field, a prompt over max_prompt_tokens or a request over the context or the
+  // pool) and NotFound (unknown adapter) before queueing; returns queue_full past
+  // SchedulerConfig::max_queue waiting requests, or after shutdown began.
+  SubmitResult submit(GenerationRequest request);
+  // Cancels a waiting or running request (a disconnected client); its stream finishes with
+  // kCancelled. False when it is unknown or already finished.
+  bool cancel(RequestId id);
+
+  // Runs one scheduler step on the calling thread. Returns false when there was nothing to do.
+  bool step();
+  // Steps until no request is waiting or running.
+  void run_until_idle();
+  // Runs steps on a background thread until shutdown().
+  void start();
+  // Stops accepting requests; with `drain`, lets running and waiting requests finish, otherwise
+  // cancels them; then joins the background thread. Idempotent.
+  void shutdown(bool drain);
+
+  EngineStats stats() const;
+  const nn::Model& model() const { return *model_; }
+  const data::Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  const EngineConfig& config() const { return config_; }
+
+ private:
+  struct Live;  // a request in flight: its sampling state, text state and stream
+  struct PagedKV;
+  AdapterInfo attach_adapter(const std::string& name, const std::filesystem::path& dir,
+                             const std::function<adapt::AttachedAdapter(nn::Model&)>& attach);
+  void run_plan(const StepPlan& plan, std::vector<StepResult>& results);
+  // Records a sampled token: text delta, stop checks; kStop when it ends the request.
+  FinishReason accept_token(Live& live, int64_t token);
+  void deliver_finished();  // with mutex_ held
+  void loop();
+
+  std::shared_ptr<nn::Model> model_;
+  std::shared_ptr<const data::Tokenizer> tokenizer_;
+  std::vector<int64_t> eos_ids_;
+  EngineConfig config_;
+  std::unique_ptr<PagedKV> kv_;
+
+  // Lock order: model_mutex_, then mutex_. A step holds model_mutex_ while it runs the model and
+  // mutex_ only to plan and to complete it, so submit/cancel never wait for a model pass.
+  std::mutex model_mutex_;    // the model's slots: a step's passes, adapter attach/detach
+  mutable std::mutex mutex_;  // everything below
+  std::condition_variable work_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unordered_map<RequestId, std::unique_ptr<Live>> lives_;
+  std::map<std::string, std::pair<AdapterInfo, adapt::AttachedAdapter>> attached_;
+  RequestId next_id_ = 1;
+  uint64_t next_seed_ = 0;
+  bool stopping_ = false;
+  bool draining_ = false;
+  std::thread thread_;
+  int64_t prompt_tokens_ = 0;
+  std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent_tokens_;
+  std::vector<int64_t> ttft_counts_;  // per bucket (not cumulative); the last is +Inf
+  double ttft_sum_ = 0;
+  int64_t ttft_count_ = 0;
+};
+
+// The TTFT histogram's bucket bounds, seconds.
+std::span<const double> ttft_buckets();
+
+}  // namespace lowrank::serve

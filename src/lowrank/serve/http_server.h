@@ -1,0 +1,104 @@
+// HttpServer — the OpenAI-compatible HTTP front of the serving engine (engine.h), on cpp-httplib
+// (kept out of this header). Endpoints, after the OpenAI API reference and vLLM's server:
+//   POST /v1/completions, POST /v1/chat/completions   (JSON, or server-sent events with stream)
+//   GET  /v1/models, GET /v1/models/{id}              (adapters list the base model as "parent")
+//   POST /v1/load_lora_adapter, /v1/unload_lora_adapter (vLLM's runtime adapter API)
+//   GET  /health, GET /metrics                         (no API key needed; Prometheus text)
+// Request and response shapes are in openai_api.h; docs/serving.md is the user's page.
+//
+// Deviations and limits:
+//   - A client that disconnects cancels its requests. A streaming response notices at its next
+//     write; while no token comes it writes an SSE comment (": keep-alive") every `heartbeat`. A
+//     non-streaming response that takes longer than `heartbeat` is sent chunked, with JSON
+//     whitespace (" ") as the probe, and its status is then fixed at 200: a request that fails
+//     after that point (its adapter was unloaded while it waited, a shutdown without drain) gets
+//     the OpenAI error object in a 200 body.
+//   - /v1/load_lora_adapter only reads directories under the adapter root (resolve_adapter_dir).
+//
+// Threads: httplib's pool runs the handlers (ServerConfig::threads of them; a streaming response
+// holds one for its duration); the engine runs the model on its own thread (Engine::start()).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lowrank/serve/engine.h"
+#include "lowrank/serve/openai_api.h"
+
+namespace lowrank::data {
+class Tokenizer;
+}
+
+namespace lowrank::serve {
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";      // loopback unless told otherwise
+  int port = 8080;                     // 0: any free port (see HttpServer::port())
+  std::string api_key;                 // empty: no authentication; else `Authorization: Bearer KEY` on /v1/*
+  std::string model_name = "lowrank";  // the base model's id in the API
+  std::filesystem::path adapter_root;  // empty: /v1/load_lora_adapter is refused
+  size_t max_body_bytes = size_t{1} << 20;  // larger request bodies get 413
+  int64_t max_prompt_tokens = 0;            // 0: the model's context
+  int64_t max_choices = 64;                 // prompts × n in one request
+  int threads = 16;                         // HTTP worker threads (concurrent connections)
+  ChatTemplate chat_template = ChatTemplate::kPlain;
+  // How long a response waits for the engine before probing its client (see the file comment).
+  std::chrono::milliseconds heartbeat{1000};
+  // stop(): how long to wait for responses still being written after the engine has shut down.
+  std::chrono::milliseconds stop_timeout{10000};
+};
+
+class HttpServer {
+ public:
+  // Serves `engine` (which the caller starts, and which must outlive the server) with `tokenizer`
+  // for text prompts. Throws InvalidArgument for a bad config field.
+  HttpServer(Engine& engine, const data::Tokenizer& tokenizer, ServerConfig config);
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+  ~HttpServer();  // stop(false) if still running
+
+  // Binds host:port and serves on a background thread; returns once the socket listens. Throws
+  // IoError when the address cannot be bound, InvalidArgument when called twice.
+  void start();
+  // The bound port (the chosen one when ServerConfig::port was 0); 0 before start().
+  int port() const;
+  // Graceful stop: new API requests get 503, the engine shuts down (Engine::shutdown(drain):
+  // finishing in-flight requests, or cancelling them), responses still being written get up to
+  // stop_timeout, then the socket closes and the thread joins. Idempotent; any thread.
+  void stop(bool drain = true);
+  // Blocks until stop() has finished.
+  void wait();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Compares `given` against the secret `expected` in time that depends only on expected's length
+// (every byte is compared, no early exit), so that response times do not reveal a key's prefix.
+bool constant_time_equal(std::string_view given, std::string_view expected);
+
+// Throws ApiError 400 (param `param`) unless `name` can name an adapter: non-empty, at most 255
+// bytes, no '/', '\\' or NUL, not starting with '.', no control characters.
+void check_adapter_name(std::string_view name, std::string_view param = "lora_name");
+
+// The directory of adapter `name` under `root`: root/name, or `lora_path` when given (relative to
+// root, or absolute). Either way the canonical path (symlinks resolved) must lie strictly inside
+// the canonical root, so neither "../x" nor a symlink pointing out of the root escapes it.
+// Throws ApiError 400 for a bad name or a path outside the root, 404 when the directory or its
+// adapter_config.json does not exist. Returns the canonical path.
+std::filesystem::path resolve_adapter_dir(const std::filesystem::path& root, std::string_view name,
+                                          std::string_view lora_path = {});
+
+// Registers every subdirectory of `root` that holds adapter_config.json under its directory
+// name (sorted by name), each resolved by resolve_adapter_dir; entries that fail its checks are
+// skipped with a warning. Throws NotFound when `root` is not a directory, and what
+// Engine::load_adapter throws. Returns the adapters registered.
+std::vector<AdapterInfo> register_adapter_root(Engine& engine, const std::filesystem::path& root);
+
+}  // namespace lowrank::serve

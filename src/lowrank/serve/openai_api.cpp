@@ -1,0 +1,565 @@
+// OpenAI API shapes: request parsing, response building, Prometheus text (see openai_api.h).
+#include "lowrank/serve/openai_api.h"
+
+#include <cmath>
+#include <exception>
+#include <limits>
+#include <sstream>
+
+#include "lowrank/data/tokenizer.h"
+#include "lowrank/nn/model.h"
+
+namespace lowrank::serve {
+namespace {
+
+[[noreturn]] void bad_field(std::string_view param, const std::string& message) {
+  throw ApiError(400, message, std::string(param));
+}
+
+// The value of `key`, or null when it is absent or JSON null (OpenAI treats both as "not given").
+const Json* field(const Json& body, std::string_view key) {
+  auto it = body.find(key);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+double get_number(const Json& body, std::string_view key, double fallback) {
+  const Json* v = field(body, key);
+  if (!v) return fallback;
+  if (!v->is_number()) bad_field(key, str("'", key, "' must be a number, got ", v->type_name()));
+  const double x = v->get<double>();
+  if (!std::isfinite(x)) bad_field(key, str("'", key, "' must be finite"));
+  return x;
+}
+
+int64_t get_int(const Json& body, std::string_view key, int64_t fallback) {
+  const Json* v = field(body, key);
+  if (!v) return fallback;
+  // 2.0 is accepted as 2 (some clients send integers as floats); 2.5 is not.
+  if (v->is_number_float()) {
+    const double x = v->get<double>();
+    if (x != std::floor(x) || std::abs(x) > 9.0e15)
+      bad_field(key, str("'", key, "' must be an integer, got ", v->dump()));
+    return static_cast<int64_t>(x);
+  }
+  if (!v->is_number_integer()) bad_field(key, str("'", key, "' must be an integer, got ", v->type_name()));
+  if (v->is_number_unsigned() &&
+      v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+    bad_field(key, str("'", key, "' is out of range"));
+  return v->get<int64_t>();
+}
+
+bool get_bool(const Json& body, std::string_view key, bool fallback) {
+  const Json* v = field(body, key);
+  if (!v) return fallback;
+  if (!v->is_boolean()) bad_field(key, str("'", key, "' must be a boolean, got ", v->type_name()));
+  return v->get<bool>();
+}
+
+// Options this server does not implement: refused when set to anything but their neutral value,
+// so that a client never silently gets output it did not ask for.
+void refuse_unsupported(const Json& body) {
+  for (const char* key : {"presence_penalty", "frequency_penalty"})
+    if (get_number(body, key, 0.0) != 0.0) bad_field(key, str("'", key, "' is not supported (only 0)"));
+  for (const char* key : {"logprobs", "echo"}) {
+    const Json* v = field(body, key);
+    if (v && !(v->is_boolean() && !v->get<bool>()) && !(v->is_number_integer() && v->get<int64_t>() == 0))
+      bad_field(key, str("'", key, "' is not supported"));
+  }
+  for (const char* key : {"top_logprobs", "logit_bias", "tools", "functions", "suffix"}) {
+    const Json* v = field(body, key);
+    if (v && !v->empty() && !(v->is_string() && v->get<std::string>().empty()) &&
+        !(v->is_number() && v->get<double>() == 0))
+      bad_field(key, str("'", key, "' is not supported"));
+  }
+  if (const Json* v = field(body, "response_format")) {
+    if (!v->is_object() || json_get_or<std::string>(*v, "type", "text", "response_format") != "text")
+      bad_field("response_format", "'response_format' supports only {\"type\": \"text\"}");
+  }
+}
+
+std::vector<std::string> parse_stop(const Json& body) {
+  const Json* v = field(body, "stop");
+  if (!v) return {};
+  std::vector<std::string> stop;
+  if (v->is_string()) {
+    stop.push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    for (const Json& s : *v) {
+      if (!s.is_string()) bad_field("stop", "'stop' must be a string or a list of strings");
+      stop.push_back(s.get<std::string>());
+    }
+  } else {
+    bad_field("stop", "'stop' must be a string or a list of strings");
+  }
+  for (const std::string& s : stop)
+    if (s.empty()) bad_field("stop", "'stop' strings must not be empty");
+  return stop;
+}
+
+// The fields completions and chat share (all but the prompt and max_tokens).
+void parse_common(const Json& body, GenerateCall& call) {
+  refuse_unsupported(body);
+  if (const Json* v = field(body, "model")) {
+    if (!v->is_string()) bad_field("model", "'model' must be a string");
+    call.model = v->get<std::string>();
+  }
+  SamplingParams& s = call.sampling;
+  s.temperature = get_number(body, "temperature", 1.0);
+  if (s.temperature < 0 || s.temperature > 2)
+    bad_field("temperature", str("'temperature' must be in [0, 2], got ", s.temperature));
+  s.top_p = get_number(body, "top_p", 1.0);
+  if (!(s.top_p > 0 && s.top_p <= 1)) bad_field("top_p", str("'top_p' must be in (0, 1], got ", s.top_p));
+  s.top_k = get_int(body, "top_k", 0);
+  if (s.top_k == -1) s.top_k = 0;  // vLLM's "off"
+  if (s.top_k < 0) bad_field("top_k", str("'top_k' must be >= 0 (or -1: off), got ", s.top_k));
+  s.repetition_penalty = get_number(body, "repetition_penalty", 1.0);
+  if (!(s.repetition_penalty > 0))
+    bad_field("repetition_penalty", str("'repetition_penalty' must be > 0, got ", s.repetition_penalty));
+  if (field(body, "seed")) s.seed = static_cast<uint64_t>(get_int(body, "seed", 0));
+  s.stop = parse_stop(body);
+  s.ignore_eos = get_bool(body, "ignore_eos", false);
+  call.n = get_int(body, "n", 1);
+  if (call.n < 1) bad_field("n", str("'n' must be at least 1, got ", call.n));
+  if (field(body, "best_of") && get_int(body, "best_of", 1) != call.n)
+    bad_field("best_of", "'best_of' other than n is not supported");
+  call.stream = get_bool(body, "stream", false);
+  if (const Json* v = field(body, "stream_options")) {
+    if (!v->is_object()) bad_field("stream_options", "'stream_options' must be an object");
+    if (!call.stream) bad_field("stream_options", "'stream_options' needs 'stream': true");
+    call.include_usage = get_bool(*v, "include_usage", false);
+  }
+}
+
+// Checks a tokenized prompt against the limits; `param` names the field it came from.
+void check_prompt(const std::vector<int64_t>& ids, std::string_view param, const ApiLimits& limits) {
+  if (ids.empty()) bad_field(param, str("'", param, "' is empty (no tokens)"));
+  const int64_t limit = limits.max_prompt_tokens > 0 ? limits.max_prompt_tokens : limits.context;
+  if (limit > 0 && static_cast<int64_t>(ids.size()) > limit)
+    bad_field(param, str("'", param, "' has ", ids.size(), " tokens, over the limit of ", limit));
+  if (limits.vocab_size > 0)
+    for (int64_t id : ids)
+      if (id < 0 || id >= limits.vocab_size)
+        bad_field(param, str("'", param, "': token id ", id, " is outside the vocabulary [0, ",
+                             limits.vocab_size, ")"));
+}
+
+// max_tokens: a given value must be >= 1 and fit the context with the longest prompt; absent,
+// `fallback` (0: the rest of the context after the longest prompt).
+void set_max_tokens(const Json& body, std::string_view key, int64_t fallback, const ApiLimits& limits,
+                    GenerateCall& call) {
+  int64_t longest = 0;
+  for (const auto& p : call.prompts) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
+  const bool given = field(body, key) != nullptr;
+  int64_t max_tokens = get_int(body, key, fallback);
+  if (!given && max_tokens == 0) {
+    max_tokens = limits.context - longest;
+    if (max_tokens < 1)
+      bad_field("messages", str("the prompt (", longest, " tokens) fills the model's context of ",
+                                limits.context, " tokens"));
+  }
+  if (max_tokens < 1) bad_field(key, str("'", key, "' must be at least 1, got ", max_tokens));
+  if (limits.context > 0 && longest + max_tokens > limits.context)
+    bad_field(key, str("the prompt (", longest, " tokens) plus '", key, "' (", max_tokens,
+                       ") exceed the model's context of ", limits.context, " tokens"));
+  call.sampling.max_new_tokens = max_tokens;
+}
+
+void check_choices(const GenerateCall& call, const ApiLimits& limits) {
+  const int64_t choices = static_cast<int64_t>(call.prompts.size()) * call.n;
+  if (choices > limits.max_choices)
+    bad_field("n", str("prompts × n = ", choices, " choices, over the limit of ", limits.max_choices));
+}
+
+std::vector<int64_t> encode(const data::Tokenizer& tokenizer, const std::string& text, bool special,
+                            std::string_view param) {
+  try {
+    std::vector<int32_t> ids = tokenizer.encode(text, special);
+    return {ids.begin(), ids.end()};
+  } catch (const InvalidArgument& e) {  // invalid UTF-8
+    bad_field(param, str("'", param, "': ", e.what()));
+  }
+}
+
+std::vector<int64_t> token_ids(const Json& list, std::string_view param) {
+  std::vector<int64_t> ids;
+  ids.reserve(list.size());
+  for (const Json& id : list) {
+    if (!id.is_number_integer()) bad_field(param, str("'", param, "' mixes token ids with ", id.type_name()));
+    ids.push_back(id.get<int64_t>());
+  }
+  return ids;
+}
+
+std::string message_content(const Json& message, size_t index) {
+  const std::string param = str("messages[", index, "].content");
+  const Json* content = field(message, "content");
+  if (!content) return {};  // an assistant turn with no text
+  if (content->is_string()) return content->get<std::string>();
+  if (!content->is_array()) bad_field(param, str("'", param, "' must be a string or a list of text parts"));
+  std::string text;
+  for (const Json& part : *content) {
+    if (!part.is_object() || json_get_or<std::string>(part, "type", "", param) != "text" ||
+        !part.contains("text") || !part["text"].is_string())
+      bad_field(param, str("'", param, "': only {\"type\": \"text\", \"text\": ...} parts are supported"));
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+const char* type_of_status(int status) {
+  switch (status) {
+    case 401:
+      return "authentication_error";
+    case 403:
+      return "permission_error";
+    case 404:
+      return "not_found_error";
+    case 429:
+      return "rate_limit_error";
+    default:
+      return status >= 500 ? "server_error" : "invalid_request_error";
+  }
+}
+
+std::string escape_label(std::string_view value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+ApiError::ApiError(int status, const std::string& message, std::string param, std::string code)
+    : Error(status < 500 ? ErrorKind::kInvalidArgument : ErrorKind::kInternal, message),
+      status_(status),
+      param_(std::move(param)),
+      code_(std::move(code)) {}
+
+std::string_view ApiError::type() const {
+  return type_of_status(status_);
+}
+
+ApiError to_api_error(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const ApiError& e) {
+    return e;
+  } catch (const Error& e) {
+    switch (e.kind()) {
+      case ErrorKind::kInvalidArgument:
+      case ErrorKind::kUnsupported:
+        return ApiError(400, e.what());
+      case ErrorKind::kNotFound:
+        return ApiError(404, e.what());
+      default:
+        return ApiError(500, e.what());
+    }
+  } catch (const std::exception& e) {
+    // Internal details (libtorch traces) stay in the server's log, not in the response.
+    return ApiError(500, "internal server error");
+  } catch (...) {
+    return ApiError(500, "internal server error");
+  }
+}
+
+OrderedJson error_body(const ApiError& error) {
+  auto or_null = [](const std::string& s) { return s.empty() ? OrderedJson(nullptr) : OrderedJson(s); };
+  return {{"error",
+           {{"message", error.what()},
+            {"type", error.type()},
+            {"param", or_null(error.param())},
+            {"code", or_null(error.code())}}}};
+}
+
+std::string_view chat_template_name(ChatTemplate chat_template) {
+  switch (chat_template) {
+    case ChatTemplate::kPlain:
+      return "plain";
+    case ChatTemplate::kChatml:
+      return "chatml";
+    case ChatTemplate::kLlama3:
+      return "llama3";
+  }
+  return "plain";
+}
+
+ChatTemplate parse_chat_template(std::string_view name) {
+  for (ChatTemplate t : {ChatTemplate::kPlain, ChatTemplate::kChatml, ChatTemplate::kLlama3})
+    if (chat_template_name(t) == name) return t;
+  throw InvalidArgument(str("chat template \"", name, "\": expected plain, chatml or llama3"));
+}
+
+ChatTemplate detect_chat_template(const std::filesystem::path& model_dir) {
+  const std::filesystem::path config = model_dir / "tokenizer_config.json";
+  if (!std::filesystem::is_regular_file(config)) return ChatTemplate::kPlain;
+  const Json json = read_json_file(config);
+  const auto it = json.find("chat_template");
+  if (it == json.end() || !it->is_string()) return ChatTemplate::kPlain;
+  const std::string text = it->get<std::string>();
+  if (text.find("<|im_start|>") != std::string::npos) return ChatTemplate::kChatml;
+  if (text.find("<|start_header_id|>") != std::string::npos) return ChatTemplate::kLlama3;
+  return ChatTemplate::kPlain;
+}
+
+std::string apply_chat_template(std::span<const ChatMessage> messages, ChatTemplate chat_template) {
+  std::string out;
+  switch (chat_template) {
+    case ChatTemplate::kPlain:
+      for (const ChatMessage& m : messages) out += str(m.role, ": ", m.content, "\n");
+      return out + "assistant:";
+    case ChatTemplate::kChatml:
+      for (const ChatMessage& m : messages)
+        out += str("<|im_start|>", m.role, "\n", m.content, "<|im_end|>\n");
+      return out + "<|im_start|>assistant\n";
+    case ChatTemplate::kLlama3:
+      out = "<|begin_of_text|>";
+      for (const ChatMessage& m : messages)
+        out += str("<|start_header_id|>", m.role, "<|end_header_id|>\n\n", m.content, "<|eot_id|>");
+      return out + "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  }
+  return out;
+}
+
+ApiLimits api_limits(const Engine& engine, int64_t max_prompt_tokens, int64_t max_choices) {
+  const nn::ModelConfig& config = engine.model().config();
+  ApiLimits limits;
+  limits.context = config.max_position_embeddings;
+  limits.vocab_size = config.vocab_size;
+  limits.max_prompt_tokens = max_prompt_tokens;
+  limits.max_choices = max_choices;
+  return limits;
+}
+
+GenerateCall parse_completion_request(const Json& body, const data::Tokenizer& tokenizer,
+                                      const ApiLimits& limits) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  GenerateCall call;
+  parse_common(body, call);
+  const Json* prompt = field(body, "prompt");
+  if (!prompt) bad_field("prompt", "'prompt' is required");
+  // A string, a list of strings, a list of token ids, or a list of lists of token ids.
+  if (prompt->is_string()) {
+    call.prompts.push_back(encode(tokenizer, prompt->get<std::string>(), true, "prompt"));
+  } else if (prompt->is_array() && !prompt->empty()) {
+    const Json& first = prompt->front();
+    if (first.is_number_integer()) {
+      call.prompts.push_back(token_ids(*prompt, "prompt"));
+    } else {
+      for (const Json& p : *prompt) {
+        if (p.is_string())
+          call.prompts.push_back(encode(tokenizer, p.get<std::string>(), true, "prompt"));
+        else if (p.is_array())
+          call.prompts.push_back(token_ids(p, "prompt"));
+        else
+          bad_field("prompt", "'prompt' must be a string, a list of strings or a list of token ids");
+      }
+    }
+  } else {
+    bad_field("prompt", "'prompt' must be a non-empty string, list of strings or list of token ids");
+  }
+  for (const auto& ids : call.prompts) check_prompt(ids, "prompt", limits);
+  set_max_tokens(body, "max_tokens", 16, limits, call);
+  check_choices(call, limits);
+  return call;
+}
+
+GenerateCall parse_chat_request(const Json& body, const data::Tokenizer& tokenizer,
+                                ChatTemplate chat_template, const ApiLimits& limits) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  GenerateCall call;
+  call.chat = true;
+  parse_common(body, call);
+  const Json* messages = field(body, "messages");
+  if (!messages || !messages->is_array() || messages->empty())
+    bad_field("messages", "'messages' must be a non-empty list of messages");
+  std::vector<ChatMessage> turns;
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const Json& m = (*messages)[i];
+    const std::string param = str("messages[", i, "]");
+    if (!m.is_object()) bad_field(param, str("'", param, "' must be an object"));
+    const Json* role = field(m, "role");
+    if (!role || !role->is_string()) bad_field(param + ".role", str("'", param, ".role' must be a string"));
+    std::string r = role->get<std::string>();
+    if (r == "developer") r = "system";  // OpenAI's newer name for system instructions
+    if (r != "system" && r != "user" && r != "assistant")
+      bad_field(param + ".role",
+                str("'", param, ".role' must be system, user or assistant, got \"", r, "\""));
+    turns.push_back({std::move(r), message_content(m, i)});
+  }
+  const std::string text = apply_chat_template(turns, chat_template);
+  // The plain template has no special tokens of its own: add the tokenizer's (a bos), as for a
+  // completion; the others write theirs.
+  call.prompts.push_back(encode(tokenizer, text, chat_template == ChatTemplate::kPlain, "messages"));
+  check_prompt(call.prompts[0], "messages", limits);
+  // max_completion_tokens is OpenAI's newer name; max_tokens is still accepted.
+  const char* key = field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  set_max_tokens(body, key, 0, limits, call);
+  check_choices(call, limits);
+  return call;
+}
+
+std::string_view api_finish_reason(FinishReason reason) {
+  return finish_reason_name(reason);  // OpenAI's "stop" and "length" are the scheduler's names
+}
+
+OrderedJson usage_json(const Usage& usage) {
+  return {{"prompt_tokens", usage.prompt_tokens},
+          {"completion_tokens", usage.completion_tokens},
+          {"total_tokens", usage.prompt_tokens + usage.completion_tokens}};
+}
+
+OrderedJson completion_response(const std::string& id, int64_t created, const std::string& model,
+                                std::span<const Choice> choices, const Usage& usage) {
+  OrderedJson list = OrderedJson::array();
+  for (const Choice& c : choices)
+    list.push_back({{"index", c.index},
+                    {"text", c.text},
+                    {"logprobs", nullptr},
+                    {"finish_reason", api_finish_reason(c.finish)}});
+  return {{"id", id},       {"object", "text_completion"}, {"created", created},
+          {"model", model}, {"choices", std::move(list)},  {"usage", usage_json(usage)}};
+}
+
+OrderedJson chat_response(const std::string& id, int64_t created, const std::string& model,
+                          std::span<const Choice> choices, const Usage& usage) {
+  OrderedJson list = OrderedJson::array();
+  for (const Choice& c : choices)
+    list.push_back({{"index", c.index},
+                    {"message", {{"role", "assistant"}, {"content", c.text}}},
+                    {"logprobs", nullptr},
+                    {"finish_reason", api_finish_reason(c.finish)}});
+  return {{"id", id},       {"object", "chat.completion"}, {"created", created},
+          {"model", model}, {"choices", std::move(list)},  {"usage", usage_json(usage)}};
+}
+
+OrderedJson completion_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
+                             const std::string& text, std::optional<FinishReason> finish) {
+  OrderedJson choice{
+      {"index", index},
+      {"text", text},
+      {"logprobs", nullptr},
+      {"finish_reason", finish ? OrderedJson(api_finish_reason(*finish)) : OrderedJson(nullptr)}};
+  return {{"id", id},
+          {"object", "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", OrderedJson::array({std::move(choice)})}};
+}
+
+OrderedJson chat_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
+                       const std::string& text, std::optional<FinishReason> finish, bool role_only) {
+  OrderedJson delta = OrderedJson::object();
+  if (role_only)
+    delta = {{"role", "assistant"}, {"content", ""}};
+  else if (!finish)
+    delta = {{"content", text}};
+  OrderedJson choice{
+      {"index", index},
+      {"delta", std::move(delta)},
+      {"logprobs", nullptr},
+      {"finish_reason", finish ? OrderedJson(api_finish_reason(*finish)) : OrderedJson(nullptr)}};
+  return {{"id", id},
+          {"object", "chat.completion.chunk"},
+          {"created", created},
+          {"model", model},
+          {"choices", OrderedJson::array({std::move(choice)})}};
+}
+
+OrderedJson usage_chunk(const std::string& id, int64_t created, const std::string& model, bool chat,
+                        const Usage& usage) {
+  return {{"id", id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", OrderedJson::array()},
+          {"usage", usage_json(usage)}};
+}
+
+OrderedJson model_json(const std::string& id, int64_t created, const std::string& parent, int64_t context) {
+  OrderedJson m{{"id", id}, {"object", "model"}, {"created", created}, {"owned_by", "lowrank"}};
+  m["root"] = parent.empty() ? id : parent;
+  m["parent"] = parent.empty() ? OrderedJson(nullptr) : OrderedJson(parent);
+  if (context > 0) m["max_model_len"] = context;
+  return m;
+}
+
+OrderedJson models_response(const std::string& base, int64_t created, int64_t context,
+                            std::span<const AdapterInfo> adapters) {
+  OrderedJson data = OrderedJson::array();
+  data.push_back(model_json(base, created, "", context));
+  for (const AdapterInfo& a : adapters) data.push_back(model_json(a.name, created, base, context));
+  return {{"object", "list"}, {"data", std::move(data)}};
+}
+
+std::string to_text(const OrderedJson& value) {
+  return value.dump(-1, ' ', false, OrderedJson::error_handler_t::replace);
+}
+
+std::string prometheus_metrics(const EngineStats& stats, const HttpCounters& http) {
+  std::ostringstream out;
+  out.precision(17);
+  auto family = [&](std::string_view name, std::string_view type, std::string_view help) {
+    out << "# HELP lowrank_" << name << " " << help << "\n# TYPE lowrank_" << name << " " << type << "\n";
+  };
+  auto sample = [&](std::string_view name, auto value, std::string_view labels = {}) {
+    out << "lowrank_" << name;
+    if (!labels.empty()) out << "{" << labels << "}";
+    out << " " << value << "\n";
+  };
+  auto gauge = [&](std::string_view name, auto value, std::string_view help) {
+    family(name, "gauge", help);
+    sample(name, value);
+  };
+  auto counter = [&](std::string_view name, auto value, std::string_view help) {
+    family(name, "counter", help);
+    sample(name, value);
+  };
+  const SchedulerStats& s = stats.scheduler;
+  gauge("queue_length", s.waiting, "Requests waiting to be admitted.");
+  gauge("running_requests", s.running, "Requests in the running batch.");
+  gauge("tokens_per_second", stats.tokens_per_second, "Generated tokens per second over the last ~10 s.");
+  family("pool_pages", "gauge", "Pages of the memory pool shared by KV blocks and adapters, by state.");
+  sample("pool_pages", s.pool_used_pages, "state=\"used\"");
+  sample("pool_pages", s.pool_reserved_pages, "state=\"reserved\"");
+  sample("pool_pages", s.pool_available_pages, "state=\"available\"");
+  gauge("pool_pages_total", s.pool_pages, "Pages in the memory pool.");
+  gauge("adapters_loaded", stats.adapters_loaded, "Adapters registered (in host memory).");
+  gauge("adapters_resident", s.adapters.resident, "Adapters holding pool pages.");
+  gauge("adapters_pinned", s.adapters.pinned, "Resident adapters used by a running request.");
+  gauge("adapter_pages", s.adapters.resident_pages, "Pool pages held by resident adapters.");
+  counter("adapter_loads_total", s.adapters.loads, "Adapters made resident.");
+  counter("adapter_evictions_total", s.adapters.evictions,
+          "Resident adapters evicted (least recently used).");
+  counter("requests_total", s.submitted, "Requests accepted by the engine.");
+  counter("requests_queue_full_total", s.queue_full, "Requests refused with 429 (queue full).");
+  counter("requests_finished_total", s.finished, "Requests that finished (stop or length).");
+  counter("requests_cancelled_total", s.cancelled, "Requests cancelled (client gone, shutdown).");
+  counter("requests_rejected_total", s.rejected, "Requests that could no longer be served.");
+  counter("client_disconnects_total", http.disconnects, "Requests cancelled because their client went away.");
+  counter("prompt_tokens_total", stats.prompt_tokens, "Prompt tokens prefilled.");
+  counter("generation_tokens_total", s.tokens_generated, "Tokens generated.");
+  counter("steps_total", s.steps, "Engine steps run.");
+  family("http_responses_total", "counter", "HTTP responses by status code.");
+  for (const auto& [status, count] : http.responses)
+    sample("http_responses_total", count, str("code=\"", status, "\""));
+
+  family("time_to_first_token_seconds", "histogram", "Time from arrival to the first generated token.");
+  for (size_t i = 0; i < stats.ttft_bounds.size() && i < stats.ttft_counts.size(); ++i)
+    sample("time_to_first_token_seconds_bucket", stats.ttft_counts[i],
+           str("le=\"", escape_label(str(stats.ttft_bounds[i])), "\""));
+  const int64_t inf =
+      stats.ttft_counts.size() > stats.ttft_bounds.size() ? stats.ttft_counts.back() : stats.ttft_count;
+  sample("time_to_first_token_seconds_bucket", inf, "le=\"+Inf\"");
+  sample("time_to_first_token_seconds_sum", stats.ttft_sum);
+  sample("time_to_first_token_seconds_count", stats.ttft_count);
+  return out.str();
+}
+
+}  // namespace lowrank::serve

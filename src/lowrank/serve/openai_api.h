@@ -1,0 +1,158 @@
+// OpenAI API shapes for the HTTP server (http_server.h): request bodies → engine requests, engine
+// results → response bodies, and the Prometheus text of /metrics. Pure functions, no sockets, so
+// that every rule can be unit-tested. Follows the OpenAI API reference for `POST /v1/completions`
+// (legacy completions), `POST /v1/chat/completions`, `GET /v1/models` and the error object
+// {"error": {"message", "type", "param", "code"}}, with vLLM's extensions where OpenAI has none
+// (top_k, repetition_penalty, ignore_eos, the adapter list's "parent"). docs/serving.md lists the
+// fields; deviations:
+//   - chat prompts use a fixed template (ChatTemplate), not the model's Jinja chat_template;
+//   - logprobs, echo, suffix, logit_bias, tools, presence/frequency penalties and best_of != n are
+//     refused with 400 rather than ignored, so that a client never gets silently different output;
+//   - chat's max_tokens defaults to the rest of the context (as vLLM), completions' to 16 (as
+//     OpenAI).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "lowrank/core/error.h"
+#include "lowrank/core/json.h"
+#include "lowrank/serve/engine.h"
+
+namespace lowrank::data {
+class Tokenizer;
+}
+
+namespace lowrank::serve {
+
+// A request the API refuses, with its HTTP status and OpenAI's error fields. `type` follows the
+// status (invalid_request_error for 4xx, server_error for 5xx; authentication_error,
+// rate_limit_error, not_found_error where OpenAI's own responses use them).
+class ApiError : public Error {
+ public:
+  ApiError(int status, const std::string& message, std::string param = {}, std::string code = {});
+  int status() const { return status_; }
+  const std::string& param() const { return param_; }  // the request field at fault; empty = none
+  const std::string& code() const { return code_; }    // e.g. "model_not_found"; empty = none
+  std::string_view type() const;
+
+ private:
+  int status_;
+  std::string param_;
+  std::string code_;
+};
+
+// The ApiError an exception maps to at the HTTP edge: ApiError as is, InvalidArgument → 400,
+// NotFound → 404, Unsupported → 400, anything else → 500 (message kept for lowrank::Error, a
+// generic one otherwise).
+ApiError to_api_error(std::exception_ptr error);
+
+// {"error": {"message", "type", "param", "code"}} (param and code null when empty).
+OrderedJson error_body(const ApiError& error);
+
+// How chat messages become one prompt. kPlain is the documented default ("<role>: <content>\n" per
+// message, then "assistant:"); kChatml (Qwen2, ...) and kLlama3 are the two common templates,
+// chosen when the model's tokenizer_config.json ships one of them.
+enum class ChatTemplate { kPlain, kChatml, kLlama3 };
+// "plain", "chatml", "llama3".
+std::string_view chat_template_name(ChatTemplate chat_template);
+// Parses a name; "auto" is not one (see detect_chat_template). Throws InvalidArgument.
+ChatTemplate parse_chat_template(std::string_view name);
+// kChatml / kLlama3 when `model_dir`/tokenizer_config.json's chat_template uses their markers,
+// else kPlain.
+ChatTemplate detect_chat_template(const std::filesystem::path& model_dir);
+
+struct ChatMessage {
+  std::string role;  // system, user or assistant ("developer" reads as system)
+  std::string content;
+};
+// The prompt text of `messages`, ending where the assistant's reply begins.
+std::string apply_chat_template(std::span<const ChatMessage> messages, ChatTemplate chat_template);
+
+// Limits and model facts the parsers check against.
+struct ApiLimits {
+  int64_t context = 0;            // the model's max_position_embeddings (0: unchecked)
+  int64_t vocab_size = 0;         // token ids must be below (0: unchecked)
+  int64_t max_prompt_tokens = 0;  // 0: the context
+  int64_t max_choices = 64;       // prompts × n per request
+};
+
+// The limits of `engine`'s model (context, vocabulary) with the server's own.
+ApiLimits api_limits(const Engine& engine, int64_t max_prompt_tokens, int64_t max_choices);
+
+// One parsed /v1/completions or /v1/chat/completions request.
+struct GenerateCall {
+  std::string model;                          // as requested (empty: the base model)
+  std::vector<std::vector<int64_t>> prompts;  // completions: one per prompt; chat: exactly one
+  SamplingParams sampling;                    // shared by every choice; seed + i for choice i of n
+  int64_t n = 1;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
+  bool chat = false;
+};
+
+// Parse and validate a request body (a JSON object). Throw ApiError 400 naming the field (param)
+// for a missing, mistyped or out-of-range one, an unsupported option, an empty prompt or one over
+// the limits. Text is tokenized with `tokenizer` (completions: with its special tokens, as
+// `lowrank generate --prompt`; chat with a template: without, the template carries them).
+GenerateCall parse_completion_request(const Json& body, const data::Tokenizer& tokenizer,
+                                      const ApiLimits& limits);
+GenerateCall parse_chat_request(const Json& body, const data::Tokenizer& tokenizer,
+                                ChatTemplate chat_template, const ApiLimits& limits);
+
+// "stop" or "length" (OpenAI's finish_reason); other reasons have no OpenAI name ("cancelled").
+std::string_view api_finish_reason(FinishReason reason);
+
+// One finished choice.
+struct Choice {
+  int64_t index = 0;
+  std::string text;
+  FinishReason finish = FinishReason::kStop;
+};
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+OrderedJson usage_json(const Usage& usage);
+
+// Response bodies. `id` is the response id ("cmpl-…" / "chatcmpl-…"), `created` Unix seconds.
+OrderedJson completion_response(const std::string& id, int64_t created, const std::string& model,
+                                std::span<const Choice> choices, const Usage& usage);
+OrderedJson chat_response(const std::string& id, int64_t created, const std::string& model,
+                          std::span<const Choice> choices, const Usage& usage);
+// Streaming chunks. `finish` set: the choice's last chunk (finish_reason, no text for chat).
+// `role_only`: chat's first chunk of a choice (delta {"role": "assistant", "content": ""}).
+OrderedJson completion_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
+                             const std::string& text, std::optional<FinishReason> finish);
+OrderedJson chat_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
+                       const std::string& text, std::optional<FinishReason> finish, bool role_only = false);
+// The last chunk of a stream with stream_options.include_usage: no choices, the usage.
+OrderedJson usage_chunk(const std::string& id, int64_t created, const std::string& model, bool chat,
+                        const Usage& usage);
+
+// GET /v1/models: the base model, then every adapter with the base as "parent".
+OrderedJson model_json(const std::string& id, int64_t created, const std::string& parent, int64_t context);
+OrderedJson models_response(const std::string& base, int64_t created, int64_t context,
+                            std::span<const AdapterInfo> adapters);
+
+// JSON text for a response (invalid UTF-8 replaced rather than thrown on: a response must go out).
+std::string to_text(const OrderedJson& value);
+
+// HTTP-level counters kept by the server, reported beside the engine's.
+struct HttpCounters {
+  std::map<int, int64_t> responses;  // by status
+  int64_t disconnects = 0;           // requests cancelled because their client went away
+};
+
+// /metrics: the Prometheus text exposition format (version 0.0.4), every family prefixed
+// "lowrank_": queue length, running batch, pool pages, adapters, tokens/s, the TTFT histogram
+// and the request counters.
+std::string prometheus_metrics(const EngineStats& stats, const HttpCounters& http);
+
+}  // namespace lowrank::serve

@@ -1,0 +1,185 @@
+"""The OpenAI-compatible server driven by the official `openai` Python client (PyPI).
+
+Starts `lowrank serve` on a free loopback port over a copy of the bundled tiny Llama with two
+adapters (alpha: the fixture LoRA; beta: the same weights with 4x lora_alpha), waits for its
+"serving ... on http://HOST:PORT" line, then checks through the client:
+  - models.list: the base model and both adapters, each adapter with the base as parent;
+  - completions, non-streaming and streaming: at temperature 0 the streamed text equals the
+    non-streamed text, and each adapter's output differs from the base's and from the other's;
+  - chat completions, non-streaming and streaming (with stream_options.include_usage);
+  - adapters loaded and unloaded at run time through vLLM's POST /v1/load_lora_adapter and
+    /v1/unload_lora_adapter (raw HTTP): a loaded copy of alpha answers as alpha, an unloaded one
+    raises openai.NotFoundError; a path out of the adapter root is refused (400);
+  - a wrong API key raises openai.AuthenticationError;
+  - SIGTERM stops the server with exit status 0.
+
+usage: openai_interop.py LOWRANK_BINARY MODEL_DIR TOKENIZER_JSON ADAPTER_DIR WORK_DIR
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+try:
+    import openai
+except ImportError as e:  # the peer stack is installed by scripts/setup
+    print(f"SKIP: {e}")
+    sys.exit(77)
+
+lowrank, model_src, tokenizer, adapter_src, work = sys.argv[1:6]
+KEY = "interop-key"
+PROMPT = [1, 17, 240, 33, 5, 99]
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+shutil.rmtree(work, ignore_errors=True)
+model_dir = os.path.join(work, "model")
+shutil.copytree(model_src, model_dir)
+shutil.copy(tokenizer, os.path.join(model_dir, "tokenizer.json"))
+root = os.path.join(work, "adapters")
+shutil.copytree(adapter_src, os.path.join(root, "alpha"))
+shutil.copytree(adapter_src, os.path.join(root, "beta"))
+beta_config = os.path.join(root, "beta", "adapter_config.json")
+with open(beta_config) as f:
+    config = json.load(f)
+config["lora_alpha"] = config["lora_alpha"] * 4
+with open(beta_config, "w") as f:
+    json.dump(config, f)
+
+server = subprocess.Popen(
+    [lowrank, "serve", "--model", model_dir, "--adapters", root, "--port", "0", "--api-key", KEY,
+     "--model-name", "tiny", "--pool-mb", "16"],
+    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+# Wait for the "serving" line (the server prints it once it listens); keep draining the output
+# afterwards so that the server never blocks on a full pipe.
+url = None
+deadline = time.time() + 180
+log = []
+while time.time() < deadline:
+    line = server.stdout.readline()
+    if not line:
+        break
+    log.append(line)
+    m = re.match(r"serving tiny \(\+(\d+) adapters\) on (http://\S+)", line)
+    if m:
+        check(m.group(1) == "2", f"two adapters registered at start ({line.strip()})")
+        url = m.group(2)
+        break
+if url is None:
+    server.kill()
+    print("".join(log))
+    print("FAIL: the server did not print its serving line")
+    sys.exit(1)
+threading.Thread(target=lambda: [log.append(l) for l in server.stdout], daemon=True).start()
+
+
+def raw_post(path, body, key=KEY):
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+try:
+    client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+    models = {m.id: m for m in client.models.list()}
+    check(set(models) == {"tiny", "alpha", "beta"}, f"models.list: {sorted(models)}")
+    check(getattr(models.get("alpha"), "parent", None) == "tiny", "adapter alpha lists tiny as parent")
+    check(getattr(models.get("tiny"), "parent", "x") is None, "the base model has no parent")
+
+    def complete(model, stream=False, prompt=PROMPT):
+        args = dict(model=model, prompt=prompt, max_tokens=8, temperature=0, extra_body={"ignore_eos": True})
+        if not stream:
+            out = client.completions.create(**args)
+            return out.choices[0].text, out.choices[0].finish_reason, out.usage
+        text, finish = "", None
+        for chunk in client.completions.create(stream=True, **args):
+            for choice in chunk.choices:
+                text += choice.text
+                finish = choice.finish_reason or finish
+        return text, finish, None
+
+    base, finish, usage = complete("tiny")
+    check(finish == "length" and usage.completion_tokens == 8 and usage.prompt_tokens == len(PROMPT),
+          f"completion: finish {finish}, usage {usage}")
+    streamed, finish, _ = complete("tiny", stream=True)
+    check(streamed == base and finish == "length", "streamed completion == non-streamed (temperature 0)")
+    alpha, _, _ = complete("alpha")
+    beta, _, _ = complete("beta")
+    check(complete("alpha", stream=True)[0] == alpha, "streamed adapter completion == non-streamed")
+    check(alpha != base and beta != base and alpha != beta, "adapters change the output")
+    text, _, _ = complete("tiny", prompt="hello world")
+    check(isinstance(text, str), "text prompt")
+
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
+    chat = client.chat.completions.create(model="alpha", messages=messages, max_tokens=6, temperature=0,
+                                          extra_body={"ignore_eos": True})
+    content = chat.choices[0].message.content
+    check(chat.choices[0].message.role == "assistant" and chat.choices[0].finish_reason == "length"
+          and chat.usage.completion_tokens == 6, f"chat completion: {chat.choices[0]}")
+    pieces, usage = [], None
+    for chunk in client.chat.completions.create(model="alpha", messages=messages, max_tokens=6, temperature=0,
+                                                stream=True, stream_options={"include_usage": True},
+                                                extra_body={"ignore_eos": True}):
+        for choice in chunk.choices:
+            if choice.delta.content:
+                pieces.append(choice.delta.content)
+        usage = chunk.usage or usage
+    check("".join(pieces) == content, "streamed chat == non-streamed chat")
+    check(usage is not None and usage.completion_tokens == 6, f"streamed chat usage: {usage}")
+
+    # Runtime adapter load / unload (vLLM's API), from the adapter root only.
+    shutil.copytree(adapter_src, os.path.join(root, "gamma"))
+    status, body = raw_post("/v1/load_lora_adapter", {"lora_name": "gamma"})
+    check(status == 200, f"load_lora_adapter gamma: {status} {body}")
+    check("gamma" in {m.id for m in client.models.list()}, "gamma listed after loading")
+    check(complete("gamma")[0] == alpha, "gamma (a copy of alpha) answers as alpha")
+    status, body = raw_post("/v1/unload_lora_adapter", {"lora_name": "gamma"})
+    check(status == 200, f"unload_lora_adapter gamma: {status} {body}")
+    try:
+        complete("gamma")
+        check(False, "an unloaded adapter raises NotFoundError")
+    except openai.NotFoundError:
+        check(True, "an unloaded adapter raises NotFoundError")
+    status, body = raw_post("/v1/load_lora_adapter", {"lora_name": "../model"})
+    check(status == 400, f"a name out of the root is refused: {status}")
+    status, body = raw_post("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": os.path.abspath(adapter_src)})
+    check(status == 400, f"a path out of the root is refused: {status}")
+
+    try:
+        openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
+        check(False, "a wrong API key raises AuthenticationError")
+    except openai.AuthenticationError:
+        check(True, "a wrong API key raises AuthenticationError")
+finally:
+    server.send_signal(signal.SIGTERM)
+    try:
+        code = server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        code = "killed after 60 s"
+    check(code == 0, f"SIGTERM: exit status {code}")
+
+if failures:
+    print("".join(log))
+    print(f"{len(failures)} failure(s)")
+    sys.exit(1)
+print("all checks passed")

@@ -1,0 +1,292 @@
+// The serving engine against independent oracles: nn::generate on a model carrying one adapter
+// (contiguous KV cache, no routing, no paging), the same request alone vs in a mixed batch, the
+// tokenizer's decode for the streamed text.
+#include "lowrank/serve/engine.h"
+
+#include <gtest/gtest.h>
+
+#include "lowrank/data/tokenizer.h"
+#include "lowrank/nn/generate.h"
+#include "tests/testing.h"
+
+namespace lowrank::serve {
+namespace {
+
+using testing::error_of;
+
+testing::TinyLlama shape() {
+  testing::TinyLlama s;
+  s.vocab_size = 40;
+  s.hidden_size = 32;
+  s.intermediate_size = 48;
+  s.heads = 4;
+  s.kv_heads = 2;  // grouped-query attention: the paged gather serves a shared KV head
+  s.context = 96;
+  return s;
+}
+
+adapt::AdapterConfig lora(int64_t r) {
+  adapt::AdapterConfig c;
+  c.r = r;
+  c.lora_alpha = 2.0 * static_cast<double>(r);
+  c.target_modules = Json::array({"q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"});
+  c.init_lora_weights = false;  // B random too: a non-zero Δ
+  return c;
+}
+
+struct AdapterSpec {
+  std::string name;
+  int64_t rank;
+  uint64_t seed;
+};
+const std::vector<AdapterSpec> kAdapters = {{"a2", 2, 11}, {"b8", 8, 12}, {"c4", 4, 13}};
+
+std::shared_ptr<nn::Model> model_with_adapters() {
+  auto model = std::make_shared<nn::Model>(testing::tiny_llama(shape(), 7));
+  return model;
+}
+
+std::unique_ptr<Engine> make_engine(EngineConfig config = {}) {
+  if (config.num_pages == 0) config.num_pages = 64;
+  config.page_tokens = 4;  // small pages: sequences span several, non-contiguous ones
+  auto engine = std::make_unique<Engine>(model_with_adapters(), nullptr, std::vector<int64_t>{}, config);
+  for (const AdapterSpec& a : kAdapters) engine->create_adapter(a.name, lora(a.rank), a.seed);
+  return engine;
+}
+
+// The oracle: a fresh copy of the model with only `adapter` attached, generating alone.
+std::vector<int64_t> reference(const std::string& adapter, const std::vector<int64_t>& prompt, int64_t n) {
+  nn::Model model = testing::tiny_llama(shape(), 7);
+  for (const AdapterSpec& a : kAdapters)
+    if (a.name == adapter) adapt::create_adapter(model, a.name, lora(a.rank), a.seed);
+  nn::GenerateOptions options;
+  options.max_new_tokens = n;
+  return nn::generate(model, {prompt}, options)[0].tokens;
+}
+
+std::vector<int64_t> prompt_of(int64_t length, int64_t salt) {
+  std::vector<int64_t> p;
+  for (int64_t i = 0; i < length; ++i) p.push_back((i * 7 + salt * 5 + 3) % 40);
+  return p;
+}
+
+GenerationRequest greedy(const std::string& adapter, std::vector<int64_t> prompt, int64_t n) {
+  GenerationRequest r;
+  r.adapter = adapter;
+  r.prompt = std::move(prompt);
+  r.sampling.max_new_tokens = n;
+  r.sampling.temperature = 0;
+  return r;
+}
+
+std::vector<int64_t> tokens_of(RequestStream& stream, StreamEvent* finish = nullptr) {
+  std::vector<int64_t> tokens;
+  StreamEvent f = stream.wait(nullptr, &tokens);
+  if (finish) *finish = f;
+  return tokens;
+}
+
+TEST(Engine, MixedAdapterBatchMatchesEachRequestGeneratedAlone) {
+  // Requests for three adapters of ranks 2, 8, 4 and the base, with prompts of different lengths,
+  // share decode steps; each must produce exactly the tokens nn::generate gives for it alone.
+  auto engine = make_engine();
+  struct Case {
+    std::string adapter;
+    int64_t length, salt;
+  };
+  const std::vector<Case> cases = {{"a2", 5, 1},  {"", 9, 2},   {"b8", 3, 3},
+                                   {"c4", 12, 4}, {"a2", 7, 5}, {"b8", 1, 6}};
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const Case& c : cases) {
+    SubmitResult r = engine->submit(greedy(c.adapter, prompt_of(c.length, c.salt), 10));
+    ASSERT_TRUE(r.stream);
+    streams.push_back(r.stream);
+  }
+  engine->run_until_idle();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    StreamEvent finish;
+    const std::vector<int64_t> got = tokens_of(*streams[i], &finish);
+    EXPECT_EQ(finish.finish, FinishReason::kLength);
+    EXPECT_EQ(finish.completion_tokens, 10);
+    EXPECT_EQ(finish.prompt_tokens, cases[i].length);
+    EXPECT_EQ(got, reference(cases[i].adapter, prompt_of(cases[i].length, cases[i].salt), 10))
+        << "request " << i << " (adapter '" << cases[i].adapter << "')";
+  }
+  // The adapters change the output (else the comparison above would prove little).
+  EXPECT_NE(reference("a2", prompt_of(5, 1), 10), reference("", prompt_of(5, 1), 10));
+  const EngineStats stats = engine->stats();
+  EXPECT_EQ(stats.scheduler.finished, 6);
+  EXPECT_EQ(stats.scheduler.pool_used_pages - stats.scheduler.adapters.resident_pages, 0);  // KV all freed
+  EXPECT_EQ(stats.ttft_count, 6);
+  EXPECT_EQ(stats.ttft_counts.back(), 6);  // cumulative: +Inf holds all
+}
+
+TEST(Engine, ChunkedPrefillMatchesWholePrompt) {
+  // A token budget of 6 splits a 17-token prompt into chunks of at most 6 positions, each
+  // attending to the earlier chunks through the page table.
+  EngineConfig config;
+  config.scheduler.max_batch_tokens = 6;
+  config.scheduler.max_running = 4;
+  auto engine = make_engine(config);
+  auto a = engine->submit(greedy("c4", prompt_of(17, 9), 8)).stream;
+  auto b = engine->submit(greedy("", prompt_of(11, 3), 8)).stream;
+  engine->run_until_idle();
+  EXPECT_EQ(tokens_of(*a), reference("c4", prompt_of(17, 9), 8));
+  EXPECT_EQ(tokens_of(*b), reference("", prompt_of(11, 3), 8));
+  EXPECT_GT(engine->stats().scheduler.steps, 8 + 17 / 6);
+}
+
+TEST(Engine, SeededSamplingDoesNotDependOnTheBatch) {
+  auto sample = [](bool crowded) {
+    auto engine = make_engine();
+    GenerationRequest r = greedy("b8", prompt_of(6, 1), 12);
+    r.sampling.temperature = 0.9;
+    r.sampling.top_p = 0.9;
+    r.sampling.seed = 1234;
+    std::vector<std::shared_ptr<RequestStream>> others;
+    if (crowded)
+      for (int i = 0; i < 3; ++i) {
+        GenerationRequest o = greedy(i == 0 ? "" : "a2", prompt_of(4 + i, 7 + i), 12);
+        o.sampling.temperature = 1.0;
+        others.push_back(engine->submit(o).stream);
+      }
+    auto stream = engine->submit(r).stream;
+    engine->run_until_idle();
+    return tokens_of(*stream);
+  };
+  const std::vector<int64_t> alone = sample(false);
+  EXPECT_EQ(alone.size(), 12u);
+  EXPECT_EQ(sample(true), alone);
+}
+
+TEST(Engine, StopTokensEndTheRequestUnlessIgnored) {
+  auto engine = make_engine();
+  const std::vector<int64_t> full = reference("a2", prompt_of(5, 1), 10);
+  GenerationRequest r = greedy("a2", prompt_of(5, 1), 10);
+  r.sampling.stop_token_ids = {full[3]};
+  auto s = engine->submit(r).stream;
+  engine->run_until_idle();
+  StreamEvent finish;
+  const std::vector<int64_t> got = tokens_of(*s, &finish);
+  EXPECT_EQ(finish.finish, FinishReason::kStop);
+  const auto first = std::find(full.begin(), full.end(), full[3]) - full.begin();
+  EXPECT_EQ(got, std::vector<int64_t>(full.begin(), full.begin() + first + 1));
+}
+
+TEST(Engine, TextStreamsAndStopStringsFollowOpenAI) {
+  testing::TempDir dir;
+  const auto model_dir = testing::tiny_hf_model(dir.path());
+  auto model = std::make_shared<nn::Model>(nn::Model::load(model_dir));
+  auto tokenizer =
+      std::make_shared<const data::Tokenizer>(data::Tokenizer::load(model_dir / "tokenizer.json"));
+  EngineConfig config;
+  config.num_pages = 32;
+  Engine engine(model, tokenizer, {}, config);
+  const std::vector<int32_t> ids32 = tokenizer->encode("The quick brown fox");
+  const std::vector<int64_t> prompt(ids32.begin(), ids32.end());
+
+  auto whole = engine.submit(greedy("", prompt, 24)).stream;
+  engine.run_until_idle();
+  std::string text;
+  std::vector<int64_t> tokens;
+  whole->wait(&text, &tokens);
+  const std::vector<int32_t> t32(tokens.begin(), tokens.end());
+  EXPECT_EQ(text, tokenizer->decode(t32, true));  // the deltas add up to the decoded text
+  ASSERT_GE(text.size(), 8u);
+
+  // A stop string from the middle of that text: the text ends right before it.
+  const std::string stop = text.substr(text.size() / 2, 3);
+  GenerationRequest r = greedy("", prompt, 24);
+  r.sampling.stop = {"never appears \x01", stop};
+  auto stopped = engine.submit(r).stream;
+  engine.run_until_idle();
+  std::string cut;
+  const StreamEvent finish = stopped->wait(&cut);
+  EXPECT_EQ(finish.finish, FinishReason::kStop);
+  EXPECT_EQ(cut, text.substr(0, text.find(stop)));
+}
+
+TEST(Engine, BackgroundThreadServesConcurrentRequests) {
+  auto engine = make_engine();
+  engine->start();
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 5; ++i)
+    streams.push_back(engine->submit(greedy(kAdapters[i % 3].name, prompt_of(3 + i, i), 6)).stream);
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(tokens_of(*streams[static_cast<size_t>(i)]),
+              reference(kAdapters[i % 3].name, prompt_of(3 + i, i), 6));
+  engine->shutdown(true);
+  EXPECT_TRUE(engine->submit(greedy("", prompt_of(3, 0), 2)).queue_full);  // no new work after shutdown
+}
+
+TEST(Engine, CancelQueueLimitAndShutdown) {
+  EngineConfig config;
+  config.scheduler.max_queue = 2;
+  auto engine = make_engine(config);
+  auto a = engine->submit(greedy("", prompt_of(4, 0), 5)).stream;
+  auto b = engine->submit(greedy("a2", prompt_of(4, 1), 5)).stream;
+  const SubmitResult full = engine->submit(greedy("", prompt_of(4, 2), 5));
+  EXPECT_TRUE(full.queue_full);
+  EXPECT_FALSE(full.stream);
+  EXPECT_GE(full.retry_after_s, 1);
+  EXPECT_TRUE(engine->cancel(a->id()));
+  EXPECT_FALSE(engine->cancel(a->id()));
+  StreamEvent finish;
+  EXPECT_TRUE(tokens_of(*a, &finish).empty());
+  EXPECT_EQ(finish.finish, FinishReason::kCancelled);
+  engine->step();  // b is admitted and prefilled
+  engine->shutdown(false);
+  tokens_of(*b, &finish);
+  EXPECT_EQ(finish.finish, FinishReason::kCancelled);
+  EXPECT_EQ(engine->stats().scheduler.running, 0);
+}
+
+TEST(Engine, AdaptersLoadUnloadAndBusy) {
+  auto engine = make_engine();
+  EXPECT_EQ(engine->adapters().size(), 3u);
+  EXPECT_EQ(engine->adapters()[1].rank, 8);
+  auto running = engine->submit(greedy("b8", prompt_of(4, 0), 4)).stream;
+  engine->step();  // admitted: b8 is pinned
+  EXPECT_NE(error_of([&] { engine->unload_adapter("b8"); }).find("busy"), std::string::npos);
+  auto waiting_for_a2 = engine->submit(greedy("a2", prompt_of(4, 1), 4)).stream;
+  engine->unload_adapter("a2");  // unpinned: goes; the waiting request is rejected
+  engine->run_until_idle();
+  StreamEvent finish;
+  tokens_of(*waiting_for_a2, &finish);
+  EXPECT_EQ(finish.finish, FinishReason::kRejected);
+  EXPECT_EQ(tokens_of(*running), reference("b8", prompt_of(4, 0), 4));
+  engine->unload_adapter("b8");
+  EXPECT_FALSE(engine->has_adapter("b8"));
+  EXPECT_NE(error_of([&] { engine->unload_adapter("b8"); }).find("not loaded"), std::string::npos);
+  // After unloading, the model is the base again for everyone.
+  auto base = engine->submit(greedy("", prompt_of(5, 1), 6)).stream;
+  engine->run_until_idle();
+  EXPECT_EQ(tokens_of(*base), reference("", prompt_of(5, 1), 6));
+  // The PEFT fixture loads from its directory under a new name.
+  EXPECT_NE(error_of([&] {
+              engine->load_adapter("c4", testing::fixture("hf/llama-tiny/adapter-lora"));
+            }).find("already loaded"),
+            std::string::npos);
+}
+
+TEST(Engine, BadRequestsAreRefusedBeforeQueueing) {
+  auto engine = make_engine();
+  EXPECT_NE(error_of([&] { engine->submit(greedy("", {}, 4)); }).find("empty"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              engine->submit(greedy("", {1, 40}, 4));
+            }).find("outside the vocabulary"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { engine->submit(greedy("nope", {1}, 4)); }).find("nope"), std::string::npos);
+  GenerationRequest r = greedy("", {1, 2}, 4);
+  r.sampling.top_p = 0;
+  EXPECT_NE(error_of([&] { engine->submit(r); }).find("top_p"), std::string::npos);
+  r = greedy("", {1, 2}, 95);
+  EXPECT_NE(error_of([&] { engine->submit(r); }).find("context"), std::string::npos);
+  r = greedy("", {1, 2}, 4);
+  r.sampling.stop = {"x"};
+  EXPECT_NE(error_of([&] { engine->submit(r); }).find("tokenizer"), std::string::npos);
+  EXPECT_EQ(engine->stats().scheduler.submitted, 0);
+}
+
+}  // namespace
+}  // namespace lowrank::serve

@@ -1,0 +1,236 @@
+// OpenAI request parsing, response shapes, chat templates, metrics text, and the server's
+// security helpers (adapter name and path resolution, constant-time key comparison), without
+// sockets.
+#include "lowrank/serve/openai_api.h"
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "lowrank/data/tokenizer.h"
+#include "lowrank/serve/http_server.h"
+#include "tests/testing.h"
+
+namespace lowrank::serve {
+namespace {
+
+namespace fs = std::filesystem;
+
+const data::Tokenizer& tokenizer() {
+  static const data::Tokenizer t = data::Tokenizer::load(testing::fixture("hf/bpe-gpt2style/tokenizer.json"));
+  return t;
+}
+
+ApiLimits limits() {
+  return {.context = 256, .vocab_size = 512, .max_prompt_tokens = 64, .max_choices = 8};
+}
+
+// The param of the ApiError `fn` throws ("(no error)" when it does not throw).
+template <typename Fn>
+std::string param_of(Fn&& fn, int* status = nullptr) {
+  try {
+    fn();
+  } catch (const ApiError& e) {
+    if (status) *status = e.status();
+    return e.param();
+  }
+  return "(no error)";
+}
+
+TEST(OpenAiApiTest, ParsesCompletionDefaultsAndSampling) {
+  const GenerateCall call = parse_completion_request(
+      Json{
+          {"model", "m"}, {"prompt", {1, 17, 240}}, {"temperature", 0}, {"seed", 7}, {"stop", "x"}, {"n", 2}},
+      tokenizer(), limits());
+  EXPECT_EQ(call.model, "m");
+  ASSERT_EQ(call.prompts.size(), 1u);
+  EXPECT_EQ(call.prompts[0], (std::vector<int64_t>{1, 17, 240}));
+  EXPECT_EQ(call.sampling.max_new_tokens, 16);  // OpenAI's default for completions
+  EXPECT_EQ(call.sampling.temperature, 0.0);
+  EXPECT_EQ(call.sampling.seed, 7u);
+  EXPECT_EQ(call.sampling.stop, std::vector<std::string>{"x"});
+  EXPECT_EQ(call.n, 2);
+  EXPECT_FALSE(call.stream);
+}
+
+TEST(OpenAiApiTest, TokenizesTextPromptsAndBatches) {
+  const GenerateCall one = parse_completion_request(Json{{"prompt", "hello world"}}, tokenizer(), limits());
+  std::vector<int32_t> ids = tokenizer().encode("hello world", true);
+  EXPECT_EQ(one.prompts.at(0), std::vector<int64_t>(ids.begin(), ids.end()));
+  const GenerateCall two =
+      parse_completion_request(Json{{"prompt", {"a b", "c"}}, {"max_tokens", 3}}, tokenizer(), limits());
+  EXPECT_EQ(two.prompts.size(), 2u);
+  EXPECT_EQ(two.sampling.max_new_tokens, 3);
+}
+
+TEST(OpenAiApiTest, BadFieldsAreNamed) {
+  auto parse = [](Json body) { return [body] { parse_completion_request(body, tokenizer(), limits()); }; };
+  int status = 0;
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"temperature", 3}}), &status), "temperature");
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"top_p", 0}})), "top_p");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"n", 0}})), "n");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"n", 9}})), "n");  // over max_choices
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"max_tokens", "ten"}})), "max_tokens");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"max_tokens", 0}})), "max_tokens");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"max_tokens", 256}})), "max_tokens");  // over the context
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"stop", {1}}})), "stop");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"stream", "yes"}})), "stream");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"logprobs", 3}})), "logprobs");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"presence_penalty", 0.5}})), "presence_penalty");
+  EXPECT_EQ(param_of(parse({{"max_tokens", 3}})), "prompt");
+  EXPECT_EQ(param_of(parse({{"prompt", ""}})), "prompt");                           // no tokens
+  EXPECT_EQ(param_of(parse({{"prompt", std::vector<int64_t>(65, 5)}})), "prompt");  // over 64
+  EXPECT_EQ(param_of(parse({{"prompt", {1, 512}}})), "prompt");                     // outside the vocabulary
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"max_tokens", 2}, {"top_k", -1}})), "(no error)");
+}
+
+TEST(OpenAiApiTest, ChatUsesThePlainTemplate) {
+  const Json body{{"messages",
+                   {{{"role", "system"}, {"content", "be brief"}},
+                    {{"role", "user"}, {"content", {{{"type", "text"}, {"text", "hi"}}}}}}},
+                  {"max_tokens", 4}};
+  const GenerateCall call = parse_chat_request(body, tokenizer(), ChatTemplate::kPlain, limits());
+  EXPECT_TRUE(call.chat);
+  const std::vector<ChatMessage> messages{{"system", "be brief"}, {"user", "hi"}};
+  EXPECT_EQ(apply_chat_template(messages, ChatTemplate::kPlain), "system: be brief\nuser: hi\nassistant:");
+  std::vector<int32_t> ids = tokenizer().encode("system: be brief\nuser: hi\nassistant:", true);
+  EXPECT_EQ(call.prompts.at(0), std::vector<int64_t>(ids.begin(), ids.end()));
+  EXPECT_EQ(
+      apply_chat_template(messages, ChatTemplate::kChatml),
+      "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  // Without max_tokens, chat may use the rest of the context.
+  const GenerateCall open = parse_chat_request(Json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}},
+                                               tokenizer(), ChatTemplate::kPlain, limits());
+  EXPECT_EQ(open.sampling.max_new_tokens + static_cast<int64_t>(open.prompts[0].size()), 256);
+  EXPECT_EQ(param_of([&] {
+              parse_chat_request(Json{{"messages", {{{"role", "tool"}, {"content", "x"}}}}}, tokenizer(),
+                                 ChatTemplate::kPlain, limits());
+            }),
+            "messages[0].role");
+  EXPECT_EQ(
+      param_of([&] {
+        parse_chat_request(Json{{"messages", Json::array()}}, tokenizer(), ChatTemplate::kPlain, limits());
+      }),
+      "messages");
+}
+
+TEST(OpenAiApiTest, DetectsChatTemplateFromTokenizerConfig) {
+  testing::TempDir dir;
+  EXPECT_EQ(detect_chat_template(dir.path()), ChatTemplate::kPlain);
+  testing::write_text_file(
+      dir / "tokenizer_config.json",
+      R"({"chat_template": "{% for m in messages %}<|im_start|>{{m.role}}{% endfor %}"})");
+  EXPECT_EQ(detect_chat_template(dir.path()), ChatTemplate::kChatml);
+  EXPECT_EQ(parse_chat_template("llama3"), ChatTemplate::kLlama3);
+  EXPECT_THROW(parse_chat_template("jinja"), InvalidArgument);
+}
+
+TEST(OpenAiApiTest, ResponseShapes) {
+  const std::vector<Choice> choices{{.index = 0, .text = "abc", .finish = FinishReason::kLength}};
+  const OrderedJson c =
+      completion_response("cmpl-1", 5, "m", choices, {.prompt_tokens = 3, .completion_tokens = 2});
+  EXPECT_EQ(c["object"], "text_completion");
+  EXPECT_EQ(c["choices"][0]["text"], "abc");
+  EXPECT_EQ(c["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(c["usage"]["total_tokens"], 5);
+  const OrderedJson chat = chat_response("chatcmpl-1", 5, "m", choices, {});
+  EXPECT_EQ(chat["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(chat["choices"][0]["message"]["content"], "abc");
+  const OrderedJson first = chat_chunk("x", 5, "m", 0, "", std::nullopt, true);
+  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+  const OrderedJson last = chat_chunk("x", 5, "m", 0, "", FinishReason::kStop);
+  EXPECT_TRUE(last["choices"][0]["delta"].empty());
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "stop");
+  const ApiError e(404, "no such model", "model", "model_not_found");
+  const OrderedJson err = error_body(e);
+  EXPECT_EQ(err["error"]["type"], "not_found_error");
+  EXPECT_EQ(err["error"]["param"], "model");
+  EXPECT_EQ(err["error"]["code"], "model_not_found");
+  EXPECT_TRUE(error_body(ApiError(400, "x"))["error"]["param"].is_null());
+  std::vector<AdapterInfo> adapters(1);
+  adapters[0].name = "a";
+  const OrderedJson models = models_response("base", 1, 256, adapters);
+  EXPECT_TRUE(models["data"][0]["parent"].is_null());
+  EXPECT_EQ(models["data"][1]["id"], "a");
+  EXPECT_EQ(models["data"][1]["parent"], "base");
+}
+
+TEST(OpenAiApiTest, ErrorsMapToStatuses) {
+  auto status = [](auto thrower) { return to_api_error(std::make_exception_ptr(thrower)).status(); };
+  EXPECT_EQ(status(InvalidArgument("x")), 400);
+  EXPECT_EQ(status(NotFound("x")), 404);
+  EXPECT_EQ(status(Corruption("x")), 500);
+  EXPECT_EQ(status(std::runtime_error("secret detail")), 500);
+  EXPECT_EQ(std::string(to_api_error(std::make_exception_ptr(std::runtime_error("secret"))).what()),
+            "internal server error");
+}
+
+TEST(OpenAiApiTest, MetricsHaveEveryFamily) {
+  EngineStats stats;
+  stats.scheduler.waiting = 3;
+  stats.ttft_bounds = {0.1, 1.0};
+  stats.ttft_counts = {1, 2, 2};
+  stats.ttft_sum = 0.5;
+  stats.ttft_count = 2;
+  HttpCounters http;
+  http.responses[429] = 4;
+  const std::string text = prometheus_metrics(stats, http);
+  for (const char* needle :
+       {"# TYPE lowrank_queue_length gauge\nlowrank_queue_length 3\n", "lowrank_running_requests ",
+        "lowrank_tokens_per_second ", "# TYPE lowrank_time_to_first_token_seconds histogram",
+        "lowrank_time_to_first_token_seconds_bucket{le=\"0.1\"} 1\n",
+        "lowrank_time_to_first_token_seconds_bucket{le=\"+Inf\"} 2\n",
+        "lowrank_time_to_first_token_seconds_sum 0.5\n", "lowrank_time_to_first_token_seconds_count 2\n",
+        "lowrank_adapters_resident ", "lowrank_adapters_loaded ", "lowrank_pool_pages{state=\"used\"} ",
+        "lowrank_requests_total ", "lowrank_requests_queue_full_total ", "lowrank_requests_cancelled_total ",
+        "lowrank_http_responses_total{code=\"429\"} 4\n"})
+    EXPECT_NE(text.find(needle), std::string::npos) << needle;
+}
+
+TEST(ServerSecurityTest, ConstantTimeEqual) {
+  EXPECT_TRUE(constant_time_equal("secret-key", "secret-key"));
+  EXPECT_FALSE(constant_time_equal("secret-kex", "secret-key"));
+  EXPECT_FALSE(constant_time_equal("secret", "secret-key"));
+  EXPECT_FALSE(constant_time_equal("secret-key-and-more", "secret-key"));
+  EXPECT_FALSE(constant_time_equal("", "secret-key"));
+  EXPECT_TRUE(constant_time_equal("", ""));
+}
+
+TEST(ServerSecurityTest, AdapterNamesAndPathsStayUnderTheRoot) {
+  testing::TempDir dir;
+  const fs::path root = dir / "root";
+  testing::write_text_file(root / "good" / "adapter_config.json", "{}");
+  testing::write_text_file(dir / "outside" / "adapter_config.json", "{}");
+  fs::create_directories(root / "empty");
+  fs::create_directory_symlink(dir / "outside", root / "escape");
+  fs::create_directory_symlink(root / "good", root / "alias");
+
+  EXPECT_EQ(resolve_adapter_dir(root, "good"), fs::canonical(root / "good"));
+  EXPECT_EQ(resolve_adapter_dir(root, "alias"), fs::canonical(root / "good"));  // a link inside the root
+  EXPECT_EQ(resolve_adapter_dir(root, "x", "good"), fs::canonical(root / "good"));
+  int status = 0;
+  for (const char* name : {"../outside", "..", ".hidden", "a/b", "", "a\\b"}) {
+    EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, name); }, &status), "lora_name") << name;
+    EXPECT_EQ(status, 400) << name;
+  }
+  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, std::string("a\0b", 3)); }, &status), "lora_name");
+  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, "escape"); }, &status), "lora_name");  // symlink out
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, "x", "../outside"); }, &status), "lora_path");
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, "x", (dir / "outside").string()); }, &status),
+            "lora_path");
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, "x", root.string()); }, &status),
+            "lora_path");  // the root
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, "missing"); }, &status), "lora_name");
+  EXPECT_EQ(status, 404);
+  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, "empty"); }, &status),
+            "lora_name");  // no adapter_config
+  EXPECT_EQ(status, 404);
+}
+
+}  // namespace
+}  // namespace lowrank::serve
