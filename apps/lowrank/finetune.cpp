@@ -60,6 +60,10 @@ VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global) {
     adapt::FinetuneOptions o = args->o;
     o.trainer.optimizer = args->optimizer.optimizer();
     o.trainer.optimizer_options = args->optimizer.options();  // validated before any work
+    if (args->optimizer.per_layer_updates()) {
+      o.trainer.per_layer_updates = true;
+      o.trainer.clip_norm = 0;  // a global norm needs every gradient at once
+    }
     o.model = args->model;
     o.out = args->out;
     if (!args->config.empty()) {

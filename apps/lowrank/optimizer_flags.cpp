@@ -20,6 +20,9 @@ void OptimizerFlags::add_to(CLI::App& cmd, const std::string& optimizer) {
   update_gap_flag_ =
       cmd.add_option("--update-gap", update_gap_, "Low-rank optimizer: refresh the subspace every T steps");
   scale_flag_ = cmd.add_option("--scale", scale_, "Low-rank optimizer: scale alpha of the projected update");
+  cmd.add_flag("--per-layer-updates", per_layer_updates_,
+               "Step each parameter as soon as its gradient is ready and free it (GaLore's layer-wise "
+               "mode): gradients of one parameter resident at a time; turns gradient clipping off");
 }
 
 Json OptimizerFlags::options() const {

@@ -1,5 +1,5 @@
 // The optimizer flags shared by `lowrank pretrain` and `lowrank finetune`:
-//   --optimizer NAME [--rank r --update-gap T --scale α --optimizer-options JSON]
+//   --optimizer NAME [--rank r --update-gap T --scale α --optimizer-options JSON] [--per-layer-updates]
 // parsed into TrainerConfig's (optimizer, optimizer_options) pair and validated before the verb
 // does any work (an unknown name, a rank or update gap below 1, a bad option: InvalidArgument
 // or NotFound naming the flag).
@@ -24,6 +24,7 @@ class OptimizerFlags {
   // Whether --rank was given, and its value.
   bool has_rank() const { return rank_flag_ && rank_flag_->count() > 0; }
   int64_t rank() const { return rank_; }
+  bool per_layer_updates() const { return per_layer_updates_; }
   // Forgets --rank (pretrain hands it to a parameterisation instead when the optimizer is adamw).
   void drop_rank() { rank_dropped_ = true; }
 
@@ -42,6 +43,7 @@ class OptimizerFlags {
   CLI::Option* update_gap_flag_ = nullptr;
   CLI::Option* scale_flag_ = nullptr;
   bool rank_dropped_ = false;
+  bool per_layer_updates_ = false;
 };
 
 }  // namespace lowrank::cli

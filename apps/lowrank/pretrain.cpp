@@ -63,6 +63,7 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
     }
     o->optimizer = optimizer->optimizer();
     o->optimizer_options = optimizer->options();  // validated here, before any stage runs
+    o->per_layer_updates = optimizer->per_layer_updates();
     const train::PretrainSummary s = train::pretrain(*o);
     if (global.json) {
       std::cout << s.to_json().dump(2) << "\n";

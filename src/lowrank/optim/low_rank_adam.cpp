@@ -313,20 +313,28 @@ void LowRankAdam::select_blocks() {
 }
 
 void LowRankAdam::step(double lr) {
-  const bool refresh_now = steps_ % config_.update_gap == 0;
-  if (config_.selection == Selection::kBlock && refresh_now) select_blocks();
-  for (Slot& s : slots_) {
-    at::Tensor& p = s.param;
-    if (!p.grad().defined()) continue;
-    if (!s.projected) {
-      train::AdamConfig c = config_.adam;
-      if (!s.decay) c.weight_decay = 0;
-      train::adam_update(p, p.grad(), s.adam, c, lr);
-      continue;
-    }
-    projected_step(s, p.grad(), lr, refresh_now);
+  begin_step(lr);
+  for (size_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i].param.grad().defined()) step_parameter(i, slots_[i].param.grad());
+  end_step();
+}
+
+void LowRankAdam::begin_step(double lr) {
+  lr_ = lr;
+  refresh_now_ = steps_ % config_.update_gap == 0;
+  if (config_.selection == Selection::kBlock && refresh_now_) select_blocks();
+}
+
+void LowRankAdam::step_parameter(size_t index, const at::Tensor& grad) {
+  LR_CHECK(index < slots_.size(), InvalidArgument, "low-rank optimizer: no parameter ", index);
+  Slot& s = slots_[index];
+  if (!s.projected) {
+    train::AdamConfig c = config_.adam;
+    if (!s.decay) c.weight_decay = 0;
+    train::adam_update(s.param, grad, s.adam, c, lr_);
+    return;
   }
-  ++steps_;
+  projected_step(s, grad, lr_, refresh_now_);
 }
 
 void LowRankAdam::projected_step(Slot& s, const at::Tensor& grad, double lr, bool refresh_now) {

@@ -128,6 +128,9 @@ class LowRankAdam final : public train::Optimizer {
 
   // Applies one update to every parameter with a defined .grad(). Not thread-safe.
   void step(double lr) override;
+  void begin_step(double lr) override;
+  void step_parameter(size_t index, const at::Tensor& grad) override;
+  void end_step() override { ++steps_; }
   void zero_grad() override;
 
   const LowRankConfig& config() const { return config_; }
@@ -163,6 +166,8 @@ class LowRankAdam final : public train::Optimizer {
   std::vector<Slot> slots_;
   LowRankConfig config_;
   int64_t steps_ = 0;
+  double lr_ = 0;             // of the step in progress
+  bool refresh_now_ = false;  // the step in progress refreshes projectors
 };
 
 }  // namespace lowrank::optim

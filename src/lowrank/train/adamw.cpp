@@ -64,14 +64,17 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamConfig 
 }
 
 void AdamW::step(double lr) {
-  AdamConfig no_decay = config_;
-  no_decay.weight_decay = 0;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    at::Tensor& p = params_[i].second;
-    if (!p.grad().defined()) continue;
-    adam_update(p, p.grad(), states_[i], decay_[i] ? config_ : no_decay, lr);
-  }
-  ++steps_;
+  begin_step(lr);
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].second.grad().defined()) step_parameter(i, params_[i].second.grad());
+  end_step();
+}
+
+void AdamW::step_parameter(size_t index, const at::Tensor& grad) {
+  LR_CHECK(index < params_.size(), InvalidArgument, "AdamW: no parameter ", index);
+  AdamConfig config = config_;
+  if (!decay_[index]) config.weight_decay = 0;
+  adam_update(params_[index].second, grad, states_[index], config, lr_);
 }
 
 void AdamW::zero_grad() {

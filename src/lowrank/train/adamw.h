@@ -56,7 +56,16 @@ class Optimizer {
  public:
   virtual ~Optimizer() = default;
   // Applies one update to every parameter with a defined .grad(). Not thread-safe.
+  // step(lr) = begin_step(lr); step_parameter(i, grad of i) for each i; end_step().
   virtual void step(double lr) = 0;
+  // Per-layer updates (GaLore's layer-wise mode, Zhao et al., 2024, §4.3: each parameter is
+  // stepped from a post-accumulate-grad hook as soon as its gradient is ready, and the gradient
+  // is freed, so the full set of gradients is never resident). Parameters are indexed in the
+  // order the optimizer was given them; each is stepped at most once between begin_step and
+  // end_step, from `grad`.
+  virtual void begin_step(double lr) = 0;
+  virtual void step_parameter(size_t index, const at::Tensor& grad) = 0;
+  virtual void end_step() = 0;
   virtual void zero_grad() = 0;
   // The state as named CPU tensors (what a checkpoint stores) and the step count.
   virtual std::vector<std::pair<std::string, at::Tensor>> state_tensors() const = 0;
@@ -89,6 +98,9 @@ class AdamW final : public Optimizer {
   AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamConfig config);
 
   void step(double lr) override;
+  void begin_step(double lr) override { lr_ = lr; }
+  void step_parameter(size_t index, const at::Tensor& grad) override;
+  void end_step() override { ++steps_; }
   void zero_grad() override;
 
   const AdamConfig& config() const { return config_; }
@@ -106,6 +118,7 @@ class AdamW final : public Optimizer {
   std::vector<bool> decay_;
   AdamConfig config_;
   int64_t steps_ = 0;
+  double lr_ = 0;  // of the step in progress
 };
 
 }  // namespace lowrank::train

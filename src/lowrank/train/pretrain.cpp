@@ -49,6 +49,7 @@ OrderedJson args_json(const PretrainOptions& o, const TrainerConfig& c) {
                 {"optimizer", o.optimizer},
                 {"optimizer_options", o.optimizer_options}};
   // Only when set, so that the cache key of dense runs stays as before.
+  if (o.per_layer_updates) j["per_layer_updates"] = true;
   if (!o.parameterization.empty()) {
     j["parameterization"] = o.parameterization;
     j["parameterization_options"] = o.parameterization_options;
@@ -140,6 +141,10 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   tc.stop_after = o.stop_after;
   tc.optimizer = o.optimizer;
   tc.optimizer_options = o.optimizer_options;
+  if (o.per_layer_updates) {
+    tc.per_layer_updates = true;
+    tc.clip_norm = 0;  // a global norm needs every gradient at once
+  }
   // An unknown optimizer or option fails here, before the tokenizer and dataset stages run.
   if (tc.optimizer != "adamw") (void)optim::method_config(tc.optimizer, tc.optimizer_options);
   tc.parameterization = o.parameterization;

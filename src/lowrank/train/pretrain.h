@@ -51,6 +51,8 @@ struct PretrainOptions {
   // The trainer's optimizer ("adamw" or a method of optim/) and its options (TrainerConfig).
   std::string optimizer = "adamw";
   Json optimizer_options = Json::object();
+  // TrainerConfig::per_layer_updates (gradient clipping then off).
+  bool per_layer_updates = false;
   // A low-rank weight parameterisation (parameterization.h: lowrank, sltrain, relora) and its
   // options; empty: dense. The exported model is dense either way (densify()).
   std::string parameterization;

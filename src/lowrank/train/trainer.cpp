@@ -3,9 +3,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <sstream>
+
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
@@ -165,6 +171,7 @@ OrderedJson TrainerConfig::to_json() const {
                 {"seed", seed},
                 {"checkpoint_every", checkpoint_every}};
   // Only when set, so that dense runs' trainer_state.json stays as before.
+  if (per_layer_updates) j["per_layer_updates"] = true;
   if (!parameterization.empty()) {
     j["parameterization"] = parameterization;
     j["parameterization_options"] = parameterization_options;
@@ -196,6 +203,7 @@ TrainerConfig TrainerConfig::from_json(const Json& j, std::string_view what) {
              ": \"parameterization_options\" must be an object");
   }
   c.seed = json_get_or<uint64_t>(j, "seed", c.seed, what);
+  c.per_layer_updates = json_get_or<bool>(j, "per_layer_updates", c.per_layer_updates, what);
   c.checkpoint_every = json_get_or<int64_t>(j, "checkpoint_every", c.checkpoint_every, what);
   c.validate();
   return c;
@@ -212,6 +220,12 @@ void TrainerConfig::validate() const {
   LR_CHECK(checkpoint_every >= 0, InvalidArgument, "trainer: checkpoint_every must be >= 0, got ",
            checkpoint_every);
   LR_CHECK(stop_after >= 0, InvalidArgument, "trainer: stop_after must be >= 0, got ", stop_after);
+  LR_CHECK(!per_layer_updates || grad_accum == 1, InvalidArgument,
+           "trainer: per-layer updates step on each gradient as it arrives, so grad_accum must be 1, got ",
+           grad_accum);
+  LR_CHECK(!per_layer_updates || clip_norm <= 0, InvalidArgument,
+           "trainer: per-layer updates cannot clip by the global gradient norm (clip_norm ", clip_norm,
+           "); set it to 0");
   LR_CHECK(parameterization.empty() || optimizer == "adamw", InvalidArgument, "trainer: parameterization ",
            parameterization, " trains its factors with adamw, not optimizer ", optimizer);
   LR_CHECK(parameterization_options.is_object(), InvalidArgument,
@@ -255,6 +269,50 @@ TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig
   TrainTarget target = TrainTarget::whole_model(model);
   return train(model, target, data, config, run_dir, resume);
 }
+
+namespace {
+
+// Per-layer updates: a post-accumulate-grad hook on every parameter steps it with its gradient
+// the moment autograd has accumulated it, then frees the gradient. Installed for one run and
+// removed by the destructor.
+class PerLayerUpdates {
+ public:
+  PerLayerUpdates(const std::vector<at::Tensor>& params, Optimizer& optimizer) : params_(params) {
+    for (size_t i = 0; i < params_.size(); ++i)
+      torch::autograd::impl::set_post_acc_grad_hooks(
+          params_[i], std::make_unique<Hook>([this, &optimizer, i](const at::Tensor& p) {
+            at::Tensor& grad = p.mutable_grad();
+            const double norm = grad.detach().norm().item<double>();
+            squared_norm_ += norm * norm;
+            peak_grad_bytes_ =
+                std::max(peak_grad_bytes_, grad.numel() * static_cast<int64_t>(grad.element_size()));
+            optimizer.step_parameter(i, grad);
+            grad.reset();
+          }));
+  }
+  PerLayerUpdates(const PerLayerUpdates&) = delete;
+  PerLayerUpdates& operator=(const PerLayerUpdates&) = delete;
+  ~PerLayerUpdates() {
+    for (const at::Tensor& p : params_) torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
+  }
+  // Starts a step's accounting; grad_norm() is then that step's global norm.
+  void begin() { squared_norm_ = 0; }
+  double grad_norm() const { return std::sqrt(squared_norm_); }
+  // The most gradient bytes resident at once: one parameter's (each is freed before the next).
+  int64_t peak_grad_bytes() const { return peak_grad_bytes_; }
+
+ private:
+  struct Hook final : torch::autograd::PostAccumulateGradHook {
+    explicit Hook(std::function<void(const at::Tensor&)> fn) : fn(std::move(fn)) {}
+    void operator()(const torch::autograd::Variable& tensor) override { fn(tensor); }
+    std::function<void(const at::Tensor&)> fn;
+  };
+  std::vector<at::Tensor> params_;
+  double squared_norm_ = 0;
+  int64_t peak_grad_bytes_ = 0;
+};
+
+}  // namespace
 
 TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream& data,
                   const TrainerConfig& config, const fs::path& run_dir, bool resume) {
@@ -325,12 +383,18 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
   std::ofstream metrics(metrics_path, std::ios::app);
   LR_CHECK(metrics.good(), IoError, "cannot open ", metrics_path.string(), " for appending");
   const int64_t tokens_per_step = config.batch_size * config.grad_accum * config.seq_len;
+  std::optional<PerLayerUpdates> per_layer;
+  if (config.per_layer_updates) per_layer.emplace(param_tensors, optimizer);
   ProgressBar bar(config.steps - step, "train");
   while (step < config.steps) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = schedule.at(step) * (target.lr_factor ? target.lr_factor(step) : 1.0);
     optimizer.zero_grad();
     if (target.before_step) target.before_step(step);
+    if (per_layer) {
+      per_layer->begin();
+      optimizer.begin_step(lr);  // the hooks step each parameter during backward()
+    }
     double loss_sum = 0;
     for (int64_t micro = 0; micro < config.grad_accum; ++micro) {
       at::Tensor windows = sample_windows(data, sampler, config.batch_size, config.seq_len);
@@ -338,9 +402,20 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
       loss_sum += loss.item<double>();
       (loss / static_cast<double>(config.grad_accum)).backward();
     }
-    const double grad_norm = clip_grad_norm(param_tensors, config.clip_norm);
-    optimizer.step(lr);
-    if (result.memory.is_null()) result.memory = optimizer.memory();  // gradients still held
+    double grad_norm = 0;
+    if (per_layer) {
+      optimizer.end_step();
+      grad_norm = per_layer->grad_norm();
+      if (result.memory.is_null()) {
+        const OrderedJson m = optimizer.memory();  // no gradient is held now: count the peak
+        result.memory = memory_json(m["weights"].get<int64_t>(), per_layer->peak_grad_bytes(),
+                                    m["optimizer_states"].get<int64_t>(), m["projectors"].get<int64_t>());
+      }
+    } else {
+      grad_norm = clip_grad_norm(param_tensors, config.clip_norm);
+      optimizer.step(lr);
+      if (result.memory.is_null()) result.memory = optimizer.memory();  // gradients still held
+    }
     if (target.after_step) target.after_step(step, lr);
     if (target.after_update) target.after_update(step, optimizer);
     ++step;

@@ -91,6 +91,11 @@ struct TrainerConfig {
   // Stop (without a checkpoint, as if killed) after this step; 0: run to the end. For testing
   // interruption and resume.
   int64_t stop_after = 0;
+  // Step each parameter from a post-accumulate-grad hook as soon as its gradient is ready and
+  // free that gradient (Optimizer::begin_step): the full set of gradients is never resident.
+  // Needs grad_accum 1 and clip_norm <= 0 (a global norm needs every gradient at once, so the
+  // mode cannot clip, as in GaLore's layer-wise mode); grad_norm is still reported.
+  bool per_layer_updates = false;
 
   OrderedJson to_json() const;
   // Validates every field; throws InvalidArgument naming the key and value.
