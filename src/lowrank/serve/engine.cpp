@@ -124,13 +124,16 @@ struct Engine::PagedKV {
 
 namespace {
 
-// One model pass's view of the pool: B rows, each with its past length and block table, all
-// processing T new positions. Keys are laid out right-aligned (nn::KVStore): row b's position p
-// is column p + (S − start_b − T) of the S = max start + T columns.
+// One model pass's view of the pool: B rows, each with its past length, its block table and its
+// number of new positions (T = the largest). Rows with fewer new positions are left-padded (the
+// attention mask marks the padding). Keys are laid out right-aligned (nn::KVStore): row b's
+// position p is column p + S − start_b − new_b of the S = max_b (start_b + new_b) columns, and its
+// new positions are its queries' last new_b columns of T.
 class PagedStep final : public nn::KVStore {
  public:
   struct Row {
     int64_t start = 0;
+    int64_t new_tokens = 1;
     const std::vector<int32_t>* block_table = nullptr;
   };
 
@@ -140,57 +143,63 @@ class PagedStep final : public nn::KVStore {
     std::vector<int64_t> starts;
     for (const Row& r : rows_) {
       starts.push_back(r.start);
-      max_start_ = std::max(max_start_, r.start);
-      min_start_ = std::min(min_start_, r.start);
+      T_ = std::max(T_, r.new_tokens);
+      S_ = std::max(S_, r.start + r.new_tokens);
+      ragged_ = ragged_ || r.start != rows_.front().start || r.new_tokens != rows_.front().new_tokens;
     }
     valid_count_ = at::tensor(starts, at::kLong);
   }
 
   int64_t batch() const override { return static_cast<int64_t>(rows_.size()); }
   int64_t num_layers() const override { return static_cast<int64_t>(keys_.size()); }
-  int64_t length() const override { return max_start_; }
-  bool has_padding() const override { return min_start_ != max_start_; }
+  int64_t length() const override { return S_ - T_; }
+  bool has_padding() const override { return ragged_; }
   const at::Tensor& valid_count() const override { return valid_count_; }
 
-  at::Tensor begin(int64_t T, const at::Tensor& valid) override {
-    LR_CHECK(!valid.defined() || valid.all().item<bool>(), InternalError, "paged KV: padded input");
-    T_ = T;
+  at::Tensor begin(int64_t T, const at::Tensor& /*valid: the same padding, from the rows*/) override {
+    LR_CHECK(T == T_, InternalError, "paged KV: a step of ", T, " positions for rows of at most ", T_);
     const int64_t B = batch();
-    const int64_t S = max_start_ + T;
-    std::vector<int64_t> write(static_cast<size_t>(B * T));
-    std::vector<int64_t> read(static_cast<size_t>(B * S), 0);  // padding reads slot 0, masked
-    std::vector<uint8_t> key_valid(static_cast<size_t>(B * S), 0);
+    std::vector<int64_t> write, new_rows;
+    std::vector<int64_t> read(static_cast<size_t>(B * S_), 0);  // padding reads slot 0, masked
+    std::vector<uint8_t> key_valid(static_cast<size_t>(B * S_), 0);
     for (int64_t b = 0; b < B; ++b) {
       const Row& r = rows_[static_cast<size_t>(b)];
-      const int64_t offset = S - r.start - T;
-      for (int64_t p = 0; p < r.start + T; ++p) {
+      const int64_t offset = S_ - r.start - r.new_tokens;
+      for (int64_t p = 0; p < r.start + r.new_tokens; ++p) {
         const auto page = static_cast<size_t>(p / page_tokens_);
         LR_CHECK(page < r.block_table->size(), InternalError, "paged KV: position ", p, " beyond the ",
                  r.block_table->size(), " pages of its block table");
         const int64_t slot = int64_t{(*r.block_table)[page]} * page_tokens_ + p % page_tokens_;
-        read[static_cast<size_t>(b * S + offset + p)] = slot;
-        key_valid[static_cast<size_t>(b * S + offset + p)] = 1;
-        if (p >= r.start) write[static_cast<size_t>(b * T + p - r.start)] = slot;
+        read[static_cast<size_t>(b * S_ + offset + p)] = slot;
+        key_valid[static_cast<size_t>(b * S_ + offset + p)] = 1;
+        if (p >= r.start) {
+          write.push_back(slot);
+          new_rows.push_back(b * T_ + T_ - r.new_tokens + (p - r.start));
+        }
       }
     }
     write_ = at::tensor(write, at::kLong);
+    new_rows_ = ragged_ ? at::tensor(new_rows, at::kLong) : at::Tensor();
     read_ = at::tensor(read, at::kLong);
-    return at::tensor(key_valid, at::kByte).view({B, S}).to(at::kBool);
+    return at::tensor(key_valid, at::kByte).view({B, S_}).to(at::kBool);
   }
 
   std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k, const at::Tensor& v) override {
     const int64_t B = batch();
     const int64_t n_kv = k.size(1);
     const int64_t D = k.size(3);
-    const int64_t S = max_start_ + T_;
     at::Tensor& K = keys_[static_cast<size_t>(layer)];
     at::Tensor& V = values_[static_cast<size_t>(layer)];
-    // [B, n_kv, T, D] -> [B·T, n_kv, D], rows in the order of write_.
-    K.index_copy_(0, write_, k.transpose(1, 2).reshape({B * T_, n_kv, D}));
-    V.index_copy_(0, write_, v.transpose(1, 2).reshape({B * T_, n_kv, D}));
+    // [B, n_kv, T, D] -> [B·T, n_kv, D]; the real (not padding) positions, in the order of write_.
+    auto real = [&](const at::Tensor& x) {
+      at::Tensor rows = x.transpose(1, 2).reshape({B * T_, n_kv, D});
+      return new_rows_.defined() ? rows.index_select(0, new_rows_) : rows;
+    };
+    K.index_copy_(0, write_, real(k));
+    V.index_copy_(0, write_, real(v));
     // Gather each row's past through its block table: [B·S, n_kv, D] -> [B, n_kv, S, D].
-    return {K.index_select(0, read_).view({B, S, n_kv, D}).transpose(1, 2),
-            V.index_select(0, read_).view({B, S, n_kv, D}).transpose(1, 2)};
+    return {K.index_select(0, read_).view({B, S_, n_kv, D}).transpose(1, 2),
+            V.index_select(0, read_).view({B, S_, n_kv, D}).transpose(1, 2)};
   }
 
   void commit() override {}
@@ -200,10 +209,10 @@ class PagedStep final : public nn::KVStore {
   std::vector<at::Tensor>& values_;
   int64_t page_tokens_;
   std::vector<Row> rows_;
-  int64_t max_start_ = 0;
-  int64_t min_start_ = INT64_MAX;
-  int64_t T_ = 0;
-  at::Tensor valid_count_, write_, read_;
+  int64_t T_ = 0;  // new positions of the longest row
+  int64_t S_ = 0;  // key columns
+  bool ragged_ = false;
+  at::Tensor valid_count_, write_, read_, new_rows_;
 };
 
 }  // namespace
@@ -481,39 +490,42 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
     std::lock_guard lock(mutex_);
     for (const ScheduledRequest& r : plan.requests) lives.push_back(lives_.at(r.id).get());
   }
-  // Passes: all decodes together (rows sorted by adapter, so each adapter's rows are one segment),
-  // then each prompt chunk alone.
+  // Two passes at most: every decode row together ([B, 1]), then every prompt chunk together
+  // (left-padded to the longest chunk). Within each, rows are sorted by adapter, so that each
+  // adapter's rows form one segment of the LoRA products.
   std::vector<size_t> decodes, prefills;
   for (size_t i = 0; i < plan.requests.size(); ++i)
     (plan.requests[i].prefill ? prefills : decodes).push_back(i);
-  std::stable_sort(decodes.begin(), decodes.end(),
-                   [&](size_t a, size_t b) { return plan.requests[a].adapter < plan.requests[b].adapter; });
-  std::vector<std::vector<size_t>> passes;
-  if (!decodes.empty()) passes.push_back(decodes);
-  for (size_t i : prefills) passes.push_back({i});
+  for (std::vector<size_t>* pass : {&decodes, &prefills})
+    std::stable_sort(pass->begin(), pass->end(),
+                     [&](size_t a, size_t b) { return plan.requests[a].adapter < plan.requests[b].adapter; });
 
   results.assign(plan.requests.size(), {});
   for (size_t i = 0; i < plan.requests.size(); ++i) results[i].id = plan.requests[i].id;
   int64_t prefilled = 0;
-  std::vector<int64_t> sampled_count;
-  for (const std::vector<size_t>& pass : passes) {
-    const auto B = static_cast<int64_t>(pass.size());
-    const int64_t T = plan.requests[pass[0]].num_tokens;
-    at::Tensor ids = at::empty({B, T}, at::kLong);
+  for (const std::vector<size_t>* pass : {&decodes, &prefills}) {
+    if (pass->empty()) continue;
+    const auto B = static_cast<int64_t>(pass->size());
+    int64_t T = 0;
+    for (size_t i : *pass) T = std::max(T, plan.requests[i].num_tokens);
+    at::Tensor ids = at::zeros({B, T}, at::kLong);
+    at::Tensor mask = at::ones({B, T}, at::kLong);
     int64_t* id_data = ids.data_ptr<int64_t>();
+    int64_t* mask_data = mask.data_ptr<int64_t>();
     std::vector<PagedStep::Row> rows;
     nn::AdapterRouting routing;
     for (int64_t b = 0; b < B; ++b) {
-      const ScheduledRequest& r = plan.requests[pass[static_cast<size_t>(b)]];
-      const Live& live = *lives[pass[static_cast<size_t>(b)]];
-      LR_CHECK(r.num_tokens == T, InternalError, "serving engine: a pass mixes token counts");
+      const ScheduledRequest& r = plan.requests[(*pass)[static_cast<size_t>(b)]];
+      const Live& live = *lives[(*pass)[static_cast<size_t>(b)]];
+      const int64_t pad = T - r.num_tokens;
+      std::fill_n(mask_data + b * T, pad, 0);
       if (r.prefill) {
-        std::copy_n(live.request.prompt.begin() + r.start, T, id_data + b * T);
-        prefilled += T;
+        std::copy_n(live.request.prompt.begin() + r.start, r.num_tokens, id_data + b * T + pad);
+        prefilled += r.num_tokens;
       } else {
-        id_data[b * T] = live.seen.back();
+        id_data[b * T + pad] = live.seen.back();
       }
-      rows.push_back({.start = r.start, .block_table = &r.block_table});
+      rows.push_back({.start = r.start, .new_tokens = r.num_tokens, .block_table = &r.block_table});
       int64_t adapter = -1;
       if (!r.adapter.empty()) {
         auto it = std::find(routing.adapters.begin(), routing.adapters.end(), r.adapter);
@@ -525,11 +537,12 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
     PagedStep kv(kv_->keys, kv_->values, kv_->page_tokens, std::move(rows));
     nn::ForwardOptions forward;
     forward.cache = &kv;
-    forward.last_position_only = true;
-    forward.routing = &routing;  // always: without it every attached adapter would apply to every row
+    if (kv.has_padding() && T > 1) forward.attention_mask = mask;  // chunks of different lengths
+    forward.last_position_only = true;  // every row's last column is real (right-aligned)
+    forward.routing = &routing;         // always: without it every attached adapter would apply to every row
     const at::Tensor logits = model_->forward(ids, forward).select(1, 0).to(at::kFloat).cpu();
     for (int64_t b = 0; b < B; ++b) {
-      const size_t i = pass[static_cast<size_t>(b)];
+      const size_t i = (*pass)[static_cast<size_t>(b)];
       if (!plan.requests[i].samples) continue;
       Live& live = *lives[i];
       at::Tensor scores = logits.narrow(0, b, 1).clone();

@@ -3,14 +3,17 @@
 // et al., 2022; vLLM's PagedAttention block tables, Kwon et al., 2023, arXiv:2309.06180).
 //
 // One step: the Scheduler (scheduler.h) plans which requests run and how many tokens each; the
-// engine runs the plan as at most two kinds of model passes over the shared base weights:
+// engine runs the plan as at most two model passes over the shared base weights:
 //   - every decoding request in one batch [B, 1] (each row its own adapter, its own past length);
-//   - each prompt chunk as its own pass [1, chunk] (chunked prefill), so no row is padded to a
-//     longer neighbour.
-// Keys and values live in the page pool (paged_kv.h): a sequence's token t is in page
-// block_table[t / page_tokens], slot t % page_tokens, and attention gathers its past through the
-// block table. The LoRA products of a batch mixing adapters run per adapter segment at each
-// adapter's own rank (nn::AdapterRouting; SGMV-style), never padded to the largest rank.
+//   - every prompt chunk in one batch [P, longest chunk], shorter chunks left-padded (chunked
+//     prefill: a long prompt is split across steps under the token budget).
+// Decodes are not padded to the chunk length, and the weights are read twice per step at most,
+// however many prompts join it.
+// Keys and values live in the page pool (per layer, [pages · page_tokens, n_kv, D] tensors): a
+// sequence's token t is in page block_table[t / page_tokens], slot t % page_tokens, and attention
+// gathers its past through the block table. The LoRA products of a batch mixing adapters run
+// per adapter segment at each adapter's own rank (nn::AdapterRouting; SGMV-style), never padded
+// to the largest rank.
 // Sampling is per request (its own temperature, top-p, seed, generator), with nn/generate.h's
 // logits processors, so a greedy request's tokens do not depend on its batch neighbours.
 //
