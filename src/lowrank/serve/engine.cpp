@@ -147,7 +147,7 @@ class PagedStep final : public nn::KVStore {
       S_ = std::max(S_, r.start + r.new_tokens);
       ragged_ = ragged_ || r.start != rows_.front().start || r.new_tokens != rows_.front().new_tokens;
     }
-    valid_count_ = at::tensor(starts, at::kLong);
+    valid_count_ = on_device(at::tensor(starts, at::kLong));
   }
 
   int64_t batch() const override { return static_cast<int64_t>(rows_.size()); }
@@ -178,10 +178,10 @@ class PagedStep final : public nn::KVStore {
         }
       }
     }
-    write_ = at::tensor(write, at::kLong);
-    new_rows_ = ragged_ ? at::tensor(new_rows, at::kLong) : at::Tensor();
-    read_ = at::tensor(read, at::kLong);
-    return at::tensor(key_valid, at::kByte).view({B, S_}).to(at::kBool);
+    write_ = on_device(at::tensor(write, at::kLong));
+    new_rows_ = ragged_ ? on_device(at::tensor(new_rows, at::kLong)) : at::Tensor();
+    read_ = on_device(at::tensor(read, at::kLong));
+    return on_device(at::tensor(key_valid, at::kByte).view({B, S_}).to(at::kBool));
   }
 
   std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k, const at::Tensor& v) override {
@@ -205,6 +205,9 @@ class PagedStep final : public nn::KVStore {
   void commit() override {}
 
  private:
+  // Index and mask tensors live where the pool does (built on the host, copied once per pass).
+  at::Tensor on_device(const at::Tensor& t) const { return t.to(keys_.front().device()); }
+
   std::vector<at::Tensor>& keys_;
   std::vector<at::Tensor>& values_;
   int64_t page_tokens_;
