@@ -64,10 +64,12 @@
 #include "lowrank/nn/generate.h"
 #include "lowrank/nn/model.h"
 #include "lowrank/serve/engine.h"
+#include "timing.h"
 
 namespace {
 
 using namespace lowrank;
+using bench::percentile;
 using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kRanks[] = {8, 16, 32, 64};
@@ -146,13 +148,6 @@ struct Record {
   bool completed = false;  // every requested token arrived
   bool rejected = false;   // queue full
 };
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  const auto k = static_cast<size_t>(std::ceil(p * static_cast<double>(v.size())));
-  return v[std::clamp<size_t>(k, 1, v.size()) - 1];
-}
 
 struct Summary {
   std::string name;

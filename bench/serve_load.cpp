@@ -63,12 +63,14 @@
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/core/json.h"
 #include "lowrank/nn/model.h"
+#include "timing.h"
 
 extern char** environ;
 
 namespace {
 
 using namespace lowrank;
+using bench::percentile;
 using Clock = std::chrono::steady_clock;
 namespace fs = std::filesystem;
 
@@ -239,13 +241,6 @@ struct Tally {
     if (examples.size() < 8) examples.push_back(std::move(what));
   }
 };
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  const auto k = static_cast<size_t>(std::ceil(p * static_cast<double>(v.size())));
-  return v[std::clamp<size_t>(k, 1, v.size()) - 1];
-}
 
 // What a 200 body holds: the completion's text, or the OpenAI error object the server sends in a
 // 200 body (a non-streaming response already under way, or mid-stream) when a request could not

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <utility>
 #include <vector>
@@ -42,6 +43,14 @@ inline std::pair<double, double> paired_median_seconds(const std::function<void(
   std::sort(ta.begin(), ta.end());
   std::sort(tb.begin(), tb.end());
   return {ta[ta.size() / 2], tb[tb.size() / 2]};
+}
+
+// The p-quantile of `v` (nearest rank: the ⌈p·n⌉-th smallest); NaN when empty.
+inline double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const auto k = static_cast<size_t>(std::ceil(p * static_cast<double>(v.size())));
+  return v[std::clamp<size_t>(k, 1, v.size()) - 1];
 }
 
 }  // namespace lowrank::bench
