@@ -18,6 +18,9 @@
 //             into the base weights (W += s·B A), that request and every waiting request for the
 //             same adapter (up to --max-batch) are generated with nn::generate, then unmerged
 //             (W -= s·B A), as PEFT's merge/unmerge
+// Before them, `step` times one decode pass (a token per row, each row its own adapter) three ways
+// in turn, without the replay's noise: base only, the gathered kernel (ops/lora_gather.h), one GEMM
+// pair per adapter segment.
 // Per request: TTFT (first token − submission), per-token latency ((last − first token) /
 // (tokens − 1)), end-to-end latency. Per run: throughput = completed requests / window and
 // generated tokens / window, where the window runs from the start of the replay to the last
@@ -32,7 +35,7 @@
 //   build/bin/bench_serve [--adapters 1000] [--alpha 1] [--rate 20] [--cv 1] [--duration 20]
 //       [--grace 20] [--input 8:64] [--output 8:64] [--hidden 256] [--layers 4] [--vocab 2048]
 //       [--targets q,k,v,o] [--max-batch 32] [--max-batch-tokens 512] [--slo-ttft 5] [--seed 42]
-//       [--runs base,slora,padded,swap] [--json]
+//       [--runs step,base,slora,padded,swap] [--json]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -63,6 +66,7 @@
 #include "lowrank/core/threads.h"
 #include "lowrank/nn/generate.h"
 #include "lowrank/nn/model.h"
+#include "lowrank/ops/lora_gather.h"
 #include "lowrank/serve/engine.h"
 #include "timing.h"
 
@@ -90,7 +94,7 @@ struct Options {
   int64_t max_batch_tokens = 512;
   double slo_ttft = 5.0;
   uint64_t seed = 42;
-  std::vector<std::string> runs = {"base", "slora", "padded", "swap"};
+  std::vector<std::string> runs = {"step", "base", "slora", "padded", "swap"};
   bool json = false;
 };
 
@@ -382,6 +386,54 @@ EngineRun run_engine(const Options& o, const std::vector<TraceRequest>& trace, c
   return run;
 }
 
+// ---- decode step (deterministic, no replay) ---------------------------------------------------
+
+struct StepTimes {
+  int64_t rows = 0;
+  double base = 0, gathered = 0, segments = 0;  // median seconds per pass
+};
+
+// One decode pass of `rows` rows (one new token each and no past, so what is timed is the
+// projections and the MLP, where the adapters act), timed three ways in turn: the base alone; every
+// row with its own adapter (ranks 8/16/32/64 in turn, all n adapters attached) through the gathered kernel
+// (ops/lora_gather.h, BGMV); the same through one GEMM pair per adapter segment (the gathered path
+// turned off).
+std::vector<StepTimes> time_decode_steps(const Options& o) {
+  nn::Model model = nn::Model::random(model_config(o), 0);
+  // All n adapters attached, as in the engine; row b uses adapter b.
+  std::vector<adapt::AttachedAdapter> attached;
+  for (int64_t i = 0; i < std::max(o.adapters, o.max_batch); ++i)
+    attached.push_back(
+        adapt::create_adapter(model, adapter_name(i), lora_config(o, adapter_rank(i)), adapter_seed(i)));
+  const int64_t gather_tokens = ops::lora_gather_max_tokens();
+  at::Generator gen = at::detail::createCPUGenerator(o.seed);
+  std::vector<StepTimes> out;
+  for (const int64_t rows : std::set<int64_t>{1, std::min<int64_t>(8, o.max_batch), o.max_batch}) {
+    const at::Tensor ids = at::randint(o.vocab, {rows, 1}, gen, at::kLong);
+    nn::AdapterRouting base_only;  // no adapter active
+    base_only.row_adapter.assign(static_cast<size_t>(rows), -1);
+    nn::AdapterRouting mixed;
+    for (int64_t b = 0; b < rows; ++b) {
+      mixed.adapters.push_back(adapter_name(b));
+      mixed.row_adapter.push_back(b);
+    }
+    auto pass = [&](const nn::AdapterRouting& routing, int64_t max_tokens) {
+      ops::set_lora_gather_max_tokens(max_tokens);
+      nn::ForwardOptions options;
+      options.routing = &routing;
+      const c10::InferenceMode inference;
+      model.forward(ids, options);
+    };
+    const std::vector<double> m =
+        bench::interleaved_median_seconds({[&] { pass(base_only, gather_tokens); },
+                                           [&] { pass(mixed, gather_tokens); }, [&] { pass(mixed, 0); }},
+                                          rows >= 8 ? 40 : 200);
+    out.push_back({rows, m[0], m[1], m[2]});
+  }
+  ops::set_lora_gather_max_tokens(gather_tokens);
+  return out;
+}
+
 // ---- swap baseline (PEFT-style merge per batch) ------------------------------------------------
 
 struct MergeTerm {
@@ -552,7 +604,7 @@ int usage(const char* arg) {
                "usage: bench_serve [--adapters N] [--alpha A] [--rate R] [--cv CV] [--duration S]\n"
                "  [--grace S] [--input LO:HI] [--output LO:HI] [--hidden H] [--layers L] [--vocab V]\n"
                "  [--targets q,k,v,o] [--max-batch B] [--max-batch-tokens T] [--slo-ttft S] [--seed N]\n"
-               "  [--runs base,slora,padded,swap] [--json]\n",
+               "  [--runs step,base,slora,padded,swap] [--json]\n",
                arg);
   return 1;
 }
@@ -630,7 +682,7 @@ int main(int argc, char** argv) {
       o.hidden < kMaxRank || o.layers < 1 || o.vocab < 2 || o.max_batch < 1 || o.targets.empty())
     return usage("(a value out of range)");
   for (const std::string& r : o.runs)
-    if (r != "base" && r != "slora" && r != "padded" && r != "swap") return usage(r.c_str());
+    if (r != "step" && r != "base" && r != "slora" && r != "padded" && r != "swap") return usage(r.c_str());
 
   keep_freed_memory();  // as the lowrank program does
   const int threads = configure_threads(0);
@@ -657,7 +709,16 @@ int main(int argc, char** argv) {
   if (!o.json) std::printf("%s\n", workload);
 
   std::vector<Summary> summaries;
+  std::vector<StepTimes> steps;
   for (const std::string& kind : o.runs) {
+    if (kind == "step") {
+      if (!o.json) {
+        std::printf("timing decode steps ...\n");
+        std::fflush(stdout);
+      }
+      steps = time_decode_steps(o);
+      continue;
+    }
     if (!o.json) {
       std::printf("running %s ...\n", kind.c_str());
       std::fflush(stdout);
@@ -705,6 +766,15 @@ int main(int argc, char** argv) {
 
   if (o.json) {
     OrderedJson runs = OrderedJson::object();
+    if (!steps.empty()) {
+      OrderedJson table = OrderedJson::array();
+      for (const StepTimes& t : steps)
+        table.push_back({{"rows", t.rows},
+                         {"base_ms", t.base * 1e3},
+                         {"gathered_ms", t.gathered * 1e3},
+                         {"segments_ms", t.segments * 1e3}});
+      runs["step"] = table;
+    }
     for (const Summary& s : summaries) runs[s.name] = summary_json(s);
     const OrderedJson out = {{"threads", thread_summary()},
                              {"workload", workload},
@@ -714,6 +784,16 @@ int main(int argc, char** argv) {
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
+  if (!steps.empty()) {
+    std::printf("\ndecode pass, one token per row, each row its own adapter (median ms):\n");
+    std::printf("  %5s %9s %12s %12s %14s %14s\n", "rows", "base", "gathered", "segments", "base/gathered",
+                "segments/gath.");
+    for (const StepTimes& t : steps)
+      std::printf("  %5lld %9.2f %12.2f %12.2f %13.2fx %13.2fx\n", static_cast<long long>(t.rows),
+                  t.base * 1e3, t.gathered * 1e3, t.segments * 1e3, t.base / t.gathered,
+                  t.segments / t.gathered);
+  }
+  if (summaries.empty()) return 0;
   std::printf("\n%-7s %9s %8s %8s %8s %8s %9s %9s %8s %8s %6s  %s\n", "run", "done", "req/s", "tok/s",
               "TTFT p50", "TTFT p99", "tok p50", "tok p99", "e2e p50", "e2e p99", "SLO", "");
   for (const Summary& s : summaries) {

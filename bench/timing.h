@@ -23,26 +23,32 @@ inline double median_seconds(const std::function<void()>& fn, int repeats) {
   return t[t.size() / 2];
 }
 
-// The medians of `a` and `b` timed alternately (a, b, a, b, ...) after one warm-up call each, so
-// that a drift of the machine (other load, clock, allocator state) affects both alike: what a
-// ratio of the two needs.
+// The medians of the functions timed in turn (f0, f1, ..., f0, f1, ...) after one warm-up call
+// each, so that a drift of the machine (other load, clock, allocator state) affects all alike: what
+// their ratios need.
+inline std::vector<double> interleaved_median_seconds(const std::vector<std::function<void()>>& fns,
+                                                      int repeats) {
+  for (const auto& fn : fns) fn();
+  std::vector<std::vector<double>> t(fns.size());
+  for (int i = 0; i < repeats; ++i)
+    for (size_t k = 0; k < fns.size(); ++k) {
+      const auto t0 = std::chrono::steady_clock::now();
+      fns[k]();
+      t[k].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  std::vector<double> medians;
+  for (auto& v : t) {
+    std::sort(v.begin(), v.end());
+    medians.push_back(v[v.size() / 2]);
+  }
+  return medians;
+}
+
+// interleaved_median_seconds of two functions.
 inline std::pair<double, double> paired_median_seconds(const std::function<void()>& a,
                                                        const std::function<void()>& b, int repeats) {
-  a();
-  b();
-  std::vector<double> ta, tb;
-  auto time = [](const std::function<void()>& fn) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  };
-  for (int i = 0; i < repeats; ++i) {
-    ta.push_back(time(a));
-    tb.push_back(time(b));
-  }
-  std::sort(ta.begin(), ta.end());
-  std::sort(tb.begin(), tb.end());
-  return {ta[ta.size() / 2], tb[tb.size() / 2]};
+  const std::vector<double> m = interleaved_median_seconds({a, b}, repeats);
+  return {m[0], m[1]};
 }
 
 // The p-quantile of `v` (nearest rank: the ⌈p·n⌉-th smallest); NaN when empty.

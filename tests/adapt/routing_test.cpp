@@ -32,37 +32,44 @@ TEST(RoutingTest, EachRowMatchesItsAdapterAlone) {
     adapters.push_back(create_adapter(model, specs[i].first, specs[i].second, i));
     randomize(adapters.back(), 100 + i);
   }
-  const at::Tensor ids = at::arange(6 * 7, at::kLong).reshape({6, 7}) * 5 % 24;
+  const at::Tensor all_ids = at::arange(6 * 7, at::kLong).reshape({6, 7}) * 5 % 24;
   nn::AdapterRouting routing;
   for (const auto& [name, c] : specs) routing.adapters.push_back(name);
   // Rows 0-1 form a run of one adapter (one segment), the others runs of one row.
   routing.row_adapter = {2, 2, -1, 0, 3, 1};
   nn::ForwardOptions options;
   options.routing = &routing;
-  at::Tensor mixed;
-  {
-    c10::InferenceMode g;
-    mixed = model.forward(ids, options);
-  }
-  for (int64_t b = 0; b < ids.size(0); ++b) {
-    const int64_t a = routing.row_adapter[static_cast<size_t>(b)];
-    // Alone: only row b's adapter enabled (the others detached and re-attached).
-    for (size_t i = 0; i < adapters.size(); ++i)
-      if (static_cast<int64_t>(i) != a) detach_adapter(model, adapters[i]);
-    at::Tensor alone;
+  // 7 tokens per row: every segment takes the GEMM pair; 2 tokens: the two-row run (4 tokens) and
+  // the single rows take the gathered kernel (ops/lora_gather.h); 1 token (decode): all gathered.
+  for (const int64_t seq : {7, 2, 1}) {
+    const at::Tensor ids = all_ids.slice(1, 0, seq);
+    at::Tensor mixed;
     {
       c10::InferenceMode g;
-      alone = model.forward(ids.slice(0, b, b + 1));
+      mixed = model.forward(ids, options);
     }
-    for (size_t i = 0; i < adapters.size(); ++i)
-      if (static_cast<int64_t>(i) != a)
-        for (const auto& [module, layer] : adapters[i].layers)
-          model.slot(module).add_adapter(adapters[i].name, layer);
-    EXPECT_LE(testing::max_abs_diff(mixed.slice(0, b, b + 1), alone), 1e-5) << "row " << b;
+    for (int64_t b = 0; b < ids.size(0); ++b) {
+      const int64_t a = routing.row_adapter[static_cast<size_t>(b)];
+      // Alone: only row b's adapter enabled (the others detached and re-attached).
+      for (size_t i = 0; i < adapters.size(); ++i)
+        if (static_cast<int64_t>(i) != a) detach_adapter(model, adapters[i]);
+      at::Tensor alone;
+      {
+        c10::InferenceMode g;
+        alone = model.forward(ids.slice(0, b, b + 1));
+      }
+      for (size_t i = 0; i < adapters.size(); ++i)
+        if (static_cast<int64_t>(i) != a)
+          for (const auto& [module, layer] : adapters[i].layers)
+            model.slot(module).add_adapter(adapters[i].name, layer);
+      EXPECT_LE(testing::max_abs_diff(mixed.slice(0, b, b + 1), alone), 1e-5)
+          << "row " << b << ", " << seq << " tokens";
+    }
+    // While gradients are recorded every adapter gathers its rows instead of adding into runs in
+    // place: the same result.
+    EXPECT_LE(testing::max_abs_diff(model.forward(ids, options).detach(), mixed), 1e-5) << seq << " tokens";
   }
-  // While gradients are recorded every adapter gathers its rows instead of adding into runs in
-  // place: the same result.
-  EXPECT_LE(testing::max_abs_diff(model.forward(ids, options).detach(), mixed), 1e-5);
+  const at::Tensor ids = all_ids;
   // A routing that names an adapter a slot lacks is an error naming it.
   routing.adapters[0] = "missing";
   EXPECT_NE(testing::error_of([&] { model.forward(ids, options); }).find("missing"), std::string::npos);

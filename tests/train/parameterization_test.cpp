@@ -134,6 +134,19 @@ TEST_P(ParameterizationMethodTest, TrainingLowersTheLossAndResumesBitwise) {
   EXPECT_EQ(weights.contains("model.layers.0.mlp.up_proj.sst_indices"), method == "sst");
   EXPECT_EQ(weights.contains("model.layers.0.mlp.up_proj.sst_u"), method == "sst");
   EXPECT_TRUE(weights.contains("model.embed_tokens.weight"));
+  // The memory report counts every tensor of the run once: the checkpoint holds exactly the
+  // trained and the frozen ones (ReLoRA's W0, SLTrain's and SST's indices; TRP trains its dense
+  // W, low-rank BA and Maestro only factors), at their own dtypes (float32 and int64 here).
+  int64_t checkpoint_bytes = 0;
+  for (const TensorInfo& info : weights.tensors()) checkpoint_bytes += static_cast<int64_t>(info.nbytes());
+  ASSERT_FALSE(full.memory.is_null());
+  EXPECT_EQ(full.memory["weights"].get<int64_t>() + full.memory["frozen"].get<int64_t>(), checkpoint_bytes);
+  EXPECT_EQ(full.memory["frozen"].get<int64_t>() > 0,
+            method == "sltrain" || method == "relora" || method == "sst");
+  EXPECT_EQ(full.memory["total"].get<int64_t>(),
+            full.memory["weights"].get<int64_t>() + full.memory["frozen"].get<int64_t>() +
+                full.memory["grads"].get<int64_t>() + full.memory["optimizer_states"].get<int64_t>() +
+                full.memory["projectors"].get<int64_t>());
 
   {
     nn::Model first = tiny_model(4);

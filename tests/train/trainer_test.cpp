@@ -141,6 +141,7 @@ TEST_P(TrainerResumeTest, ResumeAfterInterruptionReproducesTheLossesBitwise) {
   for (const auto& [n, t] : ta) weight_bytes += t.numel() * static_cast<int64_t>(t.element_size());
   EXPECT_EQ(full.memory["weights"].get<int64_t>(), weight_bytes);
   EXPECT_EQ(full.memory["grads"].get<int64_t>(), weight_bytes);
+  EXPECT_EQ(full.memory["frozen"].get<int64_t>(), 0);  // every tensor is trained
   if (c.optimizer == "adamw")
     EXPECT_EQ(full.memory["optimizer_states"].get<int64_t>(), 2 * weight_bytes);
   else

@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 
 #include "lowrank/core/error.h"
+#include "lowrank/ops/lora_gather.h"
 
 namespace lowrank::nn {
 
@@ -190,6 +191,49 @@ std::vector<at::Tensor> LinearSlot::forward_shared_input(std::span<const LinearS
     if (id >= 0 && static_cast<size_t>(id) < n_adapters)
       segments.push_back({start, end - start, static_cast<size_t>(id)});
     start = end;
+  }
+  // Segments of a few tokens (decode rows, one adapter each when many adapters are in use) run
+  // through the gathered kernel (ops/lora_gather.h, BGMV): one parallel loop over all of them
+  // instead of two library calls per segment per slot. Longer segments keep the GEMM pair.
+  const int64_t gather_max_tokens = ops::lora_gather_max_tokens();
+  if (in_place && gather_max_tokens > 0 && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
+      x.is_contiguous() && rows > 0) {
+    const int64_t in = x.size(-1);
+    const int64_t tokens_per_row = x.numel() / (rows * in);
+    auto gatherable = [&](const at::Tensor& t) {
+      return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
+    };
+    std::vector<ops::LoraGatherTask> tasks;
+    std::vector<Segment> rest;
+    for (const Segment& s : segments) {
+      bool gather = s.length * tokens_per_row <= gather_max_tokens;
+      for (size_t i = 0; gather && i < slots.size(); ++i) {
+        const auto& form = segment_form[s.adapter * slots.size() + i];
+        gather = !form || (gatherable(form->a) && gatherable(form->b) && gatherable(ys[i]));
+      }
+      if (!gather) {
+        rest.push_back(s);
+        continue;
+      }
+      for (size_t i = 0; i < slots.size(); ++i) {
+        const auto& form = segment_form[s.adapter * slots.size() + i];
+        if (!form) continue;
+        const int64_t out = ys[i].size(-1);
+        ops::LoraGatherTask task;
+        task.x = x.const_data_ptr<float>() + s.start * tokens_per_row * in;
+        task.y = ys[i].mutable_data_ptr<float>() + s.start * tokens_per_row * out;
+        task.a = form->a.const_data_ptr<float>();
+        task.b = form->b.const_data_ptr<float>();
+        task.tokens = s.length * tokens_per_row;
+        task.in = in;
+        task.out = out;
+        task.rank = form->a.size(0);
+        task.scale = static_cast<float>(form->scale);
+        tasks.push_back(task);
+      }
+    }
+    ops::lora_gather(tasks);
+    segments = std::move(rest);
   }
   auto apply = [&](const Segment& s) {
     std::vector<at::Tensor> rows_of_y;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "lowrank/core/error.h"
+#include "lowrank/ops/cpu_features.h"
 #include "lowrank/ops/group_quant_kernels.h"
 
 namespace lowrank::ops {
@@ -36,15 +37,6 @@ detail::GroupQuantView view_of(const GroupQuantized& w) {
   v.packed = static_cast<const uint8_t*>(w.packed.const_data_ptr());
   v.scales = w.scales.const_data_ptr<float>();
   return v;
-}
-
-bool cpu_has_avx2_fma() {
-#if defined(LOWRANK_HAVE_AVX2_KERNELS) && (defined(__x86_64__) || defined(__i386__))
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-#else
-  return false;
-#endif
 }
 
 // The kernels read raw memory: the struct's tensors must match its declared format exactly.

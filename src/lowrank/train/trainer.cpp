@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include <torch/csrc/autograd/function_hook.h>
@@ -312,6 +313,36 @@ class PerLayerUpdates {
   int64_t peak_grad_bytes_ = 0;
 };
 
+// Bytes of the tensors a run holds but does not train: the model's other tensors (a fine-tuned
+// model's base, ...) and target.frozen (ReLoRA's merged W0, SLTrain's support indices). Each
+// storage counts once, and not at all when a trained parameter lives in it.
+int64_t frozen_bytes(const nn::Model& model, const TrainTarget& target) {
+  std::set<const void*> seen;
+  for (const auto& [n, p] : target.params) seen.insert(p.storage().data());
+  int64_t bytes = 0;
+  auto count = [&](const at::Tensor& t) {
+    if (t.defined() && seen.insert(t.storage().data()).second)
+      bytes += static_cast<int64_t>(t.storage().nbytes());
+  };
+  for (const auto& [n, t] : model.named_tensors()) count(t);
+  for (const auto& [n, t] : target.frozen) count(t);
+  return bytes;
+}
+
+// Optimizer::memory()'s parts with the frozen bytes beside the weights, and in the total.
+OrderedJson with_frozen(const OrderedJson& m, int64_t frozen) {
+  OrderedJson out = OrderedJson::object();
+  for (const auto& [key, value] : m.items()) {
+    if (key == "total") {
+      out["total"] = value.get<int64_t>() + frozen;
+      continue;
+    }
+    out[key] = value;
+    if (key == "weights") out["frozen"] = frozen;
+  }
+  return out;
+}
+
 }  // namespace
 
 TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream& data,
@@ -408,13 +439,16 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
       grad_norm = per_layer->grad_norm();
       if (result.memory.is_null()) {
         const OrderedJson m = optimizer.memory();  // no gradient is held now: count the peak
-        result.memory = memory_json(m["weights"].get<int64_t>(), per_layer->peak_grad_bytes(),
-                                    m["optimizer_states"].get<int64_t>(), m["projectors"].get<int64_t>());
+        result.memory =
+            with_frozen(memory_json(m["weights"].get<int64_t>(), per_layer->peak_grad_bytes(),
+                                    m["optimizer_states"].get<int64_t>(), m["projectors"].get<int64_t>()),
+                        frozen_bytes(model, target));
       }
     } else {
       grad_norm = clip_grad_norm(param_tensors, config.clip_norm);
       optimizer.step(lr);
-      if (result.memory.is_null()) result.memory = optimizer.memory();  // gradients still held
+      if (result.memory.is_null())  // gradients still held
+        result.memory = with_frozen(optimizer.memory(), frozen_bytes(model, target));
     }
     if (target.after_step) target.after_step(step, lr);
     if (target.after_update) target.after_update(step, optimizer);
@@ -442,9 +476,9 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
     const auto mib = [&](const char* key) {
       return str(static_cast<double>(result.memory[key].get<int64_t>()) / (1 << 20), " MiB");
     };
-    log::info("training memory (", config.optimizer, "): weights ", mib("weights"), ", gradients ",
-              mib("grads"), ", optimizer states ", mib("optimizer_states"), ", projectors ",
-              mib("projectors"));
+    log::info("training memory (", config.optimizer, "): weights ", mib("weights"), ", frozen ",
+              mib("frozen"), ", gradients ", mib("grads"), ", optimizer states ", mib("optimizer_states"),
+              ", projectors ", mib("projectors"));
   }
   result.finished = true;
   return result;

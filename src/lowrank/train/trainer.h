@@ -116,8 +116,10 @@ struct TrainResult {
   int64_t step = 0;               // steps done when the call returned
   bool finished = false;          // reached config.steps
   std::vector<StepRecord> steps;  // the steps this call ran
-  // Bytes of weights, gradients, optimizer states and projectors after this call's first update
-  // (Optimizer::memory(); null when the call ran no step).
+  // Bytes of trained weights, frozen tensors (the model's untrained tensors and
+  // TrainTarget::frozen, each storage once), gradients, optimizer states and projectors after this
+  // call's first update, and their total (Optimizer::memory() plus "frozen"; null when the call
+  // ran no step).
   OrderedJson memory;
 };
 

@@ -1,0 +1,65 @@
+// Checks and dispatch of ops/lora_gather; the kernels live in lora_gather_cpu.cpp (portable) and
+// lora_gather_avx2.cpp (AVX2 + FMA, chosen at run time).
+#include "lowrank/ops/lora_gather.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+#include "lowrank/core/error.h"
+#include "lowrank/ops/cpu_features.h"
+
+namespace lowrank::ops {
+
+namespace {
+std::atomic<int64_t> max_tokens{4};
+}  // namespace
+
+int64_t lora_gather_max_tokens() {
+  return max_tokens.load(std::memory_order_relaxed);
+}
+
+void set_lora_gather_max_tokens(int64_t tokens) {
+  LR_CHECK(tokens >= 0, InvalidArgument, "set_lora_gather_max_tokens: tokens = ", tokens, " is negative");
+  max_tokens.store(tokens, std::memory_order_relaxed);
+}
+
+bool lora_gather_avx2_usable() {
+  return detail::cpu_has_avx2_fma();
+}
+
+void lora_gather(std::span<const LoraGatherTask> tasks, LoraGatherKernel kernel) {
+  int64_t max_rank = 0, work = 0;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const LoraGatherTask& t = tasks[i];
+    LR_CHECK(t.x != nullptr && t.y != nullptr && t.a != nullptr && t.b != nullptr, InvalidArgument,
+             "lora_gather: task ", i, " has a null pointer");
+    LR_CHECK(t.tokens > 0 && t.in > 0 && t.out > 0 && t.rank > 0, InvalidArgument, "lora_gather: task ", i,
+             " has tokens = ", t.tokens, ", in = ", t.in, ", out = ", t.out, ", rank = ", t.rank,
+             " (all must be positive)");
+    max_rank = std::max(max_rank, t.rank);
+    work += t.tokens * t.rank * (t.in + t.out);
+  }
+  if (tasks.empty()) return;
+  const bool usable = lora_gather_avx2_usable();
+  LR_CHECK(kernel != LoraGatherKernel::kAvx2 || usable, Unsupported,
+           "lora_gather: the AVX2 kernel is not available (a build or a CPU without AVX2/FMA)");
+  const bool avx2 = kernel == LoraGatherKernel::kAvx2 || (kernel == LoraGatherKernel::kAuto && usable);
+  // Chunks of at least ~64 K multiply-adds (a few microseconds), so that a small batch stays on one
+  // thread rather than paying for waking the others.
+  const int64_t per_task = std::max<int64_t>(1, work / static_cast<int64_t>(tasks.size()));
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / per_task);
+  at::parallel_for(0, static_cast<int64_t>(tasks.size()), grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> h(static_cast<size_t>(max_rank));
+    for (int64_t i = begin; i < end; ++i) {
+      if (avx2)
+        detail::lora_gather_task_avx2(tasks[static_cast<size_t>(i)], h.data());
+      else
+        detail::lora_gather_task_cpu(tasks[static_cast<size_t>(i)], h.data());
+    }
+  });
+}
+
+}  // namespace lowrank::ops

@@ -1,0 +1,57 @@
+// Gathered LoRA products for rows that each use their own adapter: BGMV (Punica, Chen et al., 2023,
+// arXiv:2310.18547, "batched gather matrix-vector multiplication"; S-LoRA, Sheng et al., 2023,
+// arXiv:2311.03285, §5.2 MBGMV), here on the CPU. For every task t:
+//   y_t[k, :] += s_t · B_t (A_t x_t[k, :])      for k < tokens_t,
+// A_t [rank_t, in] and B_t [out, rank_t] row-major float32, each task at its own rank (nothing is
+// padded to a common one). A decode step of a mixed-adapter batch is one task per (row, slot):
+// where the segment form (one GEMM pair per adapter, linear_slot.cpp) pays two library calls per
+// adapter per slot, a few microseconds each whatever the size, this is one parallel loop over all
+// rows. The scale multiplies the rank-sized intermediate A x rather than the output, so results
+// equal at::addmm(y, x Aᵀ, Bᵀ, 1, s) up to float rounding.
+//
+// No ATen include: the AVX2 twin (lora_gather_avx2.cpp) is compiled without the precompiled header.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace lowrank::ops {
+
+struct LoraGatherTask {
+  const float* x = nullptr;  // [tokens, in], rows `in` apart
+  float* y = nullptr;        // [tokens, out], rows `out` apart; updated in place
+  const float* a = nullptr;  // [rank, in]
+  const float* b = nullptr;  // [out, rank]
+  int64_t tokens = 1, in = 0, out = 0, rank = 0;
+  float scale = 1;
+};
+
+enum class LoraGatherKernel {
+  kAuto,      // AVX2 + FMA when the CPU has them, else portable
+  kPortable,  // plain loops (lora_gather_cpu.cpp)
+  kAvx2,      // lora_gather_avx2.cpp; Unsupported when the build or the CPU lacks it
+};
+
+// Runs every task, in parallel over tasks (at::parallel_for; tasks must write disjoint y). Throws
+// InvalidArgument for a task with a null pointer or a non-positive size, Unsupported when kAvx2 is
+// forced and not available.
+void lora_gather(std::span<const LoraGatherTask> tasks, LoraGatherKernel kernel = LoraGatherKernel::kAuto);
+
+// Segments of a routed forward (nn::LinearSlot with an AdapterRouting, no gradient) of at most this
+// many tokens take lora_gather rather than a GEMM pair per adapter. Process-wide, default 4 (the
+// GEMM pair's two library calls cost more below it, measured in bench/serve.cpp's step table);
+// 0 turns the gathered path off, which the benchmarks use as their baseline. Throws
+// InvalidArgument for a negative value.
+int64_t lora_gather_max_tokens();
+void set_lora_gather_max_tokens(int64_t tokens);
+
+// Whether kAvx2 is available here.
+bool lora_gather_avx2_usable();
+
+namespace detail {
+// One task each; `h` is scratch of at least task.rank floats.
+void lora_gather_task_cpu(const LoraGatherTask& task, float* h);
+void lora_gather_task_avx2(const LoraGatherTask& task, float* h);
+}  // namespace detail
+
+}  // namespace lowrank::ops
