@@ -206,6 +206,54 @@ TEST(Engine, TextStreamsAndStopStringsFollowOpenAI) {
   EXPECT_EQ(cut, text.substr(0, text.find(stop)));
 }
 
+// Text is decoded incrementally (each token decodes only the tokens since the last whole
+// character): the deltas of sampled requests, whose random tokens split multi-byte characters and
+// form invalid sequences, still add up to the decode of all their tokens, and no delta ends in
+// an incomplete character (U+FFFD) unless the request ends there.
+TEST(Engine, IncrementalTextEqualsTheWholeDecode) {
+  testing::TempDir dir;
+  const auto model_dir = testing::tiny_hf_model(dir.path());
+  auto model = std::make_shared<nn::Model>(nn::Model::load(model_dir));
+  auto tokenizer =
+      std::make_shared<const data::Tokenizer>(data::Tokenizer::load(model_dir / "tokenizer.json"));
+  EngineConfig config;
+  config.num_pages = 64;
+  Engine engine(model, tokenizer, {}, config);
+  const std::vector<int32_t> ids32 = tokenizer->encode("naïve café — ünïcödé");
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    GenerationRequest r;
+    r.prompt.assign(ids32.begin(), ids32.end());
+    r.sampling.max_new_tokens = 40;
+    r.sampling.temperature = 1.5;
+    r.sampling.seed = seed;
+    r.sampling.ignore_eos = true;
+    streams.push_back(engine.submit(r).stream);
+  }
+  engine.run_until_idle();
+  const std::string replacement = "\xEF\xBF\xBD";
+  int multibyte = 0;
+  for (const auto& stream : streams) {
+    std::string text;
+    std::vector<int64_t> tokens;
+    StreamEvent event;
+    while (stream->next(event, std::chrono::milliseconds(0))) {
+      if (event.kind == StreamEvent::Kind::kFinish) {
+        text += event.text;
+        break;
+      }
+      tokens.push_back(event.token);
+      EXPECT_FALSE(event.text.ends_with(replacement)) << "a delta ends in an incomplete character";
+      text += event.text;
+    }
+    ASSERT_EQ(event.kind, StreamEvent::Kind::kFinish);
+    const std::vector<int32_t> t32(tokens.begin(), tokens.end());
+    EXPECT_EQ(text, tokenizer->decode(t32, true));
+    for (unsigned char c : text) multibyte += c >= 0x80;
+  }
+  EXPECT_GT(multibyte, 0);  // the check saw bytes beyond ASCII
+}
+
 TEST(Engine, BackgroundThreadServesConcurrentRequests) {
   auto engine = make_engine();
   engine->start();

@@ -230,8 +230,12 @@ struct Engine::Live {
   at::Generator generator;
   std::vector<int64_t> seen;  // prompt, then generated tokens
   std::vector<int32_t> generated;
-  std::string text;      // the generated text decoded so far (up to a stop string)
-  size_t released = 0;   // bytes of `text` sent
+  std::string text;     // the generated text decoded so far (up to a stop string)
+  size_t released = 0;  // bytes of `text` sent
+  // Incremental decoding: generated[prefix_offset, read_offset) is the context whose text already
+  // ends `text`; `pending` is the text after it that ends in an incomplete character (U+FFFD).
+  size_t prefix_offset = 0, read_offset = 0;
+  std::string pending;
   bool stopped = false;  // a stop string was found: `text` is final
   Clock::time_point submitted;
   bool first_token = false;
@@ -451,7 +455,8 @@ void Engine::deliver_finished() {
     event.message = f.message;
     event.prompt_tokens = static_cast<int64_t>(live.request.prompt.size());
     event.completion_tokens = static_cast<int64_t>(live.generated.size());
-    event.text = live.text.substr(live.released);  // whatever was held back
+    // Whatever was held back, with an incomplete last character as U+FFFD (as decode gives it).
+    event.text = live.text.substr(live.released) + (live.stopped ? std::string() : live.pending);
     live.stream->push(std::move(event));
     lives_.erase(it);
   }
@@ -589,16 +594,38 @@ FinishReason Engine::accept_token(Live& live, int64_t token) {
   StreamEvent event;
   event.token = token;
   if (tokenizer_ && !live.stopped) {
-    live.text = tokenizer_->decode(live.generated, /*skip_special_tokens=*/true);
+    // Incremental decoding (as vLLM's detokenize_incrementally), so that a token costs the same
+    // however long the text is: decode the context tokens and the tokens after them, and append
+    // what the latter add. The offsets advance only past text that ends in a whole character and
+    // is not empty, so the context starts on a character boundary and decoding it alone gives the
+    // text it has within the whole (the decoders are per-token byte or word concatenations).
+    const size_t searched = live.text.size();
+    const std::span<const int32_t> ids(live.generated);
+    const std::string context = tokenizer_->decode(
+        ids.subspan(live.prefix_offset, live.read_offset - live.prefix_offset), /*skip_special_tokens=*/true);
+    std::string window = tokenizer_->decode(ids.subspan(live.prefix_offset), /*skip_special_tokens=*/true);
+    LR_CHECK(window.starts_with(context), Corruption, "incremental decoding: the text of tokens [",
+             live.prefix_offset, ", ", live.read_offset, ") is not a prefix of the text of tokens [",
+             live.prefix_offset, ", ", ids.size(), ")");
+    std::string added = window.substr(context.size());
+    if (replacement_tail(added) > 0 && !stop_token) {
+      live.pending = std::move(added);
+    } else if (!added.empty()) {
+      live.text += added;
+      live.pending.clear();
+      live.prefix_offset = live.read_offset;
+      live.read_offset = ids.size();
+    }
     size_t end = live.text.size();
     size_t found = std::string::npos;
-    for (const std::string& stop : s.stop) found = std::min(found, live.text.find(stop));
+    for (const std::string& stop : s.stop)  // a new match ends in the appended text
+      found = std::min(found, live.text.find(stop, searched >= stop.size() ? searched - stop.size() + 1 : 0));
     if (found != std::string::npos) {
       live.text.resize(found);  // OpenAI: the stop string is not part of the text
       live.stopped = true;
       end = found;
     } else if (!stop_token) {
-      end -= std::max(stop_prefix_suffix(live.text, s.stop), replacement_tail(live.text));
+      end -= stop_prefix_suffix(live.text, s.stop);
     }
     if (end > live.released) {
       event.text = live.text.substr(live.released, end - live.released);
