@@ -120,6 +120,17 @@ TEST(LoraTest, PissaStartsAtTheBaseWithThePrincipalTripletsAndSavesAsA2rLora) {
   AttachedAdapter loaded = load_adapter(fresh, dir.path());
   EXPECT_EQ(loaded.config.method, "lora");
   EXPECT_LE(max_abs_diff(logits_of(fresh, ids), adapted), 1e-5);
+  // In two halves: reading leaves the model as it was; attaching gives what load_adapter gives,
+  // once only.
+  nn::Model halves = tiny();
+  AttachedAdapter read = read_adapter(halves, dir.path(), "r");
+  EXPECT_FALSE(read.layers.empty());
+  for (const nn::LinearSlot* s : halves.slots()) EXPECT_FALSE(s->has_adapters()) << s->name();
+  EXPECT_LE(max_abs_diff(logits_of(halves, ids), base_logits), 1e-5);
+  attach_adapter(halves, read);
+  EXPECT_LE(max_abs_diff(logits_of(halves, ids), adapted), 1e-5);
+  EXPECT_NE(testing::error_of([&] { attach_adapter(halves, read); }).find("already attached"),
+            std::string::npos);
 }
 
 TEST(LoraTest, CreateIsAllOrNothing) {

@@ -46,8 +46,9 @@ LayerSpec layer_spec(const nn::Model& model, const AdapterConfig& config, const 
   return spec;
 }
 
-// Attaches prepared layers, all or nothing.
-void attach(nn::Model& model, AttachedAdapter& adapter) {
+}  // namespace
+
+void attach_adapter(nn::Model& model, AttachedAdapter& adapter) {
   for (const auto& [module, layer] : adapter.layers)
     LR_CHECK(model.slot(module).adapter(adapter.name) == nullptr, InvalidArgument, "adapter \"", adapter.name,
              "\" is already attached to ", module);
@@ -55,6 +56,8 @@ void attach(nn::Model& model, AttachedAdapter& adapter) {
     adapter.original_bases.emplace_back(module, model.slot(module).replace_base(op));
   for (const auto& [module, layer] : adapter.layers) model.slot(module).add_adapter(adapter.name, layer);
 }
+
+namespace {
 
 void check_targets_exist(const nn::Model& model, const AdapterConfig& config, std::string_view what) {
   bool any = false;
@@ -119,7 +122,7 @@ AttachedAdapter create_adapter(nn::Model& model, std::string name, AdapterConfig
     layer->set_dropout(out.config.lora_dropout);
     out.layers.emplace_back(slot->name(), std::move(layer));
   }
-  attach(model, out);
+  attach_adapter(model, out);
   return out;
 }
 
@@ -149,7 +152,7 @@ std::map<std::string, at::Tensor> slot_gradients(nn::Model& model, const Adapter
   return out;
 }
 
-AttachedAdapter load_adapter(nn::Model& model, const fs::path& dir, std::string name) {
+AttachedAdapter read_adapter(const nn::Model& model, const fs::path& dir, std::string name) {
   const fs::path config_path = dir / kConfigFile;
   LR_CHECK(fs::is_regular_file(config_path), NotFound, "adapter directory ", dir.string(), " has no ",
            kConfigFile);
@@ -214,7 +217,10 @@ AttachedAdapter load_adapter(nn::Model& model, const fs::path& dir, std::string 
     out.layers.emplace_back(slot->name(), std::move(layer));
   }
   for (auto& [module, tensors] : saved_modules) {
-    const nn::LinearSlot& slot = model.slot(module);
+    const nn::LinearSlot* slot_ptr = nullptr;
+    for (const nn::LinearSlot* s : model.slots())
+      if (s->name() == module) slot_ptr = s;
+    const nn::LinearSlot& slot = *slot_ptr;  // a key of saved_modules is one of slot_names
     auto w = tensors.find("weight");
     LR_CHECK(w != tensors.end(), InvalidArgument, what, ": modules_to_save module ", module,
              " has no weight");
@@ -226,7 +232,12 @@ AttachedAdapter load_adapter(nn::Model& model, const fs::path& dir, std::string 
     out.saved_modules.emplace_back(
         module, std::make_shared<nn::DenseOperator>(w->second.to(model.device(), model.dtype()), bias));
   }
-  attach(model, out);
+  return out;
+}
+
+AttachedAdapter load_adapter(nn::Model& model, const fs::path& dir, std::string name) {
+  AttachedAdapter out = read_adapter(model, dir, std::move(name));
+  attach_adapter(model, out);
   return out;
 }
 

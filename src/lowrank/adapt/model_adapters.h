@@ -67,6 +67,15 @@ std::map<std::string, at::Tensor> slot_gradients(nn::Model& model, const Adapter
 // module. Throws NotFound, InvalidArgument, Unsupported, Corruption.
 AttachedAdapter load_adapter(nn::Model& model, const std::filesystem::path& dir, std::string name = {});
 
+// load_adapter in two halves. read_adapter reads and checks the directory and builds the layers
+// against `model`'s slots without attaching them: it only reads the model (slot names, shapes,
+// dtype), so it may run while another thread runs forward passes (the serving engine loads so,
+// and holds its model lock only for attach_adapter). attach_adapter attaches prepared layers (and
+// saved modules), all or nothing: it throws InvalidArgument, changing nothing, when the name is
+// already attached to one of the slots.
+AttachedAdapter read_adapter(const nn::Model& model, const std::filesystem::path& dir, std::string name = {});
+void attach_adapter(nn::Model& model, AttachedAdapter& adapter);
+
 // Parses "DIR" or "DIR:WEIGHT" (the CLI's --adapter form); loads each, sets its weight, and
 // returns them. Adapter names are the directory names, made unique with a suffix.
 std::vector<AttachedAdapter> load_adapters(nn::Model& model, const std::vector<std::string>& specs);

@@ -317,7 +317,21 @@ int64_t adapter_rank(const adapt::AdapterConfig& config) {
 }  // namespace
 
 AdapterInfo Engine::load_adapter(const std::string& name, const std::filesystem::path& dir) {
-  return attach_adapter(name, dir, [&](nn::Model& model) { return adapt::load_adapter(model, dir, name); });
+  LR_CHECK(!name.empty(), InvalidArgument, "an adapter name must not be empty (empty means the base model)");
+  {
+    std::lock_guard lock(mutex_);
+    LR_CHECK(!attached_.contains(name), InvalidArgument, "adapter '", name, "' is already loaded");
+  }
+  // The files are read and the layers built while steps go on (read_adapter only reads the
+  // model); the model lock is held only to attach them. Saved modules would replace bases, which
+  // concurrent reads of the slots must never see: they are refused first.
+  adapt::AttachedAdapter prepared = adapt::read_adapter(*model_, dir, name);
+  LR_CHECK(prepared.saved_modules.empty(), Unsupported, "adapter '", name,
+           "' replaces whole modules (modules_to_save), which a batch mixing adapters cannot serve");
+  return attach_adapter(name, dir, [&](nn::Model& model) {
+    adapt::attach_adapter(model, prepared);
+    return std::move(prepared);
+  });
 }
 
 AdapterInfo Engine::create_adapter(const std::string& name, const adapt::AdapterConfig& config,

@@ -160,7 +160,8 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
   ~Engine();  // shutdown(false)
 
-  // Loads a PEFT adapter directory into host memory under `name` and registers it. Throws
+  // Loads a PEFT adapter directory into host memory under `name` and registers it. The files are
+  // read and the layers built while steps go on; only attaching them pauses the steps. Throws
   // InvalidArgument for a taken name or an adapter kind that cannot be batched per row, and what
   // adapt::load_adapter throws (NotFound, Corruption, ...). The model is untouched on error.
   AdapterInfo load_adapter(const std::string& name, const std::filesystem::path& dir);
