@@ -28,6 +28,7 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--out", *out, "Output directory (tokenizer/, dataset/, run/, model/, pretrain.json)")
       ->required();
   cmd->add_option("--steps", o->steps, "Optimizer steps (default: the preset's)");
+  cmd->add_option("--lr", o->lr, "Peak learning rate (default: the preset's; the cosine decays to lr/10)");
   cmd->add_flag("--resume", o->resume, "Continue from the newest checkpoint in OUT/run");
   cmd->add_option("--seed", o->seed, "Seed of the initialisation, split and window sampler")
       ->capture_default_str();
@@ -42,8 +43,8 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
   // A low-rank weight parameterisation of the attention/MLP projections (`lowrank methods`).
   auto param_options_text = std::make_shared<std::string>();
   cmd->add_option("--parameterization", o->parameterization,
-                  "Train the attention/MLP weights through a low-rank parameterisation: lowrank, sltrain or "
-                  "relora (the exported model is dense)");
+                  "Train the attention/MLP weights through a low-rank parameterisation: lowrank, sltrain, "
+                  "relora, sst, trp or maestro (the exported model is dense)");
   cmd->add_option("--parameterization-options", *param_options_text,
                   "The parameterisation's options as a JSON object, e.g. '{\"rank\": 32, \"alpha\": 16, "
                   "\"density\": 0.03}' (--rank sets its rank when the optimizer is adamw)");

@@ -200,5 +200,26 @@ TEST(PretrainCliTest, LowRankOptimizerRunsAndBadOptimizerArgumentsFailEarly) {
   EXPECT_NE(r.out.find("--optimizer"), std::string::npos) << r.out;
 }
 
+// --lr replaces the preset's peak learning rate (the cosine ends at a tenth of it): the logged
+// learning rates are the schedule's for that peak. A negative one is refused before any stage.
+TEST(PretrainCliTest, LearningRateFlagSetsThePeak) {
+  testing::TempDir dir;
+  const fs::path corpus = testing::write_word_corpus(dir / "corpus.txt", kParagraphs);
+  auto r = run_command(shell(with(pretrain_args(corpus, 4, dir / "lr"), {"--lr", "0.02"})));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const Json summary = read_json_file(dir / "lr/pretrain.json");
+  EXPECT_DOUBLE_EQ(summary["trainer"]["lr"].get<double>(), 0.02);
+  EXPECT_DOUBLE_EQ(summary["trainer"]["min_lr"].get<double>(), 0.002);
+  const auto metrics = testing::read_jsonl(dir / "lr/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 4u);
+  double peak = 0;
+  for (const Json& m : metrics) peak = std::max(peak, m["lr"].get<double>());
+  EXPECT_DOUBLE_EQ(peak, 0.02);  // warmup reaches the peak within the 4 steps
+  r = run_command(shell(with(pretrain_args(corpus, 4, dir / "negative"), {"--lr", "-1"})));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("--lr"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "negative"));
+}
+
 }  // namespace
 }  // namespace lowrank::train

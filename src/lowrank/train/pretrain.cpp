@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <tuple>
 
@@ -50,6 +51,7 @@ OrderedJson args_json(const PretrainOptions& o, const TrainerConfig& c) {
                 {"optimizer_options", o.optimizer_options}};
   // Only when set, so that the cache key of dense runs stays as before.
   if (o.per_layer_updates) j["per_layer_updates"] = true;
+  if (o.lr > 0) j["lr"] = c.lr;
   if (!o.parameterization.empty()) {
     j["parameterization"] = o.parameterization;
     j["parameterization_options"] = o.parameterization_options;
@@ -135,6 +137,11 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   const PretrainPreset preset = pretrain_preset(o.preset);
   TrainerConfig tc = preset.trainer;
   if (o.steps > 0) tc.steps = o.steps;
+  LR_CHECK(o.lr >= 0 && std::isfinite(o.lr), InvalidArgument, "--lr must be positive, got ", o.lr);
+  if (o.lr > 0) {
+    tc.lr = o.lr;
+    tc.min_lr = o.lr / 10;
+  }
   if (o.checkpoint_every > 0) tc.checkpoint_every = o.checkpoint_every;
   tc.warmup_steps = std::min(tc.warmup_steps, std::max<int64_t>(1, tc.steps / 10));
   tc.seed = o.seed;

@@ -43,6 +43,7 @@ struct PretrainOptions {
   std::string corpus = "bible";  // a named corpus (data/corpus.h) or a path
   std::filesystem::path out;
   int64_t steps = 0;  // 0: the preset's
+  double lr = 0;      // peak learning rate; 0: the preset's (the cosine ends at lr / 10 either way)
   bool resume = false;
   uint64_t seed = 0;
   int64_t stop_after = 0;        // stop after this step without a checkpoint (testing)
@@ -53,8 +54,8 @@ struct PretrainOptions {
   Json optimizer_options = Json::object();
   // TrainerConfig::per_layer_updates (gradient clipping then off).
   bool per_layer_updates = false;
-  // A low-rank weight parameterisation (parameterization.h: lowrank, sltrain, relora) and its
-  // options; empty: dense. The exported model is dense either way (densify()).
+  // A low-rank weight parameterisation (parameterization.h: lowrank, sltrain, relora, sst, trp, maestro) and
+  // its options; empty: dense. The exported model is dense either way (densify()).
   std::string parameterization;
   Json parameterization_options = Json::object();
 };
