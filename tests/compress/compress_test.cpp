@@ -16,6 +16,7 @@
 #include "lowrank/core/file.h"
 #include "lowrank/linalg/whiten.h"
 #include "lowrank/nn/model.h"
+#include "lowrank/nn/shared_input.h"
 #include "tests/testing.h"
 
 namespace lowrank::compress {
@@ -360,6 +361,51 @@ TEST(CompressModelTest, EveryKindRoundTripsThroughTheDirectoryAndTheDenseExport)
     c10::InferenceMode g;
     EXPECT_LT(max_abs_diff(loaded.forward(ids), logits), 1e-5);
     EXPECT_LT(max_abs_diff(exported.forward(ids), logits), 1e-4);
+  }
+}
+
+// SVDQuant's shared branch: q, k and v (gate and up) hold one λ and one L2, in memory after
+// compression and again after a save and load (each slot stores its own copy; the loader shares
+// equal ones), so that within one shared-input forward x̂ L2ᵀ is computed once (one cache entry for
+// the three slots) and the outputs are those of each slot alone.
+TEST(CompressModelTest, SvdQuantSharedBranchIsComputedOncePerInput) {
+  testing::TempDir dir;
+  nn::Model model = small_model(3);
+  model.save(dir / "dense");
+  CompressOptions o = method("svdquant");
+  o.rank = 8;
+  CalibrationOptions co;
+  co.samples = 4;
+  co.seq_len = 16;
+  co.progress = false;
+  const CalibrationStatistics stats = calibrate(model, token_stream(400), co);
+  compress_model(model, o, &stats);
+  save_compressed_model(model, dir / "compressed", dir / "dense", at::kFloat);
+  nn::Model loaded = load_model(dir / "compressed");
+  const std::string layer = "model.layers.0.";
+  for (nn::Model* m : {&model, &loaded}) {
+    std::vector<const nn::LinearSlot*> qkv;
+    for (const char* name : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"})
+      qkv.push_back(&m->slot(layer + name));
+    auto down = [](const nn::LinearSlot* s) {
+      for (const auto& [n, t] : s->base().tensors())
+        if (n == "lora_down") return t.const_data_ptr();
+      return static_cast<const void*>(nullptr);
+    };
+    ASSERT_NE(down(qkv[0]), nullptr);
+    EXPECT_EQ(down(qkv[0]), down(qkv[1]));
+    EXPECT_EQ(down(qkv[0]), down(qkv[2]));
+    const at::Tensor x = randn({2, 5, qkv[0]->in_features()}, 9);
+    c10::InferenceMode g;
+    std::vector<at::Tensor> alone;
+    for (const nn::LinearSlot* s : qkv) alone.push_back(s->base().forward(x));
+    nn::SharedInputScope scope(x);
+    for (size_t i = 0; i < qkv.size(); ++i) EXPECT_TRUE(at::equal(qkv[i]->base().forward(x), alone[i]));
+    EXPECT_EQ(scope.size(), 1u);  // one x̂ L2ᵀ for the three slots
+    // Another tensor, even an equal one, is not the scope's input: nothing is shared with it.
+    const at::Tensor copy = x.clone();
+    EXPECT_TRUE(at::equal(qkv[0]->base().forward(copy), alone[0]));
+    EXPECT_EQ(scope.size(), 1u);
   }
 }
 

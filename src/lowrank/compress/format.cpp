@@ -2,6 +2,8 @@
 #include "lowrank/compress/format.h"
 
 #include <map>
+#include <memory>
+#include <vector>
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
@@ -93,14 +95,28 @@ nn::Model load_model(const fs::path& dir, const nn::LoadOptions& options) {
 
   nn::LoadOptions o = options;
   auto seen = std::make_shared<std::size_t>(0);
-  o.operator_loader = [slots, seen, dtype = options.dtype, device = options.device](
+  // The last SVDQuant operators read: a shared branch (q, k, v; gate, up, loaded one after the
+  // other) stores λ and L2 once per slot, and sharing them again lets forward compute x̂ L2ᵀ once.
+  auto recent = std::make_shared<std::vector<std::shared_ptr<SvdQuantOperator>>>();
+  o.operator_loader = [slots, seen, recent, dtype = options.dtype, device = options.device](
                           const std::string& slot, int64_t, int64_t, bool bias,
                           const nn::StoredTensorReader& read) -> std::shared_ptr<nn::BaseOperator> {
     auto it = slots->find(slot);
     if (it == slots->end()) return nullptr;
     ++*seen;
     auto relative = [&](const std::string& name) { return read(slot + "." + name); };
-    return load_operator(it->second, slot, bias, relative, dtype, device);
+    std::shared_ptr<StoredOperator> op = load_operator(it->second, slot, bias, relative, dtype, device);
+    if (auto svdquant = std::dynamic_pointer_cast<SvdQuantOperator>(op)) {
+      for (const auto& earlier : *recent)
+        if (auto shared = svdquant->sharing_branch_input(*earlier)) {
+          svdquant = std::move(shared);
+          break;
+        }
+      recent->insert(recent->begin(), svdquant);
+      if (recent->size() > 2) recent->pop_back();
+      return svdquant;
+    }
+    return op;
   };
   nn::Model model = nn::Model::load(dir, o);
   LR_CHECK(*seen == slots->size(), Corruption, config_path.string(), ": ", slots->size() - *seen,

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "lowrank/core/error.h"
+#include "lowrank/nn/shared_input.h"
 
 namespace lowrank::compress {
 
@@ -111,10 +112,31 @@ SvdQuantOperator::SvdQuantOperator(at::Tensor smooth, at::Tensor lora_up, at::Te
 }
 
 at::Tensor SvdQuantOperator::forward(const at::Tensor& x) const {
-  const at::Tensor xs = x * inv_smooth_;
-  // x̂ L2ᵀ is read once for the branch; the residual GEMM writes the output the branch adds to.
+  // x̂ = x/λ and x̂ L2ᵀ depend only on x, λ and L2: slots of a shared branch (q, k, v; gate, up),
+  // whose λ and L2 are one tensor each, compute them once per input (nn/shared_input.h).
+  nn::SharedInputScope* scope = nn::SharedInputScope::for_input(x);
+  const nn::SharedInputScope::Key key{smooth_.const_data_ptr(), lora_down_.const_data_ptr()};
+  at::Tensor xs, h;
+  const std::vector<at::Tensor>* shared = scope ? scope->find(key) : nullptr;
+  if (shared != nullptr && (*shared)[1].size(-1) == rank()) {
+    xs = (*shared)[0];
+    h = (*shared)[1];
+  } else {
+    xs = x * inv_smooth_;
+    h = at::linear(xs, lora_down_);
+    if (scope) scope->put(key, {xs, h});
+  }
+  // The residual GEMM writes the output the branch adds to.
   at::Tensor y = ops::group_quant_linear(xs, residual_, bias_);
-  return add_into(std::move(y), at::linear(at::linear(xs, lora_down_), lora_up_));
+  return add_into(std::move(y), at::linear(h, lora_up_));
+}
+
+std::shared_ptr<SvdQuantOperator> SvdQuantOperator::sharing_branch_input(
+    const SvdQuantOperator& other) const {
+  if (!smooth_.equal(other.smooth_) || lora_down_.sizes() != other.lora_down_.sizes() ||
+      !lora_down_.equal(other.lora_down_))
+    return nullptr;
+  return std::make_shared<SvdQuantOperator>(other.smooth_, lora_up_, other.lora_down_, residual_, bias_);
 }
 
 nn::NamedTensors SvdQuantOperator::tensors() const {

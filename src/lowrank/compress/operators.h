@@ -90,6 +90,10 @@ class SvdQuantOperator final : public StoredOperator {
   at::Tensor dense_weight() const override;
   at::Tensor bias() const override { return bias_; }
   OrderedJson describe() const override;
+  // This operator with `other`'s λ and L2 tensors when they are equal to its own (a shared
+  // branch read back from a file, where each slot stores its own copy), so that forward computes
+  // x̂ L2ᵀ once for both; null when they differ.
+  std::shared_ptr<SvdQuantOperator> sharing_branch_input(const SvdQuantOperator& other) const;
 
  private:
   at::Tensor smooth_, inv_smooth_, lora_up_, lora_down_;

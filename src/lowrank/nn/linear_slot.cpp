@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 
 #include "lowrank/core/error.h"
+#include "lowrank/nn/shared_input.h"
 #include "lowrank/ops/lora_gather.h"
 
 namespace lowrank::nn {
@@ -109,7 +110,12 @@ at::Tensor LinearSlot::forward(const at::Tensor& x, const AdapterRouting* routin
 std::vector<at::Tensor> LinearSlot::forward_shared_input(std::span<const LinearSlot* const> slots,
                                                          const at::Tensor& x, const AdapterRouting* routing) {
   std::vector<at::Tensor> ys;
-  for (const LinearSlot* slot : slots) ys.push_back(slot->base_->forward(x));
+  {
+    // Base operators that share work derived from x alone (SVDQuant's x̂·L₂ᵀ) do it once.
+    std::optional<SharedInputScope> scope;
+    if (slots.size() > 1) scope.emplace(x);
+    for (const LinearSlot* slot : slots) ys.push_back(slot->base_->forward(x));
+  }
   if (routing == nullptr) {
     // Adapters that are plain scaled products s·B·A share one pair of GEMMs per slot (and the
     // first one with the other slots); every other adapter adds its own delta first, while the
