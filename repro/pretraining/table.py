@@ -41,11 +41,11 @@ base = min(adamw_runs, key=lambda r: r["ppl"]) if adamw_runs else None
 lines = ["| method | lr | val ppl (95% CI) | / best AdamW | opt. states + proj. (KiB) | / AdamW | total training state (KiB) | / AdamW | tokens/s | / AdamW | paper's claim | holds here |",
          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
 kib = lambda b: f"{b / 1024:,.0f}"
+rel = lambda a, b: f"{a / b:.2f}" if base and b else "–"
 for r in rows:
     ci = r["ci95"]
     ci_text = f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
     state = r["optimizer_states"] + r["projectors"]
-    rel = lambda a, b: f"{a / b:.2f}" if base and b else "–"
     claim, check = claims.get(r["method"], ("(baseline)", None))
     ratio = r["ppl"] / base["ppl"] if base else None
     holds = "–" if check is None or ratio is None else ("yes" if check(ratio) else "no")

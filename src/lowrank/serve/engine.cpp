@@ -314,20 +314,27 @@ int64_t adapter_rank(const adapt::AdapterConfig& config) {
   return r;
 }
 
+// Adapters whose modules_to_save replace whole modules cannot share a batch with others.
+void check_batchable(const adapt::AttachedAdapter& adapter) {
+  LR_CHECK(adapter.saved_modules.empty(), Unsupported, "adapter '", adapter.name,
+           "' replaces whole modules (modules_to_save), which a batch mixing adapters cannot serve");
+}
+
 }  // namespace
 
-AdapterInfo Engine::load_adapter(const std::string& name, const std::filesystem::path& dir) {
+void Engine::check_name_free(const std::string& name) const {
   LR_CHECK(!name.empty(), InvalidArgument, "an adapter name must not be empty (empty means the base model)");
-  {
-    std::lock_guard lock(mutex_);
-    LR_CHECK(!attached_.contains(name), InvalidArgument, "adapter '", name, "' is already loaded");
-  }
+  std::lock_guard lock(mutex_);
+  LR_CHECK(!attached_.contains(name), InvalidArgument, "adapter '", name, "' is already loaded");
+}
+
+AdapterInfo Engine::load_adapter(const std::string& name, const std::filesystem::path& dir) {
+  check_name_free(name);
   // The files are read and the layers built while steps go on (read_adapter only reads the
   // model); the model lock is held only to attach them. Saved modules would replace bases, which
   // concurrent reads of the slots must never see: they are refused first.
   adapt::AttachedAdapter prepared = adapt::read_adapter(*model_, dir, name);
-  LR_CHECK(prepared.saved_modules.empty(), Unsupported, "adapter '", name,
-           "' replaces whole modules (modules_to_save), which a batch mixing adapters cannot serve");
+  check_batchable(prepared);
   return attach_adapter(name, dir, [&](nn::Model& model) {
     adapt::attach_adapter(model, prepared);
     return std::move(prepared);
@@ -342,16 +349,11 @@ AdapterInfo Engine::create_adapter(const std::string& name, const adapt::Adapter
 
 AdapterInfo Engine::attach_adapter(const std::string& name, const std::filesystem::path& dir,
                                    const std::function<adapt::AttachedAdapter(nn::Model&)>& attach) {
-  LR_CHECK(!name.empty(), InvalidArgument, "an adapter name must not be empty (empty means the base model)");
   std::lock_guard model_lock(model_mutex_);  // no step runs while slots change
-  {
-    std::lock_guard lock(mutex_);
-    LR_CHECK(!attached_.contains(name), InvalidArgument, "adapter '", name, "' is already loaded");
-  }
+  check_name_free(name);
   adapt::AttachedAdapter attached = attach(*model_);
   try {
-    LR_CHECK(attached.saved_modules.empty(), Unsupported, "adapter '", name,
-             "' replaces whole modules (modules_to_save), which a batch mixing adapters cannot serve");
+    check_batchable(attached);
     AdapterInfo info{.name = name, .dir = dir, .rank = adapter_rank(attached.config)};
     const int64_t pages = adapter_pool_pages(attached, model_->config().kv_size(), config_.page_tokens);
     std::lock_guard lock(mutex_);

@@ -204,6 +204,8 @@ class Engine {
   struct PagedKV;
   AdapterInfo attach_adapter(const std::string& name, const std::filesystem::path& dir,
                              const std::function<adapt::AttachedAdapter(nn::Model&)>& attach);
+  // Throws InvalidArgument for an empty name or one already loaded.
+  void check_name_free(const std::string& name) const;
   void run_plan(const StepPlan& plan, std::vector<StepResult>& results);
   // Records a sampled token: text delta, stop checks; kStop when it ends the request.
   FinishReason accept_token(Live& live, int64_t token);
