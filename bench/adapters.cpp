@@ -32,7 +32,7 @@
 #include "lowrank/core/process.h"
 #include "lowrank/core/threads.h"
 #include "lowrank/nn/model.h"
-#include "lowrank/train/adamw.h"
+#include "lowrank/optim/adamw.h"
 #include "lowrank/train/trainer.h"
 #include "timing.h"
 
@@ -114,13 +114,13 @@ int main(int argc, char** argv) {
   // a second copy of the model (every tensor).
   std::vector<std::pair<std::string, at::Tensor>> params = lora.parameters();
   for (auto& [n, p] : params) p.requires_grad_(true);
-  train::AdamConfig adam;
+  optim::AdamConfig adam;
   adam.weight_decay = 0;
-  train::AdamW opt(params, adam);
+  optim::AdamW opt(params, adam);
   nn::Model full_model = bench_model();
   std::vector<std::pair<std::string, at::Tensor>> all;
   for (auto& [n, t] : full_model.named_tensors()) all.emplace_back(n, t.requires_grad_(true));
-  train::AdamW full(all, adam);
+  optim::AdamW full(all, adam);
   const auto [lora_train, full_train] = bench::paired_median_seconds(
       [&] {
         opt.zero_grad();

@@ -29,7 +29,7 @@
 #include "lowrank/core/threads.h"
 #include "lowrank/nn/generate.h"
 #include "lowrank/nn/model.h"
-#include "lowrank/train/adamw.h"
+#include "lowrank/optim/adamw.h"
 #include "lowrank/train/trainer.h"
 #include "models.h"
 #include "timing.h"
@@ -139,8 +139,8 @@ int main(int argc, char** argv) {
   const at::Tensor windows = at::randint(vocab, {train_batch, seq + 1}, gen, at::kLong);
   std::vector<std::pair<std::string, at::Tensor>> params;
   for (auto& [n, t] : model.named_tensors()) params.emplace_back(n, t.requires_grad_(true));
-  train::AdamConfig adam;
-  train::AdamW optimizer(params, adam);
+  optim::AdamConfig adam;
+  optim::AdamW optimizer(params, adam);
   const double train_step = bench::median_seconds(
       [&] {
         optimizer.zero_grad();

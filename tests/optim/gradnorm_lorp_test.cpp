@@ -27,7 +27,7 @@ using testing_support::clone_params;
 
 // The oracle: one weight's unprojected GradNormLoRP steps, GaLore's ε placement.
 struct Oracle {
-  Oracle(const train::AdamConfig& adam, double alpha, double wd, bool orthogonal, at::Tensor w)
+  Oracle(const AdamConfig& adam, double alpha, double wd, bool orthogonal, at::Tensor w)
       : beta1(adam.beta1),
         beta2(adam.beta2),
         eps(adam.eps),

@@ -1,5 +1,5 @@
 // The low-rank optimizers against the oracles of reference/optimizers.md §9.6: FRUGAL's coordinate
-// projector at full rank (ρ = 1, gap > steps) is train::AdamW bit for bit; GaLore with r = d and
+// projector at full rank (ρ = 1, gap > steps) is AdamW bit for bit; GaLore with r = d and
 // an SGD core is SGD; GaLore's step recomputed by hand from its equations; Fira's residual from
 // its formula and its limiter's bound ‖S_t‖ ≤ 1.01·‖S_{t−1}‖; a state round trip gives identical
 // next steps for every method; every method lowers a tiny least-squares loss; byte accounting,
@@ -10,12 +10,12 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include "lowrank/optim/adamw.h"
 #include "lowrank/optim/fira.h"
 #include "lowrank/optim/frugal.h"
 #include "lowrank/optim/low_rank_adam.h"
 #include "lowrank/optim/methods.h"
 #include "lowrank/optim/projector.h"
-#include "lowrank/train/adamw.h"
 #include "tests/optim/optim_testing.h"
 #include "tests/testing.h"
 
@@ -86,8 +86,8 @@ TEST(FrugalTest, FullRankCoordinateProjectorReproducesAdamWBitForBit) {
     EXPECT_TRUE(mine.is_projected("model.layers.0.mlp.up_proj.weight"));
     EXPECT_FALSE(mine.is_projected("model.embed_tokens.weight"));
     EXPECT_FALSE(mine.is_projected("model.norm.weight"));
-    train::AdamConfig c = mine.config().adam;
-    train::AdamW reference(theirs, c);
+    AdamConfig c = mine.config().adam;
+    AdamW reference(theirs, c);
     const double lr = 1e-2;
     for (int step = 0; step < 6; ++step) {
       for (size_t i = 0; i < ours.size(); ++i) {

@@ -13,6 +13,7 @@
 // refactorisation keeps the product, balances the factors and zeroes every moment.
 #include <cmath>
 #include <filesystem>
+#include <tuple>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
@@ -299,7 +300,7 @@ TEST(LowRankBaTest, RefactorisationKeepsTheProductBalancesTheFactorsAndResetsThe
   TrainTarget& target = applied.target;
   ASSERT_TRUE(target.after_update && target.lr_factor);
   for (auto& [n, p] : target.params) p.requires_grad_(true);
-  AdamW optimizer(target.params, AdamConfig{});
+  optim::AdamW optimizer(target.params, optim::AdamConfig{});
   const TokenStream data = pattern_stream(200);
   WindowSampler sampler(2, data.size, 9);
   for (int64_t step = 0; step < 2; ++step) {
@@ -338,7 +339,7 @@ TEST(ReloraTest, MergeKeepsTheFunctionZeroesBAndPrunesTheMoments) {
   for (const auto& [n, t] : target.params) EXPECT_FALSE(n.ends_with("q_proj.weight")) << n;
   EXPECT_FALSE(target.frozen.empty());
   for (auto& [n, p] : target.params) p.requires_grad_(true);
-  AdamW optimizer(target.params, AdamConfig{});
+  optim::AdamW optimizer(target.params, optim::AdamConfig{});
   const at::Tensor ids = sample_ids(2, 8, 3);
   const TokenStream data = pattern_stream(200);
   WindowSampler sampler(1, data.size, 9);
@@ -386,13 +387,13 @@ TEST(ReloraTest, MergeKeepsTheFunctionZeroesBAndPrunesTheMoments) {
 
 TEST(ReloraTest, MagnitudePruneZeroesTheSmallestEntries) {
   at::Tensor t = at::tensor({0.5, -4.0, 1.0, -0.1, 3.0, 2.0, -0.2, 0.05, 6.0, -7.0});
-  magnitude_prune_(t, 0.5);
+  optim::magnitude_prune_(t, 0.5);
   EXPECT_TRUE(at::equal(t.ne(0), at::tensor({0, 1, 0, 0, 1, 1, 0, 0, 1, 1}).to(at::kBool)));
   at::Tensor u = at::ones({4});
-  magnitude_prune_(u, 1.0);
+  optim::magnitude_prune_(u, 1.0);
   EXPECT_EQ(u.abs().sum().item<double>(), 0.0);
   at::Tensor v = at::ones({4});
-  magnitude_prune_(v, 0.0);
+  optim::magnitude_prune_(v, 0.0);
   EXPECT_EQ(v.sum().item<double>(), 4.0);
 }
 
@@ -455,7 +456,7 @@ TEST(SstTest, AStepChangesOnlyTheSampledVectorsAndReinitKeepsTheProduct) {
   ASSERT_TRUE(target.after_update && target.lr_factor);
   for (const auto& [n, t] : target.params) EXPECT_FALSE(n.ends_with(".sst_u")) << n;
   for (auto& [n, p] : target.params) p.requires_grad_(true);
-  AdamW optimizer(target.params, AdamConfig{});
+  optim::AdamW optimizer(target.params, optim::AdamConfig{});
   const auto& op = dynamic_cast<const SstOperator&>(model.slot("model.layers.1.self_attn.o_proj").base());
   const at::Tensor u0 = op.full_u(), v0 = op.full_v(), sigma0 = op.sigma().clone(),
                    idx0 = op.indices().clone();
@@ -554,25 +555,39 @@ TEST(TrpTest, TruncationKeepsTheEnergyThresholdAndHasRankK) {
   EXPECT_EQ(energy_rank(at::zeros({3}), 0.9), 0);
 }
 
-TEST(TrpTest, HooksSeedTheRegulariserGradientAndPrune) {
+TEST(TrpTest, HooksTruncateAndSeedTheRegulariserEveryMSteps) {
   nn::Model model = tiny_model(7);
   AppliedParameterization applied =
       apply_parameterization(model, "trp", {{"nuclear_weight", 0.5}, {"energy", 0.6}, {"prune_every", 2}}, 1);
   TrainTarget& target = applied.target;
-  ASSERT_TRUE(target.before_step && target.after_update);
+  ASSERT_TRUE(target.before_step);
   const auto& op = dynamic_cast<const TrpOperator&>(model.slot("model.layers.0.mlp.gate_proj").base());
+  // Step 0: W ← its energy truncation (oracle: the SVD of the weight before), grad ← λ·U_k V_kᵀ.
+  at::Tensor before = op.weight().detach().clone();
+  auto [expected, k] = energy_truncate(before, 0.6);
+  ASSERT_LT(k, 16);
   target.before_step(0);
-  EXPECT_LT(testing::max_abs_diff(op.weight().grad(), 0.5 * nuclear_norm_subgradient(op.weight())), 1e-7);
-  AdamW optimizer(target.params, AdamConfig{});
-  const int64_t k = energy_rank(at::linalg_svdvals(op.weight().detach()), 0.6);
-  const at::Tensor before = op.weight().detach().clone();
-  target.after_update(0, optimizer);  // not a pruning step
-  EXPECT_TRUE(at::equal(op.weight(), before));
-  target.after_update(1, optimizer);
-  EXPECT_LT(k, 16);
+  EXPECT_LT(testing::max_abs_diff(op.weight(), expected), 1e-5);
   const at::Tensor s = at::linalg_svdvals(op.weight().detach());
   EXPECT_GT(s[k - 1].item<double>(), 1e-3);
   EXPECT_LT(s.narrow(0, k, 16 - k).max().item<double>(), 1e-5);
+  EXPECT_LT(testing::max_abs_diff(op.weight().grad(), 0.5 * nuclear_norm_subgradient(op.weight().detach())),
+            1e-5);
+  // Step 1 is not a TRP step: neither W nor its (cleared) gradient is touched.
+  op.weight().mutable_grad() = at::Tensor();
+  {
+    at::NoGradGuard no_grad;
+    op.weight().add_(at::randn_like(op.weight()) * 0.1);  // an update that restores full rank
+  }
+  before = op.weight().detach().clone();
+  target.before_step(1);
+  EXPECT_TRUE(at::equal(op.weight(), before));
+  EXPECT_FALSE(op.weight().grad().defined());
+  // Step 2 truncates again, from the updated weight.
+  std::tie(expected, k) = energy_truncate(before, 0.6);
+  target.before_step(2);
+  EXPECT_LT(testing::max_abs_diff(op.weight(), expected), 1e-5);
+  EXPECT_TRUE(op.weight().grad().defined());
 }
 
 // ---- Maestro ----
@@ -606,7 +621,8 @@ TEST(MaestroTest, AStepLeavesTheComponentsBeyondTheCutOffUntouched) {
   TrainTarget& target = applied.target;
   ASSERT_TRUE(target.before_step && target.after_update);
   for (auto& [n, p] : target.params) p.requires_grad_(true);
-  AdamW optimizer(target.params, AdamConfig{});  // weight decay 0.1 and momentum would move them
+  optim::AdamW optimizer(target.params,
+                         optim::AdamConfig{});  // weight decay 0.1 and momentum would move them
   const TokenStream data = pattern_stream(200);
   WindowSampler sampler(3, data.size, 9);
   int64_t cut = 0;

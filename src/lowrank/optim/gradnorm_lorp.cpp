@@ -23,11 +23,11 @@ WeightNormSplit weight_norm_split(const at::Tensor& w, const at::Tensor& g, bool
   return s;
 }
 
-at::Tensor magnitude_step(const at::Tensor& magnitude, const at::Tensor& grad_magnitude,
-                          train::AdamState& state, const LowRankConfig& config, double lr) {
+at::Tensor magnitude_step(const at::Tensor& magnitude, const at::Tensor& grad_magnitude, AdamState& state,
+                          const LowRankConfig& config, double lr) {
   at::NoGradGuard no_grad;
-  const train::AdamConfig& a = config.adam;
-  const auto [bc1, bc2] = train::update_moments(state, grad_magnitude, a);
+  const AdamConfig& a = config.adam;
+  const auto [bc1, bc2] = update_moments(state, grad_magnitude, a);
   if (config.eps_placement == EpsPlacement::kGaLore) {
     // N = M/(√V + ε), s = η·√bc2/bc1 (galore.h).
     return magnitude - state.exp_avg / (state.exp_avg_sq.sqrt() + a.eps) * (lr * std::sqrt(bc2) / bc1);

@@ -33,8 +33,8 @@
 
 #include <ATen/ATen.h>
 
+#include "lowrank/optim/adamw.h"
 #include "lowrank/optim/methods.h"
-#include "lowrank/train/adamw.h"
 
 namespace lowrank::optim {
 
@@ -51,8 +51,8 @@ WeightNormSplit weight_norm_split(const at::Tensor& w, const at::Tensor& g, bool
 
 // Adam on the magnitude: g' = g − s_t·N_g with `state` (moments [m, 1], own step count), the
 // configuration's β, ε (placement kGaLore or kAdamW) and bias correction; no decay, no α.
-at::Tensor magnitude_step(const at::Tensor& magnitude, const at::Tensor& grad_magnitude,
-                          train::AdamState& state, const LowRankConfig& config, double lr);
+at::Tensor magnitude_step(const at::Tensor& magnitude, const at::Tensor& grad_magnitude, AdamState& state,
+                          const LowRankConfig& config, double lr);
 
 // W = g'·V'/‖V'‖_row for rows whose old magnitude was > 0, V' elsewhere.
 at::Tensor weight_norm_compose(const at::Tensor& new_magnitude, const at::Tensor& direction,

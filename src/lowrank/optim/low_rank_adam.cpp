@@ -21,10 +21,10 @@ struct LowRankAdam::Slot {
   std::unique_ptr<Projector> projector;  // projected weights with rank > 0 (not blocks)
   ProjectorOptions projector_options;
   bool active = true;               // runs the Adam core (false: ρ = 0 or an inactive block)
-  train::AdamState adam;            // moments of R (projected) or of the parameter (AdamW)
+  AdamState adam;                   // moments of R (projected) or of the parameter (AdamW)
   std::optional<double> fira_norm;  // Fira's ‖S_{t−1}‖_F
   QuantizedTensor m8, v8;           // 8-bit moments (state_bits = 8); adam.exp_avg is then transient
-  train::AdamState magnitude;       // GradNormLoRP: moments [m, 1] of the row norms' gradient
+  AdamState magnitude;              // GradNormLoRP: moments [m, 1] of the row norms' gradient
 
   // Zeroes the moments and t (a reset on refresh, or a freed block).
   void clear_moments() {
@@ -329,9 +329,9 @@ void LowRankAdam::step_parameter(size_t index, const at::Tensor& grad) {
   LR_CHECK(index < slots_.size(), InvalidArgument, "low-rank optimizer: no parameter ", index);
   Slot& s = slots_[index];
   if (!s.projected) {
-    train::AdamConfig c = config_.adam;
+    AdamConfig c = config_.adam;
     if (!s.decay) c.weight_decay = 0;
-    train::adam_update(s.param, grad, s.adam, c, lr_);
+    adam_update(s.param, grad, s.adam, c, lr_);
     return;
   }
   projected_step(s, grad, lr_, refresh_now_);
@@ -368,13 +368,13 @@ void LowRankAdam::projected_step(Slot& s, const at::Tensor& grad, double lr, boo
       step_size = lr;
       delta = up(N) * (-step_size * alpha);  // out of place: without a projector N is G itself
     } else {
-      train::AdamState& a = s.adam;
+      AdamState& a = s.adam;
       const bool eight_bit = c.state_bits == 8 && R.numel() >= c.min_8bit_size;
       if (eight_bit && s.m8.defined()) {
         a.exp_avg = dequantize_blockwise(s.m8).to(R.scalar_type());
         a.exp_avg_sq = dequantize_blockwise(s.v8).to(R.scalar_type());
       }
-      const auto [bc1, bc2] = train::update_moments(a, R, c.adam);
+      const auto [bc1, bc2] = update_moments(a, R, c.adam);
       if (eight_bit) {
         // Kept between steps as 8-bit (signed map for M, unsigned for V); this step uses the
         // float32 values, as bitsandbytes' kernel does.
@@ -387,7 +387,7 @@ void LowRankAdam::projected_step(Slot& s, const at::Tensor& grad, double lr, boo
         step_size = lr * std::sqrt(bc2) / bc1;
         delta = up(N) * (-step_size * alpha);
       } else {
-        // AdamW: the same kernel as train::adam_update (addcdiv with −η·α/bc1 on
+        // AdamW: the same kernel as adam_update (addcdiv with −η·α/bc1 on
         // denom = √V/√bc2 + ε), written into zeros and scattered back, so that a full-rank
         // coordinate projector reproduces AdamW bit for bit.
         const at::Tensor denom = (a.exp_avg_sq.sqrt() / std::sqrt(bc2)).add_(c.adam.eps);
@@ -539,7 +539,7 @@ void LowRankAdam::load_state(const NamedTensors& tensors, int64_t steps) {
 
 OrderedJson LowRankAdam::memory() const {
   const OptimizerBytes b = bytes();
-  return train::memory_json(b.weights, b.grads, b.optimizer_states, b.projectors);
+  return memory_json(b.weights, b.grads, b.optimizer_states, b.projectors);
 }
 
 OptimizerBytes LowRankAdam::bytes() const {

@@ -1,7 +1,7 @@
 // LowRankAdam — one optimizer object for the GaLore family (reference/optimizers.md §0, §9.2):
 // the Adam core runs on projected gradients R = down(G) of the 2-D attention/MLP weights, and
 // every other parameter (embeddings, norms, lm_head, biases) runs plain AdamW
-// (train::adam_update, bit-identical to train::AdamW). Each method (galore.h, fira.h, frugal.h,
+// (adam_update, bit-identical to AdamW). Each method (galore.h, fira.h, frugal.h,
 // dct_adamw.h) is a preset of LowRankConfig; the choices the papers' codes differ on are explicit
 // fields rather than hidden in method classes.
 //
@@ -44,8 +44,8 @@
 #include <ATen/ATen.h>
 
 #include "lowrank/core/json.h"
+#include "lowrank/optim/adamw.h"
 #include "lowrank/optim/projector.h"
-#include "lowrank/train/adamw.h"
 
 namespace lowrank::optim {
 
@@ -86,7 +86,7 @@ struct LowRankConfig {
   bool weight_norm = false;
   bool orthogonal_grad = true;  // ∇V = (I − v̂v̂ᵀ)G per row; false: ∇V = G (the code's)
   // β1, β2, ε, λ (weight_decay) and bias correction, for projected and plain parameters alike.
-  train::AdamConfig adam;
+  AdamConfig adam;
   // A 2-D parameter whose name contains one of these is projected; everything else is AdamW.
   std::vector<std::string> target_modules = {"self_attn", "mlp"};
 
@@ -118,7 +118,7 @@ struct OptimizerBytes {
   int64_t total() const { return weights + grads + optimizer_states + projectors; }
 };
 
-class LowRankAdam final : public train::Optimizer {
+class LowRankAdam final : public Optimizer {
  public:
   // `params` are shared with the model. Throws InvalidArgument for an invalid configuration.
   LowRankAdam(NamedTensors params, LowRankConfig config);

@@ -74,7 +74,7 @@ ParameterizationHooks lowrank_hooks(
     LR_CHECK(l != nullptr, InternalError, "lowrank: slot ", name, " does not hold a lowrank operator");
     ops.push_back(std::move(l));
   }
-  hooks.after_update = [ops, every](int64_t step, Optimizer& optimizer) {
+  hooks.after_update = [ops, every](int64_t step, optim::Optimizer& optimizer) {
     if ((step + 1) % every != 0) return;
     for (const auto& op : ops) op->refactor();
     // Momentum reset: every parameter's moments, as a rebuilt optimizer.

@@ -90,7 +90,7 @@ ParameterizationHooks maestro_hooks(
   hooks.before_step = [ops, seed](int64_t step) {
     for (size_t i = 0; i < ops.size(); ++i) ops[i]->begin_step(maestro_cutoff(seed, step, i, ops[i]->rank()));
   };
-  hooks.after_update = [ops](int64_t, Optimizer&) {
+  hooks.after_update = [ops](int64_t, optim::Optimizer&) {
     for (const auto& op : ops) op->end_step();
   };
   return hooks;

@@ -9,7 +9,7 @@
 //            relora.h)
 //   sst      W = U·diag(σ)·Vᵀ, all σ trained, r singular vectors sampled ∝ σ trained, re-SVD every
 //            T steps (Zhao et al., 2024; sst.h)
-//   trp      dense W + λ·‖W‖_* (subgradient U Vᵀ), energy-threshold SVD truncation every m steps
+//   trp      dense W, energy-threshold SVD truncation + λ·‖W‖_* subgradient U_k V_kᵀ every m steps
 //            (Xu et al., 2019; trp.h)
 //   maestro  W = B·A with ordered dropout over the rank (Horváth et al., 2024; maestro.h)
 // A parameterisation is a ParameterizedOperator swapped into each target LinearSlot
@@ -48,9 +48,9 @@ struct ParameterizationConfig {
                                  // restart (smallest magnitudes first); 1 = full reset
   int64_t resample_every = 0;    // SST: steps between fresh samples of the trained singular
                                  // vectors; 0 = once per round (at each re-SVD, every reset_every)
-  double nuclear_weight = 1e-4;  // TRP λ: weight of the nuclear-norm regulariser λ·‖W‖_*
-  double energy = 0.98;          // TRP e: keep the smallest k with Σ_{i<=k} σ_i² >= e·Σ σ_i²
-  int64_t prune_every = 20;      // TRP m: truncate every m optimizer steps
+  double nuclear_weight = 3e-4;  // TRP λ: weight of the nuclear-norm regulariser λ·‖W‖_*
+  double energy = 0.9;           // TRP e: keep the smallest k with Σ_{i<=k} σ_i² >= e·Σ σ_i²
+  int64_t prune_every = 5;       // TRP m: truncate (and regularise) before every m-th step
   int64_t refactor_every = 0;    // lowrank: re-split B·A by SVD and reset moments every K steps
                                  // (0: off)
   int64_t recovery_steps = 10;   // lowrank: LR ramp from 0.001× after each refactorisation
@@ -80,7 +80,7 @@ using ParameterizedFactory = std::function<std::shared_ptr<ParameterizedOperator
 // given the operators it created (slot name, operator) and the config.
 struct ParameterizationHooks {
   std::function<void(int64_t step)> before_step;  // before the step's forward passes
-  std::function<void(int64_t step, Optimizer& optimizer)> after_update;
+  std::function<void(int64_t step, optim::Optimizer& optimizer)> after_update;
   std::function<double(int64_t step)> lr_factor;
 };
 using HooksFactory = std::function<ParameterizationHooks(

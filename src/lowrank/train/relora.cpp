@@ -73,7 +73,7 @@ ParameterizationHooks relora_hooks(
   ParameterizationHooks hooks;
   const int64_t every = config.reset_every, warmup = config.restart_warmup;
   const double prune = config.prune_ratio;
-  hooks.after_update = [ops, every, prune, seed](int64_t step, Optimizer& optimizer) {
+  hooks.after_update = [ops, every, prune, seed](int64_t step, optim::Optimizer& optimizer) {
     if ((step + 1) % every != 0) return;
     const uint64_t restart = static_cast<uint64_t>((step + 1) / every);
     for (size_t i = 0; i < ops.size(); ++i) {

@@ -154,7 +154,7 @@ ParameterizationHooks sst_hooks(
   }
   ParameterizationHooks hooks;
   const int64_t round = config.reset_every, every = config.resample_every, warmup = config.restart_warmup;
-  hooks.after_update = [ops, round, every, seed](int64_t step, Optimizer& optimizer) {
+  hooks.after_update = [ops, round, every, seed](int64_t step, optim::Optimizer& optimizer) {
     const int64_t done = step + 1;
     const bool reinit = done % round == 0;
     const bool redraw = reinit || (every > 0 && done % every == 0);

@@ -74,7 +74,7 @@ void truncate_metrics(const fs::path& path, int64_t step) {
   write_file_atomic(path, kept);
 }
 
-void write_checkpoint(const fs::path& run_dir, const TrainTarget& target, const Optimizer& optimizer,
+void write_checkpoint(const fs::path& run_dir, const TrainTarget& target, const optim::Optimizer& optimizer,
                       const TrainerConfig& config, int64_t step, uint64_t sampler_counter, int64_t tokens) {
   const fs::path dir = run_dir / "checkpoints";
   fs::create_directories(dir);
@@ -190,7 +190,7 @@ TrainerConfig TrainerConfig::from_json(const Json& j, std::string_view what) {
   c.min_lr = json_get_or<double>(j, "min_lr", c.min_lr, what);
   c.warmup_steps = json_get_or<int64_t>(j, "warmup_steps", c.warmup_steps, what);
   c.clip_norm = json_get_or<double>(j, "clip_norm", c.clip_norm, what);
-  if (j.contains("adam")) c.adam = AdamConfig::from_json(j["adam"], str(what, ".adam"));
+  if (j.contains("adam")) c.adam = optim::AdamConfig::from_json(j["adam"], str(what, ".adam"));
   c.optimizer = json_get_or<std::string>(j, "optimizer", c.optimizer, what);
   if (j.contains("optimizer_options") && !j.at("optimizer_options").is_null()) {
     c.optimizer_options = j.at("optimizer_options");
@@ -250,9 +250,9 @@ TrainTarget TrainTarget::whole_model(const nn::Model& model) {
   return target;
 }
 
-std::unique_ptr<Optimizer> make_optimizer(std::vector<std::pair<std::string, at::Tensor>> params,
-                                          const TrainerConfig& config) {
-  if (config.optimizer == "adamw") return std::make_unique<AdamW>(std::move(params), config.adam);
+std::unique_ptr<optim::Optimizer> make_optimizer(std::vector<std::pair<std::string, at::Tensor>> params,
+                                                 const TrainerConfig& config) {
+  if (config.optimizer == "adamw") return std::make_unique<optim::AdamW>(std::move(params), config.adam);
   return std::make_unique<optim::LowRankAdam>(
       optim::make_optimizer(config.optimizer, std::move(params), config.optimizer_options));
 }
@@ -278,7 +278,7 @@ namespace {
 // removed by the destructor.
 class PerLayerUpdates {
  public:
-  PerLayerUpdates(const std::vector<at::Tensor>& params, Optimizer& optimizer) : params_(params) {
+  PerLayerUpdates(const std::vector<at::Tensor>& params, optim::Optimizer& optimizer) : params_(params) {
     for (size_t i = 0; i < params_.size(); ++i)
       torch::autograd::impl::set_post_acc_grad_hooks(
           params_[i], std::make_unique<Hook>([this, &optimizer, i](const at::Tensor& p) {
@@ -354,8 +354,8 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
   const auto& params = target.params;
   std::vector<at::Tensor> param_tensors;
   for (auto& [n, p] : params) param_tensors.push_back(p);
-  const std::unique_ptr<Optimizer> optimizer_ptr = make_optimizer(params, config);
-  Optimizer& optimizer = *optimizer_ptr;
+  const std::unique_ptr<optim::Optimizer> optimizer_ptr = make_optimizer(params, config);
+  optim::Optimizer& optimizer = *optimizer_ptr;
   WindowSampler sampler(config.seed, data.size, config.seq_len + 1);
   const LrSchedule schedule = config.schedule();
   const fs::path metrics_path = run_dir / "metrics.jsonl";
@@ -439,10 +439,10 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
       grad_norm = per_layer->grad_norm();
       if (result.memory.is_null()) {
         const OrderedJson m = optimizer.memory();  // no gradient is held now: count the peak
-        result.memory =
-            with_frozen(memory_json(m["weights"].get<int64_t>(), per_layer->peak_grad_bytes(),
-                                    m["optimizer_states"].get<int64_t>(), m["projectors"].get<int64_t>()),
-                        frozen_bytes(model, target));
+        result.memory = with_frozen(
+            optim::memory_json(m["weights"].get<int64_t>(), per_layer->peak_grad_bytes(),
+                               m["optimizer_states"].get<int64_t>(), m["projectors"].get<int64_t>()),
+            frozen_bytes(model, target));
       }
     } else {
       grad_norm = clip_grad_norm(param_tensors, config.clip_norm);

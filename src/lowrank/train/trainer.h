@@ -29,7 +29,7 @@
 
 #include "lowrank/core/json.h"
 #include "lowrank/nn/model.h"
-#include "lowrank/train/adamw.h"
+#include "lowrank/optim/adamw.h"
 #include "lowrank/train/schedule.h"
 
 namespace lowrank::train {
@@ -76,7 +76,7 @@ struct TrainerConfig {
   double min_lr = 1e-4;       // cosine floor
   int64_t warmup_steps = 10;  // linear warmup steps
   double clip_norm = 1.0;     // global gradient-norm clip (<= 0: off)
-  AdamConfig adam;            // AdamW settings
+  optim::AdamConfig adam;     // AdamW settings
   // "adamw", or a method of optim/ (galore, fira, frugal, dct, gradnormlorp) with its options (a JSON object,
   // optim::apply_options); the low-rank methods take their β, ε and decay from the options.
   std::string optimizer = "adamw";
@@ -125,8 +125,8 @@ struct TrainResult {
 
 // The optimizer `config` names over `params`: AdamW, or a low-rank method of optim/. Throws
 // NotFound for an unknown name, InvalidArgument for a bad option.
-std::unique_ptr<Optimizer> make_optimizer(std::vector<std::pair<std::string, at::Tensor>> params,
-                                          const TrainerConfig& config);
+std::unique_ptr<optim::Optimizer> make_optimizer(std::vector<std::pair<std::string, at::Tensor>> params,
+                                                 const TrainerConfig& config);
 
 // What the loop trains and how its checkpoints store it. The whole model for pretraining;
 // adapter tensors for fine-tuning (the base stays frozen).
@@ -148,7 +148,7 @@ struct TrainTarget {
   // Called after each optimizer update (0-based step, after after_step) with the optimizer, so
   // that it may change the model and the optimizer state: ReLoRA merges, re-initialises and
   // prunes moments here. Optional.
-  std::function<void(int64_t step, Optimizer& optimizer)> after_update;
+  std::function<void(int64_t step, optim::Optimizer& optimizer)> after_update;
   // A factor on the scheduled learning rate of a step (ReLoRA's jagged re-warmup). Optional.
   std::function<double(int64_t step)> lr_factor;
 

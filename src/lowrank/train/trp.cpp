@@ -52,23 +52,24 @@ int64_t energy_rank(const at::Tensor& sigma, double energy) {
   return cum.numel();
 }
 
-std::pair<at::Tensor, int64_t> energy_truncate(const at::Tensor& w, double energy) {
+TruncatedSvd energy_truncated_svd(const at::Tensor& w, double energy) {
   LR_CHECK(w.dim() == 2, InvalidArgument, "energy_truncate: need a matrix, got ", w.sizes());
   auto [u, s, vh] = at::linalg_svd(w.detach(), /*full_matrices=*/false);
   const int64_t k = energy_rank(s, energy);
-  return {at::matmul(u.narrow(1, 0, k) * s.narrow(0, 0, k), vh.narrow(0, 0, k)), k};
+  return {u.narrow(1, 0, k), s.narrow(0, 0, k), vh.narrow(0, 0, k)};
 }
 
-void TrpOperator::seed_regularizer_grad(double nuclear_weight) const {
-  at::NoGradGuard no_grad;
-  weight_.mutable_grad() = nuclear_norm_subgradient(weight_).mul_(nuclear_weight);
+std::pair<at::Tensor, int64_t> energy_truncate(const at::Tensor& w, double energy) {
+  const TruncatedSvd t = energy_truncated_svd(w, energy);
+  return {t.product(), t.rank()};
 }
 
-int64_t TrpOperator::prune(double energy) const {
+int64_t TrpOperator::truncate_and_regularize(double energy, double nuclear_weight) const {
   at::NoGradGuard no_grad;
-  auto [w, k] = energy_truncate(weight_, energy);
-  weight_.copy_(w);
-  return k;
+  const TruncatedSvd t = energy_truncated_svd(weight_, energy);
+  weight_.copy_(t.product());
+  if (nuclear_weight > 0) weight_.mutable_grad() = at::matmul(t.u, t.vh).mul_(nuclear_weight);
+  return t.rank();
 }
 
 namespace {
@@ -85,18 +86,14 @@ ParameterizationHooks trp_hooks(
   ParameterizationHooks hooks;
   const double lambda = config.nuclear_weight, energy = config.energy;
   const int64_t every = config.prune_every;
-  if (lambda > 0)
-    hooks.before_step = [ops, lambda](int64_t) {
-      for (const auto& op : ops) op->seed_regularizer_grad(lambda);
-    };
-  hooks.after_update = [ops, energy, every](int64_t step, Optimizer&) {
-    if ((step + 1) % every != 0) return;
+  hooks.before_step = [ops, lambda, energy, every](int64_t step) {
+    if (step % every != 0) return;
     int64_t kept = 0, full = 0;
     for (const auto& op : ops) {
-      kept += op->prune(energy);
+      kept += op->truncate_and_regularize(energy, lambda);
       full += std::min(op->in_features(), op->out_features());
     }
-    log::debug("trp: pruned after step ", step + 1, ": ", kept, " of ", full, " ranks kept");
+    log::debug("trp: truncated before step ", step, ": ", kept, " of ", full, " ranks kept");
   };
   return hooks;
 }
@@ -106,13 +103,15 @@ ParameterizationHooks trp_hooks(
 void register_trp(Registry<ParameterizationMethod>& registry) {
   registry.add(
       {.name = "trp",
-       .summary = "trained rank pruning: dense W with a nuclear-norm regulariser, replaced every m steps by "
-                  "its energy-threshold truncated SVD",
+       .summary =
+           "trained rank pruning: dense W replaced every m steps by its energy-threshold truncated SVD, "
+           "with a nuclear-norm subgradient on those steps",
        .paper = "Xu et al., 2020, IJCAI, arXiv:1812.02402",
-       .options = {{"nuclear_weight", "lambda: weight of the nuclear-norm regulariser, >= 0 (default 1e-4)"},
+       .options = {{"nuclear_weight", "lambda: weight of the nuclear-norm regulariser, >= 0 (default 3e-4)"},
                    {"energy",
-                    "e: keep the smallest k with sum_{i<=k} s_i^2 >= e sum s_i^2, (0, 1] (default 0.98)"},
-                   {"prune_every", "m: truncate every m optimizer steps (default 20)"}}},
+                    "e: keep the smallest k with sum_{i<=k} s_i^2 >= e sum s_i^2, (0, 1] (default 0.9)"},
+                   {"prune_every",
+                    "m: truncate (and regularise) before every m-th optimizer step (default 5)"}}},
       {.make =
            [](const nn::LinearSlot& slot, const ParameterizationConfig& config, uint64_t seed) {
              return std::shared_ptr<ParameterizedOperator>(TrpOperator::init(slot, config, seed));

@@ -1,22 +1,24 @@
 // Trained Rank Pruning (TRP) — Xu, Li, Zhang, Wang, Zhang, Xu, Lin & Zhang, 2019/2020, "Trained
 // Rank Pruning for Efficient Deep Neural Networks" (IJCAI 2020), arXiv:1812.02402.
-// Implements, on the dense weight W [out, in] of each target slot (y = x Wᵀ + b):
-// - Nuclear-norm regularisation: the objective is L(W) + λ·‖W‖_*, trained by stochastic
-//   sub-gradient descent with ∂‖W‖_* ∋ U_k V_kᵀ (W = U diag(σ) Vᵀ, k = the numerical rank: the
-//   singular vectors with σ_i > d·ε_float·σ_max, the minimum-norm subgradient). It is applied as an
-//   explicit loss term: before each step's forward passes the gradient of W is seeded with
-//   λ·U_k V_kᵀ, and the micro-batches' loss gradients accumulate onto it (so the global-norm
-//   clip sees the regularised gradient, as autograd of L + λ‖W‖_* would).
-// - Rank pruning: after the update of every m = `prune_every` steps, W ← U_k diag(σ_k) V_kᵀ, the
-//   truncated SVD with the energy threshold e: the smallest k with Σ_{i<=k} σ_i² >= e·Σ_i σ_i²
-//   (the paper's TSVD "low-rank approximation" of the trained weight). W stays stored dense, so
-//   training continues in the full space and can recover rank between prunings.
-// At the end W is (after the last pruning) of low rank; densify() exports it as a plain HF model
-// (factoring it into two layers is left to the compression tools).
-// Deviations: the paper decomposes convolutions channel- or spatial-wise; for linear layers
-// that is the plain SVD used here. The paper trains with SGD + momentum; here it is the run's
-// AdamW, whose moments are kept across prunings. The defaults λ = 1e-4, e = 0.98, m = 20 are
-// this implementation's [unverified against the paper's tables]. A slot bias is kept and trained.
+// Implements, on the dense weight W [out, in] of each target slot (y = x Wᵀ + b), the training
+// iteration of the paper's Fig. 1(b) / Alg. 1 as the authors' code runs it (yuhuixu1993/
+// Trained-Rank-Pruning, cifar-TRP.py: low_rank_approx every `--decouple-period` batches):
+// - Every m = `prune_every` steps, before the step's forward passes (steps 0, m, 2m, ...):
+//   W = U diag(σ) Vᵀ, k = the smallest k with Σ_{i<=k} σ_i² >= e·Σ_i σ_i² (energy threshold e),
+//   and W ← U_k diag(σ_k) V_kᵀ: the step's forward, backward and update run on the truncated
+//   weight, whose update is written back to the dense W, so training continues in the full space
+//   and rank can grow back between truncations.
+// - Nuclear-norm regularisation on the same steps: L(W) + λ·‖W‖_* by stochastic sub-gradient
+//   descent, ∂‖W‖_* ∋ U_k V_kᵀ of the truncated W (its minimum-norm subgradient). W's gradient is
+//   seeded with λ·U_k V_kᵀ before the forward passes and the micro-batches' loss gradients
+//   accumulate onto it, so the global-norm clip sees the regularised gradient.
+// Defaults from that code: λ = 3e-4 (its README's `--nuclear-weight 0.0003`), e = 0.9
+// (`EnergyThreshold(0.9)` in training), m = 5 (`train_TPR.sh`: `-dp 5`).
+// densify() exports W as a plain HF model; the compression tools factor it (the authors cut the
+// final model by a singular-value threshold, without retraining).
+// Deviations: the paper decomposes convolutions channel- or spatial-wise; for linear layers that
+// is the plain SVD used here. The paper trains with SGD + momentum; here it is the run's AdamW,
+// whose moments are kept across truncations. A slot bias is kept and trained.
 #pragma once
 
 #include <cstdint>
@@ -44,10 +46,9 @@ class TrpOperator final : public ParameterizedOperator {
   at::Tensor dense_weight() const override { return weight_; }
   at::Tensor bias() const override { return bias_; }
 
-  // Seeds W's gradient with λ·∂‖W‖_* (replacing any gradient it holds).
-  void seed_regularizer_grad(double nuclear_weight) const;
-  // W ← its energy-threshold truncation, in place; returns the rank kept.
-  int64_t prune(double energy) const;
+  // One TRP step's preparation: W ← its energy-threshold truncation U_k diag(σ_k) V_kᵀ, in place,
+  // and, for λ > 0, W's gradient ← λ·U_k V_kᵀ (replacing any it holds). Returns k.
+  int64_t truncate_and_regularize(double energy, double nuclear_weight) const;
 
   const at::Tensor& weight() const { return weight_; }
 
@@ -60,7 +61,14 @@ class TrpOperator final : public ParameterizedOperator {
 at::Tensor nuclear_norm_subgradient(const at::Tensor& w);
 // The smallest k with Σ_{i<=k} σ_i² >= energy·Σ σ_i² (σ in descending order); 0 for σ = 0.
 int64_t energy_rank(const at::Tensor& sigma, double energy);
-// (U_k diag(σ_k) V_kᵀ, k) with k = energy_rank(svdvals(w), energy).
+// The thin SVD of w cut to k = energy_rank(σ, energy): U_k [m, k], σ_k [k], V_kᵀ [k, n].
+struct TruncatedSvd {
+  at::Tensor u, s, vh;
+  int64_t rank() const { return s.size(0); }
+  at::Tensor product() const { return at::matmul(u * s, vh); }  // U_k diag(σ_k) V_kᵀ
+};
+TruncatedSvd energy_truncated_svd(const at::Tensor& w, double energy);
+// (U_k diag(σ_k) V_kᵀ, k) of energy_truncated_svd.
 std::pair<at::Tensor, int64_t> energy_truncate(const at::Tensor& w, double energy);
 
 void register_trp(Registry<ParameterizationMethod>& registry);

@@ -1,6 +1,6 @@
 // AdamW — Loshchilov & Hutter, 2019, "Decoupled Weight Decay Regularization", ICLR,
 // arXiv:1711.05101, Algorithm 2; Adam moments from Kingma & Ba, 2015, arXiv:1412.6980, Alg. 1.
-// One Adam core (adam_update) with explicit choices, shared by AdamW here and by later low-rank
+// One Adam core (adam_update) with explicit choices, shared by AdamW here and by the low-rank
 // optimizers (GaLore etc. run it on projected gradients):
 //   θ ← θ·(1 − η·λ)                         (decoupled decay; λ = weight_decay, η = lr)
 //   m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²
@@ -18,7 +18,7 @@
 
 #include "lowrank/core/json.h"
 
-namespace lowrank::train {
+namespace lowrank::optim {
 
 struct AdamConfig {
   double beta1 = 0.9;           // first-moment decay
@@ -45,13 +45,13 @@ struct AdamState {
 void adam_update(at::Tensor& param, const at::Tensor& grad, AdamState& state, const AdamConfig& config,
                  double lr);
 
-// The moment half of adam_update, for optimizers that apply the step themselves (optim/'s
+// The moment half of adam_update, for optimizers that apply the step themselves (this folder's
 // projected and magnitude steps): allocates m, v like g on first use, advances the step and
 // updates m ← β1·m + (1 − β1)·g, v ← β2·v + (1 − β2)·g² in libtorch's operation order. Returns
 // the bias corrections {1 − β1ᵗ, 1 − β2ᵗ} ({1, 1} without bias correction).
 std::pair<double, double> update_moments(AdamState& state, const at::Tensor& grad, const AdamConfig& config);
 
-// What the trainer needs of an optimizer: AdamW below, and the low-rank optimizers of optim/.
+// What the trainer needs of an optimizer: AdamW below, and the low-rank optimizers beside it.
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
@@ -121,4 +121,4 @@ class AdamW final : public Optimizer {
   double lr_ = 0;  // of the step in progress
 };
 
-}  // namespace lowrank::train
+}  // namespace lowrank::optim

@@ -1,12 +1,12 @@
 // AdamW (Loshchilov & Hutter, 2019, Algorithm 2) on the shared Adam core; see adamw.h.
-#include "lowrank/train/adamw.h"
+#include "lowrank/optim/adamw.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "lowrank/core/error.h"
 
-namespace lowrank::train {
+namespace lowrank::optim {
 
 OrderedJson AdamConfig::to_json() const {
   return OrderedJson{{"beta1", beta1},
@@ -136,9 +136,9 @@ OrderedJson AdamW::memory() const {
   return memory_json(weights, grads, states, 0);
 }
 
-}  // namespace lowrank::train
+}  // namespace lowrank::optim
 
-namespace lowrank::train {
+namespace lowrank::optim {
 
 void magnitude_prune_(at::Tensor& t, double ratio) {
   at::NoGradGuard no_grad;
@@ -180,4 +180,4 @@ void AdamW::prune_state(const std::string& name, double ratio) {
   throw NotFound(str("optimizer: no parameter ", name, " to reset"));
 }
 
-}  // namespace lowrank::train
+}  // namespace lowrank::optim
