@@ -24,7 +24,7 @@
 // reported against the exact top-r energy Σ_{i≤r} σ_i²/‖G‖² on the same gradient. "stale" is
 // the previous refresh's projector (ours) on the new gradient: how much the drift costs.
 //
-// Part 2, GaLore at r = d/4 (update gap T = 200) against train::AdamW on one parameter of the
+// Part 2, GaLore at r = d/4 (update gap T = 200) against optim::AdamW on one parameter of the
 // shape: optimizer-state bytes from the optimizers' own accounting (bytes(), memory()); the step
 // time without refresh and with one (the randomized projector, warm: a step at k = 200 after
 // load_state), paired with AdamW's step (bench/timing.h); the amortised step
@@ -34,9 +34,20 @@
 // per optimizer step above which the amortised overhead is ≤ 15% of a training step is derived
 // (the GEMMs scale linearly in tokens).
 //
+// Part 3, the whole training step of a LLaMA-shaped model (random weights; GaLore-60M's
+// proportions at --model-hidden, default 512: 8 heads of 64, MLP 8/3·hidden rounded up to 32,
+// --model-layers 4, vocab 8192, untied), forward + backward of the LM loss on
+// --model-batch × --model-seq tokens (8 × 256) + the optimizer step: AdamW on every tensor
+// against GaLore (r = hidden/4, T = 200: the attention/MLP weights projected, the rest AdamW), on
+// two copies of the same model, their steps timed alternately; a refresh step (warm, randomized
+// SVD; and with GaLore's default exact SVD, on a third copy) timed as in part 2; the amortised
+// step (t_refresh_step + (T − 1)·t_step)/T over AdamW's step: the step-time overhead.
+//
 //   build/bin/bench_projectors [--shapes 1024x1024,4096x11008] [--quick] [--rank r]
 //                              [--refreshes 4] [--repeats 3] [--drift 0.3] [--tokens 512] [--json]
 //                              [--refresh-only]   (part 1 only)
+//                              [--model-step-only] [--model-hidden 512] [--model-layers 4]
+//                              [--model-batch 8] [--model-seq 256]   (part 3)
 // Threads: LOWRANK_NUM_THREADS (1 gives the stable numbers on a shared machine).
 #include <algorithm>
 #include <chrono>
@@ -55,10 +66,13 @@
 #include "lowrank/core/process.h"
 #include "lowrank/core/threads.h"
 #include "lowrank/linalg/svd.h"
+#include "lowrank/nn/model.h"
+#include "lowrank/optim/adamw.h"
 #include "lowrank/optim/galore.h"
 #include "lowrank/optim/methods.h"
 #include "lowrank/optim/projector.h"
-#include "lowrank/train/adamw.h"
+#include "lowrank/train/trainer.h"
+#include "models.h"
 #include "timing.h"
 
 namespace {
@@ -226,7 +240,7 @@ OrderedJson galore_case(const Shape& shape, int repeats, double drift, int64_t t
 
   optim::LowRankAdam galore = optim::make_optimizer(
       "galore", {{name, w_galore}}, {{"rank", r}, {"update_gap", T}, {"projector", "randomized_svd"}});
-  train::AdamW adamw({{name, w_adamw}}, galore.config().adam);
+  optim::AdamW adamw({{name, w_adamw}}, galore.config().adam);
   galore.step(1e-3);  // k = 0: the cold refresh and the states
   adamw.step(1e-3);
   w_galore.mutable_grad() = seq.next();
@@ -293,6 +307,92 @@ OrderedJson galore_case(const Shape& shape, int repeats, double drift, int64_t t
   return out;
 }
 
+// Part 3: a whole training step (forward + backward + optimizer) of a LLaMA-shaped model, GaLore
+// against AdamW.
+struct ModelStepShape {
+  int64_t hidden = 512, layers = 4, batch = 8, seq = 256;
+};
+
+OrderedJson model_step_case(const ModelStepShape& shape, int repeats) {
+  const at::AutoGradMode grad_mode(true);
+  const int64_t T = 200, r = shape.hidden / 4;
+  Json config = bench::small_preset_config();
+  config["hidden_size"] = shape.hidden;
+  config["intermediate_size"] = (8 * shape.hidden / 3 + 31) / 32 * 32;
+  config["num_hidden_layers"] = shape.layers;
+  config["num_attention_heads"] = shape.hidden / 64;
+  config["num_key_value_heads"] = shape.hidden / 64;
+  config["tie_word_embeddings"] = false;
+  const nn::ModelConfig model_config = nn::ModelConfig::from_json(config, "bench model");
+  nn::Model model_adamw = nn::Model::random(model_config, 0),
+            model_galore = nn::Model::random(model_config, 0),
+            model_exact = nn::Model::random(model_config, 0);
+  auto trainable = [](nn::Model& model) {
+    optim::NamedTensors params;
+    for (auto& [name, t] : model.named_tensors()) params.emplace_back(name, t.requires_grad_(true));
+    return params;
+  };
+  int64_t weights = 0;
+  for (const auto& [name, t] : model_adamw.named_tensors()) weights += t.numel();
+  optim::AdamW adamw(trainable(model_adamw), optim::AdamConfig{});
+  optim::LowRankAdam galore = optim::make_optimizer(
+      "galore", trainable(model_galore), {{"rank", r}, {"update_gap", T}, {"projector", "randomized_svd"}});
+  optim::LowRankAdam galore_exact = optim::make_optimizer(
+      "galore", trainable(model_exact), {{"rank", r}, {"update_gap", T}, {"projector", "svd"}});
+  at::Generator gen = at::detail::createCPUGenerator(5);
+  const at::Tensor windows =
+      at::randint(model_config.vocab_size, {shape.batch, shape.seq + 1}, gen, at::kLong);
+  auto train_step = [&](nn::Model& model, optim::Optimizer& optimizer) {
+    optimizer.zero_grad();
+    train::lm_loss(model, windows).backward();
+    optimizer.step(1e-3);
+  };
+  train_step(model_galore, galore);  // k = 0: the cold refreshes and the states
+  train_step(model_exact, galore_exact);
+  const auto [t_galore, t_adamw] = bench::paired_median_seconds(
+      [&] { train_step(model_galore, galore); }, [&] { train_step(model_adamw, adamw); }, repeats);
+  // Refresh steps: the state rewound to k = T, so that the step refreshes every projector (warm
+  // from the current one) and then updates.
+  auto refresh_step = [&](nn::Model& model, optim::LowRankAdam& optimizer) {
+    const optim::NamedTensors saved = optimizer.state_tensors();
+    std::vector<double> t;
+    for (int i = 0; i < std::max(repeats, 1); ++i) {
+      optimizer.load_state(saved, T);
+      const auto t0 = Clock::now();
+      train_step(model, optimizer);
+      t.push_back(seconds_since(t0));
+    }
+    return median(t);
+  };
+  const double t_refresh = refresh_step(model_galore, galore);
+  const double t_refresh_exact = refresh_step(model_exact, galore_exact);
+  const double amortised = (t_refresh + static_cast<double>(T - 1) * t_galore) / static_cast<double>(T);
+  const double amortised_exact =
+      (t_refresh_exact + static_cast<double>(T - 1) * t_galore) / static_cast<double>(T);
+  const optim::OptimizerBytes gb = galore.bytes();
+  return {{"model",
+           {{"hidden", shape.hidden},
+            {"layers", shape.layers},
+            {"intermediate", model_config.intermediate_size},
+            {"vocab", model_config.vocab_size},
+            {"parameters", weights}}},
+          {"tokens_per_step", shape.batch * shape.seq},
+          {"rank", r},
+          {"update_gap", T},
+          {"bytes",
+           {{"adamw_states", adamw.memory()["optimizer_states"].get<int64_t>()},
+            {"galore_states", gb.optimizer_states},
+            {"galore_projectors", gb.projectors}}},
+          {"seconds",
+           {{"adamw_step", t_adamw},
+            {"galore_step", t_galore},
+            {"galore_refresh_step", t_refresh},
+            {"galore_exact_refresh_step", t_refresh_exact},
+            {"galore_amortised", amortised},
+            {"galore_exact_amortised", amortised_exact}}},
+          {"step_overhead", {{"ours", amortised / t_adamw - 1}, {"exact", amortised_exact / t_adamw - 1}}}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -301,7 +401,8 @@ int main(int argc, char** argv) {
   int refreshes = 4, repeats = 3;
   double drift = 0.3;
   int64_t tokens = 512;
-  bool json = false, refresh_only = false;
+  bool json = false, refresh_only = false, model_step_only = false;
+  ModelStepShape model_step;
   for (int i = 1; i < argc; ++i) {
     const bool has = i + 1 < argc;
     if (!std::strcmp(argv[i], "--shapes") && has)
@@ -322,6 +423,16 @@ int main(int argc, char** argv) {
       json = true;
     else if (!std::strcmp(argv[i], "--refresh-only"))
       refresh_only = true;
+    else if (!std::strcmp(argv[i], "--model-step-only"))
+      model_step_only = true;
+    else if (!std::strcmp(argv[i], "--model-hidden") && has)
+      model_step.hidden = std::max<int64_t>(64, std::atoll(argv[++i]) / 64 * 64);
+    else if (!std::strcmp(argv[i], "--model-layers") && has)
+      model_step.layers = std::max<int64_t>(1, std::atoll(argv[++i]));
+    else if (!std::strcmp(argv[i], "--model-batch") && has)
+      model_step.batch = std::max<int64_t>(1, std::atoll(argv[++i]));
+    else if (!std::strcmp(argv[i], "--model-seq") && has)
+      model_step.seq = std::max<int64_t>(1, std::atoll(argv[++i]));
     else {
       std::fprintf(stderr, "bench_projectors: unknown argument %s (see the header of bench/projectors.cpp)\n",
                    argv[i]);
@@ -333,7 +444,7 @@ int main(int argc, char** argv) {
   at::NoGradGuard no_grad;
 
   OrderedJson refresh = OrderedJson::array(), memory = OrderedJson::array();
-  for (const Shape& s : parse_shapes(shapes_arg)) {
+  for (const Shape& s : parse_shapes(model_step_only ? std::string() : shapes_arg)) {
     const int64_t r =
         rank > 0 ? std::min(rank, std::min(s.m, s.n)) : std::max<int64_t>(1, std::min(s.m, s.n) / 8);
     const OrderedJson one = refresh_case(s, r, refreshes, drift);
@@ -370,9 +481,34 @@ int main(int argc, char** argv) {
     }
     memory.push_back(g);
   }
+  OrderedJson whole_step = nullptr;
+  if (!refresh_only) {
+    whole_step = model_step_case(model_step, repeats);
+    if (!json) {
+      const OrderedJson& w = whole_step;
+      std::printf(
+          "model h%lld L%lld (%.1fM parameters), %lld tokens/step, galore r=%lld T=%lld: adamw step %.3f s, "
+          "galore step %.3f s, refresh step %.3f s (exact SVD %.3f s), amortised %.3f s: %+.1f%% "
+          "(exact SVD %+.1f%%) | states %.3f of adamw\n",
+          static_cast<long long>(model_step.hidden), static_cast<long long>(model_step.layers),
+          w["model"]["parameters"].get<double>() / 1e6,
+          static_cast<long long>(w["tokens_per_step"].get<int64_t>()),
+          static_cast<long long>(w["rank"].get<int64_t>()),
+          static_cast<long long>(w["update_gap"].get<int64_t>()), w["seconds"]["adamw_step"].get<double>(),
+          w["seconds"]["galore_step"].get<double>(), w["seconds"]["galore_refresh_step"].get<double>(),
+          w["seconds"]["galore_exact_refresh_step"].get<double>(),
+          w["seconds"]["galore_amortised"].get<double>(), 100 * w["step_overhead"]["ours"].get<double>(),
+          100 * w["step_overhead"]["exact"].get<double>(),
+          double(w["bytes"]["galore_states"].get<int64_t>()) /
+              double(w["bytes"]["adamw_states"].get<int64_t>()));
+    }
+  }
   if (json) {
-    const OrderedJson out = {
-        {"threads", thread_summary()}, {"drift", drift}, {"refresh", refresh}, {"galore_vs_adamw", memory}};
+    const OrderedJson out = {{"threads", thread_summary()},
+                             {"drift", drift},
+                             {"refresh", refresh},
+                             {"galore_vs_adamw", memory},
+                             {"model_step", whole_step}};
     std::printf("%s\n", out.dump(2).c_str());
   }
   return 0;

@@ -19,9 +19,19 @@ AdamW's, timing.py), one refresh step (state["step"] set to 200: a full torch.li
 galore-torch does on every refresh; timed once), and the amortised step
 (t_refresh_step + 199 t_step) / 200. Skipped, with the reason, when galore_torch does not import.
 
+Part 3, the whole training step of bench_projectors' LLaMA-shaped model (transformers
+LlamaForCausalLM, random weights: --model-hidden 512, 8 heads of 64, MLP 8/3 hidden rounded up to
+32, --model-layers 4, vocab 8192, untied), forward + backward of the LM loss on --model-batch x
+--model-seq tokens + the optimizer step: torch.optim.AdamW against galore-torch's GaLoreAdamW
+(rank hidden/4, update_proj_gap 200, scale 0.25, on the attention and MLP weights as GaLore's
+torchrun_main.py selects them; AdamW for the rest), on two copies of the model, timed alternately;
+a refresh step (every GaLore state's step set to 200: full SVDs) timed once; the amortised step
+over AdamW's.
+
 Run with the peer stack:
   .venv-peers/bin/python bench/peers/projectors.py [--threads N] [--shapes 1024x1024,4096x11008]
       [--quick] [--rank r] [--refreshes 4] [--repeats 3] [--drift 0.3] [--json] [--refresh-only]
+      [--model-step-only] [--model-hidden 512] [--model-layers 4] [--model-batch 8] [--model-seq 256]
 """
 import argparse
 import json
@@ -41,6 +51,11 @@ parser.add_argument("--drift", type=float, default=0.3)
 parser.add_argument("--threads", type=int, default=0)
 parser.add_argument("--json", action="store_true")
 parser.add_argument("--refresh-only", action="store_true", help="part 1 only")
+parser.add_argument("--model-step-only", action="store_true", help="part 3 only")
+parser.add_argument("--model-hidden", type=int, default=512)
+parser.add_argument("--model-layers", type=int, default=4)
+parser.add_argument("--model-batch", type=int, default=8)
+parser.add_argument("--model-seq", type=int, default=256)
 args = parser.parse_args()
 if args.threads:
     torch.set_num_threads(args.threads)
@@ -149,8 +164,52 @@ def galore_case(m, n):
             "optimizer_overhead": amortised / t_adamw - 1}
 
 
+def model_step_case():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hidden, gap = args.model_hidden // 64 * 64, 200
+    r = hidden // 4
+    config = LlamaConfig(vocab_size=8192, hidden_size=hidden, intermediate_size=(8 * hidden // 3 + 31) // 32 * 32,
+                         num_hidden_layers=args.model_layers, num_attention_heads=hidden // 64,
+                         num_key_value_heads=hidden // 64, max_position_embeddings=1024, rms_norm_eps=1e-5,
+                         tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model_adamw = LlamaForCausalLM(config)
+    model_galore = LlamaForCausalLM(config)
+    model_galore.load_state_dict(model_adamw.state_dict())
+    low_rank = [p for n, p in model_galore.named_parameters() if p.dim() == 2 and ("self_attn" in n or "mlp" in n)]
+    ids = {id(p) for p in low_rank}
+    regular = [p for p in model_galore.parameters() if id(p) not in ids]
+    galore = GaLoreAdamW([{"params": regular}, {"params": low_rank, "rank": r, "update_proj_gap": gap,
+                                                "scale": 0.25, "proj_type": "std"}], lr=1e-3,
+                         no_deprecation_warning=True)
+    adamw = torch.optim.AdamW(model_adamw.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(5)
+    windows = torch.randint(8192, (args.model_batch, args.model_seq + 1), generator=gen)
+
+    def step(model, optimizer):
+        with torch.enable_grad():
+            optimizer.zero_grad()
+            model(input_ids=windows[:, :-1], labels=windows[:, 1:].clone()).loss.backward()
+            optimizer.step()
+
+    step(model_galore, galore)  # step 0: the first SVDs and the states
+    t_step, t_adamw = timing.paired_median_seconds(lambda: step(model_galore, galore),
+                                                   lambda: step(model_adamw, adamw), args.repeats)
+    for p in low_rank:
+        galore.state[p]["step"] = gap  # the next step refreshes every projector (full SVDs)
+    t_refresh_step, _ = seconds(lambda: step(model_galore, galore))
+    amortised = (t_refresh_step + (gap - 1) * t_step) / gap
+    return {"model": {"hidden": hidden, "layers": args.model_layers,
+                      "parameters": sum(p.numel() for p in model_adamw.parameters())},
+            "tokens_per_step": args.model_batch * args.model_seq, "rank": r, "update_gap": gap,
+            "seconds": {"adamw_step": t_adamw, "galore_step": t_step, "galore_refresh_step": t_refresh_step,
+                        "galore_amortised": amortised},
+            "step_overhead": amortised / t_adamw - 1}
+
+
 refresh, galore = [], []
-for item in args.shapes.split(","):
+for item in ([] if args.model_step_only else args.shapes.split(",")):
     m, n = (int(v) for v in item.split("x"))
     d = min(m, n)
     r = min(args.rank, d) if args.rank > 0 else max(1, d // 8)
@@ -173,9 +232,19 @@ for item in args.shapes.split(","):
               f"amortised {g['seconds']['galore_amortised']:.4f} s vs adamw {g['seconds']['adamw_step']:.4f} s: "
               f"{100 * g['optimizer_overhead']:+.0f}%", flush=True)
 
+whole_step = None
+if GaLoreAdamW is not None and not args.refresh_only:
+    whole_step = model_step_case()
+    if not args.json:
+        w = whole_step
+        print(f"model h{w['model']['hidden']} L{w['model']['layers']} ({w['model']['parameters'] / 1e6:.1f}M "
+              f"parameters), {w['tokens_per_step']} tokens/step, galore-torch r={w['rank']} T={w['update_gap']}: "
+              f"adamw step {w['seconds']['adamw_step']:.3f} s, galore step {w['seconds']['galore_step']:.3f} s, "
+              f"refresh step {w['seconds']['galore_refresh_step']:.3f} s, amortised "
+              f"{w['seconds']['galore_amortised']:.3f} s: {100 * w['step_overhead']:+.1f}%", flush=True)
 if galore_error and not args.json:
     print(f"galore-torch skipped: {galore_error}")
 if args.json:
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "drift": args.drift,
-                      "refresh": refresh, "galore_torch": galore if galore_error is None else galore_error},
-                     indent=2))
+                      "refresh": refresh, "galore_torch": galore if galore_error is None else galore_error,
+                      "model_step": whole_step}, indent=2))

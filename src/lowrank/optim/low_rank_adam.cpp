@@ -385,7 +385,11 @@ void LowRankAdam::projected_step(Slot& s, const at::Tensor& grad, double lr, boo
         // GaLore: N = M / (√V + ε), step = η·√bc2/bc1.
         N = a.exp_avg / (a.exp_avg_sq.sqrt().add_(c.adam.eps));
         step_size = lr * std::sqrt(bc2) / bc1;
-        delta = up(N) * (-step_size * alpha);
+        if (P && !wn && c.residual == ResidualRule::kNone && N.scalar_type() == W.scalar_type()) {
+          P->add_up(W, N, -step_size * alpha);  // W += −s·α·up(N) in one GEMM, no [m, n] temporary
+        } else {
+          delta = up(N) * (-step_size * alpha);
+        }
       } else {
         // AdamW: the same kernel as adam_update (addcdiv with −η·α/bc1 on
         // denom = √V/√bc2 + ε), written into zeros and scattered back, so that a full-rank

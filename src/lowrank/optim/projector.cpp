@@ -105,6 +105,15 @@ at::Tensor MatrixProjector::up(const at::Tensor& low) const {
   return side_ == ProjectionSide::kRight ? at::matmul(low, M) : at::matmul(M, low);
 }
 
+void MatrixProjector::add_up(at::Tensor& w, const at::Tensor& low, double alpha) const {
+  const at::Tensor M = current_matrix().to(low.scalar_type());
+  if (side_ == ProjectionSide::kRight) {
+    w.addmm_(low, M, /*beta=*/1, alpha);
+  } else {
+    w.addmm_(M, low, /*beta=*/1, alpha);
+  }
+}
+
 NamedTensors MatrixProjector::state_tensors() const {
   if (!ready_) return {};
   return {{"ortho", matrix_.detach().to(at::kCPU).contiguous()}};

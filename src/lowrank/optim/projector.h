@@ -71,6 +71,9 @@ class Projector {
   virtual at::Tensor down(const at::Tensor& g) const = 0;
   // The [m, n] back-projection of `low` (a tensor of down()'s shape).
   virtual at::Tensor up(const at::Tensor& low) const = 0;
+  // w += alpha·up(low), in place (w [m, n] of low's dtype). Projectors that can accumulate
+  // without materialising up(low) override it.
+  virtual void add_up(at::Tensor& w, const at::Tensor& low, double alpha) const { w.add_(up(low), alpha); }
   // The state that defines the subspace, for checkpoints: names are relative ("ortho",
   // "indices", "seed"), tensors are CPU copies. Empty before the first refresh.
   virtual NamedTensors state_tensors() const = 0;
@@ -114,6 +117,8 @@ class MatrixProjector : public Projector {
  public:
   at::Tensor down(const at::Tensor& g) const override;
   at::Tensor up(const at::Tensor& low) const override;
+  // One GEMM accumulating into w (addmm), without the [m, n] temporary of up().
+  void add_up(at::Tensor& w, const at::Tensor& low, double alpha) const override;
   NamedTensors state_tensors() const override;
   void load_state(const NamedTensors& tensors, const at::Device& device) override;
   int64_t state_bytes() const override;
