@@ -126,37 +126,48 @@ TEST(GaLoreTest, FullRankWithSgdCoreIsSgd) {
 }
 
 TEST(GaLoreTest, TwoStepsMatchTheEquationsRecomputedHere) {
-  const at::Tensor W0 = randn({8, 5}, 1);
-  const NamedTensors params = {{"l.mlp.w", W0.clone().requires_grad_(true)}};
-  const double lr = 0.01, wd = 0.1, alpha = 0.25, b1 = 0.9, b2 = 0.999, eps = 1e-6;
-  LowRankAdam opt = make_optimizer("galore", params, {{"rank", 2}, {"weight_decay", wd}});
-  const at::Tensor G1 = randn({8, 5}, 2), G2 = randn({8, 5}, 3);
-  params[0].second.mutable_grad() = G1;
-  opt.step(lr);
-  params[0].second.mutable_grad() = G2;
-  opt.step(lr);
-  // The projector: right (8 >= 5), Q [2, 5] spanning the top-2 right singular vectors of G1.
-  const auto* P = dynamic_cast<const MatrixProjector*>(opt.projector("l.mlp.w"));
-  ASSERT_NE(P, nullptr);
-  const at::Tensor Q = P->matrix().to(at::kDouble);
-  ASSERT_EQ(Q.sizes(), (std::vector<int64_t>{2, 5}));
-  auto [u, s, vh] = at::linalg_svd(G1.to(at::kDouble), false);
-  const at::Tensor V2 = vh.slice(0, 0, 2);
-  EXPECT_LE(max_abs_diff(at::matmul(Q.t(), Q), at::matmul(V2.t(), V2)), 1e-5);
-  // GaLoreAdamW by hand, in float64.
-  at::Tensor W = W0.to(at::kDouble), M = at::zeros({8, 2}, at::kDouble), V = at::zeros({8, 2}, at::kDouble);
-  int t = 0;
-  for (const at::Tensor& G : {G1, G2}) {
-    ++t;
-    const at::Tensor R = at::matmul(G.to(at::kDouble), Q.t());
-    M = b1 * M + (1 - b1) * R;
-    V = b2 * V + (1 - b2) * R * R;
-    const at::Tensor N = M / (V.sqrt() + eps);
-    const double step_size = lr * std::sqrt(1 - std::pow(b2, t)) / (1 - std::pow(b1, t));
-    W = W - step_size * alpha * at::matmul(N, Q);
-    W = W - lr * wd * W;  // after the update, without α
+  // Both of GaLore's sides: right (Q [r, n] for m >= n) and left (P [m, r] for m < n).
+  for (const bool right : {true, false}) {
+    const int64_t m = right ? 8 : 5, n = right ? 5 : 8;
+    const at::Tensor W0 = randn({m, n}, 1);
+    const NamedTensors params = {{"l.mlp.w", W0.clone().requires_grad_(true)}};
+    const double lr = 0.01, wd = 0.1, alpha = 0.25, b1 = 0.9, b2 = 0.999, eps = 1e-6;
+    LowRankAdam opt = make_optimizer("galore", params, {{"rank", 2}, {"weight_decay", wd}});
+    const at::Tensor G1 = randn({m, n}, 2), G2 = randn({m, n}, 3);
+    params[0].second.mutable_grad() = G1;
+    opt.step(lr);
+    params[0].second.mutable_grad() = G2;
+    opt.step(lr);
+    // The projector spans the top-2 right (or left) singular vectors of G1.
+    const auto* P = dynamic_cast<const MatrixProjector*>(opt.projector("l.mlp.w"));
+    ASSERT_NE(P, nullptr);
+    const at::Tensor B = P->matrix().to(at::kDouble);  // Q [2, n] or P [m, 2]
+    ASSERT_EQ(B.sizes(), right ? (std::vector<int64_t>{2, n}) : (std::vector<int64_t>{m, 2}));
+    auto [u, s, vh] = at::linalg_svd(G1.to(at::kDouble), false);
+    if (right) {
+      EXPECT_LE(max_abs_diff(at::matmul(B.t(), B), at::matmul(vh.slice(0, 0, 2).t(), vh.slice(0, 0, 2))),
+                1e-5);
+    } else {
+      EXPECT_LE(max_abs_diff(at::matmul(B, B.t()), at::matmul(u.slice(1, 0, 2), u.slice(1, 0, 2).t())), 1e-5);
+    }
+    // GaLoreAdamW by hand, in float64.
+    at::Tensor W = W0.to(at::kDouble);
+    at::Tensor M = at::zeros(right ? std::vector<int64_t>{m, 2} : std::vector<int64_t>{2, n}, at::kDouble);
+    at::Tensor V = at::zeros_like(M);
+    int t = 0;
+    for (const at::Tensor& G : {G1, G2}) {
+      ++t;
+      const at::Tensor R =
+          right ? at::matmul(G.to(at::kDouble), B.t()) : at::matmul(B.t(), G.to(at::kDouble));
+      M = b1 * M + (1 - b1) * R;
+      V = b2 * V + (1 - b2) * R * R;
+      const at::Tensor N = M / (V.sqrt() + eps);
+      const double step_size = lr * std::sqrt(1 - std::pow(b2, t)) / (1 - std::pow(b1, t));
+      W = W - step_size * alpha * (right ? at::matmul(N, B) : at::matmul(B, N));
+      W = W - lr * wd * W;  // after the update, without α
+    }
+    EXPECT_LE(max_abs_diff(params[0].second, W), 2e-6) << (right ? "right" : "left");
   }
-  EXPECT_LE(max_abs_diff(params[0].second, W), 2e-6);
 }
 
 TEST(FiraTest, ResidualIsTheNormScaledAlphaResidual) {
