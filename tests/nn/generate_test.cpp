@@ -58,7 +58,8 @@ TEST(GenerateTest, BatchedGreedyEqualsOneAtATime) {
 TEST(GenerateTest, RepetitionPenaltyFollowsTransformers) {
   at::Tensor scores = at::tensor({2.0f, -2.0f, 1.0f, -0.5f});
   scores = scores.view({1, 4}).clone();
-  apply_repetition_penalty(scores, {{0, 1, 1}}, 2.0);
+  const std::vector<std::vector<int64_t>> seen = {{0, 1, 1}};  // id 1 twice: penalised once
+  apply_repetition_penalty(scores, seen, 2.0);
   // Seen positive scores are divided, seen negative ones multiplied, others untouched.
   EXPECT_TRUE(at::equal(scores, at::tensor({1.0f, -4.0f, 1.0f, -0.5f}).view({1, 4})));
 }
@@ -113,9 +114,11 @@ TEST(GenerateTest, SamplingIsSeededAndRespectsTopK) {
   GenerateOptions k2;
   k2.do_sample = true;
   k2.top_k = 2;
+  const std::vector<std::vector<int64_t>> no_history(1);
   for (int i = 0; i < 50; ++i) {
-    const int64_t t = select_next_tokens(at::tensor({0.0f, 5.0f, 4.9f, 1.0f}).view({1, 4}), {{}}, k2, gen)[0]
-                          .item<int64_t>();
+    const int64_t t =
+        select_next_tokens(at::tensor({0.0f, 5.0f, 4.9f, 1.0f}).view({1, 4}), no_history, k2, gen)[0]
+            .item<int64_t>();
     EXPECT_TRUE(t == 1 || t == 2) << t;
   }
 }

@@ -55,12 +55,14 @@ std::unique_ptr<Engine> make_engine(EngineConfig config = {}) {
 }
 
 // The oracle: a fresh copy of the model with only `adapter` attached, generating alone.
-std::vector<int64_t> reference(const std::string& adapter, const std::vector<int64_t>& prompt, int64_t n) {
+std::vector<int64_t> reference(const std::string& adapter, const std::vector<int64_t>& prompt, int64_t n,
+                               double repetition_penalty = 1.0) {
   nn::Model model = testing::tiny_llama(shape(), 7);
   for (const AdapterSpec& a : kAdapters)
     if (a.name == adapter) adapt::create_adapter(model, a.name, lora(a.rank), a.seed);
   nn::GenerateOptions options;
   options.max_new_tokens = n;
+  options.repetition_penalty = repetition_penalty;
   return nn::generate(model, {prompt}, options)[0].tokens;
 }
 
@@ -119,6 +121,21 @@ TEST(Engine, MixedAdapterBatchMatchesEachRequestGeneratedAlone) {
   EXPECT_EQ(stats.scheduler.pool_used_pages - stats.scheduler.adapters.resident_pages, 0);  // KV all freed
   EXPECT_EQ(stats.ttft_count, 6);
   EXPECT_EQ(stats.ttft_counts.back(), 6);  // cumulative: +Inf holds all
+}
+
+TEST(Engine, RepetitionPenaltyMatchesGenerate) {
+  // The engine penalises from each request's own history, batched with a request without it.
+  auto engine = make_engine();
+  GenerationRequest penalised = greedy("b8", prompt_of(6, 2), 16);
+  penalised.sampling.repetition_penalty = 1.8;
+  SubmitResult a = engine->submit(penalised);
+  SubmitResult b = engine->submit(greedy("", prompt_of(4, 3), 16));
+  ASSERT_TRUE(a.stream && b.stream);
+  engine->run_until_idle();
+  const std::vector<int64_t> expected = reference("b8", prompt_of(6, 2), 16, 1.8);
+  EXPECT_EQ(tokens_of(*a.stream), expected);
+  EXPECT_EQ(tokens_of(*b.stream), reference("", prompt_of(4, 3), 16));
+  EXPECT_NE(expected, reference("b8", prompt_of(6, 2), 16));  // the penalty changes the output
 }
 
 TEST(Engine, ChunkedPrefillMatchesWholePrompt) {

@@ -47,18 +47,18 @@ std::string_view finish_reason_name(FinishReason reason) {
   return "?";
 }
 
-void apply_repetition_penalty(at::Tensor& scores, const std::vector<std::vector<int64_t>>& seen,
+void apply_repetition_penalty(at::Tensor& scores, std::span<const std::vector<int64_t>> seen,
                               double penalty) {
   if (penalty == 1.0) return;
   for (size_t b = 0; b < seen.size(); ++b) {
     if (seen[b].empty()) continue;
-    std::vector<int64_t> unique(seen[b].begin(), seen[b].end());
-    std::sort(unique.begin(), unique.end());
-    unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
-    const at::Tensor idx = at::tensor(unique, at::kLong);
+    // As RepetitionPenaltyLogitsProcessor: gather the score of every id seen, penalise, scatter
+    // back (torch.where(score < 0, score * penalty, score / penalty)). A repeated id reads the
+    // same score and writes the same value, so neither a sort nor a copy of the history is needed.
+    const at::Tensor idx = at::from_blob(const_cast<int64_t*>(seen[b].data()),
+                                         {static_cast<int64_t>(seen[b].size())}, at::kLong);
     at::Tensor row = scores[static_cast<int64_t>(b)];
     const at::Tensor s = row.index_select(0, idx);
-    // RepetitionPenaltyLogitsProcessor: torch.where(score < 0, score * penalty, score / penalty).
     row.index_copy_(0, idx, at::where(s.lt(0), s.mul(penalty), s.div(penalty)));
   }
 }
@@ -81,7 +81,7 @@ void apply_top_p(at::Tensor& scores, double top_p) {
   scores.masked_fill_(remove_by_token, kNegInf);
 }
 
-at::Tensor select_next_tokens(at::Tensor scores, const std::vector<std::vector<int64_t>>& seen,
+at::Tensor select_next_tokens(at::Tensor scores, std::span<const std::vector<int64_t>> seen,
                               const GenerateOptions& options, at::Generator& generator) {
   apply_repetition_penalty(scores, seen, options.repetition_penalty);
   if (!options.do_sample) return scores.argmax(-1);

@@ -64,12 +64,11 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
 
 // The logits processors, on scores [B, V] float32 (CPU), in place where named so. Exposed for
 // tests and the serving engine. `seen[b]` lists the tokens of row b so far.
-void apply_repetition_penalty(at::Tensor& scores, const std::vector<std::vector<int64_t>>& seen,
-                              double penalty);
+void apply_repetition_penalty(at::Tensor& scores, std::span<const std::vector<int64_t>> seen, double penalty);
 void apply_top_k(at::Tensor& scores, int64_t top_k);
 void apply_top_p(at::Tensor& scores, double top_p);
 // Penalty, then (sampling) temperature, top-k, top-p, and the choice: [B] int64.
-at::Tensor select_next_tokens(at::Tensor scores, const std::vector<std::vector<int64_t>>& seen,
+at::Tensor select_next_tokens(at::Tensor scores, std::span<const std::vector<int64_t>> seen,
                               const GenerateOptions& options, at::Generator& generator);
 
 // The stop ids a model directory asks for: generation_config.json's eos_token_id (an int or a

@@ -570,9 +570,10 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
       if (!plan.requests[i].samples) continue;
       Live& live = *lives[i];
       at::Tensor scores = logits.narrow(0, b, 1).clone();
-      // Only the repetition penalty reads the history: copy it only then.
-      std::vector<std::vector<int64_t>> seen;
-      if (live.options.repetition_penalty != 1.0) seen.push_back(live.seen);
+      // Only the repetition penalty reads the history (in place, not copied).
+      const std::span<const std::vector<int64_t>> seen = live.options.repetition_penalty != 1.0
+                                                             ? std::span(&live.seen, 1)
+                                                             : std::span<const std::vector<int64_t>>();
       const int64_t token =
           nn::select_next_tokens(scores, seen, live.options, live.generator).item<int64_t>();
       results[i].new_tokens = 1;
