@@ -32,10 +32,12 @@ void RandomizedSvdProjector::refresh(const at::Tensor& grad, int64_t step) {
   check_grad(grad, "randomized_svd projector");
   at::NoGradGuard no_grad;
   if (!ready_) {
-    // The first refresh: Halko Alg. 4.4 + 5.1 from a Gaussian sketch.
+    // The first refresh: Halko Alg. 4.4 + 5.1 from a Gaussian sketch, with at least 2 power
+    // iterations: every warm refresh starts from this basis, and with 1 the first warm one stays
+    // about 1% short of the exact subspace's energy (docs/benchmarks.md). Paid once per run.
     linalg::RandomizedSvdOptions o;
     o.oversample = oversample_;
-    o.power_iters = power_iters_;
+    o.power_iters = std::max<int64_t>(power_iters_, 2);
     o.seed = mix_seed(seed_, step);
     const linalg::Svd svd = linalg::randomized_svd(grad.detach(), rank_, o);
     matrix_ = (side_ == ProjectionSide::kRight ? svd.Vh : svd.U).contiguous();
