@@ -332,8 +332,15 @@ OrderedJson model_step_case(const ModelStepShape& shape, int repeats) {
     for (auto& [name, t] : model.named_tensors()) params.emplace_back(name, t.requires_grad_(true));
     return params;
   };
-  int64_t weights = 0;
-  for (const auto& [name, t] : model_adamw.named_tensors()) weights += t.numel();
+  // Parameters and, of them, the ones GaLore projects (2-D attention/MLP weights): the state ratio
+  // over those alone is GaLore's own (moments 2·r·D against 2·m·n, + the projector m·r or r·n).
+  int64_t weights = 0, projected = 0;
+  for (const auto& [name, t] : model_adamw.named_tensors()) {
+    weights += t.numel();
+    if (t.dim() == 2 &&
+        (name.find(".self_attn.") != std::string::npos || name.find(".mlp.") != std::string::npos))
+      projected += t.numel();
+  }
   optim::AdamW adamw(trainable(model_adamw), optim::AdamConfig{});
   optim::LowRankAdam galore = optim::make_optimizer(
       "galore", trainable(model_galore), {{"rank", r}, {"update_gap", T}, {"projector", "randomized_svd"}});
@@ -370,6 +377,9 @@ OrderedJson model_step_case(const ModelStepShape& shape, int repeats) {
   const double amortised_exact =
       (t_refresh_exact + static_cast<double>(T - 1) * t_galore) / static_cast<double>(T);
   const optim::OptimizerBytes gb = galore.bytes();
+  const int64_t adamw_states = adamw.memory()["optimizer_states"].get<int64_t>();
+  const int64_t adamw_projected = 2 * projected * static_cast<int64_t>(sizeof(float));
+  const int64_t galore_projected = gb.optimizer_states - (adamw_states - adamw_projected);
   return {{"model",
            {{"hidden", shape.hidden},
             {"layers", shape.layers},
@@ -380,9 +390,15 @@ OrderedJson model_step_case(const ModelStepShape& shape, int repeats) {
           {"rank", r},
           {"update_gap", T},
           {"bytes",
-           {{"adamw_states", adamw.memory()["optimizer_states"].get<int64_t>()},
+           {{"adamw_states", adamw_states},
             {"galore_states", gb.optimizer_states},
-            {"galore_projectors", gb.projectors}}},
+            {"galore_projectors", gb.projectors},
+            {"projected_weights", projected},
+            // AdamW's states of the projected weights, and GaLore's for them: its states less the
+            // AdamW states it keeps for the rest (the same bytes as AdamW's for those tensors).
+            {"projected_states_over_adamw", double(galore_projected) / double(adamw_projected)},
+            {"projected_states_and_projectors_over_adamw",
+             double(galore_projected + gb.projectors) / double(adamw_projected)}}},
           {"seconds",
            {{"adamw_step", t_adamw},
             {"galore_step", t_galore},
@@ -489,7 +505,7 @@ int main(int argc, char** argv) {
       std::printf(
           "model h%lld L%lld (%.1fM parameters), %lld tokens/step, galore r=%lld T=%lld: adamw step %.3f s, "
           "galore step %.3f s, refresh step %.3f s (exact SVD %.3f s), amortised %.3f s: %+.1f%% "
-          "(exact SVD %+.1f%%) | states %.3f of adamw\n",
+          "(exact SVD %+.1f%%) | states %.3f of adamw; attention/MLP weights: %.3f (+projectors %.3f)\n",
           static_cast<long long>(model_step.hidden), static_cast<long long>(model_step.layers),
           w["model"]["parameters"].get<double>() / 1e6,
           static_cast<long long>(w["tokens_per_step"].get<int64_t>()),
@@ -500,7 +516,9 @@ int main(int argc, char** argv) {
           w["seconds"]["galore_amortised"].get<double>(), 100 * w["step_overhead"]["ours"].get<double>(),
           100 * w["step_overhead"]["exact"].get<double>(),
           double(w["bytes"]["galore_states"].get<int64_t>()) /
-              double(w["bytes"]["adamw_states"].get<int64_t>()));
+              double(w["bytes"]["adamw_states"].get<int64_t>()),
+          w["bytes"]["projected_states_over_adamw"].get<double>(),
+          w["bytes"]["projected_states_and_projectors_over_adamw"].get<double>());
     }
   }
   if (json) {
