@@ -332,20 +332,18 @@ OrderedJson model_step_case(const ModelStepShape& shape, int repeats) {
     for (auto& [name, t] : model.named_tensors()) params.emplace_back(name, t.requires_grad_(true));
     return params;
   };
-  // Parameters and, of them, the ones GaLore projects (2-D attention/MLP weights): the state ratio
-  // over those alone is GaLore's own (moments 2·r·D against 2·m·n, + the projector m·r or r·n).
-  int64_t weights = 0, projected = 0;
-  for (const auto& [name, t] : model_adamw.named_tensors()) {
-    weights += t.numel();
-    if (t.dim() == 2 &&
-        (name.find(".self_attn.") != std::string::npos || name.find(".mlp.") != std::string::npos))
-      projected += t.numel();
-  }
   optim::AdamW adamw(trainable(model_adamw), optim::AdamConfig{});
   optim::LowRankAdam galore = optim::make_optimizer(
       "galore", trainable(model_galore), {{"rank", r}, {"update_gap", T}, {"projector", "randomized_svd"}});
   optim::LowRankAdam galore_exact = optim::make_optimizer(
       "galore", trainable(model_exact), {{"rank", r}, {"update_gap", T}, {"projector", "svd"}});
+  // Parameters and, of them, the ones GaLore projects: the state ratio over those alone is
+  // GaLore's own (moments 2·r·D against 2·m·n, + the projector m·r or r·n).
+  int64_t weights = 0, projected = 0;
+  for (const auto& [name, t] : model_adamw.named_tensors()) {
+    weights += t.numel();
+    if (optim::is_projectable(name, t, galore.config().target_modules)) projected += t.numel();
+  }
   at::Generator gen = at::detail::createCPUGenerator(5);
   const at::Tensor windows =
       at::randint(model_config.vocab_size, {shape.batch, shape.seq + 1}, gen, at::kLong);
