@@ -198,6 +198,12 @@ TEST(PretrainCliTest, LowRankOptimizerRunsAndBadOptimizerArgumentsFailEarly) {
   r = run_command(shell(with(pretrain_args(corpus, 3, dir / "rank-only"), {"--rank", "8"})));
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_NE(r.out.find("--optimizer"), std::string::npos) << r.out;
+  r = run_command(shell(
+      with(pretrain_args(corpus, 3, dir / "rank-too-large"), {"--optimizer", "galore", "--rank", "4096"})));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("--rank 4096 is larger than model.layers.0.self_attn.q_proj"), std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(dir / "rank-too-large"));
 }
 
 // --lr replaces the preset's peak learning rate (the cosine ends at a tenth of it): the logged

@@ -152,8 +152,15 @@ PretrainSummary pretrain(const PretrainOptions& o) {
     tc.per_layer_updates = true;
     tc.clip_norm = 0;  // a global norm needs every gradient at once
   }
-  // An unknown optimizer or option fails here, before the tokenizer and dataset stages run.
-  if (tc.optimizer != "adamw") (void)optim::method_config(tc.optimizer, tc.optimizer_options);
+  // An unknown optimizer or option fails here, before the tokenizer and dataset stages run, and
+  // so does a projection rank larger than a weight it would project.
+  if (tc.optimizer != "adamw") {
+    const optim::LowRankConfig lc = optim::method_config(tc.optimizer, tc.optimizer_options);
+    if (!lc.density)
+      for (const auto& [name, out, in] : preset_target_slots(preset))
+        LR_CHECK(lc.rank <= std::min(out, in), InvalidArgument, "--rank ", lc.rank, " is larger than ", name,
+                 " [", out, ", ", in, "] allows (at most ", std::min(out, in), ")");
+  }
   tc.parameterization = o.parameterization;
   tc.parameterization_options = o.parameterization_options;
   // So does an unknown parameterisation, a bad option or a rank larger than a slot.
