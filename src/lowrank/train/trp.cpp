@@ -53,15 +53,10 @@ int64_t energy_rank(const at::Tensor& sigma, double energy) {
 }
 
 TruncatedSvd energy_truncated_svd(const at::Tensor& w, double energy) {
-  LR_CHECK(w.dim() == 2, InvalidArgument, "energy_truncate: need a matrix, got ", w.sizes());
+  LR_CHECK(w.dim() == 2, InvalidArgument, "energy_truncated_svd: need a matrix, got ", w.sizes());
   auto [u, s, vh] = at::linalg_svd(w.detach(), /*full_matrices=*/false);
   const int64_t k = energy_rank(s, energy);
   return {u.narrow(1, 0, k), s.narrow(0, 0, k), vh.narrow(0, 0, k)};
-}
-
-std::pair<at::Tensor, int64_t> energy_truncate(const at::Tensor& w, double energy) {
-  const TruncatedSvd t = energy_truncated_svd(w, energy);
-  return {t.product(), t.rank()};
 }
 
 int64_t TrpOperator::truncate_and_regularize(double energy, double nuclear_weight) const {

@@ -23,7 +23,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <utility>
 
 #include <ATen/ATen.h>
 
@@ -68,8 +67,6 @@ struct TruncatedSvd {
   at::Tensor product() const { return at::matmul(u * s, vh); }  // U_k diag(σ_k) V_kᵀ
 };
 TruncatedSvd energy_truncated_svd(const at::Tensor& w, double energy);
-// (U_k diag(σ_k) V_kᵀ, k) of energy_truncated_svd.
-std::pair<at::Tensor, int64_t> energy_truncate(const at::Tensor& w, double energy);
 
 void register_trp(Registry<ParameterizationMethod>& registry);
 
