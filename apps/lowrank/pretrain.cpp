@@ -37,6 +37,11 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--stop-after", o->stop_after,
                   "Stop after step N without writing a checkpoint, as if killed (for testing --resume)");
   cmd->add_option("--max-documents", o->max_documents, "Use only the first N documents of the corpus");
+  cmd->add_option("--batch-size", o->batch_size, "Windows per optimizer step (default: the preset's)");
+  cmd->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--autocast", o->autocast,
+                  "bf16: CUDA bfloat16 autocast of the forward passes (weights and optimizer stay float32)")
+      ->check(CLI::IsMember({"bf16"}));
   // The optimizer: AdamW, or a low-rank method of optim/ (`lowrank methods` lists their options).
   auto optimizer = std::make_shared<OptimizerFlags>();
   optimizer->add_to(*cmd, o->optimizer);

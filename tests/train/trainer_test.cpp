@@ -212,6 +212,24 @@ TEST(TrainerTest, PerLayerUpdatesRefuseAccumulationAndClipping) {
   EXPECT_TRUE(TrainerConfig::from_json(c.to_json(), "test").per_layer_updates);
 }
 
+// bf16 autocast is a CUDA mode: another value, or a model on the CPU, is refused before any step.
+TEST(TrainerTest, AutocastIsBf16OnCudaOnly) {
+  TrainerConfig c = small_config();
+  c.autocast = "fp8";
+  EXPECT_NE(testing::error_of([&] { c.validate(); }).find("autocast \"fp8\""), std::string::npos);
+  c.autocast = "bf16";
+  EXPECT_NO_THROW(c.validate());
+  EXPECT_EQ(TrainerConfig::from_json(c.to_json(), "test").autocast, "bf16");
+  EXPECT_FALSE(small_config().to_json().contains("autocast"));
+  testing::TempDir dir;
+  nn::Model m = tiny_model(5);
+  EXPECT_NE(testing::error_of([&] {
+              train(m, pattern_stream(200), c, dir.path(), false);
+            }).find("needs a model on a CUDA device; this one is on cpu"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(dir / "metrics.jsonl"));
+}
+
 TEST(TrainerTest, ResumeRejectsAnotherBatchShape) {
   const TokenStream data = pattern_stream(200);
   TrainerConfig c = small_config();

@@ -16,6 +16,7 @@
 #include "lowrank/data/prepare.h"
 #include "lowrank/data/token_dataset.h"
 #include "lowrank/data/tokenizer.h"
+#include "lowrank/nn/run.h"
 #include "lowrank/optim/methods.h"
 #include "lowrank/train/parameterization.h"
 
@@ -56,6 +57,9 @@ OrderedJson args_json(const PretrainOptions& o, const TrainerConfig& c) {
     j["parameterization"] = o.parameterization;
     j["parameterization_options"] = o.parameterization_options;
   }
+  if (o.batch_size > 0) j["batch_size"] = c.batch_size;
+  if (o.device != "cpu") j["device"] = o.device;
+  if (!o.autocast.empty()) j["autocast"] = o.autocast;
   return j;
 }
 
@@ -91,6 +95,12 @@ std::vector<PretrainPreset> pretrain_presets() {
        "cores)"},
       {"small", 8192, 256, 768, 6, 8, trainer_preset(3000, 32, 256, 1.5e-3, 100, 250),
        "hidden 256, 6 layers, 8 heads, vocab 8192, seq 256; 3000 steps of 32 x 256 tokens (hours on CPU)"},
+      // GaLore's LLaMA-60M (Zhao et al., 2024, Table 11: hidden 512, intermediate 1376, 8 heads,
+      // 8 layers, 10K steps of 512 sequences of 256 tokens, 10% warmup) with this project's 8192-token
+      // tokenizer instead of T5's 32000 tokens: a GPU preset (--device cuda --autocast bf16).
+      {"galore-60m", 8192, 512, 1376, 8, 8, trainer_preset(10000, 512, 256, 1e-3, 1000, 1000),
+       "GaLore's LLaMA-60M shape: hidden 512, intermediate 1376, 8 layers, 8 heads, vocab 8192, seq 256; "
+       "10000 steps of 512 x 256 tokens (a GPU run)"},
   };
 }
 
@@ -137,6 +147,12 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   const PretrainPreset preset = pretrain_preset(o.preset);
   TrainerConfig tc = preset.trainer;
   if (o.steps > 0) tc.steps = o.steps;
+  LR_CHECK(o.batch_size >= 0, InvalidArgument, "--batch-size must be positive, got ", o.batch_size);
+  if (o.batch_size > 0) tc.batch_size = o.batch_size;
+  const at::Device device = nn::parse_device(o.device);
+  tc.autocast = o.autocast;
+  LR_CHECK(o.autocast.empty() || device.is_cuda(), InvalidArgument, "--autocast ", o.autocast,
+           " needs --device cuda (bf16 autocast is a CUDA mode)");
   LR_CHECK(o.lr >= 0 && std::isfinite(o.lr), InvalidArgument, "--lr must be positive, got ", o.lr);
   if (o.lr > 0) {
     tc.lr = o.lr;
@@ -238,7 +254,9 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   // 3. Training.
   const nn::ModelConfig model_config = nn::ModelConfig::from_json(
       preset_model_config(preset, tokenizer.vocab_size()), "preset " + preset.name);
-  nn::Model model = nn::Model::random(model_config, o.seed);
+  nn::LoadOptions load;
+  load.device = device;
+  nn::Model model = nn::Model::random(model_config, o.seed, load);
   const auto t0 = std::chrono::steady_clock::now();
   const TrainResult r = train(model, stream, tc, o.out / "run", o.resume);
   PretrainSummary s;

@@ -31,7 +31,7 @@ struct PretrainPreset {
   std::string help;       // one line for --help and docs
 };
 
-// The presets: "tiny" and "small".
+// The presets: "tiny", "small" and "galore-60m".
 std::vector<PretrainPreset> pretrain_presets();
 // Throws InvalidArgument listing the known names.
 PretrainPreset pretrain_preset(const std::string& name);
@@ -42,8 +42,9 @@ struct PretrainOptions {
   std::string preset = "tiny";
   std::string corpus = "bible";  // a named corpus (data/corpus.h) or a path
   std::filesystem::path out;
-  int64_t steps = 0;  // 0: the preset's
-  double lr = 0;      // peak learning rate; 0: the preset's (the cosine ends at lr / 10 either way)
+  int64_t steps = 0;       // 0: the preset's
+  int64_t batch_size = 0;  // windows per step; 0: the preset's
+  double lr = 0;           // peak learning rate; 0: the preset's (the cosine ends at lr / 10 either way)
   bool resume = false;
   uint64_t seed = 0;
   int64_t stop_after = 0;        // stop after this step without a checkpoint (testing)
@@ -58,6 +59,10 @@ struct PretrainOptions {
   // its options; empty: dense. The exported model is dense either way (densify()).
   std::string parameterization;
   Json parameterization_options = Json::object();
+  // Where the model trains ("cpu", "cuda", "cuda:N"; nn::parse_device) and TrainerConfig::autocast
+  // ("" or "bf16", CUDA only).
+  std::string device = "cpu";
+  std::string autocast;
 };
 
 struct PretrainSummary {

@@ -1,6 +1,8 @@
 // The pretraining loop, its window sampler and its checkpoints; see trainer.h.
 #include "lowrank/train/trainer.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -173,6 +175,7 @@ OrderedJson TrainerConfig::to_json() const {
                 {"checkpoint_every", checkpoint_every}};
   // Only when set, so that dense runs' trainer_state.json stays as before.
   if (per_layer_updates) j["per_layer_updates"] = true;
+  if (!autocast.empty()) j["autocast"] = autocast;
   if (!parameterization.empty()) {
     j["parameterization"] = parameterization;
     j["parameterization_options"] = parameterization_options;
@@ -205,6 +208,7 @@ TrainerConfig TrainerConfig::from_json(const Json& j, std::string_view what) {
   }
   c.seed = json_get_or<uint64_t>(j, "seed", c.seed, what);
   c.per_layer_updates = json_get_or<bool>(j, "per_layer_updates", c.per_layer_updates, what);
+  c.autocast = json_get_or<std::string>(j, "autocast", c.autocast, what);
   c.checkpoint_every = json_get_or<int64_t>(j, "checkpoint_every", c.checkpoint_every, what);
   c.validate();
   return c;
@@ -231,6 +235,8 @@ void TrainerConfig::validate() const {
            parameterization, " trains its factors with adamw, not optimizer ", optimizer);
   LR_CHECK(parameterization_options.is_object(), InvalidArgument,
            "trainer: parameterization_options must be a JSON object");
+  LR_CHECK(autocast.empty() || autocast == "bf16", InvalidArgument, "trainer: autocast \"", autocast,
+           "\" is not \"bf16\" (or empty: off)");
 }
 
 std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
@@ -343,11 +349,41 @@ OrderedJson with_frozen(const OrderedJson& m, int64_t frozen) {
   return out;
 }
 
+// bfloat16 autocast of the CUDA ops run in its scope (the thread-local state torch.autocast sets),
+// restoring the previous state on exit; inert when `on` is false. Casts of the float32 weights
+// are cached for the scope (one forward pass) and dropped at its end.
+class CudaAutocast {
+ public:
+  explicit CudaAutocast(bool on) : on_(on) {
+    if (!on_) return;
+    was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    was_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~CudaAutocast() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, was_enabled_);
+    at::autocast::set_autocast_dtype(at::kCUDA, was_dtype_);
+  }
+  CudaAutocast(const CudaAutocast&) = delete;
+  CudaAutocast& operator=(const CudaAutocast&) = delete;
+
+ private:
+  bool on_;
+  bool was_enabled_ = false;
+  at::ScalarType was_dtype_ = at::kBFloat16;
+};
+
 }  // namespace
 
 TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream& data,
                   const TrainerConfig& config, const fs::path& run_dir, bool resume) {
   config.validate();
+  LR_CHECK(config.autocast.empty() || model.device().is_cuda(), InvalidArgument, "trainer: autocast ",
+           config.autocast, " needs a model on a CUDA device; this one is on ", model.device());
   fs::create_directories(run_dir);
   for (auto& [n, p] : target.params)
     if (!p.requires_grad()) p.requires_grad_(true);
@@ -429,7 +465,11 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
     double loss_sum = 0;
     for (int64_t micro = 0; micro < config.grad_accum; ++micro) {
       at::Tensor windows = sample_windows(data, sampler, config.batch_size, config.seq_len);
-      at::Tensor loss = lm_loss(model, windows);
+      at::Tensor loss;
+      {
+        const CudaAutocast autocast(config.autocast == "bf16");
+        loss = lm_loss(model, windows);
+      }
       loss_sum += loss.item<double>();
       (loss / static_cast<double>(config.grad_accum)).backward();
     }

@@ -96,6 +96,11 @@ struct TrainerConfig {
   // Needs grad_accum 1 and clip_norm <= 0 (a global norm needs every gradient at once, so the
   // mode cannot clip, as in GaLore's layer-wise mode); grad_norm is still reported.
   bool per_layer_updates = false;
+  // "" (off) or "bf16": the forward passes under CUDA bfloat16 autocast, as PyTorch's
+  // torch.autocast("cuda", torch.bfloat16) (matrix products in bfloat16, reductions, norms and
+  // the loss in float32); weights, gradients and optimizer states stay float32. Needs a model on a
+  // CUDA device.
+  std::string autocast;
 
   OrderedJson to_json() const;
   // Validates every field; throws InvalidArgument naming the key and value.
