@@ -47,7 +47,15 @@ endif()
 add_library(lowrank_torch INTERFACE)
 add_library(lowrank::torch ALIAS lowrank_torch)
 if(LOWRANK_WITH_CUDA)
+  # Pick the GPU with -DCMAKE_CUDA_ARCHITECTURES (e.g. 90 for H100/H200; with it set
+  # TORCH_CUDA_ARCH_LIST=9.0 in the environment too); CMake's default is the compiler's.
   enable_language(CUDA)
+  # The kernels are C++20 like the rest (and Torch's CMake asks for that dialect); CMake 3.25 knows
+  # no C++20 flag for nvcc, which has accepted -std=c++20 since CUDA 12.
+  if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+  endif()
   find_package(Torch REQUIRED PATHS "${LOWRANK_TORCH_DIR}/share/cmake" NO_DEFAULT_PATH)
   target_link_libraries(lowrank_torch INTERFACE ${TORCH_LIBRARIES})
   target_compile_definitions(lowrank_torch INTERFACE LOWRANK_WITH_CUDA=1)

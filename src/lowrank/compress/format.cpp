@@ -41,7 +41,8 @@ std::shared_ptr<StoredOperator> load_operator(const Json& d, const std::string& 
   auto quantized = [&](int64_t out, int64_t in) {
     const int bits = static_cast<int>(required_int(d, "bits", slot));
     const int64_t group = required_int(d, "group_size", slot);
-    return ops::group_quantized_from_tensors(read("qweight"), read("scales"), bits, group, out, in);
+    return ops::group_quantized_from_tensors(read("qweight"), read("scales"), bits, group, out, in)
+        .to(device);
   };
   try {
     if (kind == "lowrank")

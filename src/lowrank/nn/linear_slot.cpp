@@ -202,12 +202,14 @@ std::vector<at::Tensor> LinearSlot::forward_shared_input(std::span<const LinearS
   // through the gathered kernel (ops/lora_gather.h, BGMV): one parallel loop over all of them
   // instead of two library calls per segment per slot. Longer segments keep the GEMM pair.
   const int64_t gather_max_tokens = ops::lora_gather_max_tokens();
-  if (in_place && gather_max_tokens > 0 && x.device().is_cpu() && x.scalar_type() == at::kFloat &&
+  // On a CUDA device the same tasks go to the CUDA twin (one launch for the whole batch).
+  const bool gather_device = x.device().is_cpu() || (x.device().is_cuda() && ops::lora_gather_cuda_built());
+  if (in_place && gather_max_tokens > 0 && gather_device && x.scalar_type() == at::kFloat &&
       x.is_contiguous() && rows > 0) {
     const int64_t in = x.size(-1);
     const int64_t tokens_per_row = x.numel() / (rows * in);
     auto gatherable = [&](const at::Tensor& t) {
-      return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
+      return t.device() == x.device() && t.scalar_type() == at::kFloat && t.is_contiguous();
     };
     std::vector<ops::LoraGatherTask> tasks;
     std::vector<Segment> rest;
@@ -238,7 +240,10 @@ std::vector<at::Tensor> LinearSlot::forward_shared_input(std::span<const LinearS
         tasks.push_back(task);
       }
     }
-    ops::lora_gather(tasks);
+    if (x.device().is_cuda())
+      ops::lora_gather_cuda(tasks, x.device().index());
+    else
+      ops::lora_gather(tasks);
     segments = std::move(rest);
   }
   auto apply = [&](const Segment& s) {

@@ -11,6 +11,7 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/ops/cpu_features.h"
+#include "lowrank/ops/group_quant_cuda.h"
 #include "lowrank/ops/group_quant_kernels.h"
 
 namespace lowrank::ops {
@@ -43,10 +44,10 @@ detail::GroupQuantView view_of(const GroupQuantized& w) {
 void check_quantized(std::string_view what, const GroupQuantized& w) {
   check_format(what, w.bits, w.group_size, w.in_features);
   const int64_t packed_cols = w.bits == 4 ? w.in_features / 2 : w.in_features;
-  LR_CHECK(w.packed.defined() && w.scales.defined() && w.packed.device().is_cpu() &&
+  LR_CHECK(w.packed.defined() && w.scales.defined() &&
                w.packed.scalar_type() == (w.bits == 4 ? at::kByte : at::kChar) && w.packed.is_contiguous() &&
                w.packed.numel() == w.out_features * packed_cols && w.scales.scalar_type() == at::kFloat &&
-               w.scales.device().is_cpu() && w.scales.is_contiguous() &&
+               w.scales.device() == w.packed.device() && w.scales.is_contiguous() &&
                w.scales.numel() == w.out_features * (w.in_features / w.group_size),
            InvalidArgument, what, ": w is not a consistent ", w.out_features, "x", w.in_features,
            " GroupQuantized (build it with quantize_groups or group_quantized_from_tensors)");
@@ -55,6 +56,18 @@ void check_quantized(std::string_view what, const GroupQuantized& w) {
 }  // namespace
 
 namespace detail {
+
+#ifndef LOWRANK_WITH_CUDA
+at::Tensor group_quant_matmul_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, int, int64_t,
+                                   int64_t, const at::Tensor&) {
+  throw Unsupported("group_quant_matmul_cuda: this build has no CUDA");
+}
+
+at::Tensor group_quant_dequantize_cuda(const at::Tensor&, const at::Tensor&, int, int64_t, int64_t, int64_t,
+                                       at::ScalarType) {
+  throw Unsupported("group_quant_dequantize_cuda: this build has no CUDA");
+}
+#endif
 
 bool group_quant_avx2_usable(const GroupQuantView& w) {
   if (!cpu_has_avx2_fma()) return false;
@@ -85,6 +98,14 @@ void group_quant_packed_matmul(const GroupQuantView& w, const float* x, int64_t 
 
 at::Tensor GroupQuantized::dequantize(at::ScalarType dtype) const {
   check_quantized("GroupQuantized::dequantize", *this);
+  if (packed.is_cuda()) {
+    const bool native = dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf;
+    const at::Tensor W = detail::group_quant_dequantize_cuda(packed, scales, bits, group_size, out_features,
+                                                             in_features, native ? dtype : at::kFloat);
+    return native ? W : W.to(dtype);
+  }
+  LR_CHECK(packed.is_cpu(), Unsupported, "GroupQuantized::dequantize: weights on ", packed.device(),
+           "; only CPU and CUDA are supported");
   auto W = at::empty({out_features, in_features}, at::TensorOptions().dtype(at::kFloat));
   const detail::GroupQuantView v = view_of(*this);
   float* dst = W.mutable_data_ptr<float>();
@@ -93,6 +114,13 @@ at::Tensor GroupQuantized::dequantize(at::ScalarType dtype) const {
     detail::group_quant_dequantize_rows_cpu(v, begin, end, dst);
   });
   return W.to(dtype);
+}
+
+GroupQuantized GroupQuantized::to(at::Device device) const {
+  GroupQuantized r = *this;
+  r.packed = packed.to(device);
+  r.scales = scales.to(device);
+  return r;
 }
 
 int64_t GroupQuantized::storage_bytes() const {
@@ -180,24 +208,42 @@ GroupQuantized group_quantized_from_tensors(at::Tensor packed, at::Tensor scales
 
 at::Tensor group_quant_linear(const at::Tensor& x, const GroupQuantized& w, const at::Tensor& bias) {
   LR_CHECK(x.defined(), InvalidArgument, "group_quant_linear: x is an undefined tensor");
-  LR_CHECK(x.device().is_cpu(), Unsupported, "group_quant_linear: x is on ", x.device(),
-           "; only CPU tensors are supported");
+  LR_CHECK(x.device() == w.packed.device(), InvalidArgument, "group_quant_linear: x is on ", x.device(),
+           ", the weights on ", w.packed.device());
+  LR_CHECK(x.is_cpu() || x.is_cuda(), Unsupported, "group_quant_linear: x is on ", x.device(),
+           "; only CPU and CUDA tensors are supported");
   LR_CHECK(at::isFloatingType(x.scalar_type()), InvalidArgument, "group_quant_linear: x has dtype ",
            x.scalar_type(), "; a floating dtype is required");
   LR_CHECK(x.dim() >= 1 && x.size(-1) == w.in_features, InvalidArgument, "group_quant_linear: x has shape ",
            x.sizes(), ", expected [..., ", w.in_features, "]");
   check_quantized("group_quant_linear", w);
-  at::Tensor b;
   if (bias.defined()) {
     LR_CHECK(bias.dim() == 1 && bias.size(0) == w.out_features && at::isFloatingType(bias.scalar_type()),
              InvalidArgument, "group_quant_linear: bias has shape ", bias.sizes(), " and dtype ",
              bias.scalar_type(), ", expected a floating [", w.out_features, "]");
-    b = bias.to(at::kCPU, at::kFloat).contiguous();
   }
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = w.out_features;
+  const int64_t rows = x.numel() / w.in_features;
+  if (x.is_cuda()) {
+    // The packed kernel reads 4.5 (or 8.5) instead of 16 or 32 bits per weight, which is the whole
+    // cost of a decode-sized product; prefill-sized ones dequantise once and use the tensor cores.
+    const bool native =
+        x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+    const at::ScalarType dtype = native ? x.scalar_type() : at::kFloat;
+    const at::Tensor x2 = x.to(dtype).reshape({rows, w.in_features}).contiguous();
+    const at::Tensor b = bias.defined() ? bias.to(x.device(), dtype).contiguous() : at::Tensor();
+    at::Tensor y;
+    if (rows <= detail::kGroupQuantPackedMaxRows && detail::group_quant_cuda_usable(w.group_size) &&
+        reinterpret_cast<uintptr_t>(w.packed.const_data_ptr()) % 4 == 0)
+      y = detail::group_quant_matmul_cuda(x2, w.packed, w.scales, w.bits, w.group_size, w.out_features, b);
+    else
+      y = at::linear(x2, w.dequantize(dtype), b);
+    return y.view(out_shape).to(x.scalar_type());
+  }
+  at::Tensor b;
+  if (bias.defined()) b = bias.to(at::kCPU, at::kFloat).contiguous();
   const auto xf = x.to(at::kFloat).contiguous();
-  const int64_t rows = xf.numel() / w.in_features;
   at::Tensor y;
   if (rows <= detail::kGroupQuantPackedMaxRows) {
     y = at::empty({rows, w.out_features}, xf.options());

@@ -39,6 +39,8 @@ struct GroupQuantized {
 
   // Ŵ = s q as [out, in] (computed in float32, then cast to `dtype`).
   at::Tensor dequantize(at::ScalarType dtype = at::kFloat) const;
+  // The same weights with both tensors on `device` (CPU or CUDA).
+  GroupQuantized to(at::Device device) const;
   // Packed bytes + 2 bytes per scale: the size on disk (scales stored as F16).
   int64_t storage_bytes() const;
 };
@@ -59,13 +61,15 @@ at::Tensor fake_quantize_groups(const at::Tensor& W, int bits, int64_t group_siz
 GroupQuantized group_quantized_from_tensors(at::Tensor packed, at::Tensor scales, int bits,
                                             int64_t group_size, int64_t out_features, int64_t in_features);
 
-// y = x Ŵᵀ + b for x [..., in] on the CPU; float32 is computed directly, other floating dtypes
-// are converted to float32 and the result is cast back. b is [out] or undefined. Rows of x up to
-// a small threshold (decode) take the packed kernel (AVX2 + FMA when the CPU has them, else the
-// portable one), parallel over output features on libtorch's threads; more rows (prefill)
-// dequantise into float32 once and call at::linear. Inference only: no gradient reaches x through
-// the packed path. Throws InvalidArgument for a wrong x or bias shape or dtype, Unsupported for a
-// non-CPU x.
+// y = x Ŵᵀ + b for x [..., in] on the weights' device; b is [out] or undefined. On the CPU,
+// float32 is computed directly, other floating dtypes are converted to float32 and the result is
+// cast back. Rows of x up to a small threshold (decode) take the packed kernel (AVX2 + FMA when the
+// CPU has them, else the portable one), parallel over output features on libtorch's threads; more
+// rows (prefill) dequantise into float32 once and call at::linear. On CUDA (a CUDA build) the same
+// split, in x's dtype when it is float32, bfloat16 or float16: the packed kernel of
+// group_quant_cuda.h for up to the same number of rows, else dequantisation + cuBLAS. Inference
+// only: no gradient reaches x through the packed path. Throws InvalidArgument for a wrong x or bias
+// shape or dtype or for x and the weights on different devices, Unsupported for another device.
 at::Tensor group_quant_linear(const at::Tensor& x, const GroupQuantized& w, const at::Tensor& bias = {});
 
 }  // namespace lowrank::ops

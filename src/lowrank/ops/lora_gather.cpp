@@ -30,8 +30,10 @@ bool lora_gather_avx2_usable() {
   return detail::cpu_has_avx2_fma();
 }
 
-void lora_gather(std::span<const LoraGatherTask> tasks, LoraGatherKernel kernel) {
-  int64_t max_rank = 0, work = 0;
+namespace detail {
+
+int64_t check_lora_gather_tasks(std::span<const LoraGatherTask> tasks) {
+  int64_t max_rank = 0;
   for (size_t i = 0; i < tasks.size(); ++i) {
     const LoraGatherTask& t = tasks[i];
     LR_CHECK(t.x != nullptr && t.y != nullptr && t.a != nullptr && t.b != nullptr, InvalidArgument,
@@ -40,8 +42,26 @@ void lora_gather(std::span<const LoraGatherTask> tasks, LoraGatherKernel kernel)
              " has tokens = ", t.tokens, ", in = ", t.in, ", out = ", t.out, ", rank = ", t.rank,
              " (all must be positive)");
     max_rank = std::max(max_rank, t.rank);
-    work += t.tokens * t.rank * (t.in + t.out);
   }
+  return max_rank;
+}
+
+}  // namespace detail
+
+#ifndef LOWRANK_WITH_CUDA
+bool lora_gather_cuda_built() {
+  return false;
+}
+
+void lora_gather_cuda(std::span<const LoraGatherTask>, int) {
+  throw Unsupported("lora_gather_cuda: this build has no CUDA");
+}
+#endif
+
+void lora_gather(std::span<const LoraGatherTask> tasks, LoraGatherKernel kernel) {
+  const int64_t max_rank = detail::check_lora_gather_tasks(tasks);
+  int64_t work = 0;
+  for (const LoraGatherTask& t : tasks) work += t.tokens * t.rank * (t.in + t.out);
   if (tasks.empty()) return;
   const bool usable = lora_gather_avx2_usable();
   LR_CHECK(kernel != LoraGatherKernel::kAvx2 || usable, Unsupported,

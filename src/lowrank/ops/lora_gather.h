@@ -48,7 +48,16 @@ void set_lora_gather_max_tokens(int64_t tokens);
 // Whether kAvx2 is available here.
 bool lora_gather_avx2_usable();
 
+// The CUDA twin (lora_gather_cuda.cu): every pointer of every task points into the memory of CUDA
+// device `device_index`; runs on that device's current stream, one thread block per task, and
+// returns without waiting for it. Throws InvalidArgument as lora_gather does (and for a rank above
+// 12288), Unsupported in a build without CUDA (lora_gather_cuda_built() is then false).
+void lora_gather_cuda(std::span<const LoraGatherTask> tasks, int device_index);
+bool lora_gather_cuda_built();
+
 namespace detail {
+// Validates the tasks (InvalidArgument naming the first bad one); returns the largest rank.
+int64_t check_lora_gather_tasks(std::span<const LoraGatherTask> tasks);
 // One task each; `h` is scratch of at least task.rank floats.
 void lora_gather_task_cpu(const LoraGatherTask& task, float* h);
 void lora_gather_task_avx2(const LoraGatherTask& task, float* h);
