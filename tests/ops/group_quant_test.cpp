@@ -313,6 +313,13 @@ TEST(GroupQuantTest, RejectsBadArguments) {
   EXPECT_THROW(group_quant_linear(randn({2, 64}, 55), q, randn({5}, 56)), InvalidArgument);
   EXPECT_THROW(group_quant_linear(at::ones({2, 64}, at::kInt), q), InvalidArgument);
   EXPECT_THROW(GroupQuantized().dequantize(), InvalidArgument);
+  GroupQuantized no_tensors;  // a shape but no packed weights: refused before their device is read
+  no_tensors.out_features = 4;
+  no_tensors.in_features = 64;
+  EXPECT_TRUE(contains(testing::error_of([&] {
+                         group_quant_linear(randn({1, 64}, 57), no_tensors);
+                       }),
+                       "not a consistent 4x64 GroupQuantized"));
 }
 
 TEST(GroupQuantTest, FromTensorsRejectsCorruptTensors) {

@@ -212,6 +212,10 @@ TEST(PretrainCliTest, LowRankOptimizerRunsAndBadOptimizerArgumentsFailEarly) {
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_NE(r.out.find("device \"tpu\" is not cpu, cuda or cuda:N"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir / "bad-device"));
+  r = run_command(shell(with(pretrain_args(corpus, 3, dir / "bad-batch"), {"--batch-size", "-2"})));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("--batch-size must be positive, got -2"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "bad-batch"));
 }
 
 // --lr replaces the preset's peak learning rate (the cosine ends at a tenth of it): the logged

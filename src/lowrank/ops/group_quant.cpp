@@ -208,8 +208,6 @@ GroupQuantized group_quantized_from_tensors(at::Tensor packed, at::Tensor scales
 
 at::Tensor group_quant_linear(const at::Tensor& x, const GroupQuantized& w, const at::Tensor& bias) {
   LR_CHECK(x.defined(), InvalidArgument, "group_quant_linear: x is an undefined tensor");
-  LR_CHECK(x.device() == w.packed.device(), InvalidArgument, "group_quant_linear: x is on ", x.device(),
-           ", the weights on ", w.packed.device());
   LR_CHECK(x.is_cpu() || x.is_cuda(), Unsupported, "group_quant_linear: x is on ", x.device(),
            "; only CPU and CUDA tensors are supported");
   LR_CHECK(at::isFloatingType(x.scalar_type()), InvalidArgument, "group_quant_linear: x has dtype ",
@@ -217,6 +215,8 @@ at::Tensor group_quant_linear(const at::Tensor& x, const GroupQuantized& w, cons
   LR_CHECK(x.dim() >= 1 && x.size(-1) == w.in_features, InvalidArgument, "group_quant_linear: x has shape ",
            x.sizes(), ", expected [..., ", w.in_features, "]");
   check_quantized("group_quant_linear", w);
+  LR_CHECK(x.device() == w.packed.device(), InvalidArgument, "group_quant_linear: x is on ", x.device(),
+           ", the weights on ", w.packed.device());
   if (bias.defined()) {
     LR_CHECK(bias.dim() == 1 && bias.size(0) == w.out_features && at::isFloatingType(bias.scalar_type()),
              InvalidArgument, "group_quant_linear: bias has shape ", bias.sizes(), " and dtype ",
