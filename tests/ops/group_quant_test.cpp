@@ -9,11 +9,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "lowrank/core/error.h"
 #include "lowrank/ops/group_quant_kernels.h"
+#include "lowrank/ops/group_quant_word.h"
 #include "tests/testing.h"
 
 namespace lowrank::ops {
@@ -287,6 +289,43 @@ TEST(GroupQuantTest, ForcingAnUnusableAvx2KernelThrowsUnsupported) {
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
+}
+
+// The CUDA GEMV reads packed rows as 4-byte words through unpack_packed_word: rebuilding every row
+// from its words (inputs, scale group, codes) gives dequantize() bit for bit and names each input
+// exactly once, so the kernel's index arithmetic is checked on machines without a GPU too.
+TEST(GroupQuantTest, PackedWordsOfTheCudaKernelRebuildTheWeights) {
+  for (int bits : {4, 8}) {
+    for (int64_t g : {8, 16, 64, 128}) {
+      SCOPED_TRACE(str("bits ", bits, " g ", g));
+      const int64_t out = 5, in = 256;
+      const GroupQuantized q = quantize_groups(randn({out, in}, 61 + g), bits, g);
+      const at::Tensor want = q.dequantize();
+      at::Tensor rebuilt = at::full({out, in}, NAN);
+      at::Tensor seen = at::zeros({out, in}, at::kInt);
+      const auto* bytes = static_cast<const uint8_t*>(q.packed.const_data_ptr());
+      const int64_t row_bytes = bits == 4 ? in / 2 : in;
+      for (int64_t o = 0; o < out; ++o) {
+        for (int64_t w = 0; w < row_bytes / 4; ++w) {
+          uint32_t v = 0;
+          std::memcpy(&v, bytes + o * row_bytes + 4 * w, 4);  // little-endian, as the GPU reads it
+          const detail::PackedWord p = detail::unpack_packed_word(v, w, bits, g);
+          ASSERT_EQ(p.runs, bits == 4 ? 2 : 1);
+          for (int run = 0; run < p.runs; ++run) {
+            for (int t = 0; t < 4; ++t) {
+              const int64_t i = p.first[run] + t;
+              ASSERT_TRUE(i >= 0 && i < in) << "word " << w;
+              ASSERT_EQ(i / g, p.group) << "word " << w;
+              rebuilt[o][i] = q.scales[o][p.group].item<float>() * p.q[run][t];
+              seen[o][i] += 1;
+            }
+          }
+        }
+      }
+      EXPECT_TRUE(seen.eq(1).all().item<bool>());
+      EXPECT_TRUE(at::equal(rebuilt, want));
+    }
+  }
 }
 
 TEST(GroupQuantTest, RejectsBadArguments) {

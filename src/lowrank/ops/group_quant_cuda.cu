@@ -2,12 +2,12 @@
 // format): a packed W4A16 / W8A16 matrix-vector product and a dequantisation.
 //
 // GEMV: one warp per output feature o. Each lane reads the row's packed weights as 4-byte words
-// (coalesced across the warp) and unpacks them in registers: for 4-bit weights a word holds bytes
-// j..j+3 of one group, i.e. q[j..j+3] in the low nibbles and q[j+g/2..j+g/2+3] in the high ones
-// (group_size % 8 == 0 keeps a word inside one half-group); for 8-bit weights it holds four
-// consecutive int8 q. The group's float32 scale multiplies the word's partial dot product. Up to 8
-// input rows share each unpacked word (decode batches); a grid row per 8 input rows covers more.
-// Partial sums are reduced across the warp with shuffles. Everything accumulates in float32.
+// (coalesced across the warp) and unpacks them in registers (group_quant_word.h, whose index
+// arithmetic a CPU test checks): for 4-bit weights a word holds two runs of four consecutive codes
+// (low and high nibbles), for 8-bit weights one run of four int8 codes. The group's float32 scale
+// multiplies the word's partial dot product. Up to 8 input rows share each unpacked word (decode
+// batches); a grid row per 8 input rows covers more. Partial sums are reduced across the warp with
+// shuffles. Everything accumulates in float32.
 //
 // Dequantisation: one thread per packed byte (4-bit) or weight (8-bit); the float32 product s·q is
 // formed exactly as on the CPU and then rounded to the output dtype.
@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "lowrank/core/error.h"
+#include "lowrank/ops/group_quant_word.h"
 
 namespace lowrank::ops::detail {
 namespace {
@@ -46,50 +47,22 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const float* s_row = scales + o * (in / group_size);
   const T* x0 = x + static_cast<int64_t>(r0) * in;
   float acc[kRowsPerPass] = {};
-  if constexpr (kBits == 4) {
-    const int64_t n_words = in / 8, half = group_size / 2;
-    const uint32_t* row = words + o * n_words;
-    for (int64_t w = lane; w < n_words; w += 32) {
-      const uint32_t v = __ldg(row + w);
-      const int64_t byte = 4 * w, k = byte / half;
-      const int64_t lo = k * group_size + byte % half, hi = lo + half;
-      const float s = __ldg(s_row + k);
-      float qlo[4], qhi[4];
+  const int64_t n_words = kBits == 4 ? in / 8 : in / 4;
+  const uint32_t* row = words + o * n_words;
+  for (int64_t w = lane; w < n_words; w += 32) {
+    const PackedWord p = unpack_packed_word(__ldg(row + w), w, kBits, group_size);
+    const float s = __ldg(s_row + p.group);
 #pragma unroll
-      for (int t = 0; t < 4; ++t) {
-        qlo[t] = static_cast<float>(static_cast<int>((v >> (8 * t)) & 15u) - 8);
-        qhi[t] = static_cast<float>(static_cast<int>((v >> (8 * t + 4)) & 15u) - 8);
-      }
+    for (int r = 0; r < kRowsPerPass; ++r) {
+      if (r < nr) {
+        const T* xr = x0 + r * in;
+        float d = 0;
 #pragma unroll
-      for (int r = 0; r < kRowsPerPass; ++r) {
-        if (r < nr) {
-          const T* xr = x0 + r * in;
-          float d = 0;
+        for (int run = 0; run < (kBits == 4 ? 2 : 1); ++run) {
 #pragma unroll
-          for (int t = 0; t < 4; ++t) d += qlo[t] * to_float(xr[lo + t]) + qhi[t] * to_float(xr[hi + t]);
-          acc[r] += s * d;
+          for (int t = 0; t < 4; ++t) d += p.q[run][t] * to_float(xr[p.first[run] + t]);
         }
-      }
-    }
-  } else {
-    const int64_t n_words = in / 4;
-    const uint32_t* row = words + o * n_words;
-    for (int64_t w = lane; w < n_words; w += 32) {
-      const uint32_t v = __ldg(row + w);
-      const int64_t i0 = 4 * w;
-      const float s = __ldg(s_row + i0 / group_size);
-      float q[4];
-#pragma unroll
-      for (int t = 0; t < 4; ++t) q[t] = static_cast<float>(static_cast<int8_t>((v >> (8 * t)) & 255u));
-#pragma unroll
-      for (int r = 0; r < kRowsPerPass; ++r) {
-        if (r < nr) {
-          const T* xr = x0 + r * in + i0;
-          float d = 0;
-#pragma unroll
-          for (int t = 0; t < 4; ++t) d += q[t] * to_float(xr[t]);
-          acc[r] += s * d;
-        }
+        acc[r] += s * d;
       }
     }
   }
