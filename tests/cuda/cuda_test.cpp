@@ -281,8 +281,14 @@ TEST(CudaTrainTest, Float32FollowsTheCpuAndBf16AutocastTrains) {
   LOWRANK_REQUIRE_CUDA();
   testing::TempDir dir;
   const train::TokenStream data = train::testing_support::pattern_stream(4000);
+  // The settings of TrainerTest.LossFallsOnALearnableStream: on the CPU the loss ends at 0.36 of
+  // its start, for AdamW and for GaLore at rank 4 alike.
   train::TrainerConfig c = train::testing_support::small_config();
-  c.steps = 30;
+  c.steps = 20;
+  c.lr = 2e-2;
+  c.min_lr = 2e-3;
+  c.warmup_steps = 4;
+  c.adam.weight_decay = 0;
   auto run = [&](const std::string& name, at::Device device, const train::TrainerConfig& config) {
     testing::tiny_llama({}, 1).save(dir / (name + "-init"));
     nn::LoadOptions o;
@@ -295,15 +301,16 @@ TEST(CudaTrainTest, Float32FollowsTheCpuAndBf16AutocastTrains) {
   train::TrainerConfig bf = c;
   bf.autocast = "bf16";
   const auto bf16 = run("bf16", kCuda, bf);
-  ASSERT_EQ(cpu.size(), 30u);
-  ASSERT_EQ(f32.size(), 30u);
-  ASSERT_EQ(bf16.size(), 30u);
+  ASSERT_EQ(cpu.size(), 20u);
+  ASSERT_EQ(f32.size(), 20u);
+  ASSERT_EQ(bf16.size(), 20u);
   EXPECT_NEAR(f32[0].loss, cpu[0].loss, 1e-5 * cpu[0].loss);
-  EXPECT_NEAR(f32.back().loss, cpu.back().loss, 1e-3 * cpu.back().loss);
+  // Twenty steps later only float rounding (summation order) separates the two runs.
+  EXPECT_NEAR(f32.back().loss, cpu.back().loss, 1e-2 * cpu.back().loss);
   EXPECT_NE(bf16[0].loss, f32[0].loss);
   EXPECT_NEAR(bf16[0].loss, f32[0].loss, 2e-2 * f32[0].loss);
-  EXPECT_LT(bf16.back().loss, 0.8 * bf16[0].loss);
-  std::printf("CUDA training, loss at steps 1 and 30: cpu %.5f %.5f, f32 %.5f %.5f, bf16 %.5f %.5f\n",
+  EXPECT_LT(bf16.back().loss, 0.6 * bf16[0].loss);
+  std::printf("CUDA training, loss at steps 1 and 20: cpu %.5f %.5f, f32 %.5f %.5f, bf16 %.5f %.5f\n",
               cpu[0].loss, cpu.back().loss, f32[0].loss, f32.back().loss, bf16[0].loss, bf16.back().loss);
 
   train::TrainerConfig galore = c;
@@ -312,8 +319,8 @@ TEST(CudaTrainTest, Float32FollowsTheCpuAndBf16AutocastTrains) {
   const auto g_cpu = run("galore-cpu", at::kCPU, galore);
   const auto g_gpu = run("galore-gpu", kCuda, galore);
   EXPECT_NEAR(g_gpu[0].loss, g_cpu[0].loss, 1e-5 * g_cpu[0].loss);
-  EXPECT_LT(g_gpu.back().loss, 0.8 * g_gpu[0].loss);
-  std::printf("GaLore rank 4, loss at step 30: cpu %.5f, cuda %.5f\n", g_cpu.back().loss, g_gpu.back().loss);
+  EXPECT_LT(g_gpu.back().loss, 0.6 * g_gpu[0].loss);
+  std::printf("GaLore rank 4, loss at step 20: cpu %.5f, cuda %.5f\n", g_cpu.back().loss, g_gpu.back().loss);
 }
 
 }  // namespace
