@@ -55,6 +55,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -227,6 +228,26 @@ OrderedJson refresh_case(const Shape& shape, int64_t r, int refreshes, double dr
 }
 
 // Part 2: GaLore (r = d/4, T = 200) against AdamW on one weight of the shape.
+// The median time of a refresh step: before each, `optimizer`'s state is rewound to k = T, so that
+// `step` refreshes every projector (warm from the current one) and then updates.
+double refresh_step_seconds(optim::LowRankAdam& optimizer, int64_t T, int repeats,
+                            const std::function<void()>& step) {
+  const optim::NamedTensors saved = optimizer.state_tensors();
+  std::vector<double> t;
+  for (int i = 0; i < std::max(repeats, 1); ++i) {
+    optimizer.load_state(saved, T);
+    const auto t0 = Clock::now();
+    step();
+    t.push_back(seconds_since(t0));
+  }
+  return median(t);
+}
+
+// A step time averaged over an update gap T: one refresh step and T − 1 plain steps.
+double amortised_seconds(double refresh_step, double step, int64_t T) {
+  return (refresh_step + static_cast<double>(T - 1) * step) / static_cast<double>(T);
+}
+
 OrderedJson galore_case(const Shape& shape, int repeats, double drift, int64_t tokens, double exact_seconds) {
   const int64_t m = shape.m, n = shape.n, r = std::min(m, n) / 4, T = 200;
   GradientSequence seq(m, n, r, drift, 2000 + static_cast<uint64_t>(m * 7 + n));
@@ -251,17 +272,8 @@ OrderedJson galore_case(const Shape& shape, int repeats, double drift, int64_t t
   // Steps 1 .. 2·repeats + 2 < T: no refresh.
   const auto [t_step, t_adamw] =
       bench::paired_median_seconds([&] { galore.step(1e-3); }, [&] { adamw.step(1e-3); }, repeats);
-  // A refresh step: the state rewound to k = T, so that the step refreshes (warm) and then updates.
-  const optim::NamedTensors saved = galore.state_tensors();
-  std::vector<double> t_refresh_steps;
-  for (int i = 0; i < std::max(repeats, 1); ++i) {
-    galore.load_state(saved, T);
-    const auto t0 = Clock::now();
-    galore.step(1e-3);
-    t_refresh_steps.push_back(seconds_since(t0));
-  }
-  const double t_refresh_step = median(t_refresh_steps);
-  const double amortised = (t_refresh_step + static_cast<double>(T - 1) * t_step) / static_cast<double>(T);
+  const double t_refresh_step = refresh_step_seconds(galore, T, repeats, [&] { galore.step(1e-3); });
+  const double amortised = amortised_seconds(t_refresh_step, t_step, T);
   const double amortised_exact = t_step + exact_seconds / static_cast<double>(T);
 
   // Forward + backward GEMMs of y = x Wᵀ on `tokens` tokens: y = x Wᵀ, dx = dy W, dW = dyᵀ x.
@@ -356,24 +368,12 @@ OrderedJson model_step_case(const ModelStepShape& shape, int repeats) {
   train_step(model_exact, galore_exact);
   const auto [t_galore, t_adamw] = bench::paired_median_seconds(
       [&] { train_step(model_galore, galore); }, [&] { train_step(model_adamw, adamw); }, repeats);
-  // Refresh steps: the state rewound to k = T, so that the step refreshes every projector (warm
-  // from the current one) and then updates.
-  auto refresh_step = [&](nn::Model& model, optim::LowRankAdam& optimizer) {
-    const optim::NamedTensors saved = optimizer.state_tensors();
-    std::vector<double> t;
-    for (int i = 0; i < std::max(repeats, 1); ++i) {
-      optimizer.load_state(saved, T);
-      const auto t0 = Clock::now();
-      train_step(model, optimizer);
-      t.push_back(seconds_since(t0));
-    }
-    return median(t);
-  };
-  const double t_refresh = refresh_step(model_galore, galore);
-  const double t_refresh_exact = refresh_step(model_exact, galore_exact);
-  const double amortised = (t_refresh + static_cast<double>(T - 1) * t_galore) / static_cast<double>(T);
-  const double amortised_exact =
-      (t_refresh_exact + static_cast<double>(T - 1) * t_galore) / static_cast<double>(T);
+  const double t_refresh =
+      refresh_step_seconds(galore, T, repeats, [&] { train_step(model_galore, galore); });
+  const double t_refresh_exact =
+      refresh_step_seconds(galore_exact, T, repeats, [&] { train_step(model_exact, galore_exact); });
+  const double amortised = amortised_seconds(t_refresh, t_galore, T);
+  const double amortised_exact = amortised_seconds(t_refresh_exact, t_galore, T);
   const optim::OptimizerBytes gb = galore.bytes();
   const int64_t adamw_states = adamw.memory()["optimizer_states"].get<int64_t>();
   const int64_t adamw_projected = 2 * projected * static_cast<int64_t>(sizeof(float));

@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -101,12 +102,16 @@ nn::Model tiny_llama(const TinyLlama& s, uint64_t seed) {
 }
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+  return (a.to(at::kCPU, at::kDouble) - b.to(at::kCPU, at::kDouble)).abs().max().item<double>();
+}
+
+double rel_max_error(const at::Tensor& a, const at::Tensor& b) {
+  return max_abs_diff(a, b) / std::max(b.to(at::kCPU, at::kDouble).abs().max().item<double>(), 1e-30);
 }
 
 double rel_fro_error(const at::Tensor& a, const at::Tensor& b) {
-  auto bd = b.to(at::kDouble);
-  return ((a.to(at::kDouble) - bd).norm().item<double>()) / bd.norm().item<double>();
+  auto bd = b.to(at::kCPU, at::kDouble);
+  return ((a.to(at::kCPU, at::kDouble) - bd).norm().item<double>()) / bd.norm().item<double>();
 }
 
 fs::path lowrank_binary() {

@@ -69,9 +69,11 @@ struct TinyLlama {
 };
 nn::Model tiny_llama(const TinyLlama& shape, uint64_t seed);
 
-// max |a - b| as a double (both converted to float64).
+// max |a - b| as a double (both converted to float64 on the CPU, from any device).
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b);
-// ||a - b||_F / ||b||_F in float64.
+// max |a - b| / max |b|, likewise.
+double rel_max_error(const at::Tensor& a, const at::Tensor& b);
+// ||a - b||_F / ||b||_F in float64, likewise.
 double rel_fro_error(const at::Tensor& a, const at::Tensor& b);
 
 // Path of the built `lowrank` binary, and a runner returning its exit code and output.

@@ -19,11 +19,10 @@
 #include "lowrank/compress/format.h"
 #include "lowrank/compress/methods.h"
 #include "lowrank/core/safetensors.h"
-#include "lowrank/nn/generate.h"
 #include "lowrank/ops/group_quant.h"
 #include "lowrank/ops/lora_gather.h"
-#include "lowrank/serve/engine.h"
 #include "lowrank/train/trainer.h"
+#include "tests/serve/engine_testing.h"
 #include "tests/testing.h"
 #include "tests/train/trainer_testing.h"
 
@@ -43,12 +42,7 @@ at::Tensor randn(std::vector<int64_t> shape, uint64_t seed) {
   return at::randn(shape, gen, at::kFloat);
 }
 
-// max |a − b| / max |b|, on the CPU in float64.
-double rel_max_error(const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor bd = b.to(at::kCPU, at::kDouble);
-  return (a.to(at::kCPU, at::kDouble) - bd).abs().max().item<double>() /
-         std::max(bd.abs().max().item<double>(), 1e-30);
-}
+using testing::rel_max_error;
 
 TEST(CudaGroupQuantTest, PackedKernelAndDequantizationMatchTheCpu) {
   LOWRANK_REQUIRE_CUDA();
@@ -177,26 +171,9 @@ TEST(CudaRoutingTest, MixedAdapterBatchMatchesTheCpuAndTheSegmentForm) {
 // nn::generate gives on the CPU for the same model with only its adapter attached.
 TEST(CudaServeTest, MixedAdapterBatchMatchesEachRequestGeneratedAloneOnTheCpu) {
   LOWRANK_REQUIRE_CUDA();
-  testing::TinyLlama shape;
-  shape.vocab_size = 40;
-  shape.hidden_size = 32;
-  shape.intermediate_size = 48;
-  shape.heads = 4;
-  shape.kv_heads = 2;
-  shape.context = 96;
+  using namespace serve::testing_support;
   testing::TempDir dir;
-  testing::tiny_llama(shape, 7).save(dir / "m");
-  auto lora = [](int64_t r) {
-    adapt::AdapterConfig c;
-    c.method = "lora";
-    c.r = r;
-    c.lora_alpha = 2.0 * static_cast<double>(r);
-    c.target_modules = Json::array({"q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"});
-    c.init_lora_weights = false;  // B random too: a non-zero delta
-    return c;
-  };
-  const std::vector<std::tuple<std::string, int64_t, uint64_t>> adapters = {
-      {"a2", 2, 11}, {"b8", 8, 12}, {"c4", 4, 13}};
+  testing::tiny_llama(shape(), kModelSeed).save(dir / "m");
   nn::LoadOptions on_cuda;
   on_cuda.device = kCuda;
   serve::EngineConfig config;
@@ -204,35 +181,18 @@ TEST(CudaServeTest, MixedAdapterBatchMatchesEachRequestGeneratedAloneOnTheCpu) {
   config.page_tokens = 4;
   serve::Engine engine(std::make_shared<nn::Model>(nn::Model::load(dir / "m", on_cuda)), nullptr,
                        std::vector<int64_t>{}, config);
-  for (const auto& [name, rank, seed] : adapters) engine.create_adapter(name, lora(rank), seed);
-  auto prompt = [](int64_t length, int64_t salt) {
-    std::vector<int64_t> p;
-    for (int64_t i = 0; i < length; ++i) p.push_back((i * 7 + salt * 5 + 3) % 40);
-    return p;
-  };
+  for (const AdapterSpec& a : kAdapters) engine.create_adapter(a.name, lora(a.rank), a.seed);
   const std::vector<std::tuple<std::string, int64_t, int64_t>> cases = {
       {"a2", 5, 1}, {"", 9, 2}, {"b8", 3, 3}, {"c4", 12, 4}, {"a2", 7, 5}, {"b8", 1, 6}};
   std::vector<std::shared_ptr<serve::RequestStream>> streams;
   for (const auto& [adapter, length, salt] : cases) {
-    serve::GenerationRequest r;
-    r.adapter = adapter;
-    r.prompt = prompt(length, salt);
-    r.sampling.max_new_tokens = 10;
-    r.sampling.temperature = 0;
-    streams.push_back(engine.submit(std::move(r)).stream);
+    streams.push_back(engine.submit(greedy(adapter, prompt_of(length, salt), 10)).stream);
     ASSERT_TRUE(streams.back());
   }
   engine.run_until_idle();
   for (size_t i = 0; i < cases.size(); ++i) {
     const auto& [adapter, length, salt] = cases[i];
-    std::vector<int64_t> got;
-    streams[i]->wait(nullptr, &got);
-    nn::Model cpu = nn::Model::load(dir / "m");
-    for (const auto& [name, rank, seed] : adapters)
-      if (name == adapter) adapt::create_adapter(cpu, name, lora(rank), seed);
-    nn::GenerateOptions options;
-    options.max_new_tokens = 10;
-    EXPECT_EQ(got, nn::generate(cpu, {prompt(length, salt)}, options)[0].tokens) << "request " << i;
+    EXPECT_EQ(tokens_of(*streams[i]), reference(adapter, prompt_of(length, salt), 10)) << "request " << i;
   }
 }
 

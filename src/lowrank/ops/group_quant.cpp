@@ -234,8 +234,7 @@ at::Tensor group_quant_linear(const at::Tensor& x, const GroupQuantized& w, cons
     const at::Tensor x2 = x.to(dtype).reshape({rows, w.in_features}).contiguous();
     const at::Tensor b = bias.defined() ? bias.to(x.device(), dtype).contiguous() : at::Tensor();
     at::Tensor y;
-    if (rows <= detail::kGroupQuantPackedMaxRows && detail::group_quant_cuda_usable(w.group_size) &&
-        reinterpret_cast<uintptr_t>(w.packed.const_data_ptr()) % 4 == 0)
+    if (rows <= detail::kGroupQuantPackedMaxRows && detail::group_quant_cuda_usable(w.packed, w.group_size))
       y = detail::group_quant_matmul_cuda(x2, w.packed, w.scales, w.bits, w.group_size, w.out_features, b);
     else
       y = at::linear(x2, w.dequantize(dtype), b);

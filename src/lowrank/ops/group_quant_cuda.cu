@@ -128,10 +128,9 @@ at::Tensor group_quant_matmul_cuda(const at::Tensor& x, const at::Tensor& packed
            x.device());
   LR_CHECK(packed.device() == x.device() && scales.device() == x.device(), InvalidArgument,
            "group_quant_matmul_cuda: the weights are on ", packed.device(), ", x on ", x.device());
-  LR_CHECK(group_quant_cuda_usable(group_size), Unsupported,
-           "group_quant_matmul_cuda: group_size = ", group_size, " is not a multiple of 8");
-  LR_CHECK(reinterpret_cast<uintptr_t>(packed.const_data_ptr()) % 4 == 0, Unsupported,
-           "group_quant_matmul_cuda: the packed weights are not 4-byte aligned");
+  LR_CHECK(group_quant_cuda_usable(packed, group_size), Unsupported,
+           "group_quant_matmul_cuda: group_size = ", group_size,
+           " is not a multiple of 8, or the packed weights are not 4-byte aligned");
   LR_CHECK(!bias.defined() || (bias.device() == x.device() && bias.scalar_type() == x.scalar_type() &&
                                bias.is_contiguous() && bias.numel() == out_features),
            InvalidArgument, "group_quant_matmul_cuda: bias must be a contiguous [", out_features, "] ",

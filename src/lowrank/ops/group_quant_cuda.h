@@ -12,10 +12,10 @@
 
 namespace lowrank::ops::detail {
 
-// Whether the packed CUDA kernel handles this layout: group_size a multiple of 8 (each thread
-// reads 4-byte words that must not straddle a group's two nibble halves).
-inline bool group_quant_cuda_usable(int64_t group_size) {
-  return group_size % 8 == 0;
+// Whether the packed CUDA kernel handles these weights: group_size a multiple of 8 (each thread
+// reads 4-byte words that must not straddle a group's two nibble halves) and packed 4-byte aligned.
+inline bool group_quant_cuda_usable(const at::Tensor& packed, int64_t group_size) {
+  return group_size % 8 == 0 && reinterpret_cast<uintptr_t>(packed.const_data_ptr()) % 4 == 0;
 }
 
 // y = x Ŵᵀ + bias for x [rows, in] (contiguous float32, bfloat16 or float16, on the weights'

@@ -136,10 +136,6 @@ OrderedJson AdamW::memory() const {
   return memory_json(weights, grads, states, 0);
 }
 
-}  // namespace lowrank::optim
-
-namespace lowrank::optim {
-
 void magnitude_prune_(at::Tensor& t, double ratio) {
   at::NoGradGuard no_grad;
   if (ratio <= 0 || t.numel() == 0) return;

@@ -91,8 +91,8 @@ void magnitude_prune_(at::Tensor& t, double ratio);
 // The memory() object from its four parts.
 OrderedJson memory_json(int64_t weights, int64_t grads, int64_t optimizer_states, int64_t projectors);
 
-// AdamW over a list of named parameters (tensors shared with the model). Parameters whose names
-// are in `no_decay` (norm weights, biases: any 1-D tensor by default) are not decayed.
+// AdamW over a list of named parameters (tensors shared with the model). 1-D parameters (norm
+// weights, biases) are not decayed.
 class AdamW final : public Optimizer {
  public:
   AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamConfig config);

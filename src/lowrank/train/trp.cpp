@@ -41,21 +41,10 @@ at::Tensor nuclear_norm_subgradient(const at::Tensor& w) {
   return at::matmul(u.narrow(1, 0, k), vh.narrow(0, 0, k));
 }
 
-int64_t energy_rank(const at::Tensor& sigma, double energy) {
-  const at::Tensor e = sigma.detach().to(at::kCPU, at::kDouble).square();
-  const double total = e.sum().item<double>();
-  if (total <= 0) return 0;
-  const at::Tensor cum = e.cumsum(0);
-  const auto* c = cum.data_ptr<double>();
-  for (int64_t k = 0; k < cum.numel(); ++k)
-    if (c[k] >= energy * total) return k + 1;
-  return cum.numel();
-}
-
 TruncatedSvd energy_truncated_svd(const at::Tensor& w, double energy) {
   LR_CHECK(w.dim() == 2, InvalidArgument, "energy_truncated_svd: need a matrix, got ", w.sizes());
   auto [u, s, vh] = at::linalg_svd(w.detach(), /*full_matrices=*/false);
-  const int64_t k = energy_rank(s, energy);
+  const int64_t k = linalg::energy_rank(s, energy);
   return {u.narrow(1, 0, k), s.narrow(0, 0, k), vh.narrow(0, 0, k)};
 }
 

@@ -26,6 +26,7 @@
 
 #include <ATen/ATen.h>
 
+#include "lowrank/linalg/rank.h"
 #include "lowrank/train/parameterization.h"
 
 namespace lowrank::train {
@@ -58,8 +59,8 @@ class TrpOperator final : public ParameterizedOperator {
 
 // U_k V_kᵀ of w [m, n] (k = numerical rank): the minimum-norm subgradient of ‖w‖_*.
 at::Tensor nuclear_norm_subgradient(const at::Tensor& w);
-// The smallest k with Σ_{i<=k} σ_i² >= energy·Σ σ_i² (σ in descending order); 0 for σ = 0.
-int64_t energy_rank(const at::Tensor& sigma, double energy);
+// TRP's threshold is linalg's energy rule: the smallest k with Σ_{i<=k} σ_i² >= e·Σ σ_i².
+using linalg::energy_rank;
 // The thin SVD of w cut to k = energy_rank(σ, energy): U_k [m, k], σ_k [k], V_kᵀ [k, n].
 struct TruncatedSvd {
   at::Tensor u, s, vh;
