@@ -36,6 +36,14 @@ TEST(FinetuneCliTest, GaLoreTrainsTheAdapterAndBadOptimizerFlagsFailEarly) {
   EXPECT_EQ(summary["trainer"]["optimizer_options"]["rank"], 2);
   EXPECT_EQ(summary["trainer"]["optimizer_options"]["update_gap"], 2);
   EXPECT_EQ(summary["trainer"]["optimizer_options"]["scale"], 0.5);
+  // The run's memory accounting, as pretrain.json has it: GaLore's states and projectors.
+  EXPECT_GT(summary["memory"]["optimizer_states"].get<int64_t>(), 0);
+  EXPECT_GT(summary["memory"]["projectors"].get<int64_t>(), 0);
+  EXPECT_EQ(summary["memory"]["total"].get<int64_t>(),
+            summary["memory"]["weights"].get<int64_t>() + summary["memory"]["frozen"].get<int64_t>() +
+                summary["memory"]["grads"].get<int64_t>() +
+                summary["memory"]["optimizer_states"].get<int64_t>() +
+                summary["memory"]["projectors"].get<int64_t>());
   EXPECT_TRUE(fs::exists(dir / "galore/adapter_model.safetensors"));
   // The checkpoint holds GaLore's state: rank-2 moments and a projector per LoRA factor.
   const std::string latest = read_text_file(dir / "galore/run/checkpoints/latest");

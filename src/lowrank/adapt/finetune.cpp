@@ -38,6 +38,7 @@ train::TrainResult timed_training(FinetuneSummary& s, const std::function<train:
   s.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   s.steps = r.step;
   s.finished = r.finished;
+  s.memory = r.memory;
   if (!r.steps.empty()) s.final_loss = r.steps.back().loss;
   return r;
 }
@@ -88,6 +89,7 @@ OrderedJson FinetuneSummary::to_json() const {
           {"final_loss", final_loss},
           {"train_seconds", train_seconds},
           {"peak_rss_mib", peak_rss_mib},
+          {"memory", memory},
           {"base_validation", base_validation.to_json()},
           {"validation", validation.to_json()}};
 }

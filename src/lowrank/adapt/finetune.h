@@ -50,6 +50,7 @@ struct FinetuneSummary {
   double final_loss = 0;
   double train_seconds = 0;
   double peak_rss_mib = 0;  // of the whole process, at the end
+  OrderedJson memory;       // training-state bytes by kind (train::TrainResult::memory)
   train::PerplexityResult base_validation;
   train::PerplexityResult validation;
   OrderedJson to_json() const;
