@@ -2,6 +2,7 @@
 #include "apps/lowrank/optimizer_flags.h"
 
 #include "lowrank/core/error.h"
+#include "lowrank/optim/adamw.h"
 #include "lowrank/optim/methods.h"
 
 namespace lowrank::cli {
@@ -14,8 +15,8 @@ void OptimizerFlags::add_to(CLI::App& cmd, const std::string& optimizer) {
                  "The optimizer: " + names + " (lowrank methods lists their options)")
       ->capture_default_str();
   cmd.add_option("--optimizer-options", options_text_,
-                 "The low-rank optimizer's options as a JSON object, e.g. '{\"rank\": 64, \"projector\": "
-                 "\"randomized_svd\"}'");
+                 "The optimizer's options as a JSON object, e.g. '{\"rank\": 64, \"projector\": "
+                 "\"randomized_svd\"}'; adamw takes '{\"state_bits\": 8}' (8-bit moments)");
   rank_flag_ = cmd.add_option("--rank", rank_, "Low-rank optimizer: projection rank r");
   update_gap_flag_ =
       cmd.add_option("--update-gap", update_gap_, "Low-rank optimizer: refresh the subspace every T steps");
@@ -40,14 +41,15 @@ Json OptimizerFlags::options() const {
   if (scale_given) options["scale"] = scale_;
   if (optimizer_ == "adamw") {
     LR_CHECK(
-        options.empty(), InvalidArgument,
-        "--rank, --update-gap, --scale and --optimizer-options need a low-rank --optimizer (",
+        !rank_given && !gap_given && !scale_given, InvalidArgument,
+        "--rank, --update-gap and --scale need a low-rank --optimizer (",
         [] {
           std::string names;
           for (const MethodInfo& m : optim::registry().list()) names += (names.empty() ? "" : ", ") + m.name;
           return names;
         }(),
         ")");
+    (void)optim::AdamWStateOptions::from_json(options, "--optimizer-options");  // state_bits, min_8bit_size
     return options;
   }
   if (!optim::registry().contains(optimizer_)) {

@@ -31,7 +31,8 @@ class OptimizerFlags {
   // The optimizer name and its options: --optimizer-options with --rank, --update-gap and --scale
   // written over it. Throws InvalidArgument naming the flag for an unparsable or non-object
   // JSON, a rank or update gap < 1, a negative scale, or low-rank flags with adamw; NotFound for
-  // an unknown optimizer; InvalidArgument for an option the method rejects (optim::method_config).
+  // an unknown optimizer; InvalidArgument for an option the method rejects (optim::method_config, or
+  // for adamw optim::AdamWStateOptions).
   Json options() const;
 
  private:

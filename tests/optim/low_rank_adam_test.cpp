@@ -258,6 +258,10 @@ std::vector<std::pair<std::string, Json>> method_variants() {
       {"gradnormlorp", {{"rank", 3}, {"update_gap", 2}, {"weight_decay", 0.01}}},
       {"gradnormlorp",
        {{"rank", 3}, {"update_gap", 2}, {"orthogonal_grad", false}, {"state_bits", 8}, {"min_8bit_size", 0}}},
+      // 8-bit states for the other methods too (the Adam core's option, not a method's).
+      {"fira", {{"rank", 3}, {"update_gap", 2}, {"state_bits", 8}, {"min_8bit_size", 0}}},
+      {"frugal", {{"density", 0.5}, {"update_gap", 2}, {"state_bits", 8}, {"min_8bit_size", 0}}},
+      {"dct", {{"rank", 3}, {"state_bits", 8}, {"min_8bit_size", 0}}},
   };
 }
 

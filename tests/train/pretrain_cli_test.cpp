@@ -191,6 +191,20 @@ TEST(PretrainCliTest, LowRankOptimizerRunsAndBadOptimizerArgumentsFailEarly) {
   EXPECT_LT(summary["memory"]["optimizer_states"].get<int64_t>(),
             2 * summary["memory"]["weights"].get<int64_t>());
 
+  // AdamW with 8-bit moments on every tensor (min_8bit_size 0): about a byte per value and moment,
+  // against float32 AdamW's 8.
+  r = run_command(shell(with(pretrain_args(corpus, 3, dir / "adamw8"),
+                             {"--optimizer-options", "'{\"state_bits\": 8, \"min_8bit_size\": 0}'"})));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const Json adamw8 = read_json_file(dir / "adamw8/pretrain.json");
+  EXPECT_EQ(adamw8["trainer"]["optimizer_options"]["state_bits"], 8);
+  EXPECT_LT(adamw8["memory"]["optimizer_states"].get<int64_t>(),
+            0.6 * adamw8["memory"]["weights"].get<double>());
+  r = run_command(
+      shell(with(pretrain_args(corpus, 3, dir / "adamw-rank"), {"--optimizer-options", "'{\"rank\": 8}'"})));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("adamw takes state_bits and min_8bit_size, not \"rank\""), std::string::npos) << r.out;
+
   r = run_command(shell(with(pretrain_args(corpus, 3, dir / "unknown"), {"--optimizer", "nope"})));
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_NE(r.out.find("nope"), std::string::npos) << r.out;

@@ -58,9 +58,29 @@ std::pair<double, double> update_moments(AdamState& state, const at::Tensor& gra
           1 - std::pow(config.beta2, static_cast<double>(state.step))};
 }
 
-AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamConfig config)
-    : params_(std::move(params)), states_(params_.size()), config_(config) {
-  for (const auto& [name, p] : params_) decay_.push_back(p.dim() >= 2);
+AdamWStateOptions AdamWStateOptions::from_json(const Json& j, std::string_view what) {
+  LR_CHECK(j.is_object(), InvalidArgument, what, ": expected a JSON object");
+  for (const auto& [key, value] : j.items())
+    LR_CHECK(key == "state_bits" || key == "min_8bit_size", InvalidArgument, what,
+             ": adamw takes state_bits and ", "min_8bit_size, not \"", key,
+             "\" (the projection options belong to a low-rank optimizer)");
+  AdamWStateOptions o;
+  o.state_bits = static_cast<int>(json_get_or<int64_t>(j, "state_bits", o.state_bits, what));
+  o.min_8bit_size = json_get_or<int64_t>(j, "min_8bit_size", o.min_8bit_size, what);
+  LR_CHECK(o.state_bits == 8 || o.state_bits == 32, InvalidArgument, what,
+           ": state_bits must be 8 or 32, got ", o.state_bits);
+  LR_CHECK(o.min_8bit_size >= 0, InvalidArgument, what, ": min_8bit_size must be >= 0, got ",
+           o.min_8bit_size);
+  return o;
+}
+
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamConfig config,
+             AdamWStateOptions state_options)
+    : params_(std::move(params)), states_(params_.size()), moments8_(params_.size()), config_(config) {
+  for (const auto& [name, p] : params_) {
+    decay_.push_back(p.dim() >= 2);
+    eight_bit_.push_back(state_options.state_bits == 8 && p.numel() >= state_options.min_8bit_size);
+  }
 }
 
 void AdamW::step(double lr) {
@@ -74,7 +94,18 @@ void AdamW::step_parameter(size_t index, const at::Tensor& grad) {
   LR_CHECK(index < params_.size(), InvalidArgument, "AdamW: no parameter ", index);
   AdamConfig config = config_;
   if (!decay_[index]) config.weight_decay = 0;
-  adam_update(params_[index].second, grad, states_[index], config, lr_);
+  AdamState& state = states_[index];
+  at::Tensor& param = params_[index].second;
+  if (eight_bit_[index]) moments8_[index].restore(state.exp_avg, state.exp_avg_sq, param.scalar_type());
+  adam_update(param, grad, state, config, lr_);
+  if (eight_bit_[index]) release_to_8bit(index);
+}
+
+void AdamW::release_to_8bit(size_t index) {
+  AdamState& state = states_[index];
+  moments8_[index].keep(state.exp_avg, state.exp_avg_sq);
+  state.exp_avg.reset();
+  state.exp_avg_sq.reset();
 }
 
 void AdamW::zero_grad() {
@@ -86,6 +117,10 @@ void AdamW::zero_grad() {
 std::vector<std::pair<std::string, at::Tensor>> AdamW::state_tensors() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (size_t i = 0; i < params_.size(); ++i) {
+    if (moments8_[i].defined()) {
+      moments8_[i].append_state(out, params_[i].first);
+      continue;
+    }
     const AdamState& s = states_[i];
     const at::Tensor& p = params_[i].second;
     at::Tensor m = s.exp_avg.defined() ? s.exp_avg : at::zeros_like(p);
@@ -104,13 +139,16 @@ void AdamW::load_state(const std::vector<std::pair<std::string, at::Tensor>>& te
   };
   for (size_t i = 0; i < params_.size(); ++i) {
     const at::Tensor& p = params_[i].second;
+    states_[i] = {};
+    states_[i].step = steps;
+    moments8_[i].read_state(tensors, params_[i].first, p.device());
+    if (moments8_[i].defined()) continue;
     const at::Tensor& m = find(params_[i].first + ".exp_avg");
     const at::Tensor& v = find(params_[i].first + ".exp_avg_sq");
     LR_CHECK(m.sizes() == p.sizes() && v.sizes() == p.sizes(), Corruption, "optimizer state for ",
              params_[i].first, ": shape ", m.sizes(), " differs from the parameter's ", p.sizes());
     states_[i].exp_avg = m.to(p.device(), p.scalar_type()).clone();
     states_[i].exp_avg_sq = v.to(p.device(), p.scalar_type()).clone();
-    states_[i].step = steps;
   }
   steps_ = steps;
 }
@@ -131,7 +169,7 @@ OrderedJson AdamW::memory() const {
   for (size_t i = 0; i < params_.size(); ++i) {
     weights += bytes(params_[i].second);
     grads += bytes(params_[i].second.grad());
-    states += bytes(states_[i].exp_avg) + bytes(states_[i].exp_avg_sq);
+    states += bytes(states_[i].exp_avg) + bytes(states_[i].exp_avg_sq) + moments8_[i].bytes();
   }
   return memory_json(weights, grads, states, 0);
 }
@@ -169,8 +207,10 @@ void AdamW::prune_state(const std::string& name, double ratio) {
   for (size_t i = 0; i < params_.size(); ++i) {
     if (params_[i].first != name) continue;
     AdamState& s = states_[i];
+    moments8_[i].restore(s.exp_avg, s.exp_avg_sq, params_[i].second.scalar_type());
     if (s.exp_avg.defined()) magnitude_prune_(s.exp_avg, ratio);
     if (s.exp_avg_sq.defined()) magnitude_prune_(s.exp_avg_sq, ratio);
+    if (moments8_[i].defined()) release_to_8bit(i);
     return;
   }
   throw NotFound(str("optimizer: no parameter ", name, " to reset"));

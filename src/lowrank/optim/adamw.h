@@ -6,7 +6,8 @@
 //   m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²
 //   θ ← θ − η/(1 − β1^t) · m / (sqrt(v)/sqrt(1 − β2^t) + ε)
 // The order of floating-point operations is that of libtorch's torch::optim::AdamW (the test
-// checks identical updates); the bias corrections can be switched off.
+// checks identical updates); the bias corrections can be switched off. Optionally the moments are
+// kept block-wise 8-bit between steps (Dettmers et al., 2022, arXiv:2110.02861; AdamWStateOptions).
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include <ATen/ATen.h>
 
 #include "lowrank/core/json.h"
+#include "lowrank/optim/quantized_state.h"
 
 namespace lowrank::optim {
 
@@ -91,11 +93,26 @@ void magnitude_prune_(at::Tensor& t, double ratio);
 // The memory() object from its four parts.
 OrderedJson memory_json(int64_t weights, int64_t grads, int64_t optimizer_states, int64_t projectors);
 
+// AdamW's own options (`--optimizer adamw --optimizer-options`): block-wise 8-bit moments
+// (quantized_state.h) for every tensor of at least min_8bit_size elements, as bitsandbytes'
+// AdamW8bit; smaller tensors keep float32 moments.
+struct AdamWStateOptions {
+  int state_bits = 32;           // 32 or 8
+  int64_t min_8bit_size = 4096;  // bitsandbytes' threshold
+
+  // From a JSON object holding only these keys; throws InvalidArgument naming `what` and the key
+  // or value.
+  static AdamWStateOptions from_json(const Json& j, std::string_view what);
+};
+
 // AdamW over a list of named parameters (tensors shared with the model). 1-D parameters (norm
-// weights, biases) are not decayed.
+// weights, biases) are not decayed. With 8-bit states a parameter's moments live as
+// "<param>.exp_avg.codes|absmax|shape" (and exp_avg_sq) in state_tensors() once it has been
+// stepped; the update itself runs in float32 on the dequantized moments.
 class AdamW final : public Optimizer {
  public:
-  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamConfig config);
+  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamConfig config,
+        AdamWStateOptions state_options = {});
 
   void step(double lr) override;
   void begin_step(double lr) override { lr_ = lr; }
@@ -105,7 +122,8 @@ class AdamW final : public Optimizer {
 
   const AdamConfig& config() const { return config_; }
   const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
-  // "<param>.exp_avg", "<param>.exp_avg_sq"; the step count is the same for every tensor.
+  // "<param>.exp_avg", "<param>.exp_avg_sq" (8-bit: their codes, absmax and shape); the step count
+  // is the same for every tensor.
   std::vector<std::pair<std::string, at::Tensor>> state_tensors() const override;
   int64_t steps() const override { return steps_; }
   void load_state(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t steps) override;
@@ -113,9 +131,13 @@ class AdamW final : public Optimizer {
   void prune_state(const std::string& name, double ratio) override;
 
  private:
+  // Parameter `index`'s moments → 8-bit; its float copies freed.
+  void release_to_8bit(size_t index);
+
   std::vector<std::pair<std::string, at::Tensor>> params_;
   std::vector<AdamState> states_;
-  std::vector<bool> decay_;
+  std::vector<QuantizedMoments> moments8_;  // of the parameters with eight_bit_ set
+  std::vector<bool> decay_, eight_bit_;
   AdamConfig config_;
   int64_t steps_ = 0;
   double lr_ = 0;  // of the step in progress

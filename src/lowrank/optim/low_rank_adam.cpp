@@ -23,14 +23,13 @@ struct LowRankAdam::Slot {
   bool active = true;               // runs the Adam core (false: ρ = 0 or an inactive block)
   AdamState adam;                   // moments of R (projected) or of the parameter (AdamW)
   std::optional<double> fira_norm;  // Fira's ‖S_{t−1}‖_F
-  QuantizedTensor m8, v8;           // 8-bit moments (state_bits = 8); adam.exp_avg is then transient
+  QuantizedMoments moments8;        // 8-bit moments (state_bits = 8); adam.exp_avg is then transient
   AdamState magnitude;              // GradNormLoRP: moments [m, 1] of the row norms' gradient
 
   // Zeroes the moments and t (a reset on refresh, or a freed block).
   void clear_moments() {
     adam = {};
-    m8 = {};
-    v8 = {};
+    moments8 = {};
   }
 };
 
@@ -370,16 +369,12 @@ void LowRankAdam::projected_step(Slot& s, const at::Tensor& grad, double lr, boo
     } else {
       AdamState& a = s.adam;
       const bool eight_bit = c.state_bits == 8 && R.numel() >= c.min_8bit_size;
-      if (eight_bit && s.m8.defined()) {
-        a.exp_avg = dequantize_blockwise(s.m8).to(R.scalar_type());
-        a.exp_avg_sq = dequantize_blockwise(s.v8).to(R.scalar_type());
-      }
+      if (eight_bit) s.moments8.restore(a.exp_avg, a.exp_avg_sq, R.scalar_type());
       const auto [bc1, bc2] = update_moments(a, R, c.adam);
       if (eight_bit) {
         // Kept between steps as 8-bit (signed map for M, unsigned for V); this step uses the
         // float32 values, as bitsandbytes' kernel does.
-        s.m8 = quantize_blockwise(a.exp_avg, /*is_signed=*/true);
-        s.v8 = quantize_blockwise(a.exp_avg_sq, /*is_signed=*/false);
+        s.moments8.keep(a.exp_avg, a.exp_avg_sq);
       }
       if (c.eps_placement == EpsPlacement::kGaLore) {
         // GaLore: N = M / (√V + ε), step = η·√bc2/bc1.
@@ -447,15 +442,7 @@ NamedTensors LowRankAdam::state_tensors() const {
       out.emplace_back(s.name + ".exp_avg", s.adam.exp_avg.detach().to(at::kCPU).contiguous());
       out.emplace_back(s.name + ".exp_avg_sq", s.adam.exp_avg_sq.detach().to(at::kCPU).contiguous());
     }
-    auto save_8bit = [&](const std::string& key, const QuantizedTensor& q) {
-      if (!q.defined()) return;
-      const std::string base = s.name + "." + key;
-      out.emplace_back(base + ".codes", q.codes.to(at::kCPU).contiguous());
-      out.emplace_back(base + ".absmax", q.absmax.to(at::kCPU).contiguous());
-      out.emplace_back(base + ".shape", at::tensor(q.shape, at::kLong));
-    };
-    save_8bit("exp_avg", s.m8);
-    save_8bit("exp_avg_sq", s.v8);
+    s.moments8.append_state(out, s.name);
     out.emplace_back(s.name + ".step", at::scalar_tensor(s.adam.step, at::kLong));
     if (s.projector)
       for (auto& [key, t] : s.projector->state_tensors()) out.emplace_back(s.name + ".projector." + key, t);
@@ -490,27 +477,7 @@ void LowRankAdam::load_state(const NamedTensors& tensors, int64_t steps) {
       s.adam.exp_avg = m->to(p.device(), p.scalar_type()).clone();
       s.adam.exp_avg_sq = v->to(p.device(), p.scalar_type()).clone();
     }
-    s.m8 = {};
-    s.v8 = {};
-    auto load_8bit = [&](const std::string& key, QuantizedTensor& q, bool is_signed) {
-      const std::string base = s.name + "." + key;
-      const at::Tensor* codes = find(base + ".codes");
-      if (!codes) return;
-      const at::Tensor* absmax = find(base + ".absmax");
-      const at::Tensor* shape = find(base + ".shape");
-      LR_CHECK(absmax && shape && codes->scalar_type() == at::kByte, Corruption, "optimizer state for ",
-               s.name, ": 8-bit ", key, " needs uint8 codes, absmax and shape");
-      q.codes = codes->to(p.device()).clone();
-      q.absmax = absmax->to(p.device(), at::kFloat).clone();
-      const at::Tensor sh = shape->to(at::kLong).contiguous();
-      q.shape.assign(sh.data_ptr<int64_t>(), sh.data_ptr<int64_t>() + sh.numel());
-      q.is_signed = is_signed;
-      LR_CHECK(q.absmax.numel() == (q.codes.numel() + q.block - 1) / q.block, Corruption,
-               "optimizer state for ", s.name, ": 8-bit ", key, " has ", q.absmax.numel(), " blocks for ",
-               q.codes.numel(), " values");
-    };
-    load_8bit("exp_avg", s.m8, true);
-    load_8bit("exp_avg_sq", s.v8, false);
+    s.moments8.read_state(tensors, s.name, p.device());
     if (const at::Tensor* t = find(s.name + ".step")) s.adam.step = t->item<int64_t>();
     if (s.projector) {
       const std::string prefix = s.name + ".projector.";
@@ -555,7 +522,7 @@ OptimizerBytes LowRankAdam::bytes() const {
   for (const Slot& s : slots_) {
     b.weights += nbytes(s.param);
     b.grads += nbytes(s.param.grad());
-    b.optimizer_states += nbytes(s.adam.exp_avg) + nbytes(s.adam.exp_avg_sq) + s.m8.bytes() + s.v8.bytes();
+    b.optimizer_states += nbytes(s.adam.exp_avg) + nbytes(s.adam.exp_avg_sq) + s.moments8.bytes();
     b.optimizer_states += nbytes(s.magnitude.exp_avg) + nbytes(s.magnitude.exp_avg_sq);
     if (s.fira_norm) b.optimizer_states += static_cast<int64_t>(sizeof(double));
     if (s.projector) {

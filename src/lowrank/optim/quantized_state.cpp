@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "lowrank/core/error.h"
 
@@ -78,6 +79,56 @@ at::Tensor dequantize_blockwise(const QuantizedTensor& q) {
   const at::Tensor values = map.index_select(0, q.codes.to(at::kLong));
   const at::Tensor block_of = at::arange(n, q.codes.options().dtype(at::kLong)).div(q.block, "floor");
   return (values * q.absmax.index_select(0, block_of)).view(q.shape);
+}
+
+void QuantizedMoments::restore(at::Tensor& exp_avg, at::Tensor& exp_avg_sq, at::ScalarType dtype) const {
+  if (!defined()) return;
+  exp_avg = dequantize_blockwise(m).to(dtype);
+  exp_avg_sq = dequantize_blockwise(v).to(dtype);
+}
+
+void QuantizedMoments::keep(const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq) {
+  m = quantize_blockwise(exp_avg, /*is_signed=*/true);
+  v = quantize_blockwise(exp_avg_sq, /*is_signed=*/false);
+}
+
+void QuantizedMoments::append_state(std::vector<std::pair<std::string, at::Tensor>>& out,
+                                    const std::string& name) const {
+  if (!defined()) return;
+  for (const auto& [key, q] : {std::pair{".exp_avg", &m}, std::pair{".exp_avg_sq", &v}}) {
+    out.emplace_back(name + key + ".codes", q->codes.to(at::kCPU).contiguous());
+    out.emplace_back(name + key + ".absmax", q->absmax.to(at::kCPU).contiguous());
+    out.emplace_back(name + key + ".shape", at::tensor(q->shape, at::kLong));
+  }
+}
+
+void QuantizedMoments::read_state(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                                  const std::string& name, const at::Device& device) {
+  auto find = [&](const std::string& n) -> const at::Tensor* {
+    for (const auto& [k, t] : tensors)
+      if (k == n) return &t;
+    return nullptr;
+  };
+  m = {};
+  v = {};
+  if (!find(name + ".exp_avg.codes")) return;
+  for (const auto& [key, q, is_signed] :
+       {std::tuple{std::string("exp_avg"), &m, true}, std::tuple{std::string("exp_avg_sq"), &v, false}}) {
+    const std::string base = name + "." + key;
+    const at::Tensor* codes = find(base + ".codes");
+    const at::Tensor* absmax = find(base + ".absmax");
+    const at::Tensor* shape = find(base + ".shape");
+    LR_CHECK(codes && absmax && shape && codes->scalar_type() == at::kByte, Corruption,
+             "optimizer state for ", name, ": 8-bit ", key, " needs uint8 codes, absmax and shape");
+    q->codes = codes->to(device).clone();
+    q->absmax = absmax->to(device, at::kFloat).clone();
+    const at::Tensor sh = shape->to(at::kLong).contiguous();
+    q->shape.assign(sh.data_ptr<int64_t>(), sh.data_ptr<int64_t>() + sh.numel());
+    q->is_signed = is_signed;
+    LR_CHECK(q->absmax.numel() == (q->codes.numel() + q->block - 1) / q->block, Corruption,
+             "optimizer state for ", name, ": 8-bit ", key, " has ", q->absmax.numel(), " blocks for ",
+             q->codes.numel(), " values");
+  }
 }
 
 }  // namespace lowrank::optim

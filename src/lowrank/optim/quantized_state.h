@@ -16,6 +16,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -40,5 +42,26 @@ struct QuantizedTensor {
 QuantizedTensor quantize_blockwise(const at::Tensor& x, bool is_signed, int64_t block = 2048);
 // float32, of q.shape, on q's device.
 at::Tensor dequantize_blockwise(const QuantizedTensor& q);
+
+// Adam's two moments kept 8-bit between updates (M on the signed map, V on the unsigned one), as
+// bitsandbytes' 8-bit optimizers keep them. An update restores them as floats, runs, keeps them
+// again, and the caller releases the floats.
+struct QuantizedMoments {
+  QuantizedTensor m, v;
+
+  bool defined() const { return m.defined(); }
+  int64_t bytes() const { return m.bytes() + v.bytes(); }
+  // exp_avg, exp_avg_sq ← the dequantized moments in `dtype`; unchanged while undefined (the first
+  // update, which starts from zeros).
+  void restore(at::Tensor& exp_avg, at::Tensor& exp_avg_sq, at::ScalarType dtype) const;
+  void keep(const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq);
+  // The checkpoint form: "<name>.exp_avg.codes", ".absmax", ".shape" and the same for exp_avg_sq
+  // (nothing while undefined).
+  void append_state(std::vector<std::pair<std::string, at::Tensor>>& out, const std::string& name) const;
+  // Reads that form back onto `device` when "<name>.exp_avg.codes" is among `tensors`, else leaves
+  // the moments undefined. Throws Corruption naming `name` for an incomplete or inconsistent set.
+  void read_state(const std::vector<std::pair<std::string, at::Tensor>>& tensors, const std::string& name,
+                  const at::Device& device);
+};
 
 }  // namespace lowrank::optim

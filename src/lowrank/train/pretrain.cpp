@@ -170,7 +170,9 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   }
   // An unknown optimizer or option fails here, before the tokenizer and dataset stages run, and
   // so does a projection rank larger than a weight it would project.
-  if (tc.optimizer != "adamw") {
+  if (tc.optimizer == "adamw") {
+    (void)optim::AdamWStateOptions::from_json(tc.optimizer_options, "optimizer_options");
+  } else {
     const optim::LowRankConfig lc = optim::method_config(tc.optimizer, tc.optimizer_options);
     if (!lc.density)
       for (const auto& [name, out, in] : preset_target_slots(preset))

@@ -258,7 +258,10 @@ TrainTarget TrainTarget::whole_model(const nn::Model& model) {
 
 std::unique_ptr<optim::Optimizer> make_optimizer(std::vector<std::pair<std::string, at::Tensor>> params,
                                                  const TrainerConfig& config) {
-  if (config.optimizer == "adamw") return std::make_unique<optim::AdamW>(std::move(params), config.adam);
+  if (config.optimizer == "adamw")
+    return std::make_unique<optim::AdamW>(
+        std::move(params), config.adam,
+        optim::AdamWStateOptions::from_json(config.optimizer_options, "optimizer_options"));
   return std::make_unique<optim::LowRankAdam>(
       optim::make_optimizer(config.optimizer, std::move(params), config.optimizer_options));
 }
