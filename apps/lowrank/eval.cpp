@@ -4,11 +4,9 @@
 #include <cstdio>
 #include <iostream>
 
+#include "apps/lowrank/model_flags.h"
 #include "apps/lowrank/verbs.h"
-#include "lowrank/adapt/model_adapters.h"
-#include "lowrank/compress/format.h"
 #include "lowrank/core/json.h"
-#include "lowrank/nn/run.h"
 #include "lowrank/train/perplexity.h"
 
 namespace lowrank::cli {
@@ -16,14 +14,12 @@ namespace lowrank::cli {
 VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand("eval", "Perplexity of a model on a token dataset or a text file");
   struct Args {
-    std::string model, data, split = "validation", dtype = "float32", device = "cpu";
+    ModelFlags model;
+    std::string data, split = "validation";
     int64_t seq_len = 0, stride = 0, batch = 8, max_tokens = 0;
-    std::vector<std::string> adapters;
   };
   auto args = std::make_shared<Args>();
-  cmd->add_option("--model", args->model, "HF model directory (config.json, safetensors, tokenizer.json)")
-      ->required();
-  cmd->add_option("--adapter", args->adapters, "PEFT adapter directory, optionally DIR:WEIGHT (repeatable)");
+  args->model.add_model(*cmd, "HF model directory (config.json, safetensors, tokenizer.json)");
   cmd->add_option("--data", args->data,
                   "A token dataset directory (lowrank data prepare) or a UTF-8 text file (tokenized with the "
                   "model's tokenizer.json)")
@@ -34,15 +30,11 @@ VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--stride", args->stride, "Window step (default: seq-len / 2)");
   cmd->add_option("--batch", args->batch, "Windows per forward pass")->capture_default_str();
   cmd->add_option("--max-tokens", args->max_tokens, "Score at most this many tokens (default: all)");
-  cmd->add_option("--dtype", args->dtype, "Compute dtype: float32, bfloat16, float16, float64")
-      ->capture_default_str();
-  cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
+  args->model.add_compute(*cmd);
   return [args, &global] {
-    nn::Model model =
-        compress::load_model(args->model, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
-    adapt::load_adapters(model, args->adapters);
+    nn::Model model = args->model.load();
     const train::EvalTokens data =
-        train::load_eval_tokens(args->data, args->model, args->split, args->max_tokens);
+        train::load_eval_tokens(args->data, args->model.model, args->split, args->max_tokens);
     train::PerplexityOptions o;
     o.seq_len = args->seq_len;
     o.stride = args->stride;
