@@ -364,12 +364,6 @@ at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOption
 }
 
 at::Tensor Model::forward(const at::Tensor& input_ids, const ForwardOptions& options) const {
-  if (options.routing)
-    for (const std::string& name : options.routing->adapters) {
-      bool attached = false;
-      for (const LinearSlot* s : slots()) attached = attached || s->adapter(name) != nullptr;
-      LR_CHECK(attached, NotFound, "adapter routing names \"", name, "\", which no slot of the model holds");
-    }
   at::Tensor h = hidden_states(input_ids, options);
   if (options.last_position_only) h = h.narrow(1, h.size(1) - 1, 1);
   return lm_head_->forward(h, options.routing);
