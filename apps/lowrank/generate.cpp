@@ -4,16 +4,15 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
-#include <span>
 #include <sstream>
+#include <string_view>
 
+#include "apps/lowrank/model_flags.h"
 #include "apps/lowrank/verbs.h"
-#include "lowrank/adapt/model_adapters.h"
-#include "lowrank/compress/format.h"
 #include "lowrank/core/json.h"
+#include "lowrank/data/text_stream.h"
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/generate.h"
-#include "lowrank/nn/run.h"
 
 namespace lowrank::cli {
 namespace {
@@ -44,17 +43,12 @@ std::string join(const std::vector<int64_t>& ids) {
   return out;
 }
 
-std::vector<int32_t> to_int32(std::span<const int64_t> ids) {
-  return {ids.begin(), ids.end()};
-}
-
 }  // namespace
 
 VerbRunner add_generate(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand("generate", "Generate a continuation of prompts (greedy or sampled)");
   struct Args {
-    std::string model, dtype = "float32", device = "cpu";
-    std::vector<std::string> adapters;
+    ModelFlags model;
     std::vector<std::string> prompt_ids, prompts, stop_strings;
     std::vector<int64_t> stop_ids;
     bool greedy = false, ignore_eos = false;
@@ -63,8 +57,7 @@ VerbRunner add_generate(CLI::App& app, const GlobalOptions& global) {
     nn::GenerateOptions options;
   };
   auto args = std::make_shared<Args>();
-  cmd->add_option("--model", args->model, "HF model directory")->required();
-  cmd->add_option("--adapter", args->adapters, "PEFT adapter directory, optionally DIR:WEIGHT (repeatable)");
+  args->model.add_model(*cmd, "HF model directory");
   auto* ids_opt = cmd->add_option("--prompt-ids", args->prompt_ids,
                                   "Prompt token ids, comma-separated (repeatable: a batch)");
   auto* text_opt = cmd->add_option("--prompt", args->prompts,
@@ -87,19 +80,16 @@ VerbRunner add_generate(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--stop-id", args->stop_ids,
                   "Stop at this token id (repeatable; added to the model's eos)");
   cmd->add_option("--stop", args->stop_strings,
-                  "Stop when the output contains this text (repeatable; needs a tokenizer)");
+                  "Stop when the output contains this text, which is left out of it (repeatable; needs a "
+                  "tokenizer)");
   cmd->add_flag("--ignore-eos", args->ignore_eos, "Do not stop at the model's eos token ids");
-  cmd->add_option("--dtype", args->dtype, "Compute dtype: float32, bfloat16, float16, float64")
-      ->capture_default_str();
-  cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
+  args->model.add_compute(*cmd);
 
   return [args, &global] {
     LR_CHECK(!args->prompt_ids.empty() || !args->prompts.empty(), InvalidArgument,
              "give a prompt with --prompt-ids 1,2,3 or --prompt TEXT");
-    const std::filesystem::path dir = args->model;
-    nn::Model model =
-        compress::load_model(dir, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
-    adapt::load_adapters(model, args->adapters);
+    const std::filesystem::path dir = args->model.model;
+    nn::Model model = args->model.load();
 
     // The tokenizer is needed for text prompts and stop strings, optional otherwise.
     std::optional<data::Tokenizer> tokenizer;
@@ -124,27 +114,11 @@ VerbRunner add_generate(CLI::App& app, const GlobalOptions& global) {
     options.stop_token_ids.insert(options.stop_token_ids.end(), args->stop_ids.begin(), args->stop_ids.end());
     options.stop_strings = args->stop_strings;
     if (model.config().pad_token_id) options.pad_token_id = *model.config().pad_token_id;
-    if (tokenizer)
-      options.decode = [&tokenizer](std::span<const int64_t> ids) {
-        return tokenizer->decode(to_int32(ids));
-      };
+    if (tokenizer) options.decode = data::TextStream::decoder(*tokenizer);
 
     // Stream text as it is generated for one text prompt in human mode; id prompts print ids.
-    std::string streamed;
-    std::vector<int64_t> stream_ids;
     const bool stream = !global.json && args->prompts.size() == 1 && args->prompt_ids.empty();
-    if (stream) {
-      options.on_token = [&](size_t, int64_t token) {
-        stream_ids.push_back(token);
-        std::string text = tokenizer->decode(to_int32(stream_ids));
-        // Hold back an incomplete UTF-8 sequence (decoded as U+FFFD) until the next token.
-        if (text.size() > streamed.size() && !text.ends_with("\xEF\xBF\xBD") && text.starts_with(streamed)) {
-          std::cout << text.substr(streamed.size()) << std::flush;
-          streamed = std::move(text);
-        }
-        return true;
-      };
-    }
+    if (stream) options.on_text = [](size_t, std::string_view text) { std::cout << text << std::flush; };
 
     const std::vector<nn::Generation> out = nn::generate(model, prompts, options);
 
@@ -154,21 +128,19 @@ VerbRunner add_generate(CLI::App& app, const GlobalOptions& global) {
         OrderedJson g{{"prompt_ids", prompts[i]},
                       {"output_ids", out[i].tokens},
                       {"finish_reason", nn::finish_reason_name(out[i].finish_reason)}};
-        if (tokenizer) g["text"] = tokenizer->decode(to_int32(out[i].tokens));
+        if (tokenizer) g["text"] = out[i].text;
         gens.push_back(std::move(g));
       }
-      std::cout << OrderedJson{{"model", args->model}, {"generations", gens}}.dump(2) << "\n";
+      std::cout << OrderedJson{{"model", args->model.model}, {"generations", gens}}.dump(2) << "\n";
       return;
     }
     if (stream) {
-      const std::string text = tokenizer->decode(to_int32(out[0].tokens));
-      if (text.starts_with(streamed)) std::cout << text.substr(streamed.size());
       std::cout << "\n";
       return;
     }
     for (size_t i = 0; i < out.size(); ++i) {
       std::cout << join(out[i].tokens);
-      if (tokenizer) std::cout << "\t" << Json(tokenizer->decode(to_int32(out[i].tokens))).dump();
+      if (tokenizer) std::cout << "\t" << Json(out[i].text).dump();
       std::cout << "\n";
     }
   };

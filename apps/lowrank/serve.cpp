@@ -10,12 +10,12 @@
 
 #include <pthread.h>
 
+#include "apps/lowrank/model_flags.h"
 #include "apps/lowrank/verbs.h"
-#include "lowrank/compress/format.h"
 #include "lowrank/core/log.h"
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/generate.h"
-#include "lowrank/nn/run.h"
+#include "lowrank/serve/adapter_root.h"
 #include "lowrank/serve/engine.h"
 #include "lowrank/serve/http_server.h"
 
@@ -25,16 +25,16 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
   auto* cmd =
       app.add_subcommand("serve", "Serve a model and its adapters over an OpenAI-compatible HTTP API");
   struct Args {
-    std::string model, adapters, model_name, api_key, chat_template = "auto";
-    std::string dtype = "float32", device = "cpu";
+    ModelFlags model;
+    std::string adapters, model_name, api_key, chat_template = "auto";
     serve::ServerConfig server;
     serve::EngineConfig engine;
     int64_t pool_mb = 256;
     int64_t body_kb = 1024;
   };
   auto args = std::make_shared<Args>();
-  cmd->add_option("--model", args->model, "HF model directory (dense or compressed), with tokenizer.json")
-      ->required();
+  args->model.add_model(*cmd, "HF model directory (dense or compressed), with tokenizer.json",
+                        /*adapters=*/false);
   cmd->add_option("--adapters", args->adapters,
                   "Adapter root: every subdirectory holding adapter_config.json is served under its name, "
                   "and /v1/load_lora_adapter loads only from here");
@@ -77,16 +77,14 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", args->engine.seed, "Seeds requests that bring none")->capture_default_str();
-  cmd->add_option("--dtype", args->dtype, "Compute dtype: float32, bfloat16, float16")->capture_default_str();
-  cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
+  args->model.add_compute(*cmd, "Compute dtype: float32, bfloat16, float16");
 
   return [args] {
     namespace fs = std::filesystem;
-    const fs::path dir = args->model;
+    const fs::path dir = args->model.model;
     LR_CHECK(fs::is_regular_file(dir / "tokenizer.json"), NotFound, dir.string(),
              ": serving needs tokenizer.json in the model directory");
-    auto model = std::make_shared<nn::Model>(
-        compress::load_model(dir, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)}));
+    auto model = std::make_shared<nn::Model>(args->model.load());
     auto tokenizer = std::make_shared<const data::Tokenizer>(data::Tokenizer::load(dir / "tokenizer.json"));
     std::vector<int64_t> eos = nn::default_stop_token_ids(dir, model->config());
 

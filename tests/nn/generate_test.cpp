@@ -136,7 +136,7 @@ TEST(GenerateTest, StopTokensStopStringsAndStreaming) {
   };
   auto out = generate(fixture_model(), {prompt}, o);
   EXPECT_EQ(out[0].tokens, (std::vector<int64_t>{108, 350, 483}));
-  EXPECT_EQ(out[0].finish_reason, FinishReason::kStopToken);
+  EXPECT_EQ(out[0].finish_reason, FinishReason::kStop);  // a stop token
   ASSERT_EQ(streamed.size(), 3u);
   EXPECT_EQ(streamed[2], (std::pair<size_t, int64_t>{0, 483}));
 
@@ -149,9 +149,14 @@ TEST(GenerateTest, StopTokensStopStringsAndStreaming) {
     for (int64_t id : ids) s += "<" + std::to_string(id) + ">";
     return s;
   };
+  std::string texts;
+  o.on_text = [&](size_t, std::string_view text) { texts += text; };
   out = generate(fixture_model(), {prompt}, o);
-  EXPECT_EQ(out[0].tokens, (std::vector<int64_t>{108, 350, 483}));
-  EXPECT_EQ(out[0].finish_reason, FinishReason::kStopString);
+  EXPECT_EQ(out[0].tokens, (std::vector<int64_t>{108, 350, 483}));  // the completing token is kept
+  EXPECT_EQ(out[0].finish_reason, FinishReason::kStop);             // a stop string
+  EXPECT_EQ(out[0].text, "<108><");  // the stop string and what follows are not (the OpenAI API's rule)
+  EXPECT_EQ(texts, out[0].text);     // released as it grew
+  o.on_text = nullptr;
 
   // The callback cancels a row.
   o.stop_strings.clear();

@@ -29,7 +29,7 @@ std::unique_ptr<Engine> make_engine(EngineConfig config = {}) {
   return engine;
 }
 
-TEST(Engine, MixedAdapterBatchMatchesEachRequestGeneratedAlone) {
+TEST(EngineTest, MixedAdapterBatchMatchesEachRequestGeneratedAlone) {
   // Requests for three adapters of ranks 2, 8, 4 and the base, with prompts of different lengths,
   // share decode steps; each must produce exactly the tokens nn::generate gives for it alone.
   auto engine = make_engine();
@@ -64,7 +64,7 @@ TEST(Engine, MixedAdapterBatchMatchesEachRequestGeneratedAlone) {
   EXPECT_EQ(stats.ttft_counts.back(), 6);  // cumulative: +Inf holds all
 }
 
-TEST(Engine, RepetitionPenaltyMatchesGenerate) {
+TEST(EngineTest, RepetitionPenaltyMatchesGenerate) {
   // The engine penalises from each request's own history, batched with a request without it.
   auto engine = make_engine();
   GenerationRequest penalised = greedy("b8", prompt_of(6, 2), 16);
@@ -79,7 +79,7 @@ TEST(Engine, RepetitionPenaltyMatchesGenerate) {
   EXPECT_NE(expected, reference("b8", prompt_of(6, 2), 16));  // the penalty changes the output
 }
 
-TEST(Engine, ChunkedPrefillMatchesWholePrompt) {
+TEST(EngineTest, ChunkedPrefillMatchesWholePrompt) {
   // A token budget of 6 splits a 17-token prompt into chunks of at most 6 positions, each
   // attending to the earlier chunks through the page table.
   EngineConfig config;
@@ -94,7 +94,7 @@ TEST(Engine, ChunkedPrefillMatchesWholePrompt) {
   EXPECT_GT(engine->stats().scheduler.steps, 8 + 17 / 6);
 }
 
-TEST(Engine, SeededSamplingDoesNotDependOnTheBatch) {
+TEST(EngineTest, SeededSamplingDoesNotDependOnTheBatch) {
   auto sample = [](bool crowded) {
     auto engine = make_engine();
     GenerationRequest r = greedy("b8", prompt_of(6, 1), 12);
@@ -117,7 +117,7 @@ TEST(Engine, SeededSamplingDoesNotDependOnTheBatch) {
   EXPECT_EQ(sample(true), alone);
 }
 
-TEST(Engine, StopTokensEndTheRequestUnlessIgnored) {
+TEST(EngineTest, StopTokensEndTheRequestUnlessIgnored) {
   auto engine = make_engine();
   const std::vector<int64_t> full = reference("a2", prompt_of(5, 1), 10);
   GenerationRequest r = greedy("a2", prompt_of(5, 1), 10);
@@ -131,7 +131,7 @@ TEST(Engine, StopTokensEndTheRequestUnlessIgnored) {
   EXPECT_EQ(got, std::vector<int64_t>(full.begin(), full.begin() + first + 1));
 }
 
-TEST(Engine, TextStreamsAndStopStringsFollowOpenAI) {
+TEST(EngineTest, TextStreamsAndStopStringsFollowOpenAI) {
   testing::TempDir dir;
   const auto model_dir = testing::tiny_hf_model(dir.path());
   auto model = std::make_shared<nn::Model>(nn::Model::load(model_dir));
@@ -168,7 +168,7 @@ TEST(Engine, TextStreamsAndStopStringsFollowOpenAI) {
 // character): the deltas of sampled requests, whose random tokens split multi-byte characters and
 // form invalid sequences, still add up to the decode of all their tokens, and no delta ends in
 // an incomplete character (U+FFFD) unless the request ends there.
-TEST(Engine, IncrementalTextEqualsTheWholeDecode) {
+TEST(EngineTest, IncrementalTextEqualsTheWholeDecode) {
   testing::TempDir dir;
   const auto model_dir = testing::tiny_hf_model(dir.path());
   auto model = std::make_shared<nn::Model>(nn::Model::load(model_dir));
@@ -212,7 +212,7 @@ TEST(Engine, IncrementalTextEqualsTheWholeDecode) {
   EXPECT_GT(multibyte, 0);  // the check saw bytes beyond ASCII
 }
 
-TEST(Engine, BackgroundThreadServesConcurrentRequests) {
+TEST(EngineTest, BackgroundThreadServesConcurrentRequests) {
   auto engine = make_engine();
   engine->start();
   std::vector<std::shared_ptr<RequestStream>> streams;
@@ -225,7 +225,7 @@ TEST(Engine, BackgroundThreadServesConcurrentRequests) {
   EXPECT_TRUE(engine->submit(greedy("", prompt_of(3, 0), 2)).queue_full);  // no new work after shutdown
 }
 
-TEST(Engine, CancelQueueLimitAndShutdown) {
+TEST(EngineTest, CancelQueueLimitAndShutdown) {
   EngineConfig config;
   config.scheduler.max_queue = 2;
   auto engine = make_engine(config);
@@ -247,7 +247,7 @@ TEST(Engine, CancelQueueLimitAndShutdown) {
   EXPECT_EQ(engine->stats().scheduler.running, 0);
 }
 
-TEST(Engine, AdaptersLoadUnloadAndBusy) {
+TEST(EngineTest, AdaptersLoadUnloadAndBusy) {
   auto engine = make_engine();
   EXPECT_EQ(engine->adapters().size(), 3u);
   EXPECT_EQ(engine->adapters()[1].rank, 8);
@@ -275,7 +275,7 @@ TEST(Engine, AdaptersLoadUnloadAndBusy) {
             std::string::npos);
 }
 
-TEST(Engine, BadRequestsAreRefusedBeforeQueueing) {
+TEST(EngineTest, BadRequestsAreRefusedBeforeQueueing) {
   auto engine = make_engine();
   EXPECT_NE(error_of([&] { engine->submit(greedy("", {}, 4)); }).find("empty"), std::string::npos);
   EXPECT_NE(error_of([&] {

@@ -1,6 +1,6 @@
 // OpenAI request parsing, response shapes, chat templates, metrics text, and the server's
-// security helpers (adapter name and path resolution, constant-time key comparison), without
-// sockets.
+// constant-time key comparison, without sockets (the adapter root's confinement is in
+// adapter_root_test.cpp).
 #include "lowrank/serve/openai_api.h"
 
 #include <filesystem>
@@ -9,6 +9,7 @@
 
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/serve/http_server.h"
+#include "tests/serve/api_testing.h"
 #include "tests/testing.h"
 
 namespace lowrank::serve {
@@ -25,17 +26,7 @@ ApiLimits limits() {
   return {.context = 256, .vocab_size = 512, .max_prompt_tokens = 64, .max_choices = 8};
 }
 
-// The param of the ApiError `fn` throws ("(no error)" when it does not throw).
-template <typename Fn>
-std::string param_of(Fn&& fn, int* status = nullptr) {
-  try {
-    fn();
-  } catch (const ApiError& e) {
-    if (status) *status = e.status();
-    return e.param();
-  }
-  return "(no error)";
-}
+using testing_support::param_of;
 
 TEST(OpenAiApiTest, ParsesCompletionDefaultsAndSampling) {
   const GenerateCall call = parse_completion_request(
@@ -195,41 +186,6 @@ TEST(ServerSecurityTest, ConstantTimeEqual) {
   EXPECT_FALSE(constant_time_equal("secret-key-and-more", "secret-key"));
   EXPECT_FALSE(constant_time_equal("", "secret-key"));
   EXPECT_TRUE(constant_time_equal("", ""));
-}
-
-TEST(ServerSecurityTest, AdapterNamesAndPathsStayUnderTheRoot) {
-  testing::TempDir dir;
-  const fs::path root = dir / "root";
-  testing::write_text_file(root / "good" / "adapter_config.json", "{}");
-  testing::write_text_file(dir / "outside" / "adapter_config.json", "{}");
-  fs::create_directories(root / "empty");
-  fs::create_directory_symlink(dir / "outside", root / "escape");
-  fs::create_directory_symlink(root / "good", root / "alias");
-
-  EXPECT_EQ(resolve_adapter_dir(root, "good"), fs::canonical(root / "good"));
-  EXPECT_EQ(resolve_adapter_dir(root, "alias"), fs::canonical(root / "good"));  // a link inside the root
-  EXPECT_EQ(resolve_adapter_dir(root, "x", "good"), fs::canonical(root / "good"));
-  int status = 0;
-  for (const char* name : {"../outside", "..", ".hidden", "a/b", "", "a\\b"}) {
-    EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, name); }, &status), "lora_name") << name;
-    EXPECT_EQ(status, 400) << name;
-  }
-  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, std::string("a\0b", 3)); }, &status), "lora_name");
-  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, "escape"); }, &status), "lora_name");  // symlink out
-  EXPECT_EQ(status, 400);
-  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, "x", "../outside"); }, &status), "lora_path");
-  EXPECT_EQ(status, 400);
-  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, "x", (dir / "outside").string()); }, &status),
-            "lora_path");
-  EXPECT_EQ(status, 400);
-  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, "x", root.string()); }, &status),
-            "lora_path");  // the root
-  EXPECT_EQ(status, 400);
-  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, "missing"); }, &status), "lora_name");
-  EXPECT_EQ(status, 404);
-  EXPECT_EQ(param_of([&] { resolve_adapter_dir(root, "empty"); }, &status),
-            "lora_name");  // no adapter_config
-  EXPECT_EQ(status, 404);
 }
 
 }  // namespace

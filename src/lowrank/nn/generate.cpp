@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <limits>
-#include <set>
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/json.h"
@@ -26,26 +25,9 @@ void validate(const GenerateOptions& o) {
     LR_CHECK(o.top_k >= 0, InvalidArgument, "top_k must be >= 0, got ", o.top_k);
     LR_CHECK(o.top_p > 0 && o.top_p <= 1, InvalidArgument, "top_p must be in (0, 1], got ", o.top_p);
   }
-  LR_CHECK(o.stop_strings.empty() || o.decode, InvalidArgument,
-           "stop strings need a decode function (a tokenizer) to turn ids into text");
-  for (const std::string& s : o.stop_strings) LR_CHECK(!s.empty(), InvalidArgument, "empty stop string");
 }
 
 }  // namespace
-
-std::string_view finish_reason_name(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kStopToken:
-      return "stop_token";
-    case FinishReason::kStopString:
-      return "stop_string";
-    case FinishReason::kCancelled:
-      return "cancelled";
-  }
-  return "?";
-}
 
 void apply_repetition_penalty(at::Tensor& scores, std::span<const std::vector<int64_t>> seen,
                               double penalty) {
@@ -103,6 +85,18 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
   }
   std::vector<Generation> out(prompts.size());
   if (options.max_new_tokens == 0) return out;
+  // One text stream per row: text, stop strings, stop tokens and the token limit. Built before any
+  // model pass, so that bad stop strings fail fast.
+  std::vector<data::TextStream> streams;
+  for (size_t b = 0; b < prompts.size(); ++b)
+    streams.emplace_back(options.decode, data::TextStreamOptions{.stop = options.stop_strings,
+                                                                 .stop_token_ids = options.stop_token_ids,
+                                                                 .max_tokens = options.max_new_tokens});
+  auto release = [&](size_t row, std::string text) {
+    if (text.empty()) return;
+    if (options.on_text) options.on_text(row, text);
+    out[row].text += text;
+  };
 
   c10::InferenceMode inference;
   // Left padding: row b's prompt occupies the last prompts[b].size() columns.
@@ -125,7 +119,6 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
 
   std::vector<std::vector<int64_t>> seen(prompts);
   std::vector<bool> running(prompts.size(), true);
-  const std::set<int64_t> stop_ids(options.stop_token_ids.begin(), options.stop_token_ids.end());
   at::Generator generator = at::detail::createCPUGenerator(options.seed);
   forward.attention_mask = at::Tensor();
 
@@ -140,16 +133,12 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
       Generation& g = out[b];
       g.tokens.push_back(token);
       seen[b].push_back(token);
-      if (options.on_token && !options.on_token(b, token)) {
-        g.finish_reason = FinishReason::kCancelled;
-      } else if (stop_ids.contains(token)) {
-        g.finish_reason = FinishReason::kStopToken;
-      } else if (!options.stop_strings.empty()) {
-        const std::string text = options.decode(g.tokens);
-        for (const std::string& s : options.stop_strings)
-          if (text.find(s) != std::string::npos) g.finish_reason = FinishReason::kStopString;
-      }
-      running[b] = g.finish_reason == FinishReason::kLength;
+      data::TextStream& stream = streams[b];
+      std::string text = stream.push(token);
+      if (options.on_token && !options.on_token(b, token)) text += stream.end(FinishReason::kCancelled);
+      release(b, std::move(text));
+      g.finish_reason = stream.finished() ? stream.finish() : FinishReason::kLength;
+      running[b] = !stream.finished();
       any_running = any_running || running[b];
     }
     if (!any_running || step + 1 == options.max_new_tokens) break;

@@ -8,7 +8,11 @@
 //     draw from softmax(scores) with a generator seeded by `seed`.
 // Prompts of different lengths are left-padded into one batch; each row stops on its own (stop
 // token ids, stop strings, the callback) and the batch ends when all rows have stopped or after
-// max_new_tokens. The stop token or the token completing a stop string is part of the output.
+// max_new_tokens. The stop token or the token completing a stop string is part of the tokens.
+// Text: each row's tokens go through a data::TextStream (data/text_stream.h), the one that the
+// serving engine uses, so a row's text and finish reason are the server's for the same request: a
+// stop string ends the row and is not part of the text (the OpenAI API's rule), text is released
+// as whole UTF-8 characters.
 // Deviations: the repetition penalty counts a row's real tokens only (transformers also counts
 // the padding id); top_k defaults to 0 (off), not 50; sampling always runs on the CPU in float32
 // so that a seed gives the same tokens on every device.
@@ -24,6 +28,8 @@
 
 #include <ATen/ATen.h>
 
+#include "lowrank/data/finish_reason.h"
+#include "lowrank/data/text_stream.h"
 #include "lowrank/nn/model.h"
 
 namespace lowrank::nn {
@@ -37,23 +43,26 @@ struct GenerateOptions {
   double repetition_penalty = 1.0;  // > 0; 1 = off
   uint64_t seed = 0;
   std::vector<int64_t> stop_token_ids;
-  // Stop when the decoded continuation contains one of these; needs `decode`.
+  // Stop when the text contains one of these (excluded from the text); needs `decode`.
   std::vector<std::string> stop_strings;
-  // Turns generated ids into text (the tokenizer's decode).
-  std::function<std::string(std::span<const int64_t>)> decode;
+  // Turns generated ids into text (data::TextStream::decoder(tokenizer)); without it, no text.
+  data::TextStream::Decode decode;
   // Called once per generated token of each running row, in row order; return false to stop
   // that row (finish reason "cancelled").
   std::function<bool(size_t row, int64_t token)> on_token;
+  // Called with each piece of a row's text as it is released (never empty), after on_token.
+  std::function<void(size_t row, std::string_view text)> on_text;
   // Fills the left padding of shorter prompts (masked out; any valid id).
   int64_t pad_token_id = 0;
 };
 
-enum class FinishReason { kLength, kStopToken, kStopString, kCancelled };
-// "length", "stop_token", "stop_string", "cancelled".
-std::string_view finish_reason_name(FinishReason reason);
+// kStop (a stop token or string), kLength or kCancelled; names as the OpenAI API's.
+using data::finish_reason_name;
+using data::FinishReason;
 
 struct Generation {
   std::vector<int64_t> tokens;  // the new tokens only
+  std::string text;             // their text, up to a stop string (empty without `decode`)
   FinishReason finish_reason = FinishReason::kLength;
 };
 

@@ -17,39 +17,48 @@
 // Sampling is per request (its own temperature, top-p, seed, generator), with nn/generate.h's
 // logits processors, so a greedy request's tokens do not depend on its batch neighbours.
 //
-// Text. Generated tokens are decoded incrementally: a text delta is released only once it is valid
-// UTF-8 and cannot be the start of a stop string; a stop string ends the request and, as in
-// OpenAI's API, is not part of the text.
+// Text. Each request's tokens go through a data::TextStream (data/text_stream.h): a text delta is
+// released only once it is valid UTF-8 and cannot be the start of a stop string; a stop string
+// ends the request and, as in OpenAI's API, is not part of the text.
+//
+// Validation. A request is validated once, where it enters: the HTTP API (openai_api.h) checks
+// the sampling bounds (sampling_violation), the prompt limits and the adapter's name. The engine
+// asserts the same invariants (InternalError: a caller that skipped the checks is a bug) and checks
+// only what can change after the API's checks: an adapter unloaded meanwhile (NotFound, at
+// admission by the scheduler) and the pool's capacity.
 //
 // Deviation from S-LoRA on the CPU: the pool's adapter pages are accounted (admission control
 // counts them against the same budget as KV pages, and LRU eviction frees them), but the weights
 // are read from their host copy, which on the CPU is the same memory a device copy would be; a
 // CUDA engine would copy them into the pages (AdapterLoad) before the step that uses them.
 //
+// Files: paged_kv.h (the page pool and one pass's view of it), request_stream.h (a request's
+// events), engine_metrics.h (throughput and TTFT), engine_adapters.cpp (the adapter registry),
+// engine.cpp (requests and steps).
+//
 // Threads. Any thread may call submit / cancel / load_adapter / unload_adapter / stats. The
 // model runs on the engine's own thread (start()) or on the caller's (step(), for tests and
-// benchmarks; not both). Sinks are called on the stepping thread and must not block.
+// benchmarks; not both). Streams are written on the stepping thread and never block it.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <span>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "lowrank/adapt/model_adapters.h"
-
+#include "lowrank/serve/engine_metrics.h"
+#include "lowrank/serve/request_stream.h"
 #include "lowrank/serve/scheduler.h"
 
 namespace lowrank::nn {
@@ -61,54 +70,34 @@ class Tokenizer;
 
 namespace lowrank::serve {
 
+struct PagedKV;  // paged_kv.h
+
+// Sampling of one request. The bounds are the OpenAI API's (sampling_violation).
 struct SamplingParams {
-  int64_t max_new_tokens = 16;
-  double temperature = 1.0;  // 0 = greedy (argmax)
-  double top_p = 1.0;        // (0, 1]
-  int64_t top_k = 0;         // 0 = off
-  double repetition_penalty = 1.0;
+  int64_t max_new_tokens = 16;          // >= 1
+  double temperature = 1.0;             // [0, 2]; 0 = greedy (argmax)
+  double top_p = 1.0;                   // (0, 1]
+  int64_t top_k = 0;                    // >= 0; 0 = off
+  double repetition_penalty = 1.0;      // > 0; 1 = off
   std::optional<uint64_t> seed;         // none: drawn from the engine's counter
   std::vector<std::string> stop;        // stop strings (need a tokenizer); excluded from the text
   std::vector<int64_t> stop_token_ids;  // besides the model's eos ids
   bool ignore_eos = false;              // run to max_new_tokens (benchmarks)
 };
 
+// A sampling field outside its bounds: the request field (OpenAI's name) and why.
+struct SamplingViolation {
+  std::string param;
+  std::string message;
+};
+// The first field of `sampling` outside the bounds above, or none. The one statement of the bounds:
+// the API refuses such a request (400 naming the field); the engine asserts there is none.
+std::optional<SamplingViolation> sampling_violation(const SamplingParams& sampling);
+
 struct GenerationRequest {
   std::string adapter;  // a loaded adapter's name; empty = the base model
   std::vector<int64_t> prompt;
   SamplingParams sampling;
-};
-
-// What a request's stream receives, in order: tokens, then exactly one finish.
-struct StreamEvent {
-  enum class Kind { kToken, kFinish } kind = Kind::kToken;
-  int64_t token = -1;  // kToken
-  std::string text;    // kToken: the text delta released with it (may be empty)
-  // kFinish:
-  FinishReason finish = FinishReason::kNone;  // kStop, kLength, kCancelled or kRejected
-  std::string message;                        // why, for kRejected
-  int64_t prompt_tokens = 0;
-  int64_t completion_tokens = 0;
-};
-
-// A request's event queue, shared by the engine (producer) and the client (consumer).
-class RequestStream {
- public:
-  explicit RequestStream(RequestId id) : id_(id) {}
-  RequestId id() const { return id_; }
-  // Waits up to `timeout` for the next event; false on timeout.
-  bool next(StreamEvent& event, std::chrono::milliseconds timeout);
-  // Blocks until the finish event; returns every token event's text joined, and the finish.
-  StreamEvent wait(std::string* text = nullptr, std::vector<int64_t>* tokens = nullptr);
-  void push(StreamEvent event);  // engine side
-  bool finished() const;
-
- private:
-  RequestId id_;
-  mutable std::mutex mutex_;
-  std::condition_variable ready_;
-  std::deque<StreamEvent> events_;
-  bool finished_ = false;
 };
 
 struct EngineConfig {
@@ -137,19 +126,6 @@ struct AdapterInfo {
   int64_t pins = 0;
 };
 
-// Prometheus-ready numbers.
-struct EngineStats {
-  SchedulerStats scheduler;
-  int64_t adapters_loaded = 0;   // in host memory (registered)
-  int64_t prompt_tokens = 0;     // prefilled
-  double tokens_per_second = 0;  // generated tokens over the last ~10 s
-  // Time to first token, seconds: cumulative counts per upper bound (Prometheus histogram).
-  std::vector<double> ttft_bounds;
-  std::vector<int64_t> ttft_counts;  // ttft_bounds.size() + 1 (the last is +Inf)
-  double ttft_sum = 0;
-  int64_t ttft_count = 0;
-};
-
 class Engine {
  public:
   // `tokenizer` may be null (token-id requests only; stop strings then throw). `eos_ids` end a
@@ -175,10 +151,12 @@ class Engine {
   std::vector<AdapterInfo> adapters() const;
   bool has_adapter(const std::string& name) const;
 
-  // Queues a request. Throws InvalidArgument (empty prompt, a token id outside the vocabulary, a
-  // bad sampling field, a prompt over max_prompt_tokens or a request over the context or the
-  // pool) and NotFound (unknown adapter) before queueing; returns queue_full past
-  // SchedulerConfig::max_queue waiting requests, or after shutdown began.
+  // Queues a request. Throws NotFound (an adapter not loaded, or unloaded since the caller checked)
+  // and InvalidArgument (a request the pool can never hold; stop strings without a tokenizer)
+  // before queueing; returns queue_full past SchedulerConfig::max_queue waiting requests, or after
+  // shutdown began. A request the API would refuse (empty prompt, a token id outside the
+  // vocabulary, a sampling field out of bounds, a prompt over max_prompt_tokens or over the
+  // context) is a caller's bug: InternalError.
   SubmitResult submit(GenerationRequest request);
   // Cancels a waiting or running request (a disconnected client); its stream finishes with
   // kCancelled. False when it is unknown or already finished.
@@ -200,14 +178,15 @@ class Engine {
   const EngineConfig& config() const { return config_; }
 
  private:
-  struct Live;  // a request in flight: its sampling state, text state and stream
-  struct PagedKV;
+  struct Live;  // a request in flight: its sampling state, text stream and event stream
   AdapterInfo attach_adapter(const std::string& name, const std::filesystem::path& dir,
                              const std::function<adapt::AttachedAdapter(nn::Model&)>& attach);
   // Throws InvalidArgument for an empty name or one already loaded.
   void check_name_free(const std::string& name) const;
   void run_plan(const StepPlan& plan, std::vector<StepResult>& results);
-  // Records a sampled token: text delta, stop checks; kStop when it ends the request.
+  // Asserts the invariants of a request that passed the API's checks (InternalError).
+  void check_request(const GenerationRequest& request) const;
+  // Records a sampled token: its text and event; kStop when it ends the request.
   FinishReason accept_token(Live& live, int64_t token);
   void deliver_finished();  // with mutex_ held
   void loop();
@@ -231,14 +210,7 @@ class Engine {
   bool stopping_ = false;
   bool draining_ = false;
   std::thread thread_;
-  int64_t prompt_tokens_ = 0;
-  std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> recent_tokens_;
-  std::vector<int64_t> ttft_counts_;  // per bucket (not cumulative); the last is +Inf
-  double ttft_sum_ = 0;
-  int64_t ttft_count_ = 0;
+  EngineMetrics metrics_;
 };
-
-// The TTFT histogram's bucket bounds, seconds.
-std::span<const double> ttft_buckets();
 
 }  // namespace lowrank::serve

@@ -1,6 +1,7 @@
-// HttpServer on cpp-httplib: routes, authentication, the request → engine → response flow,
-// streaming, disconnect detection and graceful stop (see http_server.h). The only file that
-// includes httplib.h; it is compiled with pkg-config's cpp-httplib flags (CMakeLists.txt).
+// HttpServer on cpp-httplib: routes, authentication, body limits, errors mapped to statuses,
+// writing responses (plain, chunked with heartbeats, server-sent events), disconnect detection and
+// graceful stop (see http_server.h). What a call means is the task layer's (completion_task.h). The only file
+// that includes httplib.h; it is compiled with pkg-config's cpp-httplib flags (CMakeLists.txt).
 #include "lowrank/serve/http_server.h"
 
 #include <algorithm>
@@ -16,6 +17,8 @@
 
 #include "lowrank/core/log.h"
 #include "lowrank/data/tokenizer.h"
+#include "lowrank/serve/adapter_root.h"
+#include "lowrank/serve/completion_task.h"
 
 namespace lowrank::serve {
 
@@ -32,66 +35,6 @@ bool constant_time_equal(std::string_view given, std::string_view expected) {
     acc = static_cast<unsigned char>(acc | (g ^ static_cast<unsigned char>(expected[i])));
   }
   return acc == 0;
-}
-
-void check_adapter_name(std::string_view name, std::string_view param) {
-  const std::string p(param);
-  if (name.empty()) throw ApiError(400, str("'", param, "' is empty"), p);
-  if (name.size() > 255) throw ApiError(400, str("'", param, "' is longer than 255 bytes"), p);
-  if (name.front() == '.') throw ApiError(400, str("'", param, "' must not start with '.'"), p);
-  for (char c : name) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '/' || c == '\\' || u < 0x20 || u == 0x7f)
-      throw ApiError(400, str("'", param, "' must not contain '/', '\\\\', NUL or control characters"), p);
-  }
-}
-
-fs::path resolve_adapter_dir(const fs::path& root, std::string_view name, std::string_view lora_path) {
-  check_adapter_name(name);
-  std::error_code ec;
-  const fs::path canonical_root = fs::canonical(root, ec);
-  // The root is the operator's; its path stays out of client-facing messages.
-  if (ec || !fs::is_directory(canonical_root))
-    throw ApiError(500, "the adapter root is not a readable directory");
-  const std::string param = lora_path.empty() ? "lora_name" : "lora_path";
-  if (lora_path.find('\0') != std::string_view::npos) throw ApiError(400, "'lora_path' contains NUL", param);
-  fs::path candidate = lora_path.empty() ? canonical_root / fs::path(name) : fs::path(lora_path);
-  if (candidate.is_relative()) candidate = canonical_root / candidate;
-  // Symlinks in the existing part are resolved, ".." is removed lexically in the rest: what the
-  // check below sees is where a later open would land.
-  const fs::path resolved = fs::weakly_canonical(candidate, ec);
-  if (ec) throw ApiError(404, str("adapter '", name, "' not found"), param, "adapter_not_found");
-  auto [r, c] = std::mismatch(canonical_root.begin(), canonical_root.end(), resolved.begin(), resolved.end());
-  const bool inside = r == canonical_root.end() && c != resolved.end() && !c->empty();
-  if (!inside) throw ApiError(400, str("'", param, "' resolves outside the adapter root"), param);
-  if (!fs::is_directory(resolved))
-    throw ApiError(404, str("adapter '", name, "' not found under the adapter root"), param,
-                   "adapter_not_found");
-  if (!fs::is_regular_file(resolved / "adapter_config.json"))
-    throw ApiError(404, str("adapter '", name, "' has no adapter_config.json"), param, "adapter_not_found");
-  return resolved;
-}
-
-std::vector<AdapterInfo> register_adapter_root(Engine& engine, const fs::path& root) {
-  LR_CHECK(fs::is_directory(root), NotFound, root.string(), ": the adapter root is not a directory");
-  std::vector<fs::path> dirs;
-  for (const fs::directory_entry& e : fs::directory_iterator(root))
-    if (e.is_directory() && fs::is_regular_file(e.path() / "adapter_config.json")) dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end());
-  std::vector<AdapterInfo> infos;
-  for (const fs::path& dir : dirs) {
-    const std::string name = dir.filename().string();
-    if (name.starts_with(".")) continue;  // hidden directories are not adapters
-    fs::path resolved;
-    try {
-      resolved = resolve_adapter_dir(root, name);
-    } catch (const ApiError& e) {
-      log::warn(dir.string(), ": skipped (", e.what(), ")");
-      continue;
-    }
-    infos.push_back(engine.load_adapter(name, resolved));
-  }
-  return infos;
 }
 
 namespace {
@@ -133,122 +76,6 @@ const char* status_text(int status) {
 }  // namespace
 
 struct HttpServer::Impl {
-  // The requests of one API call (prompts × n choices) and what they produced so far. Shared by
-  // the handler and its response's content provider; when the last owner lets go (the response was
-  // written, or its client vanished), requests still running are cancelled.
-  class Batch {
-   public:
-    struct Slot {
-      std::shared_ptr<RequestStream> stream;
-      std::string text;
-      int64_t completion_tokens = 0;
-      bool done = false;
-      FinishReason finish = FinishReason::kNone;
-      std::string message;
-    };
-    struct Event {
-      size_t slot = 0;
-      StreamEvent event;
-    };
-
-    explicit Batch(Impl& server) : server_(server) { ++server_.in_flight; }
-    Batch(const Batch&) = delete;
-    Batch& operator=(const Batch&) = delete;
-    ~Batch() {
-      cancel_unfinished();
-      --server_.in_flight;
-    }
-
-    void add(std::shared_ptr<RequestStream> stream) {
-      Slot slot;
-      slot.stream = std::move(stream);
-      slots_.push_back(std::move(slot));
-    }
-    const std::vector<Slot>& slots() const { return slots_; }
-    bool all_done() const { return live_ == 0; }
-    void seal() { live_ = slots_.size(); }
-
-    // Appends the events available on every stream to `out`, waiting up to `timeout` for the
-    // first one. Returns true when it got any.
-    bool collect(std::vector<Event>& out, std::chrono::milliseconds timeout) {
-      const auto deadline = Clock::now() + timeout;
-      const size_t before = out.size();
-      for (;;) {
-        for (size_t i = 0; i < slots_.size(); ++i) {
-          StreamEvent e;
-          while (!slots_[i].done && slots_[i].stream->next(e, 0ms)) apply(i, std::move(e), out);
-        }
-        if (out.size() > before || all_done()) return out.size() > before;
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        if (left <= 0ms) return false;
-        // Block on one live stream; with several, only briefly, then poll them all again.
-        const auto first = std::find_if(slots_.begin(), slots_.end(), [](const Slot& s) { return !s.done; });
-        const auto slice = live_ == 1 ? left : std::min(left, std::chrono::milliseconds(5));
-        StreamEvent e;
-        if (first->stream->next(e, slice))
-          apply(static_cast<size_t>(first - slots_.begin()), std::move(e), out);
-      }
-    }
-
-    // Waits until every request has finished or `timeout` passed; true when all finished.
-    bool wait_all(std::chrono::milliseconds timeout) {
-      const auto deadline = Clock::now() + timeout;
-      std::vector<Event> events;
-      while (!all_done()) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        if (left <= 0ms) return false;
-        events.clear();
-        collect(events, left);
-      }
-      return true;
-    }
-
-    // The client went away: cancel what still runs, counted once as a disconnect.
-    void client_gone() {
-      if (gone_.exchange(true)) return;
-      if (!all_done()) {
-        std::lock_guard lock(server_.counters_mutex);
-        ++server_.counters.disconnects;
-      }
-      cancel_unfinished();
-    }
-
-    void cancel_unfinished() {
-      for (Slot& s : slots_)
-        if (!s.done && !s.stream->finished()) server_.engine.cancel(s.stream->id());
-    }
-
-   private:
-    void apply(size_t i, StreamEvent e, std::vector<Event>& out) {
-      Slot& s = slots_[i];
-      if (e.kind == StreamEvent::Kind::kToken) {
-        s.text += e.text;
-      } else {
-        s.done = true;
-        --live_;
-        s.finish = e.finish;
-        s.message = e.message;
-        s.completion_tokens = e.completion_tokens;
-      }
-      out.push_back({i, std::move(e)});
-    }
-
-    Impl& server_;
-    std::vector<Slot> slots_;
-    size_t live_ = 0;
-    std::atomic<bool> gone_{false};
-  };
-
-  // What every response of one call carries.
-  struct Meta {
-    std::string id;
-    int64_t created = 0;
-    std::string model;
-    bool chat = false;
-    bool include_usage = false;
-    int64_t prompt_tokens = 0;  // Σ over prompts, each counted once whatever n is
-  };
-
   Impl(Engine& e, const data::Tokenizer& t, ServerConfig c) : engine(e), tokenizer(t), config(std::move(c)) {
     LR_CHECK(config.threads >= 1, InvalidArgument, "ServerConfig.threads must be >= 1, got ", config.threads);
     LR_CHECK(config.port >= 0 && config.port <= 65535, InvalidArgument,
@@ -298,11 +125,11 @@ struct HttpServer::Impl {
     }
   }
 
-  // The adapter `model` names: "" for the base model (or no model given), else a loaded adapter.
+  // The adapter `model` names: "" for the base model (or no model given), else an adapter, whose
+  // existence the engine checks once, at admission (CompletionTask::submit answers 404).
   std::string adapter_of(const std::string& model) const {
     if (model.empty() || model == config.model_name) return {};
-    if (engine.has_adapter(model)) return model;
-    throw ApiError(404, str("The model '", model, "' does not exist"), "model", "model_not_found");
+    return model;
   }
 
   void routes() {
@@ -372,65 +199,34 @@ struct HttpServer::Impl {
     const Json body = parse_body(req);
     GenerateCall call = chat ? parse_chat_request(body, tokenizer, config.chat_template, limits)
                              : parse_completion_request(body, tokenizer, limits);
-    const std::string adapter = adapter_of(call.model);
-    Meta meta{.id = (chat ? "chatcmpl-" : "cmpl-") + random_hex_id(),
-              .created = static_cast<int64_t>(std::time(nullptr)),
-              .model = call.model.empty() ? config.model_name : call.model,
-              .chat = chat,
-              .include_usage = call.include_usage};
+    ResponseMeta meta{.id = (chat ? "chatcmpl-" : "cmpl-") + random_hex_id(),
+                      .created = static_cast<int64_t>(std::time(nullptr)),
+                      .model = call.model.empty() ? config.model_name : call.model,
+                      .chat = chat,
+                      .include_usage = call.include_usage};
     for (const auto& p : call.prompts) meta.prompt_tokens += static_cast<int64_t>(p.size());
-
-    // Choice i = prompt i / n, sample i % n; a given seed becomes seed + (i % n), so the n
-    // samples differ and a request is reproducible.
-    auto batch = std::make_shared<Batch>(*this);
-    for (const auto& prompt : call.prompts) {
-      for (int64_t j = 0; j < call.n; ++j) {
-        GenerationRequest request{.adapter = adapter, .prompt = prompt, .sampling = call.sampling};
-        if (call.sampling.seed) request.sampling.seed = *call.sampling.seed + static_cast<uint64_t>(j);
-        SubmitResult submitted;
-        try {
-          submitted = engine.submit(std::move(request));
-        } catch (const NotFound& e) {  // the adapter was unloaded since adapter_of()
-          throw ApiError(404, e.what(), "model", "model_not_found");
-        }
-        if (!submitted.stream) {
-          // `batch` going out of scope cancels the choices already queued.
-          refuse_if_stopping();
-          res.set_header("Retry-After", std::to_string(std::max<int64_t>(1, submitted.retry_after_s)));
-          throw ApiError(429, "the server's request queue is full; retry later", "", "rate_limit_exceeded");
-        }
-        batch->add(std::move(submitted.stream));
-      }
+    auto task = std::make_shared<CompletionTask>(
+        engine, std::move(meta), CompletionTask::Counters{.in_flight = &in_flight, .on_disconnect = [this] {
+                                                            std::lock_guard lock(counters_mutex);
+                                                            ++counters.disconnects;
+                                                          }});
+    int64_t retry_after_s = 1;
+    if (!task->submit(call, adapter_of(call.model), retry_after_s)) {
+      // `task` going out of scope cancels the choices already queued.
+      refuse_if_stopping();
+      res.set_header("Retry-After", std::to_string(retry_after_s));
+      throw ApiError(429, "the server's request queue is full; retry later", "", "rate_limit_exceeded");
     }
-    batch->seal();
     if (call.stream)
-      stream_response(std::move(batch), std::move(meta), res);
+      stream_response(std::move(task), res);
     else
-      complete_response(std::move(batch), std::move(meta), res);
+      complete_response(std::move(task), res);
   }
 
-  // The body of a finished non-streaming call; throws ApiError when a choice did not finish
-  // normally.
-  static OrderedJson final_body(const Batch& batch, const Meta& meta) {
-    std::vector<Choice> choices;
-    Usage usage{.prompt_tokens = meta.prompt_tokens};
-    for (size_t i = 0; i < batch.slots().size(); ++i) {
-      const Batch::Slot& s = batch.slots()[i];
-      if (s.finish == FinishReason::kCancelled)
-        throw ApiError(503, "the request was cancelled (server shutting down)", "", "cancelled");
-      if (s.finish != FinishReason::kStop && s.finish != FinishReason::kLength)
-        throw ApiError(400, str("the request could not be served: ", s.message), "", "rejected");
-      choices.push_back({.index = static_cast<int64_t>(i), .text = s.text, .finish = s.finish});
-      usage.completion_tokens += s.completion_tokens;
-    }
-    return meta.chat ? chat_response(meta.id, meta.created, meta.model, choices, usage)
-                     : completion_response(meta.id, meta.created, meta.model, choices, usage);
-  }
-
-  void complete_response(std::shared_ptr<Batch> batch, Meta meta, httplib::Response& res) {
+  void complete_response(std::shared_ptr<CompletionTask> task, httplib::Response& res) {
     // Most calls finish within one heartbeat: answer with a plain body and its true status.
-    if (batch->wait_all(config.heartbeat)) {
-      send_json(res, 200, final_body(*batch, meta));
+    if (task->wait_all(config.heartbeat)) {
+      send_json(res, 200, task->final_body());
       return;
     }
     // Longer ones: chunked, probing the client with JSON whitespace every heartbeat (a write to a
@@ -439,16 +235,16 @@ struct HttpServer::Impl {
     res.status = 200;
     res.set_chunked_content_provider(
         "application/json; charset=utf-8",
-        [this, batch, meta](size_t, httplib::DataSink& sink) {
+        [this, task](size_t, httplib::DataSink& sink) {
           try {
-            if (!batch->wait_all(config.heartbeat)) {
+            if (!task->wait_all(config.heartbeat)) {
               if (sink.write(" ", 1)) return true;
-              batch->client_gone();
+              task->client_gone();
               return false;
             }
             std::string body;
             try {
-              body = to_text(final_body(*batch, meta));
+              body = to_text(task->final_body());
             } catch (...) {
               body = to_text(error_body(to_api_error(std::current_exception())));
             }
@@ -460,72 +256,44 @@ struct HttpServer::Impl {
             return false;
           }
         },
-        [batch](bool) {});
+        [task](bool) {});
   }
 
-  void stream_response(std::shared_ptr<Batch> batch, Meta meta, httplib::Response& res) {
+  void stream_response(std::shared_ptr<CompletionTask> task, httplib::Response& res) {
     res.status = 200;
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");  // proxies: pass events through as they come
     auto started = std::make_shared<bool>(false);
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, batch, meta, started](size_t, httplib::DataSink& sink) {
+        [this, task, started](size_t, httplib::DataSink& sink) {
           try {
             std::string out;
-            if (!*started && meta.chat) {
-              for (size_t i = 0; i < batch->slots().size(); ++i)
-                out += sse(chat_chunk(meta.id, meta.created, meta.model, static_cast<int64_t>(i), "",
-                                      std::nullopt,
-                                      /*role_only=*/true));
-            }
+            if (!*started)
+              for (const OrderedJson& chunk : task->opening_chunks()) out += sse(chunk);
             *started = true;
-            std::vector<Batch::Event> events;
-            const bool got = batch->collect(events, config.heartbeat);
-            for (const Batch::Event& e : events) out += event_text(meta, e);
-            if (batch->all_done()) {
-              if (meta.include_usage) {
-                Usage usage{.prompt_tokens = meta.prompt_tokens};
-                for (const auto& s : batch->slots()) usage.completion_tokens += s.completion_tokens;
-                out += sse(usage_chunk(meta.id, meta.created, meta.model, meta.chat, usage));
-              }
+            std::vector<CompletionTask::Event> events;
+            const bool got = task->collect(events, config.heartbeat);
+            for (const CompletionTask::Event& e : events)
+              for (const OrderedJson& chunk : task->event_chunks(e)) out += sse(chunk);
+            if (task->all_done()) {
+              if (const auto usage = task->usage_chunk()) out += sse(*usage);
               out += "data: [DONE]\n\n";
             } else if (!got && out.empty()) {
               out = ": keep-alive\n\n";  // an SSE comment: clients ignore it, a dead socket fails it
             }
             // A zero-length write would end httplib's chunked stream: write only real data.
             if (!out.empty() && !sink.write(out.data(), out.size())) {
-              batch->client_gone();
+              task->client_gone();
               return false;
             }
-            if (batch->all_done()) sink.done();
+            if (task->all_done()) sink.done();
             return true;
           } catch (...) {
             return false;
           }
         },
-        [batch](bool) {});
-  }
-
-  // The SSE text of one stream event: a text chunk, a finishing chunk, or (a request that could
-  // not finish normally) an error object, as vLLM sends mid-stream.
-  static std::string event_text(const Meta& meta, const Batch::Event& e) {
-    const auto index = static_cast<int64_t>(e.slot);
-    const StreamEvent& ev = e.event;
-    if (ev.kind == StreamEvent::Kind::kToken) {
-      if (ev.text.empty()) return {};
-      return sse(meta.chat
-                     ? chat_chunk(meta.id, meta.created, meta.model, index, ev.text, std::nullopt)
-                     : completion_chunk(meta.id, meta.created, meta.model, index, ev.text, std::nullopt));
-    }
-    if (ev.finish == FinishReason::kStop || ev.finish == FinishReason::kLength)
-      return sse(meta.chat ? chat_chunk(meta.id, meta.created, meta.model, index, "", ev.finish)
-                           : completion_chunk(meta.id, meta.created, meta.model, index, "", ev.finish));
-    const ApiError error =
-        ev.finish == FinishReason::kCancelled
-            ? ApiError(503, "the request was cancelled (server shutting down)", "", "cancelled")
-            : ApiError(400, str("the request could not be served: ", ev.message), "", "rejected");
-    return sse(error_body(error));
+        [task](bool) {});
   }
 
   // --- models and adapters -------------------------------------------------------------------
@@ -611,7 +379,7 @@ struct HttpServer::Impl {
   int bound_port = 0;
   std::atomic<bool> stopping{false};
   std::atomic<bool> listen_ended{false};
-  std::atomic<int64_t> in_flight{0};  // live Batches: responses not yet fully written
+  std::atomic<int64_t> in_flight{0};  // live CompletionTasks: responses not yet fully written
   std::mutex counters_mutex;
   HttpCounters counters;
   std::mutex state_mutex;

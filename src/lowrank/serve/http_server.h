@@ -4,7 +4,10 @@
 //   GET  /v1/models, GET /v1/models/{id}              (adapters list the base model as "parent")
 //   POST /v1/load_lora_adapter, /v1/unload_lora_adapter (vLLM's runtime adapter API)
 //   GET  /health, GET /metrics                         (no API key needed; Prometheus text)
-// Request and response shapes are in openai_api.h; docs/serving.md is the user's page.
+// This file is the transport: routes, authentication, worker threads, body limits, errors mapped
+// to statuses, streaming and disconnects. Request and response shapes are in openai_api.h, the
+// fan-out of a call into engine requests in completion_task.h, the adapter root's confinement in
+// adapter_root.h; docs/serving.md is the user's page.
 //
 // Deviations and limits:
 //   - A client that disconnects cancels its requests. A streaming response notices at its next
@@ -13,7 +16,7 @@
 //     whitespace (" ") as the probe, and its status is then fixed at 200: a request that fails
 //     after that point (its adapter was unloaded while it waited, a shutdown without drain) gets
 //     the OpenAI error object in a 200 body.
-//   - /v1/load_lora_adapter only reads directories under the adapter root (resolve_adapter_dir).
+//   - /v1/load_lora_adapter only reads directories under the adapter root (adapter_root.h).
 //
 // Threads: httplib's pool runs the handlers (ServerConfig::threads of them; a streaming response
 // holds one for its duration); the engine runs the model on its own thread (Engine::start()).
@@ -82,23 +85,5 @@ class HttpServer {
 // Compares `given` against the secret `expected` in time that depends only on expected's length
 // (every byte is compared, no early exit), so that response times do not reveal a key's prefix.
 bool constant_time_equal(std::string_view given, std::string_view expected);
-
-// Throws ApiError 400 (param `param`) unless `name` can name an adapter: non-empty, at most 255
-// bytes, no '/', '\\' or NUL, not starting with '.', no control characters.
-void check_adapter_name(std::string_view name, std::string_view param = "lora_name");
-
-// The directory of adapter `name` under `root`: root/name, or `lora_path` when given (relative to
-// root, or absolute). Either way the canonical path (symlinks resolved) must lie strictly inside
-// the canonical root, so neither "../x" nor a symlink pointing out of the root escapes it.
-// Throws ApiError 400 for a bad name or a path outside the root, 404 when the directory or its
-// adapter_config.json does not exist. Returns the canonical path.
-std::filesystem::path resolve_adapter_dir(const std::filesystem::path& root, std::string_view name,
-                                          std::string_view lora_path = {});
-
-// Registers every subdirectory of `root` that holds adapter_config.json under its directory
-// name (sorted by name), each resolved by resolve_adapter_dir; entries that fail its checks are
-// skipped with a warning. Throws NotFound when `root` is not a directory, and what
-// Engine::load_adapter throws. Returns the adapters registered.
-std::vector<AdapterInfo> register_adapter_root(Engine& engine, const std::filesystem::path& root);
 
 }  // namespace lowrank::serve

@@ -91,9 +91,7 @@ std::vector<std::string> parse_stop(const Json& body) {
   } else {
     bad_field("stop", "'stop' must be a string or a list of strings");
   }
-  for (const std::string& s : stop)
-    if (s.empty()) bad_field("stop", "'stop' strings must not be empty");
-  return stop;
+  return stop;  // empty strings are refused with the other bounds (sampling_violation)
 }
 
 // The fields completions and chat share (all but the prompt and max_tokens).
@@ -105,19 +103,15 @@ void parse_common(const Json& body, GenerateCall& call) {
   }
   SamplingParams& s = call.sampling;
   s.temperature = get_number(body, "temperature", 1.0);
-  if (s.temperature < 0 || s.temperature > 2)
-    bad_field("temperature", str("'temperature' must be in [0, 2], got ", s.temperature));
   s.top_p = get_number(body, "top_p", 1.0);
-  if (!(s.top_p > 0 && s.top_p <= 1)) bad_field("top_p", str("'top_p' must be in (0, 1], got ", s.top_p));
   s.top_k = get_int(body, "top_k", 0);
   if (s.top_k == -1) s.top_k = 0;  // vLLM's "off"
-  if (s.top_k < 0) bad_field("top_k", str("'top_k' must be >= 0 (or -1: off), got ", s.top_k));
   s.repetition_penalty = get_number(body, "repetition_penalty", 1.0);
-  if (!(s.repetition_penalty > 0))
-    bad_field("repetition_penalty", str("'repetition_penalty' must be > 0, got ", s.repetition_penalty));
   if (field(body, "seed")) s.seed = static_cast<uint64_t>(get_int(body, "seed", 0));
   s.stop = parse_stop(body);
   s.ignore_eos = get_bool(body, "ignore_eos", false);
+  // The bounds are the engine's too (engine.h): stated once, checked here, asserted there.
+  if (const auto v = sampling_violation(s)) bad_field(v->param, v->message);
   call.n = get_int(body, "n", 1);
   if (call.n < 1) bad_field("n", str("'n' must be at least 1, got ", call.n));
   if (field(body, "best_of") && get_int(body, "best_of", 1) != call.n)
@@ -276,55 +270,6 @@ OrderedJson error_body(const ApiError& error) {
             {"type", error.type()},
             {"param", or_null(error.param())},
             {"code", or_null(error.code())}}}};
-}
-
-std::string_view chat_template_name(ChatTemplate chat_template) {
-  switch (chat_template) {
-    case ChatTemplate::kPlain:
-      return "plain";
-    case ChatTemplate::kChatml:
-      return "chatml";
-    case ChatTemplate::kLlama3:
-      return "llama3";
-  }
-  return "plain";
-}
-
-ChatTemplate parse_chat_template(std::string_view name) {
-  for (ChatTemplate t : {ChatTemplate::kPlain, ChatTemplate::kChatml, ChatTemplate::kLlama3})
-    if (chat_template_name(t) == name) return t;
-  throw InvalidArgument(str("chat template \"", name, "\": expected plain, chatml or llama3"));
-}
-
-ChatTemplate detect_chat_template(const std::filesystem::path& model_dir) {
-  const std::filesystem::path config = model_dir / "tokenizer_config.json";
-  if (!std::filesystem::is_regular_file(config)) return ChatTemplate::kPlain;
-  const Json json = read_json_file(config);
-  const auto it = json.find("chat_template");
-  if (it == json.end() || !it->is_string()) return ChatTemplate::kPlain;
-  const std::string text = it->get<std::string>();
-  if (text.find("<|im_start|>") != std::string::npos) return ChatTemplate::kChatml;
-  if (text.find("<|start_header_id|>") != std::string::npos) return ChatTemplate::kLlama3;
-  return ChatTemplate::kPlain;
-}
-
-std::string apply_chat_template(std::span<const ChatMessage> messages, ChatTemplate chat_template) {
-  std::string out;
-  switch (chat_template) {
-    case ChatTemplate::kPlain:
-      for (const ChatMessage& m : messages) out += str(m.role, ": ", m.content, "\n");
-      return out + "assistant:";
-    case ChatTemplate::kChatml:
-      for (const ChatMessage& m : messages)
-        out += str("<|im_start|>", m.role, "\n", m.content, "<|im_end|>\n");
-      return out + "<|im_start|>assistant\n";
-    case ChatTemplate::kLlama3:
-      out = "<|begin_of_text|>";
-      for (const ChatMessage& m : messages)
-        out += str("<|start_header_id|>", m.role, "<|end_header_id|>\n\n", m.content, "<|eot_id|>");
-      return out + "<|start_header_id|>assistant<|end_header_id|>\n\n";
-  }
-  return out;
 }
 
 ApiLimits api_limits(const Engine& engine, int64_t max_prompt_tokens, int64_t max_choices) {

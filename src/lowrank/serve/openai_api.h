@@ -23,6 +23,7 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/json.h"
+#include "lowrank/serve/chat_template.h"
 #include "lowrank/serve/engine.h"
 
 namespace lowrank::data {
@@ -55,25 +56,6 @@ ApiError to_api_error(std::exception_ptr error);
 
 // {"error": {"message", "type", "param", "code"}} (param and code null when empty).
 OrderedJson error_body(const ApiError& error);
-
-// How chat messages become one prompt. kPlain is the documented default ("<role>: <content>\n" per
-// message, then "assistant:"); kChatml (Qwen2, ...) and kLlama3 are the two common templates,
-// chosen when the model's tokenizer_config.json ships one of them.
-enum class ChatTemplate { kPlain, kChatml, kLlama3 };
-// "plain", "chatml", "llama3".
-std::string_view chat_template_name(ChatTemplate chat_template);
-// Parses a name; "auto" is not one (see detect_chat_template). Throws InvalidArgument.
-ChatTemplate parse_chat_template(std::string_view name);
-// kChatml / kLlama3 when `model_dir`/tokenizer_config.json's chat_template uses their markers,
-// else kPlain.
-ChatTemplate detect_chat_template(const std::filesystem::path& model_dir);
-
-struct ChatMessage {
-  std::string role;  // system, user or assistant ("developer" reads as system)
-  std::string content;
-};
-// The prompt text of `messages`, ending where the assistant's reply begins.
-std::string apply_chat_template(std::span<const ChatMessage> messages, ChatTemplate chat_template);
 
 // Limits and model facts the parsers check against.
 struct ApiLimits {

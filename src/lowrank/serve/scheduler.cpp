@@ -7,22 +7,6 @@
 
 namespace lowrank::serve {
 
-std::string_view finish_reason_name(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kNone:
-      return "none";
-    case FinishReason::kStop:
-      return "stop";
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kCancelled:
-      return "cancelled";
-    case FinishReason::kRejected:
-      return "rejected";
-  }
-  return "unknown";
-}
-
 Scheduler::Scheduler(SchedulerConfig config, PoolConfig pool)
     : config_(config), pool_(std::move(pool)), cache_(pool_) {
   LR_CHECK(config_.max_batch_tokens > 0, InvalidArgument,

@@ -56,6 +56,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "lowrank/data/finish_reason.h"
 #include "lowrank/serve/adapter_cache.h"
 #include "lowrank/serve/memory_pool.h"
 
@@ -102,13 +103,9 @@ struct StepPlan {
   bool empty() const { return requests.empty(); }
 };
 
-enum class FinishReason {
-  kNone,       // still running (StepResult only)
-  kStop,       // eos or a stop string
-  kLength,     // max_new_tokens reached
-  kCancelled,  // cancel() or the engine reported the client gone
-  kRejected,   // could no longer be served (its adapter was unregistered while it waited, ...)
-};
+// Why a request left: the library's one FinishReason (data/finish_reason.h).
+using data::finish_reason_name;
+using data::FinishReason;
 
 // What the engine reports for one scheduled request after running a step.
 struct StepResult {
@@ -143,8 +140,6 @@ struct SchedulerStats {
   int64_t tokens_processed = 0;  // Σ over steps of StepPlan::num_tokens
   int64_t tokens_generated = 0;  // Σ StepResult::new_tokens
 };
-
-std::string_view finish_reason_name(FinishReason reason);
 
 class Scheduler {
  public:

@@ -1,0 +1,55 @@
+// EngineStats and EngineMetrics — what the serving engine reports to /metrics (Prometheus, see
+// openai_api.h): prompt tokens, generated tokens per second over a sliding window, and the
+// time-to-first-token histogram. EngineMetrics keeps the running sums; it is not thread-safe (the
+// engine updates and reads it under its own lock).
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "lowrank/serve/scheduler.h"
+
+namespace lowrank::serve {
+
+// Prometheus-ready numbers.
+struct EngineStats {
+  SchedulerStats scheduler;
+  int64_t adapters_loaded = 0;   // in host memory (registered)
+  int64_t prompt_tokens = 0;     // prefilled
+  double tokens_per_second = 0;  // generated tokens over the last ~10 s
+  // Time to first token, seconds: cumulative counts per upper bound (Prometheus histogram).
+  std::vector<double> ttft_bounds;
+  std::vector<int64_t> ttft_counts;  // ttft_bounds.size() + 1 (the last is +Inf)
+  double ttft_sum = 0;
+  int64_t ttft_count = 0;
+};
+
+// The TTFT histogram's bucket bounds, seconds.
+std::span<const double> ttft_buckets();
+
+class EngineMetrics {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  EngineMetrics();
+  // A request's first token came `ttft` after it was submitted.
+  void record_first_token(std::chrono::duration<double> ttft);
+  // A step at `now` prefilled `prompt_tokens` and generated `generated` tokens.
+  void record_step(int64_t prompt_tokens, int64_t generated, Clock::time_point now);
+  // Sets the fields of `stats` this class owns (prompt tokens, rate, TTFT), as of `now`.
+  void fill(EngineStats& stats, Clock::time_point now) const;
+
+ private:
+  int64_t prompt_tokens_ = 0;
+  std::deque<std::pair<Clock::time_point, int64_t>> recent_tokens_;  // (step time, generated)
+  std::vector<int64_t> ttft_counts_;  // per bucket (not cumulative); the last is +Inf
+  double ttft_sum_ = 0;
+  int64_t ttft_count_ = 0;
+};
+
+}  // namespace lowrank::serve

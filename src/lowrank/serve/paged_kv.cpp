@@ -1,0 +1,80 @@
+// The paged KV pool and one pass's view of it; see paged_kv.h.
+#include "lowrank/serve/paged_kv.h"
+
+#include <algorithm>
+
+#include "lowrank/core/error.h"
+#include "lowrank/nn/config.h"
+
+namespace lowrank::serve {
+
+PagedKV::PagedKV(const nn::ModelConfig& config, int64_t num_pages, int64_t page_tokens,
+                 at::TensorOptions options)
+    : page_tokens(page_tokens) {
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    keys.push_back(
+        at::zeros({num_pages * page_tokens, config.num_key_value_heads, config.head_dim}, options));
+    values.push_back(
+        at::zeros({num_pages * page_tokens, config.num_key_value_heads, config.head_dim}, options));
+  }
+}
+
+PagedStep::PagedStep(PagedKV& kv, std::vector<Row> rows) : kv_(kv), rows_(std::move(rows)) {
+  std::vector<int64_t> starts;
+  for (const Row& r : rows_) {
+    starts.push_back(r.start);
+    T_ = std::max(T_, r.new_tokens);
+    S_ = std::max(S_, r.start + r.new_tokens);
+    ragged_ = ragged_ || r.start != rows_.front().start || r.new_tokens != rows_.front().new_tokens;
+  }
+  valid_count_ = on_device(at::tensor(starts, at::kLong));
+}
+
+at::Tensor PagedStep::begin(int64_t T, const at::Tensor& /*valid: the same padding, from the rows*/) {
+  LR_CHECK(T == T_, InternalError, "paged KV: a step of ", T, " positions for rows of at most ", T_);
+  const int64_t B = batch();
+  const int64_t page_tokens = kv_.page_tokens;
+  std::vector<int64_t> write, new_rows;
+  std::vector<int64_t> read(static_cast<size_t>(B * S_), 0);  // padding reads slot 0, masked
+  std::vector<uint8_t> key_valid(static_cast<size_t>(B * S_), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    const Row& r = rows_[static_cast<size_t>(b)];
+    const int64_t offset = S_ - r.start - r.new_tokens;
+    for (int64_t p = 0; p < r.start + r.new_tokens; ++p) {
+      const auto page = static_cast<size_t>(p / page_tokens);
+      LR_CHECK(page < r.block_table->size(), InternalError, "paged KV: position ", p, " beyond the ",
+               r.block_table->size(), " pages of its block table");
+      const int64_t slot = int64_t{(*r.block_table)[page]} * page_tokens + p % page_tokens;
+      read[static_cast<size_t>(b * S_ + offset + p)] = slot;
+      key_valid[static_cast<size_t>(b * S_ + offset + p)] = 1;
+      if (p >= r.start) {
+        write.push_back(slot);
+        new_rows.push_back(b * T_ + T_ - r.new_tokens + (p - r.start));
+      }
+    }
+  }
+  write_ = on_device(at::tensor(write, at::kLong));
+  new_rows_ = ragged_ ? on_device(at::tensor(new_rows, at::kLong)) : at::Tensor();
+  read_ = on_device(at::tensor(read, at::kLong));
+  return on_device(at::tensor(key_valid, at::kByte).view({B, S_}).to(at::kBool));
+}
+
+std::pair<at::Tensor, at::Tensor> PagedStep::update(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+  const int64_t B = batch();
+  const int64_t n_kv = k.size(1);
+  const int64_t D = k.size(3);
+  at::Tensor& K = kv_.keys[static_cast<size_t>(layer)];
+  at::Tensor& V = kv_.values[static_cast<size_t>(layer)];
+  // [B, n_kv, T, D] -> [B·T, n_kv, D]; the real (not padding) positions, in the order of write_.
+  auto real = [&](const at::Tensor& x) {
+    at::Tensor rows = x.transpose(1, 2).reshape({B * T_, n_kv, D});
+    return new_rows_.defined() ? rows.index_select(0, new_rows_) : rows;
+  };
+  K.index_copy_(0, write_, real(k));
+  V.index_copy_(0, write_, real(v));
+  // Gather each row's past through its block table: [B·S, n_kv, D] -> [B, n_kv, S, D].
+  return {K.index_select(0, read_).view({B, S_, n_kv, D}).transpose(1, 2),
+          V.index_select(0, read_).view({B, S_, n_kv, D}).transpose(1, 2)};
+}
+
+}  // namespace lowrank::serve

@@ -1,0 +1,72 @@
+// PagedKV and PagedStep — the serving engine's paged KV cache (vLLM's PagedAttention block tables,
+// Kwon et al., 2023, arXiv:2309.06180), as the model sees it through nn::KVStore.
+//
+// PagedKV is the pool: per layer, the keys and values of every page slot,
+// [num_pages · page_tokens, n_kv, D]. A sequence's token t lives in page block_table[t /
+// page_tokens], slot t % page_tokens; which pages a sequence owns is the scheduler's business
+// (scheduler.h, memory_pool.h).
+//
+// PagedStep is one model pass's view of the pool: B rows, each with its past length, its block
+// table and its number of new positions (T = the largest). Rows with fewer new positions are
+// left-padded (the attention mask marks the padding). Keys are laid out right-aligned
+// (nn::KVStore): row b's position p is column p + S − start_b − new_b of the S = max_b (start_b +
+// new_b) columns, and its new positions are its queries' last new_b columns of T. The pass writes
+// the new keys and values into their page slots and gathers each row's past through its block
+// table; the model knows nothing of pages.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "lowrank/nn/kv_cache.h"
+
+namespace lowrank::nn {
+struct ModelConfig;
+}
+
+namespace lowrank::serve {
+
+struct PagedKV {
+  // Zeroed pages for every layer of a model of `config`, with `options`' dtype and device.
+  PagedKV(const nn::ModelConfig& config, int64_t num_pages, int64_t page_tokens, at::TensorOptions options);
+
+  int64_t page_tokens = 0;
+  std::vector<at::Tensor> keys, values;  // per layer, [num_pages · page_tokens, n_kv, D]
+};
+
+class PagedStep final : public nn::KVStore {
+ public:
+  struct Row {
+    int64_t start = 0;                                  // positions already in the pool
+    int64_t new_tokens = 1;                             // positions this pass adds
+    const std::vector<int32_t>* block_table = nullptr;  // pages covering [0, start + new_tokens)
+  };
+
+  // `kv` must outlive the step; the block tables must outlive it too.
+  PagedStep(PagedKV& kv, std::vector<Row> rows);
+
+  int64_t batch() const override { return static_cast<int64_t>(rows_.size()); }
+  int64_t num_layers() const override { return static_cast<int64_t>(kv_.keys.size()); }
+  int64_t length() const override { return S_ - T_; }
+  bool has_padding() const override { return ragged_; }
+  const at::Tensor& valid_count() const override { return valid_count_; }
+  at::Tensor begin(int64_t T, const at::Tensor& valid) override;
+  std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k, const at::Tensor& v) override;
+  void commit() override {}
+
+ private:
+  // Index and mask tensors live where the pool does (built on the host, copied once per pass).
+  at::Tensor on_device(const at::Tensor& t) const { return t.to(kv_.keys.front().device()); }
+
+  PagedKV& kv_;
+  std::vector<Row> rows_;
+  int64_t T_ = 0;  // new positions of the longest row
+  int64_t S_ = 0;  // key columns
+  bool ragged_ = false;
+  at::Tensor valid_count_, write_, read_, new_rows_;
+};
+
+}  // namespace lowrank::serve

@@ -1,0 +1,51 @@
+// RequestStream — one request's queue of events between the serving engine (the producer, on its
+// stepping thread) and the client that submitted it (the consumer, an HTTP handler or a test):
+// the tokens with the text each releases, then exactly one finish event.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "lowrank/serve/scheduler.h"
+
+namespace lowrank::serve {
+
+// What a request's stream receives, in order: tokens, then exactly one finish.
+struct StreamEvent {
+  enum class Kind { kToken, kFinish } kind = Kind::kToken;
+  int64_t token = -1;  // kToken
+  std::string text;    // the text released with it (may be empty); kFinish: what was held back
+  // kFinish:
+  FinishReason finish = FinishReason::kNone;  // kStop, kLength, kCancelled or kRejected
+  std::string message;                        // why, for kRejected
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+// Thread-safe: one producer, any number of consumers (each event goes to one of them).
+class RequestStream {
+ public:
+  explicit RequestStream(RequestId id) : id_(id) {}
+  RequestId id() const { return id_; }
+  // Waits up to `timeout` for the next event; false on timeout.
+  bool next(StreamEvent& event, std::chrono::milliseconds timeout);
+  // Blocks until the finish event; returns it, with every event's text joined into `text` and the
+  // tokens into `tokens` when given.
+  StreamEvent wait(std::string* text = nullptr, std::vector<int64_t>* tokens = nullptr);
+  void push(StreamEvent event);  // engine side
+  bool finished() const;         // the finish event was pushed (it may not be consumed yet)
+
+ private:
+  RequestId id_;
+  mutable std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<StreamEvent> events_;
+  bool finished_ = false;
+};
+
+}  // namespace lowrank::serve
