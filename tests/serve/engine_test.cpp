@@ -294,5 +294,22 @@ TEST(EngineTest, BadRequestsAreRefusedBeforeQueueing) {
   EXPECT_EQ(engine->stats().scheduler.submitted, 0);
 }
 
+TEST(EngineTest, RequestsTheApiWouldRefuseAreInternalErrors) {
+  // The API edge checks the bounds (sampling_violation, the OpenAI API's); the engine asserts
+  // them: a request past them is a caller's bug, not a user error.
+  auto engine = make_engine();
+  GenerationRequest r = greedy("", {1, 2}, 4);
+  r.sampling.temperature = 2.5;  // over the API's bound of 2
+  ASSERT_TRUE(sampling_violation(r.sampling));
+  EXPECT_EQ(sampling_violation(r.sampling)->param, "temperature");
+  EXPECT_THROW(engine->submit(r), InternalError);
+  EXPECT_THROW(engine->submit(greedy("", {}, 4)), InternalError);
+  EXPECT_THROW(engine->submit(greedy("", {1, 2}, 95)), InternalError);  // over the context
+  // An adapter can go away after the API's checks: that stays a user error (404 at the edge).
+  EXPECT_THROW(engine->submit(greedy("nope", {1}, 4)), NotFound);
+  EXPECT_FALSE(sampling_violation(greedy("", {1, 2}, 4).sampling));
+  EXPECT_EQ(engine->stats().scheduler.submitted, 0);
+}
+
 }  // namespace
 }  // namespace lowrank::serve
