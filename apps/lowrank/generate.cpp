@@ -1,6 +1,8 @@
 // `lowrank generate --model DIR (--prompt-ids 1,2,3 | --prompt TEXT) --max-new-tokens N
-//  [--greedy | --temperature T --top-p P --top-k K --seed S] [--json]`: continues one or more
-// prompts with a Llama-family model (greedy unless a sampling flag is given).
+//  [--greedy | --temperature T --top-p P --top-k K --seed S] [--stop TEXT]... [--json]`: continues
+// one or more prompts with a Llama-family model (greedy unless a sampling flag is given). The text
+// comes from nn::generate's data::TextStream, the one the server uses: a --stop string is left out
+// of it, and the text and finish_reason are those `lowrank serve` gives for the same request.
 #include <filesystem>
 #include <iostream>
 #include <optional>
