@@ -1,6 +1,6 @@
 // `lowrank eval --model DIR --data DIR|TEXTFILE [--seq-len N] [--stride S]`: sliding-window
 // perplexity (Hugging Face's strided method) with a 95% interval over documents (token datasets)
-// or windows (text files); see src/lowrank/train/perplexity.h and docs/training.md.
+// or windows (text files); see src/lowrank/eval/perplexity.h and docs/training.md.
 #include <cstdio>
 #include <iostream>
 
@@ -8,8 +8,8 @@
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/compress/format.h"
 #include "lowrank/core/json.h"
+#include "lowrank/eval/perplexity.h"
 #include "lowrank/nn/run.h"
-#include "lowrank/train/perplexity.h"
 
 namespace lowrank::cli {
 
@@ -41,13 +41,13 @@ VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
     nn::Model model =
         compress::load_model(args->model, {nn::parse_dtype(args->dtype), nn::parse_device(args->device)});
     adapt::load_adapters(model, args->adapters);
-    const train::EvalTokens data =
-        train::load_eval_tokens(args->data, args->model, args->split, args->max_tokens);
-    train::PerplexityOptions o;
+    const eval::EvalTokens data =
+        eval::load_eval_tokens(args->data, args->model, args->split, args->max_tokens);
+    eval::PerplexityOptions o;
     o.seq_len = args->seq_len;
     o.stride = args->stride;
     o.batch_size = args->batch;
-    const train::PerplexityResult r = train::perplexity(model, data.tokens, o, data.document_starts);
+    const eval::PerplexityResult r = eval::perplexity(model, data.tokens, o, data.document_starts);
     if (global.json) {
       std::cout << r.to_json().dump(2) << "\n";
       return;

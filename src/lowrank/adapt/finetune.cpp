@@ -20,15 +20,15 @@ namespace fs = std::filesystem;
 namespace lowrank::adapt {
 namespace {
 
-train::PerplexityResult validation_perplexity(const nn::Model& model, const data::TokenDataset& dataset,
-                                              int64_t max_tokens, int64_t seq_len) {
+eval::PerplexityResult validation_perplexity(const nn::Model& model, const data::TokenDataset& dataset,
+                                             int64_t max_tokens, int64_t seq_len) {
   const int64_t n = std::min<int64_t>(dataset.size("validation"), max_tokens);
   if (n < 2) return {};
-  train::PerplexityOptions po;
+  eval::PerplexityOptions po;
   po.seq_len = seq_len;
   po.stride = seq_len;
-  return train::perplexity(model, dataset.slice("validation", 0, n), po,
-                           train::document_starts_below(dataset.document_starts("validation"), n));
+  return eval::perplexity(model, dataset.slice("validation", 0, n), po,
+                          eval::document_starts_below(dataset.document_starts("validation"), n));
 }
 
 // Runs one training and records its wall time, steps and final loss in the summary.

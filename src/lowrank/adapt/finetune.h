@@ -14,7 +14,7 @@
 #include "lowrank/adapt/config.h"
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/core/json.h"
-#include "lowrank/train/perplexity.h"
+#include "lowrank/eval/perplexity.h"
 #include "lowrank/train/trainer.h"
 
 namespace lowrank::adapt {
@@ -51,8 +51,8 @@ struct FinetuneSummary {
   double train_seconds = 0;
   double peak_rss_mib = 0;  // of the whole process, at the end
   OrderedJson memory;       // training-state bytes by kind (train::TrainResult::memory)
-  train::PerplexityResult base_validation;
-  train::PerplexityResult validation;
+  eval::PerplexityResult base_validation;
+  eval::PerplexityResult validation;
   OrderedJson to_json() const;
 };
 

@@ -288,12 +288,13 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   if (auto eos = tokenizer.eos_id()) generation["eos_token_id"] = *eos;
   write_json_file(model_dir / "generation_config.json", generation);
   const int64_t val_tokens = std::min<int64_t>(dataset.size("validation"), 1 << 16);
-  PerplexityOptions po;
+  eval::PerplexityOptions po;
   po.seq_len = tc.seq_len;
   po.stride = tc.seq_len;
   if (val_tokens >= 2)
-    s.validation = perplexity(model, dataset.slice("validation", 0, val_tokens), po,
-                              document_starts_below(dataset.document_starts("validation"), val_tokens));
+    s.validation =
+        eval::perplexity(model, dataset.slice("validation", 0, val_tokens), po,
+                         eval::document_starts_below(dataset.document_starts("validation"), val_tokens));
   else
     log::warn("pretrain: the validation split is empty; no validation perplexity");
   OrderedJson summary = s.to_json();

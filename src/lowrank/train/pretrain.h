@@ -7,7 +7,7 @@
 //      (with --parameterization, through factored attention/MLP weights, densified at the end);
 //   4. a Hugging Face directory written (config.json, model.safetensors, tokenizer.json,
 //      tokenizer_config.json, generation_config.json) and its validation perplexity measured
-//      (perplexity.h, non-overlapping windows of seq_len).
+//      (eval/perplexity.h, non-overlapping windows of seq_len).
 // Output directory: tokenizer/ (tokenizer.json), dataset/, run/ (metrics.jsonl, checkpoints/),
 // model/ (the HF directory) and pretrain.json (the summary). Each stage is skipped when its
 // output already exists; a complete run with the same arguments is returned from the cache.
@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "lowrank/core/json.h"
-#include "lowrank/train/perplexity.h"
+#include "lowrank/eval/perplexity.h"
 #include "lowrank/train/trainer.h"
 
 namespace lowrank::train {
@@ -72,7 +72,7 @@ struct PretrainSummary {
   int64_t steps = 0;
   double final_loss = 0;
   double train_seconds = 0;
-  PerplexityResult validation;
+  eval::PerplexityResult validation;
   OrderedJson memory;  // training-state bytes by kind (TrainResult::memory)
   OrderedJson to_json() const;
 };

@@ -31,7 +31,7 @@
 #include "lowrank/core/json.h"
 #include "lowrank/nn/model.h"
 
-namespace lowrank::train {
+namespace lowrank::eval {
 
 struct PerplexityOptions {
   int64_t seq_len = 0;     // window length; 0: the model's max_position_embeddings, at most 1024
@@ -81,4 +81,4 @@ EvalTokens load_eval_tokens(const std::filesystem::path& data, const std::filesy
 // The document starts of `starts` that fall inside the first `n` tokens.
 std::vector<int64_t> document_starts_below(std::span<const int64_t> starts, int64_t n);
 
-}  // namespace lowrank::train
+}  // namespace lowrank::eval

@@ -1,6 +1,6 @@
 // Sliding-window perplexity (Hugging Face's strided method) with a confidence interval over
 // documents or windows; see perplexity.h.
-#include "lowrank/train/perplexity.h"
+#include "lowrank/eval/perplexity.h"
 
 #include <algorithm>
 #include <cmath>
@@ -15,7 +15,7 @@
 #include "lowrank/data/token_dataset.h"
 #include "lowrank/data/tokenizer.h"
 
-namespace lowrank::train {
+namespace lowrank::eval {
 
 OrderedJson PerplexityResult::to_json() const {
   return OrderedJson{
@@ -185,4 +185,4 @@ EvalTokens load_eval_tokens(const std::filesystem::path& data, const std::filesy
   return {t, {}};
 }
 
-}  // namespace lowrank::train
+}  // namespace lowrank::eval
