@@ -20,6 +20,7 @@
 #include "lowrank/catalog.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/safetensors.h"
+#include "lowrank/train/checkpoint.h"
 #include "lowrank/train/lowrank_ba.h"
 #include "lowrank/train/maestro.h"
 #include "lowrank/train/parameterization.h"
