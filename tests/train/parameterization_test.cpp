@@ -321,7 +321,7 @@ TEST(LowRankBaTest, RefactorisationKeepsTheProductBalancesTheFactorsAndResetsThe
   EXPECT_EQ(target.lr_factor(1), 1.0);
   EXPECT_DOUBLE_EQ(target.lr_factor(2), 0.001);
   EXPECT_EQ(target.lr_factor(3), 1.0);
-  EXPECT_DOUBLE_EQ(refactor_lr_factor(12, 10, 4), 0.001 + 0.999 * 0.5);
+  EXPECT_DOUBLE_EQ(jagged_lr_factor(12, 10, 4, 0.001), 0.001 + 0.999 * 0.5);
   EXPECT_THROW(parameterization_config("lowrank", {{"refactor_every", 5}, {"recovery_steps", 5}}),
                InvalidArgument);
   // Without the option: no hooks.
@@ -381,8 +381,8 @@ TEST(ReloraTest, MergeKeepsTheFunctionZeroesBAndPrunesTheMoments) {
   EXPECT_EQ(target.lr_factor(1), 1.0);
   EXPECT_EQ(target.lr_factor(2), 0.0);
   EXPECT_EQ(target.lr_factor(3), 1.0);
-  EXPECT_EQ(relora_lr_factor(13, 10, 4), 0.75);
-  EXPECT_EQ(relora_lr_factor(5, 10, 4), 1.0);
+  EXPECT_EQ(jagged_lr_factor(13, 10, 4), 0.75);
+  EXPECT_EQ(jagged_lr_factor(5, 10, 4), 1.0);
 }
 
 TEST(ReloraTest, MagnitudePruneZeroesTheSmallestEntries) {
