@@ -169,6 +169,18 @@ PerplexityResult perplexity(const nn::Model& model, const at::Tensor& tokens,
   return r;
 }
 
+std::optional<PerplexityResult> split_perplexity(const nn::Model& model, const data::TokenDataset& dataset,
+                                                 std::string_view split, int64_t max_tokens,
+                                                 int64_t seq_len) {
+  const int64_t n = std::min<int64_t>(dataset.size(split), max_tokens);
+  if (n < 2) return std::nullopt;
+  PerplexityOptions options;
+  options.seq_len = seq_len;
+  options.stride = seq_len;
+  return perplexity(model, dataset.slice(split, 0, n), options,
+                    document_starts_below(dataset.document_starts(split), n));
+}
+
 EvalTokens load_eval_tokens(const std::filesystem::path& data, const std::filesystem::path& model_dir,
                             std::string_view split, int64_t max_tokens) {
   if (std::filesystem::is_directory(data)) {

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -29,6 +30,7 @@
 #include <ATen/ATen.h>
 
 #include "lowrank/core/json.h"
+#include "lowrank/data/token_dataset.h"
 #include "lowrank/nn/model.h"
 
 namespace lowrank::eval {
@@ -65,6 +67,13 @@ PerplexityResult perplexity(const nn::Model& model, const at::Tensor& tokens,
 // Throws InvalidArgument for no units, mismatched sizes or a unit without tokens.
 std::pair<double, double> perplexity_interval95(std::span<const double> nll_sums,
                                                 std::span<const int64_t> tokens);
+
+// The perplexity of `model` on the first `max_tokens` tokens of `dataset`'s `split` in
+// non-overlapping windows of `seq_len` (stride seq_len), the split's documents as the interval's
+// units: the validation score of the training pipelines. Nullopt when the split has fewer than 2
+// tokens.
+std::optional<PerplexityResult> split_perplexity(const nn::Model& model, const data::TokenDataset& dataset,
+                                                 std::string_view split, int64_t max_tokens, int64_t seq_len);
 
 // The tokens `lowrank eval` scores and their document starts (data/token_dataset.h).
 struct EvalTokens {

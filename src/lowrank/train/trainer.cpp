@@ -58,6 +58,12 @@ TokenStream TokenStream::from_tensor(const at::Tensor& tokens) {
           [t](int64_t begin, int64_t length) { return t.slice(0, begin, begin + length).clone(); }};
 }
 
+TokenStream TokenStream::from_dataset(const data::TokenDataset& dataset, std::string split) {
+  return {dataset.size(split), [dataset, split = std::move(split)](int64_t begin, int64_t length) {
+            return dataset.slice(split, begin, length);
+          }};
+}
+
 WindowSampler::WindowSampler(uint64_t seed, int64_t stream_size, int64_t window)
     : seed_(seed), positions_(stream_size - window + 1) {
   LR_CHECK(positions_ >= 1, InvalidArgument, "window sampler: the stream has ", stream_size,

@@ -16,6 +16,7 @@
 #include <ATen/ATen.h>
 
 #include "lowrank/core/json.h"
+#include "lowrank/data/token_dataset.h"
 #include "lowrank/nn/model.h"
 #include "lowrank/optim/adamw.h"
 #include "lowrank/train/schedule.h"
@@ -30,6 +31,8 @@ struct TokenStream {
 
   // A stream over an in-memory 1-D integer tensor (converted to int64).
   static TokenStream from_tensor(const at::Tensor& tokens);
+  // A stream over a split of a token dataset (which it keeps open).
+  static TokenStream from_dataset(const data::TokenDataset& dataset, std::string split);
 };
 
 // Seeded sampler of window start offsets: start_i = splitmix64(seed, i) mod (size − window + 1).
