@@ -1,9 +1,10 @@
-// LowRankAdam — one optimizer object for the GaLore family (reference/optimizers.md §0, §9.2):
-// the Adam core runs on projected gradients R = down(G) of the 2-D attention/MLP weights, and
-// every other parameter (embeddings, norms, lm_head, biases) runs plain AdamW
-// (adam_update, bit-identical to AdamW). Each method (galore.h, fira.h, frugal.h,
-// dct_adamw.h) is a preset of LowRankConfig; the choices the papers' codes differ on are explicit
-// fields rather than hidden in method classes.
+// LowRankAdam — one optimizer object for the GaLore family (GaLore, Zhao et al., 2024,
+// arXiv:2403.03507, Alg. 1, and its successors; docs/optimizers.md): the Adam core runs on
+// projected gradients R = down(G) of the 2-D attention/MLP weights, and every other parameter
+// (embeddings, norms, lm_head, biases) runs plain AdamW (adam_update, bit-identical to AdamW).
+// Each method (galore.h, fira.h, frugal.h, dct_adamw.h, gradnorm_lorp.h) is a preset of
+// LowRankConfig (low_rank_config.h); the choices the papers' codes differ on are explicit fields
+// rather than hidden in method classes.
 //
 // One step for a projected weight W [m, n] with gradient G, learning rate η, scale α
 // (t counts this tensor's Adam updates; the refresh schedule counts optimizer steps k):
