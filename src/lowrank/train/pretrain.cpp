@@ -42,8 +42,8 @@ TrainerConfig trainer_preset(int64_t steps, int64_t batch, int64_t seq_len, doub
   return c;
 }
 
-// The cache key of a run: the options as resolved into `c` (the optimizer flags merged into its
-// options, --rank moved to the parameterisation where it belongs there).
+// The cache key of a run: the options as resolved into `c` (the optimizer flags merged into the
+// optimizer's options; under plain AdamW, --rank in the parameterisation's).
 OrderedJson args_json(const PretrainOptions& o, const TrainerConfig& c) {
   OrderedJson j{{"preset", o.preset},
                 {"corpus", o.corpus},
