@@ -1,13 +1,13 @@
 // `lowrank eval --model DIR --data DIR|TEXTFILE [--seq-len N] [--stride S]`: sliding-window
 // perplexity (Hugging Face's strided method) with a 95% interval over documents (token datasets)
-// or windows (text files); see src/lowrank/train/perplexity.h and docs/training.md.
+// or windows (text files); see src/lowrank/eval/perplexity.h and docs/training.md.
 #include <cstdio>
 #include <iostream>
 
 #include "apps/lowrank/model_flags.h"
 #include "apps/lowrank/verbs.h"
 #include "lowrank/core/json.h"
-#include "lowrank/train/perplexity.h"
+#include "lowrank/eval/perplexity.h"
 
 namespace lowrank::cli {
 
@@ -33,13 +33,13 @@ VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
   args->model.add_compute(*cmd);
   return [args, &global] {
     nn::Model model = args->model.load();
-    const train::EvalTokens data =
-        train::load_eval_tokens(args->data, args->model.model, args->split, args->max_tokens);
-    train::PerplexityOptions o;
+    const eval::EvalTokens data =
+        eval::load_eval_tokens(args->data, args->model.model, args->split, args->max_tokens);
+    eval::PerplexityOptions o;
     o.seq_len = args->seq_len;
     o.stride = args->stride;
     o.batch_size = args->batch;
-    const train::PerplexityResult r = train::perplexity(model, data.tokens, o, data.document_starts);
+    const eval::PerplexityResult r = eval::perplexity(model, data.tokens, o, data.document_starts);
     if (global.json) {
       std::cout << r.to_json().dump(2) << "\n";
       return;

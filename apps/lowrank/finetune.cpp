@@ -55,15 +55,10 @@ VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global) {
   cmd->add_flag("--resume", args->o.resume, "Continue from the newest checkpoint in OUT/run");
   cmd->add_option("--max-documents", args->o.max_documents, "Use only the first N documents of the corpus");
   // The optimizer of the adapter's tensors: AdamW, or a low-rank method of optim/ (pretrain's flags).
-  args->optimizer.add_to(*cmd, args->o.trainer.optimizer);
+  args->optimizer.add_to(*cmd, args->o.optimizer.name);
   return [args, &global] {
     adapt::FinetuneOptions o = args->o;
-    o.trainer.optimizer = args->optimizer.optimizer();
-    o.trainer.optimizer_options = args->optimizer.options();  // validated before any work
-    if (args->optimizer.per_layer_updates()) {
-      o.trainer.per_layer_updates = true;
-      o.trainer.clip_norm = 0;  // a global norm needs every gradient at once
-    }
+    o.optimizer = args->optimizer.request();  // checked by finetune() before any work
     o.model = args->model;
     o.out = args->out;
     if (!args->config.empty()) {

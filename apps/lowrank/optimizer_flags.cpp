@@ -1,8 +1,7 @@
 // The optimizer flags of `pretrain` and `finetune`; see optimizer_flags.h.
 #include "apps/lowrank/optimizer_flags.h"
 
-#include "lowrank/core/error.h"
-#include "lowrank/optim/adamw.h"
+#include "lowrank/core/json.h"
 #include "lowrank/optim/methods.h"
 
 namespace lowrank::cli {
@@ -26,40 +25,15 @@ void OptimizerFlags::add_to(CLI::App& cmd, const std::string& optimizer) {
                "mode): gradients of one parameter resident at a time; turns gradient clipping off");
 }
 
-Json OptimizerFlags::options() const {
-  Json options = Json::object();
-  if (!options_text_.empty()) options = parse_json(options_text_, "--optimizer-options");
-  LR_CHECK(options.is_object(), InvalidArgument, "--optimizer-options: expected a JSON object");
-  const bool rank_given = has_rank() && !rank_dropped_;
-  const bool gap_given = update_gap_flag_ && update_gap_flag_->count() > 0;
-  const bool scale_given = scale_flag_ && scale_flag_->count() > 0;
-  LR_CHECK(!rank_given || rank_ >= 1, InvalidArgument, "--rank must be >= 1, got ", rank_);
-  LR_CHECK(!gap_given || update_gap_ >= 1, InvalidArgument, "--update-gap must be >= 1, got ", update_gap_);
-  LR_CHECK(!scale_given || scale_ >= 0, InvalidArgument, "--scale must be >= 0, got ", scale_);
-  if (rank_given) options["rank"] = rank_;
-  if (gap_given) options["update_gap"] = update_gap_;
-  if (scale_given) options["scale"] = scale_;
-  if (optimizer_ == "adamw") {
-    LR_CHECK(
-        !rank_given && !gap_given && !scale_given, InvalidArgument,
-        "--rank, --update-gap and --scale need a low-rank --optimizer (",
-        [] {
-          std::string names;
-          for (const MethodInfo& m : optim::registry().list()) names += (names.empty() ? "" : ", ") + m.name;
-          return names;
-        }(),
-        ")");
-    (void)optim::AdamWStateOptions::from_json(options, "--optimizer-options");  // state_bits, min_8bit_size
-    return options;
-  }
-  if (!optim::registry().contains(optimizer_)) {
-    std::string names = "adamw";
-    for (const MethodInfo& m : optim::registry().list()) names += ", " + m.name;
-    throw NotFound(str("--optimizer: unknown optimizer \"", optimizer_, "\" (known: ", names, ")"));
-  }
-  // A bad option value (a rank of 0 in the JSON, an unknown key) fails here, before any work.
-  (void)optim::method_config(optimizer_, options);
-  return options;
+train::OptimizerRequest OptimizerFlags::request() const {
+  train::OptimizerRequest r;
+  r.name = optimizer_;
+  if (!options_text_.empty()) r.options = parse_json(options_text_, "--optimizer-options");
+  if (rank_flag_ && rank_flag_->count() > 0) r.rank = rank_;
+  if (update_gap_flag_ && update_gap_flag_->count() > 0) r.update_gap = update_gap_;
+  if (scale_flag_ && scale_flag_->count() > 0) r.scale = scale_;
+  r.per_layer_updates = per_layer_updates_;
+  return r;
 }
 
 }  // namespace lowrank::cli

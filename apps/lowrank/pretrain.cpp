@@ -8,7 +8,6 @@
 
 #include "apps/lowrank/optimizer_flags.h"
 #include "apps/lowrank/verbs.h"
-#include "lowrank/core/error.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/log.h"
 #include "lowrank/train/pretrain.h"
@@ -44,7 +43,7 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::IsMember({"bf16"}));
   // The optimizer: AdamW, or a low-rank method of optim/ (`lowrank methods` lists their options).
   auto optimizer = std::make_shared<OptimizerFlags>();
-  optimizer->add_to(*cmd, o->optimizer);
+  optimizer->add_to(*cmd, o->optimizer.name);
   // A low-rank weight parameterisation of the attention/MLP projections (`lowrank methods`).
   auto param_options_text = std::make_shared<std::string>();
   cmd->add_option("--parameterization", o->parameterization,
@@ -57,20 +56,8 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
     o->out = *out;
     if (!param_options_text->empty())
       o->parameterization_options = parse_json(*param_options_text, "--parameterization-options");
-    LR_CHECK(o->parameterization_options.is_object(), InvalidArgument,
-             "--parameterization-options: expected a JSON object");
-    LR_CHECK(!o->parameterization.empty() || o->parameterization_options.empty(), InvalidArgument,
-             "--parameterization-options needs --parameterization NAME");
-    // With a parameterisation and plain AdamW, --rank is the parameterisation's rank.
-    if (!o->parameterization.empty() && optimizer->optimizer() == "adamw" && optimizer->has_rank()) {
-      LR_CHECK(optimizer->rank() >= 1, InvalidArgument, "--rank must be >= 1, got ", optimizer->rank());
-      o->parameterization_options["rank"] = optimizer->rank();
-      optimizer->drop_rank();
-    }
-    o->optimizer = optimizer->optimizer();
-    o->optimizer_options = optimizer->options();  // validated here, before any stage runs
-    o->per_layer_updates = optimizer->per_layer_updates();
-    const train::PretrainSummary s = train::pretrain(*o);
+    o->optimizer = optimizer->request();
+    const train::PretrainSummary s = train::pretrain(*o);  // checks every option before any stage
     if (global.json) {
       std::cout << s.to_json().dump(2) << "\n";
       return;

@@ -1,4 +1,4 @@
-// The low-rank optimizers against the oracles of reference/optimizers.md §9.6: FRUGAL's coordinate
+// The low-rank optimizers against the oracles of docs/optimizers.md ("Tests"): FRUGAL's coordinate
 // projector at full rank (ρ = 1, gap > steps) is AdamW bit for bit; GaLore with r = d and
 // an SGD core is SGD; GaLore's step recomputed by hand from its equations; Fira's residual from
 // its formula and its limiter's bound ‖S_t‖ ≤ 1.01·‖S_{t−1}‖; a state round trip gives identical

@@ -20,6 +20,7 @@
 #include "lowrank/catalog.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/safetensors.h"
+#include "lowrank/train/checkpoint.h"
 #include "lowrank/train/lowrank_ba.h"
 #include "lowrank/train/maestro.h"
 #include "lowrank/train/parameterization.h"
@@ -320,7 +321,7 @@ TEST(LowRankBaTest, RefactorisationKeepsTheProductBalancesTheFactorsAndResetsThe
   EXPECT_EQ(target.lr_factor(1), 1.0);
   EXPECT_DOUBLE_EQ(target.lr_factor(2), 0.001);
   EXPECT_EQ(target.lr_factor(3), 1.0);
-  EXPECT_DOUBLE_EQ(refactor_lr_factor(12, 10, 4), 0.001 + 0.999 * 0.5);
+  EXPECT_DOUBLE_EQ(jagged_lr_factor(12, 10, 4, 0.001), 0.001 + 0.999 * 0.5);
   EXPECT_THROW(parameterization_config("lowrank", {{"refactor_every", 5}, {"recovery_steps", 5}}),
                InvalidArgument);
   // Without the option: no hooks.
@@ -380,8 +381,8 @@ TEST(ReloraTest, MergeKeepsTheFunctionZeroesBAndPrunesTheMoments) {
   EXPECT_EQ(target.lr_factor(1), 1.0);
   EXPECT_EQ(target.lr_factor(2), 0.0);
   EXPECT_EQ(target.lr_factor(3), 1.0);
-  EXPECT_EQ(relora_lr_factor(13, 10, 4), 0.75);
-  EXPECT_EQ(relora_lr_factor(5, 10, 4), 1.0);
+  EXPECT_EQ(jagged_lr_factor(13, 10, 4), 0.75);
+  EXPECT_EQ(jagged_lr_factor(5, 10, 4), 1.0);
 }
 
 TEST(ReloraTest, MagnitudePruneZeroesTheSmallestEntries) {

@@ -1,5 +1,5 @@
-// The warmup + cosine schedule (SGDR) against its closed form, and global-norm clipping against a
-// direct computation.
+// The warmup + cosine schedule (SGDR) against its closed form, the jagged re-warmup against its
+// formula, and global-norm clipping against a direct computation.
 #include <cmath>
 #include <numbers>
 
@@ -24,6 +24,18 @@ TEST(LrScheduleTest, WarmupThenCosineMatchesClosedForm) {
   }
   EXPECT_DOUBLE_EQ(s.at(110), 1e-4);
   EXPECT_DOUBLE_EQ(s.at(500), 1e-4);
+}
+
+TEST(JaggedLrFactorTest, RampsAfterEachRestartFromTheFloor) {
+  // Before the first restart, past the ramp, and without a ramp or a period: 1.
+  for (const int64_t step : {0, 9, 14, 25, 39}) EXPECT_EQ(jagged_lr_factor(step, 10, 4), 1.0) << step;
+  EXPECT_EQ(jagged_lr_factor(12, 10, 0), 1.0);
+  EXPECT_EQ(jagged_lr_factor(12, 0, 4), 1.0);
+  // j / R from 0 (ReLoRA), 0.001 + 0.999·j / R (the refactorisation's recovery).
+  EXPECT_EQ(jagged_lr_factor(10, 10, 4), 0.0);
+  EXPECT_EQ(jagged_lr_factor(23, 10, 4), 0.75);
+  EXPECT_EQ(jagged_lr_factor(20, 10, 4, 0.001), 0.001);
+  EXPECT_EQ(jagged_lr_factor(22, 10, 4, 0.001), 0.001 + 0.999 * 2 / 4);
 }
 
 TEST(ClipGradNormTest, MatchesDirectComputationAndScales) {

@@ -7,6 +7,7 @@
 
 #include "lowrank/core/file.h"
 #include "lowrank/core/json.h"
+#include "lowrank/train/checkpoint.h"
 #include "lowrank/train/trainer.h"
 #include "tests/testing.h"
 #include "tests/train/trainer_testing.h"

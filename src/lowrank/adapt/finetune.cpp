@@ -13,22 +13,17 @@
 #include "lowrank/core/safetensors.h"
 #include "lowrank/data/prepare.h"
 #include "lowrank/data/token_dataset.h"
-#include "lowrank/optim/methods.h"
 
 namespace fs = std::filesystem;
 
 namespace lowrank::adapt {
 namespace {
 
-train::PerplexityResult validation_perplexity(const nn::Model& model, const data::TokenDataset& dataset,
-                                              int64_t max_tokens, int64_t seq_len) {
-  const int64_t n = std::min<int64_t>(dataset.size("validation"), max_tokens);
-  if (n < 2) return {};
-  train::PerplexityOptions po;
-  po.seq_len = seq_len;
-  po.stride = seq_len;
-  return train::perplexity(model, dataset.slice("validation", 0, n), po,
-                           train::document_starts_below(dataset.document_starts("validation"), n));
+// The validation split's perplexity (zeros when the split is empty).
+eval::PerplexityResult validation_perplexity(const nn::Model& model, const data::TokenDataset& dataset,
+                                             int64_t max_tokens, int64_t seq_len) {
+  return eval::split_perplexity(model, dataset, "validation", max_tokens, seq_len)
+      .value_or(eval::PerplexityResult{});
 }
 
 // Runs one training and records its wall time, steps and final loss in the summary.
@@ -43,10 +38,10 @@ train::TrainResult timed_training(FinetuneSummary& s, const std::function<train:
   return r;
 }
 
-void write_summary(const FinetuneOptions& o, FinetuneSummary& s) {
+void write_summary(const FinetuneOptions& o, const train::TrainerConfig& trainer, FinetuneSummary& s) {
   s.peak_rss_mib = static_cast<double>(peak_rss_bytes()) / (1 << 20);
   OrderedJson summary = s.to_json();
-  summary["trainer"] = o.trainer.to_json();
+  summary["trainer"] = trainer.to_json();
   summary["corpus"] = o.corpus;
   write_json_file(o.out / "finetune.json", summary);
 }
@@ -105,62 +100,54 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   config.method = o.method;
   const bool full = o.method == "full";
   if (!full) (void)registry().factory(o.method);  // unknown methods fail before any work
-  // So do an unknown optimizer and a bad optimizer option (rank, update_gap, ...).
-  if (o.trainer.optimizer != "adamw")
-    (void)optim::method_config(o.trainer.optimizer, o.trainer.optimizer_options);
-  o.trainer.validate();
+  // So do an unknown optimizer and a bad optimizer flag or option (rank, update_gap, ...).
+  train::TrainerConfig trainer = o.trainer;
+  (void)train::apply_optimizer_request(o.optimizer, trainer);
+  trainer.validate();
 
   // 1. Dataset, tokenized with the model's tokenizer.
   fs::create_directories(o.out);
-  const fs::path dataset_dir = o.out / "dataset";
-  if (!fs::exists(dataset_dir / "dataset.json")) {
-    log::info("finetune: tokenizing ", o.corpus, " into ", dataset_dir.string());
-    data::PrepareOptions po;
-    po.corpus = o.corpus;
-    po.tokenizer = tokenizer;
-    po.out = dataset_dir;
-    po.seed = o.trainer.seed;
-    po.max_documents = o.max_documents;
-    data::prepare_dataset(po);
-  }
-  const data::TokenDataset dataset = data::TokenDataset::open(dataset_dir);
-  train::TokenStream stream{dataset.size("train"), [dataset](int64_t begin, int64_t length) {
-                              return dataset.slice("train", begin, length);
-                            }};
+  const data::TokenDataset dataset = data::cached_dataset({.corpus = o.corpus,
+                                                           .tokenizer = tokenizer,
+                                                           .out = o.out / "dataset",
+                                                           .seed = trainer.seed,
+                                                           .max_documents = o.max_documents},
+                                                          "finetune");
+  const train::TokenStream stream = train::TokenStream::from_dataset(dataset, "train");
 
   // 2. The frozen base and the adapter.
   nn::Model model = nn::Model::load(o.model);
   FinetuneSummary s;
   s.method = o.method;
   for (const auto& [name, t] : model.named_tensors()) s.base_parameters += t.numel();
-  s.base_validation = validation_perplexity(model, dataset, o.eval_tokens, o.trainer.seq_len);
+  s.base_validation = validation_perplexity(model, dataset, o.eval_tokens, trainer.seq_len);
   if (full) {
     // Full fine-tuning, the baseline every adapter is compared with: every tensor trained, the
     // result written as an HF model directory in OUT/model.
     s.trainable_parameters = s.base_parameters;
     const train::TrainResult r =
-        timed_training(s, [&] { return train::train(model, stream, o.trainer, o.out / "run", o.resume); });
+        timed_training(s, [&] { return train::train(model, stream, trainer, o.out / "run", o.resume); });
     if (!r.finished) return s;
     model.save(o.out / "model", at::kFloat);
     std::filesystem::copy_file(tokenizer, o.out / "model" / "tokenizer.json",
                                std::filesystem::copy_options::overwrite_existing);
     s.adapter_dir = o.out / "model";
-    s.validation = validation_perplexity(model, dataset, o.eval_tokens, o.trainer.seq_len);
-    write_summary(o, s);
+    s.validation = validation_perplexity(model, dataset, o.eval_tokens, trainer.seq_len);
+    write_summary(o, trainer, s);
     return s;
   }
   std::map<std::string, at::Tensor> gradients;
   if (registry().factory(o.method).needs_gradient) {
     // The initialisation batches come from a sampler of their own (seed + 1), so the training
     // windows are those of any other method with the same seed.
-    train::WindowSampler init_sampler(o.trainer.seed + 1, stream.size, o.trainer.seq_len + 1);
+    train::WindowSampler init_sampler(trainer.seed + 1, stream.size, trainer.seq_len + 1);
     const int64_t batches = config.option<int64_t>("init_batches", 8);
     log::info("finetune: ", o.method, " initialisation from the gradient of ", batches, " batches");
     gradients = slot_gradients(
         model, config,
         [&](const nn::Model& m) {
-          return train::lm_loss(m, train::sample_windows(stream, init_sampler, o.trainer.batch_size,
-                                                         o.trainer.seq_len)) /
+          return train::lm_loss(
+                     m, train::sample_windows(stream, init_sampler, trainer.batch_size, trainer.seq_len)) /
                  static_cast<double>(batches);
         },
         batches);
@@ -176,7 +163,7 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
               pruned->full_intermediate, " MLP channels per layer");
   }
   nn::Model& train_model = pruned ? pruned->model : model;
-  AttachedAdapter adapter = create_adapter(train_model, "default", config, o.trainer.seed, gradients);
+  AttachedAdapter adapter = create_adapter(train_model, "default", config, trainer.seed, gradients);
   s.trainable_parameters = adapter.num_parameters();
   log::info("finetune: ", o.method, " with ", s.trainable_parameters, " trainable parameters (",
             100.0 * static_cast<double>(s.trainable_parameters) / static_cast<double>(s.base_parameters),
@@ -186,7 +173,7 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   train::TrainTarget target = training_target(adapter);
   adapter.set_training(true);
   const train::TrainResult r = timed_training(
-      s, [&] { return train::train(train_model, target, stream, o.trainer, o.out / "run", o.resume); });
+      s, [&] { return train::train(train_model, target, stream, trainer, o.out / "run", o.resume); });
   adapter.set_training(false);
   if (!r.finished) return s;
 
@@ -195,8 +182,8 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   if (pruned) adapter = recover_adapter(model, adapter, *pruned, "default");
   save_adapter(adapter, o.out);
   s.adapter_dir = o.out;
-  s.validation = validation_perplexity(model, dataset, o.eval_tokens, o.trainer.seq_len);
-  write_summary(o, s);
+  s.validation = validation_perplexity(model, dataset, o.eval_tokens, trainer.seq_len);
+  write_summary(o, trainer, s);
   return s;
 }
 

@@ -14,7 +14,8 @@
 #include "lowrank/adapt/config.h"
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/core/json.h"
-#include "lowrank/train/perplexity.h"
+#include "lowrank/eval/perplexity.h"
+#include "lowrank/train/optimizer_request.h"
 #include "lowrank/train/trainer.h"
 
 namespace lowrank::adapt {
@@ -25,12 +26,15 @@ struct FinetuneOptions {
   Json config = Json::object();  // adapter_config.json keys (r, lora_alpha, target_modules, ...)
   std::string corpus = "bible";  // named corpus or path
   std::filesystem::path out;
-  // steps, batch, lr, ... (weight decay 0 by default here), and the optimizer of the trainable
-  // tensors: "adamw" or a method of optim/ with its options (optim::method_config). A low-rank
-  // method projects the 2-D adapter tensors whose names contain one of its target_modules
-  // (default self_attn, mlp: all of an all-linear adapter's factors) with the rank clamped to the
-  // tensor's short side; 1-D tensors and the rest run AdamW inside the same optimizer.
+  // steps, batch, lr, ... (weight decay 0 by default here). Its optimizer fields are set from
+  // `optimizer`.
   train::TrainerConfig trainer;
+  // The optimizer of the trainable tensors: "adamw" or a method of optim/ with its options and
+  // flags. A low-rank method projects the 2-D adapter tensors whose names contain one of its
+  // target_modules (default self_attn, mlp: all of an all-linear adapter's factors) with the rank
+  // clamped to the tensor's short side; 1-D tensors and the rest run AdamW inside the same
+  // optimizer.
+  train::OptimizerRequest optimizer;
   bool resume = false;
   int64_t max_documents = -1;
   int64_t eval_tokens = 1 << 15;  // validation tokens scored before and after
@@ -51,8 +55,8 @@ struct FinetuneSummary {
   double train_seconds = 0;
   double peak_rss_mib = 0;  // of the whole process, at the end
   OrderedJson memory;       // training-state bytes by kind (train::TrainResult::memory)
-  train::PerplexityResult base_validation;
-  train::PerplexityResult validation;
+  eval::PerplexityResult base_validation;
+  eval::PerplexityResult validation;
   OrderedJson to_json() const;
 };
 

@@ -11,7 +11,7 @@
 #include "lowrank/core/file.h"
 #include "lowrank/core/log.h"
 #include "lowrank/core/svg.h"
-#include "lowrank/train/perplexity.h"
+#include "lowrank/eval/perplexity.h"
 
 namespace lowrank::compress {
 
@@ -19,12 +19,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::optional<double> evaluate(const nn::Model& model, const train::EvalTokens& data, const RunOptions& o) {
+std::optional<double> evaluate(const nn::Model& model, const eval::EvalTokens& data, const RunOptions& o) {
   if (!data.tokens.defined()) return std::nullopt;
-  train::PerplexityOptions p;
+  eval::PerplexityOptions p;
   p.seq_len = o.eval_seq_len;
   p.progress = o.progress;
-  return train::perplexity(model, data.tokens, p, data.document_starts).perplexity;
+  return eval::perplexity(model, data.tokens, p, data.document_starts).perplexity;
 }
 
 }  // namespace
@@ -59,9 +59,9 @@ RunResult run(const RunOptions& o) {
   nn::Model model = nn::Model::load(o.model);
   validate(model, o.compress, nullptr, /*stats_pending=*/true);
 
-  train::EvalTokens eval;
+  eval::EvalTokens eval;
   if (!o.eval_data.empty())
-    eval = train::load_eval_tokens(o.eval_data, o.model, "validation", o.eval_max_tokens);
+    eval = eval::load_eval_tokens(o.eval_data, o.model, "validation", o.eval_max_tokens);
   RunResult result;
   result.perplexity_before = evaluate(model, eval, o);
   if (result.perplexity_before) log::info("perplexity before: ", *result.perplexity_before);
@@ -70,7 +70,7 @@ RunResult run(const RunOptions& o) {
   std::optional<CalibrationStatistics> stats;
   if (!o.calib_data.empty()) {
     const int64_t want = o.calib_samples * (o.seq_len + 1) * 4;  // enough for spread-out windows
-    const train::EvalTokens calib = train::load_eval_tokens(o.calib_data, o.model, "train", want);
+    const eval::EvalTokens calib = eval::load_eval_tokens(o.calib_data, o.model, "train", want);
     CalibrationOptions c;
     c.samples = o.calib_samples;
     c.seq_len = o.seq_len;

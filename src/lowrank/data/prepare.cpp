@@ -11,6 +11,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
 #include "lowrank/core/json.h"
+#include "lowrank/core/log.h"
 #include "lowrank/core/progress.h"
 #include "lowrank/core/random.h"
 #include "lowrank/data/corpus.h"
@@ -139,6 +140,14 @@ PrepareSummary prepare_dataset(const PrepareOptions& options) {
 
   staged.commit();
   return summary;
+}
+
+TokenDataset cached_dataset(const PrepareOptions& options, std::string_view who) {
+  if (!fs::exists(options.out / "dataset.json")) {
+    log::info(who, ": tokenizing ", options.corpus, " into ", options.out.string());
+    prepare_dataset(options);
+  }
+  return TokenDataset::open(options.out);
 }
 
 }  // namespace lowrank::data

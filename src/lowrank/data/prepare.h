@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include "lowrank/data/token_dataset.h"
 
@@ -39,5 +40,11 @@ bool in_validation(int64_t index, uint64_t seed, double fraction);
 // Throws InvalidArgument (bad options, `out` exists, empty corpus or train split), the corpus
 // reader's and tokenizer's errors, IoError when writing fails. Draws a progress bar.
 PrepareSummary prepare_dataset(const PrepareOptions& options);
+
+// The dataset stage of the training pipelines (`pretrain`, `finetune`): the token dataset at
+// options.out, prepared first (prepare_dataset, logged as "<who>: tokenizing ...") unless a
+// complete one is already there (its dataset.json), so that reruns and resumes reuse it. Throws as
+// prepare_dataset and TokenDataset::open.
+TokenDataset cached_dataset(const PrepareOptions& options, std::string_view who);
 
 }  // namespace lowrank::data

@@ -6,7 +6,7 @@
 //   C[k, j] = sqrt(2/n) * c_k * cos(pi * k * (2j + 1) / (2n)),  c_0 = 1/sqrt(2), c_k = 1 otherwise,
 // for frequency k (row) and sample j (column): y = C x is the orthonormal DCT-II of x, and
 // C^T = C^-1 is the orthonormal DCT-III (the inverse transform). The SVD-free DCT projector of
-// reference/optimizers.md §4 (Modoranu et al., arXiv:2505.17967) uses the same matrix, whose
+// Modoranu et al., 2025, arXiv:2505.17967 (optim/dct_projector.h) uses the same matrix, whose
 // columns of C^T are the basis vectors it selects from.
 // Deviation: built as a dense O(n^2) matrix (evaluated in float64, then cast), not by FFT; the
 // consumers multiply by it or select its columns.

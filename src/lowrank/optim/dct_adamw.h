@@ -1,6 +1,6 @@
 // DCT-AdamW — Modoranu et al., 2025, "SVD-Free Low-Rank Adaptive Gradient Optimization for Large
 // Language Models", arXiv:2505.17967; code IST-DASLab/ISTA-DASLab-Optimizers (fft_low_rank/,
-// DCTAdamW), reference/optimizers.md §4.
+// DCTAdamW).
 //
 // GaLore's structure with the SVD replaced by top-ℓ1 column selection in a fixed DCT basis
 // (dct_projector.h), cheap enough to reselect every step:

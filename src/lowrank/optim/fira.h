@@ -1,6 +1,5 @@
 // Fira — Chen et al., 2024, "Fira: Can We Achieve Full-rank Training of LLMs Under Low-rank
-// Constraint?", arXiv:2410.01623; code xichen-fy/Fira (optimizer_torch/fira_adamw.py),
-// reference/optimizers.md §2.
+// Constraint?", arXiv:2410.01623; code xichen-fy/Fira (optimizer_torch/fira_adamw.py).
 //
 // GaLore's step (galore.h) plus a full-rank residual with norm-based scaling (paper Eq. 8-9):
 //   sub = α·up(R)                              (the code's back-projection includes α)

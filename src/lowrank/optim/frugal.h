@@ -1,7 +1,7 @@
 // FRUGAL — Zmushko et al., 2025, "FRUGAL: Memory-Efficient Optimization by Reducing State
 // Overhead for Scalable Training", ICML 2025, arXiv:2411.07837; code read from the fork
 // hungquangbui02022003/FRUGAL (frugal/proj_optimizer_templates.py, galore_projector.py,
-// coordinate_projector.py), reference/optimizers.md §3.
+// coordinate_projector.py).
 //
 // The gradient splits into a state-full part in a subspace (Adam) and a state-free remainder
 // (signSGD or SGD), so the update is full-rank:

@@ -1,6 +1,6 @@
 // GaLore — Zhao et al., 2024, "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank
 // Projection", ICML 2024, arXiv:2403.03507; code jiaweizzhao/GaLore (galore_torch/adamw.py,
-// galore_projector.py), reference/optimizers.md §1.
+// galore_projector.py).
 //
 // GaLoreAdamW step on a projected weight (Alg. 1 with the code's order), as LowRankAdam runs it:
 //   every T steps (from step 0): P or Q from the SVD of the current G (std side, svd_projector.h)

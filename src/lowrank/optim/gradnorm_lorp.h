@@ -1,7 +1,7 @@
 // GradNormLoRP — Huang, Shen, Zhu, Rudinac & Kanoulas, 2024, "Gradient Weight-normalized Low-rank
 // Projection for Efficient LLM Training", AAAI 2025, arXiv:2412.19616; code
 // Jhhuangkay/Gradient-Weight-normalized-Low-rank-Projection-for-Efficient-LLM-Training
-// (GradNormLoRP/LowRankWeightNormAdamW.py), reference/optimizers.md §5.
+// (GradNormLoRP/LowRankWeightNormAdamW.py).
 //
 // The paper reparameterises each projected weight by weight normalisation (Salimans & Kingma,
 // 2016): w = δ·v/‖v‖, per weight vector; for a matrix W = M·V/‖V‖_c with one magnitude per

@@ -1,7 +1,7 @@
-// Gradient projectors for the low-rank optimizers (GaLore family). Reference: the shared
-// conventions of reference/optimizers.md §0 and the port checklist §9.1; GaLore (Zhao et al.,
-// 2024, "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection", arXiv:2403.03507),
-// galore_torch/galore_projector.py.
+// Gradient projectors for the low-rank optimizers (GaLore family): GaLore (Zhao et al., 2024,
+// "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection", arXiv:2403.03507, §3 and
+// Alg. 1; galore_torch/galore_projector.py), whose conventions (side rule, SVD of the current
+// gradient, refresh timing) its successors share; docs/optimizers.md, "Shared conventions".
 //
 // A projector maps a gradient G [m, n] to a smaller tensor R = down(G) on which the optimizer keeps
 // its state, and maps an update of R's shape back with up(). With GaLore's side rule

@@ -1,7 +1,7 @@
 // Block-wise dynamic 8-bit quantisation of optimizer states — Dettmers, Lewis, Shleifer &
 // Zettlemoyer, 2022, "8-bit Optimizers via Block-wise Quantization", ICLR 2022, arXiv:2110.02861
 // (bitsandbytes functional.create_dynamic_map / quantize_blockwise), as GaLore's 8-bit variant
-// uses for its low-rank states (reference/optimizers.md §1b).
+// uses for its low-rank states (GaLoreAdamW8bit, galore_torch/adamw8bit.py).
 //
 // Dynamic tree map (256 sorted values in [−1, 1], §2.2): for exponent i = 0..6, the midpoints of
 // linspace(0.1, 1, 2^i + 1) scaled by 10^(i−6), both signs (signed map, for M) or the midpoints of

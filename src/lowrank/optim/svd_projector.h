@@ -1,6 +1,7 @@
 // SVD projectors — GaLore (Zhao et al., 2024, arXiv:2403.03507, galore_torch/galore_projector.py,
-// proj_type "std"), and the randomized variant of GaLore 2 (Meta, arXiv:2504.20437, 2nd-hand via
-// reference/optimizers.md §7).
+// proj_type "std"), and the randomized variant of GaLore 2 (Meta, 2025, "GaLore 2: Large-Scale
+// LLM Pre-Training by Gradient Low-Rank Projection", arXiv:2504.20437; read second-hand, from
+// summaries of the paper).
 //
 // Exact: G = U S Vh (thin, float32), right projector Q = Vh[:r] [r, n] when m >= n, else left
 // P = U[:, :r] [m, r] (linalg::truncated_svd, i.e. torch.linalg.svd(G.float(), full_matrices=False)).

@@ -4,6 +4,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
 #include "lowrank/train/parameterization_internal.h"
+#include "lowrank/train/schedule.h"
 
 namespace lowrank::train {
 
@@ -53,13 +54,6 @@ void LowRankBaOperator::refactor() const {
   a_.copy_(vh.narrow(0, 0, r) * root.unsqueeze(1));
 }
 
-double refactor_lr_factor(int64_t step, int64_t every, int64_t recovery_steps) {
-  if (every <= 0 || recovery_steps <= 0 || step < every) return 1.0;
-  const int64_t since = step % every;
-  if (since >= recovery_steps) return 1.0;
-  return 0.001 + 0.999 * static_cast<double>(since) / static_cast<double>(recovery_steps);
-}
-
 namespace {
 
 ParameterizationHooks lowrank_hooks(
@@ -68,22 +62,20 @@ ParameterizationHooks lowrank_hooks(
   ParameterizationHooks hooks;
   const int64_t every = config.refactor_every, recovery = config.recovery_steps;
   if (every <= 0) return hooks;
-  std::vector<std::shared_ptr<const LowRankBaOperator>> ops;
-  for (const auto& [name, op] : operators) {
-    auto l = std::dynamic_pointer_cast<const LowRankBaOperator>(op);
-    LR_CHECK(l != nullptr, InternalError, "lowrank: slot ", name, " does not hold a lowrank operator");
-    ops.push_back(std::move(l));
-  }
+  const auto ops = detail::operators_as<LowRankBaOperator>(operators, "lowrank");
   hooks.after_update = [ops, every](int64_t step, optim::Optimizer& optimizer) {
     if ((step + 1) % every != 0) return;
-    for (const auto& op : ops) op->refactor();
+    for (const auto& [name, op] : ops) op->refactor();
     // Momentum reset: every parameter's moments, as a rebuilt optimizer.
     const std::string suffix = ".exp_avg";
     for (const auto& [n, t] : optimizer.state_tensors())
       if (n.ends_with(suffix)) optimizer.prune_state(n.substr(0, n.size() - suffix.size()), 1.0);
     log::debug("lowrank: refactorised ", ops.size(), " slots and reset the moments after step ", step + 1);
   };
-  hooks.lr_factor = [every, recovery](int64_t step) { return refactor_lr_factor(step, every, recovery); };
+  // The ramp of the first steps after a refactorisation starts at 0.001× (cosine_quick_recovery).
+  hooks.lr_factor = [every, recovery](int64_t step) {
+    return jagged_lr_factor(step, every, recovery, 0.001);
+  };
   return hooks;
 }
 

@@ -16,7 +16,8 @@
 // re-split through its SVD, B ← U_r·diag(√σ_r), A ← diag(√σ_r)·V_rᵀ (the product, hence the
 // model, is unchanged; the factors are rebalanced), every Adam moment of the run is zeroed (the
 // reference rebuilds the optimizer), and the learning rate of the next `recovery_steps` steps
-// ramps linearly from 0.001× to the scheduled one (its cosine_quick_recovery scheduler).
+// ramps linearly from 0.001× to the scheduled one (its cosine_quick_recovery scheduler;
+// jagged_lr_factor with floor 0.001, schedule.h).
 // Deviation: the Adam step count (bias correction) keeps running, where a rebuilt optimizer
 // restarts it.
 #pragma once
@@ -56,10 +57,6 @@ class LowRankBaOperator final : public ParameterizedOperator {
   double scale_;  // α/r
   at::Tensor bias_;
 };
-
-// The learning-rate factor of 0-based `step` after the refactorisations every `every` steps:
-// 0.001 + 0.999·j/recovery_steps for the j < recovery_steps steps after each, 1 otherwise.
-double refactor_lr_factor(int64_t step, int64_t every, int64_t recovery_steps);
 
 void register_lowrank_ba(Registry<ParameterizationMethod>& registry);
 

@@ -80,18 +80,16 @@ namespace {
 ParameterizationHooks maestro_hooks(
     const std::vector<std::pair<std::string, std::shared_ptr<ParameterizedOperator>>>& operators,
     const ParameterizationConfig&, uint64_t seed) {
-  std::vector<std::shared_ptr<const MaestroOperator>> ops;
-  for (const auto& [name, op] : operators) {
-    auto m = std::dynamic_pointer_cast<const MaestroOperator>(op);
-    LR_CHECK(m != nullptr, InternalError, "maestro: slot ", name, " does not hold a maestro operator");
-    ops.push_back(std::move(m));
-  }
+  const auto ops = detail::operators_as<MaestroOperator>(operators, "maestro");
   ParameterizationHooks hooks;
   hooks.before_step = [ops, seed](int64_t step) {
-    for (size_t i = 0; i < ops.size(); ++i) ops[i]->begin_step(maestro_cutoff(seed, step, i, ops[i]->rank()));
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const MaestroOperator& op = *ops[i].second;
+      op.begin_step(maestro_cutoff(seed, step, i, op.rank()));
+    }
   };
   hooks.after_update = [ops](int64_t, optim::Optimizer&) {
-    for (const auto& op : ops) op->end_step();
+    for (const auto& [name, op] : ops) op->end_step();
   };
   return hooks;
 }

@@ -17,7 +17,7 @@
 #include "lowrank/data/token_dataset.h"
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/run.h"
-#include "lowrank/optim/methods.h"
+#include "lowrank/nn/slot_shapes.h"
 #include "lowrank/train/parameterization.h"
 
 namespace lowrank::train {
@@ -42,20 +42,22 @@ TrainerConfig trainer_preset(int64_t steps, int64_t batch, int64_t seq_len, doub
   return c;
 }
 
+// The cache key of a run: the options as resolved into `c` (the optimizer flags merged into the
+// optimizer's options; under plain AdamW, --rank in the parameterisation's).
 OrderedJson args_json(const PretrainOptions& o, const TrainerConfig& c) {
   OrderedJson j{{"preset", o.preset},
                 {"corpus", o.corpus},
                 {"steps", c.steps},
                 {"seed", o.seed},
                 {"max_documents", o.max_documents},
-                {"optimizer", o.optimizer},
-                {"optimizer_options", o.optimizer_options}};
+                {"optimizer", c.optimizer},
+                {"optimizer_options", c.optimizer_options}};
   // Only when set, so that the cache key of dense runs stays as before.
-  if (o.per_layer_updates) j["per_layer_updates"] = true;
+  if (c.per_layer_updates) j["per_layer_updates"] = true;
   if (o.lr > 0) j["lr"] = c.lr;
-  if (!o.parameterization.empty()) {
-    j["parameterization"] = o.parameterization;
-    j["parameterization_options"] = o.parameterization_options;
+  if (!c.parameterization.empty()) {
+    j["parameterization"] = c.parameterization;
+    j["parameterization_options"] = c.parameterization_options;
   }
   if (o.batch_size > 0) j["batch_size"] = c.batch_size;
   if (o.device != "cpu") j["device"] = o.device;
@@ -63,17 +65,15 @@ OrderedJson args_json(const PretrainOptions& o, const TrainerConfig& c) {
   return j;
 }
 
-// The (name, out, in) of the attention/MLP slots of a preset's model (num_kv_heads = num_heads).
+// The slots of a preset's model that a parameterisation or a projecting optimizer touches (its
+// attention/MLP projections) as (name, out, in), as a model of the preset's config has them
+// (nn::slot_shapes); the vocabulary size does not change them.
 std::vector<std::tuple<std::string, int64_t, int64_t>> preset_target_slots(const PretrainPreset& p) {
+  const nn::ModelConfig config =
+      nn::ModelConfig::from_json(preset_model_config(p, p.vocab_size), "preset " + p.name);
   std::vector<std::tuple<std::string, int64_t, int64_t>> out;
-  const int64_t h = p.hidden_size, f = p.intermediate_size;
-  for (int64_t i = 0; i < p.num_layers; ++i) {
-    const std::string a = str("model.layers.", i, ".self_attn."), m = str("model.layers.", i, ".mlp.");
-    for (const char* n : {"q_proj", "k_proj", "v_proj", "o_proj"}) out.emplace_back(a + n, h, h);
-    out.emplace_back(m + "gate_proj", f, h);
-    out.emplace_back(m + "up_proj", f, h);
-    out.emplace_back(m + "down_proj", h, f);
-  }
+  for (const nn::SlotShape& s : nn::slot_shapes(config))
+    if (is_parameterized_slot(s.name)) out.emplace_back(s.name, s.out_features, s.in_features);
   return out;
 }
 
@@ -162,28 +162,22 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   tc.warmup_steps = std::min(tc.warmup_steps, std::max<int64_t>(1, tc.steps / 10));
   tc.seed = o.seed;
   tc.stop_after = o.stop_after;
-  tc.optimizer = o.optimizer;
-  tc.optimizer_options = o.optimizer_options;
-  if (o.per_layer_updates) {
-    tc.per_layer_updates = true;
-    tc.clip_norm = 0;  // a global norm needs every gradient at once
-  }
-  // An unknown optimizer or option fails here, before the tokenizer and dataset stages run, and
-  // so does a projection rank larger than a weight it would project.
-  if (tc.optimizer == "adamw") {
-    (void)optim::AdamWStateOptions::from_json(tc.optimizer_options, "optimizer_options");
-  } else {
-    const optim::LowRankConfig lc = optim::method_config(tc.optimizer, tc.optimizer_options);
-    if (!lc.density)
-      for (const auto& [name, out, in] : preset_target_slots(preset))
-        LR_CHECK(lc.rank <= std::min(out, in), InvalidArgument, "--rank ", lc.rank, " is larger than ", name,
-                 " [", out, ", ", in, "] allows (at most ", std::min(out, in), ")");
-  }
+  // Everything below fails here, before the tokenizer and dataset stages run: a bad
+  // parameterisation or optimizer flag, an unknown name, a bad option, and a projection or
+  // parameterisation rank larger than a weight it would touch.
+  LR_CHECK(o.parameterization_options.is_object(), InvalidArgument,
+           "--parameterization-options: expected a JSON object");
+  LR_CHECK(!o.parameterization.empty() || o.parameterization_options.empty(), InvalidArgument,
+           "--parameterization-options needs --parameterization NAME");
   tc.parameterization = o.parameterization;
   tc.parameterization_options = o.parameterization_options;
-  // So does an unknown parameterisation, a bad option or a rank larger than a slot.
+  OptimizerRequest optimizer = o.optimizer;
+  give_rank_to_parameterization(optimizer, tc.parameterization, tc.parameterization_options);
+  const auto target_slots = preset_target_slots(preset);
+  if (const auto low_rank = apply_optimizer_request(optimizer, tc))
+    check_projection_rank(*low_rank, target_slots);
   if (!tc.parameterization.empty())
-    check_parameterization(tc.parameterization, tc.parameterization_options, preset_target_slots(preset));
+    check_parameterization(tc.parameterization, tc.parameterization_options, target_slots);
   tc.validate();
   const OrderedJson args = args_json(o, tc);
   const fs::path summary_path = o.out / "pretrain.json";
@@ -237,21 +231,13 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   const data::Tokenizer tokenizer = data::Tokenizer::load(tokenizer_path);
 
   // 2. Dataset.
-  const fs::path dataset_dir = o.out / "dataset";
-  if (!fs::exists(dataset_dir / "dataset.json")) {
-    log::info("pretrain: tokenizing ", o.corpus, " into ", dataset_dir.string());
-    data::PrepareOptions po;
-    po.corpus = o.corpus;
-    po.tokenizer = tokenizer_path;
-    po.out = dataset_dir;
-    po.seed = o.seed;
-    po.max_documents = o.max_documents;
-    data::prepare_dataset(po);
-  }
-  const data::TokenDataset dataset = data::TokenDataset::open(dataset_dir);
-  TokenStream stream{dataset.size("train"), [dataset](int64_t begin, int64_t length) {
-                       return dataset.slice("train", begin, length);
-                     }};
+  const data::TokenDataset dataset = data::cached_dataset({.corpus = o.corpus,
+                                                           .tokenizer = tokenizer_path,
+                                                           .out = o.out / "dataset",
+                                                           .seed = o.seed,
+                                                           .max_documents = o.max_documents},
+                                                          "pretrain");
+  const TokenStream stream = TokenStream::from_dataset(dataset, "train");
 
   // 3. Training.
   const nn::ModelConfig model_config = nn::ModelConfig::from_json(
@@ -287,13 +273,8 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   OrderedJson generation{{"_from_model_config", true}};
   if (auto eos = tokenizer.eos_id()) generation["eos_token_id"] = *eos;
   write_json_file(model_dir / "generation_config.json", generation);
-  const int64_t val_tokens = std::min<int64_t>(dataset.size("validation"), 1 << 16);
-  PerplexityOptions po;
-  po.seq_len = tc.seq_len;
-  po.stride = tc.seq_len;
-  if (val_tokens >= 2)
-    s.validation = perplexity(model, dataset.slice("validation", 0, val_tokens), po,
-                              document_starts_below(dataset.document_starts("validation"), val_tokens));
+  if (const auto validation = eval::split_perplexity(model, dataset, "validation", 1 << 16, tc.seq_len))
+    s.validation = *validation;
   else
     log::warn("pretrain: the validation split is empty; no validation perplexity");
   OrderedJson summary = s.to_json();

@@ -7,7 +7,7 @@
 //      (with --parameterization, through factored attention/MLP weights, densified at the end);
 //   4. a Hugging Face directory written (config.json, model.safetensors, tokenizer.json,
 //      tokenizer_config.json, generation_config.json) and its validation perplexity measured
-//      (perplexity.h, non-overlapping windows of seq_len).
+//      (eval/perplexity.h, non-overlapping windows of seq_len).
 // Output directory: tokenizer/ (tokenizer.json), dataset/, run/ (metrics.jsonl, checkpoints/),
 // model/ (the HF directory) and pretrain.json (the summary). Each stage is skipped when its
 // output already exists; a complete run with the same arguments is returned from the cache.
@@ -19,7 +19,8 @@
 #include <vector>
 
 #include "lowrank/core/json.h"
-#include "lowrank/train/perplexity.h"
+#include "lowrank/eval/perplexity.h"
+#include "lowrank/train/optimizer_request.h"
 #include "lowrank/train/trainer.h"
 
 namespace lowrank::train {
@@ -50,13 +51,11 @@ struct PretrainOptions {
   int64_t stop_after = 0;        // stop after this step without a checkpoint (testing)
   int64_t checkpoint_every = 0;  // 0: the preset's
   int64_t max_documents = -1;    // < 0: the whole corpus
-  // The trainer's optimizer ("adamw" or a method of optim/) and its options (TrainerConfig).
-  std::string optimizer = "adamw";
-  Json optimizer_options = Json::object();
-  // TrainerConfig::per_layer_updates (gradient clipping then off).
-  bool per_layer_updates = false;
+  // The trainer's optimizer ("adamw" or a method of optim/), its options and flags. With a
+  // parameterisation and adamw, --rank (optimizer.rank) is the parameterisation's rank instead.
+  OptimizerRequest optimizer;
   // A low-rank weight parameterisation (parameterization.h: lowrank, sltrain, relora, sst, trp, maestro) and
-  // its options; empty: dense. The exported model is dense either way (densify()).
+  // its options (a JSON object); empty: dense. The exported model is dense either way (densify()).
   std::string parameterization;
   Json parameterization_options = Json::object();
   // Where the model trains ("cpu", "cuda", "cuda:N"; nn::parse_device) and TrainerConfig::autocast
@@ -72,13 +71,15 @@ struct PretrainSummary {
   int64_t steps = 0;
   double final_loss = 0;
   double train_seconds = 0;
-  PerplexityResult validation;
+  eval::PerplexityResult validation;
   OrderedJson memory;  // training-state bytes by kind (TrainResult::memory)
   OrderedJson to_json() const;
 };
 
-// Runs the pipeline above. Throws the errors of its stages (InvalidArgument for a bad preset or
-// corpus, NotFound for a missing corpus package, IoError when `out` cannot be written).
+// Runs the pipeline above. Every option is checked before the first stage (InvalidArgument for a
+// bad preset, option or optimizer flag, NotFound for an unknown optimizer or parameterisation);
+// then throws the errors of its stages (InvalidArgument for a bad corpus, NotFound for a missing
+// corpus package, IoError when `out` cannot be written).
 PretrainSummary pretrain(const PretrainOptions& options);
 
 }  // namespace lowrank::train

@@ -4,6 +4,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
 #include "lowrank/train/parameterization_internal.h"
+#include "lowrank/train/schedule.h"
 
 namespace lowrank::train {
 
@@ -52,24 +53,12 @@ void ReloraOperator::merge_and_reinit(uint64_t seed) const {
   b_.zero_();
 }
 
-double relora_lr_factor(int64_t step, int64_t reset_every, int64_t restart_warmup) {
-  if (restart_warmup <= 0 || step < reset_every) return 1.0;
-  const int64_t since_restart = step % reset_every;
-  if (since_restart >= restart_warmup) return 1.0;
-  return static_cast<double>(since_restart) / static_cast<double>(restart_warmup);
-}
-
 namespace {
 
 ParameterizationHooks relora_hooks(
     const std::vector<std::pair<std::string, std::shared_ptr<ParameterizedOperator>>>& operators,
     const ParameterizationConfig& config, uint64_t seed) {
-  std::vector<std::pair<std::string, std::shared_ptr<const ReloraOperator>>> ops;
-  for (const auto& [name, op] : operators) {
-    auto r = std::dynamic_pointer_cast<const ReloraOperator>(op);
-    LR_CHECK(r != nullptr, InternalError, "relora: slot ", name, " does not hold a relora operator");
-    ops.emplace_back(name, std::move(r));
-  }
+  const auto ops = detail::operators_as<ReloraOperator>(operators, "relora");
   ParameterizationHooks hooks;
   const int64_t every = config.reset_every, warmup = config.restart_warmup;
   const double prune = config.prune_ratio;
@@ -85,7 +74,7 @@ ParameterizationHooks relora_hooks(
     }
     log::debug("relora: restart ", restart, " after step ", step + 1, " (", ops.size(), " slots merged)");
   };
-  hooks.lr_factor = [every, warmup](int64_t step) { return relora_lr_factor(step, every, warmup); };
+  hooks.lr_factor = [every, warmup](int64_t step) { return jagged_lr_factor(step, every, warmup); };
   return hooks;
 }
 

@@ -13,7 +13,7 @@
 //                       reset_optimizer_on_relora); the Adam step count keeps running;
 //   jagged schedule:    for the restart_warmup steps after each restart the scheduled LR is
 //                       multiplied by j/restart_warmup (j = steps since the restart, 0-based),
-//                       as training_utils.py's cosine_restarts.
+//                       as training_utils.py's cosine_restarts (jagged_lr_factor, schedule.h).
 // Embeddings, norms and lm_head are trained densely throughout (as the reference).
 // Deviations: the paper's full-rank warm start (a first stretch of ordinary training before the
 // first low-rank cycle) is left to the user (no built-in phase); the re-warmup multiplies the
@@ -62,9 +62,6 @@ class ReloraOperator final : public ParameterizedOperator {
   double scale_;   // α/r
   at::Tensor bias_;
 };
-
-// The learning-rate factor of 0-based `step` under the jagged schedule (file comment).
-double relora_lr_factor(int64_t step, int64_t reset_every, int64_t restart_warmup);
 
 void register_relora(Registry<ParameterizationMethod>& registry);
 

@@ -6,7 +6,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
 #include "lowrank/train/parameterization_internal.h"
-#include "lowrank/train/relora.h"
+#include "lowrank/train/schedule.h"
 
 namespace lowrank::train {
 
@@ -146,12 +146,7 @@ namespace {
 ParameterizationHooks sst_hooks(
     const std::vector<std::pair<std::string, std::shared_ptr<ParameterizedOperator>>>& operators,
     const ParameterizationConfig& config, uint64_t seed) {
-  std::vector<std::pair<std::string, std::shared_ptr<const SstOperator>>> ops;
-  for (const auto& [name, op] : operators) {
-    auto s = std::dynamic_pointer_cast<const SstOperator>(op);
-    LR_CHECK(s != nullptr, InternalError, "sst: slot ", name, " does not hold an sst operator");
-    ops.emplace_back(name, std::move(s));
-  }
+  const auto ops = detail::operators_as<SstOperator>(operators, "sst");
   ParameterizationHooks hooks;
   const int64_t round = config.reset_every, every = config.resample_every, warmup = config.restart_warmup;
   hooks.after_update = [ops, round, every, seed](int64_t step, optim::Optimizer& optimizer) {
@@ -174,7 +169,7 @@ ParameterizationHooks sst_hooks(
     }
     if (reinit) log::debug("sst: SVD re-initialisation after step ", done, " (", ops.size(), " slots)");
   };
-  hooks.lr_factor = [round, warmup](int64_t step) { return relora_lr_factor(step, round, warmup); };
+  hooks.lr_factor = [round, warmup](int64_t step) { return jagged_lr_factor(step, round, warmup); };
   return hooks;
 }
 

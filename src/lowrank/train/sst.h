@@ -22,7 +22,7 @@
 // - Every `reset_every` = T steps (a round) the "SVD re-initialisation": U, σ, V ← SVD(U diag(σ)
 //   Vᵀ) (restores orthogonality; the product is unchanged), all Adam moments of σ, U_I, V_I are
 //   zeroed, I is redrawn, and the learning rate of the next `restart_warmup` steps is ramped as
-//   ReLoRA's jagged schedule (relora_lr_factor).
+//   ReLoRA's jagged schedule (jagged_lr_factor, schedule.h).
 // Draws are counter-based (seed, draw number, slot), so a resumed run repeats them; I is
 // checkpointed as frozen state.
 // Deviations / unverified: the summary's sampling probability ½(1/d + σ_i/Σσ) [unverified] is not

@@ -1,4 +1,4 @@
-// The pretraining loop, its window sampler and its checkpoints; see trainer.h.
+// The training loop and its window sampler; see trainer.h.
 #include "lowrank/train/trainer.h"
 
 #include <ATen/autocast_mode.h>
@@ -6,12 +6,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <optional>
 #include <set>
-#include <sstream>
 
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
@@ -21,20 +19,14 @@
 #include "lowrank/core/log.h"
 #include "lowrank/core/progress.h"
 #include "lowrank/core/random.h"
-#include "lowrank/core/safetensors.h"
 #include "lowrank/optim/methods.h"
+#include "lowrank/train/checkpoint.h"
 #include "lowrank/train/parameterization.h"
 
 namespace lowrank::train {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string step_name(int64_t step) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
-  return buf;
-}
 
 // Trainable parameters: the model's tensors under their HF names.
 std::vector<std::pair<std::string, at::Tensor>> trainable(const nn::Model& model) {
@@ -56,73 +48,6 @@ std::string metrics_line(const StepRecord& r) {
   return j.dump();
 }
 
-// Keeps the metrics lines with step <= `step` (a killed run may have logged past its last
-// checkpoint), rewritten atomically.
-void truncate_metrics(const fs::path& path, int64_t step) {
-  if (!fs::exists(path)) return;
-  std::istringstream in(read_text_file(path));
-  std::string kept, line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    Json j;
-    try {
-      j = Json::parse(line);
-    } catch (const Json::exception&) {
-      break;  // a torn last line of a killed run
-    }
-    if (json_get<int64_t>(j, "step", path.string()) > step) break;
-    kept += line + "\n";
-  }
-  write_file_atomic(path, kept);
-}
-
-void write_checkpoint(const fs::path& run_dir, const TrainTarget& target, const optim::Optimizer& optimizer,
-                      const TrainerConfig& config, int64_t step, uint64_t sampler_counter, int64_t tokens) {
-  const fs::path dir = run_dir / "checkpoints";
-  fs::create_directories(dir);
-  const std::string name = step_name(step);
-  const fs::path tmp = dir / ("." + name + ".tmp");
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  if (target.save) {
-    target.save(tmp);
-  } else {
-    std::vector<NamedTensor> weights;
-    for (const auto& [n, t] : target.params)
-      weights.push_back({n, t.detach().to(at::kCPU, at::kFloat).contiguous()});
-    for (const auto& [n, t] : target.frozen) {
-      at::Tensor c = t.detach().to(at::kCPU);
-      weights.push_back({n, (c.is_floating_point() ? c.to(at::kFloat) : c).contiguous()});
-    }
-    save_safetensors(tmp / target.weights_file, weights);
-  }
-  std::vector<NamedTensor> state;
-  // 16-bit floating state widened to float32; float32/float64 (Fira's norms) and integer state
-  // (projector indices, 8-bit codes, counters) stored exactly as they are.
-  for (auto& [n, t] : optimizer.state_tensors()) {
-    const bool narrow = t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
-    state.push_back({n, (narrow ? t.to(at::kFloat) : t).contiguous()});
-  }
-  save_safetensors(tmp / "optimizer.safetensors", state, {{"steps", std::to_string(optimizer.steps())}});
-  write_json_file(tmp / "trainer_state.json", OrderedJson{{"format", "lowrank.train_state"},
-                                                          {"version", 1},
-                                                          {"step", step},
-                                                          {"sampler_counter", sampler_counter},
-                                                          {"tokens", tokens},
-                                                          {"config", config.to_json()}});
-  const fs::path final_dir = dir / name;
-  fs::remove_all(final_dir);
-  fs::rename(tmp, final_dir);
-  write_file_atomic(dir / "latest", name + "\n");
-  // Older checkpoints are dropped once `latest` points past them.
-  std::vector<fs::path> stale;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    const std::string n = entry.path().filename().string();
-    if (entry.is_directory() && n.starts_with("step-") && n != name) stale.push_back(entry.path());
-  }
-  for (const fs::path& p : stale) fs::remove_all(p);
-}
-
 }  // namespace
 
 TokenStream TokenStream::from_tensor(const at::Tensor& tokens) {
@@ -131,6 +56,12 @@ TokenStream TokenStream::from_tensor(const at::Tensor& tokens) {
   at::Tensor t = tokens.to(at::kLong).contiguous();
   return {t.size(0),
           [t](int64_t begin, int64_t length) { return t.slice(0, begin, begin + length).clone(); }};
+}
+
+TokenStream TokenStream::from_dataset(const data::TokenDataset& dataset, std::string split) {
+  return {dataset.size(split), [dataset, split = std::move(split)](int64_t begin, int64_t length) {
+            return dataset.slice(split, begin, length);
+          }};
 }
 
 WindowSampler::WindowSampler(uint64_t seed, int64_t stream_size, int64_t window)
@@ -237,16 +168,6 @@ void TrainerConfig::validate() const {
            "trainer: parameterization_options must be a JSON object");
   LR_CHECK(autocast.empty() || autocast == "bf16", InvalidArgument, "trainer: autocast \"", autocast,
            "\" is not \"bf16\" (or empty: off)");
-}
-
-std::optional<fs::path> latest_checkpoint(const fs::path& run_dir) {
-  const fs::path latest = run_dir / "checkpoints" / "latest";
-  if (!fs::exists(latest)) return std::nullopt;
-  std::string name = read_text_file(latest);
-  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-  const fs::path dir = run_dir / "checkpoints" / name;
-  LR_CHECK(fs::is_directory(dir), Corruption, latest.string(), " names ", name, ", which does not exist");
-  return dir;
 }
 
 TrainTarget TrainTarget::whole_model(const nn::Model& model) {
@@ -402,46 +323,10 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
   int64_t step = 0, tokens = 0;
   std::optional<fs::path> checkpoint = resume ? latest_checkpoint(run_dir) : std::nullopt;
   if (checkpoint) {
-    const Json state = read_json_file(*checkpoint / "trainer_state.json");
-    const std::string what = (*checkpoint / "trainer_state.json").string();
-    const TrainerConfig saved =
-        TrainerConfig::from_json(json_get<Json>(state, "config", what), what + ".config");
-    LR_CHECK(saved.batch_size == config.batch_size && saved.grad_accum == config.grad_accum &&
-                 saved.seq_len == config.seq_len && saved.seed == config.seed,
-             InvalidArgument, "resume: ", what,
-             " was written with another batch_size, grad_accum, seq_len or seed than this run's");
-    LR_CHECK(saved.optimizer == config.optimizer && saved.optimizer_options == config.optimizer_options,
-             InvalidArgument, "resume: ", what, " was written by optimizer ", saved.optimizer, " ",
-             saved.optimizer_options.dump(), ", this run uses ", config.optimizer, " ",
-             config.optimizer_options.dump());
-    LR_CHECK(saved.parameterization == config.parameterization &&
-                 saved.parameterization_options == config.parameterization_options,
-             InvalidArgument, "resume: ", what, " was written with parameterization \"",
-             saved.parameterization, "\" ", saved.parameterization_options.dump(), ", this run uses \"",
-             config.parameterization, "\" ", config.parameterization_options.dump());
-    step = json_get<int64_t>(state, "step", what);
-    tokens = json_get<int64_t>(state, "tokens", what);
-    sampler.set_counter(json_get<uint64_t>(state, "sampler_counter", what));
-    const SafetensorsFile weights = SafetensorsFile::open(*checkpoint / target.weights_file);
-    {
-      at::NoGradGuard no_grad;
-      for (auto& [name, p] : params) {
-        at::Tensor t = weights.load(name);
-        LR_CHECK(t.sizes() == p.sizes(), Corruption, weights.path().string(), ": tensor ", name,
-                 " has shape ", t.sizes(), ", the model's is ", p.sizes());
-        p.copy_(t);
-      }
-      for (auto& [name, f] : target.frozen) {
-        at::Tensor t = weights.load(name);
-        LR_CHECK(t.sizes() == f.sizes(), Corruption, weights.path().string(), ": tensor ", name,
-                 " has shape ", t.sizes(), ", the model's is ", f.sizes());
-        f.copy_(t);
-      }
-    }
-    const SafetensorsFile opt = SafetensorsFile::open(*checkpoint / "optimizer.safetensors");
-    std::vector<std::pair<std::string, at::Tensor>> opt_state;
-    for (const TensorInfo& info : opt.tensors()) opt_state.emplace_back(info.name, opt.load(info.name));
-    optimizer.load_state(opt_state, step);
+    const CheckpointPosition position = read_checkpoint(*checkpoint, config, target, optimizer);
+    step = position.step;
+    tokens = position.tokens;
+    sampler.set_counter(position.sampler_counter);
     truncate_metrics(metrics_path, step);
     log::info("resuming from ", checkpoint->string(), " at step ", step);
   } else {
@@ -511,7 +396,7 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
       return result;  // as if killed: no checkpoint
     }
     if (step == config.steps || (config.checkpoint_every > 0 && step % config.checkpoint_every == 0))
-      write_checkpoint(run_dir, target, optimizer, config, step, sampler.counter(), tokens);
+      write_checkpoint(run_dir, target, optimizer, config, {step, tokens, sampler.counter()});
   }
   bar.finish();
   optimizer.zero_grad();

@@ -1,20 +1,8 @@
 // Language-model pretraining loop: next-token cross entropy on random contiguous windows of a
 // token stream, AdamW (adamw.h), warmup + cosine schedule and global-norm clipping
 // (schedule.h), gradient accumulation, JSONL metrics, atomic checkpoints and exact resume.
-//
-// Run directory layout:
-//   metrics.jsonl                  one object per step: step, loss, lr, grad_norm, tokens_per_s
-//   checkpoints/latest             the name of the newest complete checkpoint ("step-00000100")
-//   checkpoints/step-00000100/     config.json + model.safetensors (HF layout, float32),
-//                                  optimizer.safetensors (<param>.exp_avg / .exp_avg_sq),
-//                                  trainer_state.json (step, sampler counter, tokens, config)
-// With a parameterisation (parameterization.h) model.safetensors holds the trained factors and
-// the frozen state under `<slot>.<name>` instead (not an HF model until densify()).
-// A checkpoint is built in a temporary directory and renamed into place, then `latest` is
-// replaced atomically: a killed run leaves the previous checkpoint intact. Resuming restores
-// weights, optimizer moments, the step and the sampler counter (the only randomness), and drops
-// metrics lines past the checkpoint, so the loss sequence is bitwise that of an uninterrupted run
-// (same build, device and thread count).
+// The run directory it writes (metrics.jsonl, checkpoints/) and the exact resume are in
+// checkpoint.h.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +16,7 @@
 #include <ATen/ATen.h>
 
 #include "lowrank/core/json.h"
+#include "lowrank/data/token_dataset.h"
 #include "lowrank/nn/model.h"
 #include "lowrank/optim/adamw.h"
 #include "lowrank/train/schedule.h"
@@ -42,6 +31,8 @@ struct TokenStream {
 
   // A stream over an in-memory 1-D integer tensor (converted to int64).
   static TokenStream from_tensor(const at::Tensor& tokens);
+  // A stream over a split of a token dataset (which it keeps open).
+  static TokenStream from_dataset(const data::TokenDataset& dataset, std::string split);
 };
 
 // Seeded sampler of window start offsets: start_i = splitmix64(seed, i) mod (size − window + 1).
@@ -160,9 +151,6 @@ struct TrainTarget {
   // Every tensor of `model` under its HF name, saved as an HF model directory.
   static TrainTarget whole_model(const nn::Model& model);
 };
-
-// The newest complete checkpoint of a run directory (nullopt when none).
-std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& run_dir);
 
 // Trains `model` (its tensors get requires_grad) on `data` in place. With
 // config.parameterization, the target slots are first parameterised (apply_parameterization,

@@ -6,6 +6,7 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
+#include "lowrank/train/parameterization_internal.h"
 
 namespace lowrank::train {
 
@@ -61,19 +62,14 @@ namespace {
 ParameterizationHooks trp_hooks(
     const std::vector<std::pair<std::string, std::shared_ptr<ParameterizedOperator>>>& operators,
     const ParameterizationConfig& config, uint64_t) {
-  std::vector<std::shared_ptr<const TrpOperator>> ops;
-  for (const auto& [name, op] : operators) {
-    auto t = std::dynamic_pointer_cast<const TrpOperator>(op);
-    LR_CHECK(t != nullptr, InternalError, "trp: slot ", name, " does not hold a trp operator");
-    ops.push_back(std::move(t));
-  }
+  const auto ops = detail::operators_as<TrpOperator>(operators, "trp");
   ParameterizationHooks hooks;
   const double lambda = config.nuclear_weight, energy = config.energy;
   const int64_t every = config.prune_every;
   hooks.before_step = [ops, lambda, energy, every](int64_t step) {
     if (step % every != 0) return;
     int64_t kept = 0, full = 0;
-    for (const auto& op : ops) {
+    for (const auto& [name, op] : ops) {
       kept += op->truncate_and_regularize(energy, lambda);
       full += std::min(op->in_features(), op->out_features());
     }

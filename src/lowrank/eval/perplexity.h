@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -29,9 +30,10 @@
 #include <ATen/ATen.h>
 
 #include "lowrank/core/json.h"
+#include "lowrank/data/token_dataset.h"
 #include "lowrank/nn/model.h"
 
-namespace lowrank::train {
+namespace lowrank::eval {
 
 struct PerplexityOptions {
   int64_t seq_len = 0;     // window length; 0: the model's max_position_embeddings, at most 1024
@@ -66,6 +68,13 @@ PerplexityResult perplexity(const nn::Model& model, const at::Tensor& tokens,
 std::pair<double, double> perplexity_interval95(std::span<const double> nll_sums,
                                                 std::span<const int64_t> tokens);
 
+// The perplexity of `model` on the first `max_tokens` tokens of `dataset`'s `split` in
+// non-overlapping windows of `seq_len` (stride seq_len), the split's documents as the interval's
+// units: the validation score of the training pipelines. Nullopt when the split has fewer than 2
+// tokens.
+std::optional<PerplexityResult> split_perplexity(const nn::Model& model, const data::TokenDataset& dataset,
+                                                 std::string_view split, int64_t max_tokens, int64_t seq_len);
+
 // The tokens `lowrank eval` scores and their document starts (data/token_dataset.h).
 struct EvalTokens {
   at::Tensor tokens;                     // 1-D int64
@@ -81,4 +90,4 @@ EvalTokens load_eval_tokens(const std::filesystem::path& data, const std::filesy
 // The document starts of `starts` that fall inside the first `n` tokens.
 std::vector<int64_t> document_starts_below(std::span<const int64_t> starts, int64_t n);
 
-}  // namespace lowrank::train
+}  // namespace lowrank::eval

@@ -1,6 +1,6 @@
 // Sliding-window perplexity (Hugging Face's strided method) with a confidence interval over
 // documents or windows; see perplexity.h.
-#include "lowrank/train/perplexity.h"
+#include "lowrank/eval/perplexity.h"
 
 #include <algorithm>
 #include <cmath>
@@ -15,7 +15,7 @@
 #include "lowrank/data/token_dataset.h"
 #include "lowrank/data/tokenizer.h"
 
-namespace lowrank::train {
+namespace lowrank::eval {
 
 OrderedJson PerplexityResult::to_json() const {
   return OrderedJson{
@@ -169,6 +169,18 @@ PerplexityResult perplexity(const nn::Model& model, const at::Tensor& tokens,
   return r;
 }
 
+std::optional<PerplexityResult> split_perplexity(const nn::Model& model, const data::TokenDataset& dataset,
+                                                 std::string_view split, int64_t max_tokens,
+                                                 int64_t seq_len) {
+  const int64_t n = std::min<int64_t>(dataset.size(split), max_tokens);
+  if (n < 2) return std::nullopt;
+  PerplexityOptions options;
+  options.seq_len = seq_len;
+  options.stride = seq_len;
+  return perplexity(model, dataset.slice(split, 0, n), options,
+                    document_starts_below(dataset.document_starts(split), n));
+}
+
 EvalTokens load_eval_tokens(const std::filesystem::path& data, const std::filesystem::path& model_dir,
                             std::string_view split, int64_t max_tokens) {
   if (std::filesystem::is_directory(data)) {
@@ -185,4 +197,4 @@ EvalTokens load_eval_tokens(const std::filesystem::path& data, const std::filesy
   return {t, {}};
 }
 
-}  // namespace lowrank::train
+}  // namespace lowrank::eval

@@ -7,11 +7,11 @@
 #include <gtest/gtest.h>
 
 #include "lowrank/core/json.h"
-#include "lowrank/train/perplexity.h"
+#include "lowrank/eval/perplexity.h"
 #include "lowrank/train/trainer.h"
 #include "tests/testing.h"
 
-namespace lowrank::train {
+namespace lowrank::eval {
 namespace {
 
 nn::Model tiny_model() {
@@ -89,7 +89,7 @@ TEST(PerplexityTest, OneWindowEqualsTheMeanLoss) {
   o.progress = false;
   const PerplexityResult r = perplexity(model, ids, o);
   c10::InferenceMode guard;
-  const double loss = lm_loss(model, ids.unsqueeze(0)).item<double>();
+  const double loss = train::lm_loss(model, ids.unsqueeze(0)).item<double>();
   EXPECT_NEAR(r.nll, loss, 1e-5);
   EXPECT_EQ(r.chunks, 1);
   EXPECT_DOUBLE_EQ(r.ci_low, r.ci_high);
@@ -181,4 +181,4 @@ TEST(PerplexityTest, FallsBackToWindowsWithoutTwoScoredDocuments) {
 }
 
 }  // namespace
-}  // namespace lowrank::train
+}  // namespace lowrank::eval
