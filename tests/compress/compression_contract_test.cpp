@@ -41,7 +41,8 @@ CompressOptions options_for(const std::string& method) {
   const Method& m = find_method(method);
   if (m.ranks != Method::Ranks::kNone) o.ratio = 0.25;
   if (method == "svdquant") o.rank = 8;
-  if (method == "rpca") o.method_options = Json{{"max_iters", 50}};
+  // A few iterations: robust PCA stops short of W = L + S, so its error is measurable.
+  if (method == "rpca") o.method_options = Json{{"max_iters", 3}};
   return o;
 }
 
@@ -136,9 +137,9 @@ TEST_P(CompressionContractTest, DirectoryRoundTripsAndReportsTheMeasuredErrors) 
       EXPECT_LT(output_error, 1e-6);
       continue;
     }
-    EXPECT_NEAR(r.output_error, output_error, 1e-4 + 1e-3 * output_error);
+    EXPECT_NEAR(r.output_error, output_error, 1e-6 + 1e-3 * output_error);
     EXPECT_NEAR(r.weight_error, weight_error, 1e-5 + 1e-4 * weight_error);
-    EXPECT_GT(r.output_error, 0);  // a compression loses something at these settings
+    EXPECT_GT(r.output_error, 1e-4);  // a compression loses something at these settings
   }
 }
 
