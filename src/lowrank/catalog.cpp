@@ -19,7 +19,7 @@ std::vector<MethodFamily> method_families() {
       {"compress",
        "post-training compression (truncated/whitened SVD, low-rank + 4-bit, EoRA via --compensate): "
        "compress --method NAME",
-       compress::list_methods()},
+       compress::registry().list()},
       {"mix", "sequence mixers (attention approximations, long convolutions)", {}},
   };
 }

@@ -128,12 +128,5 @@ TEST(LoraXsTest, FileHoldsBRAAndReproducesDeltaWithoutTheBaseWeights) {
   EXPECT_LE(max_abs_diff(logits_of(same, ids), logits_of(model, ids)), 1e-6);
 }
 
-TEST(LoraXsTest, ShortTrainingReducesTheLoss) {
-  nn::Model model = tiny();
-  AttachedAdapter a = create_adapter(model, "x", all_linear(config_for("lora_xs", 4, 8)), 2);
-  testing::TempDir dir;
-  expect_training_lowers_loss(model, a, short_run(40, 1e-2), dir.path(), 0.005);
-}
-
 }  // namespace
 }  // namespace lowrank::adapt

@@ -1,6 +1,7 @@
 // LoRAM: the pruned model equals the full model with the pruned MLP channels removed (their
 // down_proj columns zeroed), and the recovered adapter on that zeroed full model reproduces the
-// pruned model with its trained adapter exactly.
+// pruned model with its trained adapter exactly. The loram method prunes to half the channels by
+// default, lora only when asked, and no other method at all.
 #include "lowrank/adapt/loram.h"
 
 #include "lowrank/adapt/finetune.h"
@@ -56,6 +57,30 @@ TEST(LoramTest, RecoveredAdapterReproducesThePrunedTraining) {
   load_adapter(fresh, dir.path());
   EXPECT_LE(testing::max_abs_diff(logits_of(fresh, ids), logits_of(original, ids)), 1e-6);
   EXPECT_NE(testing::error_of([&] { prune_mlp_channels(full, 1.5); }).find("keep ratio"), std::string::npos);
+}
+
+TEST(LoramTest, KeepRatioFollowsTheMethodAndItsOption) {
+  EXPECT_EQ(loram_keep(config_for("loram")), kLoramDefaultKeep);
+  EXPECT_EQ(loram_keep(config_for("lora")), 1.0);
+  AdapterConfig quarter = config_for("loram");
+  quarter.options["loram_keep"] = 0.25;
+  EXPECT_EQ(loram_keep(quarter), 0.25);
+  quarter.method = "lora";
+  EXPECT_EQ(loram_keep(quarter), 0.25);
+  quarter.method = "dora";
+  EXPECT_NE(testing::error_of([&] { loram_keep(quarter); }).find("plain LoRA adapters only"),
+            std::string::npos);
+  EXPECT_EQ(loram_keep(config_for("dora")), 1.0);
+  // Listed with its option, and saved as the plain LoRA it trains.
+  const MethodInfo& info = registry().info("loram");
+  EXPECT_TRUE(std::any_of(info.options.begin(), info.options.end(),
+                          [](const auto& option) { return option.first == "loram_keep"; }));
+  nn::Model model = tiny();
+  const AttachedAdapter a = create_adapter(model, "a", config_for("loram"), 1);
+  testing::TempDir dir;
+  const AdapterConfig written = save_adapter(a, dir.path());
+  EXPECT_EQ(written.peft_type, "LORA");
+  EXPECT_EQ(written.method, "lora");
 }
 
 }  // namespace

@@ -170,15 +170,4 @@ inline void expect_reload_and_merge(const std::filesystem::path& dir, const at::
   EXPECT_LE(testing::max_abs_diff(logits_of(fresh, ids), adapted), merge_tolerance);
 }
 
-// Saves `adapter` (attached to `model`, a tiny()) to a temporary directory and checks it with
-// expect_reload_and_merge against the model's current logits.
-inline void expect_round_trip(const nn::Model& model, const AttachedAdapter& adapter,
-                              const std::string& method, double merge_tolerance) {
-  const at::Tensor ids = token_ids();
-  const at::Tensor adapted = logits_of(model, ids);
-  testing::TempDir dir;
-  save_adapter(adapter, dir.path());
-  expect_reload_and_merge(dir.path(), ids, adapted, method, merge_tolerance);
-}
-
 }  // namespace lowrank::adapt::method_testing

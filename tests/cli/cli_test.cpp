@@ -111,6 +111,23 @@ TEST(CliTest, MethodsListsFamilies) {
   ASSERT_EQ(r.exit_code, 0) << r.out;
   Json j = parse_json(r.out, "methods output");
   for (const char* family : {"adapt", "optim", "compress", "mix"}) EXPECT_TRUE(j.contains(family)) << family;
+  // Every family in one shape: each method with a summary and its options' help.
+  for (const auto& [family, f] : j.items()) {
+    EXPECT_TRUE(f.contains("description")) << family;
+    for (const Json& m : f["methods"]) {
+      EXPECT_FALSE(m["summary"].get<std::string>().empty()) << family << " " << m["name"];
+      EXPECT_TRUE(m["options"].is_object()) << family << " " << m["name"];
+    }
+  }
+  auto options_of = [&](const std::string& family, const std::string& method) {
+    for (const Json& m : j[family]["methods"])
+      if (m["name"] == method) return m["options"];
+    ADD_FAILURE() << family << " lists no " << method;
+    return Json::object();
+  };
+  EXPECT_TRUE(options_of("adapt", "loram").contains("loram_keep"));
+  EXPECT_TRUE(options_of("compress", "svdquant").contains("rank"));
+  EXPECT_TRUE(options_of("compress", "svd_llm").contains("calib-data"));
   EXPECT_EQ(run_command(lowrank_cmd("methods --family nope")).exit_code, 1);
 }
 

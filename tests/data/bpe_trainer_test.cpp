@@ -24,9 +24,9 @@ struct TrainCase {
   std::vector<std::string> specials;
 };
 
-class BpeTrainerMatchesTokenizers : public ::testing::TestWithParam<TrainCase> {};
+class BpeTrainerMatchesTokenizersTest : public ::testing::TestWithParam<TrainCase> {};
 
-TEST_P(BpeTrainerMatchesTokenizers, SameVocabularyAndMerges) {
+TEST_P(BpeTrainerMatchesTokenizersTest, SameVocabularyAndMerges) {
   const TrainCase& c = GetParam();
   BpeTrainer trainer({.vocab_size = c.vocab_size,
                       .min_frequency = 2,
@@ -46,14 +46,14 @@ TEST_P(BpeTrainerMatchesTokenizers, SameVocabularyAndMerges) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    Presets, BpeTrainerMatchesTokenizers,
+    Presets, BpeTrainerMatchesTokenizersTest,
     ::testing::Values(
         TrainCase{"gpt2-trained", "gpt2", 600, {"<s>", "</s>", "<pad>"}},
         TrainCase{"llama3-style", "llama3", 700, {"<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"}},
         TrainCase{"qwen2-style", "qwen2", 700, {"<|endoftext|>", "<|im_start|>", "<|im_end|>"}}),
     [](const auto& info) { return info.param.preset; });
 
-TEST(BpeTrainer, FirstMergeIsTheMostFrequentPair) {
+TEST(BpeTrainerTest, FirstMergeIsTheMostFrequentPair) {
   // Words: "ab" x1, "Ġab" x2, "abc" x1 -> (a, b) occurs 4 times.
   const std::vector<std::string> texts{"ab ab ab", "abc"};
   BpeTrainer trainer({.vocab_size = 258});
@@ -67,7 +67,7 @@ TEST(BpeTrainer, FirstMergeIsTheMostFrequentPair) {
             2u);
 }
 
-TEST(BpeTrainer, TrainedTokenizerRoundTripsAnyText) {
+TEST(BpeTrainerTest, TrainedTokenizerRoundTripsAnyText) {
   const std::vector<std::string> texts{"the cat sat on the mat", "the dog ate the cat's hat", "1234 5678"};
   const Tokenizer tok = train_bpe(texts, {.vocab_size = 300, .special_tokens = {"<s>", "</s>"}});
   EXPECT_EQ(tok.token_to_id("<s>"), 0);
@@ -86,7 +86,7 @@ TEST(BpeTrainer, TrainedTokenizerRoundTripsAnyText) {
   EXPECT_EQ(tok.encode(" the").size(), 1u);
 }
 
-TEST(BpeTrainer, StopsAtMinFrequencyAndSmallVocabularies) {
+TEST(BpeTrainerTest, StopsAtMinFrequencyAndSmallVocabularies) {
   const std::vector<std::string> texts{"aaa bbb aaa", "aaa"};
   const Tokenizer rare = train_bpe(texts, {.vocab_size = 1000, .min_frequency = 100});
   EXPECT_EQ(rare.vocab_size(), 256);
@@ -96,7 +96,7 @@ TEST(BpeTrainer, StopsAtMinFrequencyAndSmallVocabularies) {
   EXPECT_EQ(some.encode("aaa").size(), 1u);
 }
 
-TEST(BpeTrainer, SavedFileLoadsAndEncodesTheSame) {
+TEST(BpeTrainerTest, SavedFileLoadsAndEncodesTheSame) {
   TrainCase c{"", "llama3", 400, {"<|begin_of_text|>"}};
   BpeTrainer trainer({.vocab_size = c.vocab_size, .special_tokens = c.specials, .pre_tokenizer = c.preset});
   trainer.feed_file(fixture("tokenizers/corpus.txt"));
@@ -108,7 +108,7 @@ TEST(BpeTrainer, SavedFileLoadsAndEncodesTheSame) {
     EXPECT_EQ(loaded.encode(text), tok.encode(text)) << text;
 }
 
-TEST(BpeTrainer, RejectsBadOptionsAndInput) {
+TEST(BpeTrainerTest, RejectsBadOptionsAndInput) {
   EXPECT_THROW(BpeTrainer({.vocab_size = 0}), InvalidArgument);
   EXPECT_THROW(BpeTrainer({.min_frequency = -1}), InvalidArgument);
   EXPECT_THROW(BpeTrainer({.pre_tokenizer = "metaspace"}), InvalidArgument);

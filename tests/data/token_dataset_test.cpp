@@ -229,7 +229,7 @@ TEST_F(OpenCorruptTest, SliceAndSplitNamesAreChecked) {
 }
 
 // The CLI: `lowrank data prepare --json` and its error exit code.
-TEST(DataCli, PrepareWritesADatasetAndAJsonSummary) {
+TEST(DataCliTest, PrepareWritesADatasetAndAJsonSummary) {
   TempDir dir;
   const fs::path corpus = write_corpus(dir, 12);
   const std::string base = testing::lowrank_binary().string() + " data prepare --tokenizer " +

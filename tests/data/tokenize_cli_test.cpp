@@ -23,7 +23,7 @@ std::string tokenize(const std::string& args) {
 
 const std::string kGpt2 = fixture("hf/bpe-gpt2style/tokenizer.json").string();
 
-TEST(TokenizeCli, EncodesToJsonIdsAndTokens) {
+TEST(TokenizeCliTest, EncodesToJsonIdsAndTokens) {
   auto r = run_command(tokenize("--json --tokenizer " + quote(kGpt2) + " --text " + quote("Hello, world!")));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const Json out = parse_json(r.out, "stdout");
@@ -32,7 +32,7 @@ TEST(TokenizeCli, EncodesToJsonIdsAndTokens) {
   EXPECT_EQ(out["tokens"][4], "\xC4\xA0wor");  // "Ġwor"
 }
 
-TEST(TokenizeCli, DecodesIdsAndSkipsSpecialTokens) {
+TEST(TokenizeCliTest, DecodesIdsAndSkipsSpecialTokens) {
   auto r = run_command(tokenize("--tokenizer " + quote(kGpt2) + " --ids 1,42,477,81,2"));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_EQ(r.out, "<s>Hello</s>\n");
@@ -41,7 +41,7 @@ TEST(TokenizeCli, DecodesIdsAndSkipsSpecialTokens) {
   EXPECT_EQ(parse_json(r.out, "stdout")["text"], "Hello");
 }
 
-TEST(TokenizeCli, BatchAndInputFile) {
+TEST(TokenizeCliTest, BatchAndInputFile) {
   testing::TempDir tmp;
   write_json_file(tmp / "batch.json", Json::array({"Hello, world!", Json::array({1, 42, 477, 81, 2}), ""}));
   auto r = run_command(tokenize("--tokenizer " + quote(kGpt2) + " --batch " +
@@ -66,14 +66,14 @@ TEST(TokenizeCli, BatchAndInputFile) {
             Json::array({78, 490, 444, 201, 78, 490, 259, 89, 81, 201, 201, 200, 86, 67, 68}));
 }
 
-TEST(TokenizeCli, SpecialFlagAddsTemplateTokens) {
+TEST(TokenizeCliTest, SpecialFlagAddsTemplateTokens) {
   const std::string llama = fixture("tokenizers/llama3-style").string();
   auto r = run_command(tokenize("--json --special --tokenizer " + quote(llama) + " --text hi"));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_EQ(parse_json(r.out, "stdout")["tokens"][0], "<|begin_of_text|>");
 }
 
-TEST(TokenizeCli, ClearErrorsExitOne) {
+TEST(TokenizeCliTest, ClearErrorsExitOne) {
   auto r = run_command(tokenize("--tokenizer /nonexistent/tokenizer.json --text hi"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("/nonexistent/tokenizer.json"), std::string::npos) << r.out;
@@ -99,7 +99,7 @@ TEST(TokenizeCli, ClearErrorsExitOne) {
   EXPECT_NE(r.out.find("tokenizer.json"), std::string::npos) << r.out;
 }
 
-TEST(TokenizeCli, TrainsThenEncodes) {
+TEST(TokenizeCliTest, TrainsThenEncodes) {
   testing::TempDir tmp;
   const std::string out = (tmp / "trained.json").string();
   auto r =

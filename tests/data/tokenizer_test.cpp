@@ -27,7 +27,7 @@ std::string show(const std::string& text) {
 
 // ---- Building blocks --------------------------------------------------------------------------
 
-TEST(TokenizerText, ByteLevelAlphabetIsGpt2BytesToUnicode) {
+TEST(TokenizerTextTest, ByteLevelAlphabetIsGpt2BytesToUnicode) {
   std::set<std::string> chars;
   for (int b = 0; b < 256; ++b) chars.insert(detail::byte_level_char(static_cast<unsigned char>(b)));
   EXPECT_EQ(chars.size(), 256u);
@@ -43,7 +43,7 @@ TEST(TokenizerText, ByteLevelAlphabetIsGpt2BytesToUnicode) {
   EXPECT_EQ(detail::byte_level_alphabet().size(), 256u);
 }
 
-TEST(TokenizerText, LossyDecodingReplacesMaximalInvalidSubparts) {
+TEST(TokenizerTextTest, LossyDecodingReplacesMaximalInvalidSubparts) {
   EXPECT_EQ(detail::utf8_lossy("plain"), "plain");
   EXPECT_EQ(detail::utf8_lossy("\xF0\x9F"), "\xEF\xBF\xBD");  // cut 4-byte
   EXPECT_EQ(detail::utf8_lossy("\xFF"
@@ -57,7 +57,7 @@ TEST(TokenizerText, LossyDecodingReplacesMaximalInvalidSubparts) {
 }
 
 // Oniguruma's \s is Unicode White_Space; PCRE2's also has U+180E, which the rewrite removes.
-TEST(TokenizerText, RegexWhiteSpaceMatchesOniguruma) {
+TEST(TokenizerTextTest, RegexWhiteSpaceMatchesOniguruma) {
   std::string all;
   std::vector<char32_t> cps;
   for (char32_t cp = 1; cp < 0x3100; ++cp) {
@@ -79,7 +79,7 @@ TEST(TokenizerText, RegexWhiteSpaceMatchesOniguruma) {
   EXPECT_EQ(other.find_all("\xE1\xA0\x8E").size(), 1u);
 }
 
-TEST(TokenizerText, NfcMatchesTokenizers) {
+TEST(TokenizerTextTest, NfcMatchesTokenizers) {
   const Json cases = read_json_file(fixture("tokenizers/nfc_cases.json"));
   ASSERT_GT(cases["singles"].size(), 1000u);
   for (const auto& c : cases["singles"]) {
@@ -96,7 +96,7 @@ TEST(TokenizerText, NfcMatchesTokenizers) {
     EXPECT_EQ(detail::nfc(text), text);
 }
 
-TEST(TokenizerText, SplitBehaviorsMatchTokenizers) {
+TEST(TokenizerTextTest, SplitBehaviorsMatchTokenizers) {
   const Json cases = read_json_file(fixture("tokenizers/split_behaviors.json"));
   ASSERT_FALSE(cases.empty());
   const std::map<std::string, std::string> names{{"removed", "Removed"},
@@ -116,7 +116,7 @@ TEST(TokenizerText, SplitBehaviorsMatchTokenizers) {
 
 // ---- Fixtures from `tokenizers` ---------------------------------------------------------------
 
-TEST(Tokenizer, ReproducesGpt2StyleFixture) {
+TEST(TokenizerTest, ReproducesGpt2StyleFixture) {
   const Tokenizer tok = Tokenizer::load(fixture("hf/bpe-gpt2style/tokenizer.json"));
   const Json expected = read_json_file(fixture("hf/bpe-gpt2style/expected.json"));
   ASSERT_EQ(expected.size(), 14u);
@@ -135,9 +135,9 @@ TEST(Tokenizer, ReproducesGpt2StyleFixture) {
   EXPECT_EQ(tok.token_to_id("no such token"), std::nullopt);
 }
 
-class TokenizerFixture : public ::testing::TestWithParam<std::string> {};
+class TokenizerFixtureTest : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(TokenizerFixture, ReproducesEveryCase) {
+TEST_P(TokenizerFixtureTest, ReproducesEveryCase) {
   const auto dir = fixture("tokenizers/" + GetParam());
   const Tokenizer tok = Tokenizer::load(dir);  // a directory holding tokenizer.json
   const Json expected = read_json_file(dir / "expected.json");
@@ -162,7 +162,7 @@ TEST_P(TokenizerFixture, ReproducesEveryCase) {
   }
 }
 
-TEST_P(TokenizerFixture, SaveThenLoadKeepsTheFile) {
+TEST_P(TokenizerFixtureTest, SaveThenLoadKeepsTheFile) {
   const auto dir = fixture("tokenizers/" + GetParam());
   const Tokenizer tok = Tokenizer::load(dir / "tokenizer.json");
   TempDir tmp;
@@ -177,7 +177,7 @@ TEST_P(TokenizerFixture, SaveThenLoadKeepsTheFile) {
     EXPECT_EQ(again.encode(c["text"].get<std::string>(), true), c["ids_special"].get<std::vector<int32_t>>());
 }
 
-INSTANTIATE_TEST_SUITE_P(Tokenizers, TokenizerFixture,
+INSTANTIATE_TEST_SUITE_P(Tokenizers, TokenizerFixtureTest,
                          ::testing::Values("gpt2-trained", "llama3-style", "qwen2-style"),
                          [](const auto& info) {
                            std::string name = info.param;
@@ -186,7 +186,7 @@ INSTANTIATE_TEST_SUITE_P(Tokenizers, TokenizerFixture,
                            return name;
                          });
 
-TEST(Tokenizer, LegacyStringMergesLoadLikePairs) {
+TEST(TokenizerTest, LegacyStringMergesLoadLikePairs) {
   Json spec = read_json_file(fixture("tokenizers/llama3-style/tokenizer.json"));
   for (auto& merge : spec["model"]["merges"])
     merge = merge[0].get<std::string>() + " " + merge[1].get<std::string>();
@@ -196,7 +196,7 @@ TEST(Tokenizer, LegacyStringMergesLoadLikePairs) {
     EXPECT_EQ(legacy.encode(text), pairs.encode(text)) << text;
 }
 
-TEST(Tokenizer, SpecialIdsFromNamesAndTokenizerConfig) {
+TEST(TokenizerTest, SpecialIdsFromNamesAndTokenizerConfig) {
   const Tokenizer llama = Tokenizer::load(fixture("tokenizers/llama3-style"));
   EXPECT_EQ(llama.bos_id(), llama.token_to_id("<|begin_of_text|>"));
   EXPECT_EQ(llama.eos_id(), llama.token_to_id("<|end_of_text|>"));
@@ -209,7 +209,7 @@ TEST(Tokenizer, SpecialIdsFromNamesAndTokenizerConfig) {
   EXPECT_EQ(instruct.bos_id(), llama.token_to_id("<|begin_of_text|>"));
 }
 
-TEST(Tokenizer, EncodesConcurrently) {
+TEST(TokenizerTest, EncodesConcurrently) {
   const Tokenizer tok = Tokenizer::load(fixture("tokenizers/qwen2-style"));
   const Json expected = read_json_file(fixture("tokenizers/qwen2-style/expected.json"));
   std::vector<std::thread> threads;
@@ -224,7 +224,7 @@ TEST(Tokenizer, EncodesConcurrently) {
   EXPECT_EQ(failures, std::vector<int>(4, 0));
 }
 
-TEST(Tokenizer, LongInputsStayFast) {
+TEST(TokenizerTest, LongInputsStayFast) {
   const Tokenizer tok = Tokenizer::load(fixture("tokenizers/llama3-style"));
   const std::string spaces(100000, ' ');
   const auto ids = tok.encode("a" + spaces + "b");
@@ -252,19 +252,19 @@ void expect_error(const Json& spec, const std::string& needle) {
   }
 }
 
-TEST(TokenizerErrors, MissingFileIsNotFound) {
+TEST(TokenizerErrorsTest, MissingFileIsNotFound) {
   EXPECT_THROW(Tokenizer::load("/nonexistent/tokenizer.json"), NotFound);
   TempDir tmp;
   EXPECT_THROW(Tokenizer::load(tmp.path()), NotFound);  // a directory without tokenizer.json
 }
 
-TEST(TokenizerErrors, NotJsonIsCorruption) {
+TEST(TokenizerErrorsTest, NotJsonIsCorruption) {
   TempDir tmp;
   write_file_atomic(tmp / "tokenizer.json", "{\"model\": [1, 2");
   EXPECT_THROW(Tokenizer::load(tmp / "tokenizer.json"), Corruption);
 }
 
-TEST(TokenizerErrors, UnknownComponentsAreUnsupported) {
+TEST(TokenizerErrorsTest, UnknownComponentsAreUnsupported) {
   Json spec = small_spec();
   spec["pre_tokenizer"] = Json{{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "always"}};
   expect_error<Unsupported>(spec, "Metaspace");
@@ -299,7 +299,7 @@ TEST(TokenizerErrors, UnknownComponentsAreUnsupported) {
   expect_error<Unsupported>(spec, "Sideways");
 }
 
-TEST(TokenizerErrors, InconsistentFilesAreCorruption) {
+TEST(TokenizerErrorsTest, InconsistentFilesAreCorruption) {
   Json spec = small_spec();
   spec["model"]["merges"].push_back(Json::array({"nosuch", "t"}));
   expect_error<Corruption>(spec, "nosuch");
@@ -330,7 +330,7 @@ TEST(TokenizerErrors, InconsistentFilesAreCorruption) {
   expect_error<Corruption>(spec, "<new>");
 }
 
-TEST(TokenizerErrors, BadInputsAreInvalidArgument) {
+TEST(TokenizerErrorsTest, BadInputsAreInvalidArgument) {
   const Tokenizer tok = Tokenizer::load(fixture("hf/bpe-gpt2style"));
   EXPECT_THROW(tok.encode("bad \xC3("), InvalidArgument);
   const std::vector<int32_t> unknown{3, 99999};

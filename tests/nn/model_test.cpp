@@ -26,8 +26,10 @@ SafetensorsFile expected() {
   return SafetensorsFile::open(fixture("hf/llama-tiny/expected.safetensors"));
 }
 
+// The message of the lowrank::Error that `f` must throw, with a test failure when it throws none
+// or one of another kind (testing::error_of, by contrast, only reports what was thrown).
 template <typename F>
-std::string error_of(F&& f, ErrorKind kind) {
+std::string expect_error_of_kind(F&& f, ErrorKind kind) {
   try {
     f();
   } catch (const Error& e) {
@@ -145,7 +147,7 @@ TEST(ModelTest, LoadErrorsNameTensorAndFile) {
 
   rewrite(tmp / "missing",
           [&](auto& ts) { std::erase_if(ts, [&](const NamedTensor& t) { return t.name == q; }); });
-  std::string msg = error_of([&] { Model::load(tmp / "missing"); }, ErrorKind::kNotFound);
+  std::string msg = expect_error_of_kind([&] { Model::load(tmp / "missing"); }, ErrorKind::kNotFound);
   EXPECT_NE(msg.find(q), std::string::npos) << msg;
   EXPECT_NE(msg.find("model.safetensors"), std::string::npos) << msg;
 
@@ -153,7 +155,7 @@ TEST(ModelTest, LoadErrorsNameTensorAndFile) {
     for (auto& t : ts)
       if (t.name == q) t.tensor = at::zeros({64, 63});
   });
-  msg = error_of([&] { Model::load(tmp / "shape"); }, ErrorKind::kInvalidArgument);
+  msg = expect_error_of_kind([&] { Model::load(tmp / "shape"); }, ErrorKind::kInvalidArgument);
   for (const char* needle : {q.c_str(), "model.safetensors", "[64, 63]", "[64, 64]"})
     EXPECT_NE(msg.find(needle), std::string::npos) << msg;
 
@@ -161,7 +163,7 @@ TEST(ModelTest, LoadErrorsNameTensorAndFile) {
     for (auto& t : ts)
       if (t.name == q) t.tensor = at::zeros({64, 64}, at::kInt);
   });
-  msg = error_of([&] { Model::load(tmp / "dtype"); }, ErrorKind::kInvalidArgument);
+  msg = expect_error_of_kind([&] { Model::load(tmp / "dtype"); }, ErrorKind::kInvalidArgument);
   for (const char* needle : {q.c_str(), "model.safetensors", "I32"})
     EXPECT_NE(msg.find(needle), std::string::npos) << msg;
 
@@ -171,17 +173,17 @@ TEST(ModelTest, LoadErrorsNameTensorAndFile) {
   });
   EXPECT_NO_THROW(Model::load(tmp / "extra"));
 
-  msg = error_of([&] { Model::load(tmp / "nothing-here"); }, ErrorKind::kNotFound);
+  msg = expect_error_of_kind([&] { Model::load(tmp / "nothing-here"); }, ErrorKind::kNotFound);
   EXPECT_NE(msg.find("config.json"), std::string::npos) << msg;
 }
 
 TEST(ModelTest, ForwardRejectsBadInputs) {
   const Model model = Model::load(fixture_model());
-  error_of([&] { model.forward(at::full({1, 3}, 512, at::kLong)); }, ErrorKind::kInvalidArgument);
-  error_of([&] { model.forward(at::zeros({1, 3}, at::kInt)); }, ErrorKind::kInvalidArgument);
+  expect_error_of_kind([&] { model.forward(at::full({1, 3}, 512, at::kLong)); }, ErrorKind::kInvalidArgument);
+  expect_error_of_kind([&] { model.forward(at::zeros({1, 3}, at::kInt)); }, ErrorKind::kInvalidArgument);
   ForwardOptions o;
   o.attention_mask = at::ones({1, 2}, at::kLong);
-  error_of([&] { model.forward(at::zeros({1, 3}, at::kLong), o); }, ErrorKind::kInvalidArgument);
+  expect_error_of_kind([&] { model.forward(at::zeros({1, 3}, at::kLong), o); }, ErrorKind::kInvalidArgument);
 }
 
 // Δ(x) = x A (a fixed matrix): an adapter with its own tensor.
@@ -208,7 +210,7 @@ TEST(ModelTest, SlotsAreNamedLikeHfModules) {
   EXPECT_EQ(slots.back()->name(), "lm_head");
   EXPECT_EQ(model.slot("model.layers.1.self_attn.k_proj").out_features(), 32);
   EXPECT_EQ(model.slot("model.layers.1.mlp.down_proj").in_features(), 176);
-  error_of([&] { model.slot("model.layers.9.self_attn.q_proj"); }, ErrorKind::kNotFound);
+  expect_error_of_kind([&] { model.slot("model.layers.9.self_attn.q_proj"); }, ErrorKind::kNotFound);
 }
 
 TEST(ModelTest, AdaptersAddTheirDeltaAndBasesCanBeReplaced) {
@@ -225,7 +227,7 @@ TEST(ModelTest, AdaptersAddTheirDeltaAndBasesCanBeReplaced) {
   const at::Tensor adapted = model.forward(ids);
   EXPECT_GT(max_abs_diff(adapted, base), 1e-3);
   EXPECT_EQ(v.adapter_names(), std::vector<std::string>{"double"});
-  error_of(
+  expect_error_of_kind(
       [&] {
         v.add_adapter("double", std::make_shared<AddMatrix>(at::zeros({64, 32})));
       },
@@ -236,11 +238,11 @@ TEST(ModelTest, AdaptersAddTheirDeltaAndBasesCanBeReplaced) {
   v.set_adapters_enabled(true);
   auto removed = v.remove_adapter("double");
   EXPECT_TRUE(at::equal(model.forward(ids), base));
-  error_of([&] { v.remove_adapter("double"); }, ErrorKind::kNotFound);
+  expect_error_of_kind([&] { v.remove_adapter("double"); }, ErrorKind::kNotFound);
 
   auto old = v.replace_base(std::make_shared<DenseOperator>(dense.weight() * 2));
   EXPECT_LE(max_abs_diff(model.forward(ids), adapted), 1e-5);
-  error_of(
+  expect_error_of_kind(
       [&] {
         v.replace_base(std::make_shared<DenseOperator>(at::zeros({3, 64})));
       },

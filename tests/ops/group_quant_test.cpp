@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "lowrank/core/error.h"
-#include "lowrank/ops/group_quant_kernels.h"
+#include "lowrank/ops/group_quant_internal.h"
 #include "lowrank/ops/group_quant_word.h"
 #include "tests/testing.h"
 
@@ -66,17 +66,6 @@ at::Tensor oracle_dequantize(const Oracle& o, int64_t out, int64_t in, int64_t g
     for (int64_t i = 0; i < in; ++i)
       p[r * in + i] = o.scales[r * (in / g) + i / g] * static_cast<float>(o.q[r * in + i]);
   return W;
-}
-
-detail::GroupQuantView view_of(const GroupQuantized& w) {
-  detail::GroupQuantView v;
-  v.bits = w.bits;
-  v.group_size = w.group_size;
-  v.out_features = w.out_features;
-  v.in_features = w.in_features;
-  v.packed = static_cast<const uint8_t*>(w.packed.const_data_ptr());
-  v.scales = w.scales.const_data_ptr<float>();
-  return v;
 }
 
 // x Ŵᵀ + b in float64.
@@ -187,7 +176,7 @@ TEST(GroupQuantTest, FromTensorsRebuildsTheSameWeight) {
 TEST(GroupQuantTest, KernelsMatchDequantizedProduct) {
   const bool avx2 = [] {
     const GroupQuantized probe = quantize_groups(randn({1, 64}, 1), 4, 64);
-    return detail::group_quant_avx2_usable(view_of(probe));
+    return detail::group_quant_avx2_usable(detail::view_of(probe));
   }();
   if (!avx2) std::printf("AVX2 kernel not usable on this machine: testing the portable kernel only\n");
   const int64_t out = 37;
@@ -204,10 +193,10 @@ TEST(GroupQuantTest, KernelsMatchDequantizedProduct) {
           const at::Tensor b = with_bias ? bias : at::Tensor();
           const auto ref = reference_linear(x, q, b);
           std::vector<GroupQuantKernel> kernels = {GroupQuantKernel::kPortable, GroupQuantKernel::kAuto};
-          if (detail::group_quant_avx2_usable(view_of(q))) kernels.push_back(GroupQuantKernel::kAvx2);
+          if (detail::group_quant_avx2_usable(detail::view_of(q))) kernels.push_back(GroupQuantKernel::kAvx2);
           for (GroupQuantKernel kernel : kernels) {
             auto y = at::full({rows, out}, NAN, at::kFloat);
-            detail::group_quant_packed_matmul(view_of(q), x.const_data_ptr<float>(), rows,
+            detail::group_quant_packed_matmul(detail::view_of(q), x.const_data_ptr<float>(), rows,
                                               with_bias ? b.const_data_ptr<float>() : nullptr,
                                               y.mutable_data_ptr<float>(), kernel);
             EXPECT_LT(rel_max_error(y, ref), 1e-5) << "kernel " << static_cast<int>(kernel);
@@ -230,7 +219,7 @@ TEST(GroupQuantTest, KernelsAreAccurateForLargeMeanInputs) {
     const auto ref = reference_linear(x, q, {});
     for (GroupQuantKernel kernel : {GroupQuantKernel::kPortable, GroupQuantKernel::kAuto}) {
       auto y = at::empty({rows, 16}, at::kFloat);
-      detail::group_quant_packed_matmul(view_of(q), x.const_data_ptr<float>(), rows, nullptr,
+      detail::group_quant_packed_matmul(detail::view_of(q), x.const_data_ptr<float>(), rows, nullptr,
                                         y.mutable_data_ptr<float>(), kernel);
       EXPECT_LT(rel_max_error(y, ref), 1e-5) << "rows " << rows << " kernel " << static_cast<int>(kernel);
     }
@@ -277,10 +266,10 @@ TEST(GroupQuantTest, LinearKeepsLeadingDimsAndDtype) {
 
 TEST(GroupQuantTest, ForcingAnUnusableAvx2KernelThrowsUnsupported) {
   const GroupQuantized q = quantize_groups(randn({3, 8}, 41), 4, 2);  // g = 2: no AVX2 path
-  ASSERT_FALSE(detail::group_quant_avx2_usable(view_of(q)));
+  ASSERT_FALSE(detail::group_quant_avx2_usable(detail::view_of(q)));
   const auto x = randn({1, 8}, 42);
   auto y = at::empty({1, 3});
-  EXPECT_THROW(detail::group_quant_packed_matmul(view_of(q), x.const_data_ptr<float>(), 1, nullptr,
+  EXPECT_THROW(detail::group_quant_packed_matmul(detail::view_of(q), x.const_data_ptr<float>(), 1, nullptr,
                                                  y.mutable_data_ptr<float>(), GroupQuantKernel::kAvx2),
                Unsupported);
 }

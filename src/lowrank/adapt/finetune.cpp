@@ -152,13 +152,12 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
         },
         batches);
   }
-  // LoRAM (loram.h): with lowrank_options.loram_keep < 1 the adapter trains on a pruned copy.
-  const double loram_keep = config.option<double>("loram_keep", 1.0);
+  // LoRAM (loram.h): the loram method (or lora with lowrank_options.loram_keep < 1) trains the
+  // adapter on a pruned copy.
+  const double keep = loram_keep(config);
   std::optional<PrunedModel> pruned;
-  if (loram_keep < 1) {
-    LR_CHECK(o.method == "lora", InvalidArgument, "loram_keep: LoRAM recovers plain LoRA adapters only, not ",
-             o.method);
-    pruned = prune_mlp_channels(model, loram_keep);
+  if (keep < 1) {
+    pruned = prune_mlp_channels(model, keep);
     log::info("finetune: LoRAM: training on a copy with ", pruned->model.config().intermediate_size, " of ",
               pruned->full_intermediate, " MLP channels per layer");
   }

@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "lowrank/adapt/lora.h"
+#include "lowrank/adapt/methods.h"
 #include "lowrank/core/error.h"
 
 namespace lowrank::adapt {
@@ -19,6 +20,34 @@ std::pair<int64_t, std::string> mlp_slot(const std::string& module) {
 }
 
 }  // namespace
+
+double loram_keep(const AdapterConfig& config) {
+  const double keep = config.option<double>("loram_keep", config.method == "loram" ? kLoramDefaultKeep : 1.0);
+  LR_CHECK(keep >= 1 || config.method == "lora" || config.method == "loram", InvalidArgument,
+           "loram_keep: LoRAM recovers plain LoRA adapters only, not ", config.method);
+  return keep;
+}
+
+void register_loram(Registry<AdapterMethod>& registry) {
+  // The adapter LoRAM trains and saves is a plain LoRA (lora's factories, registered before this
+  // in register_builtin_methods); what makes it LoRAM is where finetune trains it (a pruned copy,
+  // loram_keep) and the recovery afterwards.
+  AdapterMethod method = registry.factory("lora");
+  method.export_config = [](const AdapterConfig& c) {
+    AdapterConfig out = c;
+    out.method = "lora";
+    return out;
+  };
+  registry.add(
+      {"loram",
+       "LoRA trained on a copy with pruned MLP channels, recovered to the full model "
+       "(saved as a plain LoRA)",
+       "Zhang et al., 2025, ICLR, arXiv:2502.13533",
+       {{"r", "rank (8)"},
+        {"lora_alpha", "alpha (8)"},
+        {"loram_keep", "fraction of MLP channels kept while training (0.5); lora reads it too (1)"}}},
+      std::move(method));
+}
 
 PrunedModel prune_mlp_channels(const nn::Model& model, double keep) {
   LR_CHECK(keep > 0 && keep <= 1, InvalidArgument, "loram: keep ratio must be in (0, 1], got ", keep);

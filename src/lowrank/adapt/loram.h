@@ -20,6 +20,15 @@
 
 namespace lowrank::adapt {
 
+// The MLP channels kept by the "loram" method unless lowrank_options.loram_keep says otherwise.
+inline constexpr double kLoramDefaultKeep = 0.5;
+
+// The keep ratio a finetune run prunes to: lowrank_options.loram_keep, by default
+// kLoramDefaultKeep for the "loram" method and 1 (no pruning) for the others. Throws
+// InvalidArgument for a ratio below 1 with a method other than lora or loram (LoRAM recovers
+// plain LoRA adapters only).
+double loram_keep(const AdapterConfig& config);
+
 struct PrunedModel {
   nn::Model model;                // the pruned copy (intermediate_size = k)
   std::vector<at::Tensor> kept;   // per layer: the kept MLP channel indices, sorted, int64 [k]

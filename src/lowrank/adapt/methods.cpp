@@ -14,6 +14,7 @@ void register_builtin_methods(Registry<AdapterMethod>& registry) {
   register_salt(registry);
   register_petal(registry);
   register_snnk(registry);
+  register_loram(registry);
 }
 
 }  // namespace lowrank::adapt

@@ -20,5 +20,6 @@ void register_svfit(Registry<AdapterMethod>& registry);     // svfit.cpp
 void register_salt(Registry<AdapterMethod>& registry);      // salt.cpp
 void register_petal(Registry<AdapterMethod>& registry);     // petal.cpp
 void register_snnk(Registry<AdapterMethod>& registry);      // snnk.cpp
+void register_loram(Registry<AdapterMethod>& registry);     // loram.cpp
 
 }  // namespace lowrank::adapt

@@ -3,7 +3,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <mutex>
 #include <set>
 
 #include "lowrank/compress/svdquant.h"
@@ -15,48 +14,66 @@ namespace lowrank::compress {
 
 namespace {
 
-using Ranks = MethodInfo::Ranks;
+using Ranks = Method::Ranks;
 
-void add(std::map<std::string, Method>& reg, MethodInfo info, SlotCompressor fn) {
-  const std::string name = info.name;
-  LR_CHECK(!reg.contains(name), InvalidArgument, "compression method \"", name, "\" registered twice");
-  reg.emplace(name, Method{std::move(info), std::move(fn)});
+// The option help shared by several methods (the flags of `lowrank compress`).
+const std::pair<std::string, std::string> kRatioOrRank{"ratio|rank",
+                                                       "parameter reduction in (0, 1) or a uniform rank"};
+const std::pair<std::string, std::string> kBits{"bits", "4 or 8 (default 4)"};
+const std::pair<std::string, std::string> kGroupSize{"group-size", "input channels per scale (default 64)"};
+const std::pair<std::string, std::string> kCalibData{"calib-data",
+                                                     "required: calibration token dataset or text"};
+
+}  // namespace
+
+void register_builtin_methods(Registry<Method>& reg) {
+  reg.add({"svd",
+           "truncated SVD per slot (LoRD), uniform rank or parameter ratio",
+           "Kaushal et al., 2023, arXiv:2309.14021",
+           {kRatioOrRank}},
+          {.ranks = Ranks::kUniform, .compress = compress_truncated_svd});
+  reg.add({"asvd",
+           "activation-aware SVD: S = diag(mean|x|^alpha), alpha 0.5",
+           "Yuan et al., 2023, arXiv:2312.05821",
+           {kRatioOrRank, {"alpha", "exponent (0.5)"}, kCalibData}},
+          {.ranks = Ranks::kUniform, .needs_activations = true, .compress = compress_truncated_svd});
+  reg.add({"fwsvd",
+           "Fisher-weighted SVD: S = diag(fisher^alpha), alpha 1",
+           "Hsu et al., 2022, ICLR",
+           {kRatioOrRank, {"alpha", "exponent (1.0)"}, kCalibData}},
+          {.ranks = Ranks::kUniform, .needs_fisher = true, .compress = compress_truncated_svd});
+  reg.add({"svd_llm",
+           "SVD-LLM truncation-aware whitening: S = chol(X X^T)",
+           "Wang et al., 2024, arXiv:2403.07378",
+           {kRatioOrRank, kCalibData}},
+          {.ranks = Ranks::kUniform, .needs_gram = true, .compress = compress_truncated_svd});
+  reg.add({"welore",
+           "WeLore non-uniform ranks from the normalised spectrum (global tau)",
+           "Jaiswal et al., 2024, arXiv:2407.11239",
+           {{"ratio|tau", "parameter reduction (tau searched) or the threshold"}}},
+          {.ranks = Ranks::kSpectrum, .compress = compress_truncated_svd});
+  reg.add(
+      {"rtn", "group-wise round-to-nearest INT4/INT8 (groups of 64 input channels)", "", {kBits, kGroupSize}},
+      {.quantizes = true, .compress = compress_rtn});
+  reg.add({"svdquant",
+           "SVDQuant: smoothing + 16-bit low-rank branch (rank 32) + 4-bit residual",
+           "Li et al., 2024, arXiv:2411.05007",
+           {kBits,
+            kGroupSize,
+            {"rank", "low-rank branch rank (default 32)"},
+            {"method-options", "{\"grid\": 20, \"max_iters\": 100} (smoothing grid, refit iterations)"},
+            kCalibData}},
+          {.needs_gram = true, .needs_activations = true, .quantizes = true, .compress = compress_svdquant});
+  reg.add({"prune24", "2:4 magnitude pruning (two of every four input channels kept)", "", {}},
+          {.compress = compress_prune24});
+  reg.add({"rpca",
+           "sparse + low-rank split by robust PCA (principal component pursuit)",
+           "Candes et al., 2011, J. ACM 58(3)",
+           {{"method-options", "{\"lambda\": 1/sqrt(max(m,n)), \"max_iters\": 500}"}}},
+          {.compress = compress_rpca});
 }
 
-void register_builtin_methods(std::map<std::string, Method>& reg) {
-  add(reg,
-      {"svd", "truncated SVD per slot (LoRD), uniform rank or parameter ratio",
-       "Kaushal et al., 2023, arXiv:2309.14021", Ranks::kUniform},
-      compress_truncated_svd);
-  add(reg,
-      {"asvd", "activation-aware SVD: S = diag(mean|x|^alpha), alpha 0.5",
-       "Yuan et al., 2023, arXiv:2312.05821", Ranks::kUniform, false, true},
-      compress_truncated_svd);
-  add(reg,
-      {"fwsvd", "Fisher-weighted SVD: S = diag(fisher^alpha), alpha 1", "Hsu et al., 2022, ICLR",
-       Ranks::kUniform, false, false, true},
-      compress_truncated_svd);
-  add(reg,
-      {"svd_llm", "SVD-LLM truncation-aware whitening: S = chol(X X^T)",
-       "Wang et al., 2024, arXiv:2403.07378", Ranks::kUniform, true},
-      compress_truncated_svd);
-  add(reg,
-      {"welore", "WeLore non-uniform ranks from the normalised spectrum (global tau)",
-       "Jaiswal et al., 2024, arXiv:2407.11239", Ranks::kSpectrum},
-      compress_truncated_svd);
-  add(reg, {"rtn", "group-wise round-to-nearest INT4/INT8 (groups of 64 input channels)", "", Ranks::kNone},
-      compress_rtn);
-  add(reg,
-      {"svdquant", "SVDQuant: smoothing + 16-bit low-rank branch (rank 32) + 4-bit residual",
-       "Li et al., 2024, arXiv:2411.05007", Ranks::kNone, true, true},
-      compress_svdquant);
-  add(reg, {"prune24", "2:4 magnitude pruning (two of every four input channels kept)", "", Ranks::kNone},
-      compress_prune24);
-  add(reg,
-      {"rpca", "sparse + low-rank split by robust PCA (principal component pursuit)",
-       "Candes et al., 2011, J. ACM 58(3)", Ranks::kNone},
-      compress_rpca);
-}
+namespace {
 
 double frobenius(const at::Tensor& t) {
   return t.to(at::kDouble).norm().item<double>();
@@ -174,43 +191,17 @@ std::shared_ptr<StoredOperator> compress_svdquant(const SlotInput& in, const Com
   return svdquant_group({in}, options).front();
 }
 
-const std::map<std::string, Method>& registry() {
-  static std::map<std::string, Method> reg;
-  static std::once_flag once;
-  std::call_once(once, [] { register_builtin_methods(reg); });
-  return reg;
+const Registry<Method>& registry() {
+  static const Registry<Method> instance = [] {
+    Registry<Method> r("compression");
+    register_builtin_methods(r);
+    return r;
+  }();
+  return instance;
 }
 
-const Method& find_method(std::string_view name) {
-  const auto& reg = registry();
-  if (auto it = reg.find(std::string(name)); it != reg.end()) return it->second;
-  std::string known;
-  for (const auto& [n, m] : reg) known += (known.empty() ? "" : ", ") + n;
-  throw NotFound(str("unknown compression method \"", name, "\"; known: ", known));
-}
-
-std::vector<lowrank::MethodInfo> list_methods() {
-  std::vector<lowrank::MethodInfo> out;
-  for (const auto& [name, m] : registry()) {
-    lowrank::MethodInfo info{name, m.info.summary, m.info.paper, {}};
-    if (m.info.ranks == Ranks::kUniform)
-      info.options.emplace_back("ratio|rank", "parameter reduction in (0, 1) or a uniform rank");
-    if (m.info.ranks == Ranks::kSpectrum)
-      info.options.emplace_back("ratio|tau", "parameter reduction (tau searched) or the threshold");
-    if (name == "rtn" || name == "svdquant") {
-      info.options.emplace_back("bits", "4 or 8 (default 4)");
-      info.options.emplace_back("group-size", "input channels per scale (default 64)");
-    }
-    if (name == "svdquant") info.options.emplace_back("rank", "low-rank branch rank (default 32)");
-    if (name == "asvd" || name == "fwsvd")
-      info.options.emplace_back("alpha", name == "asvd" ? "exponent (0.5)" : "exponent (1.0)");
-    if (name == "rpca")
-      info.options.emplace_back("method-options", "{\"lambda\": 1/sqrt(max(m,n)), \"max_iters\": 500}");
-    if (m.info.needs_calibration())
-      info.options.emplace_back("calib-data", "required: calibration token dataset or text");
-    out.push_back(std::move(info));
-  }
-  return out;
+const Method& find_method(const std::string& name) {
+  return registry().factory(name);
 }
 
 int64_t rank_for_ratio(int64_t m, int64_t n, double ratio) {
@@ -238,34 +229,33 @@ std::vector<nn::LinearSlot*> target_slots(nn::Model& model, const CompressOption
 }
 
 CalibrationNeeds calibration_needs(const CompressOptions& options) {
-  const MethodInfo& info = find_method(options.method).info;
+  const Method& method = find_method(options.method);
   CalibrationNeeds n;
-  n.gram = info.needs_gram || options.compensation == "eora";
-  n.fisher = info.needs_fisher;
-  n.any = n.gram || n.fisher || info.needs_activations;
+  n.gram = method.needs_gram || options.compensation == "eora";
+  n.fisher = method.needs_fisher;
+  n.any = n.gram || n.fisher || method.needs_activations;
   return n;
 }
 
 void validate(nn::Model& model, const CompressOptions& options, const CalibrationStatistics* stats,
               bool stats_pending) {
   const Method& method = find_method(options.method);
-  const MethodInfo& info = method.info;
+  const std::string& name = options.method;
   LR_CHECK(options.ratio == 0 || (options.ratio > 0 && options.ratio < 1), InvalidArgument, "--ratio ",
            options.ratio, " is outside (0, 1)");
   LR_CHECK(options.rank >= 0, InvalidArgument, "--rank ", options.rank, " must be >= 1");
-  if (info.ranks == Ranks::kUniform) {
-    LR_CHECK((options.ratio > 0) != (options.rank > 0), InvalidArgument, "method ", info.name,
+  if (method.ranks == Ranks::kUniform) {
+    LR_CHECK((options.ratio > 0) != (options.rank > 0), InvalidArgument, "method ", name,
              " needs exactly one of --ratio or --rank");
-  } else if (info.ranks == Ranks::kSpectrum) {
-    LR_CHECK(options.ratio > 0 || options.tau >= 0, InvalidArgument, "method ", info.name,
+  } else if (method.ranks == Ranks::kSpectrum) {
+    LR_CHECK(options.ratio > 0 || options.tau >= 0, InvalidArgument, "method ", name,
              " needs --ratio (or a threshold --tau)");
     LR_CHECK(options.tau < 0 || options.tau <= 1, InvalidArgument, "--tau ", options.tau,
              " is outside [0, 1]");
   } else {
-    LR_CHECK(options.ratio == 0, InvalidArgument, "method ", info.name, " takes no --ratio");
+    LR_CHECK(options.ratio == 0, InvalidArgument, "method ", name, " takes no --ratio");
   }
-  const bool quantizes = info.name == "rtn" || info.name == "svdquant";
-  if (quantizes) {
+  if (method.quantizes) {
     LR_CHECK(options.bits == 4 || options.bits == 8, InvalidArgument, "--bits ", options.bits,
              " must be 4 or 8");
     LR_CHECK(options.group_size >= 2 && options.group_size % 2 == 0, InvalidArgument, "--group-size ",
@@ -278,39 +268,39 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
   LR_CHECK(!options.compensation.empty() || options.compensation_rank == 0, InvalidArgument,
            "--compensation-rank without --compensate");
 
-  const bool needs_gram = info.needs_gram || options.compensation == "eora";
+  const bool needs_gram = method.needs_gram || options.compensation == "eora";
   for (nn::LinearSlot* s : target_slots(model, options)) {
     const int64_t m = s->out_features(), n = s->in_features();
     LR_CHECK(dynamic_cast<const nn::DenseOperator*>(&s->base()) != nullptr, Unsupported, "slot ", s->name(),
              " already holds a ", s->base().kind(), " operator; compress a dense model");
-    if (info.ranks == Ranks::kUniform && options.rank > 0)
+    if (method.ranks == Ranks::kUniform && options.rank > 0)
       LR_CHECK(options.rank <= std::min(m, n), InvalidArgument, "--rank ", options.rank, " exceeds min(", m,
                ", ", n, ") of slot ", s->name());
-    if (info.name == "svdquant")
+    if (name == "svdquant")
       LR_CHECK((options.rank > 0 ? options.rank : 32) <= std::min(m, n), InvalidArgument,
                "svdquant branch rank ", options.rank > 0 ? options.rank : 32, " exceeds min(", m, ", ", n,
                ") of slot ", s->name(), "; pass a smaller --rank");
-    if (info.name == "rpca" && options.rank > 0)
+    if (name == "rpca" && options.rank > 0)
       LR_CHECK(options.rank <= std::min(m, n), InvalidArgument, "--rank ", options.rank, " exceeds min(", m,
                ", ", n, ") of slot ", s->name());
-    if (quantizes)
+    if (method.quantizes)
       LR_CHECK(n % options.group_size == 0, InvalidArgument, "slot ", s->name(), " has ", n,
                " input channels, not a multiple of --group-size ", options.group_size);
-    if (info.name == "prune24")
+    if (name == "prune24")
       LR_CHECK(n % 4 == 0, InvalidArgument, "slot ", s->name(), " has ", n,
                " input channels; 2:4 needs a multiple of 4");
     if (!options.compensation.empty())
       LR_CHECK(options.compensation_rank <= std::min(m, n), InvalidArgument, "--compensation-rank ",
                options.compensation_rank, " exceeds min(", m, ", ", n, ") of slot ", s->name());
-    if ((info.needs_calibration() || needs_gram) && !stats_pending) {
-      LR_CHECK(stats != nullptr, InvalidArgument, "method ", info.name,
+    if ((method.needs_calibration() || needs_gram) && !stats_pending) {
+      LR_CHECK(stats != nullptr, InvalidArgument, "method ", name,
                options.compensation == "eora" ? " with EoRA compensation" : "",
                " needs calibration data (--calib-data)");
       auto it = stats->find(s->name());
       LR_CHECK(it != stats->end(), InvalidArgument, "no calibration statistics for slot ", s->name());
       LR_CHECK(!needs_gram || it->second.gram.defined(), InvalidArgument, "calibration of slot ", s->name(),
                " lacks the Gram matrix");
-      LR_CHECK(!info.needs_fisher || it->second.fisher.defined(), InvalidArgument, "method ", info.name,
+      LR_CHECK(!method.needs_fisher || it->second.fisher.defined(), InvalidArgument, "method ", name,
                " needs Fisher statistics for slot ", s->name());
     }
   }
@@ -344,11 +334,11 @@ CompressReport compress_model(nn::Model& model, const CompressOptions& options,
   }
 
   // Ranks.
-  if (method.info.ranks == Ranks::kUniform) {
+  if (method.ranks == Ranks::kUniform) {
     for (SlotInput& in : inputs)
       in.rank = options.rank > 0 ? options.rank
                                  : rank_for_ratio(in.weight.size(0), in.weight.size(1), options.ratio);
-  } else if (method.info.ranks == Ranks::kSpectrum) {
+  } else if (method.ranks == Ranks::kSpectrum) {
     std::vector<at::Tensor> spectra;
     std::vector<std::pair<int64_t, int64_t>> shapes;
     for (const SlotInput& in : inputs) {
@@ -363,7 +353,7 @@ CompressReport compress_model(nn::Model& model, const CompressOptions& options,
   // New operators (null: the slot stays dense).
   std::vector<std::shared_ptr<StoredOperator>> ops(inputs.size());
   CompressOptions per_slot = options;
-  if (method.info.ranks == Ranks::kSpectrum) per_slot.method = "svd";  // WeLore factorises by plain SVD
+  if (method.ranks == Ranks::kSpectrum) per_slot.method = "svd";  // WeLore factorises by plain SVD
   ProgressBar bar(static_cast<int64_t>(inputs.size()), "compress " + options.method);
   if (options.method == "svdquant" && options.share_inputs) {
     for (const std::vector<size_t>& group : shared_input_groups(slots)) {
@@ -376,7 +366,7 @@ CompressReport compress_model(nn::Model& model, const CompressOptions& options,
   } else {
     for (size_t i = 0; i < inputs.size(); ++i) {
       bar.set_note(inputs[i].name);
-      if (!(method.info.ranks == Ranks::kSpectrum && inputs[i].rank < 0))
+      if (!(method.ranks == Ranks::kSpectrum && inputs[i].rank < 0))
         ops[i] = method.compress(inputs[i], per_slot);
       bar.advance();
     }

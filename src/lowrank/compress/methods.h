@@ -72,18 +72,6 @@ struct CompressReport {
   OrderedJson to_json() const;
 };
 
-// What a method needs and how it picks ranks.
-struct MethodInfo {
-  std::string name;
-  std::string summary;
-  std::string paper;
-  enum class Ranks { kNone, kUniform, kSpectrum } ranks = Ranks::kNone;
-  bool needs_gram = false;
-  bool needs_activations = false;  // absmax / mean |x|
-  bool needs_fisher = false;
-  bool needs_calibration() const { return needs_gram || needs_activations || needs_fisher; }
-};
-
 // The input of one slot's compression.
 struct SlotInput {
   std::string name;
@@ -96,17 +84,23 @@ struct SlotInput {
 using SlotCompressor =
     std::function<std::shared_ptr<StoredOperator>(const SlotInput&, const CompressOptions&)>;
 
+// A compression method's registry entry: what it needs, how it picks ranks, and its compressor.
+// Its name, summary, paper and option help are the entry's lowrank::MethodInfo.
 struct Method {
-  MethodInfo info;
+  enum class Ranks { kNone, kUniform, kSpectrum } ranks = Ranks::kNone;
+  bool needs_gram = false;
+  bool needs_activations = false;  // absmax / mean |x|
+  bool needs_fisher = false;
+  bool quantizes = false;  // reads --bits and --group-size
   SlotCompressor compress;
+  bool needs_calibration() const { return needs_gram || needs_activations || needs_fisher; }
 };
 
-// The built-in methods by name (sorted). Thread-safe.
-const std::map<std::string, Method>& registry();
-// Throws NotFound listing the known names.
-const Method& find_method(std::string_view name);
-// For `lowrank methods`: name, summary, paper and the options each method reads.
-std::vector<lowrank::MethodInfo> list_methods();
+// The built-in methods (registered on first use). Thread-safe.
+const Registry<Method>& registry();
+void register_builtin_methods(Registry<Method>& registry);
+// registry().factory(name): throws NotFound listing the known names.
+const Method& find_method(const std::string& name);
 
 // The slots `options.targets` selects. Throws InvalidArgument when a target matches nothing.
 std::vector<nn::LinearSlot*> target_slots(nn::Model& model, const CompressOptions& options);

@@ -12,7 +12,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/ops/cpu_features.h"
 #include "lowrank/ops/group_quant_cuda.h"
-#include "lowrank/ops/group_quant_kernels.h"
+#include "lowrank/ops/group_quant_internal.h"
 
 namespace lowrank::ops {
 namespace {
@@ -27,17 +27,6 @@ void check_format(std::string_view what, int bits, int64_t group_size, int64_t i
            " is not a positive even number");
   LR_CHECK(in_features % group_size == 0, InvalidArgument, what, ": in_features = ", in_features,
            " is not a multiple of group_size = ", group_size);
-}
-
-detail::GroupQuantView view_of(const GroupQuantized& w) {
-  detail::GroupQuantView v;
-  v.bits = w.bits;
-  v.group_size = w.group_size;
-  v.out_features = w.out_features;
-  v.in_features = w.in_features;
-  v.packed = static_cast<const uint8_t*>(w.packed.const_data_ptr());
-  v.scales = w.scales.const_data_ptr<float>();
-  return v;
 }
 
 // The kernels read raw memory: the struct's tensors must match its declared format exactly.
@@ -56,6 +45,17 @@ void check_quantized(std::string_view what, const GroupQuantized& w) {
 }  // namespace
 
 namespace detail {
+
+GroupQuantView view_of(const GroupQuantized& w) {
+  GroupQuantView v;
+  v.bits = w.bits;
+  v.group_size = w.group_size;
+  v.out_features = w.out_features;
+  v.in_features = w.in_features;
+  v.packed = static_cast<const uint8_t*>(w.packed.const_data_ptr());
+  v.scales = w.scales.const_data_ptr<float>();
+  return v;
+}
 
 #ifndef LOWRANK_WITH_CUDA
 at::Tensor group_quant_matmul_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, int, int64_t,
@@ -107,7 +107,7 @@ at::Tensor GroupQuantized::dequantize(at::ScalarType dtype) const {
   LR_CHECK(packed.is_cpu(), Unsupported, "GroupQuantized::dequantize: weights on ", packed.device(),
            "; only CPU and CUDA are supported");
   auto W = at::empty({out_features, in_features}, at::TensorOptions().dtype(at::kFloat));
-  const detail::GroupQuantView v = view_of(*this);
+  const detail::GroupQuantView v = detail::view_of(*this);
   float* dst = W.mutable_data_ptr<float>();
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, in_features));
   at::parallel_for(0, out_features, grain, [&](int64_t begin, int64_t end) {
@@ -247,7 +247,7 @@ at::Tensor group_quant_linear(const at::Tensor& x, const GroupQuantized& w, cons
   if (rows <= detail::kGroupQuantPackedMaxRows) {
     y = at::empty({rows, w.out_features}, xf.options());
     if (rows > 0) {
-      detail::group_quant_packed_matmul(view_of(w), xf.const_data_ptr<float>(), rows,
+      detail::group_quant_packed_matmul(detail::view_of(w), xf.const_data_ptr<float>(), rows,
                                         b.defined() ? b.const_data_ptr<float>() : nullptr,
                                         y.mutable_data_ptr<float>());
     }

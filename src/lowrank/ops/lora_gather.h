@@ -4,7 +4,7 @@
 //   y_t[k, :] += s_t · B_t (A_t x_t[k, :])      for k < tokens_t,
 // A_t [rank_t, in] and B_t [out, rank_t] row-major float32, each task at its own rank (nothing is
 // padded to a common one). A decode step of a mixed-adapter batch is one task per (row, slot):
-// where the segment form (one GEMM pair per adapter, linear_slot.cpp) pays two library calls per
+// where the segment form (one GEMM pair per adapter, nn/adapter_paths.cpp) pays two library calls per
 // adapter per slot, a few microseconds each whatever the size, this is one parallel loop over all
 // rows. The scale multiplies the rank-sized intermediate A x rather than the output, so results
 // equal at::addmm(y, x Aᵀ, Bᵀ, 1, s) up to float rounding.
