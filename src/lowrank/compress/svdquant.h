@@ -1,6 +1,6 @@
 // SVDQuant — Li et al., 2024, "SVDQuant: Absorbing Outliers by Low-Rank Components for 4-Bit
 // Diffusion Models", arXiv:2411.05007 (§4, Method); calibration as in mit-han-lab/deepcompressor
-// (calib/smooth.py, calib/lowrank.py; reference/compression.md §1).
+// (calib/smooth.py, calib/lowrank.py).
 //
 // Notation (out x in weights, y = x Wᵀ, calibration inputs X [in, N], one token per column):
 //   smoothing   λ_j = xspan_j^α / wspan_j^β,  xspan_j = max_t |X_jt|, wspan_j = max_i |W_ij|

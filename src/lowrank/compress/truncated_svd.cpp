@@ -1,5 +1,5 @@
 // Truncated SVD compression on the one whitened primitive (linalg/whiten.h): every method here is
-// argmin_{rank ≤ k} ||(W − Ŵ) S||_F = [W S]_k S⁻¹ for its own S (reference/compression.md §0):
+// argmin_{rank ≤ k} ||(W − Ŵ) S||_F = [W S]_k S⁻¹ for its own S (linalg/whiten.h derives it):
 //   svd      S = I. LoRD (Kaushal et al., 2023, arXiv:2309.14021): one-shot truncated SVD of every
 //            targeted weight at a uniform rank reduction.
 //   asvd     S = diag(s), s_j = (mean_t |x_tj|)^α, α = 0.5 (Yuan et al., 2023, "ASVD:

@@ -2,8 +2,8 @@
 //
 // For any S with S S^T = H = X X^T, ||M X||_F^2 = tr(M H M^T) = ||M S||_F^2, so Eckart–Young
 // applied to A S gives the minimiser B = [A S]_k S^-1 and the error identity
-//   ||(A - B) X||_F^2 = sum_{i > k} sigma_i(A S)^2
-// (reference/compression.md §0). B does not depend on the choice of square root: two factors of
+//   ||(A - B) X||_F^2 = sum_{i > k} sigma_i(A S)^2.
+// B does not depend on the choice of square root: two factors of
 // H differ by an orthogonal matrix on the right. One primitive serves:
 //   - SVD-LLM (Wang et al., 2024, arXiv:2403.07378, "truncation-aware data whitening"; code
 //     SVDLLM.py): S = chol(H), lower triangular; W_u = U_k sqrt(Sigma_k), W_v = sqrt(Sigma_k) V_k^T S^-1.

@@ -1,7 +1,7 @@
 // Packed group-wise weight quantisation (INT4 / INT8) and its matrix-vector kernel.
 //
 // The weight format of SVDQuant's INT4 residual (Li et al., 2024, arXiv:2411.05007; deepcompressor
-// int4.yaml, reference/compression.md §1): signed integers in groups of g = 64 consecutive input
+// configs int4.yaml): signed integers in groups of g = 64 consecutive input
 // channels (along K), one 16-bit scale per group. Round-to-nearest (RTN), symmetric:
 //   s_{o,k} = fp16(absmax_{i in group k} |W_{o,i}| / qmax),   qmax = 2^(bits-1) - 1 (7 or 127)
 //   q_{o,i} = clamp(round(W_{o,i} / s_{o,k}), -qmax - 1, qmax)       Ŵ_{o,i} = s_{o,k} q_{o,i}
