@@ -1,5 +1,5 @@
 """Tabulates repro/compression/run's JSON files into results.md and results.json, beside the claims
-of the papers (docs/compression.md cites them) and whether this run reproduces them."""
+of the papers (cited in the header of each method's source file) and whether this run reproduces them."""
 import json
 import pathlib
 import sys
