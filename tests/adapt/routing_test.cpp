@@ -69,10 +69,8 @@ TEST(RoutingTest, EachRowMatchesItsAdapterAlone) {
     // place: the same result.
     EXPECT_LE(testing::max_abs_diff(model.forward(ids, options).detach(), mixed), 1e-5) << seq << " tokens";
   }
-  const at::Tensor ids = all_ids;
-  // A routing that names an adapter a slot lacks is an error naming it.
-  routing.adapters[0] = "missing";
-  EXPECT_NE(testing::error_of([&] { model.forward(ids, options); }).find("missing"), std::string::npos);
+  // A routing's names are checked once, where a request is admitted (the serving scheduler refuses
+  // an adapter it has not registered: EngineTest), not by Model::forward at every step.
 }
 
 // Slots that read one input (q, k, v) computed together, with their first low-rank products in
