@@ -59,11 +59,11 @@ RunResult run(const RunOptions& o) {
   nn::Model model = nn::Model::load(o.model);
   validate(model, o.compress, nullptr, /*stats_pending=*/true);
 
-  eval::EvalTokens eval;
+  eval::EvalTokens eval_data;
   if (!o.eval_data.empty())
-    eval = eval::load_eval_tokens(o.eval_data, o.model, "validation", o.eval_max_tokens);
+    eval_data = eval::load_eval_tokens(o.eval_data, o.model, "validation", o.eval_max_tokens);
   RunResult result;
-  result.perplexity_before = evaluate(model, eval, o);
+  result.perplexity_before = evaluate(model, eval_data, o);
   if (result.perplexity_before) log::info("perplexity before: ", *result.perplexity_before);
 
   // With calibration data the Gram is always collected: the report's output errors need it.
@@ -83,7 +83,7 @@ RunResult run(const RunOptions& o) {
   }
 
   result.report = compress_model(model, o.compress, stats ? &*stats : nullptr);
-  result.perplexity_after = evaluate(model, eval, o);
+  result.perplexity_after = evaluate(model, eval_data, o);
   if (result.perplexity_after) log::info("perplexity after: ", *result.perplexity_after);
 
   OrderedJson extra{{"method", o.compress.method},
