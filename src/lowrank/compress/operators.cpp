@@ -74,6 +74,17 @@ at::Tensor QuantizedOperator::forward(const at::Tensor& x) const {
   return ops::group_quant_linear(x, weight_, bias_);
 }
 
+bool QuantizedOperator::has_row_product() const {
+  return weight_.packed.device().is_cpu() && weight_.packed.is_contiguous() &&
+         weight_.scales.is_contiguous() && weight_.scales.scalar_type() == at::kFloat &&
+         (!bias_.defined() || (bias_.scalar_type() == at::kFloat && bias_.is_contiguous()));
+}
+
+void QuantizedOperator::row_product(const float* x, int64_t begin, int64_t end, float* y) const {
+  ops::group_quant_row_product(weight_, x, bias_.defined() ? bias_.const_data_ptr<float>() : nullptr, begin,
+                               end, y);
+}
+
 nn::NamedTensors QuantizedOperator::tensors() const {
   nn::NamedTensors out{{"qweight", weight_.packed}, {"scales", weight_.scales}};
   add_bias(out, bias_);

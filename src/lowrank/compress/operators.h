@@ -67,6 +67,9 @@ class QuantizedOperator final : public StoredOperator {
   nn::NamedTensors tensors() const override;
   at::Tensor dense_weight() const override;
   at::Tensor bias() const override { return bias_; }
+  // Packed weights on the CPU and no bias or a float32 one.
+  bool has_row_product() const override;
+  void row_product(const float* x, int64_t begin, int64_t end, float* y) const override;
   OrderedJson describe() const override;
   const ops::GroupQuantized& weight() const { return weight_; }
 

@@ -114,6 +114,8 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
   ForwardOptions forward;
   forward.cache = &cache;
   forward.last_position_only = true;
+  forward.fused_decode =
+      options.fused_decode == FusedDecode::kRequire ? FusedDecode::kAuto : options.fused_decode;
   if (padded) forward.attention_mask = mask;
   at::Tensor logits = model.forward(ids, forward);
 
@@ -121,6 +123,7 @@ std::vector<Generation> generate(const Model& model, const std::vector<std::vect
   std::vector<bool> running(prompts.size(), true);
   at::Generator generator = at::detail::createCPUGenerator(options.seed);
   forward.attention_mask = at::Tensor();
+  forward.fused_decode = options.fused_decode;
 
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     at::Tensor scores = logits.select(1, 0).to(at::kCPU).to(at::kFloat).contiguous();

@@ -54,6 +54,8 @@ struct GenerateOptions {
   std::function<void(size_t row, std::string_view text)> on_text;
   // Fills the left padding of shorter prompts (masked out; any valid id).
   int64_t pad_token_id = 0;
+  // The decode steps' path (model.h FusedDecode): the fused single-token step when it applies.
+  FusedDecode fused_decode = FusedDecode::kAuto;
 };
 
 // kStop (a stop token or string), kLength or kCancelled; names as the OpenAI API's.

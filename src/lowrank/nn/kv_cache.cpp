@@ -81,4 +81,17 @@ void KVCache::commit() {
   pending_valid_ = at::Tensor();
 }
 
+int64_t KVCache::append_position() {
+  LR_CHECK(pending_ == 0, InternalError, "KV cache: append_position inside begin()/commit()");
+  LR_CHECK(key_valid_.device().is_cpu(), InternalError, "KV cache: append_position needs a CPU cache");
+  reserve(length_ + 1);
+  bool* valid = key_valid_.data_ptr<bool>();
+  int64_t* count = valid_count_.data_ptr<int64_t>();
+  for (int64_t b = 0; b < batch_; ++b) {
+    valid[b * capacity_ + length_] = true;
+    count[b] += 1;
+  }
+  return length_++;
+}
+
 }  // namespace lowrank::nn

@@ -70,6 +70,14 @@ class KVCache final : public KVStore {
   std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k, const at::Tensor& v) override;
   void commit() override;
 
+  // For the fused decode step (decode_step.h), which writes keys and values itself: appends one real
+  // position to every row (growing the storage if needed) with plain stores instead of a
+  // begin()/commit() pair of ATen operations, and returns its column. Only for CPU caches.
+  int64_t append_position();
+  // Layer `layer`'s storage [B, n_kv, capacity(), head_dim] (rotated keys; values).
+  const at::Tensor& keys(int64_t layer) const { return keys_.at(static_cast<size_t>(layer)); }
+  const at::Tensor& values(int64_t layer) const { return values_.at(static_cast<size_t>(layer)); }
+
  private:
   int64_t batch_;
   int64_t capacity_;

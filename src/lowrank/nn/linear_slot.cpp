@@ -4,6 +4,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/nn/adapter_paths.h"
 #include "lowrank/nn/shared_input.h"
+#include "lowrank/ops/gemv.h"
 
 namespace lowrank::nn {
 
@@ -15,6 +16,22 @@ DenseOperator::DenseOperator(at::Tensor weight, at::Tensor bias)
   if (bias_.defined())
     LR_CHECK(bias_.dim() == 1 && bias_.size(0) == weight_.size(0), InvalidArgument,
              "dense operator: bias shape ", bias_.sizes(), " does not match weight ", weight_.sizes());
+  const at::ScalarType t = weight_.scalar_type();
+  row_product_ =
+      weight_.device().is_cpu() && weight_.is_contiguous() && (t == at::kFloat || t == at::kBFloat16) &&
+      (!bias_.defined() || (bias_.scalar_type() == t && bias_.is_contiguous() && bias_.device().is_cpu()));
+}
+
+void BaseOperator::row_product(const float*, int64_t, int64_t, float*) const {
+  throw InternalError(
+      str("operator \"", kind(), "\" has no row product (the fused decode step checks first)"));
+}
+
+void DenseOperator::row_product(const float* x, int64_t begin, int64_t end, float* y) const {
+  const ops::ElementType type =
+      weight_.scalar_type() == at::kFloat ? ops::ElementType::kF32 : ops::ElementType::kBF16;
+  ops::gemv_rows(type, weight_.const_data_ptr(), weight_.size(1), x,
+                 bias_.defined() ? bias_.const_data_ptr() : nullptr, begin, end, y);
 }
 
 NamedTensors DenseOperator::tensors() const {

@@ -46,6 +46,13 @@ class BaseOperator {
   // [out] (undefined when there is none): for merging, export and analysis.
   virtual at::Tensor dense_weight() const = 0;
   virtual at::Tensor bias() const { return {}; }
+  // The fused single-token decode step (decode_step.h) computes y[o] = base(x)[o] for o in [begin,
+  // end) of one float32 input row x [in_features] into float32 y [out_features] (only [begin, end)
+  // written): raw buffers, no ATen call, from several threads at once for disjoint ranges. An
+  // operator without this path answers false (then the whole step takes the ATen path); the
+  // default row_product throws InternalError.
+  virtual bool has_row_product() const { return false; }
+  virtual void row_product(const float* x, int64_t begin, int64_t end, float* y) const;
 };
 
 // y = x Wᵀ + b (at::linear), W [out, in], b [out] or undefined.
@@ -60,11 +67,15 @@ class DenseOperator final : public BaseOperator {
   NamedTensors tensors() const override;
   at::Tensor dense_weight() const override { return weight_; }
   at::Tensor bias() const override { return bias_; }
+  // float32 or bfloat16 weights (and bias of the same dtype), contiguous, on the CPU.
+  bool has_row_product() const override { return row_product_; }
+  void row_product(const float* x, int64_t begin, int64_t end, float* y) const override;
   const at::Tensor& weight() const { return weight_; }
 
  private:
   at::Tensor weight_;
   at::Tensor bias_;
+  bool row_product_ = false;
 };
 
 // Δ(x) = scale · B(Ax): the form of a plain LoRA delta. A slot holding several such adapters

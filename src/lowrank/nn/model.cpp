@@ -13,18 +13,11 @@
 #include "lowrank/core/log.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/nn/attention.h"
+#include "lowrank/nn/decoder_layer.h"
 
 namespace lowrank::nn {
 
 namespace fs = std::filesystem;
-
-struct DecoderLayer {
-  at::Tensor input_layernorm;           // [hidden]
-  at::Tensor post_attention_layernorm;  // [hidden]
-  Attention self_attn;
-  LinearSlot gate_proj, up_proj, down_proj;
-  int64_t window = 0;  // sliding window (0: full causal)
-};
 
 namespace {
 
@@ -364,6 +357,8 @@ at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOption
 }
 
 at::Tensor Model::forward(const at::Tensor& input_ids, const ForwardOptions& options) const {
+  if (options.fused_decode != FusedDecode::kOff)
+    if (std::optional<at::Tensor> logits = decode_step(input_ids, options)) return *std::move(logits);
   at::Tensor h = hidden_states(input_ids, options);
   if (options.last_position_only) h = h.narrow(1, h.size(1) - 1, 1);
   return lm_head_->forward(h, options.routing);

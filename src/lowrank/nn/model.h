@@ -48,6 +48,13 @@ struct LoadOptions {
   OperatorLoader operator_loader = nullptr;  // consulted for every slot except a tied lm_head
 };
 
+// Whether Model::forward may take the fused single-token decode step (decode_step.h).
+enum class FusedDecode {
+  kAuto,     // when the step qualifies (decode_step.h lists the conditions), else the ATen path
+  kOff,      // always the ATen path (the reference the fused step is tested against)
+  kRequire,  // the fused step, or InvalidArgument saying why it does not apply
+};
+
 struct ForwardOptions {
   // [B, T] for the new tokens: 1/true = token, 0/false = padding (left padding for batches of
   // different lengths). Undefined: all tokens. With a cache, earlier steps' masks are remembered.
@@ -64,6 +71,7 @@ struct ForwardOptions {
   // that once, when it admits the request (the serving engine registers an adapter with its
   // scheduler only once attached), so forward does not look names up in every slot at every step.
   const AdapterRouting* routing = nullptr;
+  FusedDecode fused_decode = FusedDecode::kAuto;
 };
 
 struct DecoderLayer;
@@ -100,6 +108,10 @@ class Model {
   // each thread needs its own cache. Throws InvalidArgument for ids out of range or mismatched
   // shapes.
   at::Tensor forward(const at::Tensor& input_ids, const ForwardOptions& options = {}) const;
+  // Why the fused decode step (decode_step.h) cannot serve a step of this model as it stands (its
+  // dtype, device, an operator or adapter without a raw row product), or empty when it can; `routing`
+  // as in ForwardOptions.
+  std::string fused_decode_obstacle(const AdapterRouting* routing = nullptr) const;
   // The final-norm hidden states [B, T, hidden] (forward without the lm_head).
   at::Tensor hidden_states(const at::Tensor& input_ids, const ForwardOptions& options = {}) const;
   // A cache for `batch` sequences with room for `capacity` positions (it grows if exceeded).
@@ -119,6 +131,9 @@ class Model {
  private:
   Model();
   void build(const ModelConfig& config, const LoadOptions& options);
+  // The fused single-token step (defined in decode_step.cpp), or nullopt when `options` or the model
+  // do not qualify (InvalidArgument instead under FusedDecode::kRequire).
+  std::optional<at::Tensor> decode_step(const at::Tensor& input_ids, const ForwardOptions& options) const;
 
   ModelConfig config_;
   at::ScalarType dtype_ = at::kFloat;

@@ -259,4 +259,13 @@ at::Tensor group_quant_linear(const at::Tensor& x, const GroupQuantized& w, cons
   return y.to(x.scalar_type());
 }
 
+void group_quant_row_product(const GroupQuantized& w, const float* x, const float* bias, int64_t begin,
+                             int64_t end, float* y) {
+  const detail::GroupQuantView v = detail::view_of(w);
+  if (detail::group_quant_avx2_usable(v))
+    detail::group_quant_gemv_rows_avx2(v, x, 1, bias, begin, end, y);
+  else
+    detail::group_quant_gemv_rows_cpu(v, x, 1, bias, begin, end, y);
+}
+
 }  // namespace lowrank::ops

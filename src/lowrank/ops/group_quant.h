@@ -72,4 +72,11 @@ GroupQuantized group_quantized_from_tensors(at::Tensor packed, at::Tensor scales
 // shape or dtype or for x and the weights on different devices, Unsupported for another device.
 at::Tensor group_quant_linear(const at::Tensor& x, const GroupQuantized& w, const at::Tensor& bias = {});
 
+// One input row x [in] through the packed kernel (AVX2 + FMA when usable, else portable) for the
+// output features [begin, end) only, on the calling thread: y[o] = bias[o] + Σ_i x[i] Ŵ[o, i]. For
+// the fused decode step (nn/decode_step.h), which splits the rows over its own threads. The
+// weights must be on the CPU; bias is [out] float32 or nullptr.
+void group_quant_row_product(const GroupQuantized& w, const float* x, const float* bias, int64_t begin,
+                             int64_t end, float* y);
+
 }  // namespace lowrank::ops

@@ -18,14 +18,7 @@ namespace lowrank::ops::detail {
 namespace {
 
 using avx2::hsum;
-
-// The lane sums of four vectors as one 4-lane vector [Σv0, Σv1, Σv2, Σv3].
-inline __m128 hsum4(__m256 v0, __m256 v1, __m256 v2, __m256 v3) {
-  const __m256 s01 = _mm256_hadd_ps(v0, v1);  // v0 pairs, v1 pairs (per 128-bit half)
-  const __m256 s23 = _mm256_hadd_ps(v2, v3);
-  const __m256 s = _mm256_hadd_ps(s01, s23);  // per half: [v0, v1, v2, v3] partial sums
-  return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-}
+using avx2::hsum4;
 
 // out[r] = ⟨m + r·ld, v⟩ for r < 4, over n elements.
 inline void dot4(const float* m, int64_t ld, const float* v, int64_t n, float* out) {

@@ -1,0 +1,22 @@
+// One decoder layer of nn::Model (internal: model.cpp builds and runs it, decode_step.cpp runs its
+// fused single-token twin). The equations are in model.h.
+#pragma once
+
+#include <cstdint>
+
+#include <ATen/ATen.h>
+
+#include "lowrank/nn/attention.h"
+#include "lowrank/nn/linear_slot.h"
+
+namespace lowrank::nn {
+
+struct DecoderLayer {
+  at::Tensor input_layernorm;           // [hidden]
+  at::Tensor post_attention_layernorm;  // [hidden]
+  Attention self_attn;
+  LinearSlot gate_proj, up_proj, down_proj;
+  int64_t window = 0;  // sliding window (0: full causal)
+};
+
+}  // namespace lowrank::nn
