@@ -1,8 +1,10 @@
 #include "lowrank/core/threads.h"
 
+#include <pthread.h>
 #include <sched.h>
 
 #include <ATen/Parallel.h>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 
@@ -13,6 +15,51 @@ namespace {
 int g_libtorch_default = -1;
 std::string g_source = "libtorch default";
 }  // namespace
+
+const std::vector<int>& process_cpus() {
+  static const std::vector<int> cpus = [] {
+    std::vector<int> out;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+      for (int c = 0; c < CPU_SETSIZE; ++c)
+        if (CPU_ISSET(c, &set)) out.push_back(c);
+    return out;
+  }();
+  return cpus;
+}
+
+namespace {
+
+bool g_bound = false;
+
+bool bind_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
+}
+
+}  // namespace
+
+bool bind_intra_op_threads() {
+  const std::vector<int>& cpus = process_cpus();
+  const int n = at::get_num_threads();
+  if (n <= 1 || cpus.empty() || n > static_cast<int>(cpus.size())) return false;
+  for (const char* var : {"OMP_PROC_BIND", "OMP_PLACES"})
+    if (const char* v = std::getenv(var); v && *v) return false;
+  if (const char* v = std::getenv("LOWRANK_BIND_THREADS"); v && std::string(v) == "0") return false;
+  std::atomic<bool> ok{true};
+  // One index per thread: ATen's OpenMP backend gives thread t the t-th chunk.
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      if (at::get_thread_num() != 0 &&
+          !bind_to(cpus[static_cast<size_t>(at::get_thread_num()) % cpus.size()]))
+        ok = false;
+  });
+  if (!bind_to(cpus[0])) ok = false;
+  return ok;
+}
 
 int available_cores() {
   cpu_set_t set;
@@ -38,14 +85,16 @@ int configure_threads(int requested) {
     n = available_cores();
     g_source = "all available cores";
   }
+  (void)process_cpus();  // before anything is bound
   if (n != at::get_num_threads()) at::set_num_threads(n);
+  g_bound = bind_intra_op_threads();
   return at::get_num_threads();
 }
 
 std::string thread_summary() {
   return str(at::get_num_threads(), " intra-op threads (", g_source, "; libtorch default was ",
              g_libtorch_default < 0 ? at::get_num_threads() : g_libtorch_default, ", ", available_cores(),
-             " cores available)");
+             " cores available", g_bound ? ", bound to CPUs" : "", ")");
 }
 
 }  // namespace lowrank

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "lowrank/core/error.h"
-#include "lowrank/core/worker_team.h"
+#include "lowrank/core/parallel_region.h"
 #include "lowrank/nn/decoder_layer.h"
 #include "lowrank/nn/model.h"
 #include "lowrank/ops/gemv.h"
@@ -251,24 +251,15 @@ std::optional<at::Tensor> Model::decode_step(const at::Tensor& input_ids,
     }
   }
 
-  // The process's team serves one step at a time; a step that finds it busy (another thread
-  // decoding) runs on its own thread.
-  static std::mutex team_mutex;
-  std::unique_lock<std::mutex> team_lock(team_mutex, std::try_to_lock);
-  WorkerTeam* team =
-      team_lock.owns_lock() ? &WorkerTeam::shared(std::max(1, at::get_num_threads())) : nullptr;
-  const int n = team ? team->size() : 1;
-  auto barrier = [team] {
-    if (team) team->barrier();
-  };
   // Shared buffers, then each member's own: its normed input, attention scores and product scratch.
   // Kept per calling thread between steps (no allocation, no zeroing per token); members reach it
   // through `h`, never by its name (a thread_local names each thread's own).
   const int64_t shared_floats = H + n_heads * D + 2 * n_kv * D + n_heads * D + H + 2 * I;
   const int64_t member_floats = H + capacity + scratch_floats;
+  const int64_t max_members = std::max(1, at::get_num_threads());
   static thread_local std::vector<float> buffer;
-  if (buffer.size() < static_cast<size_t>(shared_floats + n * member_floats))
-    buffer.resize(static_cast<size_t>(shared_floats + n * member_floats));
+  if (buffer.size() < static_cast<size_t>(shared_floats + max_members * member_floats))
+    buffer.resize(static_cast<size_t>(shared_floats + max_members * member_floats));
   float* h = buffer.data();
   float* q = h + H;
   float* k = q + n_heads * D;
@@ -290,7 +281,8 @@ std::optional<at::Tensor> Model::decode_step(const at::Tensor& input_ids,
   }
 
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  auto step = [&](int m) {
+  parallel_region([&](int m, int n, SpinBarrier& sync) {
+    auto barrier = [&sync] { sync.arrive_and_wait(); };
     float* own = h + shared_floats + m * member_floats;
     float* x = own;
     float* scores = own + H;
@@ -360,11 +352,7 @@ std::optional<at::Tensor> Model::decode_step(const at::Tensor& input_ids,
     }
     rms_norm_row(h, norm_, eps, H, x);
     run(head, x, out_logits);
-  };
-  if (team)
-    team->run(step);
-  else
-    step(0);
+  });
   return dtype_ == at::kFloat ? logits : logits.to(dtype_);
 }
 

@@ -18,7 +18,7 @@
 // per layer on norms, RoPE, SwiGLU, residuals and cache bookkeeping, each an allocation, a dispatch
 // and (with threads) an OpenMP fork/join; on small models that overhead, not the weights, set the
 // speed, and a second thread made decode slower (issue: llama.cpp decoded our own models 1.4–20×
-// faster). Here one WorkerTeam (core/worker_team.h) enters one parallel region per token: each
+// faster). Here one parallel region per token (core/parallel_region.h) on libtorch's threads: each
 // member computes its share of every product's output rows straight from the weights
 // (BaseOperator::row_product: float32/bfloat16 GEMV, ops/gemv.h, or the packed INT4/INT8 kernel of
 // ops/group_quant.h), fuses what follows on the same rows (SwiGLU after gate/up, the residual add

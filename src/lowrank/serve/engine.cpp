@@ -11,6 +11,7 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
+#include "lowrank/core/threads.h"
 #include "lowrank/data/text_stream.h"
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/generate.h"
@@ -332,7 +333,10 @@ void Engine::start() {
   std::lock_guard lock(mutex_);
   LR_CHECK(!thread_.joinable(), InvalidArgument, "serving engine: already started");
   LR_CHECK(!stopping_, InvalidArgument, "serving engine: already shut down");
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] {
+    bind_intra_op_threads();  // this thread's OpenMP pool is its own (core/threads.h)
+    loop();
+  });
 }
 
 void Engine::loop() {
