@@ -1,8 +1,8 @@
 // The runtime's inference and training speed on one model, and its memory at load.
 //
-// Model: an HF directory (--model DIR), or by default a random model of the `small` pretraining
-// preset's shape (Llama, hidden 256, 6 layers, 8 heads, MLP 768, vocab 8192, tied embeddings),
-// float32 on the CPU. Measured, each as the median of --repeats runs after one warm-up:
+// Model: an HF directory (--model DIR), or a random model of a pretraining preset's shape
+// (--preset, default `small`: Llama, hidden 256, 6 layers, 8 heads, MLP 768, vocab 8192, tied
+// embeddings; `galore-60m`: hidden 512, 8 layers, MLP 1376), float32 on the CPU unless --dtype. Measured, each as the median of --repeats runs after one warm-up:
 //   load         Model::load of DIR: wall time, and the growth of the process's peak resident
 //                memory during the load over the bytes of the loaded weights (with --model only)
 //   forward      one forward of batch 1 x --seq tokens (inference mode, all logits): latency
@@ -18,11 +18,12 @@
 //                (every slot's base tensors, the head included, plus the KV cache at the mean
 //                context) and the GB/s and share of the measured bandwidth the decode reaches
 // --model DIR loads through compress::load_model, so a compressed directory (rtn INT4, ...) works;
-// --dtype converts the weights at load (float32, bfloat16); --threads sets the thread count;
+// --dtype converts the weights at load (float32, bfloat16); --rtn-bits 4|8 quantises every decoder
+// slot in the process as `lowrank compress --method rtn` does; --threads sets the thread count;
 // --decode-only measures only batch-1 prefill and decode (and the roofline); --no-fused takes the
 // ATen path for every step (the fused decode step's baseline, nn/decode_step.h).
 //
-//   build/bin/bench_runtime [--model DIR] [--dtype float32|bfloat16] [--threads N] [--repeats 5]
+//   build/bin/bench_runtime [--model DIR | --preset NAME] [--dtype float32|bfloat16] [--rtn-bits 4|8] [--threads N] [--repeats 5]
 //                           [--seq 256] [--prompt-len 128] [--new-tokens 32] [--train-batch 8]
 //                           [--train-only] [--decode-only] [--no-fused] [--json]
 #include <chrono>
@@ -43,6 +44,7 @@
 #include "lowrank/nn/generate.h"
 #include "lowrank/nn/model.h"
 #include "lowrank/optim/adamw.h"
+#include "lowrank/train/pretrain.h"
 #include "lowrank/train/trainer.h"
 #include "models.h"
 #include "timing.h"
@@ -51,11 +53,13 @@ namespace {
 
 using namespace lowrank;
 
-nn::Model small_preset_model(at::ScalarType dtype) {
+// A random model of a pretraining preset's shape (train/pretrain.h; `small` is bench::small_preset_config).
+nn::Model preset_model(const std::string& preset, at::ScalarType dtype) {
   nn::LoadOptions options;
   options.dtype = dtype;
-  return nn::Model::random(nn::ModelConfig::from_json(bench::small_preset_config(), "bench model"), 0,
-                           options);
+  const Json config = preset == "small" ? bench::small_preset_config()
+                                        : train::preset_model_config(train::pretrain_preset(preset), 8192);
+  return nn::Model::random(nn::ModelConfig::from_json(config, "bench model"), 0, options);
 }
 
 // The bytes one batch-1 decode step reads at a context of `context` positions: every slot's base
@@ -80,15 +84,18 @@ int64_t weight_bytes(const nn::Model& model) {
 
 int main(int argc, char** argv) {
   std::string model_dir;
+  std::string preset = "small";
   int repeats = 5;
   int64_t seq = 256, prompt_len = 128, new_tokens = 32, train_batch = 8;
   bool json = false, train_only = false, decode_only = false, fused = true;
-  int threads = 0;
+  int threads = 0, rtn_bits = 0;
   at::ScalarType dtype = at::kFloat;
   for (int i = 1; i < argc; ++i) {
     const bool has_value = i + 1 < argc;
     if (!std::strcmp(argv[i], "--model") && has_value)
       model_dir = argv[++i];
+    else if (!std::strcmp(argv[i], "--preset") && has_value)
+      preset = argv[++i];
     else if (!std::strcmp(argv[i], "--repeats") && has_value)
       repeats = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--seq") && has_value)
@@ -109,6 +116,8 @@ int main(int argc, char** argv) {
       fused = false;
     else if (!std::strcmp(argv[i], "--threads") && has_value)
       threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--rtn-bits") && has_value)
+      rtn_bits = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--dtype") && has_value) {
       const std::string d = argv[++i];
       if (d == "float32" || d == "f32")
@@ -145,8 +154,15 @@ int main(int argc, char** argv) {
   nn::LoadOptions load_options;
   load_options.dtype = dtype;
   nn::Model model =
-      model_dir.empty() ? small_preset_model(dtype) : compress::load_model(model_dir, load_options);
+      model_dir.empty() ? preset_model(preset, dtype) : compress::load_model(model_dir, load_options);
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (rtn_bits != 0) {
+    // As `lowrank compress --method rtn --bits N`: every decoder slot, groups of 64, lm_head kept.
+    for (nn::LinearSlot* s : model.slots())
+      if (s->name() != "lm_head")
+        s->replace_base(std::make_shared<compress::QuantizedOperator>(
+            ops::quantize_groups(s->base().dense_weight(), rtn_bits, 64), s->base().bias()));
+  }
   const int64_t bytes = weight_bytes(model);
   if (!model_dir.empty()) {
     const double growth = static_cast<double>(peak_rss_bytes() - rss_before);
@@ -229,8 +245,9 @@ int main(int argc, char** argv) {
 
   const OrderedJson out = {
       {"threads", thread_summary()},
-      {"model", model_dir.empty() ? "random small-preset shape" : model_dir},
+      {"model", model_dir.empty() ? "random " + preset + "-preset shape" : model_dir},
       {"dtype", c10::toString(model.dtype())},
+      {"rtn_bits", rtn_bits},
       {"fused_decode",
        fused ? (model.fused_decode_obstacle().empty() ? "yes" : model.fused_decode_obstacle()) : "off"},
       {"weight_bytes", bytes},

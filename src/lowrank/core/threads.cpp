@@ -62,10 +62,7 @@ bool bind_intra_op_threads() {
 }
 
 int available_cores() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return 1;
+  return std::max(1, static_cast<int>(process_cpus().size()));
 }
 
 int configure_threads(int requested) {
