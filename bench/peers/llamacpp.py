@@ -467,6 +467,47 @@ def gate_cell(g):
     return f"{verdict}: {'passed' if g['passed'] else '**failed**'}"
 
 
+def targets(results):
+    """The issue's targets, each met or missed, with the ratios behind it."""
+    threads = [str(t) for t in results["settings"]["threads"]]
+    rows = [(model, row) for model, entry in results["models"].items() for row in entry["rows"] if "speed" in row]
+
+    def check(name, pairs, need, key):
+        values = [(row["speed"][t][key], f"{model} {t}t") for model, row in rows
+                  if (row["llamacpp"], row["lowrank"]) in pairs for t in threads]
+        values = [(v, where) for v, where in values if v is not None]
+        if not values:
+            return f"{name}: not measured"
+        worst = sorted(values)[:3]
+        verdict = "reported" if need is None else "met" if worst[0][0] >= need else "**missed**"
+        return f"{name}: {verdict} (lowest {', '.join(f'{v:.2f}× {w}' for v, w in worst)})"
+    out = [check("decode, float32 vs F32 ≥ 1.0×", {("F32", "f32")}, 1.0, "decode_ratio"),
+           check("decode, rtn INT4 vs matched Q4_0 ≥ 0.8×", {("Q4_0 matched", "rtn4")}, 0.8, "decode_ratio"),
+           check("decode, rtn INT4 vs default Q4_0", {("Q4_0", "rtn4")}, None, "decode_ratio"),
+           check("decode, bfloat16 vs F16 ≥ 0.8×", {("F16", "bf16")}, 0.8, "decode_ratio"),
+           check("prefill, float32 vs F32 ≥ 1.0×", {("F32", "f32")}, 1.0, "prefill_ratio"),
+           check("prefill, rtn INT4 vs matched Q4_0", {("Q4_0 matched", "rtn4")}, None, "prefill_ratio")]
+    galore = [(row["speed"][t]["lowrank"].get("roofline") or {}).get("decode_percent_of_bandwidth")
+              for model, row in rows if model == "galore-60m" and row["lowrank"] == "f32" for t in threads]
+    galore = [g for g in galore if g is not None]
+    out.append("float32 decode on galore-60m ≥ 60% of the measured read bandwidth: "
+               + ("not measured" if not galore else ("met" if min(galore) >= 60 else "**missed**")
+                  + " (" + " / ".join(f"{g:.0f}%" for g in galore) + f" at {' / '.join(threads)} threads)"))
+    if len(threads) > 1:
+        scaling = {}
+        for model, row in rows:
+            sp = row["speed"]
+            one, two = sp[threads[0]]["lowrank"]["decode_tokens_per_second"], sp[threads[-1]]["lowrank"][
+                "decode_tokens_per_second"]
+            if one > 0 and two > 0:
+                scaling[f"{model} {LOWRANK_LABELS[row['lowrank']]}"] = two / one
+        worst = sorted((v, k) for k, v in scaling.items())[:3]
+        out.append(f"lowrank decode, {threads[-1]} threads vs {threads[0]} ≥ 1.3× (every model and format): "
+                   + ("not measured" if not worst else ("met" if worst[0][0] >= 1.3 else "**missed**")
+                      + f" (lowest {', '.join(f'{v:.2f}× {k}' for v, k in worst)})"))
+    return out
+
+
 def markdown(results):
     m = results["machine"]
     s = results["settings"]
@@ -517,6 +558,8 @@ def markdown(results):
                          f"| {col('lowrank', 'decode_tokens_per_second')} | {ratio('decode_ratio')} "
                          f"| {col('llamacpp', 'prefill_tokens_per_second')} "
                          f"| {col('lowrank', 'prefill_tokens_per_second')} | {ratio('prefill_ratio')} | {roof} |")
+    lines += ["", "Issue 26's targets, over every model and thread count measured (worst case first):"]
+    lines += [f"- {t}" for t in targets(results)]
     flags = [f for f in m["flags"] if f.startswith(("avx", "fma", "f16c", "amx"))]
     lines += ["", f"CPU flags (SIMD): {' '.join(flags)}."]
     return "\n".join(lines)
