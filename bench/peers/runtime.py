@@ -24,13 +24,16 @@ included, is reported in a column of its own:
 are checked against transformers eager: decode at batch 1 >= 2x, training step >= 1x, load
 memory <= 1.3x the weights; and against torch.compile: training step >= 1x, decode >= 1x.
 
-  .venv-peers/bin/python bench/peers/runtime.py [--threads N] [--repeats 5] [--skip-compile] [--json]
+  .venv-peers/bin/python bench/peers/runtime.py [--threads N] [--repeats 5] [--skip-compile] [--json] [--note T]
+  .venv-peers/bin/python bench/peers/runtime.py --table RESULTS.json   (markdown, from a --json output)
 """
 import argparse
+import atexit
 import json
 import os
 import pathlib
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,8 +41,14 @@ import tempfile
 import time
 
 import timing  # bench/peers/timing.py
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM, StaticCache
+
+# A fresh inductor cache for this run, so that the compile-time column is a cold compile (the
+# default cache under /tmp would serve the previous run's kernels).
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="lowrank-inductor-")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
+import torch  # noqa: E402 (after the cache directory is set)
+from transformers import LlamaConfig, LlamaForCausalLM, StaticCache  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 parser = argparse.ArgumentParser()
@@ -49,8 +58,46 @@ parser.add_argument("--bench", default=str(pathlib.Path(os.environ.get("LOWRANK_
                                            / "bin" / "bench_runtime"))
 parser.add_argument("--json", action="store_true")
 parser.add_argument("--skip-compile", action="store_true", help="no torch.compile rows (a quick run)")
+parser.add_argument("--note", default="", help="a note stored in the --json output (e.g. the machine's state)")
+parser.add_argument("--table", metavar="RESULTS", help="print the markdown table of a --json output and exit")
 parser.add_argument("--measure-load", help=argparse.SUPPRESS)  # child mode: one from_pretrained
 args = parser.parse_args()
+
+
+def markdown(results):
+    """The docs' table of a --json output."""
+    peers = [("eager", "eager"), ("sdpa", "SDPA"), ("compiled", "torch.compile")]
+    lines = [f"*{results['note']}*", ""] if results.get("note") else []
+    lines += [f"{results.get('cpu', 'CPU not recorded')}, {results['threads']} thread(s), torch {results['torch']}, "
+             f"float32. Speedup: the peer's time over lowrank's (above 1: lowrank is faster).", "",
+             "| case | lowrank | " + " | ".join(label for _, label in peers) + " | "
+             + " | ".join(f"× {label}" for _, label in peers) + " | compile s |",
+             "|---" * (3 + 2 * len(peers)) + "|"]
+    for r in results["rows"]:
+        fmt = ".4f" if r["unit"] == "s" else (".2f" if r["unit"] == "x" else ".0f")
+        unit = {"s": " s", "x": "×", "tok/s": " tok/s"}[r["unit"]]
+
+        def cell(key, f=fmt):
+            return format(r[key], f) if key in r else "–"
+        lines.append(f"| {r['case']} | {cell('lowrank')}{unit} | "
+                     + " | ".join(cell(f"transformers_{k}") for k, _ in peers) + " | "
+                     + " | ".join(cell(f"speedup_vs_{k}", ".2f") for k, _ in peers)
+                     + f" | {cell('compile_seconds', '.1f')} |")
+    c = results.get("compiled_decode")
+    if c:
+        lines += ["", f"Compiled decode: {c['decode_graphs']} graph(s) at warm-up, "
+                  f"{c['decode_recompiles_after_warmup']} recompile(s) after it; greedy tokens equal to eager decoding: "
+                  f"{c['decode_tokens_equal_to_eager']}/{c['decode_tokens']}."]
+    lines += [""] + [f"- {name}: {'met' if ok else '**not met**'}" for name, ok in results["targets"].items()]
+    return "\n".join(lines)
+
+
+if args.table:
+    path = pathlib.Path(args.table)
+    if not path.exists():
+        sys.exit(f"runtime.py: --table: {path} does not exist")
+    print(markdown(json.loads(path.read_text())))
+    sys.exit(0)
 torch.set_num_threads(args.threads)
 SEQ, PROMPT, NEW, TRAIN_BATCH = 256, 128, 32, 8
 
@@ -259,7 +306,10 @@ compile_info = None if not compiled else {
     k: compiled[k] for k in ("decode_graphs", "decode_recompiles_after_warmup", "decode_tokens_equal_to_eager",
                              "decode_tokens")}
 if args.json:
-    print(json.dumps({"threads": args.threads, "torch": torch.__version__, "lowrank_threads": lowrank["threads"],
+    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True)
+                .stdout.splitlines() if line.startswith("Model name:")), None)
+    print(json.dumps({"note": args.note, "cpu": cpu, "threads": args.threads, "torch": torch.__version__,
+                      "lowrank_threads": lowrank["threads"],
                       "weight_bytes": lowrank["weight_bytes"], "rows": table, "compiled_decode": compile_info,
                       "targets": targets}, indent=2))
     sys.exit(0)
