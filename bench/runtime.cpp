@@ -2,13 +2,15 @@
 //
 // Model: an HF directory (--model DIR), or a random model of a pretraining preset's shape
 // (--preset, default `small`: Llama, hidden 256, 6 layers, 8 heads, MLP 768, vocab 8192, tied
-// embeddings; `galore-60m`: hidden 512, 8 layers, MLP 1376), float32 on the CPU unless --dtype. Measured, each as the median of --repeats runs after one warm-up:
+// embeddings; `galore-60m`: hidden 512, 8 layers, MLP 1376), float32 on the CPU unless --dtype. Measured,
+// each as the median of --repeats runs after one warm-up:
 //   load         Model::load of DIR: wall time, and the growth of the process's peak resident
 //                memory during the load over the bytes of the loaded weights (with --model only)
 //   forward      one forward of batch 1 x --seq tokens (inference mode, all logits): latency
 //   prefill_B    generate() of 1 token from B prompts of --prompt-len tokens: B * prompt-len / t
 //   decode_B     generate() of 1 + --new-tokens tokens from the same prompts, greedy, no stop
-//                token; decode tokens/s = B * new-tokens / (t - t_prefill)
+//                token; decode tokens/s = B * new-tokens / (time from the first token, which the
+//                prefill produces, to the last), the median over the runs
 //   train_step   forward + backward + AdamW step on every tensor, batch --train-batch x --seq
 // for B = 1 and 8. bench/peers/runtime.py runs this program and the same workload in PyTorch +
 // transformers in one script and prints the ratios; bench/peers/llamacpp.py runs it with
@@ -23,9 +25,11 @@
 // --decode-only measures only batch-1 prefill and decode (and the roofline); --no-fused takes the
 // ATen path for every step (the fused decode step's baseline, nn/decode_step.h).
 //
-//   build/bin/bench_runtime [--model DIR | --preset NAME] [--dtype float32|bfloat16] [--rtn-bits 4|8] [--threads N] [--repeats 5]
+//   build/bin/bench_runtime [--model DIR | --preset NAME] [--dtype float32|bfloat16] [--rtn-bits 4|8]
+//   [--threads N] [--repeats 5]
 //                           [--seq 256] [--prompt-len 128] [--new-tokens 32] [--train-batch 8]
 //                           [--train-only] [--decode-only] [--no-fused] [--json]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -198,12 +202,33 @@ int main(int argc, char** argv) {
     options.max_new_tokens = 1;
     const double prefill = bench::median_seconds([&] { nn::generate(model, prompts, options); }, repeats);
     options.max_new_tokens = 1 + new_tokens;
-    const double total = bench::median_seconds([&] { nn::generate(model, prompts, options); }, repeats);
+    // The decode steps timed on their own: from the first token (the prefill's) to the last, read
+    // at the token callback, so that the prefill's run-to-run noise does not enter the rate.
+    std::vector<std::chrono::steady_clock::time_point> first(1), last(1);
+    options.on_token = [&](size_t row, int64_t) {
+      if (row + 1 == static_cast<size_t>(batch)) {
+        last[0] = std::chrono::steady_clock::now();
+        if (first[0] == std::chrono::steady_clock::time_point{}) first[0] = last[0];
+      }
+      return true;
+    };
+    std::vector<double> decode_seconds;
+    const double total = bench::median_seconds(
+        [&] {
+          first[0] = {};
+          nn::generate(model, prompts, options);
+          decode_seconds.push_back(std::chrono::duration<double>(last[0] - first[0]).count());
+        },
+        repeats);
+    decode_seconds.erase(decode_seconds.begin());  // the warm-up call
+    std::sort(decode_seconds.begin(), decode_seconds.end());
+    const double decode = decode_seconds[decode_seconds.size() / 2];
     generation[std::to_string(batch)] = {
         {"prefill_seconds", prefill},
         {"prefill_tokens_per_second", static_cast<double>(batch * prompt_len) / prefill},
         {"generate_seconds", total},
-        {"decode_tokens_per_second", static_cast<double>(batch * new_tokens) / (total - prefill)}};
+        {"decode_seconds", decode},
+        {"decode_tokens_per_second", static_cast<double>(batch * new_tokens) / decode}};
   }
 
   const double bandwidth_after_1 = bench::read_bandwidth_gbs(1);
