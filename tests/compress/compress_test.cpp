@@ -351,6 +351,36 @@ TEST(CompressModelTest, CompensatedOperatorsRoundTripThroughTheDirectoryAndTheDe
   }
 }
 
+// A tied lm_head quantised with the decoder slots (rtn --targets ... lm_head, what a 4-bit model
+// whose head is most of its bytes wants): the saved directory loads with the quantised head and the
+// stored embedding, computes the same logits, and decodes on the fused step.
+TEST(CompressModelTest, AQuantisedTiedHeadLoadsBack) {
+  testing::TinyLlama shape;
+  shape.vocab_size = 32;
+  shape.hidden_size = 64;
+  shape.intermediate_size = 128;
+  shape.tie_embeddings = true;
+  nn::Model model = testing::tiny_llama(shape, 5);
+  testing::TempDir dir;
+  model.save(dir / "dense");
+  CompressOptions o = method("rtn");
+  o.targets = {"q_proj", "lm_head"};
+  const CompressReport report = compress_model(model, o, nullptr);
+  EXPECT_EQ(report.slots.size(), 3u);  // two layers' q_proj and the head
+  const at::Tensor ids = token_stream(12).reshape({1, 12});
+  at::Tensor logits;
+  {
+    c10::InferenceMode g;
+    logits = model.forward(ids);
+  }
+  save_compressed_model(model, dir / "compressed", dir / "dense", at::kFloat);
+  nn::Model loaded = load_model(dir / "compressed");
+  EXPECT_EQ(loaded.slot("lm_head").base().kind(), "quantized");
+  EXPECT_EQ(loaded.fused_decode_obstacle(), "");
+  c10::InferenceMode g;
+  EXPECT_LT(max_abs_diff(loaded.forward(ids), logits), 1e-5);
+}
+
 // SVDQuant's shared branch: q, k and v (gate and up) hold one λ and one L2, in memory after
 // compression and again after a save and load (each slot stores its own copy; the loader shares
 // equal ones), so that within one shared-input forward x̂ L2ᵀ is computed once (one cache entry for

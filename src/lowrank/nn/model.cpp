@@ -175,8 +175,19 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
   model.norm_ = source("model.norm.weight", {config.hidden_size}, Init::kOnes);
   if (config.tie_word_embeddings) {
     used.insert("lm_head.weight");  // transformers ties it to the embedding even when stored
-    model.lm_head_ =
-        std::make_unique<LinearSlot>("lm_head", std::make_shared<DenseOperator>(model.embed_tokens_));
+    // A compressed head (e.g. `lowrank compress --method rtn --targets ... lm_head`) replaces the
+    // tied one; the embedding stays as stored.
+    std::shared_ptr<BaseOperator> head;
+    if (options.operator_loader) {
+      head = options.operator_loader("lm_head", config.vocab_size, config.hidden_size, false, read);
+      if (head)
+        LR_CHECK(head->out_features() == config.vocab_size && head->in_features() == config.hidden_size,
+                 InvalidArgument, "slot lm_head: the stored operator (", head->kind(), ") is [",
+                 head->out_features(), ", ", head->in_features(), "], config.json expects [",
+                 config.vocab_size, ", ", config.hidden_size, "]");
+    }
+    if (!head) head = std::make_shared<DenseOperator>(model.embed_tokens_);
+    model.lm_head_ = std::make_unique<LinearSlot>("lm_head", std::move(head));
   } else {
     model.lm_head_ = std::make_unique<LinearSlot>(
         "lm_head", builder.dense("lm_head", config.vocab_size, config.hidden_size, false));

@@ -45,7 +45,7 @@ using OperatorLoader = std::function<std::shared_ptr<BaseOperator>(
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;  // compute dtype: stored f32/bf16/f16 weights convert to it
   at::Device device = at::kCPU;
-  OperatorLoader operator_loader = nullptr;  // consulted for every slot except a tied lm_head
+  OperatorLoader operator_loader = nullptr;  // consulted for every slot (a tied lm_head too)
 };
 
 // Whether Model::forward may take the fused single-token decode step (decode_step.h).
