@@ -4,11 +4,13 @@ Runs build/bin/bench_runtime --decode-only for every combination of
   model    the `small` and `galore-60m` pretraining presets' shapes (random weights), and the
            quickstart model (runs/quickstart/model) when it exists
   format   float32, bfloat16 (--dtype) and rtn INT4 (--rtn-bits 4: every decoder slot in groups
-           of 64, lm_head float32, as `lowrank compress --method rtn --bits 4`)
+           of 64, or 32 where 64 does not divide the input width (galore-60m), lm_head float32, as
+           `lowrank compress --method rtn --bits 4`)
   threads  1 and 2
   path     the fused single-token step (nn/decode_step.h) and the ATen path (--no-fused)
 and writes one JSON file with every run's output plus the machine (lscpu model and flags) and the
-commit. --table renders the Markdown table of docs/benchmarks.md from such a file, so the table is
+commit; then, for the `small` shape in bfloat16 at 2 threads, the same cases under each thread
+placement and OpenMP wait policy (POLICIES). --table renders the Markdown tables of docs/benchmarks.md from such a file, so the table is
 always built from a committed result, never pasted. Needs only Python 3 (no torch).
 
   python3 bench/decode.py --out bench/results/decode.json [--repeats 5] [--quick]
@@ -50,12 +52,26 @@ def machine():
     return info
 
 
-def run_case(bench, model_args, fmt, threads, fused, repeats):
+# Thread placement and OpenMP wait policy, 2 threads (issue 26: "report both"): by default lowrank
+# leaves its threads to the scheduler; LOWRANK_BIND_THREADS=1 binds them (core/threads.h).
+POLICIES = {
+    "unbound (default)": {},
+    "bound (LOWRANK_BIND_THREADS=1)": {"LOWRANK_BIND_THREADS": "1"},
+    "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "OMP_WAIT_POLICY=ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE"},
+    "OMP_PROC_BIND=true (libgomp binds)": {"OMP_PROC_BIND": "true"},
+}
+
+
+def run_case(bench, model_args, fmt, threads, fused, repeats, env=None):
     cmd = [str(bench), *model_args, *FORMATS[fmt], "--decode-only", "--threads", str(threads),
            "--repeats", str(repeats), "--json"]
     if not fused:
         cmd.append("--no-fused")
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("LOWRANK_BIND_THREADS", "OMP_WAIT_POLICY", "OMP_PROC_BIND", "OMP_PLACES")}
+    full_env.update(env or {})
+    done = subprocess.run(cmd, capture_output=True, text=True, env=full_env)
     if done.returncode != 0:
         sys.exit(f"bench/decode.py: {' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return json.loads(done.stdout)
@@ -83,7 +99,16 @@ def measure(args):
                           f"{g['prefill_tokens_per_second']:8.0f} tok/s", flush=True)
                     runs.append({"model": name, "format": fmt, "threads": threads,
                                  "path": "fused" if fused else "aten", "result": out})
-    result = {"machine": machine(), "repeats": args.repeats, "runs": runs}
+    policies = []
+    for label, env in POLICIES.items():
+        for fused in (True, False):
+            out = run_case(bench, models["small"], "bfloat16", 2, fused, args.repeats, env)
+            g = out["generation"]["1"]
+            print(f"small bfloat16 2 threads {label} {'fused' if fused else 'aten'}: decode "
+                  f"{g['decode_tokens_per_second']:.1f} tok/s, prefill {g['prefill_tokens_per_second']:.0f} tok/s",
+                  flush=True)
+            policies.append({"policy": label, "env": env, "path": "fused" if fused else "aten", "result": out})
+    result = {"machine": machine(), "repeats": args.repeats, "runs": runs, "policies": policies}
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as f:
@@ -118,6 +143,15 @@ def table(result):
                 f"| {m} | {f} | {roof['decode_bytes_per_token'] / 1e6:.1f} | {f1:.0f} | {f2:.0f} | {f2 / f1:.2f} | "
                 f"{a1:.0f} | {a2:.0f} | {f1 / a1:.2f} / {f2 / a2:.2f} | {roof['decode_gbs']:.1f} | "
                 f"{roof['decode_percent_of_bandwidth']:.0f} |")
+    if result.get("policies"):
+        lines += ["", "Thread placement and wait policy (`small`, bfloat16, 2 threads):", "",
+                  "| threads | fused decode tok/s | ATen decode tok/s | prefill tok/s (ATen) |", "|---|---|---|---|"]
+        by = {(p["policy"], p["path"]): p["result"]["generation"]["1"] for p in result["policies"]}
+        for label in dict.fromkeys(p["policy"] for p in result["policies"]):
+            f, a = by.get((label, "fused")), by.get((label, "aten"))
+            if f and a:
+                lines.append(f"| {label} | {f['decode_tokens_per_second']:.0f} | {a['decode_tokens_per_second']:.0f} | "
+                             f"{a['prefill_tokens_per_second']:.0f} |")
     mach = result["machine"]
     bw = next(iter(runs.values()))["roofline"]["read_bandwidth_gbs"]
     lines.append("")

@@ -160,12 +160,21 @@ int main(int argc, char** argv) {
   nn::Model model =
       model_dir.empty() ? preset_model(preset, dtype) : compress::load_model(model_dir, load_options);
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  int64_t rtn_group = 0;
   if (rtn_bits != 0) {
-    // As `lowrank compress --method rtn --bits N`: every decoder slot, groups of 64, lm_head kept.
+    // As `lowrank compress --method rtn --bits N`: every decoder slot, lm_head kept; groups of 64,
+    // or the largest power of two below that divides every slot's input width (galore-60m's MLP
+    // input is 1376 wide).
+    rtn_group = 64;
+    for (bool fits = false; !fits && rtn_group > 2;) {
+      fits = true;
+      for (const nn::LinearSlot* s : model.slots()) fits = fits && s->in_features() % rtn_group == 0;
+      if (!fits) rtn_group /= 2;
+    }
     for (nn::LinearSlot* s : model.slots())
       if (s->name() != "lm_head")
         s->replace_base(std::make_shared<compress::QuantizedOperator>(
-            ops::quantize_groups(s->base().dense_weight(), rtn_bits, 64), s->base().bias()));
+            ops::quantize_groups(s->base().dense_weight(), rtn_bits, rtn_group), s->base().bias()));
   }
   const int64_t bytes = weight_bytes(model);
   if (!model_dir.empty()) {
@@ -273,6 +282,7 @@ int main(int argc, char** argv) {
       {"model", model_dir.empty() ? "random " + preset + "-preset shape" : model_dir},
       {"dtype", c10::toString(model.dtype())},
       {"rtn_bits", rtn_bits},
+      {"rtn_group_size", rtn_group},
       {"fused_decode",
        fused ? (model.fused_decode_obstacle().empty() ? "yes" : model.fused_decode_obstacle()) : "off"},
       {"weight_bytes", bytes},

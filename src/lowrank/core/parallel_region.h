@@ -10,7 +10,7 @@
 // token, on libtorch's own OpenMP threads: a second pool of spinning threads would compete with
 // libgomp's workers, which spin for milliseconds after every region (measured: 2-thread decode
 // 1.5× slower than 1 thread with a pool of our own, 1.4× faster on libgomp's threads). The barrier
-// spins (tens of nanoseconds while the members run on their own CPUs; core/threads.h binds them).
+// spins (tens of nanoseconds while the members run on their own CPUs) and yields now and then.
 #pragma once
 
 #include <atomic>

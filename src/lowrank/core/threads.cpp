@@ -48,7 +48,8 @@ bool bind_intra_op_threads() {
   if (n <= 1 || cpus.empty() || n > static_cast<int>(cpus.size())) return false;
   for (const char* var : {"OMP_PROC_BIND", "OMP_PLACES"})
     if (const char* v = std::getenv(var); v && *v) return false;
-  if (const char* v = std::getenv("LOWRANK_BIND_THREADS"); v && std::string(v) == "0") return false;
+  const char* bind = std::getenv("LOWRANK_BIND_THREADS");
+  if (bind == nullptr || std::string(bind) != "1") return false;
   std::atomic<bool> ok{true};
   // One index per thread: ATen's OpenMP backend gives thread t the t-th chunk.
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {

@@ -182,6 +182,8 @@ void dot_rows(const GroupQuantView& w, int64_t o, const float* x, const float* x
   if constexpr (R == 1) {
     if (g == 64) {
       out[0] = dot1_4bit<64>(wrow, srow, x, xoff, in, g);
+    } else if (g == 32) {
+      out[0] = dot1_4bit<32>(wrow, srow, x, xoff, in, g);
     } else if (g == 128) {
       out[0] = dot1_4bit<128>(wrow, srow, x, xoff, in, g);
     } else if (g % 32 == 0) {

@@ -334,7 +334,7 @@ void Engine::start() {
   LR_CHECK(!thread_.joinable(), InvalidArgument, "serving engine: already started");
   LR_CHECK(!stopping_, InvalidArgument, "serving engine: already shut down");
   thread_ = std::thread([this] {
-    bind_intra_op_threads();  // this thread's OpenMP pool is its own (core/threads.h)
+    bind_intra_op_threads();  // when asked to: this thread's OpenMP pool is its own (core/threads.h)
     loop();
   });
 }
