@@ -4,15 +4,18 @@
 // The probe reads a buffer far larger than any cache (512 MiB by default) with 256-bit loads,
 // OR-reducing them so nothing is written and the loads cannot be dropped, split over `threads`
 // threads (each reading its own contiguous part), and reports the best of `repeats` passes in GB/s
-// (1e9 bytes/s). The buffer is written once before timing so that its pages exist.
+// (1e9 bytes/s; 0 when the buffer cannot be mapped). The buffer is written once before timing so
+// that its pages exist.
 #pragma once
 
 #include <immintrin.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -55,8 +58,14 @@ inline uint64_t read_or(const uint64_t* p, int64_t words) {
 // GB/s read by `threads` threads over `bytes` bytes, best of `repeats`.
 inline double read_bandwidth_gbs(int threads, int64_t bytes = int64_t{512} << 20, int repeats = 3) {
   const int64_t words = bytes / 8 / 64 * 64;
-  std::unique_ptr<uint64_t, decltype(&std::free)> buf(
-      static_cast<uint64_t*>(std::aligned_alloc(64, static_cast<size_t>(words) * 8)), &std::free);
+  // Mapped and unmapped here, not taken from the heap: the benchmarks keep freed heap memory
+  // (core/process.h keep_freed_memory), and a 512 MiB block left there would hide later growth of
+  // the resident memory that bench_runtime measures.
+  const size_t length = static_cast<size_t>(words) * 8;
+  void* mapped = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) return 0;
+  std::unique_ptr<uint64_t, std::function<void(uint64_t*)>> buf(static_cast<uint64_t*>(mapped),
+                                                                [length](uint64_t* p) { munmap(p, length); });
   for (int64_t i = 0; i < words; ++i) buf.get()[i] = static_cast<uint64_t>(i);
   double best = 0;
   volatile uint64_t sink = 0;
