@@ -110,7 +110,7 @@ TEST(DecodeStepTest, PackedInt4WeightsMatchTheAtenPath) {
   Model model = make_model(config_json("LlamaForCausalLM", 4, 2, false), 4);
   for (LinearSlot* s : model.slots())
     s->replace_base(std::make_shared<compress::QuantizedOperator>(
-        ops::quantize_groups(s->base().dense_weight(), 4, /*group_size=*/16)));
+        ops::quantize_groups(s->base().dense_weight(), 4, /*group_size=*/32)));
   EXPECT_EQ(model.fused_decode_obstacle(), "");
   expect_fused_matches_aten(model);
 }

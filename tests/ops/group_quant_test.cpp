@@ -210,6 +210,31 @@ TEST(GroupQuantTest, KernelsMatchDequantizedProduct) {
   }
 }
 
+// The one-row product of the fused decode step (AVX-512 where the CPU has it, else AVX2 or
+// portable) over output ranges that split the rows, against the float64 reference, for inputs with
+// a large common mean too (the offset removal cancels).
+TEST(GroupQuantTest, RowProductMatchesTheReferenceOnEveryRange) {
+  if (!detail::group_quant_avx512_usable(detail::view_of(quantize_groups(test_weight(4, 64, 32, 1), 4, 32))))
+    std::printf("AVX-512 kernel not usable on this machine: testing the AVX2 or portable kernel\n");
+  const int64_t out = 29;
+  for (int bits : {4, 8})
+    for (int64_t g : {32, 64, 128, 16}) {
+      const int64_t in = 4 * 128 + (bits == 4 && g == 16 ? 16 : 0);
+      const GroupQuantized q = quantize_groups(test_weight(out, in, g, 9), bits, g);
+      const at::Tensor bias = randn({out}, 10);
+      for (double mean : {0.0, 50.0}) {
+        SCOPED_TRACE(str("bits ", bits, " g ", g, " mean ", mean));
+        const at::Tensor x = randn({1, in}, 11).add(mean);
+        const at::Tensor ref = reference_linear(x, q, bias);
+        at::Tensor y = at::full({1, out}, NAN, at::kFloat);
+        for (auto [b, e] : {std::pair<int64_t, int64_t>{0, 7}, {7, 20}, {20, out}})
+          group_quant_row_product(q, x.const_data_ptr<float>(), bias.const_data_ptr<float>(), b, e,
+                                  y.mutable_data_ptr<float>());
+        EXPECT_LT(rel_max_error(y, ref), 1e-5);
+      }
+    }
+}
+
 // The AVX2 kernel removes the q + 8 offset with per-group sums of x: inputs with a large common
 // mean must not lose accuracy to that cancellation.
 TEST(GroupQuantTest, KernelsAreAccurateForLargeMeanInputs) {

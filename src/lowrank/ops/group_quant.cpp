@@ -262,7 +262,9 @@ at::Tensor group_quant_linear(const at::Tensor& x, const GroupQuantized& w, cons
 void group_quant_row_product(const GroupQuantized& w, const float* x, const float* bias, int64_t begin,
                              int64_t end, float* y) {
   const detail::GroupQuantView v = detail::view_of(w);
-  if (detail::group_quant_avx2_usable(v))
+  if (detail::group_quant_avx512_usable(v))
+    detail::group_quant_gemv_row_4bit_avx512(v, x, bias, begin, end, y);
+  else if (detail::group_quant_avx2_usable(v))
     detail::group_quant_gemv_rows_avx2(v, x, 1, bias, begin, end, y);
   else
     detail::group_quant_gemv_rows_cpu(v, x, 1, bias, begin, end, y);

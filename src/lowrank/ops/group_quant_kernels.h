@@ -45,6 +45,15 @@ void group_quant_gemv_rows_avx2(const GroupQuantView& w, const float* x, int64_t
 // layout suits it (bits 8, or bits 4 with group_size a multiple of 16).
 bool group_quant_avx2_usable(const GroupQuantView& w);
 
+// The AVX-512 kernel for one input row of 4-bit weights (group_quant_avx512.cpp): the decode
+// step's product, same contract with rows = 1. Only call it when group_quant_avx512_usable(w).
+void group_quant_gemv_row_4bit_avx512(const GroupQuantView& w, const float* x, const float* bias,
+                                      int64_t out_begin, int64_t out_end, float* y);
+
+// True when the AVX-512 kernel was compiled in (x86-64 build), the CPU has AVX-512 F and BW, and
+// the layout suits it (bits 4, group_size a multiple of 32).
+bool group_quant_avx512_usable(const GroupQuantView& w);
+
 enum class GroupQuantKernel {
   kAuto,      // AVX2 when group_quant_avx2_usable, else portable
   kPortable,  // group_quant_gemv_rows_cpu
