@@ -9,11 +9,11 @@ file with llamacpp.py's wrapper around convert_hf_to_gguf.py (our tokenizers nee
 workarounds). Adapters: --adapters (16) PEFT LoRA adapters written with peft on that model, rank
 --rank (8), lora_alpha --alpha (16), on q_proj/k_proj/v_proj/o_proj; A random (N(0, 1/in)), B
 random and non-zero, each module's B scaled so that its update (alpha/r) B A has a Frobenius norm
-of --adapter-size (0.1) times its base weight's: small enough to keep the text fluent, large
-enough that every adapter changes the greedy text. lowrank serves the PEFT directories
-(--adapters ROOT); llama-server loads each one converted by the vendored convert_lora_to_gguf.py
-(--outtype f32), all 16 at start with --lora-init-without-apply (scale 0 unless a request names
-it).
+of --adapter-size (0.25) times its base weight's: small enough to keep the text fluent, large
+enough that the adapters' greedy texts differ (at 0.1 most adapters left most gate prompts'
+texts as the base model's). lowrank serves the PEFT directories (--adapters ROOT);
+llama-server loads all of them at start, each converted by the vendored convert_lora_to_gguf.py
+(--outtype f32), with --lora FILE ... --lora-init-without-apply.
 
 Scale semantics: PEFT applies (lora_alpha / r) B A. convert_lora_to_gguf.py stores lora_alpha as
 adapter.lora.alpha, and llama.cpp applies scale * alpha / rank B A with the request's scale
@@ -670,7 +670,7 @@ def main():
     parser.add_argument("--adapters", type=int, default=16, help="adapters written and served")
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--alpha", type=float, default=16.0)
-    parser.add_argument("--adapter-size", type=float, default=0.1,
+    parser.add_argument("--adapter-size", type=float, default=0.25,
                         help="each update's Frobenius norm relative to its base weight's")
     parser.add_argument("--gate-prompts", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
