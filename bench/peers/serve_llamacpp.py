@@ -218,15 +218,21 @@ def listen_overflows():
         return 0
 
 
+def die_with_parent():
+    """In the child before exec: SIGTERM when this script dies, even by SIGKILL (Linux prctl)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Server:
     """A server in a process group of its own, its output in a log file; stopped by stop() (SIGTERM to
-    the group, SIGKILL after 10 s)."""
+    the group, SIGKILL after 10 s) and, should this script be killed, by the kernel."""
 
     def __init__(self, label, cmd, log, port=None, env=None):
         self.label, self.cmd, self.log, self.port = label, [str(c) for c in cmd], log, port
         with open(log, "w") as out:
             self.process = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=die_with_parent)
 
     def log_tail(self, lines=20):
         try:
