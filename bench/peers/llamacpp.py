@@ -74,7 +74,8 @@ NLL_TOLERANCE = 0.02
 
 
 def fail(message):
-    sys.exit(f"llamacpp.py: {message}")
+    # The running script's name: serve_llamacpp.py imports this module and its helpers.
+    sys.exit(f"{pathlib.Path(sys.argv[0]).name}: {message}")
 
 
 def run(cmd, env=None, what=None):
