@@ -13,6 +13,12 @@
 #include <random>
 #include <thread>
 
+// cpp-httplib listens with a backlog of 5 by default: 16 clients connecting at once overflowed it
+// and some got a connection reset (bench/peers/serve_llamacpp.py). Only this file includes the
+// server side of httplib, so the setting is the same for every use of it.
+#ifndef CPPHTTPLIB_LISTEN_BACKLOG
+#define CPPHTTPLIB_LISTEN_BACKLOG 512
+#endif
 #include <httplib.h>
 
 #include "lowrank/core/log.h"
