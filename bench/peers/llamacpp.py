@@ -31,10 +31,12 @@ as this llama-bench rejects -ctk/-ctv f32) against `bench_runtime --model DIR --
 --threads N --json [--dtype bfloat16]` (prefill of one 128-token prompt, then 32 decode steps,
 and its roofline). Both report medians of R repeats after a warm-up; --passes P alternates whole
 passes over the engines and takes the median of the passes. Ratios are lowrank / llama.cpp
-(above 1: lowrank is faster). The run records the CPU (lscpu model name and flags), the llama.cpp
-commit and build flags, and both engines' versions.
+(above 1: lowrank is faster). With llama.cpp's Python bindings installed (scripts/setup-llamacpp
+--bindings), every llama.cpp row is also timed through them (Llama.eval of the same prompt, then
+greedy tokens with the argmax in Python), beside llama-bench. The run records the CPU (lscpu model
+name and flags), the llama.cpp commit and build flags, and both engines' versions.
 
-  scripts/setup-llamacpp
+  scripts/setup-llamacpp [--bindings]
   .venv-peers/bin/python bench/peers/llamacpp.py --out bench/peers/results/llamacpp.json
         [--models small,galore-60m,quickstart] [--threads 1,2] [--repeats 5] [--passes 1]
         [--work DIR (keep the converted models)] [--note TEXT]
@@ -43,6 +45,7 @@ commit and build flags, and both engines' versions.
 """
 import argparse
 import datetime
+import importlib.util
 import json
 import math
 import os
@@ -291,6 +294,60 @@ def llama_bench(args, tools, gguf):
     return out, info
 
 
+# llama.cpp's own Python bindings (llama-cpp-python over the shared library that
+# `scripts/setup-llamacpp --bindings` builds): the same prompt, then greedy decoding with the argmax
+# taken in Python, as a user of the bindings would write it. Their speed beside llama-bench's is
+# the per-token cost of the Python layer. Run in a child process: the library is found through
+# LLAMA_CPP_LIB_PATH, which must be set before llama_cpp is imported.
+BINDINGS_CHILD = r"""
+import json, statistics, sys, time
+import numpy as np
+from llama_cpp import Llama
+gguf, threads, prompt_len, new_tokens, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+ids = json.loads(sys.argv[6])[:prompt_len]
+llm = Llama(model_path=gguf, n_ctx=prompt_len + new_tokens + 8, n_batch=prompt_len, n_threads=threads,
+            n_threads_batch=threads, verbose=False)
+vocab = llm.n_vocab()
+
+
+def next_token():  # greedy over the last position's logits (0.3.36 keeps no scores without logits_all)
+    return int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,))))
+
+
+prefill, decode = [], []
+for r in range(repeats + 1):
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(ids)
+    t1 = time.perf_counter()
+    token = next_token()
+    for _ in range(new_tokens):
+        llm.eval([token])
+        token = next_token()
+    t2 = time.perf_counter()
+    if r:  # the first run warms up
+        prefill.append(len(ids) / (t1 - t0))
+        decode.append(new_tokens / (t2 - t1))
+print(json.dumps({"bindings_prefill_tokens_per_second": statistics.median(prefill),
+                  "bindings_decode_tokens_per_second": statistics.median(decode)}))
+"""
+
+
+def bindings_speeds(args, tools, gguf, ids):
+    """{threads: speeds} through the Python bindings, or None when they are not installed."""
+    lib = tools.get("bindings_lib")
+    if lib is None:
+        return None
+    env = dict(os.environ, LLAMA_CPP_LIB_PATH=str(lib),
+               LD_LIBRARY_PATH=f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    out = {}
+    for t in args.threads:
+        cmd = [sys.executable, "-c", BINDINGS_CHILD, gguf, t, args.prompt_len, args.new_tokens, args.repeats,
+               json.dumps([int(i) for i in ids[0].tolist()])]
+        out[str(t)] = json.loads(run(cmd, env=env, what="llama-cpp-python").strip().splitlines()[-1])
+    return out
+
+
 def bench_runtime(args, model_dir, fmt, threads):
     cmd = [BUILD / "bench_runtime", "--model", model_dir, "--decode-only", "--threads", threads, "--json",
            "--repeats", args.repeats, "--prompt-len", args.prompt_len, "--new-tokens", args.new_tokens]
@@ -352,6 +409,14 @@ def find_tools(args):
     for name in ("lowrank", "bench_runtime"):
         if not (BUILD / name).exists():
             fail(f"{BUILD / name} is missing: build lowrank first (scripts/build), or set LOWRANK_BUILD_DIR")
+    # The Python bindings are optional (scripts/setup-llamacpp --bindings): without them only
+    # llama-bench's timings are reported.
+    shared = cache / "build-shared" / "bin"
+    if (shared / "libllama.so").exists() and importlib.util.find_spec("llama_cpp") is not None:
+        tools["bindings_lib"] = shared
+    else:
+        print("llama-cpp-python or its shared library is not installed (scripts/setup-llamacpp --bindings): "
+              "reporting llama-bench's timings only", flush=True)
     return tools
 
 
@@ -425,6 +490,9 @@ def measure(args):
                 for fmt in llama_passes:
                     print(f"{model}: pass {p + 1}: llama.cpp {fmt}", flush=True)
                     speeds, entry["llama_bench"][fmt] = llama_bench(args, tools, ggufs[fmt])
+                    bindings = bindings_speeds(args, tools, ggufs[fmt], ids)
+                    for t, b in (bindings or {}).items():
+                        speeds.setdefault(t, {}).update(b)
                     llama_passes[fmt].append(speeds)
             for row in entry["rows"]:
                 if row["llamacpp"] not in llama_passes:
@@ -559,6 +627,23 @@ def markdown(results):
                          f"| {col('lowrank', 'decode_tokens_per_second')} | {ratio('decode_ratio')} "
                          f"| {col('llamacpp', 'prefill_tokens_per_second')} "
                          f"| {col('lowrank', 'prefill_tokens_per_second')} | {ratio('prefill_ratio')} | {roof} |")
+    bindings = [(model, row) for model, entry in results["models"].items() for row in entry["rows"]
+                if "speed" in row and all("bindings_decode_tokens_per_second" in row["speed"][t]["llamacpp"]
+                                          for t in threads)]
+    if bindings:
+        lines += ["", "llama.cpp through its Python bindings (llama-cpp-python, greedy argmax in Python) against "
+                  "llama-bench, same GGUF, threads " + tslash + ":", "",
+                  "| model | llama.cpp | decode tok/s llama-bench | bindings | bindings ÷ llama-bench "
+                  "| prefill tok/s llama-bench | bindings |", "|---|---|---|---|---|---|---|"]
+        for model, row in bindings:
+            sp = row["speed"]
+            b = " / ".join(fmt_num(sp[t]["llamacpp"]["bindings_decode_tokens_per_second"]) for t in threads)
+            d = " / ".join(fmt_num(sp[t]["llamacpp"]["decode_tokens_per_second"]) for t in threads)
+            r = " / ".join(fmt_num(sp[t]["llamacpp"]["bindings_decode_tokens_per_second"]
+                                   / sp[t]["llamacpp"]["decode_tokens_per_second"], 2) for t in threads)
+            pb = " / ".join(fmt_num(sp[t]["llamacpp"]["bindings_prefill_tokens_per_second"]) for t in threads)
+            pd = " / ".join(fmt_num(sp[t]["llamacpp"]["prefill_tokens_per_second"]) for t in threads)
+            lines.append(f"| {model} | {row['llamacpp']} | {d} | {b} | {r} | {pd} | {pb} |")
     lines += ["", "Issue 26's targets, over every model and thread count measured (worst case first):"]
     lines += [f"- {t}" for t in targets(results)]
     flags = [f for f in m["flags"] if f.startswith(("avx", "fma", "f16c", "amx"))]
