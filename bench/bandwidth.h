@@ -15,8 +15,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
-#include <functional>
-#include <memory>
 #include <thread>
 #include <vector>
 
@@ -62,10 +60,15 @@ inline double read_bandwidth_gbs(int threads, int64_t bytes = int64_t{512} << 20
   // (core/process.h keep_freed_memory), and a 512 MiB block left there would hide later growth of
   // the resident memory that bench_runtime measures.
   const size_t length = static_cast<size_t>(words) * 8;
-  void* mapped = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mapped == MAP_FAILED) return 0;
-  std::unique_ptr<uint64_t, std::function<void(uint64_t*)>> buf(static_cast<uint64_t*>(mapped),
-                                                                [length](uint64_t* p) { munmap(p, length); });
+  struct Mapping {
+    size_t length;
+    void* address = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ~Mapping() {
+      if (address != MAP_FAILED) munmap(address, length);
+    }
+    uint64_t* get() const { return static_cast<uint64_t*>(address); }
+  } buf{length};
+  if (buf.address == MAP_FAILED) return 0;
   for (int64_t i = 0; i < words; ++i) buf.get()[i] = static_cast<uint64_t>(i);
   double best = 0;
   volatile uint64_t sink = 0;

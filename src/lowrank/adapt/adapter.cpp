@@ -29,11 +29,8 @@ int64_t TrainableAdapter::num_parameters() const {
 }
 
 const Registry<AdapterMethod>& registry() {
-  static const Registry<AdapterMethod> instance = [] {
-    Registry<AdapterMethod> r("adapt");
-    register_builtin_methods(r);
-    return r;
-  }();
+  static const Registry<AdapterMethod> instance =
+      Registry<AdapterMethod>::built("adapt", register_builtin_methods);
   return instance;
 }
 

@@ -192,11 +192,7 @@ std::shared_ptr<StoredOperator> compress_svdquant(const SlotInput& in, const Com
 }
 
 const Registry<Method>& registry() {
-  static const Registry<Method> instance = [] {
-    Registry<Method> r("compression");
-    register_builtin_methods(r);
-    return r;
-  }();
+  static const Registry<Method> instance = Registry<Method>::built("compression", register_builtin_methods);
   return instance;
 }
 

@@ -25,6 +25,14 @@ class Registry {
  public:
   explicit Registry(std::string family) : family_(std::move(family)) {}
 
+  // The registry of `family` filled by `fill` (the family's register_builtin_methods): what each
+  // family's registry() keeps in its function-local static, built once on first use.
+  static Registry built(std::string family, void (*fill)(Registry&)) {
+    Registry r(std::move(family));
+    fill(r);
+    return r;
+  }
+
   // Throws InvalidArgument for a name that is empty, not lowercase [a-z0-9_-], or taken.
   void add(MethodInfo info, Factory factory) {
     // A copy: `info` is moved into the entry below, and the key must not be read after that.

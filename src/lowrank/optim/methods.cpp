@@ -12,11 +12,8 @@ void register_builtin_methods(Registry<OptimizerMethod>& registry) {
 }
 
 const Registry<OptimizerMethod>& registry() {
-  static const Registry<OptimizerMethod> instance = [] {
-    Registry<OptimizerMethod> r("optim");
-    register_builtin_methods(r);
-    return r;
-  }();
+  static const Registry<OptimizerMethod> instance =
+      Registry<OptimizerMethod>::built("optim", register_builtin_methods);
   return instance;
 }
 
