@@ -106,11 +106,14 @@ TEST(DecodeStepTest, SlidingWindowMatchesTheAtenPath) {
   expect_fused_matches_aten(make_model(c, 3));
 }
 
-TEST(DecodeStepTest, PackedInt4WeightsMatchTheAtenPath) {
-  Model model = make_model(config_json("LlamaForCausalLM", 4, 2, false), 4);
+TEST(DecodeStepTest, PackedInt4WeightsAndTheirBiasesMatchTheAtenPath) {
+  Json c = config_json("LlamaForCausalLM", 4, 2, false);
+  c["attention_bias"] = true;  // random biases (make_model), kept by the quantised operators
+  c["mlp_bias"] = true;
+  Model model = make_model(c, 4);
   for (LinearSlot* s : model.slots())
     s->replace_base(std::make_shared<compress::QuantizedOperator>(
-        ops::quantize_groups(s->base().dense_weight(), 4, /*group_size=*/32)));
+        ops::quantize_groups(s->base().dense_weight(), 4, /*group_size=*/32), s->base().bias()));
   EXPECT_EQ(model.fused_decode_obstacle(), "");
   expect_fused_matches_aten(model);
 }
