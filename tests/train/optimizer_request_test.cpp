@@ -43,12 +43,27 @@ TEST(OptimizerRequestTest, BadRequestsNameTheirFlag) {
   EXPECT_NE(error({.name = "galore", .update_gap = 0}).find("--update-gap"), std::string::npos);
   EXPECT_NE(error({.name = "galore", .scale = -1.0}).find("--scale"), std::string::npos);
   EXPECT_NE(error({.rank = 4}).find("--optimizer"), std::string::npos);
-  EXPECT_NE(error({.options = {{"rank", 8}}}).find("adamw takes state_bits and min_8bit_size"),
-            std::string::npos);
+  EXPECT_NE(error({.options = {{"rank", 8}}}).find("adamw takes beta1, beta2, eps"), std::string::npos);
+  EXPECT_NE(error({.options = {{"beta2", 1.0}}}).find("beta2 must be in [0, 1)"), std::string::npos);
   EXPECT_NE(error({.name = "galore", .options = Json::array({1})}).find("--optimizer-options"),
             std::string::npos);
   EXPECT_NE(error({.name = "galore", .options = {{"projector", "bogus"}}}).find("projector"),
             std::string::npos);
+}
+
+TEST(OptimizerRequestTest, AdamWHyperparametersGoToTheTrainersAdamConfig) {
+  // What repro/pretraining gives every method: (0.9, 0.999), no decay, over the trainer's
+  // defaults (β₂ 0.95, decay 0.1); only the state options stay in optimizer_options.
+  TrainerConfig c;
+  ASSERT_NE(c.adam.beta2, 0.999);
+  ASSERT_NE(c.adam.weight_decay, 0.0);
+  const double eps = c.adam.eps;
+  (void)apply_optimizer_request({.options = {{"beta2", 0.999}, {"weight_decay", 0}, {"state_bits", 8}}}, c);
+  EXPECT_EQ(c.adam.beta1, 0.9);
+  EXPECT_EQ(c.adam.beta2, 0.999);
+  EXPECT_EQ(c.adam.weight_decay, 0.0);
+  EXPECT_EQ(c.adam.eps, eps);
+  EXPECT_EQ(c.optimizer_options, Json({{"state_bits", 8}}));
 }
 
 TEST(OptimizerRequestTest, RankGoesToTheParameterizationOnlyWithPlainAdamW) {

@@ -47,7 +47,20 @@ std::optional<optim::LowRankConfig> apply_optimizer_request(const OptimizerReque
   if (request.name == "adamw") {
     LR_CHECK(!request.rank && !request.update_gap && !request.scale, InvalidArgument,
              "--rank, --update-gap and --scale need a low-rank --optimizer (", low_rank_names(), ")");
-    (void)optim::AdamWStateOptions::from_json(options, "--optimizer-options");  // state_bits, min_8bit_size
+    // AdamW's β, ε and decay go to the trainer's AdamConfig (over its defaults), so that every
+    // method of a comparison can run with the same Adam hyperparameters; the rest are the
+    // state options (state_bits, min_8bit_size).
+    Json adam = config.adam.to_json(), state = Json::object();
+    for (const auto& [key, value] : options.items())
+      (adam.contains(key) ? adam : state)[key] = value;
+    for (const auto& [key, value] : state.items())
+      LR_CHECK(key == "state_bits" || key == "min_8bit_size", InvalidArgument,
+               "--optimizer-options: adamw takes beta1, beta2, eps, weight_decay, bias_correction, "
+               "state_bits and min_8bit_size, not \"",
+               key, "\" (the projection options belong to a low-rank optimizer)");
+    config.adam = optim::AdamConfig::from_json(adam, "--optimizer-options");
+    (void)optim::AdamWStateOptions::from_json(state, "--optimizer-options");
+    options = std::move(state);
   } else {
     if (!optim::registry().contains(request.name))
       throw NotFound(str("--optimizer: unknown optimizer \"", request.name, "\" (known: adamw, ",

@@ -28,7 +28,8 @@ struct OptimizerRequest {
 };
 
 // Validates `request` and writes it into `config`: optimizer, optimizer_options (the options
-// with the flags written over them), and per_layer_updates with clip_norm 0 (a global norm needs
+// with the flags written over them; for adamw its beta1, beta2, eps, weight_decay and
+// bias_correction go into config.adam instead), and per_layer_updates with clip_norm 0 (a global norm needs
 // every gradient at once). Returns the low-rank method's configuration (nullopt for adamw).
 // Throws InvalidArgument naming the flag for a non-object --optimizer-options, a rank or update
 // gap < 1, a negative scale, a low-rank flag with adamw, or an option the optimizer rejects
