@@ -51,8 +51,7 @@ std::optional<optim::LowRankConfig> apply_optimizer_request(const OptimizerReque
     // method of a comparison can run with the same Adam hyperparameters; the rest are the
     // state options (state_bits, min_8bit_size).
     Json adam = config.adam.to_json(), state = Json::object();
-    for (const auto& [key, value] : options.items())
-      (adam.contains(key) ? adam : state)[key] = value;
+    for (const auto& [key, value] : options.items()) (adam.contains(key) ? adam : state)[key] = value;
     for (const auto& [key, value] : state.items())
       LR_CHECK(key == "state_bits" || key == "min_8bit_size", InvalidArgument,
                "--optimizer-options: adamw takes beta1, beta2, eps, weight_decay, bias_correction, "
