@@ -1,5 +1,6 @@
 // SoRA against closed forms computed here from the raw tensors: the gated forward, the proximal
-// step against soft-thresholding done by hand, finalize() against the gated adapter (same
+// step against soft-thresholding done by hand (the default: the official constant threshold λ,
+// 1e-3, whatever the step's learning rate; the option: lr·λ), finalize() against the gated adapter (same
 // forward, rank = number of non-zero gates), the PEFT LORA file it saves reloaded with identical
 // logits, the unfinalized LOWRANK_SORA file, and a short training run.
 #include <gtest/gtest.h>
@@ -84,6 +85,31 @@ TEST(SoraTest, ProximalStepIsSoftThresholdingOfTheGateOnly) {
   const at::Tensor before = a.layers.front().second->parameters()[2].second.clone();
   a.layers.front().second->after_step(0, 1.0);
   EXPECT_TRUE(a.layers.front().second->parameters()[2].second.equal(before));
+}
+
+TEST(SoraTest, DefaultThresholdIsTheOfficialConstantLambda) {
+  nn::Model model = tiny();
+  AttachedAdapter a = create_adapter(model, "s", config_for("sora", 6, 8), 3);
+  std::shared_ptr<SoraAdapter> layer = layer_at(a, "model.layers.0.self_attn.v_proj");
+  {
+    at::NoGradGuard g;
+    layer->gate().copy_(at::tensor({0.5f, -0.0004f, 0.0015f, -0.0021f, 0.0f, -0.3f}));
+  }
+  const at::Tensor gate = layer->gate().clone();
+  // Two steps at very different rates shrink by the same λ = 1e-3 each (sparse_lambda_2's default).
+  layer->after_step(0, 1e-5);
+  EXPECT_LE(max_abs_diff(layer->gate(), soft_threshold_by_hand(gate, 1e-3)), 1e-7);
+  layer->after_step(1, 0.5);
+  EXPECT_LE(max_abs_diff(layer->gate(), soft_threshold_by_hand(soft_threshold_by_hand(gate, 1e-3), 1e-3)),
+            1e-7);
+  EXPECT_EQ(layer->active_ranks(), 3);  // 0.5, -0.0021 -> -0.0001, -0.3
+  // A bad mode names the option and the value.
+  AdapterConfig c = config_for("sora");
+  c.options["sparse_threshold"] = "linear";
+  nn::Model other = tiny();
+  const std::string message = testing::error_of([&] { create_adapter(other, "s", c, 3); });
+  EXPECT_NE(message.find("sparse_threshold"), std::string::npos) << message;
+  EXPECT_NE(message.find("linear"), std::string::npos) << message;
 }
 
 TEST(SoraTest, FinalizeGivesTheSameForwardWithRankEqualToTheNonZeroGates) {
@@ -185,7 +211,7 @@ TEST(SoraTest, ShortTrainingReducesTheLossAndSparsifiesTheGates) {
   AdapterConfig c = config_for("sora", 4, 8);
   c.target_modules.clear();
   c.target_regex = "all-linear";
-  c.options["sparse_lambda"] = 1.5;  // Σ_t lr_t·λ ≈ 0.33: the smallest gates reach 0
+  c.options["sparse_lambda"] = 0.01;  // 40 steps of 0.01: gates below about 0.4 reach 0
   AttachedAdapter a = create_adapter(model, "s", c, 2);
   int64_t active_before = 0;
   for (auto& [m, layer] : a.layers)

@@ -31,7 +31,8 @@ std::shared_ptr<TrainableAdapter> create_lora_sb(const LayerSpec& spec, const nn
   auto [u, s, vh] = at::linalg_svd(delta, /*full_matrices=*/false);
   at::Tensor b = u.slice(1, 0, spec.r);
   at::Tensor a = vh.slice(0, 0, spec.r);
-  at::Tensor r = at::diag(s.slice(0, 0, spec.r)) / spec.scaling;
+  // R = diag(S_r) without a 1/s factor, and the base is not compensated (initialization_utils.py).
+  at::Tensor r = at::diag(s.slice(0, 0, spec.r));
   return std::make_shared<BraAdapter>("lora_sb", a.to(spec.device, spec.dtype).contiguous(),
                                       b.to(spec.device, spec.dtype).contiguous(),
                                       r.to(spec.device, spec.dtype).contiguous(), spec.scaling);
@@ -51,7 +52,9 @@ void register_lora_sb(Registry<AdapterMethod>& registry) {
                 "LoRA-XS form initialised from the SVD of full fine-tuning's first update",
                 "Ponkshe et al., 2024, arXiv:2411.19557",
                 {{"r", "rank (8); r*r trained parameters per slot"},
-                 {"lora_alpha", "alpha (8); s = alpha/r, R = S_r/s so s*B R A is the same for any alpha"},
+                 {"lora_alpha",
+                  "alpha (8); s = alpha/r and R = diag(S_r), so the adapter starts at s times the "
+                  "truncated first step (the official scripts set alpha = r)"},
                  {"update",
                   "\"sign\": dW = -init_lr*sign(G) (AdamW's first step, official), \"gradient\": -init_lr*G"},
                  {"init_lr", "the first step's learning rate in dW (5e-5)"},

@@ -70,12 +70,12 @@ struct SoraOptions {
 };
 
 SoraOptions sora_options(const AdapterConfig& c) {
-  const double lambda = c.option<double>("sparse_lambda", 0.1);
+  const double lambda = c.option<double>("sparse_lambda", 1e-3);
   LR_CHECK(lambda >= 0, InvalidArgument, "sora: option sparse_lambda must be >= 0, got ", lambda);
-  const std::string mode = c.option<std::string>("sparse_threshold", "lr");
+  const std::string mode = c.option<std::string>("sparse_threshold", "constant");
   LR_CHECK(mode == "lr" || mode == "constant", InvalidArgument,
-           "sora: option sparse_threshold must be \"lr\" (t = lr * sparse_lambda) or \"constant\" (t = "
-           "sparse_lambda), got \"",
+           "sora: option sparse_threshold must be \"constant\" (t = sparse_lambda, official) or \"lr\" (t = "
+           "lr * sparse_lambda, paper eq. 3), got \"",
            mode, "\"");
   return {lambda, mode == "lr"};
 }
@@ -120,9 +120,11 @@ void register_sora(Registry<AdapterMethod>& registry) {
                 "Ding et al., 2023, EMNLP, arXiv:2311.11696",
                 {{"r", "initial (largest) rank (8)"},
                  {"lora_alpha", "alpha (8); scaling alpha/r of the initial r, kept after pruning"},
-                 {"sparse_lambda", "L1 weight lambda of the gate's proximal step (0.1)"},
+                 {"sparse_lambda",
+                  "lambda of the gate's proximal step (1e-3, the official --sparse_lambda_2 default)"},
                  {"sparse_threshold",
-                  "\"lr\": threshold lr*lambda per step (paper); \"constant\": lambda (official)"}}},
+                  "\"constant\": threshold lambda every step (official SparseAdamW, default); "
+                  "\"lr\": lr*lambda (paper eq. 3)"}}},
                {"LOWRANK_SORA", create_sora, load_sora, sora_export_config});
 }
 
