@@ -90,7 +90,7 @@ def sora_prunes(rows, m):
     s = rows["sora_strong"]
     kept, initial = sum(s["ranks_kept"]), s["ranks_initial"]
     here, holds = close("lora", 0.05)(rows, "sora_strong")
-    return (f"λ = 5 keeps {kept} of {initial} ranks; {here}",
+    return (f"λ = 5e-3 keeps {kept} of {initial} ranks; {here}",
             "no: quality is lost" if holds == "no" else (holds if kept < initial else "no ranks pruned"))
 
 
