@@ -1,5 +1,7 @@
 // LoRA, rsLoRA, DoRA and PiSSA against closed forms computed here from the raw tensors, and
 // extract against a known low-rank difference.
+#include <array>
+
 #include <gtest/gtest.h>
 
 #include "lowrank/adapt/lora.h"
@@ -69,9 +71,23 @@ TEST(LoraTest, DoraMatchesTheMagnitudeDirectionWeight) {
   EXPECT_LE(max_abs_diff(slot.base().dense_weight(), w), 1e-6);
 }
 
-TEST(LoraTest, DoraNormIsDetachedAsInThePaper) {
-  // With n detached, ∂L/∂m for L = Σ y equals Σ_x (W'x / m) — here checked against autograd of
-  // an explicit formula with the norm detached, and shown different from the undetached one.
+// DoRA's gradients, written out here in float64 from eq. 5 with n = ‖W + sBA‖_row, the loss
+// L = Σ y over a batch. Returns ∂L/∂A, ∂L/∂B, ∂L/∂m; `detach_norm` treats n as a constant, as the
+// paper's §4.3 and PEFT's dora.py do.
+std::array<at::Tensor, 3> dora_gradients_f64(const at::Tensor& w0, const at::Tensor& a, const at::Tensor& b,
+                                             const at::Tensor& m, const at::Tensor& x, double s,
+                                             bool detach_norm) {
+  at::Tensor A = a.detach().to(at::kDouble).requires_grad_(true);
+  at::Tensor B = b.detach().to(at::kDouble).requires_grad_(true);
+  at::Tensor M = m.detach().to(at::kDouble).requires_grad_(true);
+  const at::Tensor v = w0.detach().to(at::kDouble) + s * at::matmul(B, A);
+  at::Tensor n = at::sqrt((v * v).sum(1, true));
+  if (detach_norm) n = n.detach();
+  at::matmul(x.to(at::kDouble), (M.unsqueeze(1) * v / n).t()).sum().backward();
+  return {A.grad(), B.grad(), M.grad()};
+}
+
+TEST(LoraTest, DoraNormIsDetachedAsInThePaperAndTheMagnitudeGradientIsExact) {
   nn::Model model = tiny();
   AttachedAdapter a = create_adapter(model, "d", config_for("dora"), 5);
   randomize(a, 3);
@@ -85,14 +101,27 @@ TEST(LoraTest, DoraNormIsDetachedAsInThePaper) {
   }
   for (at::Tensor* t : {&A, &B, &m}) t->requires_grad_(true);
   slot.forward(x).sum().backward();
-  const at::Tensor gA = A.grad().clone(), gB = B.grad().clone();
-  for (at::Tensor* t : {&A, &B, &m}) t->mutable_grad().reset();
   const at::Tensor w0 = slot.base().dense_weight();
-  const at::Tensor v = w0 + 2.0 * at::matmul(B, A);
-  const at::Tensor n = at::sqrt((v * v).sum(1, true)).detach();
-  at::matmul(x, (m.unsqueeze(1) * v / n).t()).sum().backward();
-  EXPECT_LE(max_abs_diff(A.grad(), gA), 1e-5);
-  EXPECT_LE(max_abs_diff(B.grad(), gB), 1e-5);
+  const auto detached = dora_gradients_f64(w0, A, B, m, x, 2.0, true);
+  const auto through_norm = dora_gradients_f64(w0, A, B, m, x, 2.0, false);
+  const std::array<at::Tensor, 3> got{A.grad(), B.grad(), m.grad()};
+  const char* names[] = {"dL/dA", "dL/dB", "dL/dm"};
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(got[i].defined()) << names[i];
+    EXPECT_LE(testing::rel_max_error(got[i], detached[i]), 1e-5) << names[i];
+  }
+  // The detachment matters here: letting the gradient through n moves ∂L/∂A and ∂L/∂B by far
+  // more than the tolerance above, so a norm left in the graph fails the checks above.
+  EXPECT_GT(testing::rel_max_error(through_norm[0], detached[0]), 1e-2);
+  EXPECT_GT(testing::rel_max_error(through_norm[1], detached[1]), 1e-2);
+  // n does not depend on m: ∂L/∂m_i = Σ_x (W' x)_i / m_i = Σ_x (v_i · x) / n_i either way, also in
+  // closed form.
+  const at::Tensor v =
+      w0.to(at::kDouble) + 2.0 * at::matmul(B.detach().to(at::kDouble), A.detach().to(at::kDouble));
+  const at::Tensor closed =
+      at::matmul(x.to(at::kDouble).reshape({-1, x.size(-1)}), v.t()).sum(0) / at::sqrt((v * v).sum(1));
+  EXPECT_LE(testing::rel_max_error(detached[2], closed), 1e-12);
+  EXPECT_LE(testing::rel_max_error(through_norm[2], closed), 1e-12);
 }
 
 TEST(LoraTest, PissaStartsAtTheBaseWithThePrincipalTripletsAndSavesAsA2rLora) {
