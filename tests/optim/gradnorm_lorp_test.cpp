@@ -1,10 +1,13 @@
-// GradNormLoRP (gradnorm_lorp.h) against oracles written here with plain tensor math: with a
-// full-rank coordinate projector (a permutation, so element-wise Adam is unchanged) three steps
-// equal the unprojected weight-normalised update (row norms g, ∇g = ⟨G_i, v̂_i⟩,
-// ∇V = G − ∇g·v̂, GaLore's Adam on ∇V with α, Adam on g, W = g'·V'/‖V'‖); a gradient parallel
-// to each row moves only the row norms; the code's variant (∇V = G); a zero row takes the plain
-// update; a state round trip gives bit-identical next steps with the SVD projector; bad options
-// are refused with messages naming them.
+// The optimizers of gradnorm_lorp.h against oracles written here with plain tensor math.
+// gradnormlorp (the paper's): one step on the factors and magnitude of GradNormLoRP's weights,
+// computed by hand in float64 (an independent SVD of each factor's gradient, the projected Adam
+// step with α, AdamW on the magnitude); the preset's defaults.
+// wngalore (the weight-normalised GaLore on dense weights): with a full-rank coordinate projector (a
+// permutation, so element-wise Adam is unchanged) three steps equal the unprojected weight-normalised update
+// (row norms g, ∇g = ⟨G_i, v̂_i⟩, ∇V = G − ∇g·v̂, GaLore's Adam on ∇V with α, Adam on g, W = g'·V'/‖V'‖); a
+// gradient parallel to each row moves only the row norms; the code's variant (∇V = G); a zero row takes the
+// plain update; a state round trip gives bit-identical next steps with the SVD projector; bad options are
+// refused with messages naming them.
 #include <cmath>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -64,11 +67,64 @@ struct Oracle {
   }
 };
 
-TEST(GradNormLoRPTest, FullRankCoordinateProjectorMatchesTheUnprojectedUpdate) {
+// One GaLore step on a factor F [p, q] with gradient D, by hand: the top-r singular vectors of D
+// on F's short side (left P = U[:, :r] when p < q, right Q = Vh[:r] otherwise), the first Adam
+// step on R with ε added to √V, α on the back-projection. The sign of each singular vector
+// cancels (N is odd in R).
+at::Tensor hand_factor_step(const at::Tensor& f, const at::Tensor& d, int64_t r, const AdamConfig& adam,
+                            double alpha, double lr) {
+  const auto [u, sv, vh] = at::linalg_svd(d, /*full_matrices=*/false);
+  const bool left = f.size(0) < f.size(1);
+  const at::Tensor basis = left ? u.slice(1, 0, r) : vh.slice(0, 0, r);
+  const at::Tensor R = left ? at::matmul(basis.t(), d) : at::matmul(d, basis.t());
+  const at::Tensor M = (1 - adam.beta1) * R, V = (1 - adam.beta2) * R * R;
+  const at::Tensor N = M / (V.sqrt() + adam.eps);
+  const double step = lr * std::sqrt(1 - adam.beta2) / (1 - adam.beta1);
+  return f - step * alpha * (left ? at::matmul(basis, N) : at::matmul(N, basis));
+}
+
+TEST(GradNormLoRPTest, OneStepOnTheFactorsAndMagnitudeMatchesTheHandComputation) {
+  // GradNormLoRP's trained tensors of one slot (train/gradnorm_lorp.h): A [r, in], B [out, r], m.
+  const std::string slot = "model.layers.0.self_attn.q_proj.";
+  const NamedTensors params = {{slot + "lowrank_a", randn({4, 9}, 1, 0.3)},
+                               {slot + "lowrank_b", randn({7, 4}, 2, 0.3)},
+                               {slot + "magnitude", randn({7}, 3).abs() + 0.5}};
+  const NamedTensors before = clone_params(params);
+  // The preset's α, ε and β; projection rank 2 < the factors' short side 4.
+  LowRankAdam opt = make_optimizer("gradnormlorp", params, {{"rank", 2}});
+  const LowRankConfig& c = opt.config();
+  EXPECT_FALSE(c.weight_norm);
+  EXPECT_FALSE(opt.is_projected(slot + "magnitude"));
+  std::vector<at::Tensor> grads;
+  for (size_t i = 0; i < params.size(); ++i) {
+    grads.push_back(randn(params[i].second.sizes().vec(), 10 + i));
+    params[i].second.mutable_grad() = grads.back().clone();
+  }
+  const double lr = 0.01;
+  opt.step(lr);
+  for (size_t i = 0; i < 2; ++i) {
+    const at::Tensor want = hand_factor_step(before[i].second, grads[i], 2, c.adam, 0.25, lr);
+    EXPECT_LT(max_abs_diff(params[i].second, want), 1e-9) << params[i].first;
+    EXPECT_GT(max_abs_diff(params[i].second, before[i].second), 1e-4) << params[i].first;
+  }
+  // The magnitude: AdamW's first step, m − η·ĝ/(|ĝ| + ε) with ĝ the bias-corrected moments' ratio.
+  const at::Tensor g = grads[2];
+  const at::Tensor want = before[2].second - lr * g / (g.abs() + c.adam.eps);
+  EXPECT_LT(max_abs_diff(params[2].second, want), 1e-12);
+  // Defaults: the code's pre-training scripts (GaLore's).
+  const LowRankConfig d = method_config("gradnormlorp");
+  EXPECT_EQ(d.rank, 128);
+  EXPECT_EQ(d.update_gap, 200);
+  EXPECT_DOUBLE_EQ(d.scale, 0.25);
+  EXPECT_DOUBLE_EQ(d.adam.eps, 1e-6);
+  EXPECT_DOUBLE_EQ(d.adam.beta2, 0.999);
+}
+
+TEST(WnGaloreTest, FullRankCoordinateProjectorMatchesTheUnprojectedUpdate) {
   for (bool orthogonal : {true, false}) {
     const NamedTensors params = {{"model.layers.0.mlp.up_proj.weight", randn({6, 4}, 1, 0.5)},
                                  {"model.layers.0.self_attn.o_proj.weight", randn({4, 6}, 2, 0.5)}};
-    LowRankAdam opt = make_optimizer("gradnormlorp", params,
+    LowRankAdam opt = make_optimizer("wngalore", params,
                                      {{"projector", "columns"},
                                       {"rank", 64},
                                       {"update_gap", 1000},
@@ -96,10 +152,10 @@ TEST(GradNormLoRPTest, FullRankCoordinateProjectorMatchesTheUnprojectedUpdate) {
   }
 }
 
-TEST(GradNormLoRPTest, GradientAlongEachRowMovesOnlyTheRowNorms) {
+TEST(WnGaloreTest, GradientAlongEachRowMovesOnlyTheRowNorms) {
   const at::Tensor w0 = randn({5, 8}, 3);
   const NamedTensors params = {{"l.mlp.w", w0.clone().requires_grad_(true)}};
-  LowRankAdam opt = make_optimizer("gradnormlorp", params, {{"rank", 2}, {"update_gap", 1}});
+  LowRankAdam opt = make_optimizer("wngalore", params, {{"rank", 2}, {"update_gap", 1}});
   // G_i = c_i·W_i: ∇V = 0, so the direction stays and each norm moves against c_i.
   const at::Tensor c = at::tensor({1.0, -2.0, 0.5, 3.0, -1.0}, at::kDouble).unsqueeze(1);
   params[0].second.mutable_grad() = c * w0;
@@ -111,12 +167,12 @@ TEST(GradNormLoRPTest, GradientAlongEachRowMovesOnlyTheRowNorms) {
   EXPECT_LT(max_abs_diff(n1 - n0, -0.1 * c.sign()), 1e-5);
 }
 
-TEST(GradNormLoRPTest, ZeroRowTakesThePlainUpdate) {
+TEST(WnGaloreTest, ZeroRowTakesThePlainUpdate) {
   at::Tensor w0 = randn({4, 6}, 5);
   w0[1].zero_();  // a zero row (as a zero-initialised LoRA B)
   const NamedTensors params = {{"l.mlp.w", w0.clone().requires_grad_(true)}};
   LowRankAdam opt = make_optimizer(
-      "gradnormlorp", params, {{"projector", "columns"}, {"rank", 64}, {"update_gap", 1000}, {"scale", 1.0}});
+      "wngalore", params, {{"projector", "columns"}, {"rank", 64}, {"update_gap", 1000}, {"scale", 1.0}});
   const at::Tensor g = randn({4, 6}, 6);
   params[0].second.mutable_grad() = g;
   opt.step(0.01);
@@ -129,13 +185,13 @@ TEST(GradNormLoRPTest, ZeroRowTakesThePlainUpdate) {
   EXPECT_TRUE(at::isfinite(params[0].second).all().item<bool>());
 }
 
-TEST(GradNormLoRPTest, StateRoundTripGivesBitIdenticalNextSteps) {
+TEST(WnGaloreTest, StateRoundTripGivesBitIdenticalNextSteps) {
   const NamedTensors initial = {{"model.layers.0.mlp.up_proj.weight", randn({8, 5}, 1, 0.3)},
                                 {"model.layers.0.self_attn.q_proj.weight", randn({5, 8}, 2, 0.3)},
                                 {"model.norm.weight", at::ones({5}, at::kDouble)}};
   const Json options = {{"rank", 2}, {"update_gap", 2}, {"weight_decay", 0.01}};
   const NamedTensors a = clone_params(initial);
-  LowRankAdam first = make_optimizer("gradnormlorp", a, options);
+  LowRankAdam first = make_optimizer("wngalore", a, options);
   auto set_grads = [](const NamedTensors& params, int step) {
     for (size_t i = 0; i < params.size(); ++i)
       params[i].second.mutable_grad() = randn(params[i].second.sizes().vec(), 1000 + 10 * step + i);
@@ -150,7 +206,7 @@ TEST(GradNormLoRPTest, StateRoundTripGivesBitIdenticalNextSteps) {
     has_magnitude |= n == "model.layers.0.mlp.up_proj.weight.magnitude.exp_avg";
   EXPECT_TRUE(has_magnitude);
   const NamedTensors b = clone_params(a);
-  LowRankAdam second = make_optimizer("gradnormlorp", b, options);
+  LowRankAdam second = make_optimizer("wngalore", b, options);
   second.load_state(state, first.steps());
   for (int t = 3; t < 7; ++t) {
     set_grads(a, t);
@@ -173,9 +229,9 @@ TEST(GradNormLoRPTest, StateRoundTripGivesBitIdenticalNextSteps) {
   EXPECT_THROW(second.load_state(broken, 3), Corruption);
 }
 
-TEST(GradNormLoRPTest, BadOptionsAreRefusedNamingThem) {
+TEST(WnGaloreTest, BadOptionsAreRefusedNamingThem) {
   auto message = [](const Json& options) {
-    return testing::error_of([&] { (void)method_config("gradnormlorp", options); });
+    return testing::error_of([&] { (void)method_config("wngalore", options); });
   };
   EXPECT_NE(message({{"rank", 0}}).find("rank must be >= 1"), std::string::npos);
   EXPECT_NE(message({{"update_gap", 0}}).find("update_gap must be >= 1"), std::string::npos);
@@ -183,7 +239,7 @@ TEST(GradNormLoRPTest, BadOptionsAreRefusedNamingThem) {
   EXPECT_NE(message({{"projector", "block"}, {"density", 0.5}}).find("weight_norm"), std::string::npos);
   EXPECT_NE(message({{"orthogonal_grad", "yes"}}).find("orthogonal_grad"), std::string::npos);
   EXPECT_NE(message({{"magnitude", 1}}).find("unknown option \"magnitude\""), std::string::npos);
-  const LowRankConfig c = method_config("gradnormlorp");
+  const LowRankConfig c = method_config("wngalore");
   EXPECT_EQ(c.rank, 128);
   EXPECT_EQ(c.update_gap, 200);
   EXPECT_DOUBLE_EQ(c.scale, 0.25);

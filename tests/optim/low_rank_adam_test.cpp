@@ -256,7 +256,8 @@ std::vector<std::pair<std::string, Json>> method_variants() {
       {"dct", {{"rank", 3}, {"weight_decay", 0.01}}},
       {"dct", {{"rank", 3}, {"update_gap", 3}, {"reset_on_refresh", true}}},
       {"gradnormlorp", {{"rank", 3}, {"update_gap", 2}, {"weight_decay", 0.01}}},
-      {"gradnormlorp",
+      {"wngalore", {{"rank", 3}, {"update_gap", 2}, {"weight_decay", 0.01}}},
+      {"wngalore",
        {{"rank", 3}, {"update_gap", 2}, {"orthogonal_grad", false}, {"state_bits", 8}, {"min_8bit_size", 0}}},
       // 8-bit states for the other methods too (the Adam core's option, not a method's).
       {"fira", {{"rank", 3}, {"update_gap", 2}, {"state_bits", 8}, {"min_8bit_size", 0}}},
@@ -381,7 +382,7 @@ TEST(OptimRegistryTest, ListsTheMethodsWithPapersAndValidatesOptions) {
     EXPECT_FALSE(info.paper.empty()) << info.name;
     EXPECT_FALSE(info.options.empty()) << info.name;
   }
-  EXPECT_EQ(names, (std::set<std::string>{"dct", "fira", "frugal", "galore", "gradnormlorp"}));
+  EXPECT_EQ(names, (std::set<std::string>{"dct", "fira", "frugal", "galore", "gradnormlorp", "wngalore"}));
   EXPECT_EQ(registry().family(), "optim");
   // Presets carry the per-method choices.
   const LowRankConfig galore = method_config("galore");

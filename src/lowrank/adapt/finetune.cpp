@@ -13,6 +13,7 @@
 #include "lowrank/core/safetensors.h"
 #include "lowrank/data/prepare.h"
 #include "lowrank/data/token_dataset.h"
+#include "lowrank/train/gradnorm_lorp.h"
 
 namespace fs = std::filesystem;
 
@@ -102,6 +103,7 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   if (!full) (void)registry().factory(o.method);  // unknown methods fail before any work
   // So do an unknown optimizer and a bad optimizer flag or option (rank, update_gap, ...).
   train::TrainerConfig trainer = o.trainer;
+  train::check_gradnorm_lorp_pairing(o.optimizer.name, "--method", o.method, "dora");
   (void)train::apply_optimizer_request(o.optimizer, trainer);
   trainer.validate();
 

@@ -1,5 +1,5 @@
-// GradNormLoRP's weight-norm split, magnitude step, preset and registration; the equations are in
-// gradnorm_lorp.h, the projected direction step in low_rank_adam.cpp.
+// GradNormLoRP's optimizer preset, and the weight-normalised GaLore's weight-norm split, magnitude
+// step and preset; the equations are in gradnorm_lorp.h, the projected steps in low_rank_adam.cpp.
 #include "lowrank/optim/gradnorm_lorp.h"
 
 #include <cmath>
@@ -47,15 +47,35 @@ at::Tensor weight_norm_compose(const at::Tensor& new_magnitude, const at::Tensor
 LowRankConfig gradnorm_lorp_defaults() {
   LowRankConfig c = galore_defaults();
   c.method = "gradnormlorp";
+  return c;
+}
+
+LowRankConfig wn_galore_defaults() {
+  LowRankConfig c = galore_defaults();
+  c.method = "wngalore";
   c.weight_norm = true;
   c.orthogonal_grad = true;
   return c;
 }
 
 void register_gradnorm_lorp(Registry<OptimizerMethod>& registry) {
-  registry.add({"gradnormlorp",
-                "GaLore on the weight-normalised direction of each attn/MLP weight, Adam on its row norms",
-                "Huang et al., 2024, arXiv:2412.19616",
+  registry.add(
+      {"gradnormlorp",
+       "GradNormLoRP: GaLore-projected Adam on the low-rank factors of W = m (W0 + s B A) / "
+       "||W0 + s B A||_row, Adam on m (with --parameterization gradnormlorp, or finetune --method dora)",
+       "Huang et al., 2024, AAAI 2025, arXiv:2412.19616",
+       {{"rank", "r (128): projector rank of each factor's gradient (clipped to the factor's short side)"},
+        {"update_gap", "T (200): recompute the projectors every T steps"},
+        {"scale", "alpha (0.25): multiplies the projected factor updates"},
+        {"projector", "svd (default), randomized_svd, random, gaussian, dct, columns, rows"},
+        {"state_bits", "32 (default) or 8: block-wise 8-bit projected moments"},
+        {"eps", "1e-6, added to sqrt(V)"},
+        {"weight_decay", "lambda (0), after the update"}}},
+      {gradnorm_lorp_defaults()});
+  registry.add({"wngalore",
+                "weight-normalised GaLore on dense weights: GaLore on the direction of each attn/MLP weight, "
+                "Adam on its row norms (the code's optimizer-only variant; not the paper's weights)",
+                "after Huang et al., 2024, arXiv:2412.19616 (LowRankWeightNormAdamW.py)",
                 {{"rank", "r (128): projector rank of the direction's gradient"},
                  {"update_gap", "T (200): recompute the projector every T steps"},
                  {"scale", "alpha (0.25): multiplies the projected direction update (not the magnitude's)"},
@@ -66,7 +86,7 @@ void register_gradnorm_lorp(Registry<OptimizerMethod>& registry) {
                  {"state_bits", "32 (default) or 8: block-wise 8-bit direction moments"},
                  {"eps", "1e-6, added to sqrt(V)"},
                  {"weight_decay", "lambda (0), after the update"}}},
-               {gradnorm_lorp_defaults()});
+               {wn_galore_defaults()});
 }
 
 }  // namespace lowrank::optim

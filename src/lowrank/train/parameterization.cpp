@@ -11,6 +11,7 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/random.h"
+#include "lowrank/train/gradnorm_lorp.h"
 #include "lowrank/train/lowrank_ba.h"
 #include "lowrank/train/maestro.h"
 #include "lowrank/train/parameterization_internal.h"
@@ -69,6 +70,7 @@ void register_builtin_parameterizations(Registry<ParameterizationMethod>& regist
   register_sst(registry);
   register_trp(registry);
   register_maestro(registry);
+  register_gradnorm_lorp(registry);
 }
 
 const Registry<ParameterizationMethod>& parameterization_registry() {
@@ -90,7 +92,8 @@ ParameterizationConfig parameterization_config(const std::string& method, const 
         std::any_of(info.options.begin(), info.options.end(), [&](const auto& o) { return o.first == key; });
     LR_CHECK(ok, InvalidArgument, what, ": unknown option \"", key, "\" (it takes: ", known, ")");
   }
-  ParameterizationConfig c;
+  ParameterizationConfig c =
+      parameterization_registry().factory(method).defaults.value_or(ParameterizationConfig{});
   c.rank = json_get_or<int64_t>(options, "rank", c.rank, what);
   c.alpha = json_get_or<double>(options, "alpha", c.alpha, what);
   c.density = json_get_or<double>(options, "density", c.density, what);

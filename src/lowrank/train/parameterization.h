@@ -7,11 +7,13 @@
 //   sltrain  W = (α/r)·B·A + S, S on a fixed random support (Han et al., 2024; sltrain.h)
 //   relora   W = W0 + (α/r)·B·A, merged into W0 and restarted every T steps (Lialin et al., 2023;
 //            relora.h)
-//   sst      W = U·diag(σ)·Vᵀ, all σ trained, r singular vectors sampled ∝ σ trained, re-SVD every
-//            T steps (Zhao et al., 2024; sst.h)
+//   sst      W = U·diag(σ)·Vᵀ, all σ trained, r singular vectors sampled by p = ½(1/d + σ/Σσ)
+//            trained, re-SVD every T steps (Zhao et al., 2024; sst.h)
 //   trp      dense W, energy-threshold SVD truncation + λ·‖W‖_* subgradient U_k V_kᵀ every m steps
 //            (Xu et al., 2019; trp.h)
 //   maestro  W = B·A with ordered dropout over the rank (Horváth et al., 2024; maestro.h)
+//   gradnormlorp  W = m·(W0 + s·B·A)/‖W0 + s·B·A‖_row, W0 frozen (Huang et al., 2024;
+//            train/gradnorm_lorp.h; its optimizer is optim/gradnorm_lorp.h)
 // A parameterisation is a ParameterizedOperator swapped into each target LinearSlot
 // (replace_base). apply_parameterization returns the TrainTarget the trainer needs: the trainable
 // tensors (factors, S values, and every dense tensor outside the target slots), the frozen state
@@ -22,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -90,6 +93,9 @@ using HooksFactory = std::function<ParameterizationHooks(
 struct ParameterizationMethod {
   ParameterizedFactory make;
   HooksFactory hooks;  // optional
+  // The method's own defaults where they differ from ParameterizationConfig's (GradNormLoRP's
+  // r = 8, α = 16); unset: ParameterizationConfig{}.
+  std::optional<ParameterizationConfig> defaults = std::nullopt;
 };
 
 // The parameterisation methods (built-ins registered on first use). Thread-safe.

@@ -18,6 +18,7 @@
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/run.h"
 #include "lowrank/nn/slot_shapes.h"
+#include "lowrank/train/gradnorm_lorp.h"
 #include "lowrank/train/parameterization.h"
 
 namespace lowrank::train {
@@ -173,6 +174,7 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   tc.parameterization_options = o.parameterization_options;
   OptimizerRequest optimizer = o.optimizer;
   give_rank_to_parameterization(optimizer, tc.parameterization, tc.parameterization_options);
+  check_gradnorm_lorp_pairing(optimizer.name, "--parameterization", tc.parameterization, "gradnormlorp");
   const auto target_slots = preset_target_slots(preset);
   if (const auto low_rank = apply_optimizer_request(optimizer, tc))
     check_projection_rank(*low_rank, target_slots);

@@ -39,15 +39,23 @@ SstOperator::SstOperator(at::Tensor u, at::Tensor sigma, at::Tensor v, at::Tenso
            "sst: bias of shape ", bias_.sizes(), " for ", u_.size(0), " outputs");
 }
 
+at::Tensor sst_probabilities(const at::Tensor& sigma) {
+  const at::Tensor s = sigma.detach().to(at::kCPU, at::kDouble).clamp_min(0);
+  const int64_t d = s.numel();
+  LR_CHECK(d >= 1, InvalidArgument, "sst: no singular values to sample from");
+  const double total = s.sum().item<double>();
+  // Exploration (uniform) and exploitation (∝ σ) in equal parts; every p(i) >= 1/(2d) > 0, so r
+  // distinct indices can always be drawn.
+  const at::Tensor weighted = total > 0 ? s / total : at::full_like(s, 1.0 / static_cast<double>(d));
+  return (weighted + 1.0 / static_cast<double>(d)) * 0.5;
+}
+
 at::Tensor sst_sample(const at::Tensor& sigma, int64_t r, uint64_t seed) {
-  at::Tensor p = sigma.detach().to(at::kCPU, at::kDouble).clamp_min(0);
-  const int64_t d = p.numel();
+  const int64_t d = sigma.numel();
   LR_CHECK(r >= 0 && r <= d, InvalidArgument, "sst: cannot draw ", r, " of ", d, " singular vectors");
-  const double total = p.sum().item<double>();
-  // Without replacement, a multinomial needs r non-zero weights: add a small uniform share then.
-  if (p.gt(0).sum().item<int64_t>() < r) p.add_((total > 0 ? total : 1.0) * 1e-6 / static_cast<double>(d));
+  if (r == 0) return at::empty({0}, at::TensorOptions().dtype(at::kLong));
   at::Generator gen = at::detail::createCPUGenerator(seed);
-  return at::multinomial(p, r, /*replacement=*/false, gen);
+  return at::multinomial(sst_probabilities(sigma), r, /*replacement=*/false, gen);
 }
 
 std::shared_ptr<SstOperator> SstOperator::init(const nn::LinearSlot& slot,
@@ -178,8 +186,10 @@ ParameterizationHooks sst_hooks(
 void register_sst(Registry<ParameterizationMethod>& registry) {
   registry.add(
       {.name = "sst",
-       .summary = "sparse spectral training: W = U diag(sigma) V^T from the SVD of the init, all sigma "
-                  "trained, r singular vectors sampled by a multinomial over sigma, re-SVD every T steps",
+       .summary =
+           "sparse spectral training: W = U diag(sigma) V^T from the SVD of the init, all sigma "
+           "trained, r singular vectors sampled by a multinomial with p(i) = (1/d + sigma_i/sum sigma)/2, "
+           "re-SVD every T steps",
        .paper = "Zhao et al., 2024, arXiv:2405.15481",
        .options = {{"rank", "r, singular vectors trained at a time (default 128)"},
                    {"reset_every",
