@@ -49,6 +49,8 @@ def collect(run_dir, method, result_file, args):
                     if k in trainer},
         "args": args,
     }
+    if trainer.get("optimizer") != "adamw":  # a low-rank optimizer takes its Adam from its options
+        result["trainer"].pop("adam", None)
     for key in ("parameterization", "ranks"):  # what a method reports about itself (Maestro's ranks)
         if key in summary and not isinstance(summary[key], str):
             result["method_report"] = summary[key]

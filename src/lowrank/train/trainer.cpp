@@ -162,8 +162,12 @@ void TrainerConfig::validate() const {
   LR_CHECK(!per_layer_updates || clip_norm <= 0, InvalidArgument,
            "trainer: per-layer updates cannot clip by the global gradient norm (clip_norm ", clip_norm,
            "); set it to 0");
-  LR_CHECK(parameterization.empty() || optimizer == "adamw", InvalidArgument, "trainer: parameterization ",
-           parameterization, " trains its factors with adamw, not optimizer ", optimizer);
+  // GradNormLoRP is a pair: its weight form's factors are trained by its projected optimizer.
+  LR_CHECK(parameterization.empty() || optimizer == "adamw" ||
+               (parameterization == "gradnormlorp" && optimizer == "gradnormlorp"),
+           InvalidArgument, "trainer: parameterization ", parameterization,
+           " trains its factors with adamw, not optimizer ", optimizer,
+           " (only parameterization gradnormlorp also takes optimizer gradnormlorp)");
   LR_CHECK(parameterization_options.is_object(), InvalidArgument,
            "trainer: parameterization_options must be a JSON object");
   LR_CHECK(autocast.empty() || autocast == "bf16", InvalidArgument, "trainer: autocast \"", autocast,
