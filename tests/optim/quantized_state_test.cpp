@@ -1,9 +1,14 @@
-// Block-wise dynamic 8-bit quantisation (Dettmers et al. 2022): the map's construction, the
-// round-trip error relative to each block's absmax, the finer grid near zero, and the 8-bit
-// option of LowRankAdam (state bytes, resume).
+// Block-wise dynamic 8-bit quantisation (Dettmers et al. 2022): the map, codes, absmax and
+// dequantised values against bitsandbytes' own (a fixture written by its CPU path,
+// tests/fixtures/optim/make_fixtures.py), the round-trip error relative to each block's absmax,
+// the finer grid near zero, and the 8-bit option of LowRankAdam (bitsandbytes' min_8bit_size rule
+// for projected and plain states, state bytes, resume).
+#include <set>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include "lowrank/core/safetensors.h"
 #include "lowrank/optim/methods.h"
 #include "lowrank/optim/quantized_state.h"
 #include "tests/testing.h"
@@ -28,6 +33,23 @@ TEST(QuantizedStateTest, DynamicMapsHave256SortedValuesWithZeroAndOne) {
     } else {
       EXPECT_EQ(map.min().item<float>(), 0.0f);
     }
+  }
+}
+
+// bitsandbytes 0.50.2 on the CPU: create_dynamic_map, quantize_blockwise(blocksize=2048) and
+// dequantize_blockwise of 2500 values (a full and a partial block) per map. Exact equality: the
+// map values, the absmax and the dequantised products are the same float32 operations.
+TEST(QuantizedStateTest, MatchesBitsandbytesBlockwiseCodes) {
+  const SafetensorsFile bnb = SafetensorsFile::open(testing::fixture("optim/bnb_blockwise.safetensors"));
+  EXPECT_EQ(bnb.metadata().at("blocksize"), "2048");
+  for (const bool is_signed : {true, false}) {
+    const std::string kind = is_signed ? "signed" : "unsigned";
+    EXPECT_TRUE(at::equal(dynamic_map(is_signed), bnb.load(kind + ".map"))) << kind;
+    const QuantizedTensor q = quantize_blockwise(bnb.load(kind + ".input"), is_signed);
+    const at::Tensor want_codes = bnb.load(kind + ".codes");
+    EXPECT_EQ(q.codes.ne(want_codes).sum().item<int64_t>(), 0) << kind << ": codes differ";
+    EXPECT_TRUE(at::equal(q.absmax, bnb.load(kind + ".absmax"))) << kind;
+    EXPECT_TRUE(at::equal(dequantize_blockwise(q), bnb.load(kind + ".dequant"))) << kind;
   }
 }
 
@@ -73,8 +95,9 @@ TEST(QuantizedStateTest, EightBitGaLoreKeepsCodesAndAbsmaxAndResumesExactly) {
     for (const auto& [n, p] : params) p.mutable_grad() = randn(p.sizes().vec(), 10 + t);
     opt.step(0.01);
   }
-  // R [8, 2]: 16 one-byte codes + one float absmax per moment; the norm stays float32 AdamW.
-  EXPECT_EQ(opt.bytes().optimizer_states, 2 * (16 + 4) + 2 * 6 * 4);
+  // R [8, 2]: 16 one-byte codes + one float absmax per moment; the norm (6 elements) is 8-bit
+  // too, as min_8bit_size is 0 here.
+  EXPECT_EQ(opt.bytes().optimizer_states, 2 * (16 + 4) + 2 * (6 + 4));
   bool has_codes = false;
   for (const auto& [n, t] : opt.state_tensors()) {
     EXPECT_NE(n, "l.mlp.w.exp_avg");
@@ -95,6 +118,46 @@ TEST(QuantizedStateTest, EightBitGaLoreKeepsCodesAndAbsmaxAndResumesExactly) {
     resumed.step(0.01);
   }
   for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(at::equal(params[i].second, copies[i].second)) << i;
+}
+
+// bitsandbytes' rule (its 8-bit Adam, and GaLoreAdamW8bit on it): every state of at least
+// min_8bit_size = 4096 elements is 8-bit, a projected weight's R and a plain parameter's alike. A
+// plain parameter then steps exactly as AdamW with state_bits 8 (one rule for both optimizers);
+// eight_bit_plain false keeps plain states float32 as before.
+TEST(QuantizedStateTest, EightBitRuleCoversPlainParametersOfAtLeastMin8BitSize) {
+  const NamedTensors initial = {{"l.mlp.w", randn({160, 32}, 1)},              // R [160, 4]: 640, float
+                                {"l.self_attn.w", randn({32, 2048}, 2)},       // R [4, 2048]: 8192, 8-bit
+                                {"embed_tokens.weight", randn({128, 32}, 3)},  // 4096: 8-bit
+                                {"norm.weight", at::ones({32})}};              // 32: float
+  for (const bool plain : {true, false}) {
+    NamedTensors params;
+    for (const auto& [n, p] : initial) params.emplace_back(n, p.clone().requires_grad_(true));
+    LowRankAdam opt =
+        make_optimizer("galore", params, {{"rank", 4}, {"state_bits", 8}, {"eight_bit_plain", plain}});
+    EXPECT_EQ(opt.config().min_8bit_size, 4096);
+    const at::Tensor embed0 = initial[2].second.clone().requires_grad_(true);
+    AdamWStateOptions eight;
+    eight.state_bits = 8;
+    AdamW reference({{"embed_tokens.weight", embed0}}, opt.config().adam,
+                    plain ? eight : AdamWStateOptions{});
+    for (int t = 0; t < 3; ++t) {
+      for (const auto& [n, p] : params) p.mutable_grad() = randn(p.sizes().vec(), 10 + t);
+      embed0.mutable_grad() = params[2].second.grad().clone();
+      opt.step(0.01);
+      reference.step(0.01);
+    }
+    std::set<std::string> names;
+    for (const auto& [n, t] : opt.state_tensors()) names.insert(n);
+    EXPECT_TRUE(names.count("l.mlp.w.exp_avg"));
+    EXPECT_TRUE(names.count("l.self_attn.w.exp_avg.codes"));
+    EXPECT_EQ(names.count("embed_tokens.weight.exp_avg.codes"), plain ? 1u : 0u);
+    EXPECT_EQ(names.count("embed_tokens.weight.exp_avg"), plain ? 0u : 1u);
+    EXPECT_TRUE(names.count("norm.weight.exp_avg"));
+    EXPECT_TRUE(at::equal(params[2].second, embed0)) << "plain " << plain;
+    const int64_t float_states = 2 * 4 * (640 + 32), r8 = 2 * (8192 + 4 * 4);
+    const int64_t embed = plain ? 2 * (4096 + 2 * 4) : 2 * 4 * 4096;
+    EXPECT_EQ(opt.bytes().optimizer_states, float_states + r8 + embed);
+  }
 }
 
 }  // namespace

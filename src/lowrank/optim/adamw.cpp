@@ -128,6 +128,9 @@ std::vector<std::pair<std::string, at::Tensor>> AdamW::state_tensors() const {
     out.emplace_back(params_[i].first + ".exp_avg", m.detach().to(at::kCPU).contiguous());
     out.emplace_back(params_[i].first + ".exp_avg_sq", v.detach().to(at::kCPU).contiguous());
   }
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (states_[i].step != steps_)
+      out.emplace_back(params_[i].first + ".step", at::scalar_tensor(states_[i].step, at::kLong));
   return out;
 }
 
@@ -141,6 +144,8 @@ void AdamW::load_state(const std::vector<std::pair<std::string, at::Tensor>>& te
     const at::Tensor& p = params_[i].second;
     states_[i] = {};
     states_[i].step = steps;
+    for (const auto& [n, t] : tensors)
+      if (n == params_[i].first + ".step") states_[i].step = t.item<int64_t>();
     moments8_[i].read_state(tensors, params_[i].first, p.device());
     if (moments8_[i].defined()) continue;
     const at::Tensor& m = find(params_[i].first + ".exp_avg");
@@ -189,7 +194,7 @@ void magnitude_prune_(at::Tensor& t, double ratio) {
   t.mul_(t.abs().gt(threshold).to(t.scalar_type()));
 }
 
-void Optimizer::prune_state(const std::string& name, double ratio) {
+void Optimizer::prune_state(const std::string& name, double ratio, bool reset_step) {
   std::vector<std::pair<std::string, at::Tensor>> state = state_tensors();
   bool found = false;
   for (auto& [n, t] : state) {
@@ -198,15 +203,17 @@ void Optimizer::prune_state(const std::string& name, double ratio) {
       magnitude_prune_(t, ratio);
       found = true;
     }
+    if (reset_step && n == name + ".step") t = at::zeros_like(t);
   }
   LR_CHECK(found, NotFound, "optimizer: no Adam moments for parameter ", name, " to reset");
   load_state(state, steps());
 }
 
-void AdamW::prune_state(const std::string& name, double ratio) {
+void AdamW::prune_state(const std::string& name, double ratio, bool reset_step) {
   for (size_t i = 0; i < params_.size(); ++i) {
     if (params_[i].first != name) continue;
     AdamState& s = states_[i];
+    if (reset_step) s.step = 0;
     moments8_[i].restore(s.exp_avg, s.exp_avg_sq, params_[i].second.scalar_type());
     if (s.exp_avg.defined()) magnitude_prune_(s.exp_avg, ratio);
     if (s.exp_avg_sq.defined()) magnitude_prune_(s.exp_avg_sq, ratio);

@@ -78,11 +78,13 @@ class Optimizer {
   // "projectors", "total"} (grads: those defined at the time of the call).
   virtual OrderedJson memory() const = 0;
   // Zeroes the `ratio` fraction of smallest-magnitude entries of parameter `name`'s moment
-  // tensors ("<name>.exp_avg", "<name>.exp_avg_sq"; ratio 1: a full reset), keeping the step
-  // count: ReLoRA's partial optimizer reset at a restart. The default goes through
-  // state_tensors()/load_state(); AdamW prunes in place. Throws NotFound when the optimizer holds
-  // no such moments.
-  virtual void prune_state(const std::string& name, double ratio);
+  // tensors ("<name>.exp_avg", "<name>.exp_avg_sq"; ratio 1: a full reset): ReLoRA's partial
+  // optimizer reset at a restart, which keeps the parameter's step count t. With `reset_step`
+  // t restarts at 0 as well, so that bias correction restarts and the next update of a full
+  // reset equals a freshly constructed optimizer's first (a rebuilt optimizer, as the low-rank
+  // BA refactorisation's code does). The default goes through state_tensors()/load_state();
+  // AdamW and LowRankAdam prune in place. Throws NotFound when the optimizer holds no such moments.
+  virtual void prune_state(const std::string& name, double ratio, bool reset_step = false);
 };
 
 // Zeroes, in place, the `ratio` fraction of `t`'s entries with the smallest magnitude: entries
@@ -122,13 +124,14 @@ class AdamW final : public Optimizer {
 
   const AdamConfig& config() const { return config_; }
   const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
-  // "<param>.exp_avg", "<param>.exp_avg_sq" (8-bit: their codes, absmax and shape); the step count
-  // is the same for every tensor.
+  // "<param>.exp_avg", "<param>.exp_avg_sq" (8-bit: their codes, absmax and shape), and
+  // "<param>.step" where a tensor's own t differs from the optimizer's step count (after a
+  // prune_state with reset_step, or for a parameter that skipped steps).
   std::vector<std::pair<std::string, at::Tensor>> state_tensors() const override;
   int64_t steps() const override { return steps_; }
   void load_state(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t steps) override;
   OrderedJson memory() const override;
-  void prune_state(const std::string& name, double ratio) override;
+  void prune_state(const std::string& name, double ratio, bool reset_step = false) override;
 
  private:
   // Parameter `index`'s moments → 8-bit; its float copies freed.

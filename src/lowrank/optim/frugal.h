@@ -1,12 +1,13 @@
 // FRUGAL — Zmushko et al., 2025, "FRUGAL: Memory-Efficient Optimization by Reducing State
 // Overhead for Scalable Training", ICML 2025, arXiv:2411.07837; code read from the fork
 // hungquangbui02022003/FRUGAL (frugal/proj_optimizer_templates.py, galore_projector.py,
-// coordinate_projector.py).
+// coordinate_projector.py, adamw.py: _init_state zeroes M, V and the step count at a refresh).
 //
 // The gradient splits into a state-full part in a subspace (Adam) and a state-free remainder
 // (signSGD or SGD), so the update is full-rank:
 //   W ← W·(1 − η·λ)                                        (decay first)
-//   every T steps: new projector (and, with reset_statistics, M = V = 0, t = 0)
+//   every T steps: new projector (and, with reset_statistics, M = V = 0, t = 0; option
+//                  reset_step false keeps t)
 //   u  = Adam_AdamW-form(down(G); η·α)                      (ε added to √v̂)
 //   W ← W + up(u) − η·α·ρ_lr·sign(G − up(down(G)))          ('sign_sgd'; 'sgd' drops the sign)
 // with α = proj_params_lr_scale (option scale) and ρ_lr = inactive_lr_scale (residual_lr_scale).

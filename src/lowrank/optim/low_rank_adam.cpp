@@ -26,10 +26,12 @@ struct LowRankAdam::Slot {
   QuantizedMoments moments8;        // 8-bit moments (state_bits = 8); adam.exp_avg is then transient
   AdamState magnitude;              // GradNormLoRP: moments [m, 1] of the row norms' gradient
 
-  // Zeroes the moments and t (a reset on refresh, or a freed block).
-  void clear_moments() {
+  // Zeroes the moments, and t unless `keep_step` (a reset on refresh, or a freed block).
+  void clear_moments(bool keep_step = false) {
+    const int64_t t = adam.step;
     adam = {};
     moments8 = {};
+    if (keep_step) adam.step = t;
   }
 };
 
@@ -123,8 +125,13 @@ void LowRankAdam::select_blocks() {
                              steps_ / config_.update_gap, config_.seed);
   for (size_t i = 0; i < blocks.size(); ++i) {
     Slot& s = *blocks[i];
-    // Inactive weights free their state (BAdam); active ones keep it unless reset_statistics.
-    if (!active[i] || config_.reset_on_refresh) s.clear_moments();
+    // Inactive weights free their state and t (BAdam); active ones keep it unless
+    // reset_statistics.
+    if (!active[i]) {
+      s.clear_moments();
+    } else if (config_.reset_on_refresh) {
+      s.clear_moments(/*keep_step=*/!config_.reset_step);
+    }
     s.active = active[i];
   }
 }
@@ -148,7 +155,16 @@ void LowRankAdam::step_parameter(size_t index, const at::Tensor& grad) {
   if (!s.projected) {
     AdamConfig c = config_.adam;
     if (!s.decay) c.weight_decay = 0;
+    // bitsandbytes' rule: every state of at least min_8bit_size elements is 8-bit.
+    const bool eight_bit =
+        config_.state_bits == 8 && config_.eight_bit_plain && s.param.numel() >= config_.min_8bit_size;
+    if (eight_bit) s.moments8.restore(s.adam.exp_avg, s.adam.exp_avg_sq, s.param.scalar_type());
     adam_update(s.param, grad, s.adam, c, lr_);
+    if (eight_bit) {
+      s.moments8.keep(s.adam.exp_avg, s.adam.exp_avg_sq);
+      s.adam.exp_avg.reset();
+      s.adam.exp_avg_sq.reset();
+    }
     return;
   }
   projected_step(s, grad, lr_, refresh_now_);
@@ -169,7 +185,7 @@ void LowRankAdam::projected_step(Slot& s, const at::Tensor& grad, double lr, boo
   Projector* P = s.projector.get();
   if (P && (refresh_now || !P->ready())) {
     P->refresh(G, steps_);
-    if (c.reset_on_refresh) s.clear_moments();
+    if (c.reset_on_refresh) s.clear_moments(/*keep_step=*/!c.reset_step);
   }
   auto down = [&](const at::Tensor& x) { return P ? P->down(x) : x; };
   auto up = [&](const at::Tensor& x) { return P ? P->up(x) : x; };
@@ -243,6 +259,31 @@ void LowRankAdam::projected_step(Slot& s, const at::Tensor& grad, double lr, boo
     W.add_(delta.to(W.scalar_type()));
   }
   if (wd != 0 && c.decay == DecayPlacement::kAfterUpdate) W.add_(W, -lr * wd);
+}
+
+void LowRankAdam::prune_state(const std::string& name, double ratio, bool reset_step) {
+  for (Slot& s : slots_) {
+    if (s.name != name) continue;
+    AdamState& a = s.adam;
+    LR_CHECK(a.exp_avg.defined() || s.moments8.defined(), NotFound,
+             "optimizer: no Adam moments for parameter ", name, " to reset");
+    if (ratio >= 1) {
+      s.clear_moments(/*keep_step=*/!reset_step);
+      return;
+    }
+    const bool eight_bit = s.moments8.defined();
+    if (eight_bit) s.moments8.restore(a.exp_avg, a.exp_avg_sq, s.param.scalar_type());
+    magnitude_prune_(a.exp_avg, ratio);
+    magnitude_prune_(a.exp_avg_sq, ratio);
+    if (eight_bit) {
+      s.moments8.keep(a.exp_avg, a.exp_avg_sq);
+      a.exp_avg.reset();
+      a.exp_avg_sq.reset();
+    }
+    if (reset_step) a.step = 0;
+    return;
+  }
+  throw NotFound(str("optimizer: no parameter \"", name, "\" to reset"));
 }
 
 void LowRankAdam::zero_grad() {

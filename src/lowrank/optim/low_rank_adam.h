@@ -9,7 +9,8 @@
 // One step for a projected weight W [m, n] with gradient G, learning rate η, scale α
 // (t counts this tensor's Adam updates; the refresh schedule counts optimizer steps k):
 //   W ← W·(1 − η·λ)                                   if decay == kBeforeUpdate (FRUGAL, DCT)
-//   if k % T == 0 (or no subspace yet): refresh the projector from G; zero M, V, t if reset_on_refresh
+//   if k % T == 0 (or no subspace yet): refresh the projector from G; zero M, V (and t unless
+//     reset_step is false) if reset_on_refresh
 //   R = down(G)
 //   Adam core: M ← β1 M + (1−β1) R;  V ← β2 V + (1−β2) R²;  t ← t + 1
 //     eps kGaLore: N = M / (√V + ε),              s = η·√(1−β2^t)/(1−β1^t)   (GaLore, Fira)
@@ -30,9 +31,12 @@
 // Deviations: the refresh schedule uses the optimizer's step count k for every weight (GaLore
 // uses each tensor's own counter, FRUGAL the first tensor's; they agree unless a weight skips
 // steps); non-projected parameters always use AdamW's ε placement and decay before the update,
-// whatever the method (GaLore applies its own ε and decay order to them); 8-bit states apply to
-// the projected weights' moments only (bitsandbytes also quantizes the plain parameters'); no
-// per-layer (gradient-hook) stepping.
+// whatever the method (GaLore applies its own ε and decay order to them); no per-layer
+// (gradient-hook) stepping.
+// 8-bit states (state_bits 8) follow bitsandbytes' rule: every Adam state of at least
+// min_8bit_size (4096) elements, a projected weight's R-shaped moments and a plain parameter's
+// full ones alike, is kept block-wise 8-bit (option eight_bit_plain false: projected ones only).
+// A reset on refresh zeroes t with the moments unless reset_step is false.
 #pragma once
 
 #include <cstdint>
@@ -99,6 +103,10 @@ class LowRankAdam final : public Optimizer {
   // Restores state_tensors() output and the step count, so that the next steps are identical.
   // Throws Corruption for a mis-shaped tensor.
   void load_state(const NamedTensors& tensors, int64_t steps) override;
+
+  // As Optimizer::prune_state, in place, 8-bit moments included; ratio >= 1 frees the moments
+  // (the next update starts from zeros, as a fresh optimizer's).
+  void prune_state(const std::string& name, double ratio, bool reset_step = false) override;
 
   OptimizerBytes bytes() const;
   OrderedJson memory() const override;

@@ -107,6 +107,8 @@ OrderedJson LowRankConfig::to_json() const {
                 {"weight_decay", adam.weight_decay},
                 {"target_modules", target_modules}};
   // Only when set, so that the other methods' records stay as before.
+  if (reset_on_refresh) j["reset_step"] = reset_step;
+  if (state_bits == 8) j["eight_bit_plain"] = eight_bit_plain;
   if (weight_norm) {
     j["weight_norm"] = weight_norm;
     j["orthogonal_grad"] = orthogonal_grad;
@@ -126,6 +128,7 @@ LowRankConfig apply_options(LowRankConfig c, const Json& options, std::string_vi
                                               "update_gap",
                                               "scale",
                                               "reset_on_refresh",
+                                              "reset_step",
                                               "core",
                                               "eps_placement",
                                               "weight_decay_placement",
@@ -135,6 +138,7 @@ LowRankConfig apply_options(LowRankConfig c, const Json& options, std::string_vi
                                               "block_order",
                                               "state_bits",
                                               "min_8bit_size",
+                                              "eight_bit_plain",
                                               "weight_norm",
                                               "orthogonal_grad",
                                               "beta1",
@@ -167,6 +171,7 @@ LowRankConfig apply_options(LowRankConfig c, const Json& options, std::string_vi
   c.update_gap = json_get_or<int64_t>(options, "update_gap", c.update_gap, what);
   c.scale = json_get_or<double>(options, "scale", c.scale, what);
   c.reset_on_refresh = json_get_or<bool>(options, "reset_on_refresh", c.reset_on_refresh, what);
+  c.reset_step = json_get_or<bool>(options, "reset_step", c.reset_step, what);
   auto text = [&](const char* key) { return json_get_or<std::string>(options, key, "", what); };
   if (auto v = text("core"); !v.empty()) c.core = parse_enum(v, kCores, what, "core");
   if (auto v = text("eps_placement"); !v.empty())
@@ -179,6 +184,7 @@ LowRankConfig apply_options(LowRankConfig c, const Json& options, std::string_vi
   c.fira_gamma = json_get_or<double>(options, "fira_gamma", c.fira_gamma, what);
   c.state_bits = json_get_or<int64_t>(options, "state_bits", c.state_bits, what);
   c.min_8bit_size = json_get_or<int64_t>(options, "min_8bit_size", c.min_8bit_size, what);
+  c.eight_bit_plain = json_get_or<bool>(options, "eight_bit_plain", c.eight_bit_plain, what);
   c.weight_norm = json_get_or<bool>(options, "weight_norm", c.weight_norm, what);
   c.orthogonal_grad = json_get_or<bool>(options, "orthogonal_grad", c.orthogonal_grad, what);
   c.adam.beta1 = json_get_or<double>(options, "beta1", c.adam.beta1, what);

@@ -34,7 +34,8 @@ struct LowRankConfig {
   int64_t power_iters = 1;        // randomized_svd projector: q
   int64_t update_gap = 200;       // T: refresh every T optimizer steps
   double scale = 0.25;            // α on the projected update (and FRUGAL's state-free part)
-  bool reset_on_refresh = false;  // zero M, V and t when the subspace changes
+  bool reset_on_refresh = false;  // zero M and V when the subspace changes
+  bool reset_step = true;         // with reset_on_refresh, restart t too (FRUGAL's _init_state does)
   MomentCore core = MomentCore::kAdam;
   EpsPlacement eps_placement = EpsPlacement::kGaLore;
   DecayPlacement decay = DecayPlacement::kAfterUpdate;
@@ -43,10 +44,13 @@ struct LowRankConfig {
   double fira_gamma = 1.01;        // Fira's norm-growth limit γ
   Selection selection = Selection::kProjector;
   BlockOrder block_order = BlockOrder::kRandom;
-  // 8: projected Adam states of >= min_8bit_size elements are kept block-wise 8-bit
-  // (quantized_state.h; bitsandbytes' rule), 32: float32.
+  // 8: Adam states of >= min_8bit_size elements are kept block-wise 8-bit (quantized_state.h),
+  // 32: float32. bitsandbytes' rule (its 8-bit Adam, and GaLoreAdamW8bit built on it) counts a
+  // projected weight's state R [.., r] and a plain parameter's full state alike; with
+  // eight_bit_plain false only the projected weights' states are quantized.
   int64_t state_bits = 32;
   int64_t min_8bit_size = 4096;
+  bool eight_bit_plain = true;
   // GradNormLoRP (gradnorm_lorp.h): the projected weights take a weight-normalised step, Adam on
   // their row norms g and the projected core on the direction's gradient ∇V.
   bool weight_norm = false;
@@ -63,10 +67,10 @@ struct LowRankConfig {
 
 // `base` with the options in `options` (a JSON object; null or absent keys keep base's values)
 // applied: rank, density, projector (or "block"), seed, oversample, power_iters, update_gap,
-// scale, reset_on_refresh, core ("adam", "sgd"), eps_placement ("galore", "adamw"),
+// scale, reset_on_refresh, reset_step, core ("adam", "sgd"), eps_placement ("galore", "adamw"),
 // weight_decay_placement ("before", "after"), residual ("none", "fira", "sign_sgd", "sgd"),
 // residual_lr_scale, fira_gamma, block_order ("random", "ascending", "descending"), state_bits
-// (32, 8), min_8bit_size, weight_norm, orthogonal_grad, beta1, beta2, eps, weight_decay,
+// (32, 8), min_8bit_size, eight_bit_plain, weight_norm, orthogonal_grad, beta1, beta2, eps, weight_decay,
 // target_modules (array of strings). Throws
 // InvalidArgument naming `what` and the key for an unknown key, a wrong type or an invalid value.
 LowRankConfig apply_options(LowRankConfig base, const Json& options, std::string_view what);

@@ -5,8 +5,10 @@
 //
 // Dynamic tree map (256 sorted values in [−1, 1], §2.2): for exponent i = 0..6, the midpoints of
 // linspace(0.1, 1, 2^i + 1) scaled by 10^(i−6), both signs (signed map, for M) or the midpoints of
-// linspace(0.1, 1, 2^(i+1) + 1), positive only (unsigned map, for V ≥ 0); plus 0 and 1. So the
-// precision is relative: each decade below the block's absmax has its own linear grid.
+// linspace(0.1, 1, 2^(i+1) + 1), positive only (unsigned map, for V ≥ 0); plus 0 and 1, each
+// value rounded in float32 as bitsandbytes computes it. So the precision is relative: each decade
+// below the block's absmax has its own linear grid. The map, codes, absmax and dequantised values
+// are checked against a fixture written by bitsandbytes (tests/fixtures/optim/make_fixtures.py).
 // Block-wise (§2.1): the flattened tensor is cut into blocks of 2048; each block stores its absmax
 // (float32) and one uint8 code per value, the index of the map value nearest to x / absmax.
 //   quantize:   c_i = argmin_k |map[k] − x_i / absmax_b|

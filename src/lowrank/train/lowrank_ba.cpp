@@ -66,10 +66,13 @@ ParameterizationHooks lowrank_hooks(
   hooks.after_update = [ops, every](int64_t step, optim::Optimizer& optimizer) {
     if ((step + 1) % every != 0) return;
     for (const auto& [name, op] : ops) op->refactor();
-    // Momentum reset: every parameter's moments, as a rebuilt optimizer.
-    const std::string suffix = ".exp_avg";
+    // Momentum reset: every parameter's moments and step count, as the authors' code rebuilds
+    // the optimizer (OptimAI-Lab/Memory_Efficient_Pretraining, torchrun_main_DDP.py: a new
+    // torch.optim.AdamW after merge_and_reinit), so bias correction restarts. Float or 8-bit.
     for (const auto& [n, t] : optimizer.state_tensors())
-      if (n.ends_with(suffix)) optimizer.prune_state(n.substr(0, n.size() - suffix.size()), 1.0);
+      for (const std::string suffix : {".exp_avg", ".exp_avg.codes"})
+        if (n.ends_with(suffix))
+          optimizer.prune_state(n.substr(0, n.size() - suffix.size()), 1.0, /*reset_step=*/true);
     log::debug("lowrank: refactorised ", ops.size(), " slots and reset the moments after step ", step + 1);
   };
   // The ramp of the first steps after a refactorisation starts at 0.001× (cosine_quick_recovery).

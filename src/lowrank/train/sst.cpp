@@ -166,13 +166,16 @@ ParameterizationHooks sst_hooks(
       op->project();
       if (reinit) {
         op->reinitialize();
-        optimizer.prune_state(name + ".sst_sigma", 1.0);  // σ is re-sorted: its moments are stale
+        // σ is re-sorted: its moments are stale. The step count is kept (see the redraw below).
+        optimizer.prune_state(name + ".sst_sigma", 1.0, /*reset_step=*/false);
       }
       if (redraw) {
         // A seed per (step, slot): a resumed run draws the same vectors.
         op->resample(detail::derive_seed(detail::derive_seed(seed, static_cast<uint64_t>(done)), i));
-        optimizer.prune_state(name + ".sst_u_active", 1.0);
-        optimizer.prune_state(name + ".sst_v_active", 1.0);
+        // The paper resets the moments (ReLoRA*-style) but does not say whether Adam's t
+        // restarts, and the authors' code is not public: t is kept, as ReLoRA's reset keeps it.
+        optimizer.prune_state(name + ".sst_u_active", 1.0, /*reset_step=*/false);
+        optimizer.prune_state(name + ".sst_v_active", 1.0, /*reset_step=*/false);
       }
     }
     if (reinit) log::debug("sst: SVD re-initialisation after step ", done, " (", ops.size(), " slots)");

@@ -1,0 +1,74 @@
+// The optimizer resets in the parameterisations' hooks: the low-rank BA refactorisation resets
+// every parameter's moments and step count, as the authors' code rebuilds the optimizer, so the
+// first update after it equals a freshly constructed AdamW's first update on the same weights and
+// gradients; SST's redraw zeroes the active vectors' moments and keeps their step count.
+#include <gtest/gtest.h>
+
+#include "lowrank/optim/adamw.h"
+#include "lowrank/train/parameterization.h"
+#include "lowrank/train/trainer.h"
+#include "tests/testing.h"
+#include "tests/train/trainer_testing.h"
+
+namespace lowrank::train {
+namespace {
+
+using testing_support::pattern_stream;
+using testing_support::tiny_model;
+
+TEST(OptimizerResetTest, LowRankRefactorisationRestartsAdamAsARebuiltOptimizer) {
+  nn::Model model = tiny_model(8);
+  AppliedParameterization applied = apply_parameterization(
+      model, "lowrank", {{"rank", 4}, {"refactor_every", 2}, {"recovery_steps", 1}}, 3);
+  TrainTarget& target = applied.target;
+  for (auto& [n, p] : target.params) p.requires_grad_(true);
+  optim::AdamW optimizer(target.params, optim::AdamConfig{});
+  const TokenStream data = pattern_stream(200);
+  WindowSampler sampler(2, data.size, 9);
+  for (int64_t step = 0; step < 2; ++step) {
+    optimizer.zero_grad();
+    lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
+    optimizer.step(1e-2);
+    target.after_update(step, optimizer);  // step 1: refactorise and reset
+  }
+  // A rebuilt optimizer over copies of the refactorised weights, the same gradients.
+  optimizer.zero_grad();
+  lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
+  std::vector<std::pair<std::string, at::Tensor>> copies;
+  for (const auto& [n, p] : target.params) {
+    at::Tensor c = p.detach().clone().requires_grad_(true);
+    if (p.grad().defined()) c.mutable_grad() = p.grad().clone();
+    copies.emplace_back(n, c);
+  }
+  optim::AdamW rebuilt(copies, optim::AdamConfig{});
+  optimizer.step(1e-2);
+  rebuilt.step(1e-2);
+  for (size_t i = 0; i < copies.size(); ++i)
+    EXPECT_TRUE(at::equal(target.params[i].second, copies[i].second)) << copies[i].first;
+}
+
+TEST(OptimizerResetTest, SstRedrawZeroesTheActiveMomentsAndKeepsTheirStepCount) {
+  nn::Model model = tiny_model(6);
+  AppliedParameterization applied = apply_parameterization(
+      model, "sst", {{"rank", 3}, {"reset_every", 4}, {"resample_every", 1}, {"restart_warmup", 1}}, 4);
+  TrainTarget& target = applied.target;
+  for (auto& [n, p] : target.params) p.requires_grad_(true);
+  optim::AdamW optimizer(target.params, optim::AdamConfig{});
+  const TokenStream data = pattern_stream(200);
+  WindowSampler sampler(1, data.size, 9);
+  optimizer.zero_grad();
+  lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
+  optimizer.step(1e-2);
+  target.after_update(0, optimizer);  // a redraw
+  bool any = false;
+  for (const auto& [n, t] : optimizer.state_tensors()) {
+    if (n.find("sst_u_active") == std::string::npos) continue;
+    any = true;
+    EXPECT_FALSE(n.ends_with(".step")) << n << ": t differs from the optimizer's step count";
+    EXPECT_EQ(t.abs().max().item<double>(), 0.0) << n;
+  }
+  EXPECT_TRUE(any);
+}
+
+}  // namespace
+}  // namespace lowrank::train
