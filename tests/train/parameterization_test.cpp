@@ -699,7 +699,7 @@ TEST(ParameterizationTest, MethodsAreListedInTheCatalog) {
     if (f.name != "parameterization") continue;
     std::vector<std::string> names;
     for (const MethodInfo& m : f.methods) names.push_back(m.name);
-    EXPECT_EQ(names, (std::vector<std::string>{"lowrank", "maestro", "relora", "sltrain", "sst", "trp"}));
+    EXPECT_EQ(names, (std::vector<std::string>{"gradnormlorp", "lowrank", "maestro", "relora", "sltrain", "sst", "trp"}));
     return;
   }
   FAIL() << "no parameterization family";

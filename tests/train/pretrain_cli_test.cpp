@@ -203,7 +203,7 @@ TEST(PretrainCliTest, LowRankOptimizerRunsAndBadOptimizerArgumentsFailEarly) {
   r = run_command(
       shell(with(pretrain_args(corpus, 3, dir / "adamw-rank"), {"--optimizer-options", "'{\"rank\": 8}'"})));
   EXPECT_EQ(r.exit_code, 1) << r.out;
-  EXPECT_NE(r.out.find("adamw takes state_bits and min_8bit_size, not \"rank\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("min_8bit_size, not \"rank\""), std::string::npos) << r.out;
 
   r = run_command(shell(with(pretrain_args(corpus, 3, dir / "unknown"), {"--optimizer", "nope"})));
   EXPECT_EQ(r.exit_code, 1) << r.out;
