@@ -125,7 +125,7 @@ TEST(CliTest, MethodsListsFamilies) {
     ADD_FAILURE() << family << " lists no " << method;
     return Json::object();
   };
-  EXPECT_TRUE(options_of("adapt", "loram").contains("loram_keep"));
+  EXPECT_TRUE(options_of("adapt", "loram").contains("criterion"));
   EXPECT_TRUE(options_of("compress", "svdquant").contains("rank"));
   EXPECT_TRUE(options_of("compress", "svd_llm").contains("calib-data"));
   EXPECT_EQ(run_command(lowrank_cmd("methods --family nope")).exit_code, 1);

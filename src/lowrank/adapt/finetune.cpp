@@ -2,11 +2,15 @@
 #include "lowrank/adapt/finetune.h"
 
 #include <chrono>
+#include <cmath>
 #include <functional>
+#include <numeric>
 #include <optional>
+#include <tuple>
 
 #include "lowrank/adapt/loram.h"
 #include "lowrank/adapt/model_adapters.h"
+#include "lowrank/adapt/petal.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
 #include "lowrank/core/process.h"
@@ -45,6 +49,44 @@ void write_summary(const FinetuneOptions& o, const train::TrainerConfig& trainer
   summary["trainer"] = trainer.to_json();
   summary["corpus"] = o.corpus;
   write_json_file(o.out / "finetune.json", summary);
+}
+
+// PETAL's validation perplexity: non-overlapping windows of seq_len tokens (as split_perplexity),
+// each window scored with its own quality weight; the windows are the interval's units.
+eval::PerplexityResult petal_validation(nn::Model& model, const AttachedAdapter& adapter,
+                                        const data::TokenDataset& dataset, int64_t max_tokens,
+                                        int64_t seq_len, const QualityCalibration& quality) {
+  const int64_t n = std::min<int64_t>(dataset.size("validation"), max_tokens);
+  eval::PerplexityResult r;
+  if (n < 2) return r;
+  const at::Tensor tokens = dataset.slice("validation", 0, n);
+  std::vector<double> sums;
+  std::vector<int64_t> counts;
+  constexpr int64_t kBatch = 8;
+  for (int64_t start = 0; start + 1 < n;) {
+    const int64_t len = std::min(seq_len, n - start);
+    std::vector<at::Tensor> rows;
+    while (static_cast<int64_t>(rows.size()) < kBatch && start + 1 < n &&
+           std::min(seq_len, n - start) == len) {
+      rows.push_back(tokens.slice(0, start, start + len));
+      start += len;
+    }
+    const at::Tensor windows = at::stack(rows);
+    score_windows(model, adapter, windows, quality);
+    const at::Tensor nll = window_losses(model, windows) * static_cast<double>(len - 1);
+    for (int64_t i = 0; i < nll.size(0); ++i) {
+      sums.push_back(nll[i].item<double>());
+      counts.push_back(len - 1);
+    }
+  }
+  r.tokens = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+  r.nll = std::accumulate(sums.begin(), sums.end(), 0.0) / static_cast<double>(r.tokens);
+  r.perplexity = std::exp(r.nll);
+  std::tie(r.ci_low, r.ci_high) = eval::perplexity_interval95(sums, counts);
+  r.ci_unit = "window";
+  r.ci_samples = r.chunks = static_cast<int64_t>(sums.size());
+  r.seq_len = r.stride = seq_len;
+  return r;
 }
 
 }  // namespace
@@ -87,7 +129,8 @@ OrderedJson FinetuneSummary::to_json() const {
           {"peak_rss_mib", peak_rss_mib},
           {"memory", memory},
           {"base_validation", base_validation.to_json()},
-          {"validation", validation.to_json()}};
+          {"validation", validation.to_json()},
+          {"details", details}};
 }
 
 FinetuneSummary finetune(const FinetuneOptions& o) {
@@ -101,6 +144,16 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   config.method = o.method;
   const bool full = o.method == "full";
   if (!full) (void)registry().factory(o.method);  // unknown methods fail before any work
+  // LoRAM's options (loram.h) and PETAL's quality options are checked before any work too.
+  LR_CHECK(
+      o.method == "loram" || !config.options.contains("loram_keep"), InvalidArgument,
+      "lowrank_options.loram_keep is no longer read by --method ", o.method,
+      ": train on a pruned copy with --method loram (options criterion, keep, mlp_keep, attn_keep, ...)");
+  std::optional<LoramOptions> loram;
+  if (o.method == "loram") loram = LoramOptions::from_config(config);
+  const bool petal = o.method == "petal";
+  if (petal) (void)calibrate_quality(at::zeros({1}, at::kDouble), petal_threshold(config));
+  const int64_t quality_windows = petal ? petal_calibration_windows(config) : 0;
   // So do an unknown optimizer and a bad optimizer flag or option (rank, update_gap, ...).
   train::TrainerConfig trainer = o.trainer;
   train::check_gradnorm_lorp_pairing(o.optimizer.name, "--method", o.method, "dora");
@@ -154,14 +207,49 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
         },
         batches);
   }
-  // LoRAM (loram.h): the loram method (or lora with lowrank_options.loram_keep < 1) trains the
-  // adapter on a pruned copy.
-  const double keep = loram_keep(config);
+  // LoRAM (loram.h): the adapter is trained on a pruned copy (calibration windows from a sampler
+  // of their own, seed + 2), aligned first by align_steps of plain LM training.
   std::optional<PrunedModel> pruned;
-  if (keep < 1) {
-    pruned = prune_mlp_channels(model, keep);
-    log::info("finetune: LoRAM: training on a copy with ", pruned->model.config().intermediate_size, " of ",
-              pruned->full_intermediate, " MLP channels per layer");
+  if (loram) {
+    train::WindowSampler calibration_sampler(trainer.seed + 2, stream.size, trainer.seq_len + 1);
+    const at::Tensor calibration =
+        train::sample_windows(stream, calibration_sampler, loram->calibration_windows, trainer.seq_len);
+    pruned = prune_for_loram(model, *loram, calibration, trainer.seed);
+    const nn::ModelConfig& pc = pruned->model.config();
+    log::info("finetune: LoRAM (", loram->criterion, "): training on a pruned copy with ",
+              pc.intermediate_size, " of ", model.config().intermediate_size, " MLP channels and ",
+              pc.num_key_value_heads, " of ", model.config().num_key_value_heads, " KV heads per layer");
+    s.details["loram"] = {{"criterion", loram->criterion},
+                          {"intermediate_size", pc.intermediate_size},
+                          {"num_key_value_heads", pc.num_key_value_heads},
+                          {"align_steps", loram->align_steps}};
+    if (loram->align_steps > 0) {
+      train::TrainerConfig align = trainer;
+      align.steps = loram->align_steps;
+      align.lr = loram->align_lr;
+      align.min_lr = std::min(trainer.min_lr, align.lr);
+      align.warmup_steps = std::min(trainer.warmup_steps, std::max<int64_t>(1, align.steps / 10));
+      align.optimizer = "adamw";  // the authors' alignment: AdamW on every tensor but lm_head
+      align.optimizer_options = Json::object();
+      align.stop_after = 0;
+      std::optional<data::TokenDataset> align_dataset;
+      if (!loram->align_data.empty())
+        align_dataset = data::cached_dataset({.corpus = loram->align_data,
+                                              .tokenizer = tokenizer,
+                                              .out = o.out / "align_dataset",
+                                              .seed = trainer.seed,
+                                              .max_documents = o.max_documents},
+                                             "finetune (LoRAM alignment)");
+      const train::TokenStream align_stream =
+          align_dataset ? train::TokenStream::from_dataset(*align_dataset, "train") : stream;
+      log::info("finetune: LoRAM: aligning the pruned copy with ", align.steps, " steps of LM training");
+      const train::TrainResult ar =
+          align_pruned_model(*pruned, align_stream, align, o.out / "align", o.resume);
+      if (!ar.steps.empty()) {
+        s.details["loram"]["align_first_loss"] = ar.steps.front().loss;
+        s.details["loram"]["align_final_loss"] = ar.steps.back().loss;
+      }
+    }
   }
   nn::Model& train_model = pruned ? pruned->model : model;
   AttachedAdapter adapter = create_adapter(train_model, "default", config, trainer.seed, gradients);
@@ -172,6 +260,18 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
 
   // 3. Training: only the adapter's tensors; checkpoints hold them raw (adapter_state.safetensors).
   train::TrainTarget target = training_target(adapter);
+  // PETAL (petal.h): each window's quality weight from the base model's loss on it, with bounds
+  // fixed by the windows of a calibration sampler of its own (seed + 3).
+  std::optional<QualityCalibration> quality;
+  if (petal) {
+    train::WindowSampler quality_sampler(trainer.seed + 3, stream.size, trainer.seq_len + 1);
+    const at::Tensor windows =
+        train::sample_windows(stream, quality_sampler, quality_windows, trainer.seq_len);
+    quality = calibrate_quality(reference_losses(train_model, adapter, windows), petal_threshold(config));
+    s.details["petal"] = {
+        {"loss_min", quality->loss_min}, {"loss_max", quality->loss_max}, {"threshold", quality->threshold}};
+    target.before_forward = [&](const at::Tensor& w) { score_windows(train_model, adapter, w, *quality); };
+  }
   adapter.set_training(true);
   const train::TrainResult r = timed_training(
       s, [&] { return train::train(train_model, target, stream, trainer, o.out / "run", o.resume); });
@@ -183,7 +283,8 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   if (pruned) adapter = recover_adapter(model, adapter, *pruned, "default");
   save_adapter(adapter, o.out);
   s.adapter_dir = o.out;
-  s.validation = validation_perplexity(model, dataset, o.eval_tokens, trainer.seq_len);
+  s.validation = quality ? petal_validation(model, adapter, dataset, o.eval_tokens, trainer.seq_len, *quality)
+                         : validation_perplexity(model, dataset, o.eval_tokens, trainer.seq_len);
   write_summary(o, trainer, s);
   return s;
 }

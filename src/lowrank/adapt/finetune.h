@@ -57,6 +57,9 @@ struct FinetuneSummary {
   OrderedJson memory;       // training-state bytes by kind (train::TrainResult::memory)
   eval::PerplexityResult base_validation;
   eval::PerplexityResult validation;
+  // Method-specific facts of the run: "loram" (criterion, pruned sizes, alignment losses),
+  // "petal" (the quality proxy's loss bounds and threshold).
+  OrderedJson details = OrderedJson::object();
   OrderedJson to_json() const;
 };
 

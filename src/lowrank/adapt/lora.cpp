@@ -204,8 +204,7 @@ void register_lora(Registry<AdapterMethod>& registry) {
                 {{"r", "rank (8)"},
                  {"lora_alpha", "alpha (8); scaling alpha/r, or alpha/sqrt(r) with use_rslora"},
                  {"lora_dropout", "dropout on the adapter input (0)"},
-                 {"init_lora_weights", "true (B = 0), false, \"gaussian\""},
-                 {"loram_keep", "below 1: train on a copy with pruned MLP channels, as loram does (1)"}}},
+                 {"init_lora_weights", "true (B = 0), false, \"gaussian\""}}},
                {"LORA",
                 [](const LayerSpec& s, const nn::BaseOperator& b) -> std::shared_ptr<TrainableAdapter> {
                   return create_lora(s, b);

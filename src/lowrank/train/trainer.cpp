@@ -357,6 +357,7 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
     double loss_sum = 0;
     for (int64_t micro = 0; micro < config.grad_accum; ++micro) {
       at::Tensor windows = sample_windows(data, sampler, config.batch_size, config.seq_len);
+      if (target.before_forward) target.before_forward(windows);
       at::Tensor loss;
       {
         const CudaAutocast autocast(config.autocast == "bf16");

@@ -137,6 +137,9 @@ struct TrainTarget {
   // DyLoRA samples a rank, SoRA applies its proximal step. Optional.
   std::function<void(int64_t step)> before_step;
   std::function<void(int64_t step, double lr)> after_step;
+  // Called with each micro-batch's windows [B, T + 1] before its forward pass (PETAL scores the
+  // batch's inputs there). Optional.
+  std::function<void(const at::Tensor& windows)> before_forward;
   // Tensors that are training state but not trained (ReLoRA's merged W0, SLTrain's support
   // indices): written with `params` by the default checkpoint writer (floating point as float32,
   // integers exactly) and restored on resume.
