@@ -3,7 +3,8 @@
 // out here and differentiated by autograd in float64; the importance is the product of the tail
 // norms; the samplers draw valid cut-offs (per_layer: at most one slot cut per step); shrinking
 // cuts B, A and their Adam moments (float32 and 8-bit) to the kept components; a training run that
-// shrinks keeps going and reports the discovered ranks; and on a planted rank-3 regression
+// shrinks keeps going and reports the discovered ranks (pretrain.json's: parameterization_test's
+// CLI test); and on a planted rank-3 regression
 // y = W* x, a rank-8 B·A trained with the method's hooks discovers rank exactly 3.
 #include <cmath>
 #include <numbers>

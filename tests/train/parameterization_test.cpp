@@ -605,7 +605,7 @@ TEST(ParameterizationTest, MethodsAreListedInTheCatalog) {
 }
 
 // `lowrank pretrain --parameterization`: early errors, and a short run whose exported model
-// `lowrank eval` reads as a plain HF model.
+// `lowrank eval` reads as a plain HF model (Maestro's, whose discovered ranks are in pretrain.json).
 TEST(ParameterizationCliTest, PretrainExportsADenseModelAndRejectsBadInput) {
   testing::TempDir dir;
   const fs::path corpus = testing::write_word_corpus(dir / "corpus.txt", 60);
@@ -622,10 +622,17 @@ TEST(ParameterizationCliTest, PretrainExportsADenseModelAndRejectsBadInput) {
   r = testing::run_command(base + (dir / "bad").string() + " --parameterization-options '{\"rank\": 4}'");
   EXPECT_EQ(r.exit_code, 1) << r.out;
 
-  r = testing::run_command(
-      base + (dir / "run").string() +
-      " --parameterization sltrain --parameterization-options '{\"rank\": 8, \"density\": 0.05}'");
+  // Maestro with a threshold every component misses: one component per slot after the first step,
+  // and pretrain.json records the discovered ranks.
+  r = testing::run_command(base + (dir / "run").string() +
+                           " --parameterization maestro --rank 4 --parameterization-options "
+                           "'{\"shrink_every\": 1, \"shrink_threshold\": 1e9}'");
   ASSERT_EQ(r.exit_code, 0) << r.out;
+  const Json summary = read_json_file(dir / "run/pretrain.json");
+  EXPECT_EQ(summary["parameterization"]["method"], "maestro") << summary.dump();
+  const Json& ranks = summary["parameterization"]["ranks"];
+  EXPECT_EQ(ranks.size(), 7 * summary["model"]["num_hidden_layers"].get<size_t>()) << ranks.dump();
+  for (const auto& entry : ranks.items()) EXPECT_EQ(entry.value().get<int64_t>(), 1) << entry.key();
   const SafetensorsFile weights = SafetensorsFile::open(dir / "run/model/model.safetensors");
   EXPECT_TRUE(weights.contains("model.layers.0.self_attn.q_proj.weight"));
   EXPECT_FALSE(weights.contains("model.layers.0.self_attn.q_proj.lowrank_a"));
