@@ -7,14 +7,16 @@
 //   trained with ordered dropout over the rank: a step's forward at cut-off b is
 //     y = (x A[:b]ᵀ) B[:, :b]ᵀ + bias,
 //   so that component i is trained only when b >= i and the components come out ordered by
-//   importance (the leading ones carry most of the function). Outside training (after each step,
-//   at export) the operator runs at its full current rank r.
+//   importance (the leading ones carry most of the function). Only this sampled pass is trained
+//   (`--no-full-pass`, as both run scripts set it). Outside training (after each step, at export)
+//   the operator runs at its full current rank r.
 //   Sampler (the released code's `--od-sampler`): per_layer (default; "used in our work", README,
 //   and `--od-sampler per_layer` in run_imagenet.sh): each step one (slot, b) pair is drawn
 //   uniformly among all Σ_slots r_slot pairs and only that slot is cut, the others run at full rank;
 //   across_layers: every slot draws its own b ~ U{1..r_slot}.
 // - Hierarchical group lasso on the ordered components (MaestroLinear._compute_lasso with
-//   hierarchical=True, the setting both training scripts use): the loss gets
+//   hierarchical=True, which both training entry points, cifar_mnist_main.py and
+//   imagenet_main.py, set; group_lasso_criterion in maestro/layers/utils.py): the loss gets
 //     λ_gp · Σ_slots Σ_{b=1..r} ( ‖A[b:, :]‖_F + ‖B[:, b:]‖_F ),
 //   one group per tail b..r of the components, so a trailing component sits in more groups than a
 //   leading one and is pushed to zero first. Its gradient is written out:
@@ -37,7 +39,10 @@
 // the full-rank layer (inner dimension min(in, out)); here r is an option and the SVD is cut to it.
 // The per_layer sampler draws its pairs with replacement instead of shuffled passes over all
 // pairs. The authors train with SGD + momentum; here it is the run's AdamW, whose moments of a
-// removed component go with it. A slot bias is kept and trained.
+// removed component go with it. A slot bias is kept and trained. As in the authors' loop, the
+// components beyond a step's cut-off are not shielded from the update: they get the penalty's
+// gradient, and Adam's momentum moves them. Limitation: a run whose ranks have shrunk cannot
+// resume from its checkpoints yet (they hold fewer components than a freshly built operator).
 #pragma once
 
 #include <cstdint>
