@@ -102,7 +102,8 @@ TEST(TrpTest, HooksTruncateAndSeedTheRegulariserEveryMSteps) {
   op.weight().mutable_grad() = at::Tensor();
   {
     at::NoGradGuard no_grad;
-    op.weight().add_(at::randn_like(op.weight()) * 0.1);  // an update that restores full rank
+    // An update that restores full rank (seeded: the test does not depend on the global generator).
+    op.weight().add_(at::randn(op.weight().sizes(), at::detail::createCPUGenerator(17)) * 0.1);
   }
   before = op.weight().detach().clone();
   target.before_step(1);

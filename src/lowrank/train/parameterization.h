@@ -43,25 +43,27 @@ namespace lowrank::train {
 
 // The options of every parameterisation (each method accepts the subset its MethodInfo lists).
 struct ParameterizationConfig {
-  int64_t rank = 128;                 // r: inner dimension of B [out, r] · A [r, in]
-  double alpha = 32;                  // α: the product is scaled by α/r
-  double density = 0.03;              // SLTrain δ: fraction of W's entries in the sparse support
-  int64_t reset_every = 5000;         // ReLoRA T: merge and restart every T optimizer steps
-  int64_t restart_warmup = 100;       // ReLoRA: steps of linear LR re-warmup after each restart
-  double prune_ratio = 0.99;          // ReLoRA: fraction of A's and B's Adam moments zeroed at a
-                                      // restart (smallest magnitudes first); 1 = full reset
-  int64_t resample_every = 0;         // SST: steps between fresh samples of the trained singular
-                                      // vectors; 0 = once per round (at each re-SVD, every reset_every)
-  double nuclear_weight = 3e-4;       // TRP λ: weight of the nuclear-norm regulariser λ·‖W‖_*
-  double energy = 0.9;                // TRP e: keep the smallest k with Σ_{i<=k} σ_i² >= e·Σ σ_i²
-  int64_t prune_every = 5;            // TRP m: truncate (and regularise) before every m-th step
-  int64_t refactor_every = 0;         // lowrank: re-split B·A by SVD and reset moments every K steps
-                                      // (0: off)
-  int64_t recovery_steps = 10;        // lowrank: LR ramp from 0.001× after each refactorisation
-  double group_lasso = 1e-6;          // Maestro λ_gp: weight of the hierarchical group lasso
-  double shrink_threshold = 1e-5;     // Maestro ε: drop components whose importance falls below it
-  int64_t shrink_every = 100;         // Maestro: progressive shrinking after every n-th step (0: off)
-  std::string sampler = "per_layer";  // Maestro's ordered-dropout sampler: per_layer, across_layers
+  int64_t rank = 128;            // r: inner dimension of B [out, r] · A [r, in]
+  double alpha = 32;             // α: the product is scaled by α/r
+  double density = 0.03;         // SLTrain δ: fraction of W's entries in the sparse support
+  int64_t reset_every = 5000;    // ReLoRA T: merge and restart every T optimizer steps
+  int64_t restart_warmup = 100;  // ReLoRA: steps of linear LR re-warmup after each restart
+  double prune_ratio = 0.99;     // ReLoRA: fraction of A's and B's Adam moments zeroed at a
+                                 // restart (smallest magnitudes first); 1 = full reset
+  int64_t resample_every = 0;    // SST: steps between fresh samples of the trained singular
+                                 // vectors; 0 = once per round (at each re-SVD, every reset_every)
+  double nuclear_weight = 3e-4;  // TRP λ: weight of the nuclear-norm regulariser λ·‖W‖_*
+  double energy = 0.9;           // TRP e: keep the smallest k with Σ_{i<=k} σ_i² >= e·Σ σ_i²
+  int64_t prune_every = 5;       // TRP m: truncate (and regularise) before every m-th step
+  int64_t refactor_every = 0;    // lowrank: re-split B·A by SVD and reset moments every K steps
+                                 // (0: off)
+  int64_t recovery_steps = 10;   // lowrank: LR ramp from 0.001× after each refactorisation
+
+  // Maestro
+  double group_lasso = 1e-6;          // λ_gp: weight of the hierarchical group lasso
+  double shrink_threshold = 1e-5;     // ε: drop the components whose importance falls below it
+  int64_t shrink_every = 100;         // progressive shrinking after every n-th step (0: off)
+  std::string sampler = "per_layer";  // ordered-dropout sampler: per_layer, across_layers
 
   double scale() const { return alpha / static_cast<double>(rank); }
   OrderedJson to_json() const;
