@@ -18,9 +18,11 @@ namespace lowrank::train {
 
 namespace {
 
-// ‖M[b:, :]‖_F for b = 0..r−1 of rows [r, n] (the tail norms of the hierarchical groups).
+// ‖M[b:, :]‖_F for b = 0..r−1 of rows [r, n] (the tail norms of the hierarchical groups), float64.
 at::Tensor tail_norms(const at::Tensor& rows) {
-  const at::Tensor squares = rows.detach().to(at::kDouble).square().sum(1);  // [r]
+  // The row sums in the factor's dtype (no float64 copy of the factor each step), the [r] tail
+  // sums in float64.
+  const at::Tensor squares = rows.detach().square().sum(1).to(at::kDouble);  // [r]
   return squares.flip(0).cumsum(0).flip(0).sqrt();
 }
 
