@@ -1,8 +1,8 @@
 // Low-rank parameterisations (train/parameterization.h): each operator's forward equals the
 // method's formula written out in this file from the operator's tensors ((α/r)·B·A, + S placed by
 // index_put, W0 + (α/r)·B·A, U diag(σ) Vᵀ with the active vectors in place, W, B·A,
-// diag(m/‖V‖_row)·V); SLTrain's and
-// low-rank BA's gradients equal autograd of the dense form (α/r)BA + S built independently;
+// diag(m/‖V‖_row)·V); SLTrain's and low-rank BA's gradients equal autograd of the dense form
+// (α/r)BA + S built independently;
 // ReLoRA's merge-and-restart keeps the model's function, zeroes B, draws a new A and prunes the
 // moments of A and B; training through each parameterisation lowers the loss and resumes
 // bitwise; the densified model is a plain HF model; bad names, options and ranks fail early
@@ -598,7 +598,8 @@ TEST(ParameterizationTest, MethodsAreListedInTheCatalog) {
     if (f.name != "parameterization") continue;
     std::vector<std::string> names;
     for (const MethodInfo& m : f.methods) names.push_back(m.name);
-    EXPECT_EQ(names, (std::vector<std::string>{"lowrank", "maestro", "relora", "sltrain", "sst", "trp"}));
+    EXPECT_EQ(names, (std::vector<std::string>{"gradnormlorp", "lowrank", "maestro", "relora", "sltrain",
+                                               "sst", "trp"}));
     return;
   }
   FAIL() << "no parameterization family";
