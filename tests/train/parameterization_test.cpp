@@ -1,16 +1,16 @@
-// Low-rank parameterisations (train/parameterization.h): each operator's forward equals its dense
-// materialisation; SLTrain's and low-rank BA's gradients equal autograd of the dense form
-// (α/r)BA + S built independently (index_put of the values at (row, col) of the support);
+// Low-rank parameterisations (train/parameterization.h): each operator's forward equals the
+// method's formula written out in this file from the operator's tensors ((α/r)·B·A, + S placed by
+// index_put, W0 + (α/r)·B·A, U diag(σ) Vᵀ with the active vectors in place, W, B·A,
+// diag(m/‖V‖_row)·V); SLTrain's and low-rank BA's gradients equal autograd of the dense form
+// (α/r)BA + S built independently;
 // ReLoRA's merge-and-restart keeps the model's function, zeroes B, draws a new A and prunes the
 // moments of A and B; training through each parameterisation lowers the loss and resumes
 // bitwise; the densified model is a plain HF model; bad names, options and ranks fail early
 // with messages that name the method, option or slot. SST: the operator is the SVD of the init,
 // the sampled vectors get the enhanced gradients, a step leaves the other vectors bitwise
-// unchanged, the re-SVD restores orthonormal factors and keeps the product. TRP: the regulariser
-// gradient is autograd of Σσ (svdvals), the truncation keeps the energy threshold and has rank k.
-// Maestro: forward at a cut-off is the truncated product, a step leaves the components beyond it
-// untouched, and a truncated model computes what training at that rank computed. Low-rank BA's
-// refactorisation keeps the product, balances the factors and zeroes every moment.
+// unchanged, the re-SVD restores orthonormal factors and keeps the product. Low-rank BA's
+// refactorisation keeps the product, balances the factors and zeroes every moment. TRP and
+// Maestro have their own files (trp_test.cpp, maestro_test.cpp).
 #include <cmath>
 #include <filesystem>
 
@@ -22,13 +22,11 @@
 #include "lowrank/core/safetensors.h"
 #include "lowrank/train/checkpoint.h"
 #include "lowrank/train/lowrank_ba.h"
-#include "lowrank/train/maestro.h"
 #include "lowrank/train/parameterization.h"
 #include "lowrank/train/relora.h"
 #include "lowrank/train/sltrain.h"
 #include "lowrank/train/sst.h"
 #include "lowrank/train/trainer.h"
-#include "lowrank/train/trp.h"
 #include "tests/registry_testing.h"
 #include "tests/testing.h"
 #include "tests/train/trainer_testing.h"
@@ -79,11 +77,53 @@ void randomize_b(const AppliedParameterization& applied) {
       if (n == "lowrank_b") t.copy_(at::randn(t.sizes(), at::detail::createCPUGenerator(seed++)) * 0.1);
 }
 
+at::Tensor dense_sparse(const at::Tensor& indices, const at::Tensor& values, int64_t out, int64_t in);
+
 // The contract every parameterisation of parameterization_registry() passes (the suite runs the
 // registry's own list, so a registered method is tested without touching this file).
 class ParameterizationMethodTest : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(ParameterizationMethodTest, ForwardEqualsDenseMaterialisation) {
+// The parameter tensors of `op` by name (trained and frozen).
+at::Tensor named(const ParameterizedOperator& op, const std::string& name) {
+  for (const auto& [n, t] : op.tensors())
+    if (n == name) return t.detach();
+  ADD_FAILURE() << "no tensor " << name;
+  return {};
+}
+
+// The dense weight of `method`'s operator by the method's own formula, written out here from the
+// operator's tensors (small_options: α = 8, r = 4, so α/r = 2).
+at::Tensor written_out_weight(const std::string& method, const ParameterizedOperator& op) {
+  const double scale = 8.0 / 4.0;
+  const int64_t out = op.out_features(), in = op.in_features();
+  if (method == "trp") return named(op, "weight");
+  if (method == "sst") {
+    // U diag(σ) Vᵀ with the trained columns U[:, I] = U_active, V[:, I] = V_active.
+    const at::Tensor indices = named(op, "sst_indices");
+    at::Tensor u = named(op, "sst_u").clone(), v = named(op, "sst_v").clone();
+    const at::Tensor ua = named(op, "sst_u_active"), va = named(op, "sst_v_active");
+    for (int64_t j = 0; j < indices.size(0); ++j) {
+      const int64_t col = indices[j].item<int64_t>();
+      u.select(1, col).copy_(ua.select(1, j));
+      v.select(1, col).copy_(va.select(1, j));
+    }
+    return at::matmul(at::matmul(u, at::diag(named(op, "sst_sigma"))), v.t());
+  }
+  const at::Tensor ba = at::matmul(named(op, "lowrank_b"), named(op, "lowrank_a"));
+  if (method == "maestro") return ba;  // W = B·A, no scale, at the full rank outside a step
+  if (method == "lowrank") return scale * ba;
+  if (method == "relora") return named(op, "weight") + scale * ba;
+  if (method == "gradnormlorp") {  // diag(m / ‖V_row‖)·V, V = W0 + (α/r)·B·A
+    const at::Tensor v = named(op, "base_weight") + scale * ba;
+    return (named(op, "magnitude") / v.norm(2, {1})).unsqueeze(1) * v;
+  }
+  if (method == "sltrain")
+    return scale * ba + dense_sparse(named(op, "sparse_indices"), named(op, "sparse_values"), out, in);
+  ADD_FAILURE() << "no written-out formula for " << method;
+  return at::zeros({out, in});
+}
+
+TEST_P(ParameterizationMethodTest, ForwardEqualsTheMethodsFormulaWrittenOut) {
   const std::string method = GetParam();
   nn::Model model = tiny_model(1);
   const AppliedParameterization applied = apply_parameterization(model, method, small_options(method), 7);
@@ -94,12 +134,18 @@ TEST_P(ParameterizationMethodTest, ForwardEqualsDenseMaterialisation) {
     EXPECT_TRUE(is_parameterized_slot(name)) << name;
     EXPECT_EQ(model.slot(name).base().kind(), method) << name;
   }
-  randomize_b(applied);
   at::NoGradGuard no_grad;
+  // Every trained tensor moved off its init (B = 0, SST's active vectors equal to the frozen
+  // copies), so that each term of the formula shows in the output.
+  uint64_t seed = 100;
+  for (const auto& [name, op] : applied.operators)
+    for (auto& [n, t] : op->trainable())
+      t.add_(at::randn(t.sizes(), at::detail::createCPUGenerator(seed++)) * 0.1);
   const at::Tensor x = at::randn({3, 5, 16}, at::detail::createCPUGenerator(3));
   for (const auto& [name, op] : applied.operators) {
     if (op->in_features() != 16) continue;
-    const at::Tensor expected = at::linear(x, op->dense_weight(), op->bias());
+    at::Tensor expected = at::matmul(x, written_out_weight(method, *op).t());
+    if (op->bias().defined()) expected = expected + op->bias();
     EXPECT_LT(testing::max_abs_diff(op->forward(x), expected), 1e-5) << name;
   }
   // The whole model before and after densify().
@@ -506,153 +552,6 @@ TEST(SstTest, AStepChangesOnlyTheSampledVectorsAndReinitKeepsTheProduct) {
 
 // The sampler's distribution is tested against the paper's rule in sst_test.cpp.
 
-// ---- TRP ----
-
-TEST(TrpTest, SubgradientIsAutogradOfTheSumOfSingularValues) {
-  auto gen = at::detail::createCPUGenerator(8);
-  at::Tensor w = at::randn({6, 4}, gen, at::TensorOptions().dtype(at::kDouble)).requires_grad_(true);
-  at::linalg_svdvals(w).sum().backward();
-  const at::Tensor sub = nuclear_norm_subgradient(w.detach());
-  EXPECT_LT(testing::max_abs_diff(sub, w.grad()), 1e-10);
-  auto [u, s, vh] = at::linalg_svd(w.detach(), false);
-  EXPECT_LT(testing::max_abs_diff(sub, at::matmul(u, vh)), 1e-10);
-  // A rank-2 matrix: only the two non-zero singular directions.
-  const at::Tensor low = at::matmul(at::randn({6, 2}, gen, at::kDouble), at::randn({2, 4}, gen, at::kDouble));
-  auto [ul, sl, vhl] = at::linalg_svd(low, false);
-  EXPECT_LT(testing::max_abs_diff(nuclear_norm_subgradient(low),
-                                  at::matmul(ul.narrow(1, 0, 2), vhl.narrow(0, 0, 2))),
-            1e-10);
-}
-
-TEST(TrpTest, TruncationKeepsTheEnergyThresholdAndHasRankK) {
-  auto gen = at::detail::createCPUGenerator(9);
-  const at::Tensor w = at::randn({8, 6}, gen, at::TensorOptions().dtype(at::kDouble));
-  const at::Tensor s = at::linalg_svdvals(w);
-  const at::Tensor cum = s.square().cumsum(0) / s.square().sum();
-  for (double e : {0.5, 0.9, 0.98}) {
-    const TruncatedSvd t = energy_truncated_svd(w, e);
-    const at::Tensor wk = t.product();
-    const int64_t k = t.rank();
-    ASSERT_GE(k, 1);
-    EXPECT_GE(cum[k - 1].item<double>(), e);
-    if (k > 1) {
-      EXPECT_LT(cum[k - 2].item<double>(), e);  // the smallest such k
-    }
-    const at::Tensor sk = at::linalg_svdvals(wk);
-    EXPECT_LT(testing::max_abs_diff(sk.narrow(0, 0, k), s.narrow(0, 0, k)), 1e-10);
-    if (k < 6) {
-      EXPECT_LT(sk.narrow(0, k, 6 - k).max().item<double>(), 1e-10 * s[0].item<double>());
-    }
-  }
-  EXPECT_EQ(energy_rank(s, 1.0), 6);
-  EXPECT_EQ(energy_rank(at::zeros({3}), 0.9), 0);
-}
-
-TEST(TrpTest, HooksTruncateAndSeedTheRegulariserEveryMSteps) {
-  nn::Model model = tiny_model(7);
-  AppliedParameterization applied =
-      apply_parameterization(model, "trp", {{"nuclear_weight", 0.5}, {"energy", 0.6}, {"prune_every", 2}}, 1);
-  TrainTarget& target = applied.target;
-  ASSERT_TRUE(target.before_step);
-  const auto& op = dynamic_cast<const TrpOperator&>(model.slot("model.layers.0.mlp.gate_proj").base());
-  // Step 0: W ← its energy truncation (oracle: the SVD of the weight before), grad ← λ·U_k V_kᵀ.
-  at::Tensor before = op.weight().detach().clone();
-  TruncatedSvd t = energy_truncated_svd(before, 0.6);
-  at::Tensor expected = t.product();
-  int64_t k = t.rank();
-  ASSERT_LT(k, 16);
-  target.before_step(0);
-  EXPECT_LT(testing::max_abs_diff(op.weight(), expected), 1e-5);
-  const at::Tensor s = at::linalg_svdvals(op.weight().detach());
-  EXPECT_GT(s[k - 1].item<double>(), 1e-3);
-  EXPECT_LT(s.narrow(0, k, 16 - k).max().item<double>(), 1e-5);
-  EXPECT_LT(testing::max_abs_diff(op.weight().grad(), 0.5 * nuclear_norm_subgradient(op.weight().detach())),
-            1e-5);
-  // Step 1 is not a TRP step: neither W nor its (cleared) gradient is touched.
-  op.weight().mutable_grad() = at::Tensor();
-  {
-    at::NoGradGuard no_grad;
-    op.weight().add_(at::randn_like(op.weight()) * 0.1);  // an update that restores full rank
-  }
-  before = op.weight().detach().clone();
-  target.before_step(1);
-  EXPECT_TRUE(at::equal(op.weight(), before));
-  EXPECT_FALSE(op.weight().grad().defined());
-  // Step 2 truncates again, from the updated weight.
-  expected = energy_truncated_svd(before, 0.6).product();
-  target.before_step(2);
-  EXPECT_LT(testing::max_abs_diff(op.weight(), expected), 1e-5);
-  EXPECT_TRUE(op.weight().grad().defined());
-}
-
-// ---- Maestro ----
-
-TEST(MaestroTest, ForwardAtACutOffIsTheTruncatedProductAndTruncationIsNested) {
-  nn::Model model = tiny_model(2);
-  const at::Tensor w = model.slot("model.layers.0.mlp.down_proj").base().dense_weight().detach().clone();
-  apply_parameterization(model, "maestro", {{"rank", 4}}, 1);
-  const auto& op = dynamic_cast<const MaestroOperator&>(model.slot("model.layers.0.mlp.down_proj").base());
-  // Init: the best rank-4 approximation of the dense init.
-  auto [u, s, vh] = at::linalg_svd(w, false);
-  EXPECT_LT(testing::max_abs_diff(op.dense_weight(),
-                                  at::matmul(u.narrow(1, 0, 4) * s.narrow(0, 0, 4), vh.narrow(0, 0, 4))),
-            1e-5);
-  at::NoGradGuard no_grad;
-  const at::Tensor x = at::randn({2, 3, 32}, at::detail::createCPUGenerator(4));
-  for (int64_t b = 1; b <= 4; ++b) {
-    op.begin_step(b);
-    const at::Tensor y = op.forward(x);
-    const at::Tensor expected = at::matmul(x, at::matmul(op.b().narrow(1, 0, b), op.a().narrow(0, 0, b)).t());
-    EXPECT_LT(testing::max_abs_diff(y, expected), 1e-5) << b;
-    EXPECT_TRUE(at::equal(op.truncate(b)->forward(x), y)) << b;  // nested: cut model = training at b
-    op.end_step();
-    EXPECT_EQ(op.active_rank(), 4);
-  }
-}
-
-TEST(MaestroTest, AStepLeavesTheComponentsBeyondTheCutOffUntouched) {
-  nn::Model model = tiny_model(5);
-  AppliedParameterization applied = apply_parameterization(model, "maestro", {{"rank", 4}}, 2);
-  TrainTarget& target = applied.target;
-  ASSERT_TRUE(target.before_step && target.after_update);
-  for (auto& [n, p] : target.params) p.requires_grad_(true);
-  optim::AdamW optimizer(target.params,
-                         optim::AdamConfig{});  // weight decay 0.1 and momentum would move them
-  const TokenStream data = pattern_stream(200);
-  WindowSampler sampler(3, data.size, 9);
-  int64_t cut = 0;
-  for (int64_t step = 0; step < 3; ++step) {
-    target.before_step(step);
-    std::vector<at::Tensor> b0, a0;
-    std::vector<int64_t> cutoff;
-    for (const auto& [name, o] : applied.operators) {
-      const auto& op = dynamic_cast<const MaestroOperator&>(*o);
-      b0.push_back(op.b().clone());
-      a0.push_back(op.a().clone());
-      cutoff.push_back(op.active_rank());
-    }
-    optimizer.zero_grad();
-    lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
-    optimizer.step(1e-2);
-    target.after_update(step, optimizer);
-    for (size_t i = 0; i < applied.operators.size(); ++i) {
-      const auto& op = dynamic_cast<const MaestroOperator&>(*applied.operators[i].second);
-      const int64_t b = cutoff[i];
-      EXPECT_EQ(op.active_rank(), 4);
-      EXPECT_FALSE(at::equal(op.b().narrow(1, 0, b), b0[i].narrow(1, 0, b))) << i;
-      EXPECT_TRUE(at::equal(op.b().narrow(1, b, 4 - b), b0[i].narrow(1, b, 4 - b))) << i;
-      EXPECT_TRUE(at::equal(op.a().narrow(0, b, 4 - b), a0[i].narrow(0, b, 4 - b))) << i;
-      cut += b < 4;
-    }
-  }
-  EXPECT_GT(cut, 0);  // some steps did cut
-  EXPECT_EQ(maestro_cutoff(7, 3, 2, 4), maestro_cutoff(7, 3, 2, 4));
-  for (int64_t step = 0; step < 50; ++step) {
-    const int64_t b = maestro_cutoff(7, step, 1, 4);
-    EXPECT_TRUE(b >= 1 && b <= 4) << b;
-  }
-}
-
 TEST(ParameterizationTest, BadInputFailsWithAClearError) {
   using testing::error_of;
   EXPECT_THROW(parameterization_config("nope", Json::object()), NotFound);
@@ -699,14 +598,15 @@ TEST(ParameterizationTest, MethodsAreListedInTheCatalog) {
     if (f.name != "parameterization") continue;
     std::vector<std::string> names;
     for (const MethodInfo& m : f.methods) names.push_back(m.name);
-    EXPECT_EQ(names, (std::vector<std::string>{"gradnormlorp", "lowrank", "maestro", "relora", "sltrain", "sst", "trp"}));
+    EXPECT_EQ(names, (std::vector<std::string>{"gradnormlorp", "lowrank", "maestro", "relora", "sltrain",
+                                               "sst", "trp"}));
     return;
   }
   FAIL() << "no parameterization family";
 }
 
 // `lowrank pretrain --parameterization`: early errors, and a short run whose exported model
-// `lowrank eval` reads as a plain HF model.
+// `lowrank eval` reads as a plain HF model (Maestro's, whose discovered ranks are in pretrain.json).
 TEST(ParameterizationCliTest, PretrainExportsADenseModelAndRejectsBadInput) {
   testing::TempDir dir;
   const fs::path corpus = testing::write_word_corpus(dir / "corpus.txt", 60);
@@ -723,10 +623,17 @@ TEST(ParameterizationCliTest, PretrainExportsADenseModelAndRejectsBadInput) {
   r = testing::run_command(base + (dir / "bad").string() + " --parameterization-options '{\"rank\": 4}'");
   EXPECT_EQ(r.exit_code, 1) << r.out;
 
-  r = testing::run_command(
-      base + (dir / "run").string() +
-      " --parameterization sltrain --parameterization-options '{\"rank\": 8, \"density\": 0.05}'");
+  // Maestro with a threshold every component misses: one component per slot after the first step,
+  // and pretrain.json records the discovered ranks.
+  r = testing::run_command(base + (dir / "run").string() +
+                           " --parameterization maestro --rank 4 --parameterization-options "
+                           "'{\"shrink_every\": 1, \"shrink_threshold\": 1e9}'");
   ASSERT_EQ(r.exit_code, 0) << r.out;
+  const Json summary = read_json_file(dir / "run/pretrain.json");
+  EXPECT_EQ(summary["parameterization"]["method"], "maestro") << summary.dump();
+  const Json& ranks = summary["parameterization"]["ranks"];
+  EXPECT_EQ(ranks.size(), 7 * summary["model"]["num_hidden_layers"].get<size_t>()) << ranks.dump();
+  for (const auto& entry : ranks.items()) EXPECT_EQ(entry.value().get<int64_t>(), 1) << entry.key();
   const SafetensorsFile weights = SafetensorsFile::open(dir / "run/model/model.safetensors");
   EXPECT_TRUE(weights.contains("model.layers.0.self_attn.q_proj.weight"));
   EXPECT_FALSE(weights.contains("model.layers.0.self_attn.q_proj.lowrank_a"));

@@ -54,7 +54,11 @@ OrderedJson ParameterizationConfig::to_json() const {
                      {"energy", energy},
                      {"prune_every", prune_every},
                      {"refactor_every", refactor_every},
-                     {"recovery_steps", recovery_steps}};
+                     {"recovery_steps", recovery_steps},
+                     {"group_lasso", group_lasso},
+                     {"shrink_threshold", shrink_threshold},
+                     {"shrink_every", shrink_every},
+                     {"sampler", sampler}};
 }
 
 nn::NamedTensors ParameterizedOperator::tensors() const {
@@ -106,6 +110,10 @@ ParameterizationConfig parameterization_config(const std::string& method, const 
   c.prune_every = json_get_or<int64_t>(options, "prune_every", c.prune_every, what);
   c.refactor_every = json_get_or<int64_t>(options, "refactor_every", c.refactor_every, what);
   c.recovery_steps = json_get_or<int64_t>(options, "recovery_steps", c.recovery_steps, what);
+  c.group_lasso = json_get_or<double>(options, "group_lasso", c.group_lasso, what);
+  c.shrink_threshold = json_get_or<double>(options, "shrink_threshold", c.shrink_threshold, what);
+  c.shrink_every = json_get_or<int64_t>(options, "shrink_every", c.shrink_every, what);
+  c.sampler = json_get_or<std::string>(options, "sampler", c.sampler, what);
   LR_CHECK(c.rank >= 1, InvalidArgument, what, ": rank must be >= 1, got ", c.rank);
   LR_CHECK(std::isfinite(c.alpha) && c.alpha > 0, InvalidArgument, what, ": alpha must be > 0, got ",
            c.alpha);
@@ -128,6 +136,13 @@ ParameterizationConfig parameterization_config(const std::string& method, const 
   LR_CHECK(c.recovery_steps >= 0 && (c.refactor_every == 0 || c.recovery_steps < c.refactor_every),
            InvalidArgument, what, ": recovery_steps must be in [0, refactor_every = ", c.refactor_every,
            "), got ", c.recovery_steps);
+  LR_CHECK(std::isfinite(c.group_lasso) && c.group_lasso >= 0, InvalidArgument, what,
+           ": group_lasso must be >= 0, got ", c.group_lasso);
+  LR_CHECK(std::isfinite(c.shrink_threshold) && c.shrink_threshold >= 0, InvalidArgument, what,
+           ": shrink_threshold must be >= 0, got ", c.shrink_threshold);
+  LR_CHECK(c.shrink_every >= 0, InvalidArgument, what, ": shrink_every must be >= 0, got ", c.shrink_every);
+  LR_CHECK(c.sampler == "per_layer" || c.sampler == "across_layers", InvalidArgument, what,
+           ": sampler must be per_layer or across_layers, got \"", c.sampler, "\"");
   return c;
 }
 

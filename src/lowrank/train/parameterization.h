@@ -11,7 +11,8 @@
 //            trained, re-SVD every T steps (Zhao et al., 2024; sst.h)
 //   trp      dense W, energy-threshold SVD truncation + λ·‖W‖_* subgradient U_k V_kᵀ every m steps
 //            (Xu et al., 2019; trp.h)
-//   maestro  W = B·A with ordered dropout over the rank (Horváth et al., 2024; maestro.h)
+//   maestro  W = B·A with ordered dropout over the rank, a hierarchical group lasso on the ordered
+//            components and progressive shrinking of the rank (Horváth et al., 2024; maestro.h)
 //   gradnormlorp  W = m·(W0 + s·B·A)/‖W0 + s·B·A‖_row, W0 frozen (Huang et al., 2024;
 //            train/gradnorm_lorp.h; its optimizer is optim/gradnorm_lorp.h)
 // A parameterisation is a ParameterizedOperator swapped into each target LinearSlot
@@ -57,6 +58,12 @@ struct ParameterizationConfig {
   int64_t refactor_every = 0;    // lowrank: re-split B·A by SVD and reset moments every K steps
                                  // (0: off)
   int64_t recovery_steps = 10;   // lowrank: LR ramp from 0.001× after each refactorisation
+
+  // Maestro
+  double group_lasso = 1e-6;          // λ_gp: weight of the hierarchical group lasso
+  double shrink_threshold = 1e-5;     // ε: drop the components whose importance falls below it
+  int64_t shrink_every = 100;         // progressive shrinking after every n-th step (0: off)
+  std::string sampler = "per_layer";  // ordered-dropout sampler: per_layer, across_layers
 
   double scale() const { return alpha / static_cast<double>(rank); }
   OrderedJson to_json() const;

@@ -19,6 +19,7 @@
 #include "lowrank/nn/run.h"
 #include "lowrank/nn/slot_shapes.h"
 #include "lowrank/train/gradnorm_lorp.h"
+#include "lowrank/train/maestro.h"
 #include "lowrank/train/parameterization.h"
 
 namespace lowrank::train {
@@ -264,7 +265,9 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   if (!r.finished) return s;
 
   // 4. Export and validation perplexity. A parameterised model is exported dense (W =
-  // dense_weight()): a plain HF model that eval and generate load unchanged.
+  // dense_weight()): a plain HF model that eval and generate load unchanged. Maestro's discovered
+  // ranks are read before that.
+  const OrderedJson discovered_ranks = maestro_ranks(model);
   densify(model);
   model.save(model_dir, at::kFloat);
   tokenizer.save(model_dir / "tokenizer.json");
@@ -283,6 +286,8 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   summary["args"] = args;
   summary["trainer"] = tc.to_json();
   summary["model"] = OrderedJson::parse(preset_model_config(preset, tokenizer.vocab_size()).dump());
+  if (!discovered_ranks.empty())
+    summary["parameterization"] = OrderedJson{{"method", tc.parameterization}, {"ranks", discovered_ranks}};
   write_json_file(summary_path, summary);
   return s;
 }
