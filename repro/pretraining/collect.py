@@ -9,6 +9,7 @@ command-line arguments that made it), so that table.py can rebuild every table f
 files without the run directories.
 """
 import json
+import math
 import os
 import statistics
 import sys
@@ -19,7 +20,8 @@ def best_lr(method_dir, seed, lrs):
     for lr in lrs:
         path = os.path.join(method_dir, f"lr{lr}_seed{seed}.json")
         if os.path.exists(path):
-            scored.append((json.load(open(path))["ppl"], lr))
+            ppl = json.load(open(path))["ppl"]  # null: the run diverged
+            scored.append((math.inf if ppl is None else ppl, lr))
     if not scored:
         sys.exit(f"collect.py: no result for seed {seed} in {method_dir}")
     return min(scored)[1]

@@ -83,15 +83,21 @@ def main():
     for m in methods:
         grid[m] = {r["lr"]: r for r in runs[m] if r["seed"] == first_seed}
         if grid[m]:
-            best[m] = min(grid[m].values(), key=lambda r: r["ppl"])["lr"]
-    lines = [f"**Learning-rate grid** (validation perplexity, seed {first_seed}; bold: each method's best)", "",
+            best[m] = min(grid[m].values(), key=lambda r: math.inf if r["ppl"] is None else r["ppl"])["lr"]
+    lines = [f"**Learning-rate grid** (validation perplexity, seed {first_seed}; bold: each method's best; "
+             "–: not run, the grid is extended only past an edge that holds a method's best)", "",
              "| method | " + " | ".join(f"lr {lr_text(lr)}" for lr in lrs) + " |",
              "|---|" + "---:|" * len(lrs)]
     for m in methods:
         cells = []
         for lr in lrs:
             r = grid[m].get(lr)
-            cells.append("–" if r is None else (f"**{r['ppl']:.2f}**" if lr == best.get(m) else f"{r['ppl']:.2f}"))
+            if r is None:
+                cells.append("–")
+            elif r["ppl"] is None:
+                cells.append("diverged")
+            else:
+                cells.append(f"**{r['ppl']:.2f}**" if lr == best.get(m) else f"{r['ppl']:.2f}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     edge = [m for m in best if len(lrs) > 1 and best[m] in (lrs[0], lrs[-1])]
     if edge:
