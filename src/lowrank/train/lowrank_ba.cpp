@@ -63,16 +63,17 @@ ParameterizationHooks lowrank_hooks(
   const int64_t every = config.refactor_every, recovery = config.recovery_steps;
   if (every <= 0) return hooks;
   const auto ops = detail::operators_as<LowRankBaOperator>(operators, "lowrank");
-  hooks.after_update = [ops, every](int64_t step, optim::Optimizer& optimizer) {
+  hooks.after_update = [ops, every, reset_step = config.reset_step](int64_t step,
+                                                                    optim::Optimizer& optimizer) {
     if ((step + 1) % every != 0) return;
     for (const auto& [name, op] : ops) op->refactor();
-    // Momentum reset: every parameter's moments and step count, as the authors' code rebuilds
-    // the optimizer (OptimAI-Lab/Memory_Efficient_Pretraining, torchrun_main_DDP.py: a new
-    // torch.optim.AdamW after merge_and_reinit), so bias correction restarts. Float or 8-bit.
+    // Momentum reset: every parameter's moments and, by default, step count, as the authors' code
+    // rebuilds the optimizer (OptimAI-Lab/Memory_Efficient_Pretraining, torchrun_main_DDP.py: a
+    // new torch.optim.AdamW after merge_and_reinit), so bias correction restarts. Float or 8-bit.
     for (const auto& [n, t] : optimizer.state_tensors())
       for (const std::string suffix : {".exp_avg", ".exp_avg.codes"})
         if (n.ends_with(suffix))
-          optimizer.prune_state(n.substr(0, n.size() - suffix.size()), 1.0, /*reset_step=*/true);
+          optimizer.prune_state(n.substr(0, n.size() - suffix.size()), 1.0, reset_step);
     log::debug("lowrank: refactorised ", ops.size(), " slots and reset the moments after step ", step + 1);
   };
   // The ramp of the first steps after a refactorisation starts at 0.001× (cosine_quick_recovery).
@@ -95,13 +96,21 @@ void register_lowrank_ba(Registry<ParameterizationMethod>& registry) {
             {"refactor_every",
              "K: every K steps re-split B A through its SVD and zero all Adam moments (Glentis et al., "
              "2025, arXiv:2505.22922); 0 = off (default 0)"},
-            {"recovery_steps",
-             "steps of linear LR ramp from 0.001x after each refactorisation (default 10)"}}},
+            {"recovery_steps", "steps of linear LR ramp from 0.001x after each refactorisation (default 10)"},
+            {"reset_step",
+             "restart Adam's step count t with the moments at each refactorisation (default true: the "
+             "authors' code builds a new AdamW)"}}},
       {.make =
            [](const nn::LinearSlot& slot, const ParameterizationConfig& config, uint64_t seed) {
              return std::shared_ptr<ParameterizedOperator>(LowRankBaOperator::init(slot, config, seed));
            },
-       .hooks = lowrank_hooks});
+       .hooks = lowrank_hooks,
+       .defaults =
+           [] {
+             ParameterizationConfig c;
+             c.reset_step = true;
+             return c;
+           }()});
 }
 
 }  // namespace lowrank::train

@@ -55,6 +55,7 @@ OrderedJson ParameterizationConfig::to_json() const {
                      {"prune_every", prune_every},
                      {"refactor_every", refactor_every},
                      {"recovery_steps", recovery_steps},
+                     {"reset_step", reset_step},
                      {"group_lasso", group_lasso},
                      {"shrink_threshold", shrink_threshold},
                      {"shrink_every", shrink_every},
@@ -110,6 +111,7 @@ ParameterizationConfig parameterization_config(const std::string& method, const 
   c.prune_every = json_get_or<int64_t>(options, "prune_every", c.prune_every, what);
   c.refactor_every = json_get_or<int64_t>(options, "refactor_every", c.refactor_every, what);
   c.recovery_steps = json_get_or<int64_t>(options, "recovery_steps", c.recovery_steps, what);
+  c.reset_step = json_get_or<bool>(options, "reset_step", c.reset_step, what);
   c.group_lasso = json_get_or<double>(options, "group_lasso", c.group_lasso, what);
   c.shrink_threshold = json_get_or<double>(options, "shrink_threshold", c.shrink_threshold, what);
   c.shrink_every = json_get_or<int64_t>(options, "shrink_every", c.shrink_every, what);

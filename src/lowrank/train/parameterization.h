@@ -58,6 +58,9 @@ struct ParameterizationConfig {
   int64_t refactor_every = 0;    // lowrank: re-split B·A by SVD and reset moments every K steps
                                  // (0: off)
   int64_t recovery_steps = 10;   // lowrank: LR ramp from 0.001× after each refactorisation
+  // lowrank's refactorisations and SST's rounds and redraws: restart Adam's step count t with the
+  // moments they zero (each method's default is what its authors' code does: lowrank true, SST false).
+  bool reset_step = false;
 
   // Maestro
   double group_lasso = 1e-6;          // λ_gp: weight of the hierarchical group lasso

@@ -157,7 +157,8 @@ ParameterizationHooks sst_hooks(
   const auto ops = detail::operators_as<SstOperator>(operators, "sst");
   ParameterizationHooks hooks;
   const int64_t round = config.reset_every, every = config.resample_every, warmup = config.restart_warmup;
-  hooks.after_update = [ops, round, every, seed](int64_t step, optim::Optimizer& optimizer) {
+  hooks.after_update = [ops, round, every, seed, reset_step = config.reset_step](
+                           int64_t step, optim::Optimizer& optimizer) {
     const int64_t done = step + 1;
     const bool reinit = done % round == 0;
     const bool redraw = reinit || (every > 0 && done % every == 0);
@@ -166,16 +167,17 @@ ParameterizationHooks sst_hooks(
       op->project();
       if (reinit) {
         op->reinitialize();
-        // σ is re-sorted: its moments are stale. The step count is kept (see the redraw below).
-        optimizer.prune_state(name + ".sst_sigma", 1.0, /*reset_step=*/false);
+        // σ is re-sorted: its moments are stale. The step count is kept by default (see below).
+        optimizer.prune_state(name + ".sst_sigma", 1.0, reset_step);
       }
       if (redraw) {
         // A seed per (step, slot): a resumed run draws the same vectors.
         op->resample(detail::derive_seed(detail::derive_seed(seed, static_cast<uint64_t>(done)), i));
         // The paper resets the moments (ReLoRA*-style) but does not say whether Adam's t
-        // restarts, and the authors' code is not public: t is kept, as ReLoRA's reset keeps it.
-        optimizer.prune_state(name + ".sst_u_active", 1.0, /*reset_step=*/false);
-        optimizer.prune_state(name + ".sst_v_active", 1.0, /*reset_step=*/false);
+        // restarts, and the authors' code is not public: t is kept by default, as ReLoRA's reset
+        // keeps it (reset_step restarts it).
+        optimizer.prune_state(name + ".sst_u_active", 1.0, reset_step);
+        optimizer.prune_state(name + ".sst_v_active", 1.0, reset_step);
       }
     }
     if (reinit) log::debug("sst: SVD re-initialisation after step ", done, " (", ops.size(), " slots)");
@@ -199,7 +201,10 @@ void register_sst(Registry<ParameterizationMethod>& registry) {
                     "T: steps per round; SVD re-initialisation and moment reset after each (default 5000)"},
                    {"resample_every",
                     "steps between fresh draws of the trained vectors; 0 = once per round (default 0)"},
-                   {"restart_warmup", "steps of linear LR re-warmup after each round, < T (default 100)"}}},
+                   {"restart_warmup", "steps of linear LR re-warmup after each round, < T (default 100)"},
+                   {"reset_step",
+                    "restart Adam's step count t with the moments zeroed at each round and redraw "
+                    "(default false, as ReLoRA's reset)"}}},
       {.make =
            [](const nn::LinearSlot& slot, const ParameterizationConfig& config, uint64_t seed) {
              return std::shared_ptr<ParameterizedOperator>(SstOperator::init(slot, config, seed));
