@@ -9,6 +9,7 @@
 #include "lowrank/adapt/lora.h"
 #include "lowrank/adapt/methods.h"
 #include "lowrank/core/error.h"
+#include "lowrank/nn/observing_operator.h"
 
 namespace lowrank::adapt {
 namespace {
@@ -67,24 +68,17 @@ nn::ModelConfig resized(const nn::ModelConfig& config, int64_t intermediate, int
 }
 
 // Records H = Σ x xᵀ (float64) of a slot's inputs while it is installed.
-class GramRecorder final : public nn::BaseOperator {
+class GramRecorder final : public nn::ObservingOperator {
  public:
   GramRecorder(std::shared_ptr<const nn::BaseOperator> inner, at::Tensor* gram)
-      : inner_(std::move(inner)), gram_(gram) {}
-  std::string_view kind() const override { return inner_->kind(); }
-  int64_t in_features() const override { return inner_->in_features(); }
-  int64_t out_features() const override { return inner_->out_features(); }
-  nn::NamedTensors tensors() const override { return inner_->tensors(); }
-  at::Tensor dense_weight() const override { return inner_->dense_weight(); }
-  at::Tensor bias() const override { return inner_->bias(); }
-  at::Tensor forward(const at::Tensor& x) const override {
-    const at::Tensor x2 = x.detach().reshape({-1, x.size(-1)}).to(at::kCPU, at::kDouble);
-    *gram_ += at::matmul(x2.t(), x2);
-    return inner_->forward(x);
-  }
+      : ObservingOperator(std::move(inner)), gram_(gram) {}
 
  private:
-  std::shared_ptr<const nn::BaseOperator> inner_;
+  void observe(const at::Tensor& x) const override {
+    const at::Tensor x2 = x.reshape({-1, x.size(-1)}).to(at::kCPU, at::kDouble);
+    *gram_ += at::matmul(x2.t(), x2);
+  }
+
   at::Tensor* gram_;
 };
 

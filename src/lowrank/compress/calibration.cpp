@@ -10,6 +10,7 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/progress.h"
+#include "lowrank/nn/observing_operator.h"
 
 namespace lowrank::compress {
 
@@ -33,25 +34,14 @@ struct InputIncrement {
 
 // Forwards to the wrapped base and adds the input's statistics to `stats` on the way. Only used
 // while calibrate() runs, one forward at a time.
-class RecordingOperator final : public nn::BaseOperator {
+class RecordingOperator final : public nn::ObservingOperator {
  public:
   RecordingOperator(std::shared_ptr<const nn::BaseOperator> inner, SlotStatistics* stats, bool gram,
                     InputIncrement* last)
-      : inner_(std::move(inner)), stats_(stats), gram_(gram), last_(last) {}
-  std::string_view kind() const override { return inner_->kind(); }
-  int64_t in_features() const override { return inner_->in_features(); }
-  int64_t out_features() const override { return inner_->out_features(); }
-  nn::NamedTensors tensors() const override { return inner_->tensors(); }
-  at::Tensor dense_weight() const override { return inner_->dense_weight(); }
-  at::Tensor bias() const override { return inner_->bias(); }
-
-  at::Tensor forward(const at::Tensor& x) const override {
-    record(x.detach());
-    return inner_->forward(x);
-  }
+      : ObservingOperator(std::move(inner)), stats_(stats), gram_(gram), last_(last) {}
 
  private:
-  void record(const at::Tensor& x) const {
+  void observe(const at::Tensor& x) const override {
     at::NoGradGuard no_grad;
     InputIncrement& inc = *last_;
     if (!inc.same_input(x)) {
@@ -82,7 +72,6 @@ class RecordingOperator final : public nn::BaseOperator {
     s.tokens += inc.tokens;
   }
 
-  std::shared_ptr<const nn::BaseOperator> inner_;
   SlotStatistics* stats_;
   bool gram_;
   InputIncrement* last_;

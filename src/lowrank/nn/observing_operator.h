@@ -1,0 +1,35 @@
+// A slot's base wrapped so that its inputs can be watched while it keeps computing the same
+// thing: calibration passes (compress/calibration.cpp's statistics, LoRAM's SparseGPT Hessians)
+// install one in a slot, run forward passes, and put the base back.
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "lowrank/nn/linear_slot.h"
+
+namespace lowrank::nn {
+
+// Every query goes to the wrapped operator; observe(x) sees each input (detached) first.
+class ObservingOperator : public BaseOperator {
+ public:
+  explicit ObservingOperator(std::shared_ptr<const BaseOperator> inner) : inner_(std::move(inner)) {}
+  std::string_view kind() const override { return inner_->kind(); }
+  int64_t in_features() const override { return inner_->in_features(); }
+  int64_t out_features() const override { return inner_->out_features(); }
+  NamedTensors tensors() const override { return inner_->tensors(); }
+  at::Tensor dense_weight() const override { return inner_->dense_weight(); }
+  at::Tensor bias() const override { return inner_->bias(); }
+  at::Tensor forward(const at::Tensor& x) const final {
+    observe(x.detach());
+    return inner_->forward(x);
+  }
+
+ protected:
+  virtual void observe(const at::Tensor& x) const = 0;
+
+ private:
+  std::shared_ptr<const BaseOperator> inner_;
+};
+
+}  // namespace lowrank::nn
