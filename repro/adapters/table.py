@@ -132,9 +132,12 @@ def main_table(rows):
         if name.startswith("_"):
             continue
         ci = r["target_ci"]
+        source, drift = "–", "–"  # PETAL: eval has no quality scores for its gate
+        if r["source_ppl"] is not None:
+            source, drift = f"{r['source_ppl']:.2f}", f"{100 * (r['source_ppl'] / base_source - 1):+.1f}%"
         lines.append(f"| {name} | {r['trainable']:,} | {100 * r['trainable'] / r['base_params']:.3f} | "
-                     f"{r['target_ppl']:.2f} ({ci[0]:.2f}–{ci[1]:.2f}) | {r['source_ppl']:.2f} | "
-                     f"{100 * (r['source_ppl'] / base_source - 1):+.1f}% | {r['peak_rss_mib'] or 0:.0f} |")
+                     f"{r['target_ppl']:.2f} ({ci[0]:.2f}–{ci[1]:.2f}) | {source} | {drift} | "
+                     f"{r['peak_rss_mib'] or 0:.0f} |")
     first = next(r for n, r in rows.items() if not n.startswith("_"))
     lines += ["", f"Base model before adaptation: target ppl {first['base_target_ppl']:.2f}, source ppl "
               f"{base_source:.2f}."]
