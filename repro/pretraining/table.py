@@ -143,8 +143,15 @@ def main():
                 row.update({"claim_quantity": label, "claim_range": [lo, hi], "claim_per_seed": per_seed,
                             "holds": holds})
         rows.append(row)
-        report = at_best[m][min(at_best[m])].get("method_report")
-        note = f"; ranks {report}" if m == "maestro" and report else ""
+        # What a method reports about itself: Maestro's discovered ranks per slot (every seed).
+        ranks = [list(r["method_report"]["ranks"].values()) for r in at_best[m].values()
+                 if isinstance(r.get("method_report"), dict) and "ranks" in r["method_report"]]
+        note = ""
+        if ranks:
+            flat = [k for seed_ranks in ranks for k in seed_ranks]
+            note = (f"; discovered ranks {min(flat)}–{max(flat)} (mean {statistics.mean(flat):.1f}) over "
+                    f"{len(ranks[0])} slots and {len(ranks)} seeds")
+            row["discovered_ranks"] = ranks
         lines.append(f"| {m} | {lr_text(best[m])} | {mean:.2f} ± {sd:.2f} | {kib(state)} | "
                      f"{state / base_state:.2f} | {kib(mem['total'])} | {mem['total'] / base['memory']['total']:.2f} | "
                      f"{claim_text}{note} | {measured} | {holds} |" if base else
