@@ -183,10 +183,14 @@ void check_shrinking(const optim::AdamWStateOptions& state_options, double toler
   EXPECT_TRUE(at::equal(op.b(), b_before.narrow(1, 0, 2)));
   // The model, the target and the optimizer hold the same (shrunk) tensors.
   for (const auto& [n, p] : applied.target.params) {
-    if (n == slot + ".lowrank_a") EXPECT_EQ(p.sizes().vec(), (std::vector<int64_t>{2, 16}));
+    if (n == slot + ".lowrank_a") {
+      EXPECT_EQ(p.sizes().vec(), (std::vector<int64_t>{2, 16}));
+    }
   }
   for (const auto& [n, p] : optimizer.params()) {
-    if (n == slot + ".lowrank_b") EXPECT_EQ(p.sizes().vec(), (std::vector<int64_t>{32, 2}));
+    if (n == slot + ".lowrank_b") {
+      EXPECT_EQ(p.sizes().vec(), (std::vector<int64_t>{32, 2}));
+    }
   }
   EXPECT_LE(testing::max_abs_diff(moment(slot + ".lowrank_a.exp_avg"), ma.narrow(0, 0, 2)),
             tolerance * ma.abs().max().item<double>());

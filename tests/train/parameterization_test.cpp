@@ -46,7 +46,9 @@ Json small_options(const std::string& method) {
   if (method == "sst")
     return Json{{"rank", 4}, {"reset_every", 4}, {"resample_every", 2}, {"restart_warmup", 1}};
   if (method == "trp") return Json{{"nuclear_weight", 1e-3}, {"energy", 0.98}, {"prune_every", 3}};
-  if (method == "maestro") return Json{{"rank", 4}};
+  // Maestro: a threshold above every importance cuts each slot to one component after step 3, so
+  // the resume below starts from a checkpoint whose factors are smaller than a fresh operator's.
+  if (method == "maestro") return Json{{"rank", 4}, {"shrink_every", 3}, {"shrink_threshold", 1e9}};
   Json o{{"rank", 4}, {"alpha", 8}};
   if (method == "sltrain") o["density"] = 0.1;
   if (method == "relora") {
@@ -190,7 +192,13 @@ TEST_P(ParameterizationMethodTest, TrainingLowersTheLossAndResumesBitwise) {
   int64_t checkpoint_bytes = 0;
   for (const TensorInfo& info : weights.tensors()) checkpoint_bytes += static_cast<int64_t>(info.nbytes());
   ASSERT_FALSE(full.memory.is_null());
-  EXPECT_EQ(full.memory["weights"].get<int64_t>() + full.memory["frozen"].get<int64_t>(), checkpoint_bytes);
+  // Maestro's shrinking after step 3 leaves the last checkpoint smaller than the memory report,
+  // which counts the run's tensors before it.
+  if (method == "maestro") {
+    EXPECT_GT(full.memory["weights"].get<int64_t>() + full.memory["frozen"].get<int64_t>(), checkpoint_bytes);
+  } else {
+    EXPECT_EQ(full.memory["weights"].get<int64_t>() + full.memory["frozen"].get<int64_t>(), checkpoint_bytes);
+  }
   EXPECT_EQ(full.memory["frozen"].get<int64_t>() > 0,
             method == "sltrain" || method == "relora" || method == "sst" || method == "gradnormlorp");
   EXPECT_EQ(full.memory["total"].get<int64_t>(),

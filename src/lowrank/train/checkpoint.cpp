@@ -2,6 +2,7 @@
 #include "lowrank/train/checkpoint.h"
 
 #include <cstdio>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -22,12 +23,15 @@ std::string step_name(int64_t step) {
   return buf;
 }
 
-// Copies the checkpoint's tensors called as `tensors` into them, checking each shape.
+// Copies the checkpoint's tensors called as `tensors` into them, checking each shape (after
+// `reshape`, when given, had its chance to take a differing saved shape).
 void restore_tensors(const SafetensorsFile& weights,
-                     const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+                     const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                     const std::function<void(const std::string&, const at::Tensor&)>& reshape = nullptr) {
   at::NoGradGuard no_grad;
   for (const auto& [name, p] : tensors) {
     at::Tensor t = weights.load(name);
+    if (t.sizes() != p.sizes() && reshape) reshape(name, t);
     LR_CHECK(t.sizes() == p.sizes(), Corruption, weights.path().string(), ": tensor ", name, " has shape ",
              t.sizes(), ", the model's is ", p.sizes());
     p.copy_(t);
@@ -117,7 +121,7 @@ CheckpointPosition read_checkpoint(const fs::path& checkpoint, const TrainerConf
   position.tokens = json_get<int64_t>(state, "tokens", what);
   position.sampler_counter = json_get<uint64_t>(state, "sampler_counter", what);
   const SafetensorsFile weights = SafetensorsFile::open(checkpoint / target.weights_file);
-  restore_tensors(weights, target.params);
+  restore_tensors(weights, target.params, target.reshape);
   restore_tensors(weights, target.frozen);
   const SafetensorsFile opt = SafetensorsFile::open(checkpoint / "optimizer.safetensors");
   std::vector<std::pair<std::string, at::Tensor>> opt_state;

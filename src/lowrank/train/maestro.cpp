@@ -225,6 +225,13 @@ ParameterizationHooks maestro_hooks(
     cut_adam_moments(optimizer, cuts);
     if (!cuts.empty()) log::info("maestro: total rank ", before, " -> ", after, " after step ", step + 1);
   };
+  // Resuming a run that shrank: its checkpoint holds fewer components than a fresh operator.
+  hooks.reshape = [ops](const std::string& tensor, const at::Tensor& saved) {
+    for (const auto& [name, op] : ops) {
+      if (tensor == name + ".lowrank_a" && saved.dim() == 2) op->shrink(std::min(saved.size(0), op->rank()));
+      if (tensor == name + ".lowrank_b" && saved.dim() == 2) op->shrink(std::min(saved.size(1), op->rank()));
+    }
+  };
   return hooks;
 }
 

@@ -41,8 +41,8 @@
 // pairs. The authors train with SGD + momentum; here it is the run's AdamW, whose moments of a
 // removed component go with it. A slot bias is kept and trained. As in the authors' loop, the
 // components beyond a step's cut-off are not shielded from the update: they get the penalty's
-// gradient, and Adam's momentum moves them. Limitation: a run whose ranks have shrunk cannot
-// resume from its checkpoints yet (they hold fewer components than a freshly built operator).
+// gradient, and Adam's momentum moves them. A run whose ranks have shrunk resumes: the hooks'
+// reshape shrinks a fresh operator to its checkpoint's factors before they are copied.
 #pragma once
 
 #include <cstdint>

@@ -215,6 +215,7 @@ AppliedParameterization apply_parameterization(nn::Model& model, const std::stri
     applied.target.before_step = std::move(hooks.before_step);
     applied.target.after_update = std::move(hooks.after_update);
     applied.target.lr_factor = std::move(hooks.lr_factor);
+    applied.target.reshape = std::move(hooks.reshape);
   }
   return applied;
 }

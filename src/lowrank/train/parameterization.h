@@ -95,6 +95,7 @@ struct ParameterizationHooks {
   std::function<void(int64_t step)> before_step;  // before the step's forward passes
   std::function<void(int64_t step, optim::Optimizer& optimizer)> after_update;
   std::function<double(int64_t step)> lr_factor;
+  std::function<void(const std::string& name, const at::Tensor& saved)> reshape;  // TrainTarget's
 };
 using HooksFactory = std::function<ParameterizationHooks(
     const std::vector<std::pair<std::string, std::shared_ptr<ParameterizedOperator>>>& operators,

@@ -150,6 +150,10 @@ struct TrainTarget {
   std::function<void(int64_t step, optim::Optimizer& optimizer)> after_update;
   // A factor on the scheduled learning rate of a step (ReLoRA's jagged re-warmup). Optional.
   std::function<double(int64_t step)> lr_factor;
+  // Called on resume for a trained tensor whose checkpoint shape differs from its own, with the
+  // saved tensor, before it is copied: a target whose tensors change shape during training
+  // (Maestro's shrinking) takes the saved shape here. Unset: the shapes must match.
+  std::function<void(const std::string& name, const at::Tensor& saved)> reshape;
 
   // Every tensor of `model` under its HF name, saved as an HF model directory.
   static TrainTarget whole_model(const nn::Model& model);
