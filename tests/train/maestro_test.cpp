@@ -22,6 +22,7 @@
 namespace lowrank::train {
 namespace {
 
+using testing_support::lm_step;
 using testing_support::pattern_stream;
 using testing_support::small_config;
 using testing_support::tiny_model;
@@ -156,11 +157,7 @@ void check_shrinking(const optim::AdamWStateOptions& state_options, double toler
   optim::AdamW optimizer(applied.target.params, adam, state_options);
   const TokenStream data = pattern_stream(200);
   WindowSampler sampler(3, data.size, 9);
-  auto step = [&] {
-    optimizer.zero_grad();
-    lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
-    optimizer.step(1e-2);
-  };
+  auto step = [&] { lm_step(model, data, sampler, optimizer, 1e-2); };
   step();
   const std::string slot = "model.layers.0.mlp.up_proj";
   const auto& op = dynamic_cast<const MaestroOperator&>(model.slot(slot).base());

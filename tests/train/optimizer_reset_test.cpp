@@ -14,6 +14,9 @@
 namespace lowrank::train {
 namespace {
 
+using testing_support::lm_gradients;
+using testing_support::lm_step;
+using testing_support::make_trainable;
 using testing_support::pattern_stream;
 using testing_support::tiny_model;
 
@@ -24,19 +27,16 @@ bool refactorisation_restarts_adam(const Json& reset_option) {
   if (!reset_option.is_null()) options["reset_step"] = reset_option;
   AppliedParameterization applied = apply_parameterization(model, "lowrank", options, 3);
   TrainTarget& target = applied.target;
-  for (auto& [n, p] : target.params) p.requires_grad_(true);
+  make_trainable(target);
   optim::AdamW optimizer(target.params, optim::AdamConfig{});
   const TokenStream data = pattern_stream(200);
   WindowSampler sampler(2, data.size, 9);
   for (int64_t step = 0; step < 2; ++step) {
-    optimizer.zero_grad();
-    lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
-    optimizer.step(1e-2);
+    lm_step(model, data, sampler, optimizer, 1e-2);
     target.after_update(step, optimizer);  // step 1: refactorise and reset
   }
   // A rebuilt optimizer over copies of the refactorised weights, the same gradients.
-  optimizer.zero_grad();
-  lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
+  lm_gradients(model, data, sampler, optimizer);
   std::vector<std::pair<std::string, at::Tensor>> copies;
   for (const auto& [n, p] : target.params) {
     at::Tensor c = p.detach().clone().requires_grad_(true);
@@ -66,13 +66,11 @@ std::pair<bool, bool> sst_redraw(const Json& reset_option) {
   if (!reset_option.is_null()) options["reset_step"] = reset_option;
   AppliedParameterization applied = apply_parameterization(model, "sst", options, 4);
   TrainTarget& target = applied.target;
-  for (auto& [n, p] : target.params) p.requires_grad_(true);
+  make_trainable(target);
   optim::AdamW optimizer(target.params, optim::AdamConfig{});
   const TokenStream data = pattern_stream(200);
   WindowSampler sampler(1, data.size, 9);
-  optimizer.zero_grad();
-  lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
-  optimizer.step(1e-2);
+  lm_step(model, data, sampler, optimizer, 1e-2);
   target.after_update(0, optimizer);  // a redraw
   bool zeroed = false, restarted = false;
   for (const auto& [n, t] : optimizer.state_tensors()) {

@@ -35,6 +35,8 @@ namespace lowrank::train {
 namespace {
 namespace fs = std::filesystem;
 
+using testing_support::lm_step;
+using testing_support::make_trainable;
 using testing_support::pattern_stream;
 using testing_support::small_config;
 using testing_support::tiny_model;
@@ -357,14 +359,12 @@ TEST(LowRankBaTest, RefactorisationKeepsTheProductBalancesTheFactorsAndResetsThe
       model, "lowrank", {{"rank", 4}, {"refactor_every", 2}, {"recovery_steps", 1}}, 3);
   TrainTarget& target = applied.target;
   ASSERT_TRUE(target.after_update && target.lr_factor);
-  for (auto& [n, p] : target.params) p.requires_grad_(true);
+  make_trainable(target);
   optim::AdamW optimizer(target.params, optim::AdamConfig{});
   const TokenStream data = pattern_stream(200);
   WindowSampler sampler(2, data.size, 9);
   for (int64_t step = 0; step < 2; ++step) {
-    optimizer.zero_grad();
-    lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
-    optimizer.step(1e-2);
+    lm_step(model, data, sampler, optimizer, 1e-2);
     if (step == 0) target.after_update(step, optimizer);  // not a refactorisation step
   }
   const auto& op = dynamic_cast<const LowRankBaOperator&>(model.slot("model.layers.0.mlp.up_proj").base());
@@ -396,15 +396,13 @@ TEST(ReloraTest, MergeKeepsTheFunctionZeroesBAndPrunesTheMoments) {
   // W0 is frozen; it is not among the trained tensors.
   for (const auto& [n, t] : target.params) EXPECT_FALSE(n.ends_with("q_proj.weight")) << n;
   EXPECT_FALSE(target.frozen.empty());
-  for (auto& [n, p] : target.params) p.requires_grad_(true);
+  make_trainable(target);
   optim::AdamW optimizer(target.params, optim::AdamConfig{});
   const at::Tensor ids = sample_ids(2, 8, 3);
   const TokenStream data = pattern_stream(200);
   WindowSampler sampler(1, data.size, 9);
   for (int64_t step = 0; step < 2; ++step) {
-    optimizer.zero_grad();
-    lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
-    optimizer.step(1e-2);
+    lm_step(model, data, sampler, optimizer, 1e-2);
     if (step == 0) {
       target.after_update(step, optimizer);  // not a restart step: nothing happens
       EXPECT_GT(applied.operators[0].second->trainable()[1].second.abs().max().item<double>(), 0.0);
@@ -513,16 +511,14 @@ TEST(SstTest, AStepChangesOnlyTheSampledVectorsAndReinitKeepsTheProduct) {
   TrainTarget& target = applied.target;
   ASSERT_TRUE(target.after_update && target.lr_factor);
   for (const auto& [n, t] : target.params) EXPECT_FALSE(n.ends_with(".sst_u")) << n;
-  for (auto& [n, p] : target.params) p.requires_grad_(true);
+  make_trainable(target);
   optim::AdamW optimizer(target.params, optim::AdamConfig{});
   const auto& op = dynamic_cast<const SstOperator&>(model.slot("model.layers.1.self_attn.o_proj").base());
   const at::Tensor u0 = op.full_u(), v0 = op.full_v(), sigma0 = op.sigma().clone(),
                    idx0 = op.indices().clone();
   const TokenStream data = pattern_stream(200);
   WindowSampler sampler(1, data.size, 9);
-  optimizer.zero_grad();
-  lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
-  optimizer.step(1e-2);
+  lm_step(model, data, sampler, optimizer, 1e-2);
   target.after_update(0, optimizer);  // renormalise, write back and draw a new subset
   // The vectors trained in the step changed; the others are bitwise the same.
   std::vector<bool> same(16, true);
@@ -542,9 +538,7 @@ TEST(SstTest, AStepChangesOnlyTheSampledVectorsAndReinitKeepsTheProduct) {
     }
 
   // Step 2 ends the round: re-SVD. The product is kept, U and V are orthonormal again.
-  optimizer.zero_grad();
-  lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
-  optimizer.step(1e-2);
+  lm_step(model, data, sampler, optimizer, 1e-2);
   op.project();  // as the hook does first (idempotent up to rounding)
   const at::Tensor w_before = op.dense_weight().clone();
   EXPECT_GT(testing::max_abs_diff(at::matmul(op.full_u().t(), op.full_u()), at::eye(16)), 1e-6);

@@ -31,4 +31,23 @@ inline TrainerConfig small_config() {
   return c;
 }
 
+// Sets requires_grad on every tensor `target` trains, as train() does before its optimizer.
+inline void make_trainable(TrainTarget& target) {
+  for (auto& [n, p] : target.params) p.requires_grad_(true);
+}
+
+// Fresh gradients of the LM loss on 2 windows of 8 tokens drawn from `sampler`.
+inline void lm_gradients(const nn::Model& model, const TokenStream& data, WindowSampler& sampler,
+                         optim::Optimizer& optimizer) {
+  optimizer.zero_grad();
+  lm_loss(model, sample_windows(data, sampler, 2, 8)).backward();
+}
+
+// lm_gradients, then one update at `lr`.
+inline void lm_step(const nn::Model& model, const TokenStream& data, WindowSampler& sampler,
+                    optim::Optimizer& optimizer, double lr) {
+  lm_gradients(model, data, sampler, optimizer);
+  optimizer.step(lr);
+}
+
 }  // namespace lowrank::train::testing_support
