@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "lowrank/core/error.h"
+#include "lowrank/nn/attending_kv_store.h"
 #include "lowrank/nn/rope.h"
 
 namespace lowrank::nn {
@@ -64,6 +65,12 @@ at::Tensor Attention::forward(const at::Tensor& x, const at::Tensor& cos, const 
   at::Tensor v = projected[2].reshape({B, T, num_kv_heads_, D}).transpose(1, 2);
   q = apply_rotary(q, cos, sin);
   k = apply_rotary(k, cos, sin);
+  // A decode step over a store that attends in place (the serving engine's pages) skips the
+  // gathered [B, n_kv, S, D] and the mask: the store knows each row's keys and window.
+  if (T == 1 && cache)
+    if (auto* attending = dynamic_cast<AttendingKVStore*>(cache))
+      if (std::optional<at::Tensor> out = attending->attend(layer_, q, k, v, scale_))
+        return o_proj.forward(out->transpose(1, 2).reshape({B, T, num_heads_ * D}), routing);
   if (cache) std::tie(k, v) = cache->update(layer_, k, v);
   const int64_t S = k.size(2);
 

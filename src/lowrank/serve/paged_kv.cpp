@@ -5,12 +5,16 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/nn/config.h"
+#include "lowrank/ops/paged_attention.h"
 
 namespace lowrank::serve {
 
 PagedKV::PagedKV(const nn::ModelConfig& config, int64_t num_pages, int64_t page_tokens,
                  at::TensorOptions options)
-    : page_tokens(page_tokens) {
+    : page_tokens(page_tokens), windows(config.sliding_window) {
+  LR_CHECK(static_cast<int64_t>(windows.size()) == config.num_hidden_layers, InvalidArgument,
+           "paged KV: the model config has ", windows.size(), " sliding_window entries for ",
+           config.num_hidden_layers, " layers");
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     keys.push_back(
         at::zeros({num_pages * page_tokens, config.num_key_value_heads, config.head_dim}, options));
@@ -35,43 +39,76 @@ at::Tensor PagedStep::begin(int64_t T, const at::Tensor& /*valid: the same paddi
   const int64_t B = batch();
   const int64_t page_tokens = kv_.page_tokens;
   std::vector<int64_t> write, new_rows;
-  std::vector<int64_t> read(static_cast<size_t>(B * S_), 0);  // padding reads slot 0, masked
   std::vector<uint8_t> key_valid(static_cast<size_t>(B * S_), 0);
   for (int64_t b = 0; b < B; ++b) {
     const Row& r = rows_[static_cast<size_t>(b)];
     const int64_t offset = S_ - r.start - r.new_tokens;
-    for (int64_t p = 0; p < r.start + r.new_tokens; ++p) {
-      const auto page = static_cast<size_t>(p / page_tokens);
-      LR_CHECK(page < r.block_table->size(), InternalError, "paged KV: position ", p, " beyond the ",
-               r.block_table->size(), " pages of its block table");
-      const int64_t slot = int64_t{(*r.block_table)[page]} * page_tokens + p % page_tokens;
-      read[static_cast<size_t>(b * S_ + offset + p)] = slot;
-      key_valid[static_cast<size_t>(b * S_ + offset + p)] = 1;
-      if (p >= r.start) {
-        write.push_back(slot);
-        new_rows.push_back(b * T_ + T_ - r.new_tokens + (p - r.start));
-      }
+    LR_CHECK((r.start + r.new_tokens + page_tokens - 1) / page_tokens <=
+                 static_cast<int64_t>(r.block_table->size()),
+             InternalError, "paged KV: ", r.start + r.new_tokens, " positions beyond the ",
+             r.block_table->size(), " pages of its block table");
+    std::fill_n(key_valid.begin() + b * S_ + offset, r.start + r.new_tokens, 1);
+    for (int64_t p = r.start; p < r.start + r.new_tokens; ++p) {
+      write.push_back(int64_t{(*r.block_table)[static_cast<size_t>(p / page_tokens)]} * page_tokens +
+                      p % page_tokens);
+      new_rows.push_back(b * T_ + T_ - r.new_tokens + (p - r.start));
     }
   }
   write_ = on_device(at::tensor(write, at::kLong));
   new_rows_ = ragged_ ? on_device(at::tensor(new_rows, at::kLong)) : at::Tensor();
-  read_ = on_device(at::tensor(read, at::kLong));
+  read_ = at::Tensor();
   return on_device(at::tensor(key_valid, at::kByte).view({B, S_}).to(at::kBool));
+}
+
+void PagedStep::store(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+  const int64_t B = batch();
+  const int64_t n_kv = k.size(1);
+  const int64_t D = k.size(3);
+  // [B, n_kv, T, D] -> [B·T, n_kv, D]; the real (not padding) positions, in the order of write_.
+  auto real = [&](const at::Tensor& x) {
+    at::Tensor rows = x.transpose(1, 2).reshape({B * T_, n_kv, D});
+    return new_rows_.defined() ? rows.index_select(0, new_rows_) : rows;
+  };
+  kv_.keys[static_cast<size_t>(layer)].index_copy_(0, write_, real(k));
+  kv_.values[static_cast<size_t>(layer)].index_copy_(0, write_, real(v));
+}
+
+std::optional<at::Tensor> PagedStep::attend(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                                            const at::Tensor& v, double scale) {
+  const at::Tensor& K = kv_.keys[static_cast<size_t>(layer)];
+  const at::Tensor& V = kv_.values[static_cast<size_t>(layer)];
+  if (T_ != 1 || !ops::paged_attention_supports(K)) return std::nullopt;
+  store(layer, k, v);
+  std::vector<ops::PagedAttentionRow> rows;
+  rows.reserve(rows_.size());
+  for (const Row& r : rows_) rows.push_back({.block_table = *r.block_table, .length = r.start + 1});
+  const int64_t B = batch();
+  // q [B, n_heads, 1, D] -> [B, n_heads, D] and back.
+  return ops::paged_attention(q.squeeze(2), K, V, kv_.page_tokens, rows,
+                              kv_.windows[static_cast<size_t>(layer)], scale)
+      .view({B, q.size(1), 1, q.size(3)});
 }
 
 std::pair<at::Tensor, at::Tensor> PagedStep::update(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
   const int64_t B = batch();
   const int64_t n_kv = k.size(1);
   const int64_t D = k.size(3);
-  at::Tensor& K = kv_.keys[static_cast<size_t>(layer)];
-  at::Tensor& V = kv_.values[static_cast<size_t>(layer)];
-  // [B, n_kv, T, D] -> [B·T, n_kv, D]; the real (not padding) positions, in the order of write_.
-  auto real = [&](const at::Tensor& x) {
-    at::Tensor rows = x.transpose(1, 2).reshape({B * T_, n_kv, D});
-    return new_rows_.defined() ? rows.index_select(0, new_rows_) : rows;
-  };
-  K.index_copy_(0, write_, real(k));
-  V.index_copy_(0, write_, real(v));
+  store(layer, k, v);
+  if (!read_.defined()) {
+    // Every row's slots, right-aligned in S_ columns; padding reads slot 0 (masked).
+    std::vector<int64_t> read(static_cast<size_t>(B * S_), 0);
+    for (int64_t b = 0; b < B; ++b) {
+      const Row& r = rows_[static_cast<size_t>(b)];
+      const int64_t offset = S_ - r.start - r.new_tokens;
+      for (int64_t p = 0; p < r.start + r.new_tokens; ++p)
+        read[static_cast<size_t>(b * S_ + offset + p)] =
+            int64_t{(*r.block_table)[static_cast<size_t>(p / kv_.page_tokens)]} * kv_.page_tokens +
+            p % kv_.page_tokens;
+    }
+    read_ = on_device(at::tensor(read, at::kLong));
+  }
+  const at::Tensor& K = kv_.keys[static_cast<size_t>(layer)];
+  const at::Tensor& V = kv_.values[static_cast<size_t>(layer)];
   // Gather each row's past through its block table: [B·S, n_kv, D] -> [B, n_kv, S, D].
   return {K.index_select(0, read_).view({B, S_, n_kv, D}).transpose(1, 2),
           V.index_select(0, read_).view({B, S_, n_kv, D}).transpose(1, 2)};

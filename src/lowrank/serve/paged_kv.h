@@ -13,15 +13,20 @@
 // new_b) columns, and its new positions are its queries' last new_b columns of T. The pass writes
 // the new keys and values into their page slots and gathers each row's past through its block
 // table; the model knows nothing of pages.
+// A pass of one new position per row (the engine's decode pass) does not gather: attend() runs
+// ops::paged_attention, which reads each row's keys and values in place through its block table,
+// over its own length only (no padding to the longest row). The gathered path stays for prefill
+// chunks and for pools the kernel does not read (other than float32/bfloat16 on the CPU).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
 
-#include "lowrank/nn/kv_cache.h"
+#include "lowrank/nn/attending_kv_store.h"
 
 namespace lowrank::nn {
 struct ModelConfig;
@@ -35,9 +40,10 @@ struct PagedKV {
 
   int64_t page_tokens = 0;
   std::vector<at::Tensor> keys, values;  // per layer, [num_pages · page_tokens, n_kv, D]
+  std::vector<int64_t> windows;          // per layer, the model's sliding window (0: none)
 };
 
-class PagedStep final : public nn::KVStore {
+class PagedStep final : public nn::AttendingKVStore {
  public:
   struct Row {
     int64_t start = 0;                                  // positions already in the pool
@@ -56,8 +62,14 @@ class PagedStep final : public nn::KVStore {
   at::Tensor begin(int64_t T, const at::Tensor& valid) override;
   std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k, const at::Tensor& v) override;
   void commit() override {}
+  // Steps of one new position per row on a float32/bfloat16 CPU pool (else nullopt).
+  std::optional<at::Tensor> attend(int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                                   const at::Tensor& v, double scale) override;
 
  private:
+  // Writes the new positions' k, v [B, n_kv, T, D] into their page slots.
+  void store(int64_t layer, const at::Tensor& k, const at::Tensor& v);
+
   // Index and mask tensors live where the pool does (built on the host, copied once per pass).
   at::Tensor on_device(const at::Tensor& t) const { return t.to(kv_.keys.front().device()); }
 
@@ -66,7 +78,7 @@ class PagedStep final : public nn::KVStore {
   int64_t T_ = 0;  // new positions of the longest row
   int64_t S_ = 0;  // key columns
   bool ragged_ = false;
-  at::Tensor valid_count_, write_, read_, new_rows_;
+  at::Tensor valid_count_, write_, read_, new_rows_;  // read_: built at the first update()
 };
 
 }  // namespace lowrank::serve
