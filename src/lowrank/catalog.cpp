@@ -14,11 +14,13 @@ std::vector<MethodFamily> method_families() {
       {"adapt", "adapters attached to linear slots (LoRA family, PEFT-compatible)", adapt::registry().list()},
       {"optim", "low-rank gradient optimizers (GaLore family): pretrain --optimizer NAME",
        optim::registry().list()},
-      {"parameterization", "low-rank weight parameterisations for training: pretrain --parameterization NAME",
+      {"parameterization",
+       "low-rank weight parameterisations for training: pretrain --parameterization NAME (lowrank is the "
+       "trained-by-design half of Greenformers' low-rank transformation, docs/methods/greenformers.md)",
        train::parameterization_registry().list()},
       {"compress",
        "post-training compression (truncated/whitened SVD, low-rank + 4-bit, EoRA via --compensate): "
-       "compress --method NAME",
+       "compress --method NAME (svd is the post-training half of Greenformers' low-rank transformation)",
        compress::registry().list()},
       {"mix", "sequence mixers (attention approximations, long convolutions)", {}},
   };

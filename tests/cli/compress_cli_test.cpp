@@ -1,12 +1,19 @@
 // `lowrank compress` and `lowrank export --dense` end to end on the bundled tiny Llama: SVD-LLM
-// with calibration from a text file, the compressed directory read by `logits` and `generate`,
-// the dense export computing the same logits, and bad requests refused before any output.
+// with calibration from a text file, its report checked against recomputations (perplexities by
+// `lowrank eval` of the dense and the written model, output errors from the written factors and a
+// Gram calibrated here, parameter counts from the files), the compressed directory read by
+// `logits` and `generate`, the dense export computing the same logits, and bad requests refused
+// before any output.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 
+#include "lowrank/compress/calibration.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/safetensors.h"
+#include "lowrank/eval/perplexity.h"
+#include "lowrank/nn/model.h"
 #include "tests/testing.h"
 
 namespace lowrank {
@@ -32,11 +39,47 @@ TEST(CompressCliTest, SvdLlmWritesADirectoryEveryVerbReadsAndExportsDense) {
   EXPECT_EQ(report["method"], "svd_llm");
   EXPECT_EQ(report["slots"].size(), 14u);  // 2 layers × 7 decoder slots
   EXPECT_NEAR(report["param_reduction"].get<double>(), 0.3, 0.02);
-  EXPECT_GT(out["perplexity_after"].get<double>(), 0);
+  // Perplexities: `lowrank eval` of the dense model and of the written directory, same data.
+  auto perplexity_of = [&](const fs::path& m) {
+    auto e = run_command(lowrank() + "--json eval --model " + m.string() + " --data " + corpus.string() +
+                         " 2>/dev/null");
+    EXPECT_EQ(e.exit_code, 0) << e.out;
+    return parse_json(e.out, "eval output")["perplexity"].get<double>();
+  };
+  const double ppl_before = perplexity_of(model), ppl_after = perplexity_of(dir / "c");
+  EXPECT_NEAR(out["perplexity_before"].get<double>(), ppl_before, 1e-6 * ppl_before);
+  EXPECT_NEAR(out["perplexity_after"].get<double>(), ppl_after, 1e-6 * ppl_after);
+  // Output errors sqrt(tr(ΔW H ΔWᵀ) / tr(W H Wᵀ)) from the written factors against the dense
+  // weights, H calibrated here on the same windows (4 × 32 tokens of the corpus's tokens);
+  // parameters counted from the two files.
+  nn::Model dense = nn::Model::load(model);
+  const at::Tensor calib_tokens = eval::load_eval_tokens(corpus, model, "train", 4 * 33 * 4).tokens;
+  compress::CalibrationOptions calib;
+  calib.samples = 4;
+  calib.seq_len = 32;
+  calib.progress = false;
+  const compress::CalibrationStatistics stats = compress::calibrate(dense, calib_tokens, calib);
+  const SafetensorsFile written = SafetensorsFile::open(dir / "c" / "model.safetensors");
+  int64_t params_before = 0, params_after = 0;
   for (const Json& s : report["slots"]) {
-    EXPECT_EQ(s["kind"], "lowrank");
-    EXPECT_TRUE(s["output_error"].is_number());
+    const std::string name = s["name"].get<std::string>();
+    EXPECT_EQ(s["kind"], "lowrank") << name;
+    const at::Tensor W = dense.slot(name).base().dense_weight().to(at::kDouble);
+    const at::Tensor U = written.load(name + ".lowrank_u"), V = written.load(name + ".lowrank_v");
+    const at::Tensor H = stats.at(name).gram.to(at::kDouble);
+    const at::Tensor delta = W - at::matmul(U.to(at::kDouble), V.to(at::kDouble));
+    const double error = std::sqrt((at::matmul(delta, H) * delta).sum().item<double>() /
+                                   (at::matmul(W, H) * W).sum().item<double>());
+    ASSERT_TRUE(s["output_error"].is_number()) << name;
+    EXPECT_NEAR(s["output_error"].get<double>(), error, 1e-5 * error + 1e-9) << name;
+    EXPECT_EQ(s["rank"].get<int64_t>(), U.size(1)) << name;
+    params_before += W.numel();
+    params_after += U.numel() + V.numel();
   }
+  EXPECT_EQ(report["params_before"].get<int64_t>(), params_before);
+  EXPECT_EQ(report["params_after"].get<int64_t>(), params_after);
+  EXPECT_NEAR(report["param_reduction"].get<double>(),
+              1.0 - static_cast<double>(params_after) / static_cast<double>(params_before), 1e-12);
   for (const char* f :
        {"lowrank_config.json", "compress_report.json", "compress_report.svg", "tokenizer.json"})
     EXPECT_TRUE(fs::exists(dir / "c" / f)) << f;

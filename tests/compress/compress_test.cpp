@@ -14,6 +14,7 @@
 #include "lowrank/compress/pipeline.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
+#include "lowrank/core/safetensors.h"
 #include "lowrank/linalg/whiten.h"
 #include "lowrank/nn/model.h"
 #include "lowrank/nn/shared_input.h"
@@ -110,6 +111,89 @@ TEST(TruncatedSvdTest, AsvdScalesColumnsByMeanAbsoluteActivation) {
   EXPECT_LT(max_abs_diff(op->dense_weight(), best), 1e-5);
 }
 
+CompressOptions svd_llm_with_update() {
+  CompressOptions o = method("svd_llm");
+  o.method_options = Json{{"update", true}};
+  return o;
+}
+
+// SVD-LLM's closed-form update: the right factor stays √Σ_k V_kᵀ S⁻¹ (from the whitening Gram) and
+// the left factor is the least-squares fit of W X' on V X' for the shifted inputs X' — here checked
+// against at::linalg_lstsq on the explicit X' in float64 (the implementation sees only X' X'ᵀ).
+TEST(TruncatedSvdTest, SvdLlmUpdateIsTheLeastSquaresLeftFactorOnTheShiftedInputs) {
+  const Problem p = make_problem(24, 20, 64, 11);
+  const int64_t k = 6;
+  // Inputs after earlier layers were compressed: the same tokens, drifted.
+  const at::Tensor X2 = p.X + 0.5 * randn({20, 64}, 12, at::kDouble) + 0.3 * p.X.roll(1, 0);
+  SlotInput in = input_of(p, k);
+  in.update_gram = at::matmul(X2, X2.t());
+  auto updated = compress_truncated_svd(in, svd_llm_with_update());
+  auto plain = compress_truncated_svd(input_of(p, k), method("svd_llm"));
+  const auto* u = dynamic_cast<const LowRankOperator*>(updated.get());
+  const auto* w = dynamic_cast<const LowRankOperator*>(plain.get());
+  ASSERT_NE(u, nullptr);
+  ASSERT_NE(w, nullptr);
+  EXPECT_LT(max_abs_diff(u->v(), w->v()), 1e-6);  // the right factor is kept
+  // Oracle: Lᵀ = argmin ||X2ᵀ Rᵀ Lᵀ − X2ᵀ Wᵀ||, one equation per token.
+  const at::Tensor R = u->v().to(at::kDouble), Wd = p.W.to(at::kDouble);
+  const at::Tensor L =
+      std::get<0>(at::linalg_lstsq(at::matmul(X2.t(), R.t()), at::matmul(X2.t(), Wd.t()))).t();
+  EXPECT_LT(testing::rel_max_error(u->u(), L), 1e-5);
+  const double err_updated = output_error2(p.W, updated->dense_weight(), X2);
+  EXPECT_NEAR(err_updated, output_error2(p.W, at::matmul(L, R), X2), 1e-5 * err_updated);
+  EXPECT_LT(err_updated, output_error2(p.W, plain->dense_weight(), X2));
+}
+
+// On the very inputs it was whitened with, the update changes nothing: U_k Σ_k^{1/2} already
+// solves the least squares (W H Rᵀ = U_k Σ_k^{3/2}, R H Rᵀ = Σ_k).
+TEST(TruncatedSvdTest, SvdLlmUpdateOnTheWhiteningInputsIsTheIdentity) {
+  const Problem p = make_problem(16, 12, 48, 13);
+  SlotInput in = input_of(p, 4);
+  in.update_gram = p.H;
+  auto updated = compress_truncated_svd(in, svd_llm_with_update());
+  auto plain = compress_truncated_svd(input_of(p, 4), method("svd_llm"));
+  EXPECT_LT(testing::rel_max_error(updated->dense_weight(), plain->dense_weight()), 1e-5);
+}
+
+// FWSVD minimises the Fisher-weighted error ||(W − Ŵ) diag(d)||_F, d_j = √(Fisher_j) (Hsu et al.'s
+// ||√I ⊙ (W − AB)|| with one importance per input channel, as ASVD4LLM's code keeps it). Oracles
+// in float64: alternating least squares on the weighted objective (B-step: each column's weight
+// scales both sides, so b_j = A⁺ w_j; A-step: weighted least squares), and the truncated SVD of
+// W diag(d) by at::linalg_svd, unweighted.
+TEST(TruncatedSvdTest, FwsvdMinimisesTheFisherWeightedError) {
+  const int64_t m = 10, n = 8, k = 3;
+  const at::Tensor W = randn({m, n}, 21, at::kDouble);
+  SlotStatistics stats;
+  stats.fisher = at::pow(at::full({n}, 3.0, at::kDouble), at::arange(n, at::kDouble)) * 1e-3;  // 1e-3 … 2.2
+  stats.fisher_batches = 2;
+  SlotInput in;
+  in.name = "w";
+  in.weight = W.to(at::kFloat);
+  in.stats = &stats;
+  in.rank = k;
+  auto op = compress_truncated_svd(in, method("fwsvd"));
+  const at::Tensor d = at::sqrt(stats.fisher);  // a constant factor does not move the minimiser
+  auto weighted = [&](const at::Tensor& What) {
+    return ((W - What.to(at::kDouble)) * d).square().sum().item<double>();
+  };
+
+  at::Tensor A = randn({m, k}, 22, at::kDouble), B;
+  for (int it = 0; it < 2000; ++it) {
+    B = at::matmul(at::linalg_pinv(A), W);
+    A = at::matmul(W * d, at::linalg_pinv(B * d));
+  }
+  const double als = weighted(at::matmul(A, B));
+  const double got = weighted(op->dense_weight());
+  EXPECT_NEAR(got, als, 1e-4 * als);
+
+  auto [U, S, Vh] = at::linalg_svd(W * d, false);
+  const at::Tensor closed = at::matmul(U.narrow(1, 0, k) * S.narrow(0, 0, k), Vh.narrow(0, 0, k)) / d;
+  EXPECT_LT(testing::rel_max_error(op->dense_weight(), closed), 1e-5);
+  // The weighting matters on this problem: the unweighted SVD is clearly worse in the weighted norm.
+  auto [U0, S0, Vh0] = at::linalg_svd(W, false);
+  EXPECT_GT(weighted(at::matmul(U0.narrow(1, 0, k) * S0.narrow(0, 0, k), Vh0.narrow(0, 0, k))), 1.5 * got);
+}
+
 TEST(TruncatedSvdTest, RankForRatioFollowsSvdLlm) {
   EXPECT_EQ(rank_for_ratio(100, 100, 0.2), 40);  // 20% fewer parameters: 40% of the rank
   EXPECT_EQ(rank_for_ratio(64, 176, 0.5), 23);   // floor(64·176·0.5 / 240)
@@ -163,7 +247,7 @@ TEST(CompensationTest, EoraIsTheWhitenedMinimiserAndBeatsSvdCompensation) {
 
 TEST(Prune24Test, KeepsTheTwoLargestOfEveryFourAndRoundTrips) {
   const at::Tensor W = randn({6, 16}, 5);
-  auto op = compress_prune24({"w", W, {}, nullptr, 0}, method("prune24"));
+  auto op = compress_prune24({"w", W, {}, nullptr, 0, {}}, method("prune24"));
   const at::Tensor D = op->dense_weight();
   for (int64_t i = 0; i < 6; ++i)
     for (int64_t g = 0; g < 4; ++g) {
@@ -188,7 +272,7 @@ TEST(RpcaTest, SplitsALowRankPlusSparseWeight) {
   at::Tensor sparse = at::zeros({30, 30}, at::kDouble);
   for (int64_t i = 0; i < 30; i += 3) sparse[i][(7 * i) % 30] = 25.0;
   const at::Tensor W = (low + sparse).to(at::kFloat);
-  auto op = compress_rpca({"w", W, {}, nullptr, 0}, method("rpca"));
+  auto op = compress_rpca({"w", W, {}, nullptr, 0, {}}, method("rpca"));
   const auto* sl = dynamic_cast<const SparseLowRankOperator*>(op.get());
   ASSERT_NE(sl, nullptr);
   EXPECT_EQ(sl->rank(), 3);
@@ -298,6 +382,111 @@ TEST(CompressModelTest, FullRankSvdKeepsTheLogits) {
   EXPECT_EQ(r.slots.size(), 10u);
   c10::InferenceMode g;
   EXPECT_LT(max_abs_diff(model.forward(ids), before), 1e-4);
+}
+
+// SVD-LLM's update through compress_model: layer l is fitted on its inputs in the model whose
+// layers before l are compressed and updated. Layer 0 reads the dense model's inputs, so its left
+// factors are the least-squares fits on the first calibration's Gram; layer 1's q_proj reads the
+// output of compressed layer 0, and its left factor is the fit on those inputs (their Gram taken
+// from the finished model, where q_proj's input depends on layer 0 only). The oracle solves the
+// least squares through a Cholesky factor of the Gram with at::linalg_lstsq. (This token stream
+// makes the Grams singular, so the whitening's damping makes even layer 0's update move U.)
+TEST(CompressModelTest, SvdLlmUpdateFitsEachLayerOnTheInputsOfTheCompressedEarlierLayers) {
+  const at::Tensor calib = token_stream(600);
+  CalibrationOptions co;
+  co.samples = 6;
+  co.seq_len = 16;
+  co.progress = false;
+  nn::Model dense = small_model(5), with_update = small_model(5);
+  const CalibrationStatistics stats = calibrate(dense, calib, co);
+  CompressOptions plain = method("svd_llm");
+  plain.ratio = 0.4;
+  CompressOptions upd = plain;
+  upd.method_options = Json{{"update", true}};
+  const CalibrationSource source{calib, co};
+  EXPECT_THROW(compress_model(with_update, upd, &stats, nullptr), InvalidArgument);
+  compress_model(with_update, upd, &stats, &source);
+  auto weight = [&](const std::string& name) {
+    return dense.find_slot(name)->base().dense_weight().to(at::kDouble);
+  };
+  auto factors = [](const nn::Model& m, const std::string& name) -> const LowRankOperator& {
+    return dynamic_cast<const LowRankOperator&>(m.find_slot(name)->base());
+  };
+  auto least_squares_left = [](const at::Tensor& W, const at::Tensor& R, const at::Tensor& H) {
+    const at::Tensor C =
+        at::linalg_cholesky(H + 1e-10 * H.diagonal().mean() * at::eye(H.size(0), at::kDouble));
+    return std::get<0>(at::linalg_lstsq(at::matmul(C.t(), R.t()), at::matmul(C.t(), W.t()))).t();
+  };
+  for (const char* name : {"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.o_proj",
+                           "model.layers.0.mlp.down_proj"}) {
+    const LowRankOperator& op = factors(with_update, name);
+    const at::Tensor L = least_squares_left(weight(name), op.v().to(at::kDouble), stats.at(name).gram);
+    EXPECT_LT(testing::rel_max_error(op.u(), L), 1e-3) << name;
+  }
+  const std::string q1 = "model.layers.1.self_attn.q_proj";
+  CalibrationOptions only_q1 = co;
+  only_q1.slots = {q1};
+  const at::Tensor H1 = calibrate(with_update, calib, only_q1).at(q1).gram;
+  const LowRankOperator& op = factors(with_update, q1);
+  EXPECT_LT(testing::rel_max_error(op.u(), least_squares_left(weight(q1), op.v().to(at::kDouble), H1)), 1e-3);
+  // ... and not the fit on the dense model's inputs.
+  EXPECT_GT(testing::rel_max_error(op.u(),
+                                   least_squares_left(weight(q1), op.v().to(at::kDouble), stats.at(q1).gram)),
+            1e-2);
+}
+
+// The report's bytes are the bytes written: every tensor of a compressed slot in the 16-bit
+// model.safetensors, indices included (CSR: int64 row offsets, int32 column indices).
+TEST(CompressModelTest, RpcaReportedBytesAreTheBytesOfTheTensorsWritten) {
+  testing::TempDir dir;
+  nn::Model model = small_model(7);
+  model.save(dir / "dense");
+  CompressOptions o = method("rpca");
+  o.targets = {"model.layers.0.self_attn.o_proj", "model.layers.1.mlp.down_proj"};
+  o.method_options = Json{{"max_iters", 30}};
+  const CompressReport r = compress_model(model, o, nullptr);
+  save_compressed_model(model, dir / "c", dir / "dense", at::kBFloat16);
+  const SafetensorsFile file = SafetensorsFile::open(dir / "c" / "model.safetensors");
+  ASSERT_EQ(r.slots.size(), 2u);
+  int64_t total = 0;
+  for (const SlotReport& slot : r.slots) {
+    int64_t written = 0, index_bytes = 0;
+    for (const TensorInfo& t : file.tensors()) {
+      if (!t.name.starts_with(slot.name + ".")) continue;
+      written += static_cast<int64_t>(t.nbytes());
+      if (t.name.ends_with("_offsets") || t.name.ends_with("_indices"))
+        index_bytes += static_cast<int64_t>(t.nbytes());
+    }
+    EXPECT_EQ(slot.bytes_after, written) << slot.name;
+    const auto& op = dynamic_cast<const SparseLowRankOperator&>(model.slot(slot.name).base());
+    EXPECT_GT(op.nonzeros(), 0) << slot.name;
+    EXPECT_EQ(index_bytes, 4 * op.nonzeros() + 8 * (slot.out_features + 1)) << slot.name;
+    total += written;
+  }
+  EXPECT_EQ(r.bytes_after, total);
+  // The directory loads back to the same tensors (floating ones rounded to bfloat16).
+  nn::Model loaded = load_model(dir / "c");
+  for (const SlotReport& slot : r.slots) {
+    const nn::NamedTensors a = loaded.slot(slot.name).base().tensors(),
+                           b = model.slot(slot.name).base().tensors();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_EQ(a[i].first, b[i].first);
+      const at::Tensor want = b[i].second.is_floating_point() ? b[i].second.to(at::kBFloat16) : b[i].second;
+      EXPECT_EQ(max_abs_diff(a[i].second, want), 0) << slot.name << "." << a[i].first;
+    }
+  }
+}
+
+TEST(CompressModelTest, RpcaTakesTheRankCap) {
+  nn::Model model = small_model(6);
+  CompressOptions o = method("rpca");
+  o.rank = 2;
+  o.targets = {"model.layers.0.self_attn.q_proj"};
+  o.method_options = Json{{"max_iters", 20}};
+  const CompressReport r = compress_model(model, o, nullptr);
+  ASSERT_EQ(r.slots.size(), 1u);
+  EXPECT_EQ(r.slots[0].rank, 2);
 }
 
 // Compensated operators (a method's operator plus an EoRA or SVD low-rank term): compress, save,
@@ -451,6 +640,11 @@ TEST(CompressModelTest, BadRequestsFailBeforeAnyWork) {
   CompressOptions comp = method("rtn");
   comp.compensation = "eora";
   EXPECT_NE(err(comp).find("--compensation-rank"), std::string::npos);
+  CompressOptions typo = llm;
+  typo.method_options = Json{{"updat", true}};
+  EXPECT_NE(err(typo).find("has no option \"updat\" (it takes: update)"), std::string::npos);
+  typo.method_options = Json{{"update", "yes"}};
+  EXPECT_NE(err(typo).find("\"update\": \"yes\" must be true or false"), std::string::npos);
   // A non-empty output directory is refused before the model is read.
   testing::TempDir dir;
   testing::write_text_file(dir / "out/keep.txt", "x");

@@ -62,9 +62,22 @@ std::shared_ptr<StoredOperator> load_operator(const Json& d, const std::string& 
     }
     if (kind == "sparse24")
       return std::make_shared<Sparse24Operator>(real("sparse24_values"), read("sparse24_indices"), bias());
-    if (kind == "sparse_lowrank")
-      return std::make_shared<SparseLowRankOperator>(real("lowrank_u"), real("lowrank_v"),
-                                                     read("sparse_indices"), real("sparse_values"), bias());
+    if (kind == "sparse_lowrank") {
+      if (d.value("sparse_format", std::string("coo")) == "csr")
+        return std::make_shared<SparseLowRankOperator>(real("lowrank_u"), real("lowrank_v"),
+                                                       read("sparse_row_offsets"), read("sparse_col_indices"),
+                                                       real("sparse_values"), bias());
+      // Directories written before CSR: flat int64 indices into [out, in].
+      const at::Tensor u = real("lowrank_u"), v = real("lowrank_v"), flat = read("sparse_indices");
+      LR_CHECK(u.dim() == 2 && v.dim() == 2 && flat.dim() == 1 && flat.scalar_type() == at::kLong, Corruption,
+               "sparse_indices must be 1-D int64 beside 2-D factors");
+      at::Tensor sparse = at::zeros({u.size(0) * v.size(1)}, u.options());
+      LR_CHECK(flat.numel() == 0 ||
+                   (flat.min().item<int64_t>() >= 0 && flat.max().item<int64_t>() < sparse.numel()),
+               Corruption, "a sparse index lies outside the weight");
+      sparse.index_put_({flat.to(device)}, real("sparse_values"));
+      return SparseLowRankOperator::from_dense_sparse(u, v, sparse.reshape({u.size(0), v.size(1)}), bias());
+    }
     if (kind == "compensated") {
       LR_CHECK(d.contains("base"), Corruption, "a compensated slot needs its \"base\"");
       auto inner = load_operator(d["base"], slot, has_bias, read, dtype, device);

@@ -3,8 +3,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <set>
 
+#include "lowrank/analysis/spectra.h"
 #include "lowrank/compress/svdquant.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
@@ -27,11 +29,13 @@ const std::pair<std::string, std::string> kCalibData{"calib-data",
 }  // namespace
 
 void register_builtin_methods(Registry<Method>& reg) {
-  reg.add({"svd",
-           "truncated SVD per slot (LoRD), uniform rank or parameter ratio",
-           "Kaushal et al., 2023, arXiv:2309.14021",
-           {kRatioOrRank}},
-          {.ranks = Ranks::kUniform, .compress = compress_truncated_svd});
+  reg.add(
+      {"svd",
+       "truncated SVD per slot (LoRD; Greenformers' low-rank transformation after training), uniform rank "
+       "or parameter ratio",
+       "Kaushal et al., 2023, arXiv:2309.14021; Winata et al., 2020, arXiv:1910.13923",
+       {kRatioOrRank}},
+      {.ranks = Ranks::kUniform, .compress = compress_truncated_svd});
   reg.add({"asvd",
            "activation-aware SVD: S = diag(mean|x|^alpha), alpha 0.5",
            "Yuan et al., 2023, arXiv:2312.05821",
@@ -43,9 +47,14 @@ void register_builtin_methods(Registry<Method>& reg) {
            {kRatioOrRank, {"alpha", "exponent (1.0)"}, kCalibData}},
           {.ranks = Ranks::kUniform, .needs_fisher = true, .compress = compress_truncated_svd});
   reg.add({"svd_llm",
-           "SVD-LLM truncation-aware whitening: S = chol(X X^T)",
+           "SVD-LLM truncation-aware whitening: S = chol(X X^T); optional closed-form update of U",
            "Wang et al., 2024, arXiv:2403.07378",
-           {kRatioOrRank, kCalibData}},
+           {kRatioOrRank,
+            {"method-options",
+             "{\"update\": false} (true: refit U by least squares on each layer's inputs after the "
+             "earlier layers are compressed, SVD-LLM's layer-wise closed-form update; one more "
+             "calibration pass per decoder layer)"},
+            kCalibData}},
           {.ranks = Ranks::kUniform, .needs_gram = true, .compress = compress_truncated_svd});
   reg.add({"welore",
            "WeLore non-uniform ranks from the normalised spectrum (global tau)",
@@ -69,7 +78,8 @@ void register_builtin_methods(Registry<Method>& reg) {
   reg.add({"rpca",
            "sparse + low-rank split by robust PCA (principal component pursuit)",
            "Candes et al., 2011, J. ACM 58(3)",
-           {{"method-options", "{\"lambda\": 1/sqrt(max(m,n)), \"max_iters\": 500}"}}},
+           {{"rank", "optional cap on the low-rank part's rank (default: its numerical rank)"},
+            {"method-options", "{\"lambda\": 1/sqrt(max(m,n)), \"max_iters\": 500}"}}},
           {.compress = compress_rpca});
 }
 
@@ -257,6 +267,21 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
     LR_CHECK(options.group_size >= 2 && options.group_size % 2 == 0, InvalidArgument, "--group-size ",
              options.group_size, " must be even and >= 2");
   }
+  // Method options: only the keys the method reads, so that a misspelt one is not silently ignored.
+  static const std::map<std::string, std::set<std::string>> kMethodOptionKeys = {
+      {"svd_llm", {"update"}}, {"svdquant", {"grid", "max_iters"}}, {"rpca", {"lambda", "max_iters"}}};
+  LR_CHECK(options.method_options.is_object(), InvalidArgument, "--method-options ",
+           options.method_options.dump(), " must be a JSON object");
+  const auto keys = kMethodOptionKeys.find(name);
+  for (const auto& [key, value] : options.method_options.items()) {
+    const bool known = keys != kMethodOptionKeys.end() && keys->second.contains(key);
+    std::string takes;
+    if (keys != kMethodOptionKeys.end())
+      for (const std::string& k : keys->second) takes += (takes.empty() ? "" : ", ") + k;
+    LR_CHECK(known, InvalidArgument, "--method-options: method ", name, " has no option \"", key, "\" (",
+             takes.empty() ? std::string("it takes none") : "it takes: " + takes, ")");
+  }
+  if (name == "svd_llm") svd_llm_update(options);  // throws on a non-boolean "update"
   LR_CHECK(options.compensation.empty() || options.compensation == "eora" || options.compensation == "svd",
            InvalidArgument, "--compensate \"", options.compensation, "\": use eora or svd");
   LR_CHECK(options.compensation.empty() || options.compensation_rank >= 1, InvalidArgument,
@@ -303,7 +328,7 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
 }
 
 CompressReport compress_model(nn::Model& model, const CompressOptions& options,
-                              const CalibrationStatistics* stats) {
+                              const CalibrationStatistics* stats, const CalibrationSource* source) {
   validate(model, options, stats);
   const auto start = std::chrono::steady_clock::now();
   const Method& method = find_method(options.method);
@@ -344,10 +369,48 @@ CompressReport compress_model(nn::Model& model, const CompressOptions& options,
     const WeLoreChoice choice = welore_ranks(spectra, shapes, options.ratio, options.tau);
     log::info("welore: global threshold tau = ", choice.tau);
     for (size_t i = 0; i < inputs.size(); ++i) inputs[i].rank = choice.ranks[i];
+  } else if (options.method == "rpca") {
+    for (SlotInput& in : inputs) in.rank = options.rank;  // a cap on the low-rank part (0: none)
   }
 
-  // New operators (null: the slot stays dense).
+  // New operators (null: the slot stays dense), then each slot's compensation, report row and new
+  // base (finish); SVD-LLM's update finishes each layer before the next one is calibrated.
   std::vector<std::shared_ptr<StoredOperator>> ops(inputs.size());
+  std::vector<SlotReport> rows(inputs.size());
+  auto finish = [&](size_t i) {
+    const SlotInput& in = inputs[i];
+    std::shared_ptr<StoredOperator> op = ops[i];
+    if (op && !options.compensation.empty())
+      op = compensate(op, in.weight, in.stats ? in.stats->gram : at::Tensor(), options.compensation_rank,
+                      options.compensation);
+    SlotReport& r = rows[i];
+    r.name = in.name;
+    r.out_features = in.weight.size(0);
+    r.in_features = in.weight.size(1);
+    r.params_before = in.weight.numel() + (in.bias.defined() ? in.bias.numel() : 0);
+    r.bytes_before = 2 * r.params_before;
+    if (!op) {
+      r.kind = "dense";
+      r.params_after = r.params_before;
+      r.bytes_after = r.bytes_before;
+      return;
+    }
+    r.kind = std::string(op->kind());
+    const OrderedJson d = op->describe();
+    if (d.contains("rank")) r.rank = d["rank"].get<int64_t>();
+    r.params_after = params_of(*op);
+    r.bytes_after = op->storage_bytes(2);
+    if (r.bytes_after > r.bytes_before)
+      log::warn("slot ", in.name, ": its ", r.kind, " operator stores ", r.bytes_after,
+                " bytes (16-bit floats), more than the dense weight's ", r.bytes_before);
+    const at::Tensor delta = in.weight.to(at::kDouble) - op->dense_weight().to(at::kDouble);
+    r.weight_error = frobenius(delta) / std::max(frobenius(in.weight), 1e-300);
+    if (in.stats && in.stats->gram.defined()) {
+      const double den = gram_quadratic(in.weight, in.stats->gram);
+      r.output_error = den > 0 ? std::sqrt(std::max(0.0, gram_quadratic(delta, in.stats->gram)) / den) : 0;
+    }
+    slots[i]->replace_base(op);
+  };
   CompressOptions per_slot = options;
   if (method.ranks == Ranks::kSpectrum) per_slot.method = "svd";  // WeLore factorises by plain SVD
   ProgressBar bar(static_cast<int64_t>(inputs.size()), "compress " + options.method);
@@ -359,6 +422,34 @@ CompressReport compress_model(nn::Model& model, const CompressOptions& options,
       for (size_t j = 0; j < group.size(); ++j) ops[group[j]] = made[j];
       bar.advance(static_cast<int64_t>(group.size()));
     }
+    for (size_t i = 0; i < inputs.size(); ++i) finish(i);
+  } else if (options.method == "svd_llm" && svd_llm_update(options)) {
+    LR_CHECK(source != nullptr && source->tokens.defined(), InvalidArgument,
+             "svd_llm with the update needs the calibration tokens themselves (it calibrates each layer "
+             "again after compressing the earlier ones)");
+    // Decoder layers in order; slots outside the layers (lm_head) last, after every layer.
+    std::map<int64_t, std::vector<size_t>> by_layer;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const int64_t layer = analysis::layer_of(inputs[i].name);
+      by_layer[layer < 0 ? std::numeric_limits<int64_t>::max() : layer].push_back(i);
+    }
+    for (const auto& [layer, group] : by_layer) {
+      CalibrationOptions c = source->options;
+      c.gram = true;
+      c.fisher = false;
+      c.progress = false;
+      c.slots.clear();
+      for (size_t i : group) c.slots.push_back(inputs[i].name);
+      const CalibrationStatistics shifted = calibrate(model, source->tokens, c);
+      for (size_t i : group) {
+        bar.set_note(inputs[i].name);
+        inputs[i].update_gram = shifted.at(inputs[i].name).gram;
+        ops[i] = method.compress(inputs[i], per_slot);
+        inputs[i].update_gram = at::Tensor();
+        bar.advance();
+      }
+      for (size_t i : group) finish(i);
+    }
   } else {
     for (size_t i = 0; i < inputs.size(); ++i) {
       bar.set_note(inputs[i].name);
@@ -366,39 +457,11 @@ CompressReport compress_model(nn::Model& model, const CompressOptions& options,
         ops[i] = method.compress(inputs[i], per_slot);
       bar.advance();
     }
+    for (size_t i = 0; i < inputs.size(); ++i) finish(i);
   }
   bar.finish();
 
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const SlotInput& in = inputs[i];
-    std::shared_ptr<StoredOperator> op = ops[i];
-    if (op && !options.compensation.empty())
-      op = compensate(op, in.weight, in.stats ? in.stats->gram : at::Tensor(), options.compensation_rank,
-                      options.compensation);
-    SlotReport r;
-    r.name = in.name;
-    r.out_features = in.weight.size(0);
-    r.in_features = in.weight.size(1);
-    r.params_before = in.weight.numel() + (in.bias.defined() ? in.bias.numel() : 0);
-    r.bytes_before = 2 * r.params_before;
-    if (!op) {
-      r.kind = "dense";
-      r.params_after = r.params_before;
-      r.bytes_after = r.bytes_before;
-    } else {
-      r.kind = std::string(op->kind());
-      const OrderedJson d = op->describe();
-      if (d.contains("rank")) r.rank = d["rank"].get<int64_t>();
-      r.params_after = params_of(*op);
-      r.bytes_after = op->storage_bytes(2);
-      const at::Tensor delta = in.weight.to(at::kDouble) - op->dense_weight().to(at::kDouble);
-      r.weight_error = frobenius(delta) / std::max(frobenius(in.weight), 1e-300);
-      if (in.stats && in.stats->gram.defined()) {
-        const double den = gram_quadratic(in.weight, in.stats->gram);
-        r.output_error = den > 0 ? std::sqrt(std::max(0.0, gram_quadratic(delta, in.stats->gram)) / den) : 0;
-      }
-      slots[i]->replace_base(op);
-    }
+  for (SlotReport& r : rows) {
     report.params_before += r.params_before;
     report.params_after += r.params_after;
     report.bytes_before += r.bytes_before;

@@ -8,7 +8,8 @@
 //   svd        truncated SVD, W ≈ U_k Σ_k V_kᵀ (LoRD's one-shot decomposition)    compress/truncated_svd.cpp
 //   asvd       activation-aware SVD, S = diag(mean|x|^α)                          compress/truncated_svd.cpp
 //   fwsvd      Fisher-weighted SVD, S = diag(fisher^α)                            compress/truncated_svd.cpp
-//   svd_llm    SVD-LLM truncation-aware whitening, S = chol(X Xᵀ)                 compress/truncated_svd.cpp
+//   svd_llm    SVD-LLM truncation-aware whitening, S = chol(X Xᵀ), and optionally compress/truncated_svd.cpp
+//              its closed-form update of U on each layer's inputs in the compressed model
 //   welore     WeLore: non-uniform ranks from the normalised spectrum            compress/welore.cpp
 //   rtn        group-wise round-to-nearest INT4/INT8                              compress/rtn.cpp
 //   svdquant   SVDQuant: smoothing + 16-bit low-rank branch + 4-bit residual      compress/svdquant.cpp
@@ -48,8 +49,13 @@ struct CompressOptions {
   int64_t compensation_rank = 0;  // required with a compensation
   bool share_inputs = true;       // svdquant: one branch (smoothing, down projection) for q/k/v and gate/up
   std::vector<std::string> targets;  // slot names or module suffixes ("q_proj"); empty: every decoder slot
-  Json method_options = Json::object();  // extra per-method options (rpca: lambda, max_iters)
+  // Extra per-method options: svd_llm: update (bool, default false); svdquant: grid, max_iters;
+  // rpca: lambda, max_iters. validate() refuses other keys.
+  Json method_options = Json::object();
 };
+
+// SVD-LLM's closed-form parameter update (`{"update": true}`), read from the method options.
+bool svd_llm_update(const CompressOptions& options);
 
 struct SlotReport {
   std::string name;
@@ -78,7 +84,10 @@ struct SlotInput {
   at::Tensor weight;  // [out, in] float32, detached
   at::Tensor bias;    // [out] or undefined
   const SlotStatistics* stats = nullptr;
-  int64_t rank = 0;  // resolved rank for rank-taking methods
+  int64_t rank = 0;  // resolved rank for rank-taking methods (rpca: --rank, 0 for none)
+  // svd_llm with the update: H' = Σ_t x'_t x'_tᵀ of the slot's inputs x' in the model whose
+  // earlier layers are already compressed (undefined: no update).
+  at::Tensor update_gram;
 };
 
 using SlotCompressor =
@@ -115,14 +124,27 @@ struct CalibrationNeeds {
   bool any = false, gram = false, fisher = false;
 };
 CalibrationNeeds calibration_needs(const CompressOptions& options);
+// The calibration data itself, for a method that calibrates again while it compresses: SVD-LLM's
+// update reads the inputs of layer l after layers 0..l−1 have been compressed.
+struct CalibrationSource {
+  at::Tensor tokens;  // 1-D int64, as calibrate()
+  CalibrationOptions options;
+};
 // Compresses the targeted slots of `model` in place (validate() first). `stats` holds calibration
-// statistics for the targeted slots or is null. Throws as validate().
+// statistics for the targeted slots or is null; `source` is required by svd_llm with the update.
+// Throws as validate().
 CompressReport compress_model(nn::Model& model, const CompressOptions& options,
-                              const CalibrationStatistics* stats);
+                              const CalibrationStatistics* stats, const CalibrationSource* source = nullptr);
 
 // The uniform rank that removes `ratio` of an [m, n] matrix's parameters, as SVD-LLM:
 // floor(m n (1 − ratio) / (m + n)), at least 1.
 int64_t rank_for_ratio(int64_t m, int64_t n, double ratio);
+
+// SVD-LLM's closed-form update of the left factor: for the kept right factor R [k, n] (√Σ_k V_kᵀ S⁻¹)
+// the L [m, k] minimising ||W X' − L R X'||_F, from H' = X' X'ᵀ alone (normal equations
+// L (R H' Rᵀ) = W H' Rᵀ, solved in float64 as a least-squares problem, so a singular R H' Rᵀ gets
+// the minimum-norm solution). Returns float64.
+at::Tensor svd_llm_updated_left(const at::Tensor& weight, const at::Tensor& right, const at::Tensor& gram);
 
 // Method implementations (one per file; see the table above).
 std::shared_ptr<StoredOperator> compress_truncated_svd(const SlotInput& in, const CompressOptions& options);

@@ -1,6 +1,7 @@
 // Compressed base operators: construction checks, forward passes, stored tensors.
 #include "lowrank/compress/operators.h"
 
+#include <limits>
 #include <utility>
 
 #include "lowrank/core/error.h"
@@ -217,30 +218,55 @@ OrderedJson Sparse24Operator::describe() const {
 
 // ---- sparse_lowrank
 
-SparseLowRankOperator::SparseLowRankOperator(at::Tensor u, at::Tensor v, at::Tensor sparse_indices,
-                                             at::Tensor sparse_values, at::Tensor bias)
+SparseLowRankOperator::SparseLowRankOperator(at::Tensor u, at::Tensor v, at::Tensor row_offsets,
+                                             at::Tensor col_indices, at::Tensor sparse_values,
+                                             at::Tensor bias)
     : u_(std::move(u)),
       v_(std::move(v)),
-      indices_(std::move(sparse_indices)),
+      row_offsets_(std::move(row_offsets)),
+      col_indices_(std::move(col_indices)),
       values_(std::move(sparse_values)),
       bias_(std::move(bias)) {
   LR_CHECK(u_.dim() == 2 && v_.dim() == 2 && u_.size(1) == v_.size(0), InvalidArgument,
            "sparse_lowrank operator: U ", u_.sizes(), " and V ", v_.sizes(), " do not chain");
   const int64_t out = u_.size(0), in = v_.size(1);
-  LR_CHECK(indices_.dim() == 1 && values_.dim() == 1 && indices_.size(0) == values_.size(0) &&
-               indices_.scalar_type() == at::kLong,
-           Corruption, "sparse_lowrank operator: sparse indices ", indices_.sizes(), " (",
-           c10::toString(indices_.scalar_type()), ") and values ", values_.sizes(), " do not match");
-  if (indices_.numel() > 0) {
-    LR_CHECK(indices_.min().item<int64_t>() >= 0 && indices_.max().item<int64_t>() < out * in, Corruption,
-             "sparse_lowrank operator: a sparse index lies outside the [", out, ", ", in, "] weight");
-    LR_CHECK(indices_.numel() < 2 || (indices_.slice(0, 1) > indices_.slice(0, 0, -1)).all().item<bool>(),
-             Corruption, "sparse_lowrank operator: sparse indices must be strictly increasing");
+  LR_CHECK(row_offsets_.dim() == 1 && row_offsets_.size(0) == out + 1 &&
+               row_offsets_.scalar_type() == at::kLong && col_indices_.dim() == 1 &&
+               col_indices_.scalar_type() == at::kInt && values_.dim() == 1 &&
+               col_indices_.size(0) == values_.size(0),
+           Corruption, "sparse_lowrank operator: row offsets ", row_offsets_.sizes(), " (",
+           c10::toString(row_offsets_.scalar_type()), "), column indices ", col_indices_.sizes(), " (",
+           c10::toString(col_indices_.scalar_type()), ") and values ", values_.sizes(),
+           " are not the int64/int32 CSR of a [", out, ", ", in, "] matrix");
+  const int64_t nnz = values_.numel();
+  LR_CHECK(row_offsets_[0].item<int64_t>() == 0 && row_offsets_[out].item<int64_t>() == nnz &&
+               (row_offsets_.slice(0, 1) >= row_offsets_.slice(0, 0, -1)).all().item<bool>(),
+           Corruption, "sparse_lowrank operator: row offsets must rise from 0 to the ", nnz, " nonzeros");
+  const at::Tensor cols = col_indices_.to(at::kLong);
+  const at::Tensor rows = at::repeat_interleave(at::arange(out, at::kLong), row_offsets_.diff());
+  if (nnz > 0) {
+    LR_CHECK(cols.min().item<int64_t>() >= 0 && cols.max().item<int64_t>() < in, Corruption,
+             "sparse_lowrank operator: a column index lies outside [0, ", in, ")");
+    const at::Tensor flat = rows * in + cols;
+    LR_CHECK(nnz < 2 || (flat.slice(0, 1) > flat.slice(0, 0, -1)).all().item<bool>(), Corruption,
+             "sparse_lowrank operator: column indices must be strictly increasing within each row");
   }
   check_bias(bias_, out, "sparse_lowrank");
-  const at::Tensor rows = indices_.div(in, "floor"), cols = indices_.remainder(in);
-  const at::Tensor coo = at::sparse_coo_tensor(at::stack({rows, cols}), values_, {out, in}).coalesce();
-  csr_ = coo.to_sparse_csr();
+  csr_ =
+      at::sparse_csr_tensor(row_offsets_, cols, values_, {out, in}, values_.options().layout(at::kSparseCsr));
+}
+
+std::shared_ptr<SparseLowRankOperator> SparseLowRankOperator::from_dense_sparse(at::Tensor u, at::Tensor v,
+                                                                                const at::Tensor& sparse,
+                                                                                at::Tensor bias) {
+  LR_CHECK(sparse.dim() == 2, InvalidArgument, "sparse_lowrank operator: S must be 2-D, not ",
+           sparse.sizes());
+  LR_CHECK(sparse.size(1) <= std::numeric_limits<int32_t>::max(), InvalidArgument,
+           "sparse_lowrank operator: ", sparse.size(1), " columns do not fit int32 column indices");
+  const at::Tensor csr = sparse.to_sparse_csr();
+  return std::make_shared<SparseLowRankOperator>(
+      std::move(u), std::move(v), csr.crow_indices().to(at::kLong).contiguous(),
+      csr.col_indices().to(at::kInt).contiguous(), csr.values().contiguous(), std::move(bias));
 }
 
 at::Tensor SparseLowRankOperator::forward(const at::Tensor& x) const {
@@ -254,20 +280,21 @@ at::Tensor SparseLowRankOperator::forward(const at::Tensor& x) const {
 }
 
 nn::NamedTensors SparseLowRankOperator::tensors() const {
-  nn::NamedTensors out{
-      {"lowrank_u", u_}, {"lowrank_v", v_}, {"sparse_indices", indices_}, {"sparse_values", values_}};
+  nn::NamedTensors out{{"lowrank_u", u_},
+                       {"lowrank_v", v_},
+                       {"sparse_row_offsets", row_offsets_},
+                       {"sparse_col_indices", col_indices_},
+                       {"sparse_values", values_}};
   add_bias(out, bias_);
   return out;
 }
 
 at::Tensor SparseLowRankOperator::dense_weight() const {
-  at::Tensor w = at::matmul(u_, v_).reshape({-1});
-  w.index_add_(0, indices_, values_);
-  return w.reshape({out_features(), in_features()});
+  return at::matmul(u_, v_) + csr_.to_dense();
 }
 
 OrderedJson SparseLowRankOperator::describe() const {
-  return {{"kind", "sparse_lowrank"}, {"rank", rank()}, {"nonzeros", nonzeros()}};
+  return {{"kind", "sparse_lowrank"}, {"rank", rank()}, {"nonzeros", nonzeros()}, {"sparse_format", "csr"}};
 }
 
 // ---- compensated

@@ -131,12 +131,18 @@ class Sparse24Operator final : public StoredOperator {
   at::Tensor values_, indices_, dense_, bias_;
 };
 
-// Low rank plus sparse: y = U (V x) + S x + b. S is stored in coordinate form (flat indices into
-// [out, in], int64, sorted, and values); the forward uses a CSR copy of it.
+// Low rank plus sparse: y = U (V x) + S x + b. S is stored as CSR: row offsets (int64, out + 1
+// entries), column indices (int32, strictly increasing within a row) and values; the file holds
+// exactly these, so 4 index bytes per nonzero plus 8 per row.
 class SparseLowRankOperator final : public StoredOperator {
  public:
-  SparseLowRankOperator(at::Tensor u, at::Tensor v, at::Tensor sparse_indices, at::Tensor sparse_values,
-                        at::Tensor bias = {});
+  // Throws Corruption when the CSR arrays are not a valid [out, in] pattern.
+  SparseLowRankOperator(at::Tensor u, at::Tensor v, at::Tensor row_offsets, at::Tensor col_indices,
+                        at::Tensor sparse_values, at::Tensor bias = {});
+  // S given densely ([out, in]; its nonzeros are kept).
+  static std::shared_ptr<SparseLowRankOperator> from_dense_sparse(at::Tensor u, at::Tensor v,
+                                                                  const at::Tensor& sparse,
+                                                                  at::Tensor bias = {});
   std::string_view kind() const override { return "sparse_lowrank"; }
   int64_t in_features() const override { return v_.size(1); }
   int64_t out_features() const override { return u_.size(0); }
@@ -149,7 +155,7 @@ class SparseLowRankOperator final : public StoredOperator {
   OrderedJson describe() const override;
 
  private:
-  at::Tensor u_, v_, indices_, values_, csr_, bias_;
+  at::Tensor u_, v_, row_offsets_, col_indices_, values_, csr_, bias_;
 };
 
 // base(x) + B (A x): a low-rank compensation of a compressed base (EoRA; plain-SVD compensation).

@@ -68,6 +68,7 @@ RunResult run(const RunOptions& o) {
 
   // With calibration data the Gram is always collected: the report's output errors need it.
   std::optional<CalibrationStatistics> stats;
+  std::optional<CalibrationSource> source;  // the tokens too: SVD-LLM's update calibrates per layer
   if (!o.calib_data.empty()) {
     const int64_t want = o.calib_samples * (o.seq_len + 1) * 4;  // enough for spread-out windows
     const eval::EvalTokens calib = eval::load_eval_tokens(o.calib_data, o.model, "train", want);
@@ -80,9 +81,10 @@ RunResult run(const RunOptions& o) {
     c.slots.clear();
     for (nn::LinearSlot* s : target_slots(model, o.compress)) c.slots.push_back(s->name());
     stats = calibrate(model, calib.tokens, c);
+    source = CalibrationSource{calib.tokens, c};
   }
 
-  result.report = compress_model(model, o.compress, stats ? &*stats : nullptr);
+  result.report = compress_model(model, o.compress, stats ? &*stats : nullptr, source ? &*source : nullptr);
   result.perplexity_after = evaluate(model, eval_data, o);
   if (result.perplexity_after) log::info("perplexity after: ", *result.perplexity_after);
 

@@ -2,7 +2,9 @@
 // component pursuit (Candès et al., 2011; inexact ALM, linalg/rpca.h), the weight-space analogue
 // of Scatterbrain's sparse + low-rank split (Chen et al., 2021, arXiv:2110.15343, which splits the
 // attention matrix the same way). L is stored as factors U = U_k Σ_k^{1/2}, V = Σ_k^{1/2} V_kᵀ of
-// its rank k (numerical rank, σ_i > 1e-6 σ_1, or --rank when smaller), S in coordinate form.
+// its rank k (numerical rank, σ_i > 1e-6 σ_1, or --rank when smaller), S in CSR form (int64 row
+// offsets, int32 column indices, values: 4 index bytes per nonzero, where flat int64 coordinates
+// took 8 and could cost more than the dense matrix).
 // Options (method_options): lambda (default 1/sqrt(max(m, n))), max_iters (default 500).
 // Deviation: when --rank cuts L below its numerical rank, the dropped part is lost (not moved to
 // S); the report's error shows it.
@@ -29,10 +31,7 @@ std::shared_ptr<StoredOperator> compress_rpca(const SlotInput& in, const Compres
   const at::ScalarType dtype = in.weight.scalar_type();
   const at::Tensor u = (svd.U * root).to(dtype).contiguous();
   const at::Tensor v = (root.unsqueeze(1) * svd.Vh).to(dtype).contiguous();
-  const at::Tensor flat = r.S.reshape({-1});
-  const at::Tensor idx = at::nonzero(flat).reshape({-1});
-  return std::make_shared<SparseLowRankOperator>(u, v, idx, flat.index_select(0, idx).to(dtype).contiguous(),
-                                                 in.bias);
+  return SparseLowRankOperator::from_dense_sparse(u, v, r.S.to(dtype), in.bias);
 }
 
 }  // namespace lowrank::compress
