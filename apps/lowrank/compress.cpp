@@ -22,7 +22,9 @@ VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
   };
   auto args = std::make_shared<Args>();
   compress::CompressOptions& c = args->run.compress;
-  cmd->add_option("--model", args->model, "Dense HF model directory")->required();
+  cmd->add_option("--model", args->model,
+                  "HF model directory: dense, or factored for rtn (LoRD + INT4: quantises U and V)")
+      ->required();
   cmd->add_option("--method", c.method, "svd, asvd, fwsvd, svd_llm, welore, rtn, svdquant, prune24, rpca")
       ->capture_default_str();
   cmd->add_option("--ratio", c.ratio, "Parameter reduction in (0, 1) (low-rank methods)");

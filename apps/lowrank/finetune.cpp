@@ -30,7 +30,9 @@ VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global) {
   auto args = std::make_shared<Args>();
   args->o.trainer = adapt::default_finetune_trainer();
   cmd->add_option("--model", args->model, "HF model directory (with tokenizer.json)")->required();
-  cmd->add_option("--method", args->o.method, "Adapter method (lowrank methods lists them)")
+  cmd->add_option("--method", args->o.method,
+                  "Adapter method (lowrank methods lists them), full (every tensor), or welore (the "
+                  "low-rank factors of a `compress --method welore` --model; OUT/model)")
       ->capture_default_str();
   cmd->add_option(
       "--config", args->config,

@@ -222,6 +222,18 @@ TEST(WeLoreTest, RanksFollowTheNormalisedSpectrumAndTheSearchMeetsTheRatio) {
   EXPECT_LT(saved_below, 40);
 }
 
+TEST(WeLoreTest, AFlatSpectrumStaysDenseAtEveryThreshold) {
+  // s_max = s_min: the reference's normalisation is 0/0 (NaN), no rank is dropped and the matrix
+  // stays dense (utils.py lines 131-132); it must not be factorised at rank 1 even at tau = 1.
+  const at::Tensor heavy = at::tensor({10.0, 4.0, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.0}, at::kDouble);
+  const at::Tensor flat = at::full({10}, 3.0, at::kDouble);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{10, 10}, {10, 10}};
+  for (double tau : {0.0, 0.175, 0.5, 1.0})
+    EXPECT_EQ(welore_ranks({heavy, flat}, shapes, 0, tau).ranks[1], -1);
+  // The search meets a ratio from the heavy-tailed matrix alone, the flat one still dense.
+  EXPECT_EQ(welore_ranks({heavy, flat}, shapes, 0.3).ranks[1], -1);
+}
+
 TEST(CompensationTest, EoraIsTheWhitenedMinimiserAndBeatsSvdCompensation) {
   const Problem p = make_problem(32, 64, 128, 4);
   CompressOptions o = method("rtn");

@@ -49,7 +49,10 @@ TEST(WeLoreRankTest, DropsRanksBelowTheNormalisedThreshold) {
   EXPECT_EQ(welore_rank(s, 1.0), 1);
   // (s - min) / (max - min) for s = (3, 2, 1) is (1, 0.5, 0).
   EXPECT_LT(testing::max_abs_diff(normalized_spectrum(spectrum({3, 2, 1})), spectrum({1, 0.5, 0})), 1e-15);
-  EXPECT_EQ(welore_rank(spectrum({2, 2, 2}), 0.1), 0);  // flat normalises to zeros
+  // A flat spectrum normalises to 0/0: the reference drops nothing, at any threshold.
+  EXPECT_TRUE(at::isnan(normalized_spectrum(spectrum({2, 2, 2}))).all().item<bool>());
+  for (double tau : {0.0, 0.1, kWeLoreDefaultTau, 1.0}) EXPECT_EQ(welore_rank(spectrum({2, 2, 2}), tau), 3);
+  EXPECT_EQ(welore_rank(spectrum({0, 0}), 0.5), 2);
   EXPECT_THROW(welore_rank(s, 1.5), InvalidArgument);
 }
 

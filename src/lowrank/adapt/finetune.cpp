@@ -11,13 +11,16 @@
 #include "lowrank/adapt/loram.h"
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/adapt/petal.h"
+#include "lowrank/compress/format.h"
 #include "lowrank/core/error.h"
+#include "lowrank/core/file.h"
 #include "lowrank/core/log.h"
 #include "lowrank/core/process.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/data/prepare.h"
 #include "lowrank/data/token_dataset.h"
 #include "lowrank/train/gradnorm_lorp.h"
+#include "lowrank/train/welore.h"
 
 namespace fs = std::filesystem;
 
@@ -143,7 +146,10 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   AdapterConfig config = AdapterConfig::from_json(config_json, "--config");
   config.method = o.method;
   const bool full = o.method == "full";
-  if (!full) (void)registry().factory(o.method);  // unknown methods fail before any work
+  const bool welore = o.method == "welore";
+  if (!full && !welore) (void)registry().factory(o.method);  // unknown methods fail before any work
+  Json welore_source;
+  if (welore) welore_source = train::check_welore_directory(o.model);
   // LoRAM's options (loram.h) and PETAL's quality options are checked before any work too.
   LR_CHECK(
       o.method == "loram" || !config.options.contains("loram_keep"), InvalidArgument,
@@ -170,8 +176,9 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
                                                           "finetune");
   const train::TokenStream stream = train::TokenStream::from_dataset(dataset, "train");
 
-  // 2. The frozen base and the adapter.
-  nn::Model model = nn::Model::load(o.model);
+  // 2. The frozen base and the adapter. A compressed base (compress/format.h) loads with its
+  // operators: LoRA over an INT4 or a factored + INT4 base (QLoRA-style), WeLore's factors.
+  nn::Model model = compress::load_model(o.model);
   FinetuneSummary s;
   s.method = o.method;
   for (const auto& [name, t] : model.named_tensors()) s.base_parameters += t.numel();
@@ -183,9 +190,50 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
     const train::TrainResult r =
         timed_training(s, [&] { return train::train(model, stream, trainer, o.out / "run", o.resume); });
     if (!r.finished) return s;
-    model.save(o.out / "model", at::kFloat);
+    if (compress::is_compressed_model(o.model)) {  // its operators, trained, in the same format
+      fs::remove_all(o.out / "model");
+      StagedDirectory staged(o.out / "model");
+      compress::save_compressed_model(
+          model, staged.path(), o.model, at::kFloat,
+          {{"method",
+            read_json_file(o.model / compress::kCompressedConfigFile).value("method", std::string())},
+           {"finetuned", {{"method", "full"}, {"steps", s.steps}}}});
+      staged.commit();
+    } else {
+      model.save(o.out / "model", at::kFloat);
+    }
     std::filesystem::copy_file(tokenizer, o.out / "model" / "tokenizer.json",
                                std::filesystem::copy_options::overwrite_existing);
+    s.adapter_dir = o.out / "model";
+    s.validation = validation_perplexity(model, dataset, o.eval_tokens, trainer.seq_len);
+    write_summary(o, trainer, s);
+    return s;
+  }
+  if (welore) {
+    // WeLore (train/welore.h): the low-rank components' U, V (and the norm gains, as the
+    // reference) train in place; the result is a compressed directory of the same format in
+    // OUT/model.
+    const train::WeLoreFinetuneOptions wo{.train_norms = config.option<bool>("train_norms", true)};
+    train::TrainTarget target = train::welore_target(model, wo);
+    const train::WeLoreComponents components = train::welore_components(model);
+    for (const auto& [name, t] : target.params) s.trainable_parameters += t.numel();
+    s.details["welore"] = components.to_json();
+    s.details["welore"]["train_norms"] = wo.train_norms;
+    log::info("finetune: welore trains ", components.lrc.size(), " low-rank components (",
+              components.nlrc.size(), " dense ones frozen): ", s.trainable_parameters, " parameters");
+    const train::TrainResult r = timed_training(
+        s, [&] { return train::train(model, target, stream, trainer, o.out / "run", o.resume); });
+    if (!r.finished) return s;
+    OrderedJson extra = OrderedJson::object();
+    for (const auto& [key, value] : welore_source.items())
+      if (key != "slots" && key != "format" && key != "version") extra[key] = value;
+    extra["finetuned"] = {{"method", "welore"}, {"steps", s.steps}, {"train_norms", wo.train_norms}};
+    {
+      fs::remove_all(o.out / "model");  // this command's own output of an earlier run
+      StagedDirectory staged(o.out / "model");
+      compress::save_compressed_model(model, staged.path(), o.model, at::kFloat, extra);
+      staged.commit();
+    }
     s.adapter_dir = o.out / "model";
     s.validation = validation_perplexity(model, dataset, o.eval_tokens, trainer.seq_len);
     write_summary(o, trainer, s);

@@ -1,7 +1,8 @@
 // `lowrank finetune`: an adapter trained on a corpus on top of a frozen HF model, with the
 // runtime's trainer (train/trainer.h: progress, JSONL metrics, checkpoints, exact resume).
 //   1. the corpus is tokenized with the model's tokenizer.json into OUT/dataset (cached);
-//   2. the adapter is created (adapt::create_adapter) and only its tensors are trained;
+//   2. the adapter is created (adapt::create_adapter) and only its tensors are trained (--method
+//      full and welore train the model's own tensors instead: FinetuneOptions::method);
 //   3. OUT holds the PEFT adapter directory (adapter_config.json, adapter_model.safetensors),
 //      OUT/run the metrics and checkpoints, OUT/finetune.json the summary with validation
 //      perplexity of the base and of the adapted model.
@@ -21,8 +22,12 @@
 namespace lowrank::adapt {
 
 struct FinetuneOptions {
-  std::filesystem::path model;   // HF model directory with tokenizer.json
-  std::string method = "lora";   // an adapt::registry() method, or "full" (full fine-tuning baseline)
+  std::filesystem::path model;  // HF model directory with tokenizer.json
+  // An adapt::registry() method; "full" (full fine-tuning baseline: every tensor, OUT/model); or
+  // "welore" (train/welore.h: the low-rank factors of a `compress --method welore` directory,
+  // written to OUT/model in the same compressed format). `model` may be a compressed directory
+  // (compress/format.h): an adapter then trains over its operators (QLoRA-style over INT4).
+  std::string method = "lora";
   Json config = Json::object();  // adapter_config.json keys (r, lora_alpha, target_modules, ...)
   std::string corpus = "bible";  // named corpus or path
   std::filesystem::path out;

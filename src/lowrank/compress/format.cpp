@@ -54,6 +54,23 @@ std::shared_ptr<StoredOperator> load_operator(const Json& d, const std::string& 
       const int64_t in = bits == 4 ? 2 * packed.size(1) : packed.size(1);
       return std::make_shared<QuantizedOperator>(quantized(packed.size(0), in), bias());
     }
+    if (kind == "lowrank_quantized") {
+      const int bits = static_cast<int>(required_int(d, "bits", slot));
+      const int64_t group = required_int(d, "group_size", slot), rank = required_int(d, "rank", slot);
+      auto factor = [&](const std::string& name, int64_t features) {
+        return ops::group_quantized_from_tensors(read(name + "_qweight"), read(name + "_scales"), bits, group,
+                                                 rank, features)
+            .to(device);
+      };
+      const at::Tensor packed_v = read("lowrank_v_qweight");
+      LR_CHECK(packed_v.dim() == 2, Corruption, "lowrank_v_qweight must be 2-D");
+      const at::Tensor packed_ut = read("lowrank_ut_qweight");
+      LR_CHECK(packed_ut.dim() == 2, Corruption, "lowrank_ut_qweight must be 2-D");
+      const int64_t per_byte = bits == 4 ? 2 : 1;
+      return std::make_shared<QuantizedLowRankOperator>(factor("lowrank_ut", per_byte * packed_ut.size(1)),
+                                                        factor("lowrank_v", per_byte * packed_v.size(1)),
+                                                        bias());
+    }
     if (kind == "svdquant") {
       const at::Tensor up = real("lora_up"), down = real("lora_down");
       LR_CHECK(up.dim() == 2 && down.dim() == 2, Corruption, "lora_up and lora_down must be 2-D");
@@ -90,8 +107,9 @@ std::shared_ptr<StoredOperator> load_operator(const Json& d, const std::string& 
   } catch (const InvalidArgument& e) {
     throw Corruption(str(kCompressedConfigFile, ": slot ", slot, " (", kind, "): ", e.what()));
   }
-  throw Corruption(str(kCompressedConfigFile, ": slot ", slot, " has the unknown operator kind \"", kind,
-                       "\" (known: lowrank, quantized, svdquant, sparse24, sparse_lowrank, compensated)"));
+  throw Corruption(str(
+      kCompressedConfigFile, ": slot ", slot, " has the unknown operator kind \"", kind,
+      "\" (known: lowrank, quantized, lowrank_quantized, svdquant, sparse24, sparse_lowrank, compensated)"));
 }
 
 nn::Model load_model(const fs::path& dir, const nn::LoadOptions& options) {

@@ -56,14 +56,18 @@ void register_builtin_methods(Registry<Method>& reg) {
              "calibration pass per decoder layer)"},
             kCalibData}},
           {.ranks = Ranks::kUniform, .needs_gram = true, .compress = compress_truncated_svd});
-  reg.add({"welore",
-           "WeLore non-uniform ranks from the normalised spectrum (global tau)",
-           "Jaiswal et al., 2024, arXiv:2407.11239",
-           {{"ratio|tau", "parameter reduction (tau searched) or the threshold"}}},
-          {.ranks = Ranks::kSpectrum, .compress = compress_truncated_svd});
   reg.add(
-      {"rtn", "group-wise round-to-nearest INT4/INT8 (groups of 64 input channels)", "", {kBits, kGroupSize}},
-      {.quantizes = true, .compress = compress_rtn});
+      {"welore",
+       "WeLore non-uniform ranks from the normalised spectrum (global tau)",
+       "Jaiswal et al., 2024, arXiv:2407.11239",
+       {{"ratio|tau", "parameter reduction (tau searched) or the threshold"},
+        {"finetune", "lowrank finetune --method welore trains the low-rank factors (train_norms: true)"}}},
+      {.ranks = Ranks::kSpectrum, .compress = compress_truncated_svd});
+  reg.add({"rtn",
+           "group-wise round-to-nearest INT4/INT8 (groups of 64 input channels; a factored slot: U and V)",
+           "",
+           {kBits, kGroupSize}},
+          {.quantizes = true, .compress = compress_rtn});
   reg.add({"svdquant",
            "SVDQuant: smoothing + 16-bit low-rank branch (rank 32) + 4-bit residual",
            "Li et al., 2024, arXiv:2411.05007",
@@ -102,7 +106,7 @@ int64_t params_of(const nn::BaseOperator& op) {
   for (const auto& [name, t] : op.tensors()) {
     if (t.is_floating_point())
       n += t.numel();
-    else if (name == "qweight")
+    else if (name.ends_with("qweight"))
       n += t.numel() * (t.scalar_type() == at::kByte ? 2 : 1);
   }
   return n;
@@ -292,8 +296,15 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
   const bool needs_gram = method.needs_gram || options.compensation == "eora";
   for (nn::LinearSlot* s : target_slots(model, options)) {
     const int64_t m = s->out_features(), n = s->in_features();
-    LR_CHECK(dynamic_cast<const nn::DenseOperator*>(&s->base()) != nullptr, Unsupported, "slot ", s->name(),
-             " already holds a ", s->base().kind(), " operator; compress a dense model");
+    // rtn over a factored slot (LoRD + INT4) quantises its two factors (QuantizedLowRankOperator).
+    const bool factored_rtn = name == "rtn" && dynamic_cast<const LowRankOperator*>(&s->base()) != nullptr;
+    LR_CHECK(factored_rtn || dynamic_cast<const nn::DenseOperator*>(&s->base()) != nullptr, Unsupported,
+             "slot ", s->name(), " already holds a ", s->base().kind(),
+             " operator; compress a dense model (only rtn also takes low-rank slots)");
+    if (factored_rtn)
+      LR_CHECK(m % options.group_size == 0, InvalidArgument, "slot ", s->name(), " has ", m,
+               " output channels, not a multiple of --group-size ", options.group_size,
+               " (rtn groups a factored slot's U along its outputs)");
     if (method.ranks == Ranks::kUniform && options.rank > 0)
       LR_CHECK(options.rank <= std::min(m, n), InvalidArgument, "--rank ", options.rank, " exceeds min(", m,
                ", ", n, ") of slot ", s->name());
@@ -453,7 +464,10 @@ CompressReport compress_model(nn::Model& model, const CompressOptions& options,
   } else {
     for (size_t i = 0; i < inputs.size(); ++i) {
       bar.set_note(inputs[i].name);
-      if (!(method.ranks == Ranks::kSpectrum && inputs[i].rank < 0))
+      if (const auto* factored = dynamic_cast<const LowRankOperator*>(&slots[i]->base());
+          factored && options.method == "rtn")
+        ops[i] = QuantizedLowRankOperator::quantize(*factored, options.bits, options.group_size);
+      else if (!(method.ranks == Ranks::kSpectrum && inputs[i].rank < 0))
         ops[i] = method.compress(inputs[i], per_slot);
       bar.advance();
     }

@@ -31,6 +31,14 @@ at::Tensor low_rank_forward(const at::Tensor& x, const at::Tensor& u, const at::
   return at::linear(at::linear(x, v), u, bias);
 }
 
+// Q(W) x + b. The packed kernel of small batches has no backward: when a gradient must flow to
+// x (an adapter trained below this slot, QLoRA-style) the product runs on the dequantised weight.
+at::Tensor quantized_linear(const at::Tensor& x, const ops::GroupQuantized& w, const at::Tensor& bias) {
+  if (at::GradMode::is_enabled() && x.requires_grad())
+    return at::linear(x, w.dequantize(x.scalar_type()), bias.defined() ? bias.to(x.scalar_type()) : bias);
+  return ops::group_quant_linear(x, w, bias);
+}
+
 }  // namespace
 
 int64_t StoredOperator::storage_bytes(int64_t float_bytes) const {
@@ -72,7 +80,7 @@ QuantizedOperator::QuantizedOperator(ops::GroupQuantized weight, at::Tensor bias
 }
 
 at::Tensor QuantizedOperator::forward(const at::Tensor& x) const {
-  return ops::group_quant_linear(x, weight_, bias_);
+  return quantized_linear(x, weight_, bias_);
 }
 
 bool QuantizedOperator::has_row_product() const {
@@ -99,6 +107,53 @@ at::Tensor QuantizedOperator::dense_weight() const {
 
 OrderedJson QuantizedOperator::describe() const {
   return {{"kind", "quantized"}, {"bits", weight_.bits}, {"group_size", weight_.group_size}};
+}
+
+// ---- lowrank_quantized
+
+QuantizedLowRankOperator::QuantizedLowRankOperator(ops::GroupQuantized ut, ops::GroupQuantized v,
+                                                   at::Tensor bias)
+    : ut_(std::move(ut)), v_(std::move(v)), bias_(std::move(bias)) {
+  LR_CHECK(ut_.out_features == v_.out_features && v_.out_features > 0, InvalidArgument,
+           "lowrank_quantized operator: Uᵀ has rank ", ut_.out_features, " and V rank ", v_.out_features);
+  check_bias(bias_, ut_.in_features, "lowrank_quantized");
+}
+
+std::shared_ptr<QuantizedLowRankOperator> QuantizedLowRankOperator::quantize(const LowRankOperator& factored,
+                                                                             int bits, int64_t group_size) {
+  const int64_t out = factored.out_features(), in = factored.in_features();
+  LR_CHECK(group_size > 0 && in % group_size == 0 && out % group_size == 0, InvalidArgument,
+           "quantising a factored [", out, ", ", in, "] slot: --group-size ", group_size,
+           " must divide both its inputs (V's groups) and its outputs (Uᵀ's groups)");
+  const at::Tensor u = factored.u().detach().to(at::kCPU, at::kFloat);
+  const at::Tensor v = factored.v().detach().to(at::kCPU, at::kFloat);
+  const at::Device device = factored.u().device();
+  return std::make_shared<QuantizedLowRankOperator>(
+      ops::quantize_groups(u.t().contiguous(), bits, group_size).to(device),
+      ops::quantize_groups(v.contiguous(), bits, group_size).to(device), factored.bias());
+}
+
+at::Tensor QuantizedLowRankOperator::forward(const at::Tensor& x) const {
+  const at::Tensor h = quantized_linear(x, v_, {});
+  const at::Tensor y = at::matmul(h, ut_.dequantize(h.scalar_type()));
+  return bias_.defined() ? add_into(y, bias_.to(y.scalar_type())) : y;
+}
+
+nn::NamedTensors QuantizedLowRankOperator::tensors() const {
+  nn::NamedTensors out{{"lowrank_ut_qweight", ut_.packed},
+                       {"lowrank_ut_scales", ut_.scales},
+                       {"lowrank_v_qweight", v_.packed},
+                       {"lowrank_v_scales", v_.scales}};
+  add_bias(out, bias_);
+  return out;
+}
+
+at::Tensor QuantizedLowRankOperator::dense_weight() const {
+  return at::matmul(ut_.dequantize(at::kFloat).t(), v_.dequantize(at::kFloat));
+}
+
+OrderedJson QuantizedLowRankOperator::describe() const {
+  return {{"kind", "lowrank_quantized"}, {"rank", rank()}, {"bits", v_.bits}, {"group_size", v_.group_size}};
 }
 
 // ---- svdquant

@@ -3,6 +3,7 @@
 //
 //   lowrank         y = U (V x) + b                      U [out, k], V [k, in]   (SVD family, WeLore)
 //   quantized       y = Q(W) x + b                       packed INT4/INT8 groups (ops/group_quant.h)
+//   lowrank_quantized y = Q(Uᵀ)ᵀ (Q(V) x) + b            a factored slot's U and V quantised (LoRD + INT4)
 //   svdquant        y = (L1 L2 + Q(R)) (x ⊘ λ) + b        SVDQuant (compress/svdquant.h)
 //   sparse24        y = W₂:₄ x + b                        2:4 magnitude pruning (two of every four kept)
 //   sparse_lowrank  y = U (V x) + S x + b                 robust PCA split (linalg/rpca.h)
@@ -75,6 +76,35 @@ class QuantizedOperator final : public StoredOperator {
 
  private:
   ops::GroupQuantized weight_;
+  at::Tensor bias_;
+};
+
+// A low-rank slot whose factors are group-quantised: y = Q(Uᵀ)ᵀ (Q(V) x) + b, the base that
+// "QLoRA over LoRD" trains LoRA on (Kaushal et al., 2023, arXiv:2309.14021: the LoRD model's two
+// linear layers per slot quantised to 4 bits). V [k, in] is grouped along its inputs as any RTN
+// weight; U [out, k] is stored transposed, Uᵀ [k, out], grouped along the slot's outputs, so that
+// the rank k need not be a multiple of the group size. The forward dequantises Uᵀ (the k-wide
+// product is small).
+class QuantizedLowRankOperator final : public StoredOperator {
+ public:
+  // ut = Q(Uᵀ) [k, out], v = Q(V) [k, in]. Throws InvalidArgument when the ranks differ.
+  QuantizedLowRankOperator(ops::GroupQuantized ut, ops::GroupQuantized v, at::Tensor bias = {});
+  // RTN of `factored`'s U and V (ops::quantize_groups). Throws InvalidArgument when group_size does
+  // not divide in_features or out_features.
+  static std::shared_ptr<QuantizedLowRankOperator> quantize(const LowRankOperator& factored, int bits,
+                                                            int64_t group_size);
+  std::string_view kind() const override { return "lowrank_quantized"; }
+  int64_t in_features() const override { return v_.in_features; }
+  int64_t out_features() const override { return ut_.in_features; }
+  int64_t rank() const { return v_.out_features; }
+  at::Tensor forward(const at::Tensor& x) const override;
+  nn::NamedTensors tensors() const override;
+  at::Tensor dense_weight() const override;
+  at::Tensor bias() const override { return bias_; }
+  OrderedJson describe() const override;
+
+ private:
+  ops::GroupQuantized ut_, v_;
   at::Tensor bias_;
 };
 

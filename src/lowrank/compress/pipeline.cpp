@@ -42,8 +42,10 @@ RunResult run(const RunOptions& o) {
   // Everything that can be checked before work.
   LR_CHECK(!o.model.empty(), InvalidArgument, "--model is required");
   LR_CHECK(fs::is_directory(o.model), NotFound, "--model ", o.model.string(), ": no such directory");
-  LR_CHECK(!is_compressed_model(o.model), InvalidArgument, "--model ", o.model.string(),
-           " is already compressed; compress its dense export (lowrank export --dense)");
+  LR_CHECK(!is_compressed_model(o.model) || o.compress.method == "rtn", InvalidArgument, "--model ",
+           o.model.string(),
+           " is already compressed; compress its dense export (lowrank export --dense), or quantise its "
+           "low-rank factors with --method rtn");
   const CalibrationNeeds needs = calibration_needs(o.compress);
   LR_CHECK(!needs.any || !o.calib_data.empty(), InvalidArgument, "method ", o.compress.method,
            o.compress.compensation == "eora" ? " with EoRA compensation" : "",
@@ -56,7 +58,8 @@ RunResult run(const RunOptions& o) {
            " and --seq-len ", o.seq_len, " must be >= 1 and >= 2");
   StagedDirectory staged(o.out);
 
-  nn::Model model = nn::Model::load(o.model);
+  // A compressed model loads with its operators: rtn over a factored one quantises its factors.
+  nn::Model model = load_model(o.model);
   validate(model, o.compress, nullptr, /*stats_pending=*/true);
 
   eval::EvalTokens eval_data;

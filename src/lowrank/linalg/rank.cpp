@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <limits>
 
 #include "lowrank/core/error.h"
 
@@ -49,13 +50,14 @@ at::Tensor normalized_spectrum(const at::Tensor& s_in) {
   auto s = as_spectrum(s_in);
   if (s.numel() == 0) return s;
   double hi = s.max().item<double>(), lo = s.min().item<double>();
-  if (hi <= lo) return at::zeros_like(s);
+  if (hi <= lo) return at::full_like(s, std::numeric_limits<double>::quiet_NaN());
   return (s - lo) / (hi - lo);
 }
 
 int64_t welore_rank(const at::Tensor& s, double tau) {
   LR_CHECK(tau >= 0 && tau <= 1, InvalidArgument, "WeLore threshold ", tau, " is not in [0, 1]");
   auto norm = normalized_spectrum(s);
+  // NaN entries (a flat spectrum) compare false, so such a spectrum keeps every rank.
   int64_t dropped = (norm < tau).sum().item<int64_t>();
   return norm.numel() - dropped;
 }
