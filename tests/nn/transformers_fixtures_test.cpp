@@ -8,6 +8,10 @@
 // Tolerances: float32 logits within 1e-4 absolute (the logits are O(1)–O(10); the forward follows
 // transformers op for op, so only a different kernel's summation order may differ; measured: 0).
 // bfloat16 against transformers run in bfloat16: see kBFloat16WholeForwardTolerance.
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include <c10/core/InferenceMode.h>
