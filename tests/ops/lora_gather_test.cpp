@@ -96,5 +96,90 @@ TEST(LoraGatherTest, RejectsBadTasks) {
   }
 }
 
+// The paged form: adapters scattered over the slots of two arenas (a shuffled slot table, modules
+// starting mid-table, rows of 13 and columns of 7 or 12 elements spread over slots of 5), in
+// float32, bfloat16 and float16. The oracle gathers A [r, in] and B [out, r] element by element
+// from the arenas by the layout's definition, then computes y + s·(x Aᵀ) Bᵀ in float64 from the
+// same (rounded) inputs.
+TEST(LoraGatherTest, PagedProductReadsRowsThroughTheSlotTable) {
+  const int64_t width = 5, in = 13, num_slots = 96;
+  const std::vector<int64_t> ranks = {1, 3, 4, 8};
+  const std::vector<int64_t> outs = {7, 12, 7, 12};
+  const std::vector<int64_t> firsts = {0, 4, 9, 2};
+  const int64_t spr = 3;  // ⌈13 / 5⌉
+  const std::vector<std::pair<at::ScalarType, LoraElement>> types = {
+      {at::kFloat, LoraElement::kF32}, {at::kBFloat16, LoraElement::kBF16}, {at::kHalf, LoraElement::kF16}};
+  for (const auto& [dtype, element] : types) {
+    const at::Tensor keys = randn({num_slots, width}, 1).to(dtype);
+    const at::Tensor values = randn({num_slots, width}, 2).to(dtype);
+    at::Generator gen = at::detail::createCPUGenerator(3);
+    const at::Tensor slots = at::randperm(num_slots, gen, at::kLong);  // logical -> physical
+    const auto* table = slots.const_data_ptr<int64_t>();
+    std::vector<at::Tensor> xs, ys, expected;
+    std::vector<LoraPagedTask> tasks;
+    for (size_t t = 0; t < ranks.size(); ++t) {
+      const int64_t tokens = 1 + static_cast<int64_t>(t % 2), r = ranks[t], out = outs[t];
+      xs.push_back(randn({tokens, in}, 10 + t).to(dtype));
+      ys.push_back(randn({tokens, out}, 20 + t).to(dtype));
+      at::Tensor a = at::zeros({r, in}, at::kDouble), b = at::zeros({out, r}, at::kDouble);
+      const at::Tensor k64 = keys.to(at::kDouble), v64 = values.to(at::kDouble);
+      for (int64_t j = 0; j < r; ++j) {
+        for (int64_t i = 0; i < in; ++i) a[j][i] = k64[table[firsts[t] + j * spr + i / width]][i % width];
+        for (int64_t o = 0; o < out; ++o) b[o][j] = v64[table[firsts[t] + j * spr + o / width]][o % width];
+      }
+      const double scale = 0.5 + static_cast<double>(t);
+      expected.push_back(
+          at::addmm(ys[t].to(at::kDouble), at::matmul(xs[t].to(at::kDouble), a.t()), b.t(), 1.0, scale));
+      LoraPagedTask task;
+      task.x = xs[t].const_data_ptr();
+      task.y = ys[t].mutable_data_ptr();
+      task.a_arena = keys.const_data_ptr();
+      task.b_arena = values.const_data_ptr();
+      task.slots = table;
+      task.first = firsts[t];
+      task.slots_per_rank = spr;
+      task.slot_width = width;
+      task.tokens = tokens;
+      task.in = in;
+      task.out = out;
+      task.rank = r;
+      task.scale = static_cast<float>(scale);
+      tasks.push_back(task);
+    }
+    lora_gather_paged(tasks, element);
+    // float32 accumulation, then y rounded once to the element type.
+    const double eps = dtype == at::kFloat ? 1e-6 : dtype == at::kHalf ? 1e-3 : 8e-3;
+    for (size_t t = 0; t < tasks.size(); ++t) {
+      const double err = (ys[t].to(at::kDouble) - expected[t]).abs().max().item<double>();
+      EXPECT_LE(err, 4 * eps * expected[t].abs().max().item<double>())
+          << c10::toString(dtype) << ", task " << t << ", rank " << ranks[t];
+    }
+  }
+}
+
+TEST(LoraGatherTest, PagedRejectsBadTasks) {
+  const auto x = randn({1, 6}, 1), arena = randn({8, 4}, 2);
+  auto y = at::zeros({1, 3});
+  const std::vector<int64_t> slots = {0, 1, 2, 3, 4, 5, 6, 7};
+  LoraPagedTask task;
+  task.x = x.const_data_ptr();
+  task.y = y.mutable_data_ptr();
+  task.a_arena = task.b_arena = arena.const_data_ptr();
+  task.slots = slots.data();
+  task.slots_per_rank = 1;  // in = 6 needs 2 slots of 4
+  task.slot_width = 4;
+  task.in = 6;
+  task.out = 3;
+  task.rank = 2;
+  EXPECT_NE(testing::error_of([&] {
+              lora_gather_paged({&task, 1}, LoraElement::kF32);
+            }).find("slots_per_rank = 1"),
+            std::string::npos);
+  task.slots_per_rank = 2;
+  task.slots = nullptr;
+  EXPECT_THROW(lora_gather_paged({&task, 1}, LoraElement::kF32), InvalidArgument);
+  EXPECT_TRUE(y.eq(0).all().item<bool>());  // nothing ran
+}
+
 }  // namespace
 }  // namespace lowrank::ops

@@ -15,6 +15,7 @@
 #include "lowrank/core/parallel_region.h"
 #include "lowrank/nn/decoder_layer.h"
 #include "lowrank/nn/model.h"
+#include "lowrank/nn/routed_adapter_source.h"
 #include "lowrank/ops/gemv.h"
 
 namespace lowrank::nn {
@@ -189,6 +190,8 @@ std::optional<at::Tensor> Model::decode_step(const at::Tensor& input_ids,
   if (at::GradMode::is_enabled()) return decline("gradients are being recorded");
   if (options.routing != nullptr && options.routing->row_adapter.size() != 1)
     return decline("the routing must have exactly one row");
+  if (options.routing != nullptr && RoutedAdapterScope::current() != nullptr)
+    return decline("the routed adapters live outside the slots (a RoutedAdapterScope is open)");
   const int64_t id = input_ids.const_data_ptr<int64_t>()[0];
   LR_CHECK(id >= 0 && id < config_.vocab_size, InvalidArgument, "input_ids hold token ", id,
            ", outside the vocabulary [0, ", config_.vocab_size, ")");

@@ -3,6 +3,7 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/nn/adapter_paths.h"
+#include "lowrank/nn/routed_adapter_source.h"
 #include "lowrank/nn/shared_input.h"
 #include "lowrank/ops/gemv.h"
 
@@ -65,6 +66,13 @@ std::vector<at::Tensor> LinearSlot::forward_shared_input(std::span<const LinearS
     if (slots.size() > 1) scope.emplace(x);
     for (const LinearSlot* slot : slots) ys.push_back(slot->base_->forward(x));
   }
+  if (routing != nullptr)
+    if (const RoutedAdapterSource* source = RoutedAdapterScope::current()) {
+      std::vector<std::string_view> names;
+      for (const LinearSlot* slot : slots) names.push_back(slot->name_);
+      source->add(names, x, *routing, ys);
+      return ys;
+    }
   std::vector<SlotAdapters> views;
   views.reserve(slots.size());
   for (const LinearSlot* slot : slots) {

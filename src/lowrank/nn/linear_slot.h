@@ -106,7 +106,8 @@ class Adapter {
 // uses adapters[row_adapter[b]], or only the base when row_adapter[b] < 0. Every slot then adds,
 // per adapter, that adapter's Δ on the rows that use it (gathered into one contiguous segment, so
 // each adapter costs one pair of products at its own rank; nothing is padded to a common rank).
-// Adapters not named here are inactive for the pass.
+// Adapters not named here are inactive for the pass. While a RoutedAdapterScope is open on the
+// thread (routed_adapter_source.h), the named adapters are the scope source's instead of the slots'.
 struct AdapterRouting {
   std::vector<std::string> adapters;
   std::vector<int64_t> row_adapter;  // one entry per batch row

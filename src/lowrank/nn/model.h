@@ -67,9 +67,10 @@ struct ForwardOptions {
   // Logits for the last position only ([B, 1, V]): what generation needs.
   bool last_position_only = false;
   // Per-row adapters for a batch mixing adapters (linear_slot.h); null: every attached adapter
-  // applies to every row. Every name must be an adapter attached to the model: the caller checks
-  // that once, when it admits the request (the serving engine registers an adapter with its
-  // scheduler only once attached), so forward does not look names up in every slot at every step.
+  // applies to every row. Every name must be an adapter attached to the model, checked once by
+  // the caller, so forward does not look names up in every slot at every step; or, while a
+  // RoutedAdapterScope is open (routed_adapter_source.h: the serving engine, whose adapters live
+  // in its memory pool), an adapter of the scope's source.
   const AdapterRouting* routing = nullptr;
   FusedDecode fused_decode = FusedDecode::kAuto;
 };

@@ -3,10 +3,10 @@
 // §4): every adapter is kept in host memory and only those the running batch needs are packed
 // into the device pool, whose pages they share with the KV cache (see memory_pool.h).
 //
-// Design. Adapters are registered by name with their rank (their host copies live elsewhere, in
-// the engine). acquire(name) pins an adapter, loading it (allocating adapter_pages(rank) pages) if
-// it is not resident. Unpinned resident adapters stay cached and are evicted least recently
-// released first, only when their pages are needed (by another adapter, or by the scheduler's
+// Design. Adapters are registered by name with their rank and page count (their host copies
+// live in the engine, paged_lora.h). acquire(name) pins an adapter, loading it (allocating
+// adapter_pages(rank) pages) if it is not resident. Unpinned resident adapters stay cached and are evicted
+// least recently released first, only when their pages are needed (by another adapter, or by the scheduler's
 // KV reservations through make_room). Pinned adapters are never evicted. Deviation from S-LoRA,
 // which offloads an adapter as soon as no running request uses it: keeping it until its pages
 // are needed saves reloads of popular adapters at no cost in admission capacity, since cached
@@ -15,9 +15,10 @@
 // Failure to find room is not an error: acquire returns kNoRoom (and evicts nothing), so the
 // scheduler can keep the request waiting.
 //
-// Left for the engine: copying the host weights into the pages of a kLoaded adapter before the
-// step that uses it (S-LoRA overlaps this with compute on a separate stream), and the
-// heterogeneous-rank LoRA kernels (SGMV/BGMV-style) reading the adapters through their pages.
+// The engine copies the host weights of a kLoaded adapter into its pages before the step that
+// uses it (the scheduler lists it in StepPlan::adapter_loads), on the step's own stream; S-LoRA
+// can overlap that copy with compute on a separate stream, which is not done here. Its routed
+// LoRA products read the adapters through their pages (serve/paged_lora.h).
 //
 // Thread safety: none; owned by the Scheduler and driven by the engine thread (see scheduler.h).
 #pragma once

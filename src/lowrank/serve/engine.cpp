@@ -86,6 +86,7 @@ Engine::Engine(std::shared_ptr<nn::Model> model, std::shared_ptr<const data::Tok
   PoolConfig pool{
       .num_pages = pages, .page_tokens = config_.page_tokens, .hidden_size = width, .lora_modules = {}};
   scheduler_ = std::make_unique<Scheduler>(config_.scheduler, pool);
+  pool_bytes_ = pages * page_bytes;
   kv_ = std::make_unique<PagedKV>(mc, pages, config_.page_tokens,
                                   at::TensorOptions().dtype(model_->dtype()).device(model_->device()));
   next_seed_ = config_.seed;
@@ -229,6 +230,7 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
     std::lock_guard lock(mutex_);
     for (const ScheduledRequest& r : plan.requests) lives.push_back(lives_.at(r.id).get());
   }
+  load_adapters(plan);  // the adapters admitted this step, into their pages first
   // Two passes at most: every decode row together ([B, 1]), then every prompt chunk together
   // (left-padded to the longest chunk). Within each, rows are sorted by adapter, so that each
   // adapter's rows form one segment of the LoRA products.
@@ -253,6 +255,7 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
     int64_t* mask_data = mask.data_ptr<int64_t>();
     std::vector<PagedStep::Row> rows;
     nn::AdapterRouting routing;
+    std::vector<const ResidentAdapter*> resident;  // per routed adapter: its copy in the pool
     for (int64_t b = 0; b < B; ++b) {
       const ScheduledRequest& r = plan.requests[(*pass)[static_cast<size_t>(b)]];
       const Live& live = *lives[(*pass)[static_cast<size_t>(b)]];
@@ -269,7 +272,10 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
       if (!r.adapter.empty()) {
         auto it = std::find(routing.adapters.begin(), routing.adapters.end(), r.adapter);
         adapter = it - routing.adapters.begin();
-        if (it == routing.adapters.end()) routing.adapters.push_back(r.adapter);
+        if (it == routing.adapters.end()) {
+          routing.adapters.push_back(r.adapter);
+          resident.push_back(&resident_.at(r.adapter));
+        }
       }
       routing.row_adapter.push_back(adapter);
     }
@@ -278,7 +284,9 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
     forward.cache = &kv;
     if (kv.has_padding() && T > 1) forward.attention_mask = mask;  // chunks of different lengths
     forward.last_position_only = true;  // every row's last column is real (right-aligned)
-    forward.routing = &routing;         // always: without it every attached adapter would apply to every row
+    forward.routing = &routing;         // always: the rows' adapters come from the pool through it
+    const PagedLoraPass adapters(*kv_, std::move(resident));
+    const nn::RoutedAdapterScope adapter_scope(adapters);
     const at::Tensor logits = model_->forward(ids, forward).select(1, 0).to(at::kFloat).cpu();
     for (int64_t b = 0; b < B; ++b) {
       const size_t i = (*pass)[static_cast<size_t>(b)];
@@ -373,8 +381,11 @@ EngineStats Engine::stats() const {
   std::lock_guard lock(mutex_);
   EngineStats s;
   s.scheduler = scheduler_->stats();
-  s.adapters_loaded = static_cast<int64_t>(attached_.size());
+  s.adapters_loaded = static_cast<int64_t>(host_adapters_.size());
   metrics_.fill(s, Clock::now());
+  s.pool_bytes = pool_bytes_;
+  for (const auto& [name, entry] : host_adapters_)
+    if (scheduler_->adapters().is_resident(name)) s.adapter_bytes_resident += entry.second.pool_bytes();
   return s;
 }
 

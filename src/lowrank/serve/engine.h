@@ -12,8 +12,9 @@
 // Keys and values live in the page pool (per layer, [pages · page_tokens, n_kv, D] tensors): a
 // sequence's token t is in page block_table[t / page_tokens], slot t % page_tokens, and attention
 // gathers its past through the block table. The LoRA products of a batch mixing adapters run
-// per adapter segment at each adapter's own rank (nn::AdapterRouting; SGMV-style), never padded
-// to the largest rank.
+// per adapter segment at each adapter's own rank (nn::AdapterRouting), never padded to the
+// largest rank: short segments (decode rows) in one gathered kernel call for the whole batch
+// (BGMV), long ones (prompt chunks) as a GEMM pair each (paged_lora.h).
 // Sampling is per request (its own temperature, top-p, seed, generator), with nn/generate.h's
 // logits processors, so a greedy request's tokens do not depend on its batch neighbours.
 //
@@ -27,14 +28,19 @@
 // only what can change after the API's checks: an adapter unloaded meanwhile (NotFound, at
 // admission by the scheduler) and the pool's capacity.
 //
-// Deviation from S-LoRA on the CPU: the pool's adapter pages are accounted (admission control
-// counts them against the same budget as KV pages, and LRU eviction frees them), but the weights
-// are read from their host copy, which on the CPU is the same memory a device copy would be; a
-// CUDA engine would copy them into the pages (AdapterLoad) before the step that uses them.
+// Adapters live in the same pool (S-LoRA's Unified Paging, paged_lora.h). A loaded adapter is
+// kept in host memory (page-locked for a CUDA pool), packed in the pool's layout, and is never
+// attached to the model. When the scheduler lists it in a plan's adapter_loads (it was admitted
+// with a request and is not resident), the step first copies it into the pages the scheduler
+// gave it; evicted adapters (LRU among the unpinned, adapter_cache.h) are simply overwritten
+// later. The model's routed forward then reads every row's adapter through its slot table in the
+// pool (nn::RoutedAdapterScope with a PagedLoraPass): the pool is the only device-side copy of
+// adapter weights, on the CPU as on CUDA.
 //
-// Files: paged_kv.h (the page pool and one pass's view of it), request_stream.h (a request's
-// events), engine_metrics.h (throughput and TTFT), engine_adapters.cpp (the adapter registry),
-// engine.cpp (requests and steps).
+// Files: paged_kv.h (the page pool and one pass's view of it), paged_lora.h (adapter weights in
+// the pool and the routed products), request_stream.h (a request's events), engine_metrics.h
+// (throughput, TTFT and adapter copies), engine_adapters.cpp (the adapter registry and its loads
+// into the pool), engine.cpp (requests and steps).
 //
 // Threads. Any thread may call submit / cancel / load_adapter / unload_adapter / stats. The
 // model runs on the engine's own thread (start()) or on the caller's (step(), for tests and
@@ -58,6 +64,7 @@
 
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/serve/engine_metrics.h"
+#include "lowrank/serve/paged_lora.h"
 #include "lowrank/serve/request_stream.h"
 #include "lowrank/serve/scheduler.h"
 
@@ -136,17 +143,19 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
   ~Engine();  // shutdown(false)
 
-  // Loads a PEFT adapter directory into host memory under `name` and registers it. The files are
-  // read and the layers built while steps go on; only attaching them pauses the steps. Throws
-  // InvalidArgument for a taken name or an adapter kind that cannot be batched per row, and what
-  // adapt::load_adapter throws (NotFound, Corruption, ...). The model is untouched on error.
+  // Loads a PEFT adapter directory into host memory under `name` (packed in the pool's layout,
+  // paged_lora.h) and registers it with the scheduler; nothing is attached to the model, and
+  // steps go on meanwhile. Throws InvalidArgument for a taken name, Unsupported for an adapter
+  // without a low-rank form B·A on every slot or with modules_to_save, and what
+  // adapt::read_adapter throws (NotFound, Corruption, ...).
   AdapterInfo load_adapter(const std::string& name, const std::filesystem::path& dir);
   // Throws NotFound for an unknown name, InvalidArgument ("busy") while a running request uses it.
   // Waiting requests that name it finish as kRejected.
   void unload_adapter(const std::string& name);
-  // A freshly initialised adapter of `config` (adapt::create_adapter with `seed`; set
-  // config.init_lora_weights = false for a non-zero Δ), registered like a loaded one: for tests and
-  // benchmarks that need many adapters without writing them to disk. Throws as load_adapter.
+  // A freshly initialised adapter of `config` (adapt::create_adapter with `seed`, attached to the
+  // model only while it is built and packed; set config.init_lora_weights = false for a non-zero
+  // Δ), registered like a loaded one: for tests and benchmarks that need many adapters without
+  // writing them to disk. Throws as load_adapter.
   AdapterInfo create_adapter(const std::string& name, const adapt::AdapterConfig& config, uint64_t seed);
   std::vector<AdapterInfo> adapters() const;
   bool has_adapter(const std::string& name) const;
@@ -179,8 +188,13 @@ class Engine {
 
  private:
   struct Live;  // a request in flight: its sampling state, text stream and event stream
-  AdapterInfo attach_adapter(const std::string& name, const std::filesystem::path& dir,
-                             const std::function<adapt::AttachedAdapter(nn::Model&)>& attach);
+  // Packs `adapter` into host memory and registers it under `name`.
+  AdapterInfo register_adapter(const std::string& name, const std::filesystem::path& dir,
+                               const adapt::AttachedAdapter& adapter);
+  // Copies the plan's adapter_loads into their pages, and any adapter the plan uses whose copy in
+  // the pool is not current (after a failed step): afterwards resident_ holds every adapter the
+  // plan uses, at the pages the scheduler gave it. With model_mutex_ held.
+  void load_adapters(const StepPlan& plan);
   // Throws InvalidArgument for an empty name or one already loaded.
   void check_name_free(const std::string& name) const;
   void run_plan(const StepPlan& plan, std::vector<StepResult>& results);
@@ -195,16 +209,23 @@ class Engine {
   std::shared_ptr<const data::Tokenizer> tokenizer_;
   std::vector<int64_t> eos_ids_;
   EngineConfig config_;
-  std::unique_ptr<PagedKV> kv_;
+  std::unique_ptr<PagedKV> kv_;  // KV pages and resident adapters' pages
+  int64_t pool_bytes_ = 0;
 
   // Lock order: model_mutex_, then mutex_. A step holds model_mutex_ while it runs the model and
   // mutex_ only to plan and to complete it, so submit/cancel never wait for a model pass.
-  std::mutex model_mutex_;    // the model's slots: a step's passes, adapter attach/detach
+  std::mutex model_mutex_;    // the model's slots and the pool: a step's passes, loads, unloads
   mutable std::mutex mutex_;  // everything below
   std::condition_variable work_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unordered_map<RequestId, std::unique_ptr<Live>> lives_;
-  std::map<std::string, std::pair<AdapterInfo, adapt::AttachedAdapter>> attached_;
+  // Registered adapters in host memory. Entries are erased only under model_mutex_ too, so a step
+  // may use pointers to them without mutex_.
+  std::map<std::string, std::pair<AdapterInfo, HostAdapter>> host_adapters_;
+  // Adapters whose copy is in the pool, with their slot tables (model_mutex_). An entry stays
+  // after its adapter is evicted until it is loaded again or unloaded; a step checks its pages
+  // against the scheduler's before using it.
+  std::unordered_map<std::string, ResidentAdapter> resident_;
   RequestId next_id_ = 1;
   uint64_t next_seed_ = 0;
   bool stopping_ = false;

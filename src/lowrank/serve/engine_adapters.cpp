@@ -1,36 +1,18 @@
-// The serving engine's adapter registry: loading, creating, attaching, unloading and listing the
-// adapters it serves, and what each costs in the page pool (see engine.h).
+// The serving engine's adapter registry: loading and creating adapters into host memory,
+// registering them with the scheduler, copying them into the page pool when a step needs them,
+// unloading and listing them (see engine.h and paged_lora.h).
 #include <algorithm>
-#include <map>
-#include <regex>
 #include <utility>
 
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/core/error.h"
+#include "lowrank/core/log.h"
 #include "lowrank/nn/model.h"
 #include "lowrank/serve/engine.h"
+#include "lowrank/serve/paged_kv.h"
 
 namespace lowrank::serve {
 namespace {
-
-// The model layer a slot belongs to ("model.layers.3.self_attn.q_proj" -> 3; -1 otherwise).
-int64_t layer_of(const std::string& slot) {
-  static const std::regex pattern(R"(layers\.(\d+)\.)");
-  std::smatch m;
-  return std::regex_search(slot, m, pattern) ? std::stoll(m[1].str()) : -1;
-}
-
-// Pages of the pool an adapter takes when resident (memory_pool.h): per layer, its A and B
-// entries fill key and value slots of width H at the same indices, so a layer needs
-// ⌈Σ its parameters / 2H⌉ slots; the adapter takes the largest layer's count in every layer.
-int64_t adapter_pool_pages(const adapt::AttachedAdapter& adapter, int64_t width, int64_t page_tokens) {
-  std::map<int64_t, int64_t> params;
-  for (const auto& [slot, layer] : adapter.layers)
-    for (const auto& [name, tensor] : layer->parameters()) params[layer_of(slot)] += tensor.numel();
-  int64_t slots = 1;
-  for (const auto& [layer, n] : params) slots = std::max(slots, (n + 2 * width - 1) / (2 * width));
-  return (slots + page_tokens - 1) / page_tokens;
-}
 
 int64_t adapter_rank(const adapt::AdapterConfig& config) {
   int64_t r = config.r;
@@ -49,66 +31,95 @@ void check_batchable(const adapt::AttachedAdapter& adapter) {
 void Engine::check_name_free(const std::string& name) const {
   LR_CHECK(!name.empty(), InvalidArgument, "an adapter name must not be empty (empty means the base model)");
   std::lock_guard lock(mutex_);
-  LR_CHECK(!attached_.contains(name), InvalidArgument, "adapter '", name, "' is already loaded");
+  LR_CHECK(!host_adapters_.contains(name), InvalidArgument, "adapter '", name, "' is already loaded");
 }
 
 AdapterInfo Engine::load_adapter(const std::string& name, const std::filesystem::path& dir) {
   check_name_free(name);
-  // The files are read and the layers built while steps go on (read_adapter only reads the
-  // model); the model lock is held only to attach them. Saved modules would replace bases, which
-  // concurrent reads of the slots must never see: they are refused first.
-  adapt::AttachedAdapter prepared = adapt::read_adapter(*model_, dir, name);
-  check_batchable(prepared);
-  return attach_adapter(name, dir, [&](nn::Model& model) {
-    adapt::attach_adapter(model, prepared);
-    return std::move(prepared);
-  });
+  // read_adapter only reads the model (slot names, shapes, dtype), so steps go on meanwhile.
+  const adapt::AttachedAdapter prepared = adapt::read_adapter(*model_, dir, name);
+  return register_adapter(name, dir, prepared);
 }
 
 AdapterInfo Engine::create_adapter(const std::string& name, const adapt::AdapterConfig& config,
                                    uint64_t seed) {
-  return attach_adapter(name, {},
-                        [&](nn::Model& model) { return adapt::create_adapter(model, name, config, seed); });
+  check_name_free(name);
+  adapt::AttachedAdapter created;
+  {
+    // create_adapter attaches what it builds: no step may run meanwhile, and it leaves at once.
+    std::lock_guard model_lock(model_mutex_);
+    created = adapt::create_adapter(*model_, name, config, seed);
+    adapt::detach_adapter(*model_, created);
+  }
+  return register_adapter(name, {}, created);
 }
 
-AdapterInfo Engine::attach_adapter(const std::string& name, const std::filesystem::path& dir,
-                                   const std::function<adapt::AttachedAdapter(nn::Model&)>& attach) {
-  std::lock_guard model_lock(model_mutex_);  // no step runs while slots change
-  check_name_free(name);
-  adapt::AttachedAdapter attached = attach(*model_);
-  try {
-    check_batchable(attached);
-    AdapterInfo info{.name = name, .dir = dir, .rank = adapter_rank(attached.config)};
-    const int64_t pages = adapter_pool_pages(attached, model_->config().kv_size(), config_.page_tokens);
+AdapterInfo Engine::register_adapter(const std::string& name, const std::filesystem::path& dir,
+                                     const adapt::AttachedAdapter& adapter) {
+  check_batchable(adapter);
+  HostAdapter host = pack_adapter(adapter, *kv_, /*pinned=*/model_->device().is_cuda());
+  AdapterInfo info{.name = name, .dir = dir, .rank = adapter_rank(adapter.config)};
+  const int64_t pages = adapter_pages(host, config_.page_tokens);
+  std::lock_guard lock(mutex_);
+  LR_CHECK(!host_adapters_.contains(name), InvalidArgument, "adapter '", name, "' is already loaded");
+  scheduler_->adapters().register_adapter(name, info.rank, pages);
+  host_adapters_.emplace(name, std::make_pair(info, std::move(host)));
+  return info;
+}
+
+void Engine::load_adapters(const StepPlan& plan) {
+  // What to copy, decided under mutex_ (the registry and the cache); the copies run without it.
+  std::vector<std::pair<const HostAdapter*, AdapterLoad>> loads;
+  {
     std::lock_guard lock(mutex_);
-    scheduler_->adapters().register_adapter(name, info.rank, pages);
-    attached_.emplace(name, std::make_pair(info, std::move(attached)));
-    return info;
-  } catch (...) {
-    adapt::detach_adapter(*model_, attached);
-    throw;
+    const AdapterCache& cache = scheduler_->adapters();
+    for (const AdapterLoad& load : plan.adapter_loads)
+      loads.emplace_back(&host_adapters_.at(load.name).second, load);
+    // An adapter the plan uses whose copy is not where the cache says (its load was in a step that
+    // failed before copying) is copied again.
+    for (const ScheduledRequest& r : plan.requests) {
+      if (r.adapter.empty() ||
+          std::any_of(loads.begin(), loads.end(), [&](const auto& l) { return l.second.name == r.adapter; }))
+        continue;
+      const std::span<const int32_t> pages = cache.pages(r.adapter);
+      const auto it = resident_.find(r.adapter);
+      if (it != resident_.end() && std::ranges::equal(pages, it->second.pages)) continue;
+      log::warn("serving engine: adapter '", r.adapter,
+                "' is not in the pool where the scheduler placed it; copying it again");
+      loads.emplace_back(&host_adapters_.at(r.adapter).second,
+                         AdapterLoad{r.adapter, std::vector<int32_t>(pages.begin(), pages.end())});
+    }
   }
+  int64_t bytes = 0;
+  for (auto& [host, load] : loads) {
+    resident_.insert_or_assign(load.name, load_into_pool(*host, load.pages, *kv_));
+    bytes += host->pool_bytes();
+  }
+  if (loads.empty()) return;
+  std::lock_guard lock(mutex_);
+  metrics_.record_adapter_copies(static_cast<int64_t>(loads.size()), bytes);
+  // Forget the slot tables of adapters that are no longer resident (evicted since their load).
+  const AdapterCache& cache = scheduler_->adapters();
+  std::erase_if(resident_, [&](const auto& entry) {
+    return !cache.is_registered(entry.first) || !cache.is_resident(entry.first);
+  });
 }
 
 void Engine::unload_adapter(const std::string& name) {
   std::lock_guard model_lock(model_mutex_);
-  adapt::AttachedAdapter attached;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = attached_.find(name);
-    LR_CHECK(it != attached_.end(), NotFound, "adapter '", name, "' is not loaded");
-    scheduler_->adapters().unregister(name);  // throws "busy" while a running request pins it
-    attached = std::move(it->second.second);
-    attached_.erase(it);
-  }
-  adapt::detach_adapter(*model_, attached);
+  std::lock_guard lock(mutex_);
+  auto it = host_adapters_.find(name);
+  LR_CHECK(it != host_adapters_.end(), NotFound, "adapter '", name, "' is not loaded");
+  scheduler_->adapters().unregister(name);  // throws "busy" while a running request pins it
+  resident_.erase(name);
+  host_adapters_.erase(it);
   work_.notify_all();  // waiting requests that named it are rejected at the next step
 }
 
 std::vector<AdapterInfo> Engine::adapters() const {
   std::lock_guard lock(mutex_);
   std::vector<AdapterInfo> out;
-  for (const auto& [name, entry] : attached_) {
+  for (const auto& [name, entry] : host_adapters_) {
     AdapterInfo info = entry.first;
     info.resident = scheduler_->adapters().is_resident(name);
     info.pins = scheduler_->adapters().pin_count(name);
@@ -119,7 +130,7 @@ std::vector<AdapterInfo> Engine::adapters() const {
 
 bool Engine::has_adapter(const std::string& name) const {
   std::lock_guard lock(mutex_);
-  return attached_.contains(name);
+  return host_adapters_.contains(name);
 }
 
 }  // namespace lowrank::serve

@@ -1,4 +1,4 @@
-// The serving engine's throughput and TTFT bookkeeping; see engine_metrics.h.
+// The serving engine's throughput, TTFT and adapter-copy bookkeeping; see engine_metrics.h.
 #include "lowrank/serve/engine_metrics.h"
 
 #include <algorithm>
@@ -34,6 +34,11 @@ void EngineMetrics::record_step(int64_t prompt_tokens, int64_t generated, Clock:
     recent_tokens_.pop_front();
 }
 
+void EngineMetrics::record_adapter_copies(int64_t copies, int64_t bytes) {
+  adapter_copies_ += copies;
+  adapter_bytes_copied_ += bytes;
+}
+
 void EngineMetrics::fill(EngineStats& stats, Clock::time_point now) const {
   stats.prompt_tokens = prompt_tokens_;
   int64_t recent = 0;
@@ -49,6 +54,8 @@ void EngineMetrics::fill(EngineStats& stats, Clock::time_point now) const {
   for (int64_t n : ttft_counts_) stats.ttft_counts.push_back(cumulative += n);
   stats.ttft_sum = ttft_sum_;
   stats.ttft_count = ttft_count_;
+  stats.adapter_copies = adapter_copies_;
+  stats.adapter_bytes_copied = adapter_bytes_copied_;
 }
 
 }  // namespace lowrank::serve

@@ -1,7 +1,7 @@
 // EngineStats and EngineMetrics — what the serving engine reports to /metrics (Prometheus, see
-// openai_api.h): prompt tokens, generated tokens per second over a sliding window, and the
-// time-to-first-token histogram. EngineMetrics keeps the running sums; it is not thread-safe (the
-// engine updates and reads it under its own lock).
+// openai_api.h): prompt tokens, generated tokens per second over a sliding window, the
+// time-to-first-token histogram, and the adapter copies into the page pool (paged_lora.h). EngineMetrics
+// keeps the running sums; it is not thread-safe (the engine updates and reads it under its own lock).
 #pragma once
 
 #include <array>
@@ -19,7 +19,14 @@ namespace lowrank::serve {
 // Prometheus-ready numbers.
 struct EngineStats {
   SchedulerStats scheduler;
-  int64_t adapters_loaded = 0;   // in host memory (registered)
+  int64_t adapters_loaded = 0;  // in host memory (registered)
+  // Adapter weights in the page pool: copies made (each a scheduler load, SchedulerStats'
+  // adapters.loads, or a repair after a failed step), their bytes, the bytes the resident
+  // adapters occupy now, and the pool's size (KV and adapters together).
+  int64_t adapter_copies = 0;
+  int64_t adapter_bytes_copied = 0;
+  int64_t adapter_bytes_resident = 0;
+  int64_t pool_bytes = 0;
   int64_t prompt_tokens = 0;     // prefilled
   double tokens_per_second = 0;  // generated tokens over the last ~10 s
   // Time to first token, seconds: cumulative counts per upper bound (Prometheus histogram).
@@ -41,7 +48,10 @@ class EngineMetrics {
   void record_first_token(std::chrono::duration<double> ttft);
   // A step at `now` prefilled `prompt_tokens` and generated `generated` tokens.
   void record_step(int64_t prompt_tokens, int64_t generated, Clock::time_point now);
-  // Sets the fields of `stats` this class owns (prompt tokens, rate, TTFT), as of `now`.
+  // `copies` adapters of `bytes` bytes in all were copied into the pool.
+  void record_adapter_copies(int64_t copies, int64_t bytes);
+  // Sets the fields of `stats` this class owns (prompt tokens, rate, TTFT, adapter copies), as of
+  // `now`.
   void fill(EngineStats& stats, Clock::time_point now) const;
 
  private:
@@ -50,6 +60,8 @@ class EngineMetrics {
   std::vector<int64_t> ttft_counts_;  // per bucket (not cumulative); the last is +Inf
   double ttft_sum_ = 0;
   int64_t ttft_count_ = 0;
+  int64_t adapter_copies_ = 0;
+  int64_t adapter_bytes_copied_ = 0;
 };
 
 }  // namespace lowrank::serve

@@ -17,17 +17,22 @@
 //     S-LoRA's default targets (q, k, v, o, all H×H) this is its 4r slots per layer.
 //       adapter_slots(r) = r · Σ_modules max(⌈d_in/H⌉, ⌈d_out/H⌉)
 //       adapter_pages(r) = ⌈adapter_slots(r) / page_tokens⌉
+//     The serving engine lays its adapters out so (serve/paged_lora.h) and registers each with
+//     the page count of its own modules and ranks; lora_modules here gives the count for adapters
+//     registered by rank alone.
 // Deviation from S-LoRA: allocation is page-granular (vLLM), not slot-granular (S-LoRA's bitmap),
-// so an adapter wastes at most page_tokens − 1 slots and one allocator serves both uses; the
-// engine's attention and LoRA kernels then gather through page tables.
+// so an adapter wastes at most page_tokens − 1 slots and one allocator serves both uses.
 //
 // Reservations implement admission control without over-commit: the scheduler reserves the
 // pages a request may ever need (prompt + max_new_tokens) when admitting it and draws its KV
 // pages from that reservation as the sequence grows, so growth can never fail mid-generation.
 // Plain `allocate` (adapter loads) only uses pages nobody has reserved.
 //
-// Left for the engine: the device buffers themselves, attention over paged KV, and copying
-// adapter weights into their pages (SGMV/BGMV-style kernels read them through page lists).
+// This class hands out page ids only. The buffers are the engine's (serve/paged_kv.h): its
+// attention reads and writes KV through block tables, it copies an adapter's weights into the
+// pages the adapter cache allocated when the scheduler lists the adapter in a step's
+// adapter_loads, and its routed LoRA products read them there through the adapter's slot table
+// (serve/paged_lora.h, ops::lora_gather_paged).
 //
 // Thread safety: none. A MemoryPool is owned by one Scheduler, which the engine thread drives;
 // all locking lives in the serve queue layer in front of it.

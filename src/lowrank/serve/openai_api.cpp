@@ -482,6 +482,10 @@ std::string prometheus_metrics(const EngineStats& stats, const HttpCounters& htt
   counter("adapter_loads_total", s.adapters.loads, "Adapters made resident.");
   counter("adapter_evictions_total", s.adapters.evictions,
           "Resident adapters evicted (least recently used).");
+  gauge("adapter_pool_bytes", stats.adapter_bytes_resident,
+        "Bytes of the memory pool holding adapter weights.");
+  counter("adapter_copied_bytes_total", stats.adapter_bytes_copied,
+          "Bytes of adapter weights copied from host memory into the pool.");
   counter("requests_total", s.submitted, "Requests accepted by the engine.");
   counter("requests_queue_full_total", s.queue_full, "Requests refused with 429 (queue full).");
   counter("requests_finished_total", s.finished, "Requests that finished (stop or length).");

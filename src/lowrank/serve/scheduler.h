@@ -36,11 +36,12 @@
 // capacity behind a large head request; S-LoRA's adapter-clustering or deadline queues would be
 // alternative policies behind the same interface.
 //
-// Left for the engine: the model step itself (attention over paged KV through the block tables,
-// heterogeneous-rank LoRA via SGMV/BGMV-style kernels over the adapter pages, sampling, stop
-// strings), copying adapter weights into loaded pages, and the HTTP layer (429 on submit false with
-// Retry-After, 400/404 from the errors thrown here, cancel on client disconnect, /metrics from
-// stats()).
+// The engine (engine.h) does the rest: it copies each adapter of a plan's adapter_loads from host
+// memory into the listed pages before running the step's passes (paged_lora.h), runs the model
+// (attention over paged KV through the block tables; each row's LoRA product reading its adapter
+// through the adapter's slot table in the pool), samples and applies stop strings; the HTTP layer
+// maps submit false to 429 with Retry-After, the errors thrown here to 400/404, a client
+// disconnect to cancel, and stats() to /metrics.
 //
 // Thread safety: none. One engine thread owns the Scheduler and calls next_step/complete_step;
 // HTTP threads reach submit/cancel only through the serve queue layer, which holds all locking.
@@ -89,7 +90,9 @@ struct ScheduledRequest {
   std::vector<int32_t> block_table;  // pages covering positions [0, start + num_tokens)
 };
 
-// An adapter made resident this step: copy its host weights into `pages` before running.
+// An adapter made resident this step (acquired with kLoaded): the engine copies its host weights
+// into `pages` before it runs the step. Pages of adapters evicted to make room are not listed:
+// they are free, and whatever is copied there next overwrites them.
 struct AdapterLoad {
   std::string name;
   std::vector<int32_t> pages;
