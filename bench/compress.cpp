@@ -132,13 +132,10 @@ void w4a4_fusion(int repeats) {
                        : ops::detail::w4a4_avx2_compiled()   ? "AVX2 maddubs"
                                                              : "portable";
   std::printf(
-      "
-W4A4 %ldx%ld g64 + rank-%ld branch (%s kernel): fused vs unfused activation pass (ratio = "
-      "unfused / fused), the W4A4 product alone and W4A16 (group_quant_linear)
-",
+      "\nW4A4 %ldx%ld g64 + rank-%ld branch (%s kernel): fused vs unfused activation pass (ratio = "
+      "unfused / fused), the W4A4 product alone and W4A16 (group_quant_linear)\n",
       static_cast<long>(kOut), static_cast<long>(kIn), static_cast<long>(kRank), kernel);
-  std::printf("%5s %12s %12s %8s %14s %12s %14s
-", "rows", "fused us", "unfused us", "ratio", "w4a4 gemm us",
+  std::printf("%5s %12s %12s %8s %14s %12s %14s\n", "rows", "fused us", "unfused us", "ratio", "w4a4 gemm us",
               "w4a16 us", "fused-unfused");
   for (int64_t rows : {1, 16, 64, 256}) {
     const at::Tensor x = at::randn({rows, kIn}, gen, at::kFloat);

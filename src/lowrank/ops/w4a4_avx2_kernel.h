@@ -26,21 +26,21 @@ void gemm_rows(const GroupQuantView& w, const Int4ActivationView& a, const float
   constexpr int kBlock = 4;
   const int64_t in = w.in_features, g = w.group_size, half = g / 2, groups = in / g;
   const __m256i nibble = _mm256_set1_epi8(0x0F);
-  for (int64_t m = 0; m < a.rows; ++m) {
-    const int8_t* arow = a.values + m * in;
-    const float* srow = a.scales + m * groups;
-    const int32_t* trow = a.group_sums + m * groups;
-    float* yrow = y + m * w.out_features;
-    int64_t o = out_begin;
-    for (; o < out_end; o += kBlock) {
-      const int block = static_cast<int>(std::min<int64_t>(kBlock, out_end - o));
-      const uint8_t* wrow[kBlock];
-      const float* wsrow[kBlock];
-      for (int b = 0; b < kBlock; ++b) {
-        const int64_t ob = o + std::min(b, block - 1);  // a short block repeats its last row
-        wrow[b] = w.packed + ob * (in / 2);
-        wsrow[b] = w.scales + ob * groups;
-      }
+  // Output blocks outside, input rows inside: a block's packed weights (4 · in/2 bytes) stay in L1
+  // while every row of activations passes by, so the weights are read from memory once.
+  for (int64_t o = out_begin; o < out_end; o += kBlock) {
+    const int block = static_cast<int>(std::min<int64_t>(kBlock, out_end - o));
+    const uint8_t* wrow[kBlock];
+    const float* wsrow[kBlock];
+    for (int b = 0; b < kBlock; ++b) {
+      const int64_t ob = o + std::min(b, block - 1);  // a short block repeats its last row
+      wrow[b] = w.packed + ob * (in / 2);
+      wsrow[b] = w.scales + ob * groups;
+    }
+    for (int64_t m = 0; m < a.rows; ++m) {
+      const int8_t* arow = a.values + m * in;
+      const float* srow = a.scales + m * groups;
+      const int32_t* trow = a.group_sums + m * groups;
       __m256 acc[kBlock];
       float corr[kBlock] = {0, 0, 0, 0};
       for (int b = 0; b < kBlock; ++b) acc[b] = _mm256_setzero_ps();
@@ -69,6 +69,7 @@ void gemm_rows(const GroupQuantView& w, const Int4ActivationView& a, const float
           corr[b] += s * static_cast<float>(t);
         }
       }
+      float* yrow = y + m * w.out_features;
       for (int b = 0; b < block; ++b)
         yrow[o + b] = avx2::hsum(acc[b]) - 8.0f * corr[b] + (bias != nullptr ? bias[o + b] : 0.0f);
     }
