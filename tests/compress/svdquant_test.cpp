@@ -10,12 +10,16 @@
 #include <string>
 #include <vector>
 
+#include "lowrank/compress/calibration.h"
 #include "lowrank/compress/format.h"
+#include "lowrank/compress/methods.h"
 #include "lowrank/compress/operators.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/safetensors.h"
+#include "lowrank/nn/shared_input.h"
 #include "lowrank/ops/group_quant.h"
+#include "tests/compress/compress_testing.h"
 #include "tests/testing.h"
 
 namespace lowrank::compress {
@@ -298,6 +302,48 @@ TEST(SvdQuantOperatorTest, ActBitsSurviveTheStoredForm) {
   bad["act_bits"] = 8;
   const std::string msg = testing::error_of([&] { reload(op, bad); });
   EXPECT_NE(msg.find("act_bits 8"), std::string::npos) << msg;
+}
+
+TEST(SvdQuantModelTest, W4A4KeepsCalibrationTokensSharesTheBranchAndReloads) {
+  testing::TempDir dir;
+  nn::Model model = compress_testing::small_model(5);
+  model.save(dir / "dense");
+  CompressOptions o;
+  o.method = "svdquant";
+  o.rank = 8;
+  o.act_bits = 4;
+  o.method_options = Json{{"grid", 4}, {"calib_tokens", 40}};
+  const CalibrationNeeds needs = calibration_needs(o);
+  ASSERT_EQ(needs.inputs, 40);
+  CalibrationOptions co;
+  co.samples = 4;
+  co.seq_len = 16;
+  co.progress = false;
+  co.keep_inputs = needs.inputs;
+  const CalibrationStatistics stats = calibrate(model, compress_testing::token_stream(400), co);
+  const std::string layer = "model.layers.0.";
+  // Stride ⌊4·16 / 40⌋ = 1: the first 40 of the 64 calibration tokens, as the slot saw them.
+  const SlotStatistics& q = stats.at(layer + "self_attn.q_proj");
+  ASSERT_EQ(q.inputs.sizes(), (at::IntArrayRef{40, 64}));
+  EXPECT_LE(q.inputs.abs().amax(0).sub(q.absmax).max().item<float>(), 0.0f);
+  compress_model(model, o, &stats);
+  save_compressed_model(model, dir / "compressed", dir / "dense", at::kFloat);
+  nn::Model loaded = load_model(dir / "compressed");
+  for (nn::Model* m : {&model, &loaded}) {
+    std::vector<const nn::LinearSlot*> qkv;
+    for (const char* name : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"})
+      qkv.push_back(&m->slot(layer + name));
+    const auto* op = dynamic_cast<const SvdQuantOperator*>(&qkv[0]->base());
+    ASSERT_NE(op, nullptr);
+    EXPECT_EQ(op->act_bits(), 4);
+    const at::Tensor x = randn({2, 5, 64}, 9).to(at::kFloat);
+    c10::InferenceMode g;
+    std::vector<at::Tensor> alone;
+    for (const nn::LinearSlot* s : qkv) alone.push_back(s->base().forward(x));
+    nn::SharedInputScope scope(x);
+    for (size_t i = 0; i < qkv.size(); ++i) EXPECT_TRUE(at::equal(qkv[i]->base().forward(x), alone[i]));
+    EXPECT_EQ(scope.size(), 1u);  // one quantisation and one x̂ L2ᵀ for the three slots
+  }
 }
 
 }  // namespace
