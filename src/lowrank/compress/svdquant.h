@@ -43,8 +43,12 @@
 //     one is always tried, and its quantisation errors out as usual).
 //   - No GPTQ pass on R. Q/K/V (and gate/up) sharing is the caller's: compress/methods.cpp stacks
 //     their rows into one W and slices L1 and R per slot.
-//   - rank = 0 drops the branch: smoothing (the same grid) + quantised W only, the paper's
-//     smoothing-only baseline (its SmoothQuant comparison), not SVDQuant itself.
+//   - rank = 0 drops the branch: the grid-searched smoothing + quantised W only, a SmoothQuant-style
+//     baseline for the paper's comparison with SmoothQuant (whose λ is the fixed α = 0.5), not
+//     SVDQuant itself.
+//   - The objective forms x̂ = x / λ; the layer forms x · (1/λ) (one multiply per input in the
+//     fused kernel), which can differ in the last bit and, rarely, move a value across an INT4
+//     rounding boundary.
 // Cost: one exact float64 SVD of the out x in weight and one O(out · in²) error (act_bits 16) or
 // O(N · out · in) error (act_bits 4) per grid candidate (1 + 2(grid − 1) of them) and per refit
 // iteration.
