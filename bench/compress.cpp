@@ -17,10 +17,18 @@
 //   - storage: W4 residual (storage_bytes) + a rank-32 16-bit branch ((out + in)·32·2 bytes) +
 //     λ (in·2 bytes), over the 16-bit dense weight (out·in·2 bytes): SVDQuant's footprint.
 //
+//   - W4A4 (ops/w4a4_gemm.h) with SVDQuant's rank-32 branch and smoothing, per R in {1, 16, 64, 256}:
+//     fused = one pass over x that scales, quantises to INT4 and computes x̂ L2ᵀ, then the integer
+//     product and the up projection; unfused = x̂ = x ⊘ λ, its quantisation and x̂ L2ᵀ as separate
+//     passes (at::linear for the down projection), then the same product and up projection. Timed
+//     alternately; ratio = unfused / fused. Beside them the W4A4 product alone and the W4A16
+//     packed/dequantised group_quant_linear of the same weight.
+//
 // The process keeps freed memory (core/process.h), as the lowrank program does, so dequantise's
 // 64 MiB buffer is not page-faulted afresh each call.
 //
 //   LOWRANK_NUM_THREADS=1 build/bin/bench_compress [--benchmark_filter=rows:1] [--repeats 21]
+//   build/bin/bench_compress --w4a4-only [--repeats 11]     (the W4A4 section alone: a short run)
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/version.h>
@@ -40,6 +48,7 @@
 #include "lowrank/nn/generate.h"
 #include "lowrank/ops/group_quant.h"
 #include "lowrank/ops/group_quant_kernels.h"
+#include "lowrank/ops/w4a4_gemm.h"
 #include "models.h"
 #include "timing.h"
 
@@ -95,10 +104,12 @@ double quant_error(const at::Tensor& y, const at::Tensor& x, const at::Tensor& W
   return (y.to(at::kDouble) - ref).norm().item<double>() / ref.norm().item<double>();
 }
 
-int parse_repeats(int* argc, char** argv) {
+int parse_repeats(int* argc, char** argv, bool* w4a4_only) {
   int repeats = 21, out = 1;
   for (int i = 1; i < *argc; ++i) {
-    if (!std::strcmp(argv[i], "--repeats") && i + 1 < *argc) {
+    if (!std::strcmp(argv[i], "--w4a4-only")) {
+      *w4a4_only = true;
+    } else if (!std::strcmp(argv[i], "--repeats") && i + 1 < *argc) {
       repeats = std::atoi(argv[++i]);
     } else {
       argv[out++] = argv[i];
@@ -106,6 +117,53 @@ int parse_repeats(int* argc, char** argv) {
   }
   *argc = out;
   return repeats;
+}
+
+// The W4A4 + rank-32 branch layer, fused against unfused (see the header).
+void w4a4_fusion(int repeats) {
+  namespace ops = lowrank::ops;
+  const Problem& p = problem();
+  at::Generator gen = at::detail::createCPUGenerator(11);
+  const at::Tensor smooth = at::rand({kIn}, gen, at::kFloat) + 0.5f;
+  const at::Tensor inv = at::reciprocal(smooth);
+  const at::Tensor down = at::randn({kRank, kIn}, gen, at::kFloat) * 0.02;
+  const at::Tensor up = at::randn({kOut, kRank}, gen, at::kFloat) * 0.02;
+  const char* kernel = ops::detail::w4a4_avxvnni_available() ? "AVX-VNNI"
+                       : ops::detail::w4a4_avx2_compiled()   ? "AVX2 maddubs"
+                                                             : "portable";
+  std::printf(
+      "\nW4A4 %ldx%ld g64 + rank-%ld branch (%s kernel): fused vs unfused activation pass (ratio = "
+      "unfused / fused), the W4A4 product alone and W4A16 (group_quant_linear)\n",
+      static_cast<long>(kOut), static_cast<long>(kIn), static_cast<long>(kRank), kernel);
+  std::printf("%5s %12s %12s %8s %14s %12s %14s\n", "rows", "fused us", "unfused us", "ratio", "w4a4 gemm us",
+              "w4a16 us", "fused-unfused");
+  for (int64_t rows : {1, 16, 64, 256}) {
+    const at::Tensor x = at::randn({rows, kIn}, gen, at::kFloat);
+    auto fused = [&] {
+      const ops::Int4Activations a = ops::quantize_activations_int4(x, 64, inv, down);
+      return ops::w4a4_gemm(a, p.w4).add_(at::linear(a.lora_act, up));
+    };
+    auto unfused = [&] {
+      const at::Tensor xs = x * inv;
+      const ops::Int4Activations a = ops::quantize_activations_int4(xs, 64);
+      const at::Tensor h = at::linear(xs, down);
+      return ops::w4a4_gemm(a, p.w4).add_(at::linear(h, up));
+    };
+    const int n = rows >= 64 ? std::max(3, repeats / 3) : repeats;
+    const auto [tf, tu] =
+        lowrank::bench::paired_median_seconds([&] { benchmark::DoNotOptimize(fused().data_ptr()); },
+                                              [&] { benchmark::DoNotOptimize(unfused().data_ptr()); }, n);
+    const ops::Int4Activations a = ops::quantize_activations_int4(x, 64);
+    const double gemm = lowrank::bench::median_seconds(
+        [&] { benchmark::DoNotOptimize(ops::w4a4_gemm(a, p.w4).data_ptr()); }, n);
+    const double w4a16 = lowrank::bench::median_seconds(
+        [&] { benchmark::DoNotOptimize(ops::group_quant_linear(x, p.w4).data_ptr()); }, n);
+    // The two paths compute the same values up to float summation order.
+    const double differ =
+        (fused() - unfused()).abs().max().item<double>() / unfused().abs().max().item<double>();
+    std::printf("%5ld %12.1f %12.1f %8.2f %14.1f %12.1f %14.2e\n", static_cast<long>(rows), tf * 1e6,
+                tu * 1e6, tu / tf, gemm * 1e6, w4a16 * 1e6, differ);
+  }
 }
 
 }  // namespace
@@ -151,9 +209,15 @@ static void decode_end_to_end(int repeats) {
 }
 
 int main(int argc, char** argv) {
-  const int repeats = parse_repeats(&argc, argv);
+  bool w4a4_only = false;
+  const int repeats = parse_repeats(&argc, argv, &w4a4_only);
   lowrank::keep_freed_memory();  // as the lowrank program does (dequantise's buffer is reused)
   const int threads = lowrank::configure_threads();
+  if (w4a4_only) {
+    std::printf("libtorch %s, %d intra-op threads\n", TORCH_VERSION, threads);
+    w4a4_fusion(repeats);
+    return 0;
+  }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   Problem& p = problem();
@@ -237,6 +301,7 @@ int main(int argc, char** argv) {
   std::printf(
       "\nTarget (4096x4096 batch-1 INT4 GEMV >= 2.5x faster than fp32 dense, %d threads): %s (%.2fx)\n",
       threads, batch1_ratio >= 2.5 ? "MET" : "MISSED", batch1_ratio);
+  w4a4_fusion(repeats);
   decode_end_to_end(repeats);
   return 0;
 }

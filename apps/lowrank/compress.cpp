@@ -32,6 +32,9 @@ VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--bits", c.bits, "Quantisation bits: 4 or 8 (rtn, svdquant)")->capture_default_str();
   cmd->add_option("--group-size", c.group_size, "Input channels per quantisation scale")
       ->capture_default_str();
+  cmd->add_option("--act-bits", c.act_bits,
+                  "Activation bits: 16 (float) or 4 (INT4 per token and group, W4A4; rtn, svdquant)")
+      ->capture_default_str();
   cmd->add_option("--alpha", c.alpha, "asvd / fwsvd exponent (default 0.5 / 1.0)");
   cmd->add_option("--tau", c.tau, "welore: the normalised-spectrum threshold instead of --ratio");
   cmd->add_option("--compensate", c.compensation, "Add a low-rank compensation: eora or svd");
@@ -42,7 +45,7 @@ VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
                 "shared input (q/k/v, gate/up)");
   cmd->add_option("--method-options", args->method_options,
                   "Extra method options as JSON (rpca: lambda, max_iters; "
-                  "svdquant: grid, max_iters)");
+                  "svdquant: grid, max_iters, smooth_only, calib_tokens)");
   cmd->add_option("--calib-data", args->calib,
                   "Calibration data: token dataset directory (train split) or text file");
   cmd->add_option("--calib-samples", args->run.calib_samples, "Calibration sequences")->capture_default_str();

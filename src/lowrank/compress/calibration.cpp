@@ -23,7 +23,7 @@ namespace {
 struct InputIncrement {
   at::Tensor x;
   int64_t version = -1;
-  at::Tensor absmax, abs_sum, gram;
+  at::Tensor absmax, abs_sum, gram, kept;
   int64_t tokens = 0;
 
   bool same_input(const at::Tensor& t) const {
@@ -37,8 +37,13 @@ struct InputIncrement {
 class RecordingOperator final : public nn::ObservingOperator {
  public:
   RecordingOperator(std::shared_ptr<const nn::BaseOperator> inner, SlotStatistics* stats, bool gram,
-                    InputIncrement* last)
-      : ObservingOperator(std::move(inner)), stats_(stats), gram_(gram), last_(last) {}
+                    InputIncrement* last, int64_t keep = 0, int64_t stride = 1)
+      : ObservingOperator(std::move(inner)),
+        stats_(stats),
+        gram_(gram),
+        last_(last),
+        keep_(keep),
+        stride_(stride) {}
 
  private:
   void observe(const at::Tensor& x) const override {
@@ -54,6 +59,7 @@ class RecordingOperator final : public nn::ObservingOperator {
       const at::Tensor xd = x2.to(at::kDouble);
       inc.gram = gram_ ? at::matmul(xd.t(), xd) : at::Tensor();
       inc.tokens = x2.size(0);
+      inc.kept = keep_ > 0 ? x2.slice(0, 0, x2.size(0), stride_).to(at::kFloat) : at::Tensor();
     }
     SlotStatistics& s = *stats_;
     if (!s.absmax.defined()) {
@@ -70,11 +76,16 @@ class RecordingOperator final : public nn::ObservingOperator {
         s.gram = inc.gram.clone();
     }
     s.tokens += inc.tokens;
+    if (keep_ > 0 && (!s.inputs.defined() || s.inputs.size(0) < keep_)) {
+      const at::Tensor all = s.inputs.defined() ? at::cat({s.inputs, inc.kept}) : inc.kept.clone();
+      s.inputs = all.narrow(0, 0, std::min(keep_, all.size(0))).contiguous();
+    }
   }
 
   SlotStatistics* stats_;
   bool gram_;
   InputIncrement* last_;
+  int64_t keep_, stride_;
 };
 
 // Puts the original bases back whatever happens.
@@ -154,7 +165,9 @@ CalibrationStatistics calibrate(nn::Model& model, const at::Tensor& tokens,
       weights.emplace_back();
     }
     std::shared_ptr<const nn::BaseOperator> base = s->base_ptr();
-    s->replace_base(std::make_shared<RecordingOperator>(base, &st, options.gram, &last_input));
+    s->replace_base(std::make_shared<RecordingOperator>(
+        base, &st, options.gram, &last_input, options.keep_inputs,
+        std::max<int64_t>(1, options.samples * options.seq_len / std::max<int64_t>(options.keep_inputs, 1))));
     restore.add(s, std::move(base));
   }
 

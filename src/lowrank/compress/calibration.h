@@ -5,6 +5,8 @@
 //   absmax   max_t |x_tj|       ([in])                        SVDQuant's smoothing span
 //   abs_sum  Σ_t |x_tj|         ([in], float64)               ASVD's activation scale
 //   fisher   Σ_batches mean_i (∂L/∂W_ij)²  ([in], float64)    FWSVD (needs a backward pass per batch)
+//   inputs   up to keep_inputs tokens x_t, evenly strided ([≤keep, in], float32)   SVDQuant W4A4's
+//            output error with quantised activations (the Gram cannot express it)
 // The loss for the Fisher pass is the model's next-token cross-entropy on the same sequences.
 #pragma once
 
@@ -24,6 +26,7 @@ struct SlotStatistics {
   at::Tensor absmax;   // [in] float32
   at::Tensor abs_sum;  // [in] float64
   at::Tensor fisher;   // [in] float64 (undefined when not collected)
+  at::Tensor inputs;   // [kept, in] float32: a subsample of the tokens (undefined when not kept)
   int64_t tokens = 0;
   int64_t fisher_batches = 0;
 
@@ -39,6 +42,7 @@ struct CalibrationOptions {
   int64_t batch_size = 4;  // sequences per forward pass
   bool gram = true;        // collect H (costs in² per slot)
   bool fisher = false;     // run a backward pass per batch for the Fisher diagonal
+  int64_t keep_inputs = 0;  // keep up to this many input tokens per slot (every ⌈samples·seq_len / keep⌉-th)
   bool progress = true;
   std::vector<std::string> slots;  // empty: every decoder slot (lm_head excluded)
 };

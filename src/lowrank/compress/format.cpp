@@ -44,6 +44,12 @@ std::shared_ptr<StoredOperator> load_operator(const Json& d, const std::string& 
     return ops::group_quantized_from_tensors(read("qweight"), read("scales"), bits, group, out, in)
         .to(device);
   };
+  // Activation bits of the quantised kinds: absent (directories written before W4A4) means 16.
+  auto act_bits = [&] {
+    const int64_t b = d.contains("act_bits") ? required_int(d, "act_bits", slot) : 16;
+    LR_CHECK(b == 4 || b == 16, Corruption, "act_bits ", b, " is not 4 or 16");
+    return static_cast<int>(b);
+  };
   try {
     if (kind == "lowrank")
       return std::make_shared<LowRankOperator>(real("lowrank_u"), real("lowrank_v"), bias());
@@ -52,7 +58,7 @@ std::shared_ptr<StoredOperator> load_operator(const Json& d, const std::string& 
       LR_CHECK(packed.dim() == 2, Corruption, "qweight must be 2-D");
       const int bits = static_cast<int>(required_int(d, "bits", slot));
       const int64_t in = bits == 4 ? 2 * packed.size(1) : packed.size(1);
-      return std::make_shared<QuantizedOperator>(quantized(packed.size(0), in), bias());
+      return std::make_shared<QuantizedOperator>(quantized(packed.size(0), in), bias(), act_bits());
     }
     if (kind == "lowrank_quantized") {
       const int bits = static_cast<int>(required_int(d, "bits", slot));
@@ -75,7 +81,7 @@ std::shared_ptr<StoredOperator> load_operator(const Json& d, const std::string& 
       const at::Tensor up = real("lora_up"), down = real("lora_down");
       LR_CHECK(up.dim() == 2 && down.dim() == 2, Corruption, "lora_up and lora_down must be 2-D");
       return std::make_shared<SvdQuantOperator>(real("smooth"), up, down, quantized(up.size(0), down.size(1)),
-                                                bias());
+                                                bias(), act_bits());
     }
     if (kind == "sparse24")
       return std::make_shared<Sparse24Operator>(real("sparse24_values"), read("sparse24_indices"), bias());

@@ -66,7 +66,9 @@ void register_builtin_methods(Registry<Method>& reg) {
   reg.add({"rtn",
            "group-wise round-to-nearest INT4/INT8 (groups of 64 input channels; a factored slot: U and V)",
            "",
-           {kBits, kGroupSize}},
+           {kBits,
+            kGroupSize,
+            {"act-bits", "16 (float activations; default) or 4 (INT4 per token: naive W4A4)"}}},
           {.quantizes = true, .compress = compress_rtn});
   reg.add({"svdquant",
            "SVDQuant: smoothing + 16-bit low-rank branch (rank 32) + 4-bit residual",
@@ -74,7 +76,12 @@ void register_builtin_methods(Registry<Method>& reg) {
            {kBits,
             kGroupSize,
             {"rank", "low-rank branch rank (default 32)"},
-            {"method-options", "{\"grid\": 20, \"max_iters\": 100} (smoothing grid, refit iterations)"},
+            {"act-bits",
+             "16 (float activations, W4A16; default) or 4 (INT4 per token, groups of --group-size: W4A4)"},
+            {"method-options",
+             "{\"grid\": 20, \"max_iters\": 100, \"smooth_only\": false, \"calib_tokens\": 512} "
+             "(smoothing grid, refit iterations; smooth_only: no branch, the smoothing "
+             "baseline; calib_tokens: tokens kept to score W4A4)"},
             kCalibData}},
           {.needs_gram = true, .needs_activations = true, .quantizes = true, .compress = compress_svdquant});
   reg.add({"prune24", "2:4 magnitude pruning (two of every four input channels kept)", "", {}},
@@ -172,6 +179,8 @@ SvdQuantOptions svdquant_options(const CompressOptions& options) {
   o.group_size = options.group_size;
   o.grid = options.method_options.value("grid", o.grid);
   o.max_iters = options.method_options.value("max_iters", o.max_iters);
+  if (options.method_options.value("smooth_only", false)) o.rank = 0;
+  o.act_bits = options.act_bits;
   return o;
 }
 
@@ -183,7 +192,7 @@ std::vector<std::shared_ptr<StoredOperator>> svdquant_group(const std::vector<Sl
   std::vector<at::Tensor> ws;
   for (const SlotInput& in : inputs) ws.push_back(in.weight);
   const SlotStatistics& st = *inputs.front().stats;
-  const SvdQuantResult r = svdquant(at::cat(ws, 0), st.gram, st.absmax, svdquant_options(options));
+  const SvdQuantResult r = svdquant(at::cat(ws, 0), st.gram, st.absmax, svdquant_options(options), st.inputs);
   std::vector<std::shared_ptr<StoredOperator>> out;
   int64_t row = 0;
   for (const SlotInput& in : inputs) {
@@ -191,7 +200,7 @@ std::vector<std::shared_ptr<StoredOperator>> svdquant_group(const std::vector<Sl
     const at::ScalarType dtype = in.weight.scalar_type();
     out.push_back(std::make_shared<SvdQuantOperator>(
         r.smooth.to(dtype), r.lora_up.narrow(0, row, m).to(dtype).contiguous(), r.lora_down.to(dtype),
-        rows_of(r.residual, row, m), in.bias));
+        rows_of(r.residual, row, m), in.bias, options.act_bits));
     row += m;
   }
   return out;
@@ -244,6 +253,8 @@ CalibrationNeeds calibration_needs(const CompressOptions& options) {
   n.gram = method.needs_gram || options.compensation == "eora";
   n.fisher = method.needs_fisher;
   n.any = n.gram || n.fisher || method.needs_activations;
+  if (options.method == "svdquant" && options.act_bits == 4)
+    n.inputs = options.method_options.value("calib_tokens", int64_t{512});
   return n;
 }
 
@@ -273,7 +284,7 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
   }
   // Method options: only the keys the method reads, so that a misspelt one is not silently ignored.
   static const std::map<std::string, std::set<std::string>> kMethodOptionKeys = {
-      {"svd_llm", {"update"}}, {"svdquant", {"grid", "max_iters"}}, {"rpca", {"lambda", "max_iters"}}};
+      {"svd_llm", {"update"}}, {"svdquant", {"grid", "max_iters", "smooth_only", "calib_tokens"}}, {"rpca", {"lambda", "max_iters"}}};
   LR_CHECK(options.method_options.is_object(), InvalidArgument, "--method-options ",
            options.method_options.dump(), " must be a JSON object");
   const auto keys = kMethodOptionKeys.find(name);
@@ -286,6 +297,13 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
              takes.empty() ? std::string("it takes none") : "it takes: " + takes, ")");
   }
   if (name == "svd_llm") svd_llm_update(options);  // throws on a non-boolean "update"
+  LR_CHECK(options.act_bits == 16 || (options.act_bits == 4 && method.quantizes && options.bits == 4),
+           InvalidArgument, "--act-bits ", options.act_bits,
+           ": use 16, or 4 with a quantising method (rtn, svdquant) and --bits 4");
+  if (name == "svdquant" && options.act_bits == 4)
+    LR_CHECK(options.method_options.value("calib_tokens", int64_t{512}) >= 1, InvalidArgument,
+             "svdquant: calib_tokens = ", options.method_options.value("calib_tokens", int64_t{512}),
+             " must be >= 1");
   LR_CHECK(options.compensation.empty() || options.compensation == "eora" || options.compensation == "svd",
            InvalidArgument, "--compensate \"", options.compensation, "\": use eora or svd");
   LR_CHECK(options.compensation.empty() || options.compensation_rank >= 1, InvalidArgument,

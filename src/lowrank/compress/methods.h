@@ -39,9 +39,10 @@ namespace lowrank::compress {
 
 struct CompressOptions {
   std::string method = "svd_llm";
-  double ratio = 0;  // parameter reduction in (0, 1) for the low-rank methods (0: use rank)
-  int64_t rank = 0;  // uniform rank (low-rank methods; SVDQuant's branch rank, default 32)
-  int bits = 4;      // rtn, svdquant
+  double ratio = 0;   // parameter reduction in (0, 1) for the low-rank methods (0: use rank)
+  int64_t rank = 0;   // uniform rank (low-rank methods; SVDQuant's branch rank, default 32)
+  int bits = 4;       // rtn, svdquant
+  int act_bits = 16;  // rtn, svdquant: 16 (float activations) or 4 (INT4 per token and group: W4A4)
   int64_t group_size = 64;
   double alpha = -1;              // asvd (0.5) / fwsvd (1.0) exponent; -1: the method's default
   double tau = -1;                // welore threshold; -1: searched to meet --ratio
@@ -122,6 +123,7 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
 // What the calibration pass must collect for these options.
 struct CalibrationNeeds {
   bool any = false, gram = false, fisher = false;
+  int64_t inputs = 0;  // calibration tokens to keep per slot (SVDQuant W4A4's objective)
 };
 CalibrationNeeds calibration_needs(const CompressOptions& options);
 // The calibration data itself, for a method that calibrates again while it compresses: SVD-LLM's

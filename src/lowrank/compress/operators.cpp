@@ -6,6 +6,7 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/nn/shared_input.h"
+#include "lowrank/ops/w4a4_gemm.h"
 
 namespace lowrank::compress {
 
@@ -26,6 +27,11 @@ at::Tensor add_into(at::Tensor y, const at::Tensor& d) {
 }
 
 // U (V x) + b without materialising U V.
+void check_act_bits(int act_bits, int bits, std::string_view kind) {
+  LR_CHECK(act_bits == 16 || (act_bits == 4 && bits == 4), InvalidArgument, kind, " operator: act_bits ",
+           act_bits, " with ", bits, "-bit weights; use 16, or 4 with 4-bit weights");
+}
+
 at::Tensor low_rank_forward(const at::Tensor& x, const at::Tensor& u, const at::Tensor& v,
                             const at::Tensor& bias) {
   return at::linear(at::linear(x, v), u, bias);
@@ -74,17 +80,19 @@ OrderedJson LowRankOperator::describe() const {
 
 // ---- quantized
 
-QuantizedOperator::QuantizedOperator(ops::GroupQuantized weight, at::Tensor bias)
-    : weight_(std::move(weight)), bias_(std::move(bias)) {
+QuantizedOperator::QuantizedOperator(ops::GroupQuantized weight, at::Tensor bias, int act_bits)
+    : weight_(std::move(weight)), bias_(std::move(bias)), act_bits_(act_bits) {
   check_bias(bias_, weight_.out_features, "quantized");
+  check_act_bits(act_bits_, weight_.bits, "quantized");
 }
 
 at::Tensor QuantizedOperator::forward(const at::Tensor& x) const {
+  if (act_bits_ == 4) return ops::w4a4_linear(x, weight_, bias_);
   return quantized_linear(x, weight_, bias_);
 }
 
 bool QuantizedOperator::has_row_product() const {
-  return weight_.packed.device().is_cpu() && weight_.packed.is_contiguous() &&
+  return act_bits_ == 16 && weight_.packed.device().is_cpu() && weight_.packed.is_contiguous() &&
          weight_.scales.is_contiguous() && weight_.scales.scalar_type() == at::kFloat &&
          (!bias_.defined() || (bias_.scalar_type() == at::kFloat && bias_.is_contiguous()));
 }
@@ -106,7 +114,9 @@ at::Tensor QuantizedOperator::dense_weight() const {
 }
 
 OrderedJson QuantizedOperator::describe() const {
-  return {{"kind", "quantized"}, {"bits", weight_.bits}, {"group_size", weight_.group_size}};
+  OrderedJson d{{"kind", "quantized"}, {"bits", weight_.bits}, {"group_size", weight_.group_size}};
+  if (act_bits_ != 16) d["act_bits"] = act_bits_;  // absent: 16, as directories written before it
+  return d;
 }
 
 // ---- lowrank_quantized
@@ -159,12 +169,13 @@ OrderedJson QuantizedLowRankOperator::describe() const {
 // ---- svdquant
 
 SvdQuantOperator::SvdQuantOperator(at::Tensor smooth, at::Tensor lora_up, at::Tensor lora_down,
-                                   ops::GroupQuantized residual, at::Tensor bias)
+                                   ops::GroupQuantized residual, at::Tensor bias, int act_bits)
     : smooth_(std::move(smooth)),
       lora_up_(std::move(lora_up)),
       lora_down_(std::move(lora_down)),
       residual_(std::move(residual)),
-      bias_(std::move(bias)) {
+      bias_(std::move(bias)),
+      act_bits_(act_bits) {
   const int64_t out = residual_.out_features, in = residual_.in_features;
   LR_CHECK(smooth_.dim() == 1 && smooth_.size(0) == in, InvalidArgument,
            "svdquant operator: smoothing factors of shape ", smooth_.sizes(), " for ", in, " inputs");
@@ -175,17 +186,56 @@ SvdQuantOperator::SvdQuantOperator(at::Tensor smooth, at::Tensor lora_up, at::Te
   LR_CHECK(at::all(smooth_ > 0).item<bool>(), InvalidArgument,
            "svdquant operator: smoothing factors must be > 0");
   check_bias(bias_, out, "svdquant");
+  check_act_bits(act_bits_, residual_.bits, "svdquant");
   inv_smooth_ = at::reciprocal(smooth_);
+  if (act_bits_ == 4) {
+    inv_smooth_f32_ = inv_smooth_.to(at::kFloat).contiguous();
+    lora_up_f32_ = lora_up_.to(at::kFloat).contiguous();
+    lora_down_f32_ = lora_down_.to(at::kFloat).contiguous();
+    if (bias_.defined()) bias_f32_ = bias_.to(at::kFloat).contiguous();
+  }
+}
+
+// One pass over x: x̂ = x ⊘ λ, Q(x̂) and x̂ L2ᵀ (ops::quantize_activations_int4), shared between the
+// slots of one branch like the W4A16 path's x̂ and x̂ L2ᵀ; then the integer product and L1.
+at::Tensor SvdQuantOperator::forward_w4a4(const at::Tensor& x) const {
+  const bool branch = rank() > 0;
+  if (!x.device().is_cpu()) {  // no integer kernel there: the same quantisation in ATen operations
+    at::Tensor y = ops::w4a4_linear(x, residual_, bias_, inv_smooth_);
+    return branch ? add_into(std::move(y), at::linear(at::linear(x * inv_smooth_, lora_down_), lora_up_)) : y;
+  }
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out_features();
+  nn::SharedInputScope* scope = nn::SharedInputScope::for_input(x);
+  const nn::SharedInputScope::Key key{smooth_.const_data_ptr(), lora_down_.const_data_ptr()};
+  const std::vector<at::Tensor>* shared = scope ? scope->find(key) : nullptr;
+  ops::Int4Activations a;
+  a.group_size = residual_.group_size;
+  if (shared != nullptr && shared->size() == 4) {
+    a.values = (*shared)[0];
+    a.scales = (*shared)[1];
+    a.group_sums = (*shared)[2];
+    a.lora_act = (*shared)[3];
+  } else {
+    const at::Tensor x2 = x.reshape({-1, in_features()}).to(at::kFloat).contiguous();
+    a = ops::quantize_activations_int4(x2, residual_.group_size, inv_smooth_f32_,
+                                       branch ? lora_down_f32_ : at::Tensor());
+    if (scope) scope->put(key, {a.values, a.scales, a.group_sums, a.lora_act});
+  }
+  at::Tensor y = ops::w4a4_gemm(a, residual_, bias_f32_);
+  if (branch) y.add_(at::linear(a.lora_act, lora_up_f32_));
+  return y.reshape(shape).to(x.scalar_type());
 }
 
 at::Tensor SvdQuantOperator::forward(const at::Tensor& x) const {
+  if (act_bits_ == 4) return forward_w4a4(x);
   // x̂ = x/λ and x̂ L2ᵀ depend only on x, λ and L2: slots of a shared branch (q, k, v; gate, up),
   // whose λ and L2 are one tensor each, compute them once per input (nn/shared_input.h).
   nn::SharedInputScope* scope = nn::SharedInputScope::for_input(x);
   const nn::SharedInputScope::Key key{smooth_.const_data_ptr(), lora_down_.const_data_ptr()};
   at::Tensor xs, h;
   const std::vector<at::Tensor>* shared = scope ? scope->find(key) : nullptr;
-  if (shared != nullptr && (*shared)[1].size(-1) == rank()) {
+  if (shared != nullptr && shared->size() == 2 && (*shared)[1].size(-1) == rank()) {
     xs = (*shared)[0];
     h = (*shared)[1];
   } else {
@@ -203,7 +253,8 @@ std::shared_ptr<SvdQuantOperator> SvdQuantOperator::sharing_branch_input(
   if (!smooth_.equal(other.smooth_) || lora_down_.sizes() != other.lora_down_.sizes() ||
       !lora_down_.equal(other.lora_down_))
     return nullptr;
-  return std::make_shared<SvdQuantOperator>(other.smooth_, lora_up_, other.lora_down_, residual_, bias_);
+  return std::make_shared<SvdQuantOperator>(other.smooth_, lora_up_, other.lora_down_, residual_, bias_,
+                                            act_bits_);
 }
 
 nn::NamedTensors SvdQuantOperator::tensors() const {
@@ -222,8 +273,10 @@ at::Tensor SvdQuantOperator::dense_weight() const {
 }
 
 OrderedJson SvdQuantOperator::describe() const {
-  return {
+  OrderedJson d{
       {"kind", "svdquant"}, {"rank", rank()}, {"bits", residual_.bits}, {"group_size", residual_.group_size}};
+  if (act_bits_ != 16) d["act_bits"] = act_bits_;  // absent: 16, as directories written before it
+  return d;
 }
 
 // ---- sparse24

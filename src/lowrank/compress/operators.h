@@ -4,7 +4,9 @@
 //   lowrank         y = U (V x) + b                      U [out, k], V [k, in]   (SVD family, WeLore)
 //   quantized       y = Q(W) x + b                       packed INT4/INT8 groups (ops/group_quant.h)
 //   lowrank_quantized y = Q(Uᵀ)ᵀ (Q(V) x) + b            a factored slot's U and V quantised (LoRD + INT4)
+//                   y = Q(W) Q(x) + b  with act_bits 4    W4A4 (ops/w4a4_gemm.h)
 //   svdquant        y = (L1 L2 + Q(R)) (x ⊘ λ) + b        SVDQuant (compress/svdquant.h)
+//                   y = L1 L2 x̂ + Q(R) Q(x̂) + b         with act_bits 4 (W4A4), x̂ = x ⊘ λ
 //   sparse24        y = W₂:₄ x + b                        2:4 magnitude pruning (two of every four kept)
 //   sparse_lowrank  y = U (V x) + S x + b                 robust PCA split (linalg/rpca.h)
 //   compensated     y = base(x) + B (A x)                 EoRA / plain-SVD compensation of any base
@@ -60,7 +62,9 @@ class LowRankOperator final : public StoredOperator {
 
 class QuantizedOperator final : public StoredOperator {
  public:
-  QuantizedOperator(ops::GroupQuantized weight, at::Tensor bias = {});
+  // act_bits 16: float activations (W4A16 / W8A16); 4: INT4 activations per token and group
+  // (needs 4-bit weights; ops/w4a4_gemm.h). Throws InvalidArgument otherwise.
+  QuantizedOperator(ops::GroupQuantized weight, at::Tensor bias = {}, int act_bits = 16);
   std::string_view kind() const override { return "quantized"; }
   int64_t in_features() const override { return weight_.in_features; }
   int64_t out_features() const override { return weight_.out_features; }
@@ -68,15 +72,17 @@ class QuantizedOperator final : public StoredOperator {
   nn::NamedTensors tensors() const override;
   at::Tensor dense_weight() const override;
   at::Tensor bias() const override { return bias_; }
-  // Packed weights on the CPU and no bias or a float32 one.
+  // Packed weights on the CPU, float activations (act_bits 16) and no bias or a float32 one.
   bool has_row_product() const override;
   void row_product(const float* x, int64_t begin, int64_t end, float* y) const override;
   OrderedJson describe() const override;
   const ops::GroupQuantized& weight() const { return weight_; }
+  int act_bits() const { return act_bits_; }
 
  private:
   ops::GroupQuantized weight_;
   at::Tensor bias_;
+  int act_bits_ = 16;
 };
 
 // A low-rank slot whose factors are group-quantised: y = Q(Uᵀ)ᵀ (Q(V) x) + b, the base that
@@ -108,12 +114,16 @@ class QuantizedLowRankOperator final : public StoredOperator {
   at::Tensor bias_;
 };
 
-// SVDQuant's form: y = L1 (L2 x̂) + Q(R) x̂ + b with x̂ = x ⊘ λ (elementwise over input channels).
+// SVDQuant's form: y = L1 (L2 x̂) + Q(R) x̂ + b with x̂ = x ⊘ λ (elementwise over input channels),
+// and with act_bits 4 (the paper's W4A4) y = L1 (L2 x̂) + Q(R) Q(x̂) + b: on the CPU one pass over
+// x scales it, quantises it to INT4 and computes L2 x̂ (the fused kernel of ops/w4a4_gemm.h), then
+// the integer product runs and the 16-bit branch's up projection is added. Rank 0: no branch.
 class SvdQuantOperator final : public StoredOperator {
  public:
-  // smooth [in], lora_up L1 [out, r], lora_down L2 [r, in]. Throws InvalidArgument on a mismatch.
+  // smooth [in], lora_up L1 [out, r], lora_down L2 [r, in], act_bits 16 or 4 (4-bit residual only).
+  // Throws InvalidArgument on a mismatch.
   SvdQuantOperator(at::Tensor smooth, at::Tensor lora_up, at::Tensor lora_down, ops::GroupQuantized residual,
-                   at::Tensor bias = {});
+                   at::Tensor bias = {}, int act_bits = 16);
   std::string_view kind() const override { return "svdquant"; }
   int64_t in_features() const override { return residual_.in_features; }
   int64_t out_features() const override { return residual_.out_features; }
@@ -127,11 +137,16 @@ class SvdQuantOperator final : public StoredOperator {
   // branch read back from a file, where each slot stores its own copy), so that forward computes
   // x̂ L2ᵀ once for both; null when they differ.
   std::shared_ptr<SvdQuantOperator> sharing_branch_input(const SvdQuantOperator& other) const;
+  int act_bits() const { return act_bits_; }
 
  private:
+  at::Tensor forward_w4a4(const at::Tensor& x) const;
+
   at::Tensor smooth_, inv_smooth_, lora_up_, lora_down_;
   ops::GroupQuantized residual_;
   at::Tensor bias_;
+  int act_bits_ = 16;
+  at::Tensor inv_smooth_f32_, lora_up_f32_, lora_down_f32_, bias_f32_;  // the W4A4 kernel's operands
 };
 
 // 2:4 semi-structured sparsity: in every group of four consecutive input channels of a row two

@@ -80,6 +80,7 @@ RunResult run(const RunOptions& o) {
     c.seq_len = o.seq_len;
     c.gram = true;
     c.fisher = needs.fisher;
+    c.keep_inputs = needs.inputs;
     c.progress = o.progress;
     c.slots.clear();
     for (nn::LinearSlot* s : target_slots(model, o.compress)) c.slots.push_back(s->name());
