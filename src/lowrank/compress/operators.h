@@ -3,8 +3,8 @@
 //
 //   lowrank         y = U (V x) + b                      U [out, k], V [k, in]   (SVD family, WeLore)
 //   quantized       y = Q(W) x + b                       packed INT4/INT8 groups (ops/group_quant.h)
-//   lowrank_quantized y = Q(Uᵀ)ᵀ (Q(V) x) + b            a factored slot's U and V quantised (LoRD + INT4)
 //                   y = Q(W) Q(x) + b  with act_bits 4    W4A4 (ops/w4a4_gemm.h)
+//   lowrank_quantized y = Q(Uᵀ)ᵀ (Q(V) x) + b          a factored slot's U and V quantised (LoRD + INT4)
 //   svdquant        y = (L1 L2 + Q(R)) (x ⊘ λ) + b        SVDQuant (compress/svdquant.h)
 //                   y = L1 L2 x̂ + Q(R) Q(x̂) + b         with act_bits 4 (W4A4), x̂ = x ⊘ λ
 //   sparse24        y = W₂:₄ x + b                        2:4 magnitude pruning (two of every four kept)
