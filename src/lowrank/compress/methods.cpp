@@ -284,7 +284,9 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
   }
   // Method options: only the keys the method reads, so that a misspelt one is not silently ignored.
   static const std::map<std::string, std::set<std::string>> kMethodOptionKeys = {
-      {"svd_llm", {"update"}}, {"svdquant", {"grid", "max_iters", "smooth_only", "calib_tokens"}}, {"rpca", {"lambda", "max_iters"}}};
+      {"svd_llm", {"update"}},
+      {"svdquant", {"grid", "max_iters", "smooth_only", "calib_tokens"}},
+      {"rpca", {"lambda", "max_iters"}}};
   LR_CHECK(options.method_options.is_object(), InvalidArgument, "--method-options ",
            options.method_options.dump(), " must be a JSON object");
   const auto keys = kMethodOptionKeys.find(name);
