@@ -2,6 +2,7 @@
 
 #include "lowrank/adapt/adapter.h"
 #include "lowrank/compress/methods.h"
+#include "lowrank/mix/registry.h"
 #include "lowrank/optim/methods.h"
 #include "lowrank/train/parameterization.h"
 
@@ -22,7 +23,10 @@ std::vector<MethodFamily> method_families() {
        "post-training compression (truncated/whitened SVD, low-rank + 4-bit, EoRA via --compensate): "
        "compress --method NAME (svd is the post-training half of Greenformers' low-rank transformation)",
        compress::registry().list()},
-      {"mix", "sequence mixers (attention approximations, long convolutions)", {}},
+      {"mix",
+       "token mixers chosen per layer of a lowrank_mixer model: config.json \"layer_mixers\" and "
+       "\"mixer_config\" (docs/mixers.md)",
+       mix::registry().list()},
   };
 }
 

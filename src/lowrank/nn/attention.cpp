@@ -50,9 +50,13 @@ Attention::Attention(const ModelConfig& config, int64_t layer, const std::string
       head_dim_(config.head_dim),
       scale_(1.0 / std::sqrt(static_cast<double>(config.head_dim))) {}
 
-at::Tensor Attention::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                              const AttentionMask& mask, KVStore* cache,
-                              const AdapterRouting* routing) const {
+at::Tensor Attention::forward(const at::Tensor& x, const MixerContext& context) const {
+  LR_CHECK(context.mask != nullptr, InternalError, "attention forward without an attention mask");
+  const at::Tensor& cos = context.cos;
+  const at::Tensor& sin = context.sin;
+  const AttentionMask& mask = *context.mask;
+  KVStore* cache = context.cache;
+  const AdapterRouting* routing = context.routing;
   const int64_t B = x.size(0);
   const int64_t T = x.size(1);
   const int64_t D = head_dim_;
@@ -94,6 +98,25 @@ at::Tensor Attention::forward(const at::Tensor& x, const at::Tensor& cos, const 
   }
   // (B, n, T, D) -> (B, T, n·D)
   return o_proj.forward(out.transpose(1, 2).reshape({B, T, num_heads_ * D}), routing);
+}
+
+void register_attention_mixer(MixerRegistry& registry) {
+  registry.add(
+      {"attention",
+       "softmax attention of the Llama family: grouped-query, RoPE, optional sliding window, KV cache",
+       "Vaswani et al., 2017, arXiv:1706.03762; GQA: Ainslie et al., 2023, arXiv:2305.13245",
+       {}},
+      [](const MixerSpec& spec) -> std::unique_ptr<TokenMixer> {
+        const ModelConfig& c = spec.config;
+        const std::string& a = spec.prefix;
+        const int64_t H = c.hidden_size;
+        // Built in this order (q, k, v, o): a fresh model draws its weights so.
+        auto q = spec.projection(a + ".q_proj", c.q_size(), H, c.qkv_bias);
+        auto k = spec.projection(a + ".k_proj", c.kv_size(), H, c.qkv_bias);
+        auto v = spec.projection(a + ".v_proj", c.kv_size(), H, c.qkv_bias);
+        auto o = spec.projection(a + ".o_proj", H, c.q_size(), c.o_bias);
+        return std::make_unique<Attention>(c, spec.layer, a, q, k, v, o);
+      });
 }
 
 }  // namespace lowrank::nn

@@ -2,18 +2,20 @@
 // classes (transformers' LlamaConfig, MistralConfig, Qwen2Config, RotaryEmbeddingConfigMixin).
 #include "lowrank/nn/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
 #include "lowrank/core/error.h"
+#include "lowrank/nn/token_mixer.h"
 
 namespace lowrank::nn {
 namespace {
 
 namespace fs = std::filesystem;
 
-constexpr Architecture kArchitectures[] = {Architecture::kLlama, Architecture::kMistral,
-                                           Architecture::kQwen2};
+constexpr Architecture kArchitectures[] = {Architecture::kLlama, Architecture::kMistral, Architecture::kQwen2,
+                                           Architecture::kLowrankMixer};
 constexpr std::string_view kRopeTypes = "default, linear, dynamic, yarn, llama3";
 
 // Strictly typed readers: a JSON number where an integer is wanted must be integral, a bool is
@@ -100,6 +102,7 @@ Architecture parse_architecture(const Json& j, std::string_view what) {
   if (*model_type == "llama") return Architecture::kLlama;
   if (*model_type == "mistral") return Architecture::kMistral;
   if (*model_type == "qwen2") return Architecture::kQwen2;
+  if (*model_type == "lowrank_mixer") return Architecture::kLowrankMixer;
   throw Unsupported(str(what, ": model_type \"", *model_type,
                         "\" is not supported (supported: ", supported_architectures(), ")"));
 }
@@ -185,7 +188,7 @@ RopeConfig parse_rope(const Json& j, int64_t max_position_embeddings, std::strin
 std::vector<int64_t> parse_sliding_window(const Json& j, Architecture arch, int64_t layers,
                                           std::string_view what) {
   std::vector<int64_t> window(layers, 0);
-  if (arch == Architecture::kLlama) return window;
+  if (arch == Architecture::kLlama || arch == Architecture::kLowrankMixer) return window;
   auto size_of = [&](int64_t fallback) -> int64_t {
     const Json* v = find(j, "sliding_window");
     if (j.contains("sliding_window") && !v) return 0;  // explicit null: no window
@@ -216,6 +219,40 @@ std::vector<int64_t> parse_sliding_window(const Json& j, Architecture arch, int6
   return window;
 }
 
+// `layer_mixers` and `mixer_config` of a LowrankMixerForCausalLM; checked against the mixer registry
+// here, before any tensor is read or built.
+void parse_mixers(const Json& j, ModelConfig& c, std::string_view what) {
+  c.layer_mixers.assign(static_cast<size_t>(c.num_hidden_layers), "attention");
+  if (c.architecture != Architecture::kLowrankMixer) return;
+  if (const Json* list = find(j, "layer_mixers")) {
+    if (list->is_string()) {
+      std::fill(c.layer_mixers.begin(), c.layer_mixers.end(), list->get<std::string>());
+    } else if (list->is_array()) {
+      LR_CHECK(static_cast<int64_t>(list->size()) == c.num_hidden_layers, InvalidArgument, what,
+               ": key \"layer_mixers\" lists ", list->size(), " mixers for num_hidden_layers ",
+               c.num_hidden_layers, " (give one name for every layer, or one per layer)");
+      for (size_t i = 0; i < list->size(); ++i) {
+        if (!(*list)[i].is_string())
+          wrong_type(what, str("layer_mixers[", i, "]"), (*list)[i], "a mixer name");
+        c.layer_mixers[i] = (*list)[i].get<std::string>();
+      }
+    } else {
+      wrong_type(what, "layer_mixers", *list, "a mixer name or a list of one per layer");
+    }
+  }
+  const MixerRegistry& registry = mixer_registry();
+  for (size_t i = 0; i < c.layer_mixers.size(); ++i)
+    LR_CHECK(registry.contains(c.layer_mixers[i]), InvalidArgument, what, ": layer_mixers[", i, "] is \"",
+             c.layer_mixers[i], "\", which is not a known mixer (known: ", registry.known(), ")");
+  if (const Json* options = find(j, "mixer_config")) {
+    if (!options->is_object())
+      wrong_type(what, "mixer_config", *options, "an object of {\"<mixer>\": {...}}");
+    for (const auto& [name, value] : options->items())
+      if (!value.is_object()) wrong_type(what, str("mixer_config.", name), value, "an object");
+    c.mixer_config = *options;
+  }
+}
+
 }  // namespace
 
 std::string_view architecture_name(Architecture arch) {
@@ -226,6 +263,8 @@ std::string_view architecture_name(Architecture arch) {
       return "MistralForCausalLM";
     case Architecture::kQwen2:
       return "Qwen2ForCausalLM";
+    case Architecture::kLowrankMixer:
+      return "LowrankMixerForCausalLM";
   }
   return "?";
 }
@@ -241,10 +280,16 @@ ModelConfig ModelConfig::from_json(const Json& j, std::string_view what) {
   ModelConfig c;
   c.raw = j;
   c.architecture = parse_architecture(j, what);
-  const bool llama = c.architecture == Architecture::kLlama;
+  // LowrankMixerForCausalLM has the Llama layout and defaults.
+  const bool mixer = c.architecture == Architecture::kLowrankMixer;
+  const bool llama = c.architecture == Architecture::kLlama || mixer;
   const bool mistral = c.architecture == Architecture::kMistral;
   const bool qwen2 = c.architecture == Architecture::kQwen2;
-  c.model_type = opt_string(j, "model_type", what).value_or(llama ? "llama" : mistral ? "mistral" : "qwen2");
+  c.model_type = opt_string(j, "model_type", what)
+                     .value_or(mixer     ? "lowrank_mixer"
+                               : llama   ? "llama"
+                               : mistral ? "mistral"
+                                         : "qwen2");
 
   c.vocab_size = positive(req_int(j, "vocab_size", what), what, "vocab_size");
   c.hidden_size = positive(req_int(j, "hidden_size", what), what, "hidden_size");
@@ -289,6 +334,7 @@ ModelConfig ModelConfig::from_json(const Json& j, std::string_view what) {
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", false, what);
   c.rope = parse_rope(j, c.max_position_embeddings, what);
   c.sliding_window = parse_sliding_window(j, c.architecture, c.num_hidden_layers, what);
+  parse_mixers(j, c, what);
 
   c.bos_token_id = opt_int(j, "bos_token_id", what);
   c.pad_token_id = opt_int(j, "pad_token_id", what);
@@ -300,6 +346,16 @@ ModelConfig ModelConfig::from_json(const Json& j, std::string_view what) {
     }
   }
   return c;
+}
+
+Json ModelConfig::mixer_options(const std::string& name) const {
+  auto it = mixer_config.find(name);
+  return it == mixer_config.end() ? Json::object() : *it;
+}
+
+bool ModelConfig::all_attention() const {
+  return std::all_of(layer_mixers.begin(), layer_mixers.end(),
+                     [](const std::string& m) { return m == "attention"; });
 }
 
 ModelConfig ModelConfig::load(const fs::path& path) {

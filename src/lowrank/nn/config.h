@@ -2,7 +2,13 @@
 //
 // Supported: LlamaForCausalLM (Touvron et al., 2023, "LLaMA: Open and Efficient Foundation Language
 // Models", arXiv:2302.13971), MistralForCausalLM (Jiang et al., 2023, arXiv:2310.06825) and
-// Qwen2ForCausalLM (Yang et al., 2024, arXiv:2407.10671). Keys and defaults follow transformers'
+// Qwen2ForCausalLM (Yang et al., 2024, arXiv:2407.10671), and lowrank's own
+// LowrankMixerForCausalLM (model_type "lowrank_mixer"): the Llama layout with a token mixer chosen
+// per layer (token_mixer.h; docs/mixers.md) by two more keys,
+//   "layer_mixers": "name" | ["name", ...]   (one for every layer, or one per layer; default
+//                                             "attention")
+//   "mixer_config": {"name": {...}, ...}     (each mixer's options; absent: {})
+// Keys and defaults follow transformers'
 // LlamaConfig / MistralConfig / Qwen2Config and RotaryEmbeddingConfigMixin (transformers 5.x):
 // RoPE parameters are read from `rope_parameters` (new) or `rope_scaling` + `rope_theta` (old).
 // Deviations: the five size keys (vocab_size, hidden_size, intermediate_size, num_hidden_layers,
@@ -21,9 +27,9 @@
 
 namespace lowrank::nn {
 
-enum class Architecture { kLlama, kMistral, kQwen2 };
+enum class Architecture { kLlama, kMistral, kQwen2, kLowrankMixer };
 
-// "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM".
+// "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "LowrankMixerForCausalLM".
 std::string_view architecture_name(Architecture arch);
 // The list above as one comma-separated string (for error messages and docs).
 std::string supported_architectures();
@@ -50,7 +56,7 @@ struct RopeConfig {
 
 struct ModelConfig {
   Architecture architecture = Architecture::kLlama;
-  std::string model_type;  // "llama", "mistral", "qwen2"
+  std::string model_type;  // "llama", "mistral", "qwen2", "lowrank_mixer"
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -70,6 +76,11 @@ struct ModelConfig {
   // itself and the W - 1 tokens before it (Mistral: every layer; Qwen2: layers >= max_window_layers
   // when use_sliding_window, or as `layer_types` says).
   std::vector<int64_t> sliding_window;
+  // The token mixer of each layer, a name of mixer_registry() (token_mixer.h): "attention" for
+  // every layer of the Hugging Face architectures.
+  std::vector<std::string> layer_mixers;
+  // `mixer_config` as read (an object of objects), {} when absent.
+  Json mixer_config = Json::object();
   std::optional<int64_t> bos_token_id;
   std::optional<int64_t> pad_token_id;
   std::vector<int64_t> eos_token_ids;  // `eos_token_id` (an int or a list)
@@ -81,6 +92,11 @@ struct ModelConfig {
   static ModelConfig from_json(const Json& json, std::string_view what);
   // Reads `path/config.json` (or `path` itself when it is a file).
   static ModelConfig load(const std::filesystem::path& path);
+
+  // The options of mixer `name`: mixer_config[name], or an empty object.
+  Json mixer_options(const std::string& name) const;
+  // Whether every layer's mixer is attention (what the fused decode step and the KV cache serve).
+  bool all_attention() const;
 
   int64_t num_key_value_groups() const { return num_attention_heads / num_key_value_heads; }
   int64_t q_size() const { return num_attention_heads * head_dim; }

@@ -163,6 +163,10 @@ std::string Model::fused_decode_obstacle(const AdapterRouting* routing) const {
   if (!row_dtype(dtype_))
     return str("the model computes in ", c10::toString(dtype_), " (float32 or bfloat16 only)");
   if (config_.head_dim % 2 != 0) return str("head_dim ", config_.head_dim, " is odd");
+  for (size_t l = 0; l < layers_.size(); ++l)
+    if (layers_[l]->attention == nullptr)
+      return str("layer ", l, "'s mixer is \"", layers_[l]->mixer->name(),
+                 "\", the fused step runs attention only");
   for (const LinearSlot* s : slots()) {
     Projection p;
     if (std::string why = plan_projection(*s, routing, p); !why.empty()) return why;
@@ -197,16 +201,17 @@ std::optional<at::Tensor> Model::decode_step(const at::Tensor& input_ids,
            ", outside the vocabulary [0, ", config_.vocab_size, ")");
 
   // The plan: every projection of every layer, in the order the layers run them.
-  if (!device_.is_cpu() || !row_dtype(dtype_) || config_.head_dim % 2 != 0)
+  if (!device_.is_cpu() || !row_dtype(dtype_) || config_.head_dim % 2 != 0 || !config_.all_attention())
     return decline(fused_decode_obstacle(options.routing));
   const size_t L = layers_.size();
   std::vector<Projection> proj(L * 7 + 1);
   int64_t scratch_floats = 0;
   for (size_t l = 0; l < L; ++l) {
     const DecoderLayer& layer = *layers_[l];
-    const LinearSlot* slots_of_layer[] = {
-        &layer.self_attn.q_proj, &layer.self_attn.k_proj, &layer.self_attn.v_proj, &layer.self_attn.o_proj,
-        &layer.gate_proj,        &layer.up_proj,          &layer.down_proj};
+    const Attention& attention = *layer.attention;  // every layer's mixer is attention (checked above)
+    const LinearSlot* slots_of_layer[] = {&attention.q_proj, &attention.k_proj, &attention.v_proj,
+                                          &attention.o_proj, &layer.gate_proj,  &layer.up_proj,
+                                          &layer.down_proj};
     for (size_t j = 0; j < 7; ++j) {
       Projection& p = proj[l * 7 + j];
       if (std::string why = plan_projection(*slots_of_layer[j], options.routing, p); !why.empty())

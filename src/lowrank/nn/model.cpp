@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <utility>
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/json.h"
@@ -14,6 +15,7 @@
 #include "lowrank/core/safetensors.h"
 #include "lowrank/nn/attention.h"
 #include "lowrank/nn/decoder_layer.h"
+#include "lowrank/nn/token_mixer.h"
 
 namespace lowrank::nn {
 
@@ -21,10 +23,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-enum class Init { kNormal, kZeros, kOnes };
-// Produces the tensor `name` of shape `shape` in the compute dtype and device.
-using TensorSource =
-    std::function<at::Tensor(const std::string& name, std::vector<int64_t> shape, Init init)>;
+using Init = ParamInit;
+// Produces the tensor `name` of shape `shape` in the compute dtype and device (a fresh one from
+// `init`, and `value` for Init::kValue; a loaded one ignores both).
+using TensorSource = std::function<at::Tensor(const std::string& name, std::vector<int64_t> shape, Init init,
+                                              const at::Tensor& value)>;
 
 std::string shape_str(at::IntArrayRef shape) {
   return ::lowrank::str(shape);
@@ -100,29 +103,48 @@ struct Builder {
                  "], config.json expects [", out, ", ", in, "]");
         return op;
       }
-    at::Tensor w = source(name + ".weight", {out, in}, Init::kNormal);
-    at::Tensor b = bias ? source(name + ".bias", {out}, Init::kZeros) : at::Tensor();
+    at::Tensor w = source(name + ".weight", {out, in}, Init::kNormal, {});
+    at::Tensor b = bias ? source(name + ".bias", {out}, Init::kZeros, {}) : at::Tensor();
     return std::make_shared<DenseOperator>(std::move(w), std::move(b));
+  }
+
+  // The token mixer of layer `i` from its registered factory (token_mixer.h).
+  std::unique_ptr<TokenMixer> mixer(int64_t i) {
+    const auto at_layer = static_cast<size_t>(i);
+    const std::string name = at_layer < c.layer_mixers.size() ? c.layer_mixers[at_layer] : "attention";
+    MixerSpec spec{c, i, mixer_prefix(name, i), c.mixer_options(name), nullptr, nullptr};
+    spec.projection = [this](const std::string& slot, int64_t out, int64_t in, bool bias) {
+      return std::shared_ptr<const BaseOperator>(dense(slot, out, in, bias));
+    };
+    spec.tensor = [this](const std::string& tensor, std::vector<int64_t> shape, Init init,
+                         const at::Tensor& value) { return source(tensor, std::move(shape), init, value); };
+    std::unique_ptr<TokenMixer> built = mixer_registry().factory(name)(spec);
+    LR_CHECK(built != nullptr && built->name() == name, InternalError, "the factory of mixer \"", name,
+             "\" built ", built ? str("\"", built->name(), "\"") : std::string("nothing"));
+    LR_CHECK(built->causal(), InvalidArgument, "layer ", i, "'s mixer \"", name,
+             "\" is bidirectional as configured; ", architecture_name(c.architecture),
+             " needs causal mixers");
+    for (const LinearSlot* s : std::as_const(*built).slots())
+      LR_CHECK(s->name().starts_with(spec.prefix + "."), InternalError, "mixer \"", name,
+               "\" named its slot \"", s->name(), "\" outside its module ", spec.prefix);
+    return built;
   }
 
   std::unique_ptr<DecoderLayer> layer(int64_t i) {
     const std::string p = str("model.layers.", i);
     const int64_t H = c.hidden_size;
-    at::Tensor in_norm = source(p + ".input_layernorm.weight", {H}, Init::kOnes);
-    const std::string a = p + ".self_attn";
-    auto q = dense(a + ".q_proj", c.q_size(), H, c.qkv_bias);
-    auto k = dense(a + ".k_proj", c.kv_size(), H, c.qkv_bias);
-    auto v = dense(a + ".v_proj", c.kv_size(), H, c.qkv_bias);
-    auto o = dense(a + ".o_proj", H, c.q_size(), c.o_bias);
-    at::Tensor post_norm = source(p + ".post_attention_layernorm.weight", {H}, Init::kOnes);
+    at::Tensor in_norm = source(p + ".input_layernorm.weight", {H}, Init::kOnes, {});
+    std::unique_ptr<TokenMixer> token_mixer = mixer(i);
+    at::Tensor post_norm = source(p + ".post_attention_layernorm.weight", {H}, Init::kOnes, {});
     const std::string m = p + ".mlp";
     auto gate = dense(m + ".gate_proj", c.intermediate_size, H, c.mlp_bias);
     auto up = dense(m + ".up_proj", c.intermediate_size, H, c.mlp_bias);
     auto down = dense(m + ".down_proj", H, c.intermediate_size, c.mlp_bias);
+    const auto* attention = dynamic_cast<const Attention*>(token_mixer.get());
     return std::unique_ptr<DecoderLayer>(
-        new DecoderLayer{std::move(in_norm), std::move(post_norm), Attention(c, i, a, q, k, v, o),
+        new DecoderLayer{std::move(in_norm), std::move(post_norm), std::move(token_mixer), attention,
                          LinearSlot(m + ".gate_proj", gate), LinearSlot(m + ".up_proj", up),
-                         LinearSlot(m + ".down_proj", down), c.sliding_window.at(i)});
+                         LinearSlot(m + ".down_proj", down), c.sliding_window.at(static_cast<size_t>(i))});
   }
 };
 
@@ -146,7 +168,7 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
     for (const auto& f : ckpt.files()) files += str(files.empty() ? "" : ", ", f.string());
     throw NotFound(str("tensor \"", name, "\" is missing from the checkpoint (", files, ")"));
   };
-  TensorSource source = [&](const std::string& name, std::vector<int64_t> shape, Init) {
+  TensorSource source = [&](const std::string& name, std::vector<int64_t> shape, Init, const at::Tensor&) {
     require(name);
     const TensorInfo& info = ckpt.info(name);
     LR_CHECK(info.dtype == Dtype::kF32 || info.dtype == Dtype::kBF16 || info.dtype == Dtype::kF16 ||
@@ -170,9 +192,9 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
   model.build(config, options);
   Builder builder{model.config_, source, &options.operator_loader, &read};
   model.embed_tokens_ =
-      source("model.embed_tokens.weight", {config.vocab_size, config.hidden_size}, Init::kNormal);
+      source("model.embed_tokens.weight", {config.vocab_size, config.hidden_size}, Init::kNormal, {});
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) model.layers_.push_back(builder.layer(i));
-  model.norm_ = source("model.norm.weight", {config.hidden_size}, Init::kOnes);
+  model.norm_ = source("model.norm.weight", {config.hidden_size}, Init::kOnes, {});
   if (config.tie_word_embeddings) {
     used.insert("lm_head.weight");  // transformers ties it to the embedding even when stored
     // A compressed head (e.g. `lowrank compress --method rtn --targets ... lm_head`) replaces the
@@ -212,9 +234,15 @@ Model Model::random(const ModelConfig& config, uint64_t seed, const LoadOptions&
   if (auto it = config.raw.find("initializer_range"); it != config.raw.end() && it->is_number())
     std_dev = it->get<double>();
   at::Generator gen = at::detail::createCPUGenerator(seed);
-  TensorSource source = [&](const std::string&, std::vector<int64_t> shape, Init init) {
+  TensorSource source = [&](const std::string& name, std::vector<int64_t> shape, Init init,
+                            const at::Tensor& value) {
     at::Tensor t;
-    if (init == Init::kNormal) {
+    if (init == Init::kValue) {
+      LR_CHECK(value.defined() && value.sizes() == at::IntArrayRef(shape), InternalError,
+               "initial value of \"", name, "\" has shape ",
+               value.defined() ? shape_str(value.sizes()) : "none", ", expected ", shape_str(shape));
+      t = value.detach().to(options.dtype).clone();
+    } else if (init == Init::kNormal) {
       t = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
       t.normal_(0.0, std_dev, gen);
       t = t.to(options.dtype);
@@ -226,9 +254,9 @@ Model Model::random(const ModelConfig& config, uint64_t seed, const LoadOptions&
   Model model;
   model.build(config, options);
   Builder builder{model.config_, source};
-  model.embed_tokens_ = source("", {config.vocab_size, config.hidden_size}, Init::kNormal);
+  model.embed_tokens_ = source("", {config.vocab_size, config.hidden_size}, Init::kNormal, {});
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) model.layers_.push_back(builder.layer(i));
-  model.norm_ = source("", {config.hidden_size}, Init::kOnes);
+  model.norm_ = source("", {config.hidden_size}, Init::kOnes, {});
   model.lm_head_ = std::make_unique<LinearSlot>(
       "lm_head", config.tie_word_embeddings
                      ? std::make_shared<DenseOperator>(model.embed_tokens_)
@@ -246,9 +274,8 @@ NamedTensors Model::named_tensors() const {
     const DecoderLayer& l = *layers_[i];
     const std::string p = str("model.layers.", i);
     out.emplace_back(p + ".input_layernorm.weight", l.input_layernorm);
-    for (const LinearSlot* s :
-         {&l.self_attn.q_proj, &l.self_attn.k_proj, &l.self_attn.v_proj, &l.self_attn.o_proj})
-      add_slot(*s);
+    for (const LinearSlot* s : std::as_const(*l.mixer).slots()) add_slot(*s);
+    for (auto& [n, t] : l.mixer->tensors()) out.emplace_back(n, t);
     out.emplace_back(p + ".post_attention_layernorm.weight", l.post_attention_layernorm);
     for (const LinearSlot* s : {&l.gate_proj, &l.up_proj, &l.down_proj}) add_slot(*s);
   }
@@ -317,6 +344,12 @@ at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOption
     valid = options.attention_mask.to(device_).to(at::kBool);
   }
   KVStore* cache = options.cache;
+  if (cache)
+    for (size_t i = 0; i < layers_.size(); ++i)
+      LR_CHECK(
+          layers_[i]->mixer->uses_kv_store(), Unsupported, "layer ", i, "'s mixer \"",
+          layers_[i]->mixer->name(),
+          "\" keeps no KV cache; running this model with a cache (generate, serve) is not supported yet");
   int64_t past = 0;
   at::Tensor key_valid = valid;
   bool padded = valid.defined() && !valid.all().item<bool>();
@@ -352,11 +385,19 @@ at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOption
     if (!masks.contains(layer->window))
       masks[layer->window] = make_attention_mask(key_valid, padded, past, T, layer->window, device_);
 
+  MixerContext context;
+  context.valid = valid;
+  context.positions = positions;
+  context.cos = cos;
+  context.sin = sin;
+  context.cache = cache;
+  context.past = past;
+  context.routing = options.routing;
   at::Tensor h = at::embedding(embed_tokens_, ids);
   for (const auto& layer : layers_) {
     const DecoderLayer& l = *layer;
-    at::Tensor a = l.self_attn.forward(rms_norm(h, l.input_layernorm, config_.rms_norm_eps), cos, sin,
-                                       masks.at(l.window), cache, options.routing);
+    context.mask = &masks.at(l.window);
+    at::Tensor a = l.mixer->forward(rms_norm(h, l.input_layernorm, config_.rms_norm_eps), context);
     h = h + a;
     const at::Tensor x = rms_norm(h, l.post_attention_layernorm, config_.rms_norm_eps);
     const LinearSlot* gate_up[] = {&l.gate_proj, &l.up_proj};
@@ -377,10 +418,10 @@ at::Tensor Model::forward(const at::Tensor& input_ids, const ForwardOptions& opt
 
 std::vector<LinearSlot*> Model::slots() {
   std::vector<LinearSlot*> out;
-  for (auto& l : layers_)
-    for (LinearSlot* s : {&l->self_attn.q_proj, &l->self_attn.k_proj, &l->self_attn.v_proj,
-                          &l->self_attn.o_proj, &l->gate_proj, &l->up_proj, &l->down_proj})
-      out.push_back(s);
+  for (auto& l : layers_) {
+    for (LinearSlot* s : l->mixer->slots()) out.push_back(s);
+    for (LinearSlot* s : {&l->gate_proj, &l->up_proj, &l->down_proj}) out.push_back(s);
+  }
   out.push_back(lm_head_.get());
   return out;
 }
@@ -402,7 +443,7 @@ LinearSlot& Model::slot(std::string_view name) {
   if (const LinearSlot* s = find_slot(name)) return const_cast<LinearSlot&>(*s);
   throw NotFound(str("no linear slot \"", name, "\" in this ", architecture_name(config_.architecture),
                      " (slots are named like model.layers.0.self_attn.q_proj, model.layers.0.mlp.down_proj, "
-                     "lm_head)"));
+                     "lm_head; other mixers' like model.layers.0.mixer.<projection>)"));
 }
 
 }  // namespace lowrank::nn

@@ -10,6 +10,9 @@
 // Loaded from and saved to the Hugging Face layout (config.json, model.safetensors or shards +
 // index, HF tensor names). Every projection is a LinearSlot (linear_slot.h) reachable by its HF
 // module name through slots().
+// LowrankMixerForCausalLM (config.h) is the same model with another token mixer in place of Attn in
+// some or all layers (token_mixer.h): its slots are model.layers.N.mixer.<projection> and its other
+// tensors model.layers.N.mixer.<name>; attention layers keep self_attn.*.
 // Deviations: RMSNorm of a float64 model stays in float64 (transformers would drop to float32);
 // position ids default to the count of real tokens before each token (transformers' generate()
 // convention) whenever an attention mask or a cache is given.
@@ -118,14 +121,16 @@ class Model {
   // A cache for `batch` sequences with room for `capacity` positions (it grows if exceeded).
   KVCache new_cache(int64_t batch, int64_t capacity) const;
 
-  // Every linear slot in module order: per layer q, k, v, o, gate, up, down; then lm_head.
+  // Every linear slot in module order: per layer the mixer's (attention: q, k, v, o), gate, up,
+  // down; then lm_head.
   std::vector<LinearSlot*> slots();
   std::vector<const LinearSlot*> slots() const;
   // Throws NotFound naming the slot.
   LinearSlot& slot(std::string_view name);
   // The slot called `name`, or null.
   const LinearSlot* find_slot(std::string_view name) const;
-  // The model's tensors under their HF names (embedding, norms, every slot's base tensors;
+  // The model's tensors under their HF names (embedding, norms, every slot's base tensors, the
+  // mixers' other tensors;
   // lm_head.weight omitted when tied): what save() writes. They share storage with the model.
   NamedTensors named_tensors() const;
 

@@ -1,0 +1,74 @@
+// The token-mixer interface's defaults and the mixer registry; see token_mixer.h.
+#include "lowrank/nn/token_mixer.h"
+
+#include <mutex>
+#include <shared_mutex>
+
+#include "lowrank/core/error.h"
+#include "lowrank/nn/attention.h"
+
+namespace lowrank::nn {
+
+std::unique_ptr<MixerState> TokenMixer::new_state(int64_t) const {
+  throw Unsupported(str("mixer \"", name(), "\" has no constant-size decode state (new_state/step)"));
+}
+
+at::Tensor TokenMixer::step(const at::Tensor&, MixerState&, const MixerContext&) const {
+  throw Unsupported(str("mixer \"", name(), "\" has no constant-size decode state (new_state/step)"));
+}
+
+std::vector<const LinearSlot*> TokenMixer::slots() const {
+  std::vector<const LinearSlot*> out;
+  // slots() only lists the mixer's members; constness here is that of the listing.
+  for (LinearSlot* s : const_cast<TokenMixer*>(this)->slots()) out.push_back(s);
+  return out;
+}
+
+struct MixerRegistry::Impl {
+  mutable std::shared_mutex mutex;
+  Registry<MixerFactory> entries{"mix"};
+};
+
+MixerRegistry::MixerRegistry() : impl_(std::make_shared<Impl>()) {}
+
+void MixerRegistry::add(MethodInfo info, MixerFactory factory) {
+  LR_CHECK(factory != nullptr, InvalidArgument, "mix registry: mixer \"", info.name, "\" has no factory");
+  std::unique_lock lock(impl_->mutex);
+  impl_->entries.add(std::move(info), std::move(factory));
+}
+
+bool MixerRegistry::contains(const std::string& name) const {
+  std::shared_lock lock(impl_->mutex);
+  return impl_->entries.contains(name);
+}
+
+MixerFactory MixerRegistry::factory(const std::string& name) const {
+  std::shared_lock lock(impl_->mutex);
+  return impl_->entries.factory(name);  // a copy: the entry may move when another is added
+}
+
+std::vector<MethodInfo> MixerRegistry::list() const {
+  std::shared_lock lock(impl_->mutex);
+  return impl_->entries.list();
+}
+
+std::string MixerRegistry::known() const {
+  std::string out;
+  for (const MethodInfo& m : list()) out += str(out.empty() ? "" : ", ", m.name);
+  return out;
+}
+
+MixerRegistry& mixer_registry() {
+  static MixerRegistry instance = [] {
+    MixerRegistry r;
+    register_attention_mixer(r);
+    return r;
+  }();
+  return instance;
+}
+
+std::string mixer_prefix(const std::string& mixer, int64_t layer) {
+  return str("model.layers.", layer, mixer == "attention" ? ".self_attn" : ".mixer");
+}
+
+}  // namespace lowrank::nn
