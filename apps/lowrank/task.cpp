@@ -75,7 +75,13 @@ VerbRunner add_task(CLI::App& app, const GlobalOptions& global) {
   for (const auto& t : data::tasks::task_registry()) {
     for (const auto& o : t.options) {
       auto& [help, tasks] = options[o.key];
-      if (help.empty()) help = o.help;
+      // Tasks that share an option may differ in its default: then the help drops the first
+      // task's default and points to the per-task table.
+      if (help.empty()) {
+        help = o.help;
+      } else if (help != o.help && help.find(" (default") != std::string::npos) {
+        help = help.substr(0, help.find(" (default")) + " (defaults per task: docs/tasks.md)";
+      }
       tasks += (tasks.empty() ? "" : ", ") + t.name;
     }
   }
