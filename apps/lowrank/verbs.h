@@ -35,5 +35,6 @@ VerbRunner add_data(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_compress(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_export(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_serve(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_task(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace lowrank::cli

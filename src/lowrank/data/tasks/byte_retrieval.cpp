@@ -1,0 +1,99 @@
+#include "lowrank/data/tasks/byte_retrieval.h"
+
+#include "lowrank/core/error.h"
+#include "lowrank/core/progress.h"
+#include "lowrank/data/tasks/corpus_splits.h"
+#include "lowrank/data/tasks/task_rng.h"
+
+namespace lowrank::data::tasks {
+
+namespace {
+
+void generate_byte_retrieval(const TaskRequest& request) {
+  TaskParams params(request);
+  const auto sizes = params.split_sizes({8000, 1000, 1000});
+  const auto corpora = params.list("corpora", {"bible", "cpp-headers"});
+  const int64_t window = params.integer("window", 1024, 1, int64_t{1} << 26);
+  params.finish();
+
+  std::vector<CorpusSplits> read;
+  // The long-enough documents of each corpus and split.
+  std::vector<std::array<std::vector<const std::string*>, 3>> docs;
+  for (std::size_t c = 0; c < corpora.size(); ++c)
+    read.push_back(read_corpus_splits(corpora[c], request.seed, c));
+  for (std::size_t c = 0; c < corpora.size(); ++c) {
+    std::array<std::vector<const std::string*>, 3> kept;
+    for (int s = 0; s < 3; ++s) {
+      for (const auto& d : read[c].documents[s]) {
+        if (static_cast<int64_t>(d.size()) >= 2 * window) kept[s].push_back(&d);
+      }
+      LR_CHECK(kept[s].size() >= 2, InvalidArgument, "corpus ", corpora[c], ": ", kept[s].size(), " of its ",
+               split_name(kSplits[s]), " documents hold 2 * --window = ", 2 * window,
+               " bytes; byte-retrieval needs at least 2 (use a smaller --window or other --corpora)");
+    }
+    docs.push_back(std::move(kept));
+  }
+
+  TaskHeader header =
+      header_for(request, "byte-retrieval: same-document detection of byte windows (LRA Retrieval's shape)");
+  header.parameters = params.resolved();
+  header.vocab_size = 256;
+  header.token_type = ElementType::kUint8;
+  header.target = "class";
+  header.classes = {"different", "same"};
+  header.layout = {{"kind", "pair"}, {"segments", {window, window}}};
+  header.sources = {{"corpora", corpus_sources(read)}};
+  TaskWriter writer(request.out, std::move(header));
+
+  TaskRng rng(request.seed, 1000);
+  ProgressBar bar(sizes[0] + sizes[1] + sizes[2], "byte-retrieval");
+  std::vector<int32_t> tokens(static_cast<std::size_t>(2 * window));
+  auto copy_window = [&](const std::string& doc, int64_t offset, int64_t at) {
+    for (int64_t i = 0; i < window; ++i) tokens[at + i] = static_cast<uint8_t>(doc[offset + i]);
+  };
+  for (Split split : kSplits) {
+    const int s = static_cast<int>(split);
+    for (int64_t n = 0; n < sizes[s]; ++n) {
+      const auto& pool = docs[rng.below(docs.size())][s];
+      const std::size_t d = rng.below(pool.size());
+      const std::string& doc = *pool[d];
+      const auto same = static_cast<int32_t>(rng.below(2));
+      const bool swap = rng.below(2) == 1;
+      const auto size = static_cast<int64_t>(doc.size());
+      if (same == 1) {
+        const int64_t a = rng.uniform_int(0, size - 2 * window);
+        const int64_t b = rng.uniform_int(a + window, size - window);
+        copy_window(doc, swap ? b : a, 0);
+        copy_window(doc, swap ? a : b, window);
+      } else {
+        std::size_t e = rng.below(pool.size() - 1);
+        if (e >= d) ++e;
+        const std::string& other = *pool[e];
+        const int64_t a = rng.uniform_int(0, size - window);
+        const int64_t b = rng.uniform_int(0, static_cast<int64_t>(other.size()) - window);
+        copy_window(swap ? other : doc, swap ? b : a, 0);
+        copy_window(swap ? doc : other, swap ? a : b, window);
+      }
+      writer.add(split, tokens, std::span(&same, 1));
+      bar.advance();
+    }
+  }
+  bar.finish();
+  writer.commit();
+}
+
+}  // namespace
+
+TaskDefinition byte_retrieval_task() {
+  TaskDefinition t;
+  t.name = "byte-retrieval";
+  t.summary = "Two 1 KiB byte windows: from the same document? (LRA Retrieval's shape)";
+  t.options = split_size_options();
+  t.options.push_back(
+      {"corpora", "Comma-separated corpora whose documents are drawn (default bible,cpp-headers)"});
+  t.options.push_back({"window", "Bytes per window (default 1024)"});
+  t.generate = generate_byte_retrieval;
+  return t;
+}
+
+}  // namespace lowrank::data::tasks

@@ -1,0 +1,153 @@
+#include "lowrank/data/tasks/registry.h"
+
+#include <algorithm>
+#include <charconv>
+#include <mutex>
+
+#include "lowrank/core/error.h"
+#include "lowrank/data/tasks/assoc_recall.h"
+#include "lowrank/data/tasks/byte_retrieval.h"
+#include "lowrank/data/tasks/byte_text.h"
+#include "lowrank/data/tasks/fashion_mnist.h"
+#include "lowrank/data/tasks/induction.h"
+#include "lowrank/data/tasks/listops.h"
+#include "lowrank/data/tasks/selective_copy.h"
+
+namespace lowrank::data::tasks {
+
+namespace {
+
+std::vector<TaskDefinition> register_builtin_tasks() {
+  std::vector<TaskDefinition> tasks;
+  tasks.push_back(listops_task());
+  tasks.push_back(assoc_recall_task());
+  tasks.push_back(selective_copy_task());
+  tasks.push_back(induction_task());
+  tasks.push_back(byte_text_task());
+  tasks.push_back(byte_retrieval_task());
+  tasks.push_back(fashion_mnist_task(/*sequence=*/false));
+  tasks.push_back(fashion_mnist_task(/*sequence=*/true));
+  for (const TaskDefinition& t : tasks) {
+    LR_CHECK(std::count_if(tasks.begin(), tasks.end(), [&](const auto& o) { return o.name == t.name; }) == 1,
+             InternalError, "task '", t.name, "' registered twice");
+  }
+  return tasks;
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+}  // namespace
+
+const std::vector<TaskDefinition>& task_registry() {
+  static const std::vector<TaskDefinition> tasks = register_builtin_tasks();
+  return tasks;
+}
+
+std::vector<std::string> task_names() {
+  std::vector<std::string> names;
+  for (const auto& t : task_registry()) names.push_back(t.name);
+  return names;
+}
+
+const TaskDefinition& find_task(const std::string& name) {
+  for (const auto& t : task_registry()) {
+    if (t.name == name) return t;
+  }
+  throw InvalidArgument(str("unknown task '", name, "'; known tasks: ", join(task_names())));
+}
+
+void generate_task(const TaskRequest& request) {
+  const TaskDefinition& task = find_task(request.task);
+  LR_CHECK(!request.lra || task.has_lra, InvalidArgument, "--lra: task ", task.name,
+           " has no paper-size settings; give its options instead");
+  task.generate(request);
+}
+
+std::vector<TaskOption> split_size_options() {
+  return {{"train_size", "Training examples"},
+          {"val_size", "Validation examples"},
+          {"test_size", "Test examples"}};
+}
+
+std::string option_flag(const std::string& key) {
+  std::string flag = "--" + key;
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return flag;
+}
+
+TaskParams::TaskParams(const TaskRequest& request) : request_(request) {}
+
+int64_t TaskParams::integer(const std::string& key, int64_t fallback, int64_t lo, int64_t hi) {
+  read_.push_back(key);
+  int64_t value = fallback;
+  if (auto it = request_.options.find(key); it != request_.options.end()) {
+    const std::string& text = it->second;
+    const char* end = text.data() + text.size();
+    const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+    LR_CHECK(ec == std::errc() && ptr == end, InvalidArgument, option_flag(key), ": '", text,
+             "' is not an integer");
+  }
+  LR_CHECK(value >= lo && value <= hi, InvalidArgument, option_flag(key), " ", value, " for task ",
+           request_.task, ": must be in [", lo, ", ", hi, "]");
+  resolved_[key] = value;
+  return value;
+}
+
+std::string TaskParams::text(const std::string& key, const std::string& fallback) {
+  read_.push_back(key);
+  auto it = request_.options.find(key);
+  const std::string value = it == request_.options.end() ? fallback : it->second;
+  LR_CHECK(!value.empty(), InvalidArgument, option_flag(key), ": empty value for task ", request_.task);
+  resolved_[key] = value;
+  return value;
+}
+
+std::vector<std::string> TaskParams::list(const std::string& key, const std::vector<std::string>& fallback) {
+  read_.push_back(key);
+  std::vector<std::string> items = fallback;
+  if (auto it = request_.options.find(key); it != request_.options.end()) {
+    items.clear();
+    std::string_view rest = it->second;
+    while (true) {
+      const auto comma = rest.find(',');
+      items.emplace_back(rest.substr(0, comma));
+      LR_CHECK(!items.back().empty(), InvalidArgument, option_flag(key), ": '", it->second,
+               "' has an empty item (expected a comma-separated list)");
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  resolved_[key] = items;
+  return items;
+}
+
+std::array<int64_t, 3> TaskParams::split_sizes(std::array<int64_t, 3> fallback) {
+  return {integer("train_size", fallback[0], 1, int64_t{1} << 32),
+          integer("val_size", fallback[1], 1, int64_t{1} << 32),
+          integer("test_size", fallback[2], 1, int64_t{1} << 32)};
+}
+
+void TaskParams::finish() const {
+  for (const auto& [key, value] : request_.options) {
+    if (std::find(read_.begin(), read_.end(), key) != read_.end()) continue;
+    std::vector<std::string> flags;
+    for (const auto& k : read_) flags.push_back(option_flag(k));
+    throw InvalidArgument(
+        str(option_flag(key), ": task ", request_.task, " has no such option; its options: ", join(flags)));
+  }
+}
+
+TaskHeader header_for(const TaskRequest& request, std::string generator) {
+  TaskHeader header;
+  header.task = request.task;
+  header.generator = std::move(generator);
+  header.seed = request.seed;
+  header.lra = request.lra;
+  return header;
+}
+
+}  // namespace lowrank::data::tasks
