@@ -416,12 +416,14 @@ TEST(TaskGoldenTest, SmallTasksHaveCommittedHashes) {
                      {"max_window", "90"}}),
                "byte-text");
   EXPECT_EQ(split_hashes(text),
-            "f58255bf5f089e82 5b3eb1ae9dd565fe 35e97772f36efb0c 8410666f260e7f0a e26fcce171976067 02115953bab2597d ");
+            "f58255bf5f089e82 5b3eb1ae9dd565fe 35e97772f36efb0c 8410666f260e7f0a e26fcce171976067 "
+            "02115953bab2597d ");
   const fs::path retrieval =
       generate(tmp, "byte-retrieval", 1234,
                with({{"corpora", (root / "corpus2").string()}, {"window", "64"}}), "byte-retrieval");
   EXPECT_EQ(split_hashes(retrieval),
-            "b56e5c7493373473 06775910686f891c 05e8103757cb9e2f da5b722304251e68 aff55b9ed3de9a73 e28887079c3c3bc6 ");
+            "b56e5c7493373473 06775910686f891c 05e8103757cb9e2f da5b722304251e68 aff55b9ed3de9a73 "
+            "e28887079c3c3bc6 ");
 }
 
 TEST(TaskGoldenTest, SeedChangesTheBytesAndRepeatsThem) {
