@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "lowrank/core/error.h"
-#include "lowrank/core/progress.h"
 #include "lowrank/data/tasks/task_rng.h"
 
 namespace lowrank::data::tasks {
@@ -24,45 +23,33 @@ void generate_assoc_recall(const TaskRequest& request) {
   TaskHeader header = header_for(
       request, "associative recall: HazyResearch/safari src/dataloaders/synthetics.py generate_assoc_recall");
   header.parameters = params.resolved();
-  for (int64_t t = 0; t < ordinary; ++t) header.vocabulary.push_back(std::to_string(t));
-  header.vocabulary.push_back("=>");
-  header.vocabulary.push_back(".");
-  header.vocab_size = vocab_size;
-  header.classes.assign(header.vocabulary.begin(), header.vocabulary.begin() + ordinary);
-  header.target = "class";
+  set_recall_vocabulary(header, ordinary);
   header.layout = {{"kind", "sequence"}, {"query_id", arrow}, {"num_keys", num_keys}};
   TaskWriter writer(request.out, std::move(header));
 
   TaskRng rng(request.seed);
-  ProgressBar bar(sizes[0] + sizes[1] + sizes[2], "assoc-recall");
   const int64_t pairs = seq_len / 2;
   std::vector<int32_t> value_of(static_cast<std::size_t>(num_keys));
   std::vector<int32_t> present;  // keys in order of first occurrence
   std::vector<int32_t> tokens;
-  for (Split split : kSplits) {
-    for (int64_t n = 0; n < sizes[static_cast<int>(split)]; ++n) {
-      for (auto& v : value_of)
-        v = static_cast<int32_t>(num_keys + static_cast<int64_t>(rng.below(num_values)));
-      tokens.clear();
-      present.clear();
-      for (int64_t i = 0; i < pairs; ++i) {
-        const auto key = static_cast<int32_t>(rng.below(num_keys));
-        tokens.push_back(key);
-        tokens.push_back(value_of[key]);
-        if (std::find(present.begin(), present.end(), key) == present.end()) present.push_back(key);
-      }
-      auto query = static_cast<int32_t>(rng.below(num_keys));
-      if (std::find(present.begin(), present.end(), query) == present.end())
-        query = present[rng.below(present.size())];
-      tokens.push_back(arrow);
-      tokens.push_back(query);
-      const int32_t answer = value_of[query];
-      writer.add(split, tokens, std::span(&answer, 1));
-      bar.advance();
+  write_splits(writer, sizes, "assoc-recall", [&](Split split) {
+    for (auto& v : value_of) v = static_cast<int32_t>(num_keys + static_cast<int64_t>(rng.below(num_values)));
+    tokens.clear();
+    present.clear();
+    for (int64_t i = 0; i < pairs; ++i) {
+      const auto key = static_cast<int32_t>(rng.below(num_keys));
+      tokens.push_back(key);
+      tokens.push_back(value_of[key]);
+      if (std::find(present.begin(), present.end(), key) == present.end()) present.push_back(key);
     }
-  }
-  bar.finish();
-  writer.commit();
+    auto query = static_cast<int32_t>(rng.below(num_keys));
+    if (std::find(present.begin(), present.end(), query) == present.end())
+      query = present[rng.below(present.size())];
+    tokens.push_back(arrow);
+    tokens.push_back(query);
+    const int32_t answer = value_of[query];
+    writer.add(split, tokens, std::span(&answer, 1));
+  });
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 #include "lowrank/data/tasks/byte_retrieval.h"
 
 #include "lowrank/core/error.h"
-#include "lowrank/core/progress.h"
 #include "lowrank/data/tasks/corpus_splits.h"
 #include "lowrank/data/tasks/task_rng.h"
 
@@ -46,40 +45,34 @@ void generate_byte_retrieval(const TaskRequest& request) {
   TaskWriter writer(request.out, std::move(header));
 
   TaskRng rng(request.seed, 1000);
-  ProgressBar bar(sizes[0] + sizes[1] + sizes[2], "byte-retrieval");
   std::vector<int32_t> tokens(static_cast<std::size_t>(2 * window));
   auto copy_window = [&](const std::string& doc, int64_t offset, int64_t at) {
     for (int64_t i = 0; i < window; ++i) tokens[at + i] = static_cast<uint8_t>(doc[offset + i]);
   };
-  for (Split split : kSplits) {
+  write_splits(writer, sizes, "byte-retrieval", [&](Split split) {
     const int s = static_cast<int>(split);
-    for (int64_t n = 0; n < sizes[s]; ++n) {
-      const auto& pool = docs[rng.below(docs.size())][s];
-      const std::size_t d = rng.below(pool.size());
-      const std::string& doc = *pool[d];
-      const auto same = static_cast<int32_t>(rng.below(2));
-      const bool swap = rng.below(2) == 1;
-      const auto size = static_cast<int64_t>(doc.size());
-      if (same == 1) {
-        const int64_t a = rng.uniform_int(0, size - 2 * window);
-        const int64_t b = rng.uniform_int(a + window, size - window);
-        copy_window(doc, swap ? b : a, 0);
-        copy_window(doc, swap ? a : b, window);
-      } else {
-        std::size_t e = rng.below(pool.size() - 1);
-        if (e >= d) ++e;
-        const std::string& other = *pool[e];
-        const int64_t a = rng.uniform_int(0, size - window);
-        const int64_t b = rng.uniform_int(0, static_cast<int64_t>(other.size()) - window);
-        copy_window(swap ? other : doc, swap ? b : a, 0);
-        copy_window(swap ? doc : other, swap ? a : b, window);
-      }
-      writer.add(split, tokens, std::span(&same, 1));
-      bar.advance();
+    const auto& pool = docs[rng.below(docs.size())][s];
+    const std::size_t d = rng.below(pool.size());
+    const std::string& doc = *pool[d];
+    const auto same = static_cast<int32_t>(rng.below(2));
+    const bool swap = rng.below(2) == 1;
+    const auto size = static_cast<int64_t>(doc.size());
+    if (same == 1) {
+      const int64_t a = rng.uniform_int(0, size - 2 * window);
+      const int64_t b = rng.uniform_int(a + window, size - window);
+      copy_window(doc, swap ? b : a, 0);
+      copy_window(doc, swap ? a : b, window);
+    } else {
+      std::size_t e = rng.below(pool.size() - 1);
+      if (e >= d) ++e;
+      const std::string& other = *pool[e];
+      const int64_t a = rng.uniform_int(0, size - window);
+      const int64_t b = rng.uniform_int(0, static_cast<int64_t>(other.size()) - window);
+      copy_window(swap ? other : doc, swap ? b : a, 0);
+      copy_window(swap ? doc : other, swap ? a : b, window);
     }
-  }
-  bar.finish();
-  writer.commit();
+    writer.add(split, tokens, std::span(&same, 1));
+  });
 }
 
 }  // namespace

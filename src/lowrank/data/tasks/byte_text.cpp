@@ -1,7 +1,6 @@
 #include "lowrank/data/tasks/byte_text.h"
 
 #include "lowrank/core/error.h"
-#include "lowrank/core/progress.h"
 #include "lowrank/data/tasks/corpus_splits.h"
 #include "lowrank/data/tasks/task_rng.h"
 
@@ -55,22 +54,16 @@ void generate_byte_text(const TaskRequest& request) {
   TaskWriter writer(request.out, std::move(header));
 
   TaskRng rng(request.seed, 1000);
-  ProgressBar bar(sizes[0] + sizes[1] + sizes[2], "byte-text");
   std::vector<int32_t> tokens;
-  for (Split split : kSplits) {
-    for (int64_t n = 0; n < sizes[static_cast<int>(split)]; ++n) {
-      const auto c = static_cast<int32_t>(rng.below(corpora.size()));
-      const int64_t w = rng.uniform_int(min_window, max_window);
-      const std::string& text = texts[c][static_cast<int>(split)];
-      const auto offset = static_cast<int64_t>(rng.below(text.size() - static_cast<std::size_t>(w) + 1));
-      tokens.resize(static_cast<std::size_t>(w));
-      for (int64_t i = 0; i < w; ++i) tokens[i] = static_cast<uint8_t>(text[offset + i]);
-      writer.add(split, tokens, std::span(&c, 1));
-      bar.advance();
-    }
-  }
-  bar.finish();
-  writer.commit();
+  write_splits(writer, sizes, "byte-text", [&](Split split) {
+    const auto c = static_cast<int32_t>(rng.below(corpora.size()));
+    const int64_t w = rng.uniform_int(min_window, max_window);
+    const std::string& text = texts[c][static_cast<int>(split)];
+    const auto offset = static_cast<int64_t>(rng.below(text.size() - static_cast<std::size_t>(w) + 1));
+    tokens.resize(static_cast<std::size_t>(w));
+    for (int64_t i = 0; i < w; ++i) tokens[i] = static_cast<uint8_t>(text[offset + i]);
+    writer.add(split, tokens, std::span(&c, 1));
+  });
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 #include "lowrank/data/tasks/induction.h"
 
 #include "lowrank/core/error.h"
-#include "lowrank/core/progress.h"
 #include "lowrank/data/tasks/task_rng.h"
 
 namespace lowrank::data::tasks {
@@ -20,31 +19,20 @@ void generate_induction(const TaskRequest& request) {
   TaskHeader header = header_for(
       request, "induction head: HazyResearch/safari src/dataloaders/synthetics.py generate_induction_head");
   header.parameters = params.resolved();
-  for (int64_t t = 0; t < ordinary; ++t) header.vocabulary.push_back(std::to_string(t));
-  header.vocabulary.push_back("=>");
-  header.vocabulary.push_back(".");
-  header.vocab_size = vocab_size;
-  header.classes.assign(header.vocabulary.begin(), header.vocabulary.begin() + ordinary);
-  header.target = "class";
+  set_recall_vocabulary(header, ordinary);
   header.layout = {{"kind", "sequence"}, {"trigger_id", trigger}};
   TaskWriter writer(request.out, std::move(header));
 
   TaskRng rng(request.seed);
-  ProgressBar bar(sizes[0] + sizes[1] + sizes[2], "induction");
   std::vector<int32_t> tokens(static_cast<std::size_t>(seq_len + 1));
-  for (Split split : kSplits) {
-    for (int64_t n = 0; n < sizes[static_cast<int>(split)]; ++n) {
-      for (int64_t i = 0; i < seq_len; ++i) tokens[i] = static_cast<int32_t>(rng.below(ordinary));
-      tokens[seq_len] = trigger;
-      const auto p = static_cast<int64_t>(rng.below(seq_len - 2));  // rng.integers(L - (1 + induction_len))
-      tokens[p] = trigger;
-      const int32_t answer = tokens[p + 1];
-      writer.add(split, tokens, std::span(&answer, 1));
-      bar.advance();
-    }
-  }
-  bar.finish();
-  writer.commit();
+  write_splits(writer, sizes, "induction", [&](Split split) {
+    for (int64_t i = 0; i < seq_len; ++i) tokens[i] = static_cast<int32_t>(rng.below(ordinary));
+    tokens[seq_len] = trigger;
+    const auto p = static_cast<int64_t>(rng.below(seq_len - 2));  // rng.integers(L - (1 + induction_len))
+    tokens[p] = trigger;
+    const int32_t answer = tokens[p + 1];
+    writer.add(split, tokens, std::span(&answer, 1));
+  });
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "lowrank/core/error.h"
+#include "lowrank/core/progress.h"
 #include "lowrank/data/tasks/assoc_recall.h"
 #include "lowrank/data/tasks/byte_retrieval.h"
 #include "lowrank/data/tasks/byte_text.h"
@@ -148,6 +149,28 @@ TaskHeader header_for(const TaskRequest& request, std::string generator) {
   header.seed = request.seed;
   header.lra = request.lra;
   return header;
+}
+
+void set_recall_vocabulary(TaskHeader& header, int64_t ordinary) {
+  for (int64_t t = 0; t < ordinary; ++t) header.vocabulary.push_back(std::to_string(t));
+  header.vocabulary.push_back("=>");
+  header.vocabulary.push_back(".");
+  header.vocab_size = ordinary + 2;
+  header.classes.assign(header.vocabulary.begin(), header.vocabulary.begin() + ordinary);
+  header.target = "class";
+}
+
+void write_splits(TaskWriter& writer, const std::array<int64_t, 3>& sizes, const std::string& name,
+                  const std::function<void(Split)>& add_example) {
+  ProgressBar bar(sizes[0] + sizes[1] + sizes[2], name);
+  for (Split split : kSplits) {
+    for (int64_t n = 0; n < sizes[static_cast<int>(split)]; ++n) {
+      add_example(split);
+      bar.advance();
+    }
+  }
+  bar.finish();
+  writer.commit();
 }
 
 }  // namespace lowrank::data::tasks

@@ -90,4 +90,14 @@ std::string option_flag(const std::string& key);
 // A header with the request's task, seed and --lra filled in.
 TaskHeader header_for(const TaskRequest& request, std::string generator);
 
+// The vocabulary of the recall tasks (induction, associative recall): tokens "0" … "ordinary − 1",
+// then "=>" and "."; the ordinary tokens are the classes.
+void set_recall_vocabulary(TaskHeader& header, int64_t ordinary);
+
+// Fills every split in order (train, val, test) with sizes[split] examples, one add_example(split)
+// call each (it draws the example and calls writer.add once), under a progress bar named `name`,
+// then commits the task.
+void write_splits(TaskWriter& writer, const std::array<int64_t, 3>& sizes, const std::string& name,
+                  const std::function<void(Split)>& add_example);
+
 }  // namespace lowrank::data::tasks

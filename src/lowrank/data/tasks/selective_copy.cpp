@@ -4,7 +4,6 @@
 #include <numeric>
 
 #include "lowrank/core/error.h"
-#include "lowrank/core/progress.h"
 #include "lowrank/data/tasks/task_rng.h"
 
 namespace lowrank::data::tasks {
@@ -34,28 +33,22 @@ void generate_selective_copy(const TaskRequest& request) {
   TaskWriter writer(request.out, std::move(header));
 
   TaskRng rng(request.seed);
-  ProgressBar bar(sizes[0] + sizes[1] + sizes[2], "selective-copy");
   const auto marker = static_cast<int32_t>(vocab_size - 1);
   std::vector<int32_t> positions(static_cast<std::size_t>(seq_len));
   std::vector<int32_t> tokens(static_cast<std::size_t>(seq_len + num_tokens));
   std::vector<int32_t> target(static_cast<std::size_t>(num_tokens));
-  for (Split split : kSplits) {
-    for (int64_t n = 0; n < sizes[static_cast<int>(split)]; ++n) {
-      for (auto& t : target) t = static_cast<int32_t>(rng.uniform_int(1, vocab_size - 2));
-      std::iota(positions.begin(), positions.end(), 0);
-      for (int64_t i = 0; i < num_tokens; ++i) {  // the first M of a uniform random permutation
-        std::swap(positions[i], positions[i + static_cast<int64_t>(rng.below(seq_len - i))]);
-      }
-      std::sort(positions.begin(), positions.begin() + num_tokens);
-      std::fill(tokens.begin(), tokens.begin() + seq_len, 0);
-      for (int64_t i = 0; i < num_tokens; ++i) tokens[positions[i]] = target[i];
-      std::fill(tokens.begin() + seq_len, tokens.end(), marker);
-      writer.add(split, tokens, target);
-      bar.advance();
+  write_splits(writer, sizes, "selective-copy", [&](Split split) {
+    for (auto& t : target) t = static_cast<int32_t>(rng.uniform_int(1, vocab_size - 2));
+    std::iota(positions.begin(), positions.end(), 0);
+    for (int64_t i = 0; i < num_tokens; ++i) {  // the first M of a uniform random permutation
+      std::swap(positions[i], positions[i + static_cast<int64_t>(rng.below(seq_len - i))]);
     }
-  }
-  bar.finish();
-  writer.commit();
+    std::sort(positions.begin(), positions.begin() + num_tokens);
+    std::fill(tokens.begin(), tokens.begin() + seq_len, 0);
+    for (int64_t i = 0; i < num_tokens; ++i) tokens[positions[i]] = target[i];
+    std::fill(tokens.begin() + seq_len, tokens.end(), marker);
+    writer.add(split, tokens, target);
+  });
 }
 
 }  // namespace
