@@ -15,6 +15,7 @@
 #include "lowrank/core/process.h"
 #include "lowrank/core/progress.h"
 #include "lowrank/core/threads.h"
+#include "lowrank/mix/registry.h"
 #include "lowrank/version.h"
 
 namespace {
@@ -70,6 +71,8 @@ int main(int argc, char** argv) {
     if (global.quiet) log::set_level(log::Level::kWarn);
     ProgressBar::set_enabled(!global.quiet);
     configure_threads(global.threads);
+    // Fill the mixer registry before any verb reads a config that names a mix/ mixer.
+    mix::registry();
     if (version) {
       print_version(global.verbose);
       return 0;
