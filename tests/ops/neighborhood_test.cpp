@@ -164,7 +164,7 @@ TEST(NeighborhoodTest, AKernelAsLargeAsTheInputIsFullAttention) {
 }
 
 TEST(NeighborhoodTest, TiledEqualsNaiveInFloat32AcrossSeveralTilesAndSubTiles) {
-  // Sizes beyond one query tile (32 in 1-D, 8 × 8 in 2-D) and halos beyond one KV sub-tile (64).
+  // Sizes beyond one query tile (16 to 64 in 1-D, 8 × 8 in 2-D) and halos beyond one KV sub-tile (64).
   const std::vector<Case> big = {
       {"1d_long", 0, 101, {{41, 1, false}}, true},
       {"1d_long_dilated_causal", 0, 97, {{9, 4, true}}, true},

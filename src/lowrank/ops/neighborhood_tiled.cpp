@@ -193,8 +193,11 @@ at::Tensor neighborhood_attention_tiled(const at::Tensor& q, const at::Tensor& k
   const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   const at::Tensor bc = bias.defined() ? bias.to(q.scalar_type()).contiguous() : bias;
   at::Tensor out = at::empty_like(qc);
-  // A sequence is one row: its tile runs along it. A grid gets square tiles.
-  const TileShape tile = q.size(2) == 1 ? TileShape{1, 32} : TileShape{8, 8};
+  // A sequence is one row: its tile runs along it, about one window long (rounded up to 8, 16 to
+  // 64), so that the halo (tile + k − 1 keys) wastes at most about half of the Q·Kᵀ GEMM on
+  // masked keys while the GEMM stays wide enough. A grid gets 8 × 8 tiles.
+  const int64_t row_tile = std::clamp<int64_t>((axis_w.kernel + 1 + 7) / 8 * 8, 16, 64);
+  const TileShape tile = q.size(2) == 1 ? TileShape{1, row_tile} : TileShape{8, 8};
   if (q.scalar_type() == at::kDouble)
     tiled_forward<double>(qc, kc, vc, bc, axis_h, axis_w, scale, out, tile);
   else
