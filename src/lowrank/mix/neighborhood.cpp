@@ -90,7 +90,7 @@ NeighborhoodMixer::NeighborhoodMixer(const nn::MixerSpec& spec)
   if (spec.options.value("rpb", true)) {
     std::vector<int64_t> shape = {heads_};
     for (const ops::NeighborhoodAxis& a : axes_) shape.push_back(2 * a.kernel - 1);
-    // NAT initialises the table with trunc_normal(std 0.02): the model's N(0, initializer_range).
+    // NATTEN draws the table from trunc_normal(std 0.02); here N(0, initializer_range), the model's 0.02.
     rpb_ = spec.tensor(rpb_name_, shape, nn::ParamInit::kNormal, at::Tensor());
   }
 }

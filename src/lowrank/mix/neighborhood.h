@@ -11,12 +11,16 @@
 // per head, the tensor `<prefix>.rpb`.
 // Authors' code followed: SHI-Labs/NATTEN, csrc/include/natten/cpu/naive/natten_cpu_commons.h
 // (window start/end, causal windows, bias index), .../pointwise_neighborhood_{1d,2d}.hpp and
-// neighborhood_neighborhood_{1d,2d}.hpp (QK + RPB, then AV), and natten/modules.py's
-// NeighborhoodAttention{1D,2D} (q/k/v/proj, rpb of [heads, 2k − 1 ...], scale head_dim^−½).
+// neighborhood_neighborhood_{1d,2d}.hpp (QK + RPB, then AV), and src/natten/natten{1d,2d}.py's
+// NeighborhoodAttention{1D,2D} (qkv and proj Linears, rpb [heads, 2k − 1 ...] drawn from
+// trunc_normal(std 0.02), scale head_dim^−½).
 // Deviations: q, k, v are the separate LinearSlots of this project's mixers (NATTEN fuses them
 // into one qkv Linear; the same map); the projections follow the model config's attention_bias
-// (NAT's qkv_bias defaults to true); RPB is allowed with causal masking (NATTEN refuses it) and
-// indexes the same table; padded rows (MixerContext::valid) are refused; no RoPE (NAT has none).
+// (NATTEN's qkv and proj have biases); the bias table starts from N(0, initializer_range) (the
+// model's 0.02, untruncated); a sequence or grid shorter than kernel_size × dilation on an axis
+// that is not causal is an error (NATTEN's module pads it with zero tokens up to that length);
+// RPB is allowed with causal masking (NATTEN's fused kernels refuse the pair) and indexes the
+// same table; padded rows (MixerContext::valid) are refused; no RoPE (NAT has none).
 // A causal 1-D mixer decodes through step(): its state is the last (k − 1)·d + 1 keys and values.
 #pragma once
 

@@ -20,7 +20,8 @@
 //     window its rule produces.
 // Deviations: NATTEN refuses RPB together with causal masking; here a causal axis indexes the same
 // table (offsets −(k−1) … 0 use its first k entries). Even kernel sizes (NATTEN ≥ 0.20) are not
-// supported: k must be odd, as in NATTEN's naive CPU kernels.
+// supported: k must be odd, as in NATTEN's naive CPU kernels (k = 1, which NATTEN's modules refuse, is
+// allowed: each query sees itself only).
 //
 // Two kernels compute the same thing:
 //   - naive (neighborhood_cpu.cpp): the gather reference. It builds each query's key indices,
