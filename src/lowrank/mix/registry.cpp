@@ -3,11 +3,18 @@
 
 #include <mutex>
 
+#include "lowrank/mix/fnet.h"
+#include "lowrank/mix/neighborhood.h"
+#include "lowrank/mix/ponet.h"
+
 namespace lowrank::mix {
 
 void register_builtin(nn::MixerRegistry& registry) {
   // One line per mixer of mix/ (register_<mixer>(registry)); none beyond nn's attention yet.
   (void)registry;
+  register_neighborhood(registry);
+  register_ponet(registry);
+  register_fnet(registry);
 }
 
 nn::MixerRegistry& registry() {
