@@ -3,11 +3,14 @@
 
 #include <mutex>
 
+#include "lowrank/mix/linformer.h"
+
 namespace lowrank::mix {
 
 void register_builtin(nn::MixerRegistry& registry) {
   // One line per mixer of mix/ (register_<mixer>(registry)); none beyond nn's attention yet.
   (void)registry;
+  register_linformer(registry);
 }
 
 nn::MixerRegistry& registry() {
