@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "lowrank/mix/linformer.h"
+#include "lowrank/mix/soft.h"
 
 namespace lowrank::mix {
 
@@ -11,6 +12,7 @@ void register_builtin(nn::MixerRegistry& registry) {
   // One line per mixer of mix/ (register_<mixer>(registry)); none beyond nn's attention yet.
   (void)registry;
   register_linformer(registry);
+  register_soft(registry);
 }
 
 nn::MixerRegistry& registry() {
