@@ -10,6 +10,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/mix/linformer.h"
+#include "lowrank/nn/model.h"
 #include "tests/mix/mixer_test_util.h"
 #include "tests/testing.h"
 
@@ -87,6 +88,12 @@ TEST(LinformerTest, ALongerSequenceIsRefusedNamingBothLengths) {
   const std::string m = error_of([&] { (void)mixer->forward(at::randn({1, 7, 8}, at::kDouble), {}); });
   EXPECT_NE(m.find("7 positions"), std::string::npos) << m;
   EXPECT_NE(m.find("max_seq_len = 6"), std::string::npos) << m;
+}
+
+TEST(LinformerTest, ACausalLanguageModelRefusesIt) {
+  const nn::ModelConfig config = testing::mixer_config("linformer", 8, 2, {{"max_seq_len", 8}, {"k", 4}});
+  const std::string m = error_of([&] { (void)nn::Model::random(config, 1); });
+  EXPECT_NE(m.find("mixer \"linformer\" is bidirectional"), std::string::npos) << m;
 }
 
 TEST(LinformerTest, BadOptionsAreRefusedByName) {

@@ -67,7 +67,9 @@ struct NewtonInverseFunction : torch::autograd::Function<NewtonInverseFunction> 
     at::Tensor v;
     {
       at::NoGradGuard no_grad;
-      v = newton_iterate(mat, iters, ridge, backoff);
+      // Half-precision iterations lose the inverse; they run in float32.
+      const bool reduced = mat.scalar_type() == at::kHalf || mat.scalar_type() == at::kBFloat16;
+      v = newton_iterate(reduced ? mat.to(at::kFloat) : mat, iters, ridge, backoff).to(mat.scalar_type());
     }
     ctx->save_for_backward({v});
     return v;
