@@ -4,17 +4,20 @@
 #include <mutex>
 
 #include "lowrank/mix/fnet.h"
+#include "lowrank/mix/linformer.h"
 #include "lowrank/mix/neighborhood.h"
 #include "lowrank/mix/ponet.h"
+#include "lowrank/mix/soft.h"
 
 namespace lowrank::mix {
 
 void register_builtin(nn::MixerRegistry& registry) {
-  // One line per mixer of mix/ (register_<mixer>(registry)); none beyond nn's attention yet.
-  (void)registry;
+  // One line per mixer of mix/ (register_<mixer>(registry)); "attention" is nn's own.
   register_neighborhood(registry);
   register_ponet(registry);
   register_fnet(registry);
+  register_linformer(registry);
+  register_soft(registry);
 }
 
 nn::MixerRegistry& registry() {
