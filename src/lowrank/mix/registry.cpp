@@ -3,11 +3,17 @@
 
 #include <mutex>
 
+#include "lowrank/mix/local_attention.h"
+#include "lowrank/mix/performer.h"
+#include "lowrank/mix/scatterbrain.h"
+
 namespace lowrank::mix {
 
 void register_builtin(nn::MixerRegistry& registry) {
-  // One line per mixer of mix/ (register_<mixer>(registry)); none beyond nn's attention yet.
-  (void)registry;
+  // One line per mixer of mix/ (register_<mixer>(registry)).
+  register_scatterbrain(registry);
+  register_performer(registry);
+  register_local_attention(registry);
 }
 
 nn::MixerRegistry& registry() {
