@@ -191,6 +191,28 @@ TEST(ScatterbrainTest, PaddedKeysAreIgnored) {
   EXPECT_LE(max_abs_diff(mixer->mix(x.q, x.k, x.v, valid), want), 1e-10);
 }
 
+// Left padding through the forward (context.valid): the real positions' outputs equal those of
+// the unpadded sequence, for every variant (the local windows count positions, and the padding
+// only occupies positions before the first token).
+TEST(ScatterbrainTest, LeftPaddedForwardEqualsTheUnpaddedSequenceForEveryVariant) {
+  const auto config = kernel_config(2, 1, 4);
+  const int64_t T = 7, P = 3, H = config.hidden_size;
+  at::manual_seed(13);
+  const at::Tensor x = at::randn({1, T, H}, at::kDouble);
+  const at::Tensor padded = at::cat({at::randn({1, P, H}, at::kDouble) * 3, x}, 1);
+  nn::MixerContext plain, with_padding;
+  with_padding.valid = at::cat({at::zeros({1, P}, at::kBool), at::ones({1, T}, at::kBool)}, 1);
+  for (const KernelMixerVariant variant : {kSb, KernelMixerVariant::kPerformer, KernelMixerVariant::kLocal})
+    for (const bool causal : {true, false}) {
+      Json options = {{"causal", causal}};
+      if (variant != KernelMixerVariant::kPerformer) options["window"] = 3;
+      const auto mixer = make_mixer(variant, config, options);
+      const at::Tensor want = mixer->forward(x, plain);
+      const at::Tensor got = mixer->forward(padded, with_padding).narrow(1, P, T);
+      EXPECT_LE(max_abs_diff(got, want), 1e-10) << mixer->name() << ", causal " << causal;
+    }
+}
+
 TEST(ScatterbrainTest, BadOptionsAreRefusedNamingTheOption) {
   const auto config = kernel_config(2, 2, 4);
   expect_invalid([&] { make_mixer(kSb, config, {{"windw", 3}}); }, {"unknown option \"windw\"", "window"});
