@@ -5,14 +5,20 @@
 
 #include "lowrank/mix/fnet.h"
 #include "lowrank/mix/linformer.h"
+#include "lowrank/mix/local_attention.h"
 #include "lowrank/mix/neighborhood.h"
+#include "lowrank/mix/performer.h"
 #include "lowrank/mix/ponet.h"
+#include "lowrank/mix/scatterbrain.h"
 #include "lowrank/mix/soft.h"
 
 namespace lowrank::mix {
 
 void register_builtin(nn::MixerRegistry& registry) {
   // One line per mixer of mix/ (register_<mixer>(registry)); "attention" is nn's own.
+  register_scatterbrain(registry);
+  register_performer(registry);
+  register_local_attention(registry);
   register_neighborhood(registry);
   register_ponet(registry);
   register_fnet(registry);

@@ -1,0 +1,188 @@
+// Positive orthogonal random features and their linear attention; see feature_map.h.
+#include "lowrank/mix/feature_map.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "lowrank/core/error.h"
+
+namespace lowrank::mix {
+namespace {
+
+constexpr int64_t kCausalChunk = 64;
+
+// exp(x − c) with c = −inf (no key yet) giving 0 rather than NaN.
+at::Tensor finite_or(const at::Tensor& value, const at::Tensor& fallback) {
+  return at::where(value.isfinite(), value, fallback);
+}
+
+}  // namespace
+
+at::Tensor gaussian_orthogonal_random_matrix(int64_t rows, int64_t d, uint64_t seed) {
+  LR_CHECK(rows >= 1 && d >= 1, InvalidArgument, "random features: ", rows, " rows of dimension ", d);
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  const int64_t blocks = (rows + d - 1) / d;
+  std::vector<at::Tensor> parts;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const at::Tensor g = at::randn({d, d}, gen, f64);
+    auto [q, r] = at::linalg_qr(g);
+    // Haar-uniform: fix the sign ambiguity of the QR factor by sign(diag R).
+    q = q * at::sign(r.diagonal()).unsqueeze(0);
+    parts.push_back(q.t());  // rows orthonormal
+  }
+  const at::Tensor ortho = at::cat(parts, 0).narrow(0, 0, rows);
+  // Row norms distributed as those of Gaussian vectors (χ_d): the marginals of an iid draw.
+  const at::Tensor norms = at::randn({rows, d}, gen, f64).norm(2, {1}, /*keepdim=*/true);
+  return ortho * norms;
+}
+
+RandomFeatures::RandomFeatures(int64_t head_dim, int64_t n_features, FeatureKind kind, StabiliseOn stabilise,
+                               double eps, uint64_t seed)
+    : head_dim_(head_dim), kind_(kind), stabilise_(stabilise), eps_(eps) {
+  const int64_t rows = kind == FeatureKind::kCosh ? n_features / 2 : n_features;
+  LR_CHECK(rows >= 1, InvalidArgument, "n_features ", n_features, " is too small (at least ",
+           kind == FeatureKind::kCosh ? 2 : 1, ")");
+  projection_ = gaussian_orthogonal_random_matrix(rows, head_dim, seed);
+}
+
+void RandomFeatures::set_projection(const at::Tensor& projection) {
+  LR_CHECK(projection.dim() == 2 && projection.size(1) == head_dim_ && projection.size(0) >= 1,
+           InvalidArgument, "random features: a projection of shape ", projection.sizes(), " for head_dim ",
+           head_dim_);
+  projection_ = projection.to(at::kDouble).cpu().contiguous();
+}
+
+std::pair<at::Tensor, at::Tensor> RandomFeatures::log_features(const at::Tensor& x) const {
+  const double normaliser = std::pow(static_cast<double>(head_dim_), -0.25);
+  const at::Tensor xh = x * normaliser;
+  at::Tensor projected = at::matmul(xh, projection_.to(x.options()).t());
+  if (kind_ == FeatureKind::kCosh) projected = at::cat({projected, -projected}, -1);
+  const at::Tensor half_norm = xh.square().sum(-1, /*keepdim=*/true) * 0.5;
+  at::Tensor log_feature = projected - half_norm;
+  at::Tensor stabilised_on = stabilise_ == StabiliseOn::kLogFeature ? log_feature : projected;
+  return {std::move(log_feature), std::move(stabilised_on)};
+}
+
+QueryFeatures RandomFeatures::queries(const at::Tensor& q) const {
+  const auto [a, on] = log_features(q);
+  const at::Tensor c = at::amax(on, {-1}, /*keepdim=*/true).detach();
+  at::Tensor features = at::exp(a - c);
+  if (eps_ != 0.0) features = features + eps_;
+  const double half_log_m = 0.5 * std::log(static_cast<double>(n_features()));
+  return {features, c - half_log_m};
+}
+
+KeyFeatures RandomFeatures::keys(const at::Tensor& k, const at::Tensor& key_mask) const {
+  const auto [a, on] = log_features(k);
+  const double inf = std::numeric_limits<double>::infinity();
+  at::Tensor own = at::amax(on, {-1}, /*keepdim=*/true).detach();
+  if (key_mask.defined()) own = own.masked_fill(key_mask.eq(0), -inf);
+  // A row without any real key keeps a finite stabiliser (its features are all zero anyway).
+  const at::Tensor c = finite_or(at::amax(own, {-2}, /*keepdim=*/true), at::zeros({}, own.options()));
+  at::Tensor features = at::exp(a - c);
+  if (key_mask.defined()) features = features * key_mask;
+  return {features, c, own, key_mask};
+}
+
+LowRankTerms RandomFeatures::attend(const QueryFeatures& q, const KeyFeatures& k, const at::Tensor& v,
+                                    bool causal) const {
+  const double half_log_m = 0.5 * std::log(static_cast<double>(n_features()));
+  const at::Tensor& qf = q.features;
+  const at::Tensor query_sum = qf.sum(-1, /*keepdim=*/true);
+  const at::Tensor ones = at::ones_like(v.narrow(-1, 0, 1));
+  const at::Tensor key_weight = k.key_mask.defined() ? k.key_mask : ones;
+  LowRankTerms out;
+  out.query_sum = query_sum;
+  if (!causal) {
+    at::Tensor kf = k.features;
+    if (eps_ != 0.0) kf = kf + eps_ * key_weight;
+    const at::Tensor kv = at::matmul(kf.transpose(-1, -2), v);  // [.., m, Dv]
+    const at::Tensor z = kf.sum(-2, /*keepdim=*/true);          // [.., 1, m]
+    out.numerator = at::matmul(qf, kv);
+    out.normaliser = (qf * z).sum(-1, /*keepdim=*/true);
+    out.log_scale = q.log_scale + k.stabiliser - half_log_m;
+    return out;
+  }
+  const int64_t dv = v.size(-1);
+  const at::Tensor both = causal_linear_product(qf, k.features, at::cat({v, ones}, -1));
+  at::Tensor numerator = both.narrow(-1, 0, dv);
+  at::Tensor normaliser = both.narrow(-1, dv, 1);
+  if (eps_ == 0.0) {
+    out.numerator = numerator;
+    out.normaliser = normaliser;
+    out.log_scale = q.log_scale + k.stabiliser - half_log_m;
+    return out;
+  }
+  // eps > 0: row i is stabilised by the running maximum M_i over its keys (see the header); the
+  // exp part, computed at the global stabiliser c ≥ M_i, is brought to M_i by exp(c − M_i).
+  const at::Tensor running = std::get<0>(at::cummax(k.own_max, -2));
+  const at::Tensor m_i = finite_or(running, k.stabiliser.expand_as(running));
+  const at::Tensor lift = at::exp(k.stabiliser - m_i);
+  const at::Tensor value_sum = at::cumsum(v * key_weight, -2);
+  const at::Tensor key_count = at::cumsum(key_weight, -2);
+  out.numerator = lift * numerator + eps_ * query_sum * value_sum;
+  out.normaliser = lift * normaliser + eps_ * query_sum * key_count;
+  out.log_scale = q.log_scale + m_i - half_log_m;
+  return out;
+}
+
+at::Tensor causal_linear_product(const at::Tensor& a, const at::Tensor& b, const at::Tensor& v) {
+  const int64_t T = a.size(-2);
+  std::vector<at::Tensor> rows;
+  at::Tensor carried;  // Σ_{j < chunk start} b_jᵀ v_j  [.., m, Dv]
+  for (int64_t start = 0; start < T; start += kCausalChunk) {
+    const int64_t len = std::min(kCausalChunk, T - start);
+    const at::Tensor ac = a.narrow(-2, start, len);
+    const at::Tensor bc = b.narrow(-2, start, len);
+    const at::Tensor vc = v.narrow(-2, start, len);
+    at::Tensor out = at::matmul(at::matmul(ac, bc.transpose(-1, -2)).tril(), vc);
+    if (carried.defined()) out = out + at::matmul(ac, carried);
+    const at::Tensor chunk_sum = at::matmul(bc.transpose(-1, -2), vc);
+    carried = carried.defined() ? carried + chunk_sum : chunk_sum;
+    rows.push_back(out);
+  }
+  return at::cat(rows, -2);
+}
+
+RunningFeatureSums::RunningFeatureSums(int64_t batch, int64_t heads, int64_t m, int64_t dv,
+                                       const at::TensorOptions& options)
+    : kv(at::zeros({batch, heads, m, dv}, options)),
+      z(at::zeros({batch, heads, 1, m}, options)),
+      vsum(at::zeros({batch, heads, 1, dv}, options)),
+      count(at::zeros({batch, heads, 1, 1}, options)),
+      max(at::full({batch, heads, 1, 1}, -std::numeric_limits<double>::infinity(), options)) {}
+
+void RunningFeatureSums::add(const RandomFeatures& features, const at::Tensor& k, const at::Tensor& v) {
+  const auto [a, on] = features.log_features(k);
+  const at::Tensor grown = at::maximum(max, at::amax(on, {-1}, /*keepdim=*/true));
+  // The sums so far were at scale `max`; exp(−inf) = 0 rescales the empty sums harmlessly.
+  const at::Tensor rescale = at::exp(max - grown);
+  const at::Tensor feature = at::exp(a - grown);  // [B, H, 1, m]
+  kv = kv * rescale + at::matmul(feature.transpose(-1, -2), v);
+  z = z * rescale + feature;
+  vsum = vsum + v;
+  count = count + 1;
+  max = grown;
+  ++added;
+}
+
+LowRankTerms RunningFeatureSums::attend(const RandomFeatures& features, const QueryFeatures& q) const {
+  LR_CHECK(!empty(), InternalError, "low-rank terms of an empty running sum");
+  const double eps = features.eps();
+  LowRankTerms out;
+  out.query_sum = q.features.sum(-1, /*keepdim=*/true);
+  out.numerator = at::matmul(q.features, kv);
+  out.normaliser = (q.features * z).sum(-1, /*keepdim=*/true);
+  if (eps != 0.0) {
+    out.numerator = out.numerator + eps * out.query_sum * vsum;
+    out.normaliser = out.normaliser + eps * out.query_sum * count;
+  }
+  out.log_scale = q.log_scale + max - 0.5 * std::log(static_cast<double>(features.n_features()));
+  return out;
+}
+
+}  // namespace lowrank::mix
