@@ -1,15 +1,14 @@
 // The token-mixer seam (nn/token_mixer.h): LowrankMixerForCausalLM with all-attention layers equals
 // LlamaForCausalLM (and the independent float64 reference), saves and reloads with its config keys;
-// bad `layer_mixers` are refused before any tensor is read; and a small mixer registered from this
-// test (a causal mean of the past through one linear slot) runs in a hybrid [attention, mean]
-// model: its forward against a float64 loop, its slot seen by LoRA and by per-row routing, its
-// tensors saved and reloaded. Every registered causal mixer is checked for ∂y_i/∂x_j = 0 (j > i)
-// by autograd, and every one with a decode state for step() = forward's rows.
+// bad `layer_mixers` are refused before any tensor is read; and a small test-only mixer
+// (tests/nn/test_mixers.h: a causal mean of the past through one linear slot) runs in a hybrid
+// [attention, mean] model: its forward against a float64 loop, its slot seen by LoRA and by per-row routing,
+// its tensors saved and reloaded. Every registered causal mixer is checked for ∂y_i/∂x_j = 0 (j > i) by
+// autograd, and every one with a decode state for step() = forward's rows.
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <filesystem>
-#include <mutex>
 #include <set>
 
 #include "lowrank/adapt/model_adapters.h"
@@ -23,6 +22,7 @@
 #include "lowrank/nn/rope.h"
 #include "lowrank/nn/token_mixer.h"
 #include "tests/nn/reference.h"
+#include "tests/nn/test_mixers.h"
 #include "tests/testing.h"
 
 namespace lowrank::nn {
@@ -30,79 +30,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// y_t = W · (1/(t+1)) Σ_{s<=t} x_s + b: W is the slot `<prefix>.proj`, b the tensor
-// `<prefix>.offset` (not a slot), initialised to linspace(-v, v) with v = option "offset_init".
-class MeanOfPastMixer final : public TokenMixer {
- public:
-  explicit MeanOfPastMixer(const MixerSpec& spec)
-      : proj_(spec.prefix + ".proj", spec.projection(spec.prefix + ".proj", spec.config.hidden_size,
-                                                     spec.config.hidden_size, false)),
-        offset_name_(spec.prefix + ".offset") {
-    const double v = spec.options.value("offset_init", 0.5);
-    const int64_t H = spec.config.hidden_size;
-    offset_ = spec.tensor(offset_name_, {H}, ParamInit::kValue, at::linspace(-v, v, H, at::kDouble));
-  }
-  std::string name() const override { return "test_mean"; }
-  at::Tensor forward(const at::Tensor& x, const MixerContext& context) const override {
-    const at::Tensor count = at::arange(1, x.size(1) + 1, x.options()).view({1, -1, 1});
-    return proj_.forward(x.cumsum(1) / count, context.routing) + offset_;
-  }
-  bool causal() const override { return true; }
-
-  struct State : MixerState {
-    at::Tensor sum;
-    int64_t count = 0;
-  };
-  bool has_decode_state() const override { return true; }
-  std::unique_ptr<MixerState> new_state(int64_t batch) const override {
-    auto s = std::make_unique<State>();
-    s->sum = at::zeros({batch, 1, offset_.size(0)}, offset_.options());
-    return s;
-  }
-  at::Tensor step(const at::Tensor& x, MixerState& state, const MixerContext& context) const override {
-    auto& s = dynamic_cast<State&>(state);
-    s.sum = s.sum + x;
-    s.count += 1;
-    return proj_.forward(s.sum / static_cast<double>(s.count), context.routing) + offset_;
-  }
-  std::vector<LinearSlot*> slots() override { return {&proj_}; }
-  using TokenMixer::slots;
-  NamedTensors tensors() const override { return {{offset_name_, offset_}}; }
-  std::vector<ParamGroup> param_groups() const override { return {{offset_name_, std::nullopt, 0.0}}; }
-
- private:
-  LinearSlot proj_;
-  std::string offset_name_;
-  at::Tensor offset_;
-};
-
 void register_test_mixer() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    mixer_registry().add(
-        {"test_mean", "causal mean of the past (test only)", "", {{"offset_init", "b's range"}}},
-        [](const MixerSpec& spec) { return std::make_unique<MeanOfPastMixer>(spec); });
-  });
+  testing_mixers::register_test_mixers();
 }
 
-testing::TinySpec tiny_spec() {
-  testing::TinySpec s;
-  s.vocab = 23;
-  s.hidden = 8;
-  s.intermediate = 12;
-  s.heads = 4;
-  s.kv_heads = 2;
-  s.head_dim = 2;
-  return s;
-}
-
-Json mixer_config(const testing::TinySpec& s, const Json& layer_mixers) {
-  Json c = testing::tiny_config(s);
-  c["architectures"] = {"LowrankMixerForCausalLM"};
-  c["model_type"] = "lowrank_mixer";
-  c["layer_mixers"] = layer_mixers;
-  return c;
-}
+using testing_mixers::mixer_config;
+using testing_mixers::tiny_spec;
 
 double max_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
@@ -238,15 +171,19 @@ TEST(TokenMixerTest, HybridModelRunsSavesAndShowsTheMixersSlotsAndTensors) {
   const Model reloaded = Model::load(tmp.path(), {at::kDouble, at::kCPU});
   EXPECT_TRUE(reloaded.forward(ids).equal(logits));
 
-  // A cache needs a KV store in every layer: refused, naming the layer and the mixer.
-  KVCache cache = model.new_cache(2, 8);
+  // A cache must hold the mixer's decode state (Model::new_cache makes one that does; decoding is
+  // tested in mixer_decode_test.cpp): one made for keys and values only is refused, naming the
+  // layer and the mixer.
+  KVCache cache(model.config(), 2, 8, at::TensorOptions().dtype(at::kDouble));
   ForwardOptions o;
   o.cache = &cache;
   try {
     (void)model.forward(ids, o);
-    FAIL() << "a cache was accepted by a mixer without a KV store";
+    FAIL() << "a cache without the mixer's decode state was accepted";
   } catch (const Unsupported& e) {
-    EXPECT_NE(std::string(e.what()).find("layer 1's mixer \"test_mean\""), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("layer 1's mixer \"test_mean\" keeps a decode state"),
+              std::string::npos)
+        << e.what();
   }
 }
 

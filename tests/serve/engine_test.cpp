@@ -5,8 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <utility>
+
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/generate.h"
+#include "tests/nn/test_mixers.h"
 #include "tests/serve/engine_testing.h"
 #include "tests/testing.h"
 
@@ -309,6 +312,25 @@ TEST(EngineTest, RequestsTheApiWouldRefuseAreInternalErrors) {
   EXPECT_THROW(engine->submit(greedy("nope", {1}, 4)), NotFound);
   EXPECT_FALSE(sampling_violation(greedy("", {1, 2}, 4).sampling));
   EXPECT_EQ(engine->stats().scheduler.submitted, 0);
+}
+
+TEST(EngineTest, AModelWithARecurrentLayerIsRefusedAtConstructionNamingTheLayerAndMixer) {
+  // The paged store keeps keys and values only; nn::generate decodes such a model
+  // (tests/nn/mixer_decode_test.cpp).
+  nn::testing_mixers::register_test_mixers();
+  for (const auto& [mixer, keeps] : {std::pair{"test_mean", "keeps a recurrent state"},
+                                     std::pair{"test_stateless", "keeps no KV store"}}) {
+    const Json config =
+        nn::testing_mixers::mixer_config(nn::testing_mixers::tiny_spec(), Json::array({"attention", mixer}));
+    auto model = std::make_shared<nn::Model>(
+        nn::Model::random(nn::ModelConfig::from_json(config, "hybrid"), kModelSeed));
+    EngineConfig engine_config;
+    engine_config.num_pages = 8;
+    const std::string message =
+        error_of([&] { Engine engine(model, nullptr, std::vector<int64_t>{}, engine_config); });
+    EXPECT_EQ(message, str("serve: layer 1's mixer ", mixer, " ", keeps,
+                           "; the paged engine serves attention-only models"));
+  }
 }
 
 }  // namespace

@@ -9,6 +9,9 @@
 // Prompts of different lengths are left-padded into one batch; each row stops on its own (stop
 // token ids, stop strings, the callback) and the batch ends when all rows have stopped or after
 // max_new_tokens. The stop token or the token completing a stop string is part of the tokens.
+// A LowrankMixerForCausalLM decodes the same way: its attention layers through the KV cache, every
+// other layer through its mixer's constant-size decode state (Model::new_cache, token_mixer.h),
+// which the prompt fills position by position, padding excluded.
 // Text: each row's tokens go through a data::TextStream (data/text_stream.h), the one that the
 // serving engine uses, so a row's text and finish reason are the server's for the same request: a
 // stop string ends the row and is not part of the text (the OpenAI API's rule), text is released

@@ -4,19 +4,40 @@
 #include <algorithm>
 
 #include "lowrank/core/error.h"
+#include "lowrank/nn/token_mixer.h"
 
 namespace lowrank::nn {
 
 KVCache::KVCache(const ModelConfig& config, int64_t batch, int64_t capacity, at::TensorOptions options)
-    : batch_(batch), capacity_(std::max<int64_t>(capacity, 1)) {
+    : KVCache(config, batch, capacity, options, {}) {}
+
+KVCache::KVCache(const ModelConfig& config, int64_t batch, int64_t capacity, at::TensorOptions options,
+                 std::vector<std::unique_ptr<MixerState>> mixer_states)
+    : batch_(batch), capacity_(std::max<int64_t>(capacity, 1)), states_(std::move(mixer_states)) {
   LR_CHECK(batch > 0, InvalidArgument, "KV cache: batch must be positive, got ", batch);
   LR_CHECK(capacity >= 0, InvalidArgument, "KV cache: capacity must be >= 0, got ", capacity);
+  LR_CHECK(states_.empty() || static_cast<int64_t>(states_.size()) == config.num_hidden_layers, InternalError,
+           "KV cache: ", states_.size(), " mixer states for ", config.num_hidden_layers, " layers");
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    if (!states_.empty() && states_[static_cast<size_t>(l)]) {
+      keys_.emplace_back();
+      values_.emplace_back();
+      continue;
+    }
     keys_.push_back(at::empty({batch, config.num_key_value_heads, capacity_, config.head_dim}, options));
     values_.push_back(at::empty_like(keys_.back()));
   }
   key_valid_ = at::zeros({batch, capacity_}, options.dtype(at::kBool));
   valid_count_ = at::zeros({batch}, options.dtype(at::kLong));
+}
+
+KVCache::KVCache(KVCache&&) noexcept = default;
+KVCache& KVCache::operator=(KVCache&&) noexcept = default;
+KVCache::~KVCache() = default;
+
+MixerState* KVCache::mixer_state(int64_t layer) {
+  LR_CHECK(layer >= 0 && layer < num_layers(), InvalidArgument, "KV cache: no layer ", layer);
+  return states_.empty() ? nullptr : states_[static_cast<size_t>(layer)].get();
 }
 
 void KVCache::reserve(int64_t capacity) {
@@ -29,13 +50,18 @@ void KVCache::reserve(int64_t capacity) {
     bigger.narrow(dim, 0, length_).copy_(t.narrow(dim, 0, length_));
     t = std::move(bigger);
   };
-  for (auto& k : keys_) grow(k, 2);
-  for (auto& v : values_) grow(v, 2);
+  for (auto& k : keys_)
+    if (k.defined()) grow(k, 2);
+  for (auto& v : values_)
+    if (v.defined()) grow(v, 2);
   grow(key_valid_, 1);
   capacity_ = grown;
 }
 
 void KVCache::clear() {
+  for (const auto& state : states_)
+    LR_CHECK(state == nullptr, Unsupported,
+             "KV cache: a cache holding mixer states cannot be cleared; make a new one (Model::new_cache)");
   length_ = 0;
   pending_ = 0;
   key_valid_.zero_();
@@ -64,6 +90,8 @@ at::Tensor KVCache::begin(int64_t new_positions, const at::Tensor& valid) {
 std::pair<at::Tensor, at::Tensor> KVCache::update(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
   LR_CHECK(layer >= 0 && layer < num_layers(), InvalidArgument, "KV cache: no layer ", layer);
   LR_CHECK(pending_ > 0 && k.size(2) == pending_, InternalError, "KV cache: update outside begin()/commit()");
+  LR_CHECK(keys_[layer].defined(), InternalError, "KV cache: layer ", layer,
+           " keeps a mixer state, not keys and values");
   keys_[layer].narrow(2, length_, pending_).copy_(k);
   values_[layer].narrow(2, length_, pending_).copy_(v);
   return {keys_[layer].narrow(2, 0, length_ + pending_), values_[layer].narrow(2, 0, length_ + pending_)};

@@ -5,9 +5,13 @@
 // Deviation from transformers' DynamicCache: storage is allocated once for `capacity` positions
 // and grows by doubling (one copy) when exceeded, instead of concatenating every step; sliding-
 // window layers keep all positions and rely on the attention mask.
+// A hybrid model (token_mixer.h) keeps keys and values only for its attention layers; each other
+// layer keeps its mixer's constant-size decode state (MixerState) in the same cache, so one object
+// is a sequence's whole decode state and its memory grows only with the attention layers.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -16,6 +20,8 @@
 #include "lowrank/nn/config.h"
 
 namespace lowrank::nn {
+
+struct MixerState;  // token_mixer.h
 
 // What Model::forward needs from a key/value store: the contiguous KVCache below, or a paged one
 // whose sequences' positions live in pages of a shared pool (serve/paged_kv.h). A step of T new
@@ -43,12 +49,24 @@ class KVStore {
   virtual std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k,
                                                    const at::Tensor& v) = 0;
   virtual void commit() = 0;
+  // The decode state of `layer` when its mixer keeps one instead of keys and values (token_mixer.h),
+  // which the step advances in place; null for an attention layer and for a store that keeps
+  // keys and values only (the paged store of serve/).
+  virtual MixerState* mixer_state(int64_t /*layer*/) { return nullptr; }
 };
 
 class KVCache final : public KVStore {
  public:
   // `options` give the dtype and device of keys and values (the model's compute dtype).
   KVCache(const ModelConfig& config, int64_t batch, int64_t capacity, at::TensorOptions options);
+  // A cache for a hybrid model: `mixer_states` has one entry per layer, null for a layer that keeps
+  // keys and values, else that layer's state (TokenMixer::new_state(batch)); such a layer gets no
+  // key/value storage. Model::new_cache builds it.
+  KVCache(const ModelConfig& config, int64_t batch, int64_t capacity, at::TensorOptions options,
+          std::vector<std::unique_ptr<MixerState>> mixer_states);
+  KVCache(KVCache&&) noexcept;
+  KVCache& operator=(KVCache&&) noexcept;
+  ~KVCache() override;
 
   int64_t batch() const override { return batch_; }
   int64_t length() const override { return length_; }  // positions written (padding included)
@@ -56,7 +74,8 @@ class KVCache final : public KVStore {
   int64_t num_layers() const override { return static_cast<int64_t>(keys_.size()); }
   // Ensures room for `capacity` positions, copying what is there. Never shrinks.
   void reserve(int64_t capacity);
-  // Forgets every position (keeps the storage).
+  // Forgets every position (keeps the storage). Throws Unsupported for a cache holding mixer
+  // states, which only their mixer can reset (make a new cache with Model::new_cache).
   void clear();
 
   // [B, length()] bool: which cached positions are real tokens.
@@ -69,12 +88,14 @@ class KVCache final : public KVStore {
   // Writes k, v at [length(), length() + T) and returns views of the keys and values (no copy).
   std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k, const at::Tensor& v) override;
   void commit() override;
+  MixerState* mixer_state(int64_t layer) override;
 
   // For the fused decode step (decode_step.h), which writes keys and values itself: appends one real
   // position to every row (growing the storage if needed) with plain stores instead of a
   // begin()/commit() pair of ATen operations, and returns its column. Only for CPU caches.
   int64_t append_position();
-  // Layer `layer`'s storage [B, n_kv, capacity(), head_dim] (rotated keys; values).
+  // Layer `layer`'s storage [B, n_kv, capacity(), head_dim] (rotated keys; values); undefined for
+  // a layer that keeps a mixer state.
   const at::Tensor& keys(int64_t layer) const { return keys_.at(static_cast<size_t>(layer)); }
   const at::Tensor& values(int64_t layer) const { return values_.at(static_cast<size_t>(layer)); }
 
@@ -82,10 +103,11 @@ class KVCache final : public KVStore {
   int64_t batch_;
   int64_t capacity_;
   int64_t length_ = 0;
-  int64_t pending_ = 0;  // T of the step in progress
-  std::vector<at::Tensor> keys_, values_;
-  at::Tensor key_valid_;    // [B, capacity] bool
-  at::Tensor valid_count_;  // [B] int64
+  int64_t pending_ = 0;                              // T of the step in progress
+  std::vector<at::Tensor> keys_, values_;            // undefined for a layer with a mixer state
+  std::vector<std::unique_ptr<MixerState>> states_;  // one per layer (null: keys and values), or empty
+  at::Tensor key_valid_;                             // [B, capacity] bool
+  at::Tensor valid_count_;                           // [B] int64
   at::Tensor pending_valid_;
   bool has_padding_ = false;
 };

@@ -121,9 +121,9 @@ struct Builder {
     std::unique_ptr<TokenMixer> built = mixer_registry().factory(name)(spec);
     LR_CHECK(built != nullptr && built->name() == name, InternalError, "the factory of mixer \"", name,
              "\" built ", built ? str("\"", built->name(), "\"") : std::string("nothing"));
-    LR_CHECK(built->causal(), InvalidArgument, "layer ", i, "'s mixer \"", name,
-             "\" is bidirectional as configured; ", architecture_name(c.architecture),
-             " needs causal mixers");
+    LR_CHECK(built->causal(), InvalidArgument, "layer ", i, ": ", name,
+             " is bidirectional; use it in a classification model (", architecture_name(c.architecture),
+             " needs causal mixers)");
     for (const LinearSlot* s : std::as_const(*built).slots())
       LR_CHECK(s->name().starts_with(spec.prefix + "."), InternalError, "mixer \"", name,
                "\" named its slot \"", s->name(), "\" outside its module ", spec.prefix);
@@ -321,7 +321,29 @@ void copy_model_side_files(const fs::path& source_dir, const fs::path& dir) {
 }
 
 KVCache Model::new_cache(int64_t batch, int64_t capacity) const {
-  return KVCache(config_, batch, capacity, at::TensorOptions().dtype(dtype_).device(device_));
+  const auto options = at::TensorOptions().dtype(dtype_).device(device_);
+  if (config_.all_attention()) return KVCache(config_, batch, capacity, options);
+  // A hybrid: attention layers keep keys and values, every other layer its mixer's decode state.
+  std::vector<std::unique_ptr<MixerState>> states;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const TokenMixer& mixer = *layers_[i]->mixer;
+    if (mixer.uses_kv_store()) {
+      states.emplace_back();
+      continue;
+    }
+    LR_CHECK(mixer.has_decode_state(), Unsupported, "layer ", i, "'s mixer \"", mixer.name(),
+             "\" keeps neither a KV store nor a decode state (TokenMixer::new_state/step), so this model "
+             "cannot decode token by token (generate); score whole sequences with forward instead");
+    states.push_back(mixer.new_state(batch));
+    LR_CHECK(states.back() != nullptr, InternalError, "mixer \"", mixer.name(), "\" made no decode state");
+  }
+  return KVCache(config_, batch, capacity, options, std::move(states));
+}
+
+const TokenMixer& Model::mixer(int64_t layer) const {
+  LR_CHECK(layer >= 0 && layer < static_cast<int64_t>(layers_.size()), InvalidArgument, "layer ", layer,
+           " is outside the model's ", layers_.size(), " layers");
+  return *layers_[static_cast<size_t>(layer)]->mixer;
 }
 
 at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOptions& options) const {
@@ -344,12 +366,21 @@ at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOption
     valid = options.attention_mask.to(device_).to(at::kBool);
   }
   KVStore* cache = options.cache;
+  // With a cache, each layer that is not attention advances its decode state (token_mixer.h), which
+  // the cache must hold: checked for every layer before anything is written.
+  std::vector<MixerState*> states(layers_.size(), nullptr);
   if (cache)
-    for (size_t i = 0; i < layers_.size(); ++i)
-      LR_CHECK(
-          layers_[i]->mixer->uses_kv_store(), Unsupported, "layer ", i, "'s mixer \"",
-          layers_[i]->mixer->name(),
-          "\" keeps no KV cache; running this model with a cache (generate, serve) is not supported yet");
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const TokenMixer& mixer = *layers_[i]->mixer;
+      if (mixer.uses_kv_store()) continue;
+      states[i] = cache->mixer_state(static_cast<int64_t>(i));
+      LR_CHECK(states[i] != nullptr, Unsupported, "layer ", i, "'s mixer \"", mixer.name(), "\" ",
+               mixer.has_decode_state()
+                   ? "keeps a decode state, which this KV store does not hold (make the "
+                     "cache with Model::new_cache)"
+                   : "keeps neither a KV store nor a decode state (TokenMixer::new_state/"
+                     "step), so this model cannot decode with a cache");
+    }
   int64_t past = 0;
   at::Tensor key_valid = valid;
   bool padded = valid.defined() && !valid.all().item<bool>();
@@ -393,11 +424,20 @@ at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOption
   context.cache = cache;
   context.past = past;
   context.routing = options.routing;
+  // The context of a layer that advances a decode state: no KV store, no attention mask.
+  MixerContext state_context = context;
+  state_context.cache = nullptr;
   at::Tensor h = at::embedding(embed_tokens_, ids);
-  for (const auto& layer : layers_) {
-    const DecoderLayer& l = *layer;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const DecoderLayer& l = *layers_[i];
     context.mask = &masks.at(l.window);
-    at::Tensor a = l.mixer->forward(rms_norm(h, l.input_layernorm, config_.rms_norm_eps), context);
+    const at::Tensor normed = rms_norm(h, l.input_layernorm, config_.rms_norm_eps);
+    at::Tensor a;
+    if (MixerState* state = states[i])
+      a = T == 1 ? l.mixer->step(normed, *state, state_context)
+                 : l.mixer->prefill(normed, *state, state_context);
+    else
+      a = l.mixer->forward(normed, context);
     h = h + a;
     const at::Tensor x = rms_norm(h, l.post_attention_layernorm, config_.rms_norm_eps);
     const LinearSlot* gate_up[] = {&l.gate_proj, &l.up_proj};

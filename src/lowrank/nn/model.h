@@ -79,6 +79,7 @@ struct ForwardOptions {
 };
 
 struct DecoderLayer;
+class TokenMixer;
 
 class Model {
  public:
@@ -118,8 +119,12 @@ class Model {
   std::string fused_decode_obstacle(const AdapterRouting* routing = nullptr) const;
   // The final-norm hidden states [B, T, hidden] (forward without the lm_head).
   at::Tensor hidden_states(const at::Tensor& input_ids, const ForwardOptions& options = {}) const;
-  // A cache for `batch` sequences with room for `capacity` positions (it grows if exceeded).
+  // A cache for `batch` sequences with room for `capacity` positions (it grows if exceeded): keys
+  // and values for the attention layers, and each other layer's mixer decode state (token_mixer.h).
+  // Throws Unsupported naming the layer and the mixer when a mixer keeps neither.
   KVCache new_cache(int64_t batch, int64_t capacity) const;
+  // The token mixer of layer `layer` (token_mixer.h). Throws InvalidArgument for a layer out of range.
+  const TokenMixer& mixer(int64_t layer) const;
 
   // Every linear slot in module order: per layer the mixer's (attention: q, k, v, o), gate, up,
   // down; then lm_head.

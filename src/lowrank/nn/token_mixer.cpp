@@ -17,6 +17,26 @@ at::Tensor TokenMixer::step(const at::Tensor&, MixerState&, const MixerContext&)
   throw Unsupported(str("mixer \"", name(), "\" has no constant-size decode state (new_state/step)"));
 }
 
+at::Tensor TokenMixer::prefill(const at::Tensor& x, MixerState& state, const MixerContext& context) const {
+  const int64_t T = x.size(1);
+  // One column of a [B, T, ...] tensor of the context, or undefined when the context has none.
+  auto column = [](const at::Tensor& t, int64_t i) { return t.defined() ? t.narrow(1, i, 1) : t; };
+  std::vector<at::Tensor> rows;
+  rows.reserve(static_cast<size_t>(T));
+  MixerContext one;
+  one.grid = context.grid;
+  one.routing = context.routing;
+  for (int64_t i = 0; i < T; ++i) {
+    one.valid = column(context.valid, i);
+    one.positions = column(context.positions, i);
+    one.cos = column(context.cos, i);
+    one.sin = column(context.sin, i);
+    one.past = context.past + i;
+    rows.push_back(step(x.narrow(1, i, 1), state, one));
+  }
+  return T == 1 ? rows.front() : at::cat(rows, 1);
+}
+
 std::vector<const LinearSlot*> TokenMixer::slots() const {
   std::vector<const LinearSlot*> out;
   // slots() only lists the mixer's members; constness here is that of the listing.

@@ -16,10 +16,18 @@
 // registry (mix::register_builtin), so nn/ never includes mix/. "attention" is nn's own and is
 // always registered, so a Llama-family model never depends on mix/.
 //
+// Decoding (generate): Model::new_cache gives every layer what it needs to continue a sequence
+// token by token: attention layers (uses_kv_store) their keys and values in the KV store, every
+// other layer its MixerState (new_state). Prefill runs the prompt through prefill(), which leaves
+// the state as if step() had been called position by position; each later token runs step(). A
+// causal mixer with neither a KV store nor a decode state cannot decode: Model::new_cache refuses it
+// (Unsupported, naming the layer and the mixer) rather than re-running forward over the whole
+// prefix at every token, which would hide a cost quadratic in the length behind a working call.
+// The paged serving engine (serve/paged_kv.h) keeps keys and values only and refuses a model with
+// any other layer at construction.
+//
 // Not yet wired: param_groups() is declared for the mixers that need per-tensor learning rates or
-// weight decay (S4's A and Δt), but the trainer and the optimizers do not honour it yet; and
-// nn::Model decodes through a KV cache only, so a model whose mixer keeps no KV store refuses a
-// cache (TokenMixer::step is exercised directly until generate learns to carry mixer states).
+// weight decay (S4's A and Δt), but the trainer and the optimizers do not honour it yet.
 #pragma once
 
 #include <cstdint>
@@ -73,7 +81,11 @@ struct MixerContext {
 };
 
 // The constant-size state of a mixer that decodes one position at a time (a recurrence, running
-// feature-map sums): what new_state() returns and step() advances. Each mixer derives its own.
+// feature-map sums, a window of recent keys): what new_state() returns and step() advances. Each
+// mixer derives its own. It holds B rows that advance independently: under left padding, rows
+// start at different columns, so anything per row (a count of positions, a ring buffer's head)
+// is a per-row tensor, never one number for the batch. Its size must not grow with the number of
+// positions seen (that is what a KV store is for).
 struct MixerState {
   virtual ~MixerState() = default;
 };
@@ -108,9 +120,22 @@ class TokenMixer {
   // The optional constant-size decode path: new_state(B) starts B empty sequences, and
   // step(x [B, 1, hidden], state, context) returns the next position's output [B, 1, hidden]
   // (equal to forward's row at that position) and advances the state. Default: Unsupported.
+  // step's context describes the one new position: context.positions/cos/sin of each row, and
+  // context.valid [B, 1] when some rows are padding (left padding of a batched prompt). A padding
+  // row must leave its state exactly as it was; its output is ignored but must be finite (the
+  // next layer's attention multiplies it by a zero weight, and 0 · NaN is NaN). context.cache is
+  // null and context.mask absent.
   virtual bool has_decode_state() const { return false; }
   virtual std::unique_ptr<MixerState> new_state(int64_t batch) const;
   virtual at::Tensor step(const at::Tensor& x, MixerState& state, const MixerContext& context) const;
+  // The prompt of a decode, x [B, T, hidden] for T positions after those `state` has seen: returns
+  // forward's rows for them [B, T, hidden] and leaves `state` exactly as T calls of step() would,
+  // padding rows (context.valid false) included: they must not enter the state. The default does
+  // just that, calling step() once per position with the context narrowed to that column, so every
+  // mixer with a step() is right without more code. A mixer whose forward computes the state on the
+  // way (Performer's prefix sums end in Σφ(k)vᵀ and Σφ(k); a window's last w keys) may override it
+  // to run in parallel, and must then honour context.valid itself.
+  virtual at::Tensor prefill(const at::Tensor& x, MixerState& state, const MixerContext& context) const;
 
   // Every projection, in a fixed order (attention: q, k, v, o).
   virtual std::vector<LinearSlot*> slots() = 0;

@@ -16,6 +16,7 @@
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/generate.h"
 #include "lowrank/nn/model.h"
+#include "lowrank/nn/token_mixer.h"
 #include "lowrank/serve/paged_kv.h"
 
 namespace lowrank::serve {
@@ -64,6 +65,15 @@ Engine::Engine(std::shared_ptr<nn::Model> model, std::shared_ptr<const data::Tok
       eos_ids_(std::move(eos_ids)),
       config_(std::move(config)) {
   LR_CHECK(model_ != nullptr, InvalidArgument, "serving engine: no model");
+  // The paged store holds keys and values only; a layer that decodes through another state (a
+  // recurrence, running sums) has nowhere to keep it, so such a model is refused before any page
+  // is allocated. nn::generate decodes it.
+  for (int64_t i = 0; i < model_->config().num_hidden_layers; ++i) {
+    const nn::TokenMixer& mixer = model_->mixer(i);
+    LR_CHECK(mixer.uses_kv_store(), Unsupported, "serve: layer ", i, "'s mixer ", mixer.name(),
+             mixer.has_decode_state() ? " keeps a recurrent state" : " keeps no KV store",
+             "; the paged engine serves attention-only models");
+  }
   LR_CHECK(config_.page_tokens >= 1, InvalidArgument, "page_tokens must be at least 1, got ",
            config_.page_tokens);
   LR_CHECK(config_.num_pages >= 0, InvalidArgument, "num_pages must be >= 0, got ", config_.num_pages);
