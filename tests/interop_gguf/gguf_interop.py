@@ -99,6 +99,7 @@ def expected_bytes(array, qtype):
 
 
 def check_model(model_dir, arch, qtype_name, pre):
+    before = len(failures)
     out = os.path.join(work, f"{os.path.basename(model_dir)}-{qtype_name}.gguf")
     subprocess.run([lowrank, "-q", "export", "--gguf", "--type", qtype_name, "--model", model_dir, "--out", out],
                    check=True)
@@ -140,10 +141,12 @@ def check_model(model_dir, arch, qtype_name, pre):
     check(reader.fields["tokenizer.ggml.pre"].contents() == pre, f"{out}: pre-tokenizer")
     merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
     check(reader.fields["tokenizer.ggml.merges"].contents() == merges, f"{out}: merges")
-    print(f"ok {out}")
+    if len(failures) == before:
+        print(f"ok {out}")
 
 
 def check_adapter(model_dir, adapter_dir, qtype_name):
+    before = len(failures)
     out = os.path.join(work, f"lora-{qtype_name}.gguf")
     subprocess.run([lowrank, "-q", "export", "--gguf", "--type", qtype_name, "--model", model_dir, "--adapter",
                     adapter_dir, "--out", out], check=True)
@@ -169,7 +172,8 @@ def check_adapter(model_dir, adapter_dir, qtype_name):
         check(t is not None and np.ascontiguousarray(t.data).tobytes() == expected_bytes(w, qtype),
               f"{out}: {new} differs")
     check(not tensors, f"{out}: extra tensors {list(tensors)}")
-    print(f"ok {out}")
+    if len(failures) == before:
+        print(f"ok {out}")
 
 
 llama_tiny = os.path.join(work, "llama-tiny")

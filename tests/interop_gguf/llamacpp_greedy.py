@@ -1,5 +1,6 @@
 """llama.cpp runs what `lowrank export --gguf` writes: greedy decoding of the exported f32 tiny Llama
-from the same prompt ids gives the same 64 tokens in llama.cpp (through llama-cpp-python over the
+(its q and k scaled up so that attention, and with it the RoPE layout, matters) from the same
+prompt ids gives the same 64 tokens in llama.cpp (through llama-cpp-python over the
 shared library scripts/setup-llamacpp --bindings builds) as `lowrank generate --greedy`, without and
 with the exported LoRA applied (llama.cpp scale 1: alpha / r, as PEFT).
 
@@ -25,17 +26,26 @@ os.environ["LLAMA_CPP_LIB_PATH"] = str(lib)  # read when llama_cpp is imported
 try:
     import numpy as np
     from llama_cpp import Llama
+    from safetensors.numpy import load_file, save_file
 except (ImportError, FileNotFoundError, RuntimeError, OSError) as e:
     print(f"SKIP: llama-cpp-python is not usable: {e}")
     sys.exit(77)
 
 NEW_TOKENS = 64
+SHARPEN = 6.0
 PROMPT = [1, 17, 240, 33, 5, 99, 310, 7]
 shutil.rmtree(work, ignore_errors=True)
 os.makedirs(work)
 model = os.path.join(work, "model")
 shutil.copytree(os.path.join(fixtures, "hf/llama-tiny/model"), model)
 shutil.copy(os.path.join(fixtures, "hf/bpe-gpt2style/tokenizer.json"), os.path.join(model, "tokenizer.json"))
+# The fixture's attention is almost uniform (initialisation-sized q and k), which would let a wrong
+# RoPE layout through unnoticed: sharpen it by scaling q and k.
+weights = load_file(os.path.join(model, "model.safetensors"))
+for name in weights:
+    if name.endswith(("q_proj.weight", "k_proj.weight")):
+        weights[name] = weights[name] * np.float32(SHARPEN)
+save_file(weights, os.path.join(model, "model.safetensors"), metadata={"format": "pt"})
 adapter = os.path.join(fixtures, "hf/llama-tiny/adapter-lora")
 model_gguf, lora_gguf = os.path.join(work, "model.gguf"), os.path.join(work, "lora.gguf")
 subprocess.run([lowrank, "-q", "export", "--gguf", "--model", model, "--out", model_gguf], check=True)
