@@ -9,6 +9,7 @@
 
 #include <filesystem>
 
+#include "lowrank/compress/gguf_export.h"
 #include "lowrank/core/file.h"
 #include "lowrank/core/gguf.h"
 #include "lowrank/core/json.h"
@@ -239,6 +240,28 @@ TEST(ExportGgufCliTest, CompressedModelIsExportedDensifiedAndSaysSo) {
   EXPECT_TRUE(at::equal(g.values("blk.1.attn_k.weight"),
                         llama_cpp_rows(dense.load("model.layers.1.self_attn.k_proj.weight"), 2)));
   EXPECT_TRUE(at::equal(g.values("blk.0.ffn_up.weight"), dense.load("model.layers.0.mlp.up_proj.weight")));
+}
+
+// The fixture tokenizers were written by Hugging Face `tokenizers` in the GPT-2, Llama 3 and Qwen2
+// styles (tests/fixtures/tokenizers/make_fixtures.py): llama.cpp's names for them.
+TEST(ExportGgufCliTest, PreTokenizerIsReadOffTheTokenizersDefinition) {
+  auto pre = [](const std::string& f) {
+    return compress::gguf_pre_tokenizer(read_json_file(testing::fixture(f)), f);
+  };
+  EXPECT_EQ(pre("tokenizers/gpt2-trained/tokenizer.json"), "gpt-2");
+  EXPECT_EQ(pre("hf/bpe-gpt2style/tokenizer.json"), "gpt-2");
+  EXPECT_EQ(pre("tokenizers/llama3-style/tokenizer.json"), "llama-bpe");
+  EXPECT_EQ(pre("tokenizers/qwen2-style/tokenizer.json"), "qwen2");
+  // llama.cpp's own spelling of the Llama 3 regex (llama-vocab.cpp) is the same pre-tokenizer.
+  Json t = read_json_file(testing::fixture("tokenizers/llama3-style/tokenizer.json"));
+  std::string& regex = t["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"].get_ref<std::string&>();
+  regex.replace(0, std::string("(?i:'s|'t|'re|'ve|'m|'ll|'d)").size(),
+                "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])");
+  EXPECT_EQ(compress::gguf_pre_tokenizer(t, "expanded"), "llama-bpe");
+  regex += "|x";
+  EXPECT_NE(
+      testing::error_of([&] { compress::gguf_pre_tokenizer(t, "edited"); }).find("edited: pre-tokenizer"),
+      std::string::npos);
 }
 
 TEST(ExportGgufCliTest, BadInputExitsOneNamingItAndLeavesNoFile) {
