@@ -1,6 +1,5 @@
-// `lowrank compress` (post-training compression into a new model directory) and `lowrank export
-// --dense` (a plain HF model from a compressed one); see src/lowrank/compress/pipeline.h and
-// docs/compression.md.
+// `lowrank compress` (post-training compression into a new model directory); see
+// src/lowrank/compress/pipeline.h and docs/compression.md. `lowrank export` is in export.cpp.
 #include <cstdio>
 #include <iostream>
 
@@ -80,28 +79,6 @@ VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
     if (r.perplexity_before && r.perplexity_after)
       std::printf("perplexity %.4f -> %.4f\n", *r.perplexity_before, *r.perplexity_after);
     std::printf("wrote %s (lowrank_config.json, compress_report.json, compress_report.svg)\n", r.out.c_str());
-  };
-}
-
-VerbRunner add_export(CLI::App& app, const GlobalOptions& global) {
-  auto* cmd = app.add_subcommand("export", "Write a compressed model as a plain dense HF model");
-  struct Args {
-    std::string model, out, dtype = "float32";
-    bool dense = false;
-  };
-  auto args = std::make_shared<Args>();
-  cmd->add_option("--model", args->model, "Compressed (or plain) model directory")->required();
-  cmd->add_flag("--dense", args->dense, "Materialise every compressed slot as a dense weight (required)");
-  cmd->add_option("--dtype", args->dtype, "Dtype of the written weights")->capture_default_str();
-  cmd->add_option("--out", args->out, "New output directory")->required();
-  return [args, &global] {
-    LR_CHECK(args->dense, InvalidArgument, "export: only --dense is supported (a plain HF model)");
-    const int64_t n = compress::export_dense(args->model, args->out, nn::parse_dtype(args->dtype));
-    if (global.json) {
-      std::cout << OrderedJson{{"out", args->out}, {"materialised_slots", n}}.dump(2) << "\n";
-      return;
-    }
-    log::info("materialised ", n, " compressed slot(s); wrote ", args->out);
   };
 }
 

@@ -103,9 +103,7 @@ RunResult run(const RunOptions& o) {
   return result;
 }
 
-int64_t export_dense(const fs::path& model_dir, const fs::path& out, at::ScalarType dtype) {
-  StagedDirectory staged(out);
-  nn::Model model = load_model(model_dir);
+int64_t materialise_stored_slots(nn::Model& model) {
   int64_t n = 0;
   for (nn::LinearSlot* s : model.slots()) {
     if (dynamic_cast<const StoredOperator*>(&s->base()) == nullptr) continue;
@@ -114,6 +112,13 @@ int64_t export_dense(const fs::path& model_dir, const fs::path& out, at::ScalarT
         std::make_shared<nn::DenseOperator>(s->base().dense_weight().contiguous(), s->base().bias()));
     ++n;
   }
+  return n;
+}
+
+int64_t export_dense(const fs::path& model_dir, const fs::path& out, at::ScalarType dtype) {
+  StagedDirectory staged(out);
+  nn::Model model = load_model(model_dir);
+  const int64_t n = materialise_stored_slots(model);
   model.save(staged.path(), dtype);
   nn::copy_model_side_files(model_dir, staged.path());
   staged.commit();

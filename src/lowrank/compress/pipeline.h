@@ -37,6 +37,10 @@ struct RunResult {
 // the model files, lowrank_config.json, compress_report.json and compress_report.svg.
 RunResult run(const RunOptions& options);
 
+// Replaces every compressed slot's operator of `model` by its dense weight (and bias). Returns the
+// number of slots materialised.
+int64_t materialise_stored_slots(nn::Model& model);
+
 // A plain dense HF model from a compressed (or plain) one: every compressed slot materialised.
 // Written atomically into the new directory `out`. Returns the number of slots materialised.
 int64_t export_dense(const std::filesystem::path& model, const std::filesystem::path& out,
