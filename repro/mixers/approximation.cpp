@@ -6,7 +6,7 @@
 //
 // The error of a mixer is ‖y − y*‖_F / ‖y*‖_F over the mixer's output, where y* is exact softmax
 // attention (nn's "attention" mixer) with the same q, k, v, o projections; causal throughout (the
-// models here are language models), RoPE as each mixer applies it. Memory per query is the
+// models here are language models), RoPE applied by every mixer as by the reference. Memory per query is the
 // window w plus the m random features; every mixer gets the same budget: local w = budget,
 // performer m = budget, scatterbrain w = m = budget / 2 (a fixed even split, not tuned per row).
 // Each (row, mixer) is averaged over --seeds feature draws (the mixers' `feature_seed`).
@@ -18,8 +18,11 @@
 //                            to L layers: its final-norm output is w_final ⊙ h_L / rms(h_L), and
 //                            layer L's input norm is w_in ⊙ h_L / rms(h_L) with the same rms, so
 //                            x_L = hidden ⊙ w_in / w_final (layer 0: the embeddings, normalised).
-//   --synthetic              x ~ N(0, 1), projections N(0, 1/h); q and k scaled by t^{-1/2} for
-//                            each softmax temperature t of --temperatures (scores ∝ 1/t).
+//   --synthetic              x an AR(1) process over positions (ρ = 0.9, unit variance: nearby
+//                            tokens alike, as attention inputs are), projections N(0, 1/h) with k_proj =
+//                            q_proj (so a token scores its neighbours highest); q and
+//                            k scaled by t^{-1/2} for each softmax temperature t of
+//                            --temperatures (scores ∝ 1/t).
 //
 //   repro_mixers_approximation (--model DIR --data DIR | --synthetic) [--budgets 32,64]
 //       [--seq-len 256] [--windows 4] [--temperatures 0.125,0.25,0.5,1,2,4,8] [--seeds 0,1,2]
@@ -53,32 +56,20 @@
 #include "lowrank/nn/model.h"
 #include "lowrank/nn/rope.h"
 #include "lowrank/nn/token_mixer.h"
+#include "repro/mixers/common.h"
 
 using namespace lowrank;
 namespace fs = std::filesystem;
 
 namespace {
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string part; std::getline(in, part, ',');)
-    if (!part.empty()) out.push_back(part);
-  return out;
-}
-
-std::vector<double> numbers(const std::string& s) {
-  std::vector<double> out;
-  for (const std::string& p : split(s)) out.push_back(std::stod(p));
-  return out;
-}
-
 // The options of each approximating mixer at a memory budget (see the file comment).
 Json options_for(const std::string& mixer, int64_t budget, int64_t seed) {
-  if (mixer == "local") return Json{{"window", budget}};
-  if (mixer == "performer") return Json{{"n_features", budget}, {"feature_seed", seed}};
+  // RoPE on: the exact reference is the model's own attention, which rotates q and k.
+  if (mixer == "local") return Json{{"window", budget}, {"rope", true}};
+  if (mixer == "performer") return Json{{"n_features", budget}, {"feature_seed", seed}, {"rope", true}};
   if (mixer == "scatterbrain")
-    return Json{{"window", budget / 2}, {"n_features", budget / 2}, {"feature_seed", seed}};
+    return Json{{"window", budget / 2}, {"n_features", budget / 2}, {"feature_seed", seed}, {"rope", true}};
   throw InvalidArgument("repro_mixers_approximation: no budget rule for mixer \"" + mixer + "\"");
 }
 
@@ -237,11 +228,20 @@ void synthetic(const Settings& s, OrderedJson& rows) {
   config.sliding_window = {0};
   config.layer_mixers = {"attention"};
   at::Generator gen = at::detail::createCPUGenerator(5);
-  const at::Tensor x = at::randn({s.windows, s.seq_len, s.hidden}, gen, at::kFloat);
+  // x_t = ρ x_{t−1} + √(1 − ρ²) ε_t: nearby positions are alike, so their scores are large, as in
+  // real attention maps (i.i.d. positions would have no locality for a window to find).
+  const double rho = 0.9;
+  const at::Tensor noise = at::randn({s.windows, s.seq_len, s.hidden}, gen, at::kFloat);
+  at::Tensor x = at::empty_like(noise);
+  x.select(1, 0).copy_(noise.select(1, 0));
+  for (int64_t t = 1; t < s.seq_len; ++t)
+    x.select(1, t).copy_(x.select(1, t - 1) * rho + noise.select(1, t) * std::sqrt(1 - rho * rho));
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.hidden));
   Projections base;
-  for (const char* proj : {"q_proj", "k_proj", "v_proj", "o_proj"})
+  for (const char* proj : {"q_proj", "v_proj", "o_proj"})
     base[proj] = at::randn({s.hidden, s.hidden}, gen, at::kFloat).mul_(scale);
+  // Keys as queries (a tied projection): q_i·k_j is then largest for x_j close to x_i.
+  base["k_proj"] = base["q_proj"];
   for (double t : s.temperatures) {
     Projections projections = base;
     projections["q_proj"] = base["q_proj"] / std::sqrt(t);
@@ -268,12 +268,12 @@ int main(int argc, char** argv) {
         out = argv[++i];
       else if (is("--budgets")) {
         s.budgets.clear();
-        for (double b : numbers(argv[++i])) s.budgets.push_back(static_cast<int64_t>(b));
+        for (double b : repro::numbers(argv[++i])) s.budgets.push_back(static_cast<int64_t>(b));
       } else if (is("--mixers"))
-        s.mixers = split(argv[++i]);
+        s.mixers = repro::split(argv[++i]);
       else if (is("--seeds")) {
         s.seeds.clear();
-        for (double b : numbers(argv[++i])) s.seeds.push_back(static_cast<int64_t>(b));
+        for (double b : repro::numbers(argv[++i])) s.seeds.push_back(static_cast<int64_t>(b));
       } else if (is("--seq-len"))
         s.seq_len = std::atoll(argv[++i]);
       else if (is("--windows"))
@@ -283,7 +283,7 @@ int main(int argc, char** argv) {
       else if (is("--heads"))
         s.heads = std::atoll(argv[++i]);
       else if (is("--temperatures"))
-        s.temperatures = numbers(argv[++i]);
+        s.temperatures = repro::numbers(argv[++i]);
       else if (!std::strcmp(argv[i], "--synthetic"))
         synthetic_mode = true;
       else
