@@ -277,14 +277,14 @@ TEST_F(HttpServerTest, CompletionLogprobsAndEchoStreamedAndNot) {
   ASSERT_TRUE(choice["text"].get<std::string>().starts_with(prompt_text));
   // The generated ids: the tokens' texts are not ids, so re-run the same seeded request on the
   // engine directly (its output does not depend on the batch).
-  GenerationRequest request;
-  request.prompt = kPrompt;
-  request.sampling.max_new_tokens = 5;
-  request.sampling.temperature = 0.8;
-  request.sampling.seed = 3;
-  request.sampling.presence_penalty = 0.5;
-  request.sampling.logit_bias = {{9, 2.0}};
-  request.sampling.ignore_eos = true;
+  const GenerationRequest request{.adapter = "",
+                                  .prompt = kPrompt,
+                                  .sampling = {.max_new_tokens = 5,
+                                               .temperature = 0.8,
+                                               .seed = 3,
+                                               .ignore_eos = true,
+                                               .logit_bias = {{9, 2.0}},
+                                               .presence_penalty = 0.5}};
   std::vector<int64_t> generated;
   env_->engine->submit(request).stream->wait(nullptr, &generated);
   ASSERT_EQ(generated.size(), 5u);
