@@ -103,7 +103,7 @@ void expect_entry(const LogprobEntry& got, const at::Tensor& expected_row, int64
 }
 
 TEST(SamplerTest, LogprobsAreTheRawModelDistribution) {
-  // A sampled request with temperature, penalties and a bias, among neighbours, its 11-token
+  // A sampled request with temperature, penalties and a bias, beside a neighbour, its 7-token
   // prompt prefilled in chunks: the reported values are still log_softmax of the raw logits.
   EngineConfig config;
   config.num_pages = 64;
@@ -112,7 +112,7 @@ TEST(SamplerTest, LogprobsAreTheRawModelDistribution) {
   config.scheduler.max_running = 2;
   auto model = std::make_shared<nn::Model>(testing::tiny_llama(shape(), kModelSeed));
   Engine engine(model, nullptr, {}, config);
-  const std::vector<int64_t> prompt = prompt_of(11, 3);
+  const std::vector<int64_t> prompt = prompt_of(7, 3);
   GenerationRequest r;
   r.prompt = prompt;
   r.sampling.max_new_tokens = 6;
@@ -124,7 +124,9 @@ TEST(SamplerTest, LogprobsAreTheRawModelDistribution) {
   r.sampling.logit_bias = {{7, 3.0}};
   r.sampling.logprobs = 3;
   r.sampling.prompt_logprobs = 2;
-  GenerationRequest neighbour = greedy("", prompt_of(5, 9), 6);
+  // The neighbour's longer prompt is queued first, so that a chunk of this one shares a pass with
+  // a longer chunk of it: left-padded, its columns are offset.
+  GenerationRequest neighbour = greedy("", prompt_of(11, 9), 6);
   auto other = engine.submit(neighbour).stream;
   auto stream = engine.submit(r).stream;
   engine.run_until_idle();
