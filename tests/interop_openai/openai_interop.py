@@ -7,6 +7,11 @@ adapters (alpha: the fixture LoRA; beta: the same weights with 4x lora_alpha), w
   - completions, non-streaming and streaming: at temperature 0 the streamed text equals the
     non-streamed text, and each adapter's output differs from the base's and from the other's;
   - chat completions, non-streaming and streaming (with stream_options.include_usage);
+  - logprobs: completions (integer top-k) and chat (logprobs + top_logprobs), streamed equal to
+    non-streamed; echo with logprobs, whose prompt-token values equal log_softmax of
+    `lowrank logits` on the same ids (1e-4); top_logprobs and logit_bias out of range raise
+    openai.BadRequestError naming the parameter; logit_bias +100 forces its token; user accepted;
+  - vLLM's /tokenize and /detokenize (raw HTTP) round trip, and /version;
   - adapters loaded and unloaded at run time through vLLM's POST /v1/load_lora_adapter and
     /v1/unload_lora_adapter (raw HTTP): a loaded copy of alpha answers as alpha, an unloaded one
     raises openai.NotFoundError; a path out of the adapter root is refused (400);
@@ -169,6 +174,18 @@ try:
     e = echo.choices[0]
     check(e.text.startswith("hello world") and e.logprobs.token_logprobs[0] is None
           and len(e.logprobs.tokens) == echo.usage.prompt_tokens + 3, f"echo with logprobs: {e}")
+    # The oracle: the echoed prompt's logprobs equal log_softmax of `lowrank logits` on the same ids.
+    import torch
+    from safetensors.torch import load_file, save_file
+    save_file({"input_ids": torch.tensor([PROMPT], dtype=torch.int64)}, os.path.join(work, "ids.safetensors"))
+    subprocess.run([lowrank, "logits", "--model", model_dir, "--input", os.path.join(work, "ids.safetensors"),
+                    "--out", os.path.join(work, "logits.safetensors")], check=True, stdout=subprocess.DEVNULL)
+    reference = load_file(os.path.join(work, "logits.safetensors"))["logits"][0].double().log_softmax(-1)
+    scored = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=1, echo=True, logprobs=0)
+    got = scored.choices[0].logprobs.token_logprobs[1:len(PROMPT)]
+    want = [reference[j - 1, PROMPT[j]].item() for j in range(1, len(PROMPT))]
+    check(max(abs(a - b) for a, b in zip(got, want)) < 1e-4, f"prompt logprobs == lowrank logits: {got} vs {want}")
+
     chat = client.chat.completions.create(model="alpha", messages=messages, max_tokens=3, temperature=0,
                                           logprobs=True, top_logprobs=2, extra_body={"ignore_eos": True})
     content = chat.choices[0].logprobs.content

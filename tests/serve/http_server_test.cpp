@@ -1,6 +1,7 @@
 // HttpServer end to end in process: an Engine over the bundled tiny Llama with its fixture LoRA
 // adapter, the server on a free loopback port, and httplib's client. Checks the OpenAI shapes
 // (completions, chat, streaming, models), greedy output against the engine and nn::generate,
+// logprobs and echo against log_softmax of a fresh model's logits, /tokenize, /detokenize, /version,
 // runtime adapter load/unload, the error statuses (400, 401, 404, 413, 429), path traversal,
 // disconnect cancellation, the chunked path of a slow non-streaming response, /metrics and /health.
 #include "lowrank/serve/http_server.h"
