@@ -122,7 +122,7 @@ void CompletionTask::apply(size_t i, StreamEvent e, std::vector<Event>& out) {
       entries = c.prompt_logprobs;
     }
     entries.push_back(*e.logprobs);
-    event.logprobs = logprobs_json(c, leading, entries);
+    event.logprobs = logprobs_json(c.text_offset, leading, entries);
   }
   // A finish event may carry text too: what the request's text stream still held back when it
   // ended (at the token limit, a possible start of a stop string or an incomplete character).
@@ -147,11 +147,11 @@ std::string CompletionTask::token_text(int64_t id) const {
   return str("token_id:", id);
 }
 
-OrderedJson CompletionTask::logprobs_json(Choice& c, std::optional<int64_t> leading,
+OrderedJson CompletionTask::logprobs_json(int64_t& text_offset, std::optional<int64_t> leading,
                                           std::span<const LogprobEntry> entries) const {
   const TokenText text = [this](int64_t id) { return token_text(id); };
   if (meta_.chat) return chat_logprobs(entries, text);
-  return completion_logprobs(leading, entries, c.text_offset, text);
+  return completion_logprobs(leading, entries, text_offset, text);
 }
 
 Usage CompletionTask::usage() const {
@@ -170,8 +170,7 @@ OrderedJson CompletionTask::final_body() const {
         .index = static_cast<int64_t>(i), .text = c.text, .finish = c.finish, .logprobs = nullptr};
     if (echo_) choice.text = prompt_texts_.at(prompt_of(i)) + c.text;
     if (logprobs_) {
-      Choice copy = c;
-      copy.text_offset = 0;
+      int64_t text_offset = 0;
       std::vector<LogprobEntry> entries;
       std::optional<int64_t> leading;
       if (echo_ && !meta_.chat) {
@@ -179,7 +178,7 @@ OrderedJson CompletionTask::final_body() const {
         entries = c.prompt_logprobs;
       }
       entries.insert(entries.end(), c.logprobs.begin(), c.logprobs.end());
-      choice.logprobs = logprobs_json(copy, leading, entries);
+      choice.logprobs = logprobs_json(text_offset, leading, entries);
     }
     out.push_back(std::move(choice));
   }

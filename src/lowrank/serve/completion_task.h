@@ -107,8 +107,9 @@ class CompletionTask {
   void cancel_unfinished();
   Usage usage() const;
 
-  // The logprobs object of `entries` (completions: after `leading`, from the choice's offset).
-  OrderedJson logprobs_json(Choice& c, std::optional<int64_t> leading,
+  // The logprobs object of `entries` (completions: after `leading`, its offsets from
+  // `text_offset`, advanced past them).
+  OrderedJson logprobs_json(int64_t& text_offset, std::optional<int64_t> leading,
                             std::span<const LogprobEntry> entries) const;
   std::string token_text(int64_t id) const;
   size_t prompt_of(size_t choice) const { return choice / static_cast<size_t>(n_); }
