@@ -173,6 +173,18 @@ TEST(OpenAiApiTest, LogprobsShapes) {
   EXPECT_EQ(c["top_logprobs"][2].begin().key(), "t3");
   EXPECT_NEAR(c["top_logprobs"][2]["t1"].get<double>(), -0.1, 1e-6);
 
+  // Two tokens of one text share a key: the first one's place, the later one's value (vLLM's dict).
+  const TokenText same = [](int64_t id) { return id == 5 || id == 6 ? std::string("dup") : str("t", id); };
+  const std::vector<LogprobEntry> collide{
+      {.token = 4,
+       .logprob = -1.F,
+       .top = {{.token = 5, .logprob = -0.25F}, {.token = 6, .logprob = -0.5F}}}};
+  int64_t start = 0;
+  const OrderedJson d = completion_logprobs(std::nullopt, collide, start, same)["top_logprobs"][0];
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d.begin().key(), "t4");
+  EXPECT_EQ(d["dup"], -0.5);
+
   const OrderedJson chat = chat_logprobs(entries, text);
   ASSERT_EQ(chat["content"].size(), 2u);
   EXPECT_EQ(chat["content"][0]["token"], "\xc3\xa9");

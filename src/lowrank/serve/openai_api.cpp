@@ -475,13 +475,12 @@ OrderedJson completion_logprobs(std::optional<int64_t> leading, std::span<const 
   for (const LogprobEntry& e : entries) {
     token(e.token);
     logprobs.push_back(clamped(e.logprob));
-    // The chosen token first, then the top k (vLLM's order); a text seen twice keeps its first.
+    // The chosen token first, then the top k (vLLM's order); two tokens of the same text share
+    // one key, at the first one's place with the later one's value (vLLM's Python dict).
     OrderedJson top = OrderedJson::object();
     top[token_text(e.token)] = clamped(e.logprob);
-    for (const TokenLogprob& t : e.top) {
-      std::string text = token_text(t.token);
-      if (!top.contains(text)) top[text] = clamped(t.logprob);
-    }
+    for (const TokenLogprob& t : e.top)
+      if (t.token != e.token) top[token_text(t.token)] = clamped(t.logprob);
     tops.push_back(std::move(top));
   }
   return {{"text_offset", std::move(offsets)},

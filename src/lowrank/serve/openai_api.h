@@ -9,7 +9,9 @@
 // chat_completion/serving.py _create_chat_logprobs): each token as its text decoded alone,
 // logprobs clamped below at -9999 (JSON has no -inf), the completions' top_logprobs a
 // {token: logprob} object with the chosen token beside the top k, text_offset the running sum of
-// the tokens' lengths in characters; chat's `bytes` are the UTF-8 bytes of that text.
+// the tokens' lengths in characters; chat's `bytes` are the UTF-8 bytes of that text. Deviation:
+// chat's top_logprobs are the k most likely, most likely first (OpenAI), where vLLM puts the
+// chosen token first.
 // docs/serving.md lists the fields; deviations:
 //   - chat prompts use a fixed template (ChatTemplate), not the model's Jinja chat_template;
 //   - suffix, tools, response_format other than text and best_of != n are refused with 400
