@@ -393,6 +393,31 @@ TEST_F(HttpServerTest, TokenizeDetokenizeAndVersion) {
   EXPECT_EQ(Json::parse(version->body)["version"], std::string(kServerVersion));
 }
 
+TEST_F(HttpServerTest, SeededTextIsTheSameAloneAndInAMixedBatch) {
+  const Json seeded{{"model", "lora"},          {"prompt", kPrompt}, {"max_tokens", 10},
+                    {"temperature", 1.0},       {"seed", 21},        {"frequency_penalty", 0.5},
+                    {"logit_bias", {{"3", 1}}}, {"ignore_eos", true}};
+  auto c = client(port());
+  const Reply alone = post(*c, "/v1/completions", seeded);
+  ASSERT_EQ(alone.status, 200) << alone.text;
+  // The same request among unseeded sampled neighbours of both models, sent together.
+  std::vector<std::thread> neighbours;
+  for (int i = 0; i < 3; ++i)
+    neighbours.emplace_back([i] {
+      auto n = client(port());
+      post(*n, "/v1/completions",
+           Json{{"model", i == 0 ? "tiny" : "lora"},
+                {"prompt", std::vector<int64_t>{5, 6, 7, static_cast<int64_t>(8 + i)}},
+                {"max_tokens", 12},
+                {"presence_penalty", 1.0},
+                {"ignore_eos", true}});
+    });
+  const Reply crowded = post(*c, "/v1/completions", seeded);
+  for (std::thread& t : neighbours) t.join();
+  ASSERT_EQ(crowded.status, 200) << crowded.text;
+  EXPECT_EQ(crowded.body["choices"][0]["text"], alone.body["choices"][0]["text"]);
+}
+
 TEST_F(HttpServerTest, NSamplesWithSeedsAreReproducible) {
   auto c = client(port());
   const Json body{{"prompt", kPrompt}, {"max_tokens", 6}, {"n", 2}, {"seed", 11}, {"ignore_eos", true}};
