@@ -7,6 +7,11 @@ adapters (alpha: the fixture LoRA; beta: the same weights with 4x lora_alpha), w
   - completions, non-streaming and streaming: at temperature 0 the streamed text equals the
     non-streamed text, and each adapter's output differs from the base's and from the other's;
   - chat completions, non-streaming and streaming (with stream_options.include_usage);
+  - logprobs: completions (integer top-k) and chat (logprobs + top_logprobs), streamed equal to
+    non-streamed; echo with logprobs, whose prompt-token values equal log_softmax of
+    `lowrank logits` on the same ids (1e-4); top_logprobs and logit_bias out of range raise
+    openai.BadRequestError naming the parameter; logit_bias +100 forces its token; user accepted;
+  - vLLM's /tokenize and /detokenize (raw HTTP) round trip, and /version;
   - adapters loaded and unloaded at run time through vLLM's POST /v1/load_lora_adapter and
     /v1/unload_lora_adapter (raw HTTP): a loaded copy of alpha answers as alpha, an unloaded one
     raises openai.NotFoundError; a path out of the adapter root is refused (400);
@@ -145,6 +150,80 @@ try:
         usage = chunk.usage or usage
     check("".join(pieces) == content, "streamed chat == non-streamed chat")
     check(usage is not None and usage.completion_tokens == 6, f"streamed chat usage: {usage}")
+
+    # Log-probabilities (vLLM's shapes), echo, tokenize / detokenize, version.
+    out = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=4, temperature=0, logprobs=3,
+                                    extra_body={"ignore_eos": True})
+    lp = out.choices[0].logprobs
+    check(lp is not None and len(lp.tokens) == 4 and len(lp.token_logprobs) == 4 and len(lp.top_logprobs) == 4
+          and len(lp.text_offset) == 4, f"completion logprobs: {lp}")
+    check(all(t <= 0 for t in lp.token_logprobs) and all(len(top) >= 3 for top in lp.top_logprobs)
+          and all(abs(max(top.values()) - t) < 1e-6 for top, t in zip(lp.top_logprobs, lp.token_logprobs)),
+          "greedy: each token is its position's most likely, reported among the top 3")
+    check(lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0, "text offsets run from 0")
+    streamed_lp = []
+    for chunk in client.completions.create(model="tiny", prompt=PROMPT, max_tokens=4, temperature=0, logprobs=3,
+                                           stream=True, extra_body={"ignore_eos": True}):
+        for choice in chunk.choices:
+            if choice.logprobs:
+                streamed_lp += choice.logprobs.token_logprobs
+    check(len(streamed_lp) == 4 and all(abs(a - b) < 1e-6 for a, b in zip(streamed_lp, lp.token_logprobs)),
+          f"streamed completion logprobs == non-streamed: {streamed_lp}")
+    echo = client.completions.create(model="tiny", prompt="hello world", max_tokens=3, temperature=0, echo=True,
+                                     logprobs=1, extra_body={"ignore_eos": True})
+    e = echo.choices[0]
+    check(e.text.startswith("hello world") and e.logprobs.token_logprobs[0] is None
+          and len(e.logprobs.tokens) == echo.usage.prompt_tokens + 3, f"echo with logprobs: {e}")
+    # The oracle: the echoed prompt's logprobs equal log_softmax of `lowrank logits` on the same ids.
+    import torch
+    from safetensors.torch import load_file, save_file
+    save_file({"input_ids": torch.tensor([PROMPT], dtype=torch.int64)}, os.path.join(work, "ids.safetensors"))
+    subprocess.run([lowrank, "logits", "--model", model_dir, "--input", os.path.join(work, "ids.safetensors"),
+                    "--out", os.path.join(work, "logits.safetensors")], check=True, stdout=subprocess.DEVNULL)
+    reference = load_file(os.path.join(work, "logits.safetensors"))["logits"][0].double().log_softmax(-1)
+    scored = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=1, echo=True, logprobs=0)
+    got = scored.choices[0].logprobs.token_logprobs[1:len(PROMPT)]
+    want = [reference[j - 1, PROMPT[j]].item() for j in range(1, len(PROMPT))]
+    check(max(abs(a - b) for a, b in zip(got, want)) < 1e-4, f"prompt logprobs == lowrank logits: {got} vs {want}")
+
+    chat = client.chat.completions.create(model="alpha", messages=messages, max_tokens=3, temperature=0,
+                                          logprobs=True, top_logprobs=2, extra_body={"ignore_eos": True})
+    content = chat.choices[0].logprobs.content
+    check(len(content) == 3 and all(len(c.top_logprobs) == 2 and c.bytes == list(c.token.encode())
+                                    and c.top_logprobs[0].logprob >= c.top_logprobs[1].logprob for c in content),
+          f"chat logprobs: {content}")
+    streamed_content = []
+    for chunk in client.chat.completions.create(model="alpha", messages=messages, max_tokens=3, temperature=0,
+                                                logprobs=True, top_logprobs=2, stream=True,
+                                                extra_body={"ignore_eos": True}):
+        for choice in chunk.choices:
+            if choice.logprobs and choice.logprobs.content:
+                streamed_content += choice.logprobs.content
+    check([c.logprob for c in streamed_content] == [c.logprob for c in content], "streamed chat logprobs")
+    try:
+        client.chat.completions.create(model="tiny", messages=messages, max_tokens=2, logprobs=True,
+                                       top_logprobs=21)
+        check(False, "top_logprobs above 20 raises BadRequestError")
+    except openai.BadRequestError as error:
+        check(error.body.get("param") == "top_logprobs", f"top_logprobs above 20: {error.body}")
+    try:
+        client.completions.create(model="tiny", prompt=PROMPT, max_tokens=2, logit_bias={"5": 101})
+        check(False, "a logit_bias above 100 raises BadRequestError")
+    except openai.BadRequestError as error:
+        check(error.body.get("param") == "logit_bias", f"logit_bias above 100: {error.body}")
+    biased = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=3, temperature=0,
+                                       logit_bias={"42": 100}, user="interop", extra_body={"ignore_eos": True})
+    status, body = raw_post("/detokenize", {"tokens": [42, 42, 42]})
+    check(status == 200 and json.loads(body)["prompt"] == biased.choices[0].text,
+          f"logit_bias +100 forces token 42: {biased.choices[0].text!r} vs {body}")
+    status, body = raw_post("/tokenize", {"prompt": "hello world", "return_token_strs": True})
+    tokens = json.loads(body)
+    check(status == 200 and tokens["count"] == len(tokens["tokens"]) == len(tokens["token_strs"])
+          and tokens["max_model_len"] > 0, f"/tokenize: {body}")
+    status, body = raw_post("/detokenize", {"tokens": tokens["tokens"]})
+    check(status == 200 and json.loads(body)["prompt"].endswith("hello world"), f"/detokenize: {body}")
+    with urllib.request.urlopen(url + "/version", timeout=10) as response:
+        check("version" in json.loads(response.read()), "/version")
 
     # Runtime adapter load / unload (vLLM's API), from the adapter root only.
     shutil.copytree(adapter_src, os.path.join(root, "gamma"))

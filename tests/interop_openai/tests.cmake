@@ -1,6 +1,7 @@
 # The HTTP server driven by the official `openai` Python client (in the peer stack, .venv-peers,
 # installed by scripts/setup): `lowrank serve` on a free loopback port with two adapters,
-# completions and chat, streaming and not, models.list, adapter load/unload, SIGTERM. Skipped
+# completions and chat, streaming and not, logprobs and echo (against `lowrank logits`),
+# /tokenize and /detokenize, models.list, adapter load/unload, SIGTERM. Skipped
 # (exit 77) only when the peer stack is not installed.
 add_test(NAME interop_openai.openai_client
   COMMAND sh -c "if [ -x \"$0\" ]; then exec \"$0\" \"$@\"; else echo \"skip: no python at $0\"; exit 77; fi"

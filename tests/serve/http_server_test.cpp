@@ -1,6 +1,7 @@
 // HttpServer end to end in process: an Engine over the bundled tiny Llama with its fixture LoRA
 // adapter, the server on a free loopback port, and httplib's client. Checks the OpenAI shapes
 // (completions, chat, streaming, models), greedy output against the engine and nn::generate,
+// logprobs and echo against log_softmax of a fresh model's logits, /tokenize, /detokenize, /version,
 // runtime adapter load/unload, the error statuses (400, 401, 404, 413, 429), path traversal,
 // disconnect cancellation, the chunked path of a slow non-streaming response, /metrics and /health.
 #include "lowrank/serve/http_server.h"
@@ -11,6 +12,7 @@
 #include <memory>
 #include <thread>
 
+#include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -248,6 +250,172 @@ TEST_F(HttpServerTest, ChatCompletionStreamingAndNot) {
   EXPECT_EQ(text, r.body["choices"][0]["message"]["content"]);
   EXPECT_TRUE(events.back()["choices"].empty());  // the usage chunk
   EXPECT_EQ(events.back()["usage"]["completion_tokens"], 6);
+}
+
+// The float64 log_softmax of the served model's logits at every position of `ids`, computed on a
+// fresh load of the model directory (the oracle of the reported logprobs: vLLM's raw distribution).
+at::Tensor model_logprobs(const fs::path& model_dir, const std::vector<int64_t>& ids) {
+  c10::InferenceMode guard;
+  const nn::Model model = compress::load_model(model_dir);
+  return model.forward(at::tensor(ids, at::kLong).reshape({1, -1})).to(at::kDouble)[0].log_softmax(-1);
+}
+
+TEST_F(HttpServerTest, CompletionLogprobsAndEchoStreamedAndNot) {
+  auto c = client(port());
+  // Sampled with penalties and a bias: the reported values are still the raw distribution's.
+  Json body{{"model", "tiny"}, {"prompt", kPrompt},       {"max_tokens", 5},          {"temperature", 0.8},
+            {"seed", 3},       {"presence_penalty", 0.5}, {"logit_bias", {{"9", 2}}}, {"logprobs", 2},
+            {"echo", true},    {"ignore_eos", true}};
+  const Reply r = post(*c, "/v1/completions", body);
+  ASSERT_EQ(r.status, 200) << r.text;
+  const Json& choice = r.body["choices"][0];
+  const Json& lp = choice["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), kPrompt.size() + 5);
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  const std::vector<int32_t> prompt32(kPrompt.begin(), kPrompt.end());
+  const std::string prompt_text = env_->tokenizer->decode(prompt32);
+  ASSERT_TRUE(choice["text"].get<std::string>().starts_with(prompt_text));
+  // The generated ids: the tokens' texts are not ids, so re-run the same seeded request on the
+  // engine directly (its output does not depend on the batch).
+  const GenerationRequest request{.adapter = "",
+                                  .prompt = kPrompt,
+                                  .sampling = {.max_new_tokens = 5,
+                                               .temperature = 0.8,
+                                               .seed = 3,
+                                               .ignore_eos = true,
+                                               .logit_bias = {{9, 2.0}},
+                                               .presence_penalty = 0.5}};
+  std::vector<int64_t> generated;
+  env_->engine->submit(request).stream->wait(nullptr, &generated);
+  ASSERT_EQ(generated.size(), 5u);
+  std::vector<int64_t> ids = kPrompt;
+  ids.insert(ids.end(), generated.begin(), generated.end());
+  const at::Tensor expected = model_logprobs(env_->model_dir, ids);
+  for (size_t j = 1; j < ids.size(); ++j) {
+    const auto row = expected[static_cast<int64_t>(j) - 1];
+    EXPECT_NEAR(lp["token_logprobs"][j].get<double>(), row[ids[j]].item<double>(), 1e-4) << "token " << j;
+    const int32_t one[] = {static_cast<int32_t>(ids[j])};
+    EXPECT_EQ(lp["tokens"][j], env_->tokenizer->decode(one)) << "token " << j;
+    // The chosen token, then the top 2: the largest value is the row's largest, and every value is
+    // the chosen token's or one of the row's two largest (two tokens with the same text, e.g. two
+    // halves of a character, share one key).
+    const at::Tensor top = std::get<0>(at::topk(row, 2));
+    double largest = -1e9;
+    for (const auto& [token, value] : lp["top_logprobs"][j].items()) {
+      const double v = value.get<double>();
+      largest = std::max(largest, v);
+      if (token != lp["tokens"][j]) EXPECT_GE(v, top[1].item<double>() - 1e-4) << "token " << j;
+    }
+    const bool chosen_in_top = row[ids[j]].item<double>() >= top[1].item<double>();
+    if (lp["top_logprobs"][j].size() == (chosen_in_top ? 2u : 3u))  // no two texts collided
+      EXPECT_NEAR(largest, top[0].item<double>(), 1e-4) << "token " << j;
+  }
+
+  // Streamed: the same text, tokens, logprobs and offsets, the prompt in the first chunk.
+  body["stream"] = true;
+  auto res = c->Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  bool done = false;
+  const std::vector<Json> events = sse_events(res->body, &done);
+  EXPECT_TRUE(done);
+  ASSERT_FALSE(events.empty());
+  EXPECT_TRUE(events.front()["choices"][0]["text"].get<std::string>().starts_with(prompt_text));
+  std::string text;
+  Json tokens = Json::array(), logprobs = Json::array(), offsets = Json::array();
+  for (const Json& e : events) {
+    text += e["choices"][0]["text"].get<std::string>();
+    const Json& l = e["choices"][0]["logprobs"];
+    if (l.is_null()) continue;
+    for (size_t k = 0; k < l["tokens"].size(); ++k) {
+      tokens.push_back(l["tokens"][k]);
+      logprobs.push_back(l["token_logprobs"][k]);
+      offsets.push_back(l["text_offset"][k]);
+    }
+  }
+  EXPECT_EQ(text, choice["text"]);
+  EXPECT_EQ(tokens, lp["tokens"]);
+  EXPECT_EQ(logprobs, lp["token_logprobs"]);
+  EXPECT_EQ(offsets, lp["text_offset"]);
+}
+
+TEST_F(HttpServerTest, ChatLogprobsStreamedAndNot) {
+  auto c = client(port());
+  Json body{{"model", "lora"},
+            {"messages", {{{"role", "user"}, {"content", "hello there"}}}},
+            {"max_completion_tokens", 4},
+            {"temperature", 0},
+            {"logprobs", true},
+            {"top_logprobs", 3},
+            {"ignore_eos", true}};
+  const Reply r = post(*c, "/v1/chat/completions", body);
+  ASSERT_EQ(r.status, 200) << r.text;
+  const Json& content = r.body["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 4u);
+  for (const Json& entry : content) {
+    ASSERT_EQ(entry["top_logprobs"].size(), 3u);
+    // Greedy: the chosen token is the most likely one.
+    EXPECT_EQ(entry["top_logprobs"][0]["token"], entry["token"]);
+    EXPECT_EQ(entry["top_logprobs"][0]["logprob"], entry["logprob"]);
+    EXPECT_GE(entry["top_logprobs"][1]["logprob"].get<double>(),
+              entry["top_logprobs"][2]["logprob"].get<double>());
+    std::string bytes;
+    for (const Json& b : entry["bytes"]) bytes += static_cast<char>(b.get<int>());
+    EXPECT_EQ(bytes, entry["token"].get<std::string>());
+  }
+  body["stream"] = true;
+  auto res = c->Post("/v1/chat/completions", body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  bool done = false;
+  Json streamed = Json::array();
+  for (const Json& e : sse_events(res->body, &done))
+    if (!e["choices"].empty() && !e["choices"][0]["logprobs"].is_null())
+      for (const Json& entry : e["choices"][0]["logprobs"]["content"]) streamed.push_back(entry);
+  EXPECT_EQ(streamed, content);
+}
+
+TEST_F(HttpServerTest, TokenizeDetokenizeAndVersion) {
+  auto c = client(port(), nullptr);  // no API key needed, as vLLM (not under /v1)
+  const Reply t = post(*c, "/tokenize", Json{{"prompt", "hello world"}, {"return_token_strs", true}});
+  ASSERT_EQ(t.status, 200) << t.text;
+  const std::vector<int32_t> ids = env_->tokenizer->encode("hello world", true);
+  EXPECT_EQ(t.body["tokens"], Json(std::vector<int64_t>(ids.begin(), ids.end())));
+  EXPECT_EQ(t.body["count"], ids.size());
+  EXPECT_EQ(t.body["max_model_len"], env_->model->config().max_position_embeddings);
+  const Reply d = post(*c, "/detokenize", Json{{"tokens", t.body["tokens"]}});
+  ASSERT_EQ(d.status, 200) << d.text;
+  EXPECT_EQ(d.body["prompt"], env_->tokenizer->decode(ids));
+  const Reply bad = post(*c, "/detokenize", Json{{"tokens", {1, 1 << 30}}});
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.body["error"]["param"], "tokens");
+  auto version = c->Get("/version");
+  ASSERT_TRUE(version);
+  EXPECT_EQ(Json::parse(version->body)["version"], std::string(kServerVersion));
+}
+
+TEST_F(HttpServerTest, SeededTextIsTheSameAloneAndInAMixedBatch) {
+  const Json seeded{{"model", "lora"},          {"prompt", kPrompt}, {"max_tokens", 10},
+                    {"temperature", 1.0},       {"seed", 21},        {"frequency_penalty", 0.5},
+                    {"logit_bias", {{"3", 1}}}, {"ignore_eos", true}};
+  auto c = client(port());
+  const Reply alone = post(*c, "/v1/completions", seeded);
+  ASSERT_EQ(alone.status, 200) << alone.text;
+  // The same request among unseeded sampled neighbours of both models, sent together.
+  std::vector<std::thread> neighbours;
+  for (int i = 0; i < 3; ++i)
+    neighbours.emplace_back([i] {
+      auto n = client(port());
+      post(*n, "/v1/completions",
+           Json{{"model", i == 0 ? "tiny" : "lora"},
+                {"prompt", std::vector<int64_t>{5, 6, 7, static_cast<int64_t>(8 + i)}},
+                {"max_tokens", 12},
+                {"presence_penalty", 1.0},
+                {"ignore_eos", true}});
+    });
+  const Reply crowded = post(*c, "/v1/completions", seeded);
+  for (std::thread& t : neighbours) t.join();
+  ASSERT_EQ(crowded.status, 200) << crowded.text;
+  EXPECT_EQ(crowded.body["choices"][0]["text"], alone.body["choices"][0]["text"]);
 }
 
 TEST_F(HttpServerTest, NSamplesWithSeedsAreReproducible) {

@@ -4,6 +4,7 @@
 #include "lowrank/serve/openai_api.h"
 
 #include <filesystem>
+#include <limits>
 
 #include <gtest/gtest.h>
 
@@ -67,13 +68,166 @@ TEST(OpenAiApiTest, BadFieldsAreNamed) {
   EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"max_tokens", 256}})), "max_tokens");  // over the context
   EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"stop", {1}}})), "stop");
   EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"stream", "yes"}})), "stream");
-  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"logprobs", 3}})), "logprobs");
-  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"presence_penalty", 0.5}})), "presence_penalty");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"logprobs", 21}})), "logprobs");  // over vLLM's 20
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"logprobs", true}})), "logprobs");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"presence_penalty", 2.5}})), "presence_penalty");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"frequency_penalty", -3}})), "frequency_penalty");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"logit_bias", {{"5", 101}}}})), "logit_bias");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"logit_bias", {{"5", -100.5}}}})), "logit_bias");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"logit_bias", {{"512", 1}}}})), "logit_bias");  // vocabulary
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"logit_bias", {{"-1", 1}}}})), "logit_bias");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"logit_bias", {{"five", 1}}}})), "logit_bias");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"logit_bias", {{"5x", 1}}}})), "logit_bias");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"logit_bias", {{"5", "up"}}}})), "logit_bias");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"logit_bias", {1, 2}}})), "logit_bias");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"min_tokens", 17}})), "min_tokens");  // > max_tokens 16
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"min_tokens", -1}})), "min_tokens");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"user", 5}})), "user");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"echo", "yes"}})), "echo");
+  EXPECT_EQ(param_of(parse({{"prompt", "a"},
+                            {"logprobs", 20},
+                            {"echo", true},
+                            {"min_tokens", 16},
+                            {"logit_bias", {{"5", -100}, {"7", 100}}},
+                            {"presence_penalty", -2},
+                            {"frequency_penalty", 2},
+                            {"user", "u"}})),
+            "(no error)");
   EXPECT_EQ(param_of(parse({{"max_tokens", 3}})), "prompt");
   EXPECT_EQ(param_of(parse({{"prompt", ""}})), "prompt");                           // no tokens
   EXPECT_EQ(param_of(parse({{"prompt", std::vector<int64_t>(65, 5)}})), "prompt");  // over 64
   EXPECT_EQ(param_of(parse({{"prompt", {1, 512}}})), "prompt");                     // outside the vocabulary
   EXPECT_EQ(param_of(parse({{"prompt", "a"}, {"max_tokens", 2}, {"top_k", -1}})), "(no error)");
+}
+
+TEST(OpenAiApiTest, ParsesLogprobsEchoPenaltiesAndBias) {
+  const GenerateCall c = parse_completion_request(Json{{"prompt", Json::array({"hi", Json::array({3, 4})})},
+                                                       {"logprobs", 2},
+                                                       {"echo", true},
+                                                       {"logit_bias", {{"7", -2.5}}},
+                                                       {"presence_penalty", 0.5},
+                                                       {"frequency_penalty", -0.25},
+                                                       {"min_tokens", 3},
+                                                       {"user", "u1"}},
+                                                  tokenizer(), limits());
+  EXPECT_TRUE(c.logprobs);
+  EXPECT_EQ(c.sampling.logprobs, 2);
+  EXPECT_EQ(c.sampling.prompt_logprobs, 2);  // echo with logprobs: the prompt's too (vLLM)
+  ASSERT_EQ(c.prompt_texts.size(), 2u);
+  EXPECT_EQ(c.prompt_texts[0], "hi");
+  const std::vector<int32_t> ids{3, 4};
+  EXPECT_EQ(c.prompt_texts[1], tokenizer().decode(ids));
+  EXPECT_EQ(c.sampling.logit_bias, (std::vector<std::pair<int64_t, double>>{{7, -2.5}}));
+  EXPECT_EQ(c.sampling.presence_penalty, 0.5);
+  EXPECT_EQ(c.sampling.frequency_penalty, -0.25);
+  EXPECT_EQ(c.sampling.min_tokens, 3);
+  EXPECT_EQ(c.user, "u1");
+  const GenerateCall plain =
+      parse_completion_request(Json{{"prompt", "a"}, {"echo", true}}, tokenizer(), limits());
+  EXPECT_EQ(plain.sampling.logprobs, -1);
+  EXPECT_EQ(plain.sampling.prompt_logprobs, -1);
+
+  const Json messages = Json::array({{{"role", "user"}, {"content", "hi"}}});
+  const GenerateCall chat = parse_chat_request(
+      Json{{"messages", messages}, {"logprobs", true}, {"top_logprobs", 4}, {"max_completion_tokens", 5}},
+      tokenizer(), ChatTemplate::kPlain, limits());
+  EXPECT_TRUE(chat.logprobs);
+  EXPECT_EQ(chat.sampling.logprobs, 4);
+  EXPECT_EQ(chat.sampling.max_new_tokens, 5);
+  auto parse_chat = [&](Json extra) {
+    return [&, extra] {
+      Json body = extra;
+      body["messages"] = messages;
+      parse_chat_request(body, tokenizer(), ChatTemplate::kPlain, limits());
+    };
+  };
+  EXPECT_EQ(param_of(parse_chat({{"logprobs", true}, {"top_logprobs", 21}})), "top_logprobs");
+  EXPECT_EQ(param_of(parse_chat({{"logprobs", true}, {"top_logprobs", -1}})), "top_logprobs");
+  EXPECT_EQ(param_of(parse_chat({{"top_logprobs", 2}})), "top_logprobs");  // without logprobs
+  EXPECT_EQ(param_of(parse_chat({{"logprobs", 2}})), "logprobs");
+  EXPECT_EQ(param_of(parse_chat({{"echo", true}})), "echo");
+  EXPECT_EQ(param_of(parse_chat({{"max_completion_tokens", 0}})), "max_completion_tokens");
+  EXPECT_EQ(param_of(parse_chat({{"logprobs", true}, {"top_logprobs", 20}})), "(no error)");
+}
+
+TEST(OpenAiApiTest, LogprobsShapes) {
+  // Hand-made entries, token i's text "t<i>" (and "é" for 9: two bytes, one character).
+  const TokenText text = [](int64_t id) { return id == 9 ? std::string("\xc3\xa9") : str("t", id); };
+  const std::vector<LogprobEntry> entries{
+      {.token = 9, .logprob = -0.5F, .top = {{.token = 9, .logprob = -0.5F}, {.token = 2, .logprob = -1.5F}}},
+      {.token = 3,
+       .logprob = -std::numeric_limits<float>::infinity(),
+       .top = {{.token = 1, .logprob = -0.1F}, {.token = 2, .logprob = -2.5F}}}};
+  int64_t offset = 10;
+  const OrderedJson c = completion_logprobs(int64_t{12}, entries, offset, text);
+  EXPECT_EQ(c["tokens"], OrderedJson({"t12", "\xc3\xa9", "t3"}));
+  EXPECT_EQ(c["text_offset"], OrderedJson({10, 13, 14}));  // characters, not bytes
+  EXPECT_EQ(offset, 16);
+  EXPECT_TRUE(c["token_logprobs"][0].is_null());
+  EXPECT_TRUE(c["top_logprobs"][0].is_null());
+  EXPECT_EQ(c["token_logprobs"][1], -0.5);
+  EXPECT_EQ(c["token_logprobs"][2], -9999.0);  // -inf clamped as vLLM
+  // The chosen token first, then the top k; the chosen one outside the top k makes k + 1.
+  EXPECT_EQ(c["top_logprobs"][1].size(), 2u);
+  EXPECT_EQ(c["top_logprobs"][2].size(), 3u);
+  EXPECT_EQ(c["top_logprobs"][2].begin().key(), "t3");
+  EXPECT_NEAR(c["top_logprobs"][2]["t1"].get<double>(), -0.1, 1e-6);
+
+  // Two tokens of one text share a key: the first one's place, the later one's value (vLLM's dict).
+  const TokenText same = [](int64_t id) { return id == 5 || id == 6 ? std::string("dup") : str("t", id); };
+  const std::vector<LogprobEntry> collide{
+      {.token = 4,
+       .logprob = -1.F,
+       .top = {{.token = 5, .logprob = -0.25F}, {.token = 6, .logprob = -0.5F}}}};
+  int64_t start = 0;
+  const OrderedJson d = completion_logprobs(std::nullopt, collide, start, same)["top_logprobs"][0];
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d.begin().key(), "t4");
+  EXPECT_EQ(d["dup"], -0.5);
+
+  const OrderedJson chat = chat_logprobs(entries, text);
+  ASSERT_EQ(chat["content"].size(), 2u);
+  EXPECT_EQ(chat["content"][0]["token"], "\xc3\xa9");
+  EXPECT_EQ(chat["content"][0]["bytes"], OrderedJson({0xc3, 0xa9}));
+  EXPECT_EQ(chat["content"][1]["logprob"], -9999.0);
+  ASSERT_EQ(chat["content"][1]["top_logprobs"].size(), 2u);  // exactly the top k
+  EXPECT_EQ(chat["content"][1]["top_logprobs"][0]["token"], "t1");
+  EXPECT_EQ(chat["content"][1]["top_logprobs"][1]["bytes"], OrderedJson({116, 50}));
+}
+
+TEST(OpenAiApiTest, TokenizeAndDetokenize) {
+  const OrderedJson t = tokenize_response(Json{{"prompt", "hello world"}, {"return_token_strs", true}},
+                                          tokenizer(), ChatTemplate::kPlain, limits());
+  const std::vector<int32_t> ids = tokenizer().encode("hello world", true);
+  EXPECT_EQ(t["tokens"], OrderedJson(std::vector<int64_t>(ids.begin(), ids.end())));
+  EXPECT_EQ(t["count"], ids.size());
+  EXPECT_EQ(t["max_model_len"], 256);
+  ASSERT_EQ(t["token_strs"].size(), ids.size());
+  EXPECT_EQ(t["token_strs"][0], tokenizer().id_to_token(ids[0]));
+  const OrderedJson bare = tokenize_response(Json{{"prompt", "hello world"}, {"add_special_tokens", false}},
+                                             tokenizer(), ChatTemplate::kPlain, limits());
+  const std::vector<int32_t> bare_ids = tokenizer().encode("hello world", false);
+  EXPECT_EQ(bare["tokens"], OrderedJson(std::vector<int64_t>(bare_ids.begin(), bare_ids.end())));
+  EXPECT_TRUE(bare["token_strs"].is_null());
+  const Json messages = Json::array({{{"role", "user"}, {"content", "hi"}}});
+  const OrderedJson chat =
+      tokenize_response(Json{{"messages", messages}}, tokenizer(), ChatTemplate::kPlain, limits());
+  const GenerateCall call =
+      parse_chat_request(Json{{"messages", messages}}, tokenizer(), ChatTemplate::kPlain, limits());
+  EXPECT_EQ(chat["tokens"], OrderedJson(call.prompts[0]));
+  const OrderedJson d = detokenize_response(
+      Json{{"tokens", std::vector<int64_t>(bare_ids.begin(), bare_ids.end())}}, tokenizer(), limits());
+  EXPECT_EQ(d["prompt"], "hello world");
+  auto tok = [](Json body) {
+    return [body] { tokenize_response(body, tokenizer(), ChatTemplate::kPlain, limits()); };
+  };
+  auto detok = [](Json body) { return [body] { detokenize_response(body, tokenizer(), limits()); }; };
+  EXPECT_EQ(param_of(tok(Json::object())), "prompt");
+  EXPECT_EQ(param_of(tok({{"prompt", 5}})), "prompt");
+  EXPECT_EQ(param_of(tok({{"prompt", "a"}, {"add_special_tokens", "no"}})), "add_special_tokens");
+  EXPECT_EQ(param_of(detok({{"tokens", {1, 512}}})), "tokens");
+  EXPECT_EQ(param_of(detok({{"tokens", {1, "a"}}})), "tokens");
+  EXPECT_EQ(param_of(detok(Json::object())), "tokens");
 }
 
 TEST(OpenAiApiTest, ChatUsesThePlainTemplate) {

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "lowrank/data/tokenizer.h"
+
 namespace lowrank::serve {
 
 using namespace std::chrono_literals;
@@ -32,6 +34,11 @@ CompletionTask::~CompletionTask() {
 }
 
 bool CompletionTask::submit(const GenerateCall& call, const std::string& adapter, int64_t& retry_after_s) {
+  n_ = call.n;
+  logprobs_ = call.logprobs;
+  echo_ = call.echo;
+  prompt_texts_ = call.prompt_texts;
+  for (const auto& prompt : call.prompts) first_prompt_tokens_.push_back(prompt.front());
   for (const auto& prompt : call.prompts) {
     for (int64_t j = 0; j < call.n; ++j) {
       GenerationRequest request{.adapter = adapter, .prompt = prompt, .sampling = call.sampling};
@@ -101,6 +108,22 @@ void CompletionTask::cancel_unfinished() {
 
 void CompletionTask::apply(size_t i, StreamEvent e, std::vector<Event>& out) {
   Choice& c = choices_[i];
+  Event event{.choice = i, .event = {}, .echo = {}, .logprobs = nullptr};
+  const bool first = !c.started;
+  c.started = true;
+  if (first && echo_) event.echo = prompt_texts_.at(prompt_of(i));
+  if (first) c.prompt_logprobs = e.prompt_logprobs;
+  if (e.logprobs) {
+    c.logprobs.push_back(*e.logprobs);
+    std::vector<LogprobEntry> entries;
+    std::optional<int64_t> leading;
+    if (first && echo_ && logprobs_ && !meta_.chat) {
+      leading = first_prompt_tokens_.at(prompt_of(i));
+      entries = c.prompt_logprobs;
+    }
+    entries.push_back(*e.logprobs);
+    event.logprobs = logprobs_json(c.text_offset, leading, entries);
+  }
   // A finish event may carry text too: what the request's text stream still held back when it
   // ended (at the token limit, a possible start of a stop string or an incomplete character).
   c.text += e.text;
@@ -111,7 +134,24 @@ void CompletionTask::apply(size_t i, StreamEvent e, std::vector<Event>& out) {
     c.message = e.message;
     c.completion_tokens = e.completion_tokens;
   }
-  out.push_back({i, std::move(e)});
+  event.event = std::move(e);
+  out.push_back(std::move(event));
+}
+
+std::string CompletionTask::token_text(int64_t id) const {
+  // Without a tokenizer (token-id requests), vLLM's "token_id:<id>" form.
+  if (const data::Tokenizer* tokenizer = engine_.tokenizer()) {
+    const int32_t ids[] = {static_cast<int32_t>(id)};
+    return tokenizer->decode(ids);
+  }
+  return str("token_id:", id);
+}
+
+OrderedJson CompletionTask::logprobs_json(int64_t& text_offset, std::optional<int64_t> leading,
+                                          std::span<const LogprobEntry> entries) const {
+  const TokenText text = [this](int64_t id) { return token_text(id); };
+  if (meta_.chat) return chat_logprobs(entries, text);
+  return completion_logprobs(leading, entries, text_offset, text);
 }
 
 Usage CompletionTask::usage() const {
@@ -126,7 +166,21 @@ OrderedJson CompletionTask::final_body() const {
     const Choice& c = choices_[i];
     if (c.finish == FinishReason::kCancelled) throw cancelled_error();
     if (c.finish != FinishReason::kStop && c.finish != FinishReason::kLength) throw rejected_error(c.message);
-    out.push_back({.index = static_cast<int64_t>(i), .text = c.text, .finish = c.finish});
+    serve::Choice choice{
+        .index = static_cast<int64_t>(i), .text = c.text, .finish = c.finish, .logprobs = nullptr};
+    if (echo_) choice.text = prompt_texts_.at(prompt_of(i)) + c.text;
+    if (logprobs_) {
+      int64_t text_offset = 0;
+      std::vector<LogprobEntry> entries;
+      std::optional<int64_t> leading;
+      if (echo_ && !meta_.chat) {
+        leading = first_prompt_tokens_.at(prompt_of(i));
+        entries = c.prompt_logprobs;
+      }
+      entries.insert(entries.end(), c.logprobs.begin(), c.logprobs.end());
+      choice.logprobs = logprobs_json(text_offset, leading, entries);
+    }
+    out.push_back(std::move(choice));
   }
   return meta_.chat ? chat_response(meta_.id, meta_.created, meta_.model, out, usage())
                     : completion_response(meta_.id, meta_.created, meta_.model, out, usage());
@@ -144,17 +198,21 @@ std::vector<OrderedJson> CompletionTask::opening_chunks() const {
 std::vector<OrderedJson> CompletionTask::event_chunks(const Event& e) const {
   const auto index = static_cast<int64_t>(e.choice);
   const StreamEvent& ev = e.event;
-  auto chunk = [&](const std::string& text, std::optional<FinishReason> finish) {
-    return meta_.chat ? chat_chunk(meta_.id, meta_.created, meta_.model, index, text, finish)
-                      : completion_chunk(meta_.id, meta_.created, meta_.model, index, text, finish);
+  auto chunk = [&](const std::string& text, std::optional<FinishReason> finish, OrderedJson logprobs) {
+    return meta_.chat ? chat_chunk(meta_.id, meta_.created, meta_.model, index, text, finish, false,
+                                   std::move(logprobs))
+                      : completion_chunk(meta_.id, meta_.created, meta_.model, index, text, finish,
+                                         std::move(logprobs));
   };
   const bool finished_normally = ev.finish == FinishReason::kStop || ev.finish == FinishReason::kLength;
   std::vector<OrderedJson> out;
-  if (!ev.text.empty() && (ev.kind == StreamEvent::Kind::kToken || finished_normally))
-    out.push_back(chunk(ev.text, std::nullopt));
+  const std::string text = e.echo + ev.text;
+  // A token's chunk carries its logprobs even when its text is held back (empty).
+  if ((!text.empty() || !e.logprobs.is_null()) && (ev.kind == StreamEvent::Kind::kToken || finished_normally))
+    out.push_back(chunk(text, std::nullopt, e.logprobs));
   if (ev.kind == StreamEvent::Kind::kFinish)
     out.push_back(finished_normally
-                      ? chunk("", ev.finish)
+                      ? chunk("", ev.finish, nullptr)
                       : error_body(ev.finish == FinishReason::kCancelled ? cancelled_error()
                                                                          : rejected_error(ev.message)));
   return out;

@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -48,11 +49,17 @@ class CompletionTask {
     bool done = false;
     FinishReason finish = FinishReason::kNone;
     std::string message;
+    std::vector<LogprobEntry> logprobs;         // per generated token, when asked for
+    std::vector<LogprobEntry> prompt_logprobs;  // with echo and logprobs: prompt tokens 1..
+    int64_t text_offset = 0;                    // completions' logprobs: characters reported so far
+    bool started = false;                       // its first event has arrived
   };
   // An engine event of choice `choice`.
   struct Event {
     size_t choice = 0;
     StreamEvent event;
+    std::string echo;      // the choice's first event with echo: its prompt's text, sent first
+    OrderedJson logprobs;  // the chunk's logprobs object (null unless asked for)
   };
   // How the server counts tasks: `in_flight` while a task lives (responses not yet written), and
   // `on_disconnect` once for a task whose client went away while it still ran. Either may be null.
@@ -100,8 +107,21 @@ class CompletionTask {
   void cancel_unfinished();
   Usage usage() const;
 
+  // The logprobs object of `entries` (completions: after `leading`, its offsets from
+  // `text_offset`, advanced past them).
+  OrderedJson logprobs_json(int64_t& text_offset, std::optional<int64_t> leading,
+                            std::span<const LogprobEntry> entries) const;
+  std::string token_text(int64_t id) const;
+  size_t prompt_of(size_t choice) const { return choice / static_cast<size_t>(n_); }
+
   Engine& engine_;
   ResponseMeta meta_;
+  // From the call (submit): samples per prompt, log-probabilities, echo and the prompts.
+  int64_t n_ = 1;
+  bool logprobs_ = false;
+  bool echo_ = false;
+  std::vector<std::string> prompt_texts_;
+  std::vector<int64_t> first_prompt_tokens_;
   Counters counters_;
   std::vector<Choice> choices_;
   size_t live_ = 0;

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <utility>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
 
 #include "lowrank/core/error.h"
@@ -39,6 +38,21 @@ std::optional<SamplingViolation> sampling_violation(const SamplingParams& s) {
                      str("'repetition_penalty' must be > 0, got ", s.repetition_penalty));
   for (const std::string& stop : s.stop)
     if (stop.empty()) return violation("stop", "'stop' strings must not be empty");
+  for (const auto& [key, value] : {std::pair{"presence_penalty", s.presence_penalty},
+                                   std::pair{"frequency_penalty", s.frequency_penalty}})
+    if (!(value >= -2 && value <= 2))
+      return violation(key, str("'", key, "' must be in [-2, 2], got ", value));
+  for (const auto& [id, bias] : s.logit_bias)
+    if (!(bias >= -100 && bias <= 100))
+      return violation("logit_bias",
+                       str("'logit_bias' values must be in [-100, 100], got ", bias, " for token ", id));
+  if (s.min_tokens < 0 || s.min_tokens > s.max_new_tokens)
+    return violation("min_tokens", str("'min_tokens' must be in [0, max_tokens = ", s.max_new_tokens,
+                                       "], got ", s.min_tokens));
+  for (const auto& [key, value] :
+       {std::pair{"logprobs", s.logprobs}, std::pair{"prompt_logprobs", s.prompt_logprobs}})
+    if (value < -1 || value > kMaxLogprobs)
+      return violation(key, str("'", key, "' must be in [0, ", kMaxLogprobs, "], got ", value));
   return std::nullopt;
 }
 
@@ -50,10 +64,10 @@ struct Engine::Live {
 
   GenerationRequest request;
   std::shared_ptr<RequestStream> stream;
-  nn::GenerateOptions options;  // the sampling subset select_next_tokens reads
-  at::Generator generator;
-  std::vector<int64_t> seen;  // prompt, then generated tokens (the repetition penalty's history)
-  data::TextStream text;      // the generated tokens, their text, stop strings and stop tokens
+  std::optional<RequestSampler> sampler;  // logits processing and the draw (sampler.h)
+  std::vector<int64_t> seen;              // prompt, then generated tokens (the repetition penalty's history)
+  std::vector<LogprobEntry> prompt_logprobs;  // filled during prefill when asked for
+  data::TextStream text;  // the generated tokens, their text, stop strings and stop tokens
   Clock::time_point submitted;
   bool first_token = false;
 };
@@ -120,6 +134,9 @@ void Engine::check_request(const GenerationRequest& request) const {
   for (int64_t id : request.prompt)
     LR_CHECK(id >= 0 && id < mc.vocab_size, InternalError, "serving engine: prompt token ", id,
              " is outside the vocabulary [0, ", mc.vocab_size, ")");
+  for (const auto& [id, bias] : request.sampling.logit_bias)
+    LR_CHECK(id >= 0 && id < mc.vocab_size, InternalError, "serving engine: logit_bias token ", id,
+             " is outside the vocabulary [0, ", mc.vocab_size, ")");
   if (const auto v = sampling_violation(request.sampling))
     throw InternalError(str("serving engine: a request with ", v->message));
   LR_CHECK(prompt_tokens <= config_.max_prompt_tokens, InternalError, "serving engine: the prompt has ",
@@ -138,6 +155,7 @@ SubmitResult Engine::submit(GenerationRequest request) {
   data::TextStreamOptions text_options{.stop = s.stop, .stop_token_ids = s.stop_token_ids, .max_tokens = 0};
   if (!s.ignore_eos)
     text_options.stop_token_ids.insert(text_options.stop_token_ids.end(), eos_ids_.begin(), eos_ids_.end());
+  const std::vector<int64_t> stop_ids = text_options.stop_token_ids;  // what min_tokens holds back
   // Throws for stop strings without a tokenizer, before anything is queued.
   data::TextStream text(tokenizer_ ? data::TextStream::decoder(*tokenizer_) : data::TextStream::Decode(),
                         std::move(text_options));
@@ -161,12 +179,7 @@ SubmitResult Engine::submit(GenerationRequest request) {
   }
   ++next_id_;
   auto live = std::make_unique<Live>(std::move(text));
-  live->options.do_sample = s.temperature > 0;
-  live->options.temperature = s.temperature > 0 ? s.temperature : 1.0;
-  live->options.top_k = s.top_k;
-  live->options.top_p = s.top_p;
-  live->options.repetition_penalty = s.repetition_penalty;
-  live->generator = at::detail::createCPUGenerator(s.seed ? *s.seed : next_seed_++);
+  live->sampler.emplace(s, stop_ids, s.seed ? *s.seed : next_seed_++);
   live->seen = request.prompt;
   live->submitted = Clock::now();
   live->stream = std::make_shared<RequestStream>(id);
@@ -293,24 +306,41 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
     nn::ForwardOptions forward;
     forward.cache = &kv;
     if (kv.has_padding() && T > 1) forward.attention_mask = mask;  // chunks of different lengths
-    forward.last_position_only = true;  // every row's last column is real (right-aligned)
-    forward.routing = &routing;         // always: the rows' adapters come from the pool through it
+    // Every row's last column is real (right-aligned); a prompt chunk whose request asked for
+    // prompt logprobs needs every column's logits.
+    bool every_position = false;
+    for (size_t i : *pass)
+      every_position |= plan.requests[i].prefill && lives[i]->request.sampling.prompt_logprobs >= 0;
+    forward.last_position_only = !every_position;
+    forward.routing = &routing;  // always: the rows' adapters come from the pool through it
     const PagedLoraPass adapters(*kv_, std::move(resident));
     const nn::RoutedAdapterScope adapter_scope(adapters);
-    const at::Tensor logits = model_->forward(ids, forward).select(1, 0).to(at::kFloat).cpu();
+    const at::Tensor all_logits = model_->forward(ids, forward).to(at::kFloat).cpu();
+    const at::Tensor logits = all_logits.select(1, all_logits.size(1) - 1);
     for (int64_t b = 0; b < B; ++b) {
       const size_t i = (*pass)[static_cast<size_t>(b)];
-      if (!plan.requests[i].samples) continue;
+      const ScheduledRequest& r = plan.requests[i];
       Live& live = *lives[i];
-      at::Tensor scores = logits.narrow(0, b, 1).clone();
-      // Only the repetition penalty reads the history (in place, not copied).
-      const std::span<const std::vector<int64_t>> seen = live.options.repetition_penalty != 1.0
-                                                             ? std::span(&live.seen, 1)
-                                                             : std::span<const std::vector<int64_t>>();
-      const int64_t token =
-          nn::select_next_tokens(scores, seen, live.options, live.generator).item<int64_t>();
+      if (r.prefill && live.request.sampling.prompt_logprobs >= 0) {
+        // Column c holds prompt position start + c - pad; its logits predict the next position.
+        const int64_t pad = T - r.num_tokens;
+        const auto prompt_tokens = static_cast<int64_t>(live.request.prompt.size());
+        for (int64_t c = pad; c < T; ++c) {
+          const int64_t next = r.start + (c - pad) + 1;
+          if (next >= prompt_tokens) break;
+          live.prompt_logprobs.push_back(logprob_entry(all_logits[b][c],
+                                                       live.request.prompt[static_cast<size_t>(next)],
+                                                       live.request.sampling.prompt_logprobs));
+        }
+      }
+      if (!r.samples) continue;
+      const at::Tensor raw = logits[b];
+      const int64_t token = live.sampler->next(raw.unsqueeze(0).clone(), live.seen);
+      std::optional<LogprobEntry> reported;
+      if (live.request.sampling.logprobs >= 0)
+        reported = logprob_entry(raw, token, live.request.sampling.logprobs);
       results[i].new_tokens = 1;
-      results[i].finish = accept_token(live, token);
+      results[i].finish = accept_token(live, token, std::move(reported));
     }
   }
   int64_t generated = 0;
@@ -319,16 +349,19 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
   metrics_.record_step(prefilled, generated, Clock::now());
 }
 
-FinishReason Engine::accept_token(Live& live, int64_t token) {
+FinishReason Engine::accept_token(Live& live, int64_t token, std::optional<LogprobEntry> logprobs) {
+  StreamEvent event;
   if (!live.first_token) {
     live.first_token = true;
+    event.prompt_logprobs = std::move(live.prompt_logprobs);
     const auto ttft = Clock::now() - live.submitted;
     std::lock_guard lock(mutex_);
     metrics_.record_first_token(ttft);
   }
   live.seen.push_back(token);
-  StreamEvent event;
+  live.sampler->accept(token);
   event.token = token;
+  event.logprobs = std::move(logprobs);
   event.text = live.text.push(token);
   live.stream->push(std::move(event));
   return live.text.finish();

@@ -15,8 +15,10 @@
 // per adapter segment at each adapter's own rank (nn::AdapterRouting), never padded to the
 // largest rank: short segments (decode rows) in one gathered kernel call for the whole batch
 // (BGMV), long ones (prompt chunks) as a GEMM pair each (paged_lora.h).
-// Sampling is per request (its own temperature, top-p, seed, generator), with nn/generate.h's
-// logits processors, so a greedy request's tokens do not depend on its batch neighbours.
+// Sampling is per request (its own temperature, top-p, penalties, logit bias, seed, generator; see
+// sampler.h), so a request's tokens do not depend on its batch neighbours. Log-probabilities, when
+// asked for, are of the raw model distribution (sampler.h), the prompt's from every column of its
+// prefill chunks.
 //
 // Text. Each request's tokens go through a data::TextStream (data/text_stream.h): a text delta is
 // released only once it is valid UTF-8 and cannot be the start of a stop string; a stop string
@@ -66,6 +68,7 @@
 #include "lowrank/serve/engine_metrics.h"
 #include "lowrank/serve/paged_lora.h"
 #include "lowrank/serve/request_stream.h"
+#include "lowrank/serve/sampler.h"
 #include "lowrank/serve/scheduler.h"
 
 namespace lowrank::nn {
@@ -90,6 +93,16 @@ struct SamplingParams {
   std::vector<std::string> stop;        // stop strings (need a tokenizer); excluded from the text
   std::vector<int64_t> stop_token_ids;  // besides the model's eos ids
   bool ignore_eos = false;              // run to max_new_tokens (benchmarks)
+  // The logits processing of sampler.h, in its order:
+  int64_t min_tokens = 0;                              // [0, max_new_tokens]: no stop id before
+  std::vector<std::pair<int64_t, double>> logit_bias;  // token id → bias in [-100, 100]
+  double presence_penalty = 0;                         // [-2, 2]; 0 = off (OpenAI)
+  double frequency_penalty = 0;                        // [-2, 2]; 0 = off (OpenAI)
+  // Log-probabilities to report (sampler.h: of the raw model distribution): -1 = none, else the
+  // chosen token's with this many alternatives (<= kMaxLogprobs); prompt_logprobs likewise for
+  // every prompt token after the first.
+  int64_t logprobs = -1;
+  int64_t prompt_logprobs = -1;
 };
 
 // A sampling field outside its bounds: the request field (OpenAI's name) and why.
@@ -201,7 +214,7 @@ class Engine {
   // Asserts the invariants of a request that passed the API's checks (InternalError).
   void check_request(const GenerationRequest& request) const;
   // Records a sampled token: its text and event; kStop when it ends the request.
-  FinishReason accept_token(Live& live, int64_t token);
+  FinishReason accept_token(Live& live, int64_t token, std::optional<LogprobEntry> logprobs);
   void deliver_finished();  // with mutex_ held
   void loop();
 

@@ -176,6 +176,9 @@ struct HttpServer::Impl {
     svr.Get(R"(/v1/models/([^/]+))", guarded(&Impl::model));
     svr.Post("/v1/load_lora_adapter", guarded(&Impl::load_lora_adapter));
     svr.Post("/v1/unload_lora_adapter", guarded(&Impl::unload_lora_adapter));
+    svr.Post("/tokenize", guarded(&Impl::tokenize));
+    svr.Post("/detokenize", guarded(&Impl::detokenize));
+    svr.Get("/version", guarded(&Impl::version));
     svr.Get("/health", guarded(&Impl::health));
     svr.Get("/metrics", guarded(&Impl::metrics));
   }
@@ -210,6 +213,7 @@ struct HttpServer::Impl {
                       .model = call.model.empty() ? config.model_name : call.model,
                       .chat = chat,
                       .include_usage = call.include_usage};
+    if (!call.user.empty()) log::info("request ", meta.id, " from user ", call.user);
     for (const auto& p : call.prompts) meta.prompt_tokens += static_cast<int64_t>(p.size());
     auto task = std::make_shared<CompletionTask>(
         engine, std::move(meta), CompletionTask::Counters{.in_flight = &in_flight, .on_disconnect = [this] {
@@ -358,6 +362,20 @@ struct HttpServer::Impl {
     }
     log::info("unloaded adapter ", name);
     res.set_content(str("Success: LoRA adapter '", name, "' removed successfully."), "text/plain");
+  }
+
+  // --- tokenizer (vLLM's /tokenize and /detokenize) and /version ---------------------------------
+
+  void tokenize(const httplib::Request& req, httplib::Response& res) {
+    send_json(res, 200, tokenize_response(parse_body(req), tokenizer, config.chat_template, limits));
+  }
+
+  void detokenize(const httplib::Request& req, httplib::Response& res) {
+    send_json(res, 200, detokenize_response(parse_body(req), tokenizer, limits));
+  }
+
+  void version(const httplib::Request&, httplib::Response& res) {
+    send_json(res, 200, {{"version", std::string(kServerVersion)}});
   }
 
   // --- probes --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 //   POST /v1/completions, POST /v1/chat/completions   (JSON, or server-sent events with stream)
 //   GET  /v1/models, GET /v1/models/{id}              (adapters list the base model as "parent")
 //   POST /v1/load_lora_adapter, /v1/unload_lora_adapter (vLLM's runtime adapter API)
+//   POST /tokenize, POST /detokenize, GET /version    (vLLM's shapes; no API key needed, as vLLM)
 //   GET  /health, GET /metrics                         (no API key needed; Prometheus text)
 // This file is the transport: routes, authentication, worker threads, body limits, errors mapped
 // to statuses, streaming and disconnects. Request and response shapes are in openai_api.h, the
@@ -38,6 +39,9 @@ class Tokenizer;
 }
 
 namespace lowrank::serve {
+
+// What GET /version reports: the project's version (CMakeLists.txt's project(VERSION)).
+inline constexpr std::string_view kServerVersion = "0.1.0";
 
 struct ServerConfig {
   std::string host = "127.0.0.1";      // loopback unless told otherwise

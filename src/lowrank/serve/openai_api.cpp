@@ -1,6 +1,7 @@
 // OpenAI API shapes: request parsing, response building, Prometheus text (see openai_api.h).
 #include "lowrank/serve/openai_api.h"
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
 #include <limits>
@@ -58,14 +59,7 @@ bool get_bool(const Json& body, std::string_view key, bool fallback) {
 // Options this server does not implement: refused when set to anything but their neutral value,
 // so that a client never silently gets output it did not ask for.
 void refuse_unsupported(const Json& body) {
-  for (const char* key : {"presence_penalty", "frequency_penalty"})
-    if (get_number(body, key, 0.0) != 0.0) bad_field(key, str("'", key, "' is not supported (only 0)"));
-  for (const char* key : {"logprobs", "echo"}) {
-    const Json* v = field(body, key);
-    if (v && !(v->is_boolean() && !v->get<bool>()) && !(v->is_number_integer() && v->get<int64_t>() == 0))
-      bad_field(key, str("'", key, "' is not supported"));
-  }
-  for (const char* key : {"top_logprobs", "logit_bias", "tools", "functions", "suffix"}) {
+  for (const char* key : {"tools", "functions", "suffix"}) {
     const Json* v = field(body, key);
     if (v && !v->empty() && !(v->is_string() && v->get<std::string>().empty()) &&
         !(v->is_number() && v->get<double>() == 0))
@@ -94,6 +88,64 @@ std::vector<std::string> parse_stop(const Json& body) {
   return stop;  // empty strings are refused with the other bounds (sampling_violation)
 }
 
+// logit_bias: {"token id": bias}; the keys are token ids written as strings (JSON's object keys).
+// The ids are checked against the vocabulary in check_logit_bias, the biases in sampling_violation.
+std::vector<std::pair<int64_t, double>> parse_logit_bias(const Json& body) {
+  const Json* v = field(body, "logit_bias");
+  if (!v) return {};
+  if (!v->is_object()) bad_field("logit_bias", "'logit_bias' must be an object of token id → bias");
+  std::vector<std::pair<int64_t, double>> bias;
+  for (const auto& [key, value] : v->items()) {
+    int64_t id = -1;
+    size_t used = 0;
+    try {
+      id = std::stoll(key, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != key.size())
+      bad_field("logit_bias", str("'logit_bias' keys must be token ids, got \"", key, "\""));
+    if (!value.is_number())
+      bad_field("logit_bias",
+                str("'logit_bias' values must be numbers, got ", value.type_name(), " for token ", key));
+    bias.emplace_back(id, value.get<double>());
+  }
+  return bias;
+}
+
+void check_logit_bias(const GenerateCall& call, const ApiLimits& limits) {
+  for (const auto& [id, bias] : call.sampling.logit_bias)
+    if (id < 0 || (limits.vocab_size > 0 && id >= limits.vocab_size))
+      bad_field("logit_bias", str("'logit_bias': token id ", id, " is outside the vocabulary [0, ",
+                                  limits.vocab_size, ")"));
+}
+
+// The top-k count of a logprobs field: an integer in [0, kMaxLogprobs].
+int64_t get_logprobs_count(const Json& body, std::string_view key) {
+  const int64_t k = get_int(body, key, 0);
+  if (k < 0 || k > kMaxLogprobs)
+    bad_field(key, str("'", key, "' must be in [0, ", kMaxLogprobs, "], got ", k));
+  return k;
+}
+
+// Number of characters (code points) of UTF-8 text, as Python's len() counts them.
+int64_t characters(std::string_view text) {
+  int64_t n = 0;
+  for (char c : text) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
+// vLLM's floor for a logprob in JSON (-inf has no JSON form).
+double clamped(float logprob) {
+  return std::max(static_cast<double>(logprob), -9999.0);
+}
+
+OrderedJson utf8_bytes(const std::string& text) {
+  OrderedJson out = OrderedJson::array();
+  for (char c : text) out.push_back(static_cast<int>(static_cast<unsigned char>(c)));
+  return out;
+}
+
 // The fields completions and chat share (all but the prompt and max_tokens).
 void parse_common(const Json& body, GenerateCall& call) {
   refuse_unsupported(body);
@@ -110,8 +162,14 @@ void parse_common(const Json& body, GenerateCall& call) {
   if (field(body, "seed")) s.seed = static_cast<uint64_t>(get_int(body, "seed", 0));
   s.stop = parse_stop(body);
   s.ignore_eos = get_bool(body, "ignore_eos", false);
-  // The bounds are the engine's too (engine.h): stated once, checked here, asserted there.
-  if (const auto v = sampling_violation(s)) bad_field(v->param, v->message);
+  s.presence_penalty = get_number(body, "presence_penalty", 0.0);
+  s.frequency_penalty = get_number(body, "frequency_penalty", 0.0);
+  s.min_tokens = get_int(body, "min_tokens", 0);
+  s.logit_bias = parse_logit_bias(body);
+  if (const Json* v = field(body, "user")) {
+    if (!v->is_string()) bad_field("user", str("'user' must be a string, got ", v->type_name()));
+    call.user = v->get<std::string>();
+  }
   call.n = get_int(body, "n", 1);
   if (call.n < 1) bad_field("n", str("'n' must be at least 1, got ", call.n));
   if (field(body, "best_of") && get_int(body, "best_of", 1) != call.n)
@@ -156,6 +214,16 @@ void set_max_tokens(const Json& body, std::string_view key, int64_t fallback, co
     bad_field(key, str("the prompt (", longest, " tokens) plus '", key, "' (", max_tokens,
                        ") exceed the model's context of ", limits.context, " tokens"));
   call.sampling.max_new_tokens = max_tokens;
+}
+
+void check_choices(const GenerateCall& call, const ApiLimits& limits);
+
+// The last checks of a parsed call: the sampling bounds (the engine's too, engine.h: stated once,
+// checked here, asserted there), logit_bias's ids, the number of choices.
+void check_call(const GenerateCall& call, const ApiLimits& limits) {
+  if (const auto v = sampling_violation(call.sampling)) bad_field(v->param, v->message);
+  check_logit_bias(call, limits);
+  check_choices(call, limits);
 }
 
 void check_choices(const GenerateCall& call, const ApiLimits& limits) {
@@ -311,7 +379,30 @@ GenerateCall parse_completion_request(const Json& body, const data::Tokenizer& t
   }
   for (const auto& ids : call.prompts) check_prompt(ids, "prompt", limits);
   set_max_tokens(body, "max_tokens", 16, limits, call);
-  check_choices(call, limits);
+  // logprobs: an integer, the alternatives per token (vLLM's CompletionRequest); echo returns the
+  // prompt first, with its logprobs when logprobs is given (vLLM: prompt_logprobs = logprobs).
+  if (field(body, "logprobs")) {
+    call.logprobs = true;
+    call.sampling.logprobs = get_logprobs_count(body, "logprobs");
+  }
+  call.echo = get_bool(body, "echo", false);
+  if (call.echo) {
+    if (call.logprobs) call.sampling.prompt_logprobs = call.sampling.logprobs;
+    if (prompt->is_string()) {
+      call.prompt_texts.push_back(prompt->get<std::string>());
+    } else {
+      for (size_t i = 0; i < call.prompts.size(); ++i) {
+        const Json& p = prompt->front().is_number_integer() ? *prompt : (*prompt)[i];
+        if (p.is_string()) {
+          call.prompt_texts.push_back(p.get<std::string>());
+        } else {
+          const std::vector<int32_t> ids(call.prompts[i].begin(), call.prompts[i].end());
+          call.prompt_texts.push_back(tokenizer.decode(ids));
+        }
+      }
+    }
+  }
+  check_call(call, limits);
   return call;
 }
 
@@ -346,7 +437,13 @@ GenerateCall parse_chat_request(const Json& body, const data::Tokenizer& tokeniz
   // max_completion_tokens is OpenAI's newer name; max_tokens is still accepted.
   const char* key = field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
   set_max_tokens(body, key, 0, limits, call);
-  check_choices(call, limits);
+  // logprobs: a boolean; top_logprobs: the alternatives per token, only with logprobs (OpenAI).
+  call.logprobs = get_bool(body, "logprobs", false);
+  if (field(body, "top_logprobs") && !call.logprobs)
+    bad_field("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+  if (call.logprobs) call.sampling.logprobs = get_logprobs_count(body, "top_logprobs");
+  if (field(body, "echo")) bad_field("echo", "'echo' is a completions parameter, not a chat one");
+  check_call(call, limits);
   return call;
 }
 
@@ -360,13 +457,63 @@ OrderedJson usage_json(const Usage& usage) {
           {"total_tokens", usage.prompt_tokens + usage.completion_tokens}};
 }
 
+OrderedJson completion_logprobs(std::optional<int64_t> leading, std::span<const LogprobEntry> entries,
+                                int64_t& text_offset, const TokenText& token_text) {
+  OrderedJson offsets = OrderedJson::array(), logprobs = OrderedJson::array(), tokens = OrderedJson::array(),
+              tops = OrderedJson::array();
+  auto token = [&](int64_t id) {
+    std::string text = token_text(id);
+    offsets.push_back(text_offset);
+    text_offset += characters(text);
+    tokens.push_back(text);
+  };
+  if (leading) {
+    token(*leading);
+    logprobs.push_back(nullptr);
+    tops.push_back(nullptr);
+  }
+  for (const LogprobEntry& e : entries) {
+    token(e.token);
+    logprobs.push_back(clamped(e.logprob));
+    // The chosen token first, then the top k (vLLM's order); two tokens of the same text share
+    // one key, at the first one's place with the later one's value (vLLM's Python dict).
+    OrderedJson top = OrderedJson::object();
+    top[token_text(e.token)] = clamped(e.logprob);
+    for (const TokenLogprob& t : e.top)
+      if (t.token != e.token) top[token_text(t.token)] = clamped(t.logprob);
+    tops.push_back(std::move(top));
+  }
+  return {{"text_offset", std::move(offsets)},
+          {"token_logprobs", std::move(logprobs)},
+          {"tokens", std::move(tokens)},
+          {"top_logprobs", std::move(tops)}};
+}
+
+OrderedJson chat_logprobs(std::span<const LogprobEntry> entries, const TokenText& token_text) {
+  OrderedJson content = OrderedJson::array();
+  auto item = [&](int64_t id, float logprob) {
+    std::string text = token_text(id);
+    OrderedJson bytes = utf8_bytes(text);
+    return OrderedJson{
+        {"token", std::move(text)}, {"logprob", clamped(logprob)}, {"bytes", std::move(bytes)}};
+  };
+  for (const LogprobEntry& e : entries) {
+    OrderedJson entry = item(e.token, e.logprob);
+    OrderedJson top = OrderedJson::array();
+    for (const TokenLogprob& t : e.top) top.push_back(item(t.token, t.logprob));
+    entry["top_logprobs"] = std::move(top);
+    content.push_back(std::move(entry));
+  }
+  return {{"content", std::move(content)}};
+}
+
 OrderedJson completion_response(const std::string& id, int64_t created, const std::string& model,
                                 std::span<const Choice> choices, const Usage& usage) {
   OrderedJson list = OrderedJson::array();
   for (const Choice& c : choices)
     list.push_back({{"index", c.index},
                     {"text", c.text},
-                    {"logprobs", nullptr},
+                    {"logprobs", c.logprobs},
                     {"finish_reason", api_finish_reason(c.finish)}});
   return {{"id", id},       {"object", "text_completion"}, {"created", created},
           {"model", model}, {"choices", std::move(list)},  {"usage", usage_json(usage)}};
@@ -378,18 +525,19 @@ OrderedJson chat_response(const std::string& id, int64_t created, const std::str
   for (const Choice& c : choices)
     list.push_back({{"index", c.index},
                     {"message", {{"role", "assistant"}, {"content", c.text}}},
-                    {"logprobs", nullptr},
+                    {"logprobs", c.logprobs},
                     {"finish_reason", api_finish_reason(c.finish)}});
   return {{"id", id},       {"object", "chat.completion"}, {"created", created},
           {"model", model}, {"choices", std::move(list)},  {"usage", usage_json(usage)}};
 }
 
 OrderedJson completion_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
-                             const std::string& text, std::optional<FinishReason> finish) {
+                             const std::string& text, std::optional<FinishReason> finish,
+                             OrderedJson logprobs) {
   OrderedJson choice{
       {"index", index},
       {"text", text},
-      {"logprobs", nullptr},
+      {"logprobs", std::move(logprobs)},
       {"finish_reason", finish ? OrderedJson(api_finish_reason(*finish)) : OrderedJson(nullptr)}};
   return {{"id", id},
           {"object", "text_completion"},
@@ -399,7 +547,8 @@ OrderedJson completion_chunk(const std::string& id, int64_t created, const std::
 }
 
 OrderedJson chat_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
-                       const std::string& text, std::optional<FinishReason> finish, bool role_only) {
+                       const std::string& text, std::optional<FinishReason> finish, bool role_only,
+                       OrderedJson logprobs) {
   OrderedJson delta = OrderedJson::object();
   if (role_only)
     delta = {{"role", "assistant"}, {"content", ""}};
@@ -408,7 +557,7 @@ OrderedJson chat_chunk(const std::string& id, int64_t created, const std::string
   OrderedJson choice{
       {"index", index},
       {"delta", std::move(delta)},
-      {"logprobs", nullptr},
+      {"logprobs", std::move(logprobs)},
       {"finish_reason", finish ? OrderedJson(api_finish_reason(*finish)) : OrderedJson(nullptr)}};
   return {{"id", id},
           {"object", "chat.completion.chunk"},
@@ -425,6 +574,60 @@ OrderedJson usage_chunk(const std::string& id, int64_t created, const std::strin
           {"model", model},
           {"choices", OrderedJson::array()},
           {"usage", usage_json(usage)}};
+}
+
+OrderedJson tokenize_response(const Json& body, const data::Tokenizer& tokenizer, ChatTemplate chat_template,
+                              const ApiLimits& limits) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  std::vector<int64_t> ids;
+  const bool chat = field(body, "messages") != nullptr;
+  if (chat == (field(body, "prompt") != nullptr))
+    bad_field("prompt", "exactly one of 'prompt' and 'messages' is required");
+  if (chat) {
+    // As a chat request's prompt: the template, without the tokenizer's special tokens unless asked.
+    Json request = body;
+    request.erase("add_special_tokens");
+    request.erase("return_token_strs");
+    request.erase("add_generation_prompt");
+    request["max_tokens"] = 1;
+    ApiLimits unchecked = limits;
+    unchecked.context = 0;
+    unchecked.max_prompt_tokens = 0;
+    GenerateCall call = parse_chat_request(request, tokenizer, chat_template, unchecked);
+    ids = std::move(call.prompts[0]);
+  } else {
+    const Json* prompt = field(body, "prompt");
+    if (!prompt->is_string()) bad_field("prompt", "'prompt' must be a string");
+    ids = encode(tokenizer, prompt->get<std::string>(), get_bool(body, "add_special_tokens", true), "prompt");
+  }
+  const bool strs = get_bool(body, "return_token_strs", false);
+  OrderedJson token_strs = nullptr;
+  if (strs) {
+    token_strs = OrderedJson::array();
+    for (int64_t id : ids) token_strs.push_back(tokenizer.id_to_token(static_cast<int32_t>(id)));
+  }
+  return {{"count", ids.size()},
+          {"max_model_len", limits.context},
+          {"tokens", ids},
+          {"token_strs", std::move(token_strs)}};
+}
+
+OrderedJson detokenize_response(const Json& body, const data::Tokenizer& tokenizer, const ApiLimits& limits) {
+  if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
+  const Json* tokens = field(body, "tokens");
+  if (!tokens || !tokens->is_array()) bad_field("tokens", "'tokens' must be a list of token ids");
+  std::vector<int32_t> ids;
+  for (int64_t id : token_ids(*tokens, "tokens")) {
+    const int64_t vocab = limits.vocab_size > 0 ? limits.vocab_size : tokenizer.vocab_size();
+    if (id < 0 || id >= vocab || id >= tokenizer.vocab_size())
+      bad_field("tokens", str("'tokens': token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  try {
+    return {{"prompt", tokenizer.decode(ids)}};
+  } catch (const InvalidArgument& e) {  // an id inside the range that names no token
+    bad_field("tokens", str("'tokens': ", e.what()));
+  }
 }
 
 OrderedJson model_json(const std::string& id, int64_t created, const std::string& parent, int64_t context) {

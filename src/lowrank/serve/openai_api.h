@@ -3,17 +3,26 @@
 // that every rule can be unit-tested. Follows the OpenAI API reference for `POST /v1/completions`
 // (legacy completions), `POST /v1/chat/completions`, `GET /v1/models` and the error object
 // {"error": {"message", "type", "param", "code"}}, with vLLM's extensions where OpenAI has none
-// (top_k, repetition_penalty, ignore_eos, the adapter list's "parent"). docs/serving.md lists the
-// fields; deviations:
+// (top_k, repetition_penalty, ignore_eos, min_tokens, the adapter list's "parent", /tokenize,
+// /detokenize, /version). Log-probabilities follow vLLM's shapes (vllm-project/vllm,
+// vllm/entrypoints/openai/completion/serving.py _create_completion_logprobs and
+// chat_completion/serving.py _create_chat_logprobs): each token as its text decoded alone,
+// logprobs clamped below at -9999 (JSON has no -inf), the completions' top_logprobs a
+// {token: logprob} object with the chosen token beside the top k, text_offset the running sum of
+// the tokens' lengths in characters; chat's `bytes` are the UTF-8 bytes of that text. Deviation:
+// chat's top_logprobs are the k most likely, most likely first (OpenAI), where vLLM puts the
+// chosen token first.
+// docs/serving.md lists the fields; deviations:
 //   - chat prompts use a fixed template (ChatTemplate), not the model's Jinja chat_template;
-//   - logprobs, echo, suffix, logit_bias, tools, presence/frequency penalties and best_of != n are
-//     refused with 400 rather than ignored, so that a client never gets silently different output;
+//   - suffix, tools, response_format other than text and best_of != n are refused with 400
+//     rather than ignored, so that a client never gets silently different output;
 //   - chat's max_tokens defaults to the rest of the context (as vLLM), completions' to 16 (as
 //     OpenAI).
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <span>
@@ -77,6 +86,12 @@ struct GenerateCall {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   bool chat = false;
+  // Log-probabilities: completions' integer `logprobs`, or chat's `logprobs: true` (its
+  // top_logprobs in sampling.logprobs); also in sampling.logprobs (sampler.h).
+  bool logprobs = false;
+  bool echo = false;                      // completions: the prompt before the completion
+  std::vector<std::string> prompt_texts;  // with echo: each prompt's text
+  std::string user;                       // OpenAI's end-user id: logged, not otherwise used
 };
 
 // Parse and validate a request body (a JSON object). Throw ApiError 400 naming the field (param)
@@ -96,7 +111,18 @@ struct Choice {
   int64_t index = 0;
   std::string text;
   FinishReason finish = FinishReason::kStop;
+  OrderedJson logprobs;  // null unless asked for (completion_logprobs / chat_logprobs)
 };
+
+// A token's text in the logprobs objects: the token decoded alone.
+using TokenText = std::function<std::string(int64_t)>;
+// Completions' logprobs object {"text_offset", "token_logprobs", "tokens", "top_logprobs"} of
+// `entries`, after `leading` (an echoed prompt's first token, reported with null logprobs), its
+// offsets starting at `text_offset` (advanced past them).
+OrderedJson completion_logprobs(std::optional<int64_t> leading, std::span<const LogprobEntry> entries,
+                                int64_t& text_offset, const TokenText& token_text);
+// Chat's logprobs object {"content": [{"token", "logprob", "bytes", "top_logprobs"}]}.
+OrderedJson chat_logprobs(std::span<const LogprobEntry> entries, const TokenText& token_text);
 struct Usage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
@@ -111,9 +137,18 @@ OrderedJson chat_response(const std::string& id, int64_t created, const std::str
 // Streaming chunks. `finish` set: the choice's last chunk (finish_reason, no text for chat).
 // `role_only`: chat's first chunk of a choice (delta {"role": "assistant", "content": ""}).
 OrderedJson completion_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
-                             const std::string& text, std::optional<FinishReason> finish);
+                             const std::string& text, std::optional<FinishReason> finish,
+                             OrderedJson logprobs = nullptr);
 OrderedJson chat_chunk(const std::string& id, int64_t created, const std::string& model, int64_t index,
-                       const std::string& text, std::optional<FinishReason> finish, bool role_only = false);
+                       const std::string& text, std::optional<FinishReason> finish, bool role_only = false,
+                       OrderedJson logprobs = nullptr);
+
+// vLLM's POST /tokenize ({"prompt"} or {"messages"}; add_special_tokens, return_token_strs) →
+// {"count", "max_model_len", "tokens", "token_strs"}, and POST /detokenize ({"tokens"}) →
+// {"prompt"}. Throws ApiError 400 naming the field.
+OrderedJson tokenize_response(const Json& body, const data::Tokenizer& tokenizer, ChatTemplate chat_template,
+                              const ApiLimits& limits);
+OrderedJson detokenize_response(const Json& body, const data::Tokenizer& tokenizer, const ApiLimits& limits);
 // The last chunk of a stream with stream_options.include_usage: no choices, the usage.
 OrderedJson usage_chunk(const std::string& id, int64_t created, const std::string& model, bool chat,
                         const Usage& usage);

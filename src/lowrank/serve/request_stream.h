@@ -8,9 +8,11 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "lowrank/serve/sampler.h"
 #include "lowrank/serve/scheduler.h"
 
 namespace lowrank::serve {
@@ -20,6 +22,10 @@ struct StreamEvent {
   enum class Kind { kToken, kFinish } kind = Kind::kToken;
   int64_t token = -1;  // kToken
   std::string text;    // the text released with it (may be empty); kFinish: what was held back
+  // kToken, when the request asked for logprobs: the token's entry (sampler.h); on the first token,
+  // when it asked for prompt_logprobs, the entries of prompt tokens 1.. (the first has none).
+  std::optional<LogprobEntry> logprobs;
+  std::vector<LogprobEntry> prompt_logprobs;
   // kFinish:
   FinishReason finish = FinishReason::kNone;  // kStop, kLength, kCancelled or kRejected
   std::string message;                        // why, for kRejected
