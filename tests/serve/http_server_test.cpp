@@ -20,6 +20,7 @@
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/generate.h"
 #include "lowrank/serve/engine.h"
+#include "lowrank/version.h"
 #include "tests/testing.h"
 
 namespace lowrank::serve {
@@ -390,7 +391,7 @@ TEST_F(HttpServerTest, TokenizeDetokenizeAndVersion) {
   EXPECT_EQ(bad.body["error"]["param"], "tokens");
   auto version = c->Get("/version");
   ASSERT_TRUE(version);
-  EXPECT_EQ(Json::parse(version->body)["version"], std::string(kServerVersion));
+  EXPECT_EQ(Json::parse(version->body)["version"], std::string(LOWRANK_VERSION));
 }
 
 TEST_F(HttpServerTest, SeededTextIsTheSameAloneAndInAMixedBatch) {

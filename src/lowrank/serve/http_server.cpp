@@ -25,6 +25,7 @@
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/serve/adapter_root.h"
 #include "lowrank/serve/completion_task.h"
+#include "lowrank/version.h"
 
 namespace lowrank::serve {
 
@@ -375,7 +376,7 @@ struct HttpServer::Impl {
   }
 
   void version(const httplib::Request&, httplib::Response& res) {
-    send_json(res, 200, {{"version", std::string(kServerVersion)}});
+    send_json(res, 200, {{"version", LOWRANK_VERSION}});  // CMakeLists.txt project(VERSION)
   }
 
   // --- probes --------------------------------------------------------------------------------

@@ -40,9 +40,6 @@ class Tokenizer;
 
 namespace lowrank::serve {
 
-// What GET /version reports: the project's version (CMakeLists.txt's project(VERSION)).
-inline constexpr std::string_view kServerVersion = "0.1.0";
-
 struct ServerConfig {
   std::string host = "127.0.0.1";      // loopback unless told otherwise
   int port = 8080;                     // 0: any free port (see HttpServer::port())
