@@ -9,10 +9,11 @@
 // Claim: LRT is the fastest for short sequences (the d² terms dominate) and Linformer for long
 // ones (the n² term dominates); the crossover is where they meet. Bidirectional (an encoder, as in
 // the thesis), batch --batch, float32. Time: the median of --repeats forward + backward passes
-// (all parameters require grad); memory: the peak-RSS rise of one pass in a fresh process.
+// (all parameters require grad), the variants timed in turn; memory: the peak-RSS rise of one pass
+// in a fresh process.
 //
 //   repro_mixers_greenformers [--lengths 128,256,512,1024,2048,4096] [--hidden 128] [--heads 4]
-//       [--intermediate 384] [--rank 32] [--k 128] [--batch 1] [--repeats 3] --out FILE.json
+//       [--intermediate 384] [--rank 32] [--k 128] [--batch 1] [--repeats 7] [--threads N] --out FILE.json
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,7 +52,8 @@ namespace {
 struct Settings {
   std::vector<int64_t> lengths = {128, 256, 512, 1024, 2048, 4096};
   int64_t hidden = 128, heads = 4, intermediate = 384, rank = 32, k = 128, batch = 1;
-  int repeats = 3;
+  int repeats = 7;
+  int threads = 0;  // 0: all cores
 };
 
 const char* const kVariants[] = {"dense", "lrt", "linformer"};
@@ -136,7 +139,8 @@ at::Tensor input(const Settings& s, int64_t n) {
 std::string child_args(const Settings& s) {
   return " --hidden " + std::to_string(s.hidden) + " --heads " + std::to_string(s.heads) +
          " --intermediate " + std::to_string(s.intermediate) + " --rank " + std::to_string(s.rank) + " --k " +
-         std::to_string(s.k) + " --batch " + std::to_string(s.batch);
+         std::to_string(s.k) + " --batch " + std::to_string(s.batch) + " --threads " +
+         std::to_string(s.threads);
 }
 
 }  // namespace
@@ -166,6 +170,8 @@ int main(int argc, char** argv) {
         s.batch = std::atoll(argv[++i]);
       else if (is("--repeats"))
         s.repeats = std::atoi(argv[++i]);
+      else if (is("--threads"))
+        s.threads = std::atoi(argv[++i]);
       else if (is("--out"))
         out = argv[++i];
       else if (!std::strcmp(argv[i], "--child") && i + 2 < argc) {
@@ -178,7 +184,7 @@ int main(int argc, char** argv) {
     LR_CHECK(s.hidden > 0 && s.heads > 0 && s.hidden % s.heads == 0 && s.rank > 0 && s.k > 0 && s.batch > 0 &&
                  s.repeats > 0,
              InvalidArgument, "need positive sizes and --hidden a multiple of --heads");
-    configure_threads(0);
+    configure_threads(s.threads);
     log::set_level(log::Level::kError);
     mix::registry();
     if (!child_variant.empty()) {
@@ -193,20 +199,29 @@ int main(int argc, char** argv) {
     LR_CHECK(!out.empty(), InvalidArgument, "need --out FILE.json");
     OrderedJson rows = OrderedJson::array();
     for (int64_t n : s.lengths) {
+      // The three variants timed in turn (interleaved), so that a drift of the machine's load
+      // affects all alike.
+      std::vector<std::unique_ptr<Layer>> layers;
+      std::vector<std::function<void()>> passes;
+      const at::Tensor x = input(s, n);
       for (const char* variant : kVariants) {
-        Layer layer;
-        build(layer, s, variant, n);
-        const at::Tensor x = input(s, n);
-        const double seconds = bench::median_seconds([&] { forward_backward(layer, x); }, s.repeats);
+        layers.push_back(std::make_unique<Layer>());
+        build(*layers.back(), s, variant, n);
+        const Layer* layer = layers.back().get();
+        passes.push_back([layer, &x] { forward_backward(*layer, x); });
+      }
+      const std::vector<double> seconds = bench::interleaved_median_seconds(passes, s.repeats);
+      for (size_t v = 0; v < std::size(kVariants); ++v) {
+        const char* variant = kVariants[v];
         const std::optional<int64_t> peak = repro::run_child_for_number(
             std::string(" --child ") + variant + " " + std::to_string(n) + child_args(s));
         OrderedJson row;
         row["n"] = n;
         row["variant"] = variant;
-        row["ms"] = seconds * 1e3;
+        row["ms"] = seconds[v] * 1e3;
         if (peak) row["peak_mib"] = static_cast<double>(*peak) / (1 << 20);
         std::printf("  n %5lld  %-10s %9.2f ms  peak +%.1f MiB\n", static_cast<long long>(n), variant,
-                    seconds * 1e3, peak ? static_cast<double>(*peak) / (1 << 20) : NAN);
+                    seconds[v] * 1e3, peak ? static_cast<double>(*peak) / (1 << 20) : NAN);
         std::fflush(stdout);
         rows.push_back(row);
       }
