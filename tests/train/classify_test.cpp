@@ -419,6 +419,19 @@ TEST(ClassifyCliTest, TaskTrainEvalAndPretrainMixerFlags) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("known: attention"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir / "lm"));
+  // FNet (mix/) is bidirectional: refused in a language model before any work, trained in a classifier.
+  r = testing::run_command(bin + "pretrain --preset tiny --corpus bible --mixer fnet --out " +
+                           (dir / "lm").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("fnet is bidirectional; use it in a classification model"), std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(dir / "lm"));
+  r = testing::run_command(bin + "task train --task " + (dir / "task").string() +
+                           " --layer-mixers fnet,attention --steps 2 --batch-size 4 --out " +
+                           (dir / "fnet").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(read_json_file(dir / "fnet/model/config.json")["layer_mixers"],
+            Json::array({"fnet", "attention"}));
 }
 
 }  // namespace
