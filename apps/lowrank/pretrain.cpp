@@ -1,6 +1,7 @@
 // `lowrank pretrain --preset tiny|small --corpus NAME|PATH --out DIR [--steps N] [--resume]
 // [--seed S] [--optimizer NAME [--rank r --update-gap T --scale α --optimizer-options JSON]]
-// [--parameterization NAME [--parameterization-options JSON]]`: tokenizer,
+// [--parameterization NAME [--parameterization-options JSON]]
+// [--mixer NAME | --layer-mixers a,b,... [--mixer-options JSON]]`: tokenizer,
 // dataset, training from scratch, HF export and validation perplexity; see src/lowrank/train/pretrain.h and
 // docs/training.md.
 #include <cstdio>
@@ -52,8 +53,16 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--parameterization-options", *param_options_text,
                   "The parameterisation's options as a JSON object, e.g. '{\"rank\": 32, \"alpha\": 16, "
                   "\"density\": 0.03}' (--rank sets its rank when the optimizer is adamw)");
-  return [o, out, optimizer, param_options_text, &global] {
+  // The token mixers: a LowrankMixerForCausalLM instead of Llama attention (docs/mixers.md).
+  auto mixer_options_text = std::make_shared<std::string>();
+  cmd->add_option("--mixer", o->mixer,
+                  "Token mixer of every layer (a causal one; lowrank methods lists them)");
+  cmd->add_option("--layer-mixers", o->layer_mixers, "Token mixer per layer, comma-separated (hybrids)");
+  cmd->add_option("--mixer-options", *mixer_options_text,
+                  "The mixer's options as a JSON object (with --layer-mixers: {\"<mixer>\": {...}})");
+  return [o, out, optimizer, param_options_text, mixer_options_text, &global] {
     o->out = *out;
+    if (!mixer_options_text->empty()) o->mixer_options = parse_json(*mixer_options_text, "--mixer-options");
     if (!param_options_text->empty())
       o->parameterization_options = parse_json(*param_options_text, "--parameterization-options");
     o->optimizer = optimizer->request();

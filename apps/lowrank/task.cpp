@@ -1,9 +1,14 @@
 // `lowrank task generate`: writes a task of the long-sequence suite (lowrank/data/tasks/) into a
 // new directory. Every task option of every task is a flag here; the library rejects the ones
 // the chosen task does not take, naming them.
+// `lowrank task train --task DIR --mixer NAME | --layer-mixers LIST [--mixer-options JSON]
+// --preset lra-tiny --out DIR`: a sequence classifier trained on a generated task
+// (src/lowrank/train/classify.h, docs/tasks.md).
+#include <cstdio>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <vector>
 
 #include "apps/lowrank/verbs.h"
 #include "lowrank/core/error.h"
@@ -11,6 +16,7 @@
 #include "lowrank/core/progress.h"
 #include "lowrank/data/tasks/registry.h"
 #include "lowrank/data/tasks/task_format.h"
+#include "lowrank/train/classify.h"
 
 namespace lowrank::cli {
 
@@ -53,6 +59,62 @@ void run_generate(GenerateFlags& flags, const GlobalOptions& global) {
   }
 }
 
+void add_train(CLI::App& cmd, const GlobalOptions& global, std::vector<VerbRunner>& runners) {
+  auto* train_cmd = cmd.add_subcommand("train", "Train a sequence classifier on a generated task");
+  auto o = std::make_shared<train::TaskTrainOptions>();
+  auto task = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  auto mixer_options = std::make_shared<std::string>();
+  std::string presets;
+  for (const auto& p : train::classify_presets()) presets += "\n  " + p.name + ": " + p.help;
+  train_cmd->add_option("--task", *task, "Task directory (lowrank task generate)")->required();
+  train_cmd->add_option("--out", *out, "Output directory (run/, model/, train.json)")->required();
+  train_cmd->add_option("--preset", o->preset, "Model and schedule preset:" + presets)->capture_default_str();
+  train_cmd->add_option("--mixer", o->mixer, "Token mixer of every layer (lowrank methods lists them)");
+  train_cmd->add_option("--layer-mixers", o->layer_mixers, "Token mixer per layer, comma-separated");
+  train_cmd->add_option("--mixer-options", *mixer_options,
+                        "The mixer's options as a JSON object (with --layer-mixers: {\"<mixer>\": {...}})");
+  train_cmd->add_option("--pooling", o->pooling, "Pooling over positions")
+      ->check(CLI::IsMember({"mean", "last"}))
+      ->capture_default_str();
+  train_cmd->add_option("--steps", o->steps, "Optimizer steps (default: the preset's)");
+  train_cmd->add_option("--batch-size", o->batch_size, "Examples per step (default: the preset's)");
+  train_cmd->add_option("--lr", o->lr,
+                        "Peak learning rate (default: the preset's; the cosine decays to lr/10)");
+  train_cmd->add_option("--seed", o->seed, "Seed of the initialisation and the example sampler")
+      ->capture_default_str();
+  train_cmd->add_flag("--resume", o->resume, "Continue from the newest checkpoint in OUT/run");
+  train_cmd->add_option("--checkpoint-every", o->checkpoint_every,
+                        "Checkpoint every N steps (default: the preset's)");
+  train_cmd->add_option(
+      "--stop-after", o->stop_after,
+      "Stop after step N without writing a checkpoint, as if killed (for testing --resume)");
+  train_cmd->add_option("--eval-every", o->eval_every, "Validate every N steps (default: only at the end)");
+  train_cmd->add_option("--eval-examples", o->eval_examples,
+                        "Validation examples per evaluation (default: all)");
+  runners.push_back([train_cmd, o, task, out, mixer_options, &global] {
+    if (!train_cmd->parsed()) return;
+    o->task = *task;
+    o->out = *out;
+    if (!mixer_options->empty()) o->mixer_options = parse_json(*mixer_options, "--mixer-options");
+    if (global.json) ProgressBar::set_enabled(false);
+    const train::TaskTrainSummary s = train::task_train(*o);
+    if (global.json) {
+      std::cout << s.to_json().dump(2) << "\n";
+      return;
+    }
+    if (!s.finished) {
+      std::cout << "stopped after step " << s.steps << "; continue with --resume\n";
+      return;
+    }
+    std::printf(
+        "%s: %lld steps, final loss %.4f, validation accuracy %.4f (95%% Wilson CI %.4f .. %.4f, %lld "
+        "examples)\n",
+        s.model_dir.string().c_str(), static_cast<long long>(s.steps), s.final_loss, s.validation.accuracy,
+        s.validation.ci_low, s.validation.ci_high, static_cast<long long>(s.validation.examples));
+  });
+}
+
 }  // namespace
 
 VerbRunner add_task(CLI::App& app, const GlobalOptions& global) {
@@ -89,7 +151,12 @@ VerbRunner add_task(CLI::App& app, const GlobalOptions& global) {
     flags->flags[key] = generate->add_option(data::tasks::option_flag(key), flags->values[key],
                                              entry.first + " [" + entry.second + "]");
   }
-  return [flags, &global] { run_generate(*flags, global); };
+  auto runners = std::make_shared<std::vector<VerbRunner>>();
+  add_train(*cmd, global, *runners);
+  return [flags, generate, runners, &global] {
+    if (generate->parsed()) run_generate(*flags, global);
+    for (const VerbRunner& run : *runners) run();
+  };
 }
 
 }  // namespace lowrank::cli

@@ -595,6 +595,18 @@ TEST(ParameterizationTest, BadInputFailsWithAClearError) {
   EXPECT_THROW(c.validate(), InvalidArgument);
 }
 
+// Token mixers other than attention keep their projections under model.layers.N.mixer.*
+// (token_mixer.h): a parameterisation must see them as it sees self_attn.*.
+TEST(ParameterizationTest, MixerSlotsAreParameterized) {
+  EXPECT_TRUE(is_parameterized_slot("model.layers.0.self_attn.q_proj"));
+  EXPECT_TRUE(is_parameterized_slot("model.layers.3.mixer.q_proj"));
+  EXPECT_TRUE(is_parameterized_slot("model.layers.1.mixer.out_proj"));
+  EXPECT_TRUE(is_parameterized_slot("model.layers.1.mlp.down_proj"));
+  EXPECT_FALSE(is_parameterized_slot("lm_head"));
+  EXPECT_FALSE(is_parameterized_slot("score"));
+  EXPECT_FALSE(is_parameterized_slot("model.mixer.q_proj"));  // not inside a decoder layer
+}
+
 TEST(ParameterizationTest, MethodsAreListedInTheCatalog) {
   for (const MethodFamily& f : method_families()) {
     if (f.name != "parameterization") continue;

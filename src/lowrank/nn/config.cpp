@@ -15,7 +15,8 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr Architecture kArchitectures[] = {Architecture::kLlama, Architecture::kMistral, Architecture::kQwen2,
-                                           Architecture::kLowrankMixer};
+                                           Architecture::kLowrankMixer,
+                                           Architecture::kLowrankMixerSequenceClassification};
 constexpr std::string_view kRopeTypes = "default, linear, dynamic, yarn, llama3";
 
 // Strictly typed readers: a JSON number where an integer is wanted must be integral, a bool is
@@ -223,7 +224,9 @@ std::vector<int64_t> parse_sliding_window(const Json& j, Architecture arch, int6
 // here, before any tensor is read or built.
 void parse_mixers(const Json& j, ModelConfig& c, std::string_view what) {
   c.layer_mixers.assign(static_cast<size_t>(c.num_hidden_layers), "attention");
-  if (c.architecture != Architecture::kLowrankMixer) return;
+  if (c.architecture != Architecture::kLowrankMixer &&
+      c.architecture != Architecture::kLowrankMixerSequenceClassification)
+    return;
   if (const Json* list = find(j, "layer_mixers")) {
     if (list->is_string()) {
       std::fill(c.layer_mixers.begin(), c.layer_mixers.end(), list->get<std::string>());
@@ -253,6 +256,25 @@ void parse_mixers(const Json& j, ModelConfig& c, std::string_view what) {
   }
 }
 
+// `num_labels` (or the size of `id2label`, as transformers' PretrainedConfig) and `pooling` of a
+// LowrankMixerForSequenceClassification.
+void parse_classification(const Json& j, ModelConfig& c, std::string_view what) {
+  if (c.architecture != Architecture::kLowrankMixerSequenceClassification) return;
+  std::optional<int64_t> labels = opt_int(j, "num_labels", what);
+  if (!labels)
+    if (const Json* id2label = find(j, "id2label")) {
+      if (!id2label->is_object()) wrong_type(what, "id2label", *id2label, "an object");
+      labels = static_cast<int64_t>(id2label->size());
+    }
+  LR_CHECK(labels.has_value(), InvalidArgument, what, ": ", architecture_name(c.architecture),
+           " needs key \"num_labels\" (or \"id2label\")");
+  LR_CHECK(*labels >= 2, InvalidArgument, what, ": key \"num_labels\" must be at least 2, got ", *labels);
+  c.num_labels = *labels;
+  c.pooling = opt_string(j, "pooling", what).value_or("mean");
+  LR_CHECK(c.pooling == "mean" || c.pooling == "last", InvalidArgument, what, ": key \"pooling\" is \"",
+           c.pooling, "\" (expected \"mean\" or \"last\")");
+}
+
 }  // namespace
 
 std::string_view architecture_name(Architecture arch) {
@@ -265,6 +287,8 @@ std::string_view architecture_name(Architecture arch) {
       return "Qwen2ForCausalLM";
     case Architecture::kLowrankMixer:
       return "LowrankMixerForCausalLM";
+    case Architecture::kLowrankMixerSequenceClassification:
+      return "LowrankMixerForSequenceClassification";
   }
   return "?";
 }
@@ -280,8 +304,9 @@ ModelConfig ModelConfig::from_json(const Json& j, std::string_view what) {
   ModelConfig c;
   c.raw = j;
   c.architecture = parse_architecture(j, what);
-  // LowrankMixerForCausalLM has the Llama layout and defaults.
-  const bool mixer = c.architecture == Architecture::kLowrankMixer;
+  // LowrankMixerForCausalLM and the sequence classifier have the Llama layout and defaults.
+  const bool mixer = c.architecture == Architecture::kLowrankMixer ||
+                     c.architecture == Architecture::kLowrankMixerSequenceClassification;
   const bool llama = c.architecture == Architecture::kLlama || mixer;
   const bool mistral = c.architecture == Architecture::kMistral;
   const bool qwen2 = c.architecture == Architecture::kQwen2;
@@ -335,6 +360,7 @@ ModelConfig ModelConfig::from_json(const Json& j, std::string_view what) {
   c.rope = parse_rope(j, c.max_position_embeddings, what);
   c.sliding_window = parse_sliding_window(j, c.architecture, c.num_hidden_layers, what);
   parse_mixers(j, c, what);
+  parse_classification(j, c, what);
 
   c.bos_token_id = opt_int(j, "bos_token_id", what);
   c.pad_token_id = opt_int(j, "pad_token_id", what);

@@ -8,6 +8,10 @@
 //   "layer_mixers": "name" | ["name", ...]   (one for every layer, or one per layer; default
 //                                             "attention")
 //   "mixer_config": {"name": {...}, ...}     (each mixer's options; absent: {})
+// and LowrankMixerForSequenceClassification (model_type "lowrank_mixer" as well; classifier.h): the
+// same trunk without the language-model head, bidirectional mixers allowed, and
+//   "num_labels": n                          (or as many labels as "id2label" holds; n >= 2)
+//   "pooling": "mean" | "last"               (default "mean")
 // Keys and defaults follow transformers'
 // LlamaConfig / MistralConfig / Qwen2Config and RotaryEmbeddingConfigMixin (transformers 5.x):
 // RoPE parameters are read from `rope_parameters` (new) or `rope_scaling` + `rope_theta` (old).
@@ -27,9 +31,10 @@
 
 namespace lowrank::nn {
 
-enum class Architecture { kLlama, kMistral, kQwen2, kLowrankMixer };
+enum class Architecture { kLlama, kMistral, kQwen2, kLowrankMixer, kLowrankMixerSequenceClassification };
 
-// "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "LowrankMixerForCausalLM".
+// "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "LowrankMixerForCausalLM",
+// "LowrankMixerForSequenceClassification".
 std::string_view architecture_name(Architecture arch);
 // The list above as one comma-separated string (for error messages and docs).
 std::string supported_architectures();
@@ -81,6 +86,10 @@ struct ModelConfig {
   std::vector<std::string> layer_mixers;
   // `mixer_config` as read (an object of objects), {} when absent.
   Json mixer_config = Json::object();
+  // LowrankMixerForSequenceClassification only: the number of classes and how the trunk's
+  // hidden states are pooled into one vector per sequence ("mean" or "last"; classifier.h).
+  int64_t num_labels = 0;
+  std::string pooling;
   std::optional<int64_t> bos_token_id;
   std::optional<int64_t> pad_token_id;
   std::vector<int64_t> eos_token_ids;  // `eos_token_id` (an int or a list)
@@ -97,6 +106,9 @@ struct ModelConfig {
   Json mixer_options(const std::string& name) const;
   // Whether every layer's mixer is attention (what the fused decode step and the KV cache serve).
   bool all_attention() const;
+  // Whether the model ends in a language-model head (every architecture but the classifiers, which
+  // also allow bidirectional mixers).
+  bool has_lm_head() const { return architecture != Architecture::kLowrankMixerSequenceClassification; }
 
   int64_t num_key_value_groups() const { return num_attention_heads / num_key_value_heads; }
   int64_t q_size() const { return num_attention_heads * head_dim; }

@@ -121,7 +121,8 @@ struct Builder {
     std::unique_ptr<TokenMixer> built = mixer_registry().factory(name)(spec);
     LR_CHECK(built != nullptr && built->name() == name, InternalError, "the factory of mixer \"", name,
              "\" built ", built ? str("\"", built->name(), "\"") : std::string("nothing"));
-    LR_CHECK(built->causal(), InvalidArgument, "layer ", i, ": ", name,
+    // A classifier pools over the whole sequence, so its mixers may look both ways.
+    LR_CHECK(built->causal() || !c.has_lm_head(), InvalidArgument, "layer ", i, ": ", name,
              " is bidirectional; use it in a classification model (", architecture_name(c.architecture),
              " needs causal mixers)");
     for (const LinearSlot* s : std::as_const(*built).slots())
@@ -195,7 +196,11 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
       source("model.embed_tokens.weight", {config.vocab_size, config.hidden_size}, Init::kNormal, {});
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) model.layers_.push_back(builder.layer(i));
   model.norm_ = source("model.norm.weight", {config.hidden_size}, Init::kOnes, {});
-  if (config.tie_word_embeddings) {
+  if (!config.has_lm_head()) {
+    // A classifier's head is read by its owner (classifier.h), not by the trunk.
+    for (const std::string& name : ckpt.names())
+      if (name.starts_with("score.")) used.insert(name);
+  } else if (config.tie_word_embeddings) {
     used.insert("lm_head.weight");  // transformers ties it to the embedding even when stored
     // A compressed head (e.g. `lowrank compress --method rtn --targets ... lm_head`) replaces the
     // tied one; the embedding stays as stored.
@@ -257,10 +262,11 @@ Model Model::random(const ModelConfig& config, uint64_t seed, const LoadOptions&
   model.embed_tokens_ = source("", {config.vocab_size, config.hidden_size}, Init::kNormal, {});
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) model.layers_.push_back(builder.layer(i));
   model.norm_ = source("", {config.hidden_size}, Init::kOnes, {});
-  model.lm_head_ = std::make_unique<LinearSlot>(
-      "lm_head", config.tie_word_embeddings
-                     ? std::make_shared<DenseOperator>(model.embed_tokens_)
-                     : builder.dense("lm_head", config.vocab_size, config.hidden_size, false));
+  if (config.has_lm_head())
+    model.lm_head_ = std::make_unique<LinearSlot>(
+        "lm_head", config.tie_word_embeddings
+                       ? std::make_shared<DenseOperator>(model.embed_tokens_)
+                       : builder.dense("lm_head", config.vocab_size, config.hidden_size, false));
   return model;
 }
 
@@ -280,6 +286,7 @@ NamedTensors Model::named_tensors() const {
     for (const LinearSlot* s : {&l.gate_proj, &l.up_proj, &l.down_proj}) add_slot(*s);
   }
   out.emplace_back("model.norm.weight", norm_);
+  if (!lm_head_) return out;  // a classifier's trunk
   // A tied head (the dense base still sharing the embedding) is not stored, as transformers.
   const auto* dense = dynamic_cast<const DenseOperator*>(&lm_head_->base());
   const bool tied = config_.tie_word_embeddings && dense && dense->weight().is_same(embed_tokens_);
@@ -288,8 +295,11 @@ NamedTensors Model::named_tensors() const {
 }
 
 void Model::save(const fs::path& dir, std::optional<at::ScalarType> dtype) const {
-  const at::ScalarType out_dtype = dtype.value_or(dtype_);
-  const std::string dtype_name = dtype_json_name(out_dtype);
+  save_model_directory(dir, config_.raw, named_tensors(), dtype.value_or(dtype_));
+}
+
+void save_model_directory(const fs::path& dir, Json config, const NamedTensors& named, at::ScalarType dtype) {
+  const std::string dtype_name = dtype_json_name(dtype);
   std::error_code ec;
   fs::create_directories(dir, ec);
   LR_CHECK(!ec, IoError, dir.string(), ": cannot create directory: ", ec.message());
@@ -297,14 +307,13 @@ void Model::save(const fs::path& dir, std::optional<at::ScalarType> dtype) const
   std::vector<NamedTensor> tensors;
   {
     at::NoGradGuard no_grad;
-    for (auto& [name, t] : named_tensors()) {
+    for (auto& [name, t] : named) {
       at::Tensor c = t.detach().to(at::kCPU);
-      tensors.push_back({name, (c.is_floating_point() ? c.to(out_dtype) : c).contiguous()});
+      tensors.push_back({name, (c.is_floating_point() ? c.to(dtype) : c).contiguous()});
     }
   }
   save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
 
-  Json config = config_.raw;
   config["dtype"] = dtype_name;
   if (config.contains("torch_dtype")) config["torch_dtype"] = dtype_name;
   write_json_file(dir / "config.json", config);
@@ -449,11 +458,20 @@ at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOption
 }
 
 at::Tensor Model::forward(const at::Tensor& input_ids, const ForwardOptions& options) const {
+  LR_CHECK(lm_head_ != nullptr, InvalidArgument, architecture_name(config_.architecture),
+           " has no language-model head (no logits over the vocabulary); load it as a classifier");
   if (options.fused_decode != FusedDecode::kOff)
     if (std::optional<at::Tensor> logits = decode_step(input_ids, options)) return *std::move(logits);
   at::Tensor h = hidden_states(input_ids, options);
   if (options.last_position_only) h = h.narrow(1, h.size(1) - 1, 1);
   return lm_head_->forward(h, options.routing);
+}
+
+std::vector<ParamGroup> Model::param_groups() const {
+  std::vector<ParamGroup> out;
+  for (const auto& l : layers_)
+    for (ParamGroup& g : l->mixer->param_groups()) out.push_back(std::move(g));
+  return out;
 }
 
 std::vector<LinearSlot*> Model::slots() {
@@ -462,7 +480,7 @@ std::vector<LinearSlot*> Model::slots() {
     for (LinearSlot* s : l->mixer->slots()) out.push_back(s);
     for (LinearSlot* s : {&l->gate_proj, &l->up_proj, &l->down_proj}) out.push_back(s);
   }
-  out.push_back(lm_head_.get());
+  if (lm_head_) out.push_back(lm_head_.get());
   return out;
 }
 

@@ -33,6 +33,7 @@
 #include "lowrank/nn/kv_cache.h"
 #include "lowrank/nn/linear_slot.h"
 #include "lowrank/nn/rope.h"
+#include "lowrank/nn/token_mixer.h"
 
 namespace lowrank::nn {
 
@@ -107,6 +108,8 @@ class Model {
   at::ScalarType dtype() const { return dtype_; }
   at::Device device() const { return device_; }
 
+  // A LowrankMixerForSequenceClassification directory loads here as its trunk alone (no lm_head,
+  // forward() refused; hidden_states() works): classifier.h adds the pooling and the head.
   // input_ids [B, T] int64 -> logits [B, T, vocab] (or [B, 1, vocab]) in the compute dtype.
   // Differentiable with respect to every tensor of the model (run under at::NoGradGuard or
   // c10::InferenceMode for inference). Thread-safe (const) as long as no slot is being changed;
@@ -127,7 +130,7 @@ class Model {
   const TokenMixer& mixer(int64_t layer) const;
 
   // Every linear slot in module order: per layer the mixer's (attention: q, k, v, o), gate, up,
-  // down; then lm_head.
+  // down; then lm_head (absent from a classifier's trunk: config().has_lm_head()).
   std::vector<LinearSlot*> slots();
   std::vector<const LinearSlot*> slots() const;
   // Throws NotFound naming the slot.
@@ -138,6 +141,8 @@ class Model {
   // mixers' other tensors;
   // lm_head.weight omitted when tied): what save() writes. They share storage with the model.
   NamedTensors named_tensors() const;
+  // The token mixers' per-tensor optimizer overrides (TokenMixer::param_groups), layer by layer.
+  std::vector<ParamGroup> param_groups() const;
 
  private:
   Model();
@@ -160,6 +165,13 @@ class Model {
 // tokenizer_config.json, generation_config.json, special_tokens_map.json) from `source_dir` into
 // `dir` where they exist. Throws IoError naming the file.
 void copy_model_side_files(const std::filesystem::path& source_dir, const std::filesystem::path& dir);
+
+// Writes `config` as config.json (its "dtype", and "torch_dtype" when present, set to `dtype`) and
+// `tensors` as model.safetensors (floating ones converted to `dtype`, integer ones as they are),
+// atomically each, into `dir` (created if needed): Model::save, and the classifiers beside their
+// heads. Throws IoError.
+void save_model_directory(const std::filesystem::path& dir, Json config, const NamedTensors& tensors,
+                          at::ScalarType dtype);
 
 // w ⊙ x / sqrt(mean(x², -1) + eps); see the file comment for the dtype rule.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);

@@ -26,8 +26,8 @@
 // The paged serving engine (serve/paged_kv.h) keeps keys and values only and refuses a model with
 // any other layer at construction.
 //
-// Not yet wired: param_groups() is declared for the mixers that need per-tensor learning rates or
-// weight decay (S4's A and Δt), but the trainer and the optimizers do not honour it yet.
+// param_groups() reaches the optimizers through the trainers (train/trainer.h's param_overrides,
+// optim::ParamOverride).
 #pragma once
 
 #include <cstdint>

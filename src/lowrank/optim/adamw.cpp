@@ -81,6 +81,37 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamConfig 
     decay_.push_back(p.dim() >= 2);
     eight_bit_.push_back(state_options.state_bits == 8 && p.numel() >= state_options.min_8bit_size);
   }
+  lr_scale_.assign(params_.size(), 1.0);
+  weight_decay_.assign(params_.size(), std::nullopt);
+}
+
+std::vector<size_t> override_indices(const std::vector<std::string>& names,
+                                     const std::vector<ParamOverride>& overrides,
+                                     std::string_view optimizer) {
+  std::vector<size_t> out;
+  for (const ParamOverride& o : overrides) {
+    const auto it = std::find(names.begin(), names.end(), o.name);
+    LR_CHECK(it != names.end(), NotFound, optimizer, ": a parameter override names \"", o.name,
+             "\", which is not among the trained tensors");
+    LR_CHECK(o.lr_scale >= 0 && std::isfinite(o.lr_scale), InvalidArgument, optimizer, ": parameter ", o.name,
+             ": learning-rate scale must be >= 0, got ", o.lr_scale);
+    LR_CHECK(!o.weight_decay || *o.weight_decay >= 0, InvalidArgument, optimizer, ": parameter ", o.name,
+             ": weight decay must be >= 0, got ", o.weight_decay.value_or(0));
+    out.push_back(static_cast<size_t>(it - names.begin()));
+  }
+  return out;
+}
+
+void AdamW::set_overrides(const std::vector<ParamOverride>& overrides) {
+  std::vector<std::string> names;
+  for (const auto& [name, p] : params_) names.push_back(name);
+  const std::vector<size_t> index = override_indices(names, overrides, "AdamW");
+  lr_scale_.assign(params_.size(), 1.0);
+  weight_decay_.assign(params_.size(), std::nullopt);
+  for (size_t k = 0; k < overrides.size(); ++k) {
+    lr_scale_[index[k]] = overrides[k].lr_scale;
+    weight_decay_[index[k]] = overrides[k].weight_decay;
+  }
 }
 
 void AdamW::step(double lr) {
@@ -94,10 +125,11 @@ void AdamW::step_parameter(size_t index, const at::Tensor& grad) {
   LR_CHECK(index < params_.size(), InvalidArgument, "AdamW: no parameter ", index);
   AdamConfig config = config_;
   if (!decay_[index]) config.weight_decay = 0;
+  if (weight_decay_[index]) config.weight_decay = *weight_decay_[index];
   AdamState& state = states_[index];
   at::Tensor& param = params_[index].second;
   if (eight_bit_[index]) moments8_[index].restore(state.exp_avg, state.exp_avg_sq, param.scalar_type());
-  adam_update(param, grad, state, config, lr_);
+  adam_update(param, grad, state, config, lr_ * lr_scale_[index]);
   if (eight_bit_[index]) release_to_8bit(index);
 }
 

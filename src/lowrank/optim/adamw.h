@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -53,10 +54,24 @@ void adam_update(at::Tensor& param, const at::Tensor& grad, AdamState& state, co
 // the bias corrections {1 − β1ᵗ, 1 − β2ᵗ} ({1, 1} without bias correction).
 std::pair<double, double> update_moments(AdamState& state, const at::Tensor& grad, const AdamConfig& config);
 
+// A per-parameter override of a step's settings: what a token mixer's param_groups() asks for
+// (nn/token_mixer.h; S4's A and Δt train with their own learning rate and no weight decay).
+// Parameter `name` steps with lr · lr_scale (lr: the scheduled rate, so the override follows the
+// schedule) and, when `weight_decay` is set, with that decoupled decay instead of the run's (which
+// 1-D tensors otherwise skip).
+struct ParamOverride {
+  std::string name;
+  double lr_scale = 1.0;
+  std::optional<double> weight_decay;
+};
+
 // What the trainer needs of an optimizer: AdamW below, and the low-rank optimizers beside it.
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
+  // Installs per-parameter overrides (replacing earlier ones). Throws NotFound for a name the
+  // optimizer does not hold, InvalidArgument for a negative scale or decay.
+  virtual void set_overrides(const std::vector<ParamOverride>& overrides) = 0;
   // Applies one update to every parameter with a defined .grad(). Not thread-safe.
   // step(lr) = begin_step(lr); step_parameter(i, grad of i) for each i; end_step().
   virtual void step(double lr) = 0;
@@ -92,6 +107,11 @@ class Optimizer {
 // magnitude_pruning keeps |t| > quantile(|t|, ratio)). ratio <= 0: unchanged; ratio >= 1: all 0.
 void magnitude_prune_(at::Tensor& t, double ratio);
 
+// The index of each override's parameter in `names` (the optimizer's order), checking the name
+// and the values; what set_overrides implementations share.
+std::vector<size_t> override_indices(const std::vector<std::string>& names,
+                                     const std::vector<ParamOverride>& overrides, std::string_view optimizer);
+
 // The memory() object from its four parts.
 OrderedJson memory_json(int64_t weights, int64_t grads, int64_t optimizer_states, int64_t projectors);
 
@@ -121,6 +141,7 @@ class AdamW final : public Optimizer {
   void step_parameter(size_t index, const at::Tensor& grad) override;
   void end_step() override { ++steps_; }
   void zero_grad() override;
+  void set_overrides(const std::vector<ParamOverride>& overrides) override;
 
   const AdamConfig& config() const { return config_; }
   const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
@@ -141,6 +162,8 @@ class AdamW final : public Optimizer {
   std::vector<AdamState> states_;
   std::vector<QuantizedMoments> moments8_;  // of the parameters with eight_bit_ set
   std::vector<bool> decay_, eight_bit_;
+  std::vector<double> lr_scale_;                     // set_overrides; 1 by default
+  std::vector<std::optional<double>> weight_decay_;  // set_overrides; nullopt: the run's rule
   AdamConfig config_;
   int64_t steps_ = 0;
   double lr_ = 0;  // of the step in progress

@@ -20,11 +20,13 @@ struct LowRankAdam::Slot {
   bool decay = true;                     // plain AdamW parameters: 1-D tensors are not decayed
   std::unique_ptr<Projector> projector;  // projected weights with rank > 0 (not blocks)
   ProjectorOptions projector_options;
-  bool active = true;               // runs the Adam core (false: ρ = 0 or an inactive block)
-  AdamState adam;                   // moments of R (projected) or of the parameter (AdamW)
-  std::optional<double> fira_norm;  // Fira's ‖S_{t−1}‖_F
-  QuantizedMoments moments8;        // 8-bit moments (state_bits = 8); adam.exp_avg is then transient
-  AdamState magnitude;              // GradNormLoRP: moments [m, 1] of the row norms' gradient
+  bool active = true;                  // runs the Adam core (false: ρ = 0 or an inactive block)
+  AdamState adam;                      // moments of R (projected) or of the parameter (AdamW)
+  std::optional<double> fira_norm;     // Fira's ‖S_{t−1}‖_F
+  QuantizedMoments moments8;           // 8-bit moments (state_bits = 8); adam.exp_avg is then transient
+  AdamState magnitude;                 // GradNormLoRP: moments [m, 1] of the row norms' gradient
+  double lr_scale = 1.0;               // set_overrides
+  std::optional<double> weight_decay;  // set_overrides; nullopt: the run's rule
 
   // Zeroes the moments, and t unless `keep_step` (a reset on refresh, or a freed block).
   void clear_moments(bool keep_step = false) {
@@ -136,6 +138,20 @@ void LowRankAdam::select_blocks() {
   }
 }
 
+void LowRankAdam::set_overrides(const std::vector<ParamOverride>& overrides) {
+  std::vector<std::string> names;
+  for (const Slot& s : slots_) names.push_back(s.name);
+  const std::vector<size_t> index = override_indices(names, overrides, "low-rank optimizer");
+  for (Slot& s : slots_) {
+    s.lr_scale = 1.0;
+    s.weight_decay.reset();
+  }
+  for (size_t k = 0; k < overrides.size(); ++k) {
+    slots_[index[k]].lr_scale = overrides[k].lr_scale;
+    slots_[index[k]].weight_decay = overrides[k].weight_decay;
+  }
+}
+
 void LowRankAdam::step(double lr) {
   begin_step(lr);
   for (size_t i = 0; i < slots_.size(); ++i)
@@ -155,11 +171,12 @@ void LowRankAdam::step_parameter(size_t index, const at::Tensor& grad) {
   if (!s.projected) {
     AdamConfig c = config_.adam;
     if (!s.decay) c.weight_decay = 0;
+    if (s.weight_decay) c.weight_decay = *s.weight_decay;
     // bitsandbytes' rule: every state of at least min_8bit_size elements is 8-bit.
     const bool eight_bit =
         config_.state_bits == 8 && config_.eight_bit_plain && s.param.numel() >= config_.min_8bit_size;
     if (eight_bit) s.moments8.restore(s.adam.exp_avg, s.adam.exp_avg_sq, s.param.scalar_type());
-    adam_update(s.param, grad, s.adam, c, lr_);
+    adam_update(s.param, grad, s.adam, c, lr_ * s.lr_scale);
     if (eight_bit) {
       s.moments8.keep(s.adam.exp_avg, s.adam.exp_avg_sq);
       s.adam.exp_avg.reset();
@@ -167,14 +184,14 @@ void LowRankAdam::step_parameter(size_t index, const at::Tensor& grad) {
     }
     return;
   }
-  projected_step(s, grad, lr_, refresh_now_);
+  projected_step(s, grad, lr_ * s.lr_scale, refresh_now_);
 }
 
 void LowRankAdam::projected_step(Slot& s, const at::Tensor& grad, double lr, bool refresh_now) {
   at::NoGradGuard no_grad;
   at::Tensor& W = s.param;
   const LowRankConfig& c = config_;
-  const double wd = c.adam.weight_decay;
+  const double wd = s.weight_decay.value_or(c.adam.weight_decay);
   const double alpha = c.scale;
   if (wd != 0 && c.decay == DecayPlacement::kBeforeUpdate) W.mul_(1 - lr * wd);
   // GradNormLoRP: everything below runs on the direction's gradient ∇V (gradnorm_lorp.h).

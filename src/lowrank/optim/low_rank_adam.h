@@ -82,6 +82,8 @@ class LowRankAdam final : public Optimizer {
   void step_parameter(size_t index, const at::Tensor& grad) override;
   void end_step() override { ++steps_; }
   void zero_grad() override;
+  // Plain and projected parameters alike: lr · lr_scale, and the decay in place of the run's.
+  void set_overrides(const std::vector<ParamOverride>& overrides) override;
 
   const LowRankConfig& config() const { return config_; }
   const NamedTensors& params() const { return params_; }

@@ -10,6 +10,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
 #include "lowrank/core/json.h"
+#include "lowrank/core/log.h"
 #include "lowrank/core/safetensors.h"
 
 namespace lowrank::train {
@@ -127,6 +128,20 @@ CheckpointPosition read_checkpoint(const fs::path& checkpoint, const TrainerConf
   std::vector<std::pair<std::string, at::Tensor>> opt_state;
   for (const TensorInfo& info : opt.tensors()) opt_state.emplace_back(info.name, opt.load(info.name));
   optimizer.load_state(opt_state, position.step);
+  return position;
+}
+
+CheckpointPosition start_run(const fs::path& run_dir, bool resume, const TrainerConfig& config,
+                             TrainTarget& target, optim::Optimizer& optimizer) {
+  const fs::path metrics_path = run_dir / "metrics.jsonl";
+  const std::optional<fs::path> checkpoint = resume ? latest_checkpoint(run_dir) : std::nullopt;
+  if (!checkpoint) {
+    write_file_atomic(metrics_path, "");
+    return {};
+  }
+  const CheckpointPosition position = read_checkpoint(*checkpoint, config, target, optimizer);
+  truncate_metrics(metrics_path, position.step);
+  log::info("resuming from ", checkpoint->string(), " at step ", position.step);
   return position;
 }
 

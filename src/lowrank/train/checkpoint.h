@@ -51,6 +51,12 @@ std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::pa
 CheckpointPosition read_checkpoint(const std::filesystem::path& checkpoint, const TrainerConfig& config,
                                    TrainTarget& target, optim::Optimizer& optimizer);
 
+// Where a run starts: with `resume` and a checkpoint in `run_dir`, that checkpoint restored into
+// `target` and `optimizer` (read_checkpoint) and run_dir/metrics.jsonl cut back to its step;
+// otherwise step 0 and an emptied metrics.jsonl. Shared by the trainers (trainer.h, classify.h).
+CheckpointPosition start_run(const std::filesystem::path& run_dir, bool resume, const TrainerConfig& config,
+                             TrainTarget& target, optim::Optimizer& optimizer);
+
 // Keeps the lines of a metrics.jsonl with step <= `step` (a killed run may have logged past its
 // last checkpoint; a torn last line ends the kept part), rewritten atomically. No-op when the
 // file does not exist.

@@ -150,7 +150,8 @@ ParameterizationConfig parameterization_config(const std::string& method, const 
 
 bool is_parameterized_slot(const std::string& slot_name) {
   return slot_name.starts_with("model.layers.") &&
-         (slot_name.find(".self_attn.") != std::string::npos || slot_name.find(".mlp.") != std::string::npos);
+         (slot_name.find(".self_attn.") != std::string::npos ||
+          slot_name.find(".mixer.") != std::string::npos || slot_name.find(".mlp.") != std::string::npos);
 }
 
 void check_parameterization(const std::string& method, const Json& options,

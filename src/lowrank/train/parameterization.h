@@ -118,8 +118,9 @@ void register_builtin_parameterizations(Registry<ParameterizationMethod>& regist
 // (listing those it takes) or a bad value.
 ParameterizationConfig parameterization_config(const std::string& method, const Json& options);
 
-// True for the slots a parameterisation replaces: the decoder layers' self_attn and mlp
-// projections (not lm_head).
+// True for the slots a parameterisation replaces: the decoder layers' token-mixer projections
+// (attention's self_attn.*, another mixer's mixer.*; token_mixer.h) and mlp projections (not
+// lm_head, not a classifier's score head).
 bool is_parameterized_slot(const std::string& slot_name);
 
 // Checks `method`/`options` against the target slots' shapes (name, out, in) before any work:

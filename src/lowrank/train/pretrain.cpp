@@ -18,6 +18,7 @@
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/run.h"
 #include "lowrank/nn/slot_shapes.h"
+#include "lowrank/train/classify.h"
 #include "lowrank/train/gradnorm_lorp.h"
 #include "lowrank/train/maestro.h"
 #include "lowrank/train/parameterization.h"
@@ -28,6 +29,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kEndOfText = "<|endoftext|>";
+
+}  // namespace
 
 TrainerConfig trainer_preset(int64_t steps, int64_t batch, int64_t seq_len, double lr, int64_t warmup,
                              int64_t checkpoint_every) {
@@ -43,6 +46,8 @@ TrainerConfig trainer_preset(int64_t steps, int64_t batch, int64_t seq_len, doub
   c.checkpoint_every = checkpoint_every;
   return c;
 }
+
+namespace {
 
 // The cache key of a run: the options as resolved into `c` (the optimizer flags merged into the
 // optimizer's options; under plain AdamW, --rank in the parameterisation's).
@@ -64,15 +69,21 @@ OrderedJson args_json(const PretrainOptions& o, const TrainerConfig& c) {
   if (o.batch_size > 0) j["batch_size"] = c.batch_size;
   if (o.device != "cpu") j["device"] = o.device;
   if (!o.autocast.empty()) j["autocast"] = o.autocast;
+  if (!o.mixer.empty() || !o.layer_mixers.empty()) {
+    j["mixer"] = o.mixer;
+    j["layer_mixers"] = o.layer_mixers;
+    j["mixer_options"] = o.mixer_options;
+  }
   return j;
 }
 
 // The slots of a preset's model that a parameterisation or a projecting optimizer touches (its
 // attention/MLP projections) as (name, out, in), as a model of the preset's config has them
 // (nn::slot_shapes); the vocabulary size does not change them.
-std::vector<std::tuple<std::string, int64_t, int64_t>> preset_target_slots(const PretrainPreset& p) {
+std::vector<std::tuple<std::string, int64_t, int64_t>> preset_target_slots(const PretrainPreset& p,
+                                                                           const Json& mixers) {
   const nn::ModelConfig config =
-      nn::ModelConfig::from_json(preset_model_config(p, p.vocab_size), "preset " + p.name);
+      nn::ModelConfig::from_json(preset_model_config(p, p.vocab_size, mixers), "preset " + p.name);
   std::vector<std::tuple<std::string, int64_t, int64_t>> out;
   for (const nn::SlotShape& s : nn::slot_shapes(config))
     if (is_parameterized_slot(s.name)) out.emplace_back(s.name, s.out_features, s.in_features);
@@ -115,8 +126,8 @@ PretrainPreset pretrain_preset(const std::string& name) {
   throw InvalidArgument(str("--preset: unknown preset \"", name, "\" (known: ", known, ")"));
 }
 
-Json preset_model_config(const PretrainPreset& p, int64_t vocab_size) {
-  return Json{{"architectures", Json::array({"LlamaForCausalLM"})},
+Json preset_model_config(const PretrainPreset& p, int64_t vocab_size, const Json& mixer_keys) {
+  Json config{{"architectures", Json::array({"LlamaForCausalLM"})},
               {"model_type", "llama"},
               {"vocab_size", vocab_size},
               {"hidden_size", p.hidden_size},
@@ -131,6 +142,12 @@ Json preset_model_config(const PretrainPreset& p, int64_t vocab_size) {
               {"initializer_range", 0.02},
               {"tie_word_embeddings", true},
               {"torch_dtype", "float32"}};
+  if (mixer_keys.is_object()) {
+    config["architectures"] = Json::array({"LowrankMixerForCausalLM"});
+    config["model_type"] = "lowrank_mixer";
+    for (const auto& [key, value] : mixer_keys.items()) config[key] = value;
+  }
+  return config;
 }
 
 OrderedJson PretrainSummary::to_json() const {
@@ -176,7 +193,17 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   OptimizerRequest optimizer = o.optimizer;
   give_rank_to_parameterization(optimizer, tc.parameterization, tc.parameterization_options);
   check_gradnorm_lorp_pairing(optimizer.name, "--parameterization", tc.parameterization, "gradnormlorp");
-  const auto target_slots = preset_target_slots(preset);
+  // The mixers: known names, valid options, causal (a language model), before any stage runs.
+  LR_CHECK(o.mixer_options.empty() || !o.mixer.empty() || !o.layer_mixers.empty(), InvalidArgument,
+           "--mixer-options needs --mixer NAME or --layer-mixers LIST");
+  const Json mixers = o.mixer.empty() && o.layer_mixers.empty()
+                          ? Json()
+                          : mixer_keys(o.mixer, o.layer_mixers, o.mixer_options, preset.num_layers);
+  if (mixers.is_object())
+    check_mixers(nn::ModelConfig::from_json(preset_model_config(preset, preset.vocab_size, mixers),
+                                            "preset " + preset.name),
+                 /*need_causal=*/true);
+  const auto target_slots = preset_target_slots(preset, mixers);
   if (const auto low_rank = apply_optimizer_request(optimizer, tc))
     check_projection_rank(*low_rank, target_slots);
   if (!tc.parameterization.empty())
@@ -244,7 +271,7 @@ PretrainSummary pretrain(const PretrainOptions& o) {
 
   // 3. Training.
   const nn::ModelConfig model_config = nn::ModelConfig::from_json(
-      preset_model_config(preset, tokenizer.vocab_size()), "preset " + preset.name);
+      preset_model_config(preset, tokenizer.vocab_size(), mixers), "preset " + preset.name);
   nn::LoadOptions load;
   load.device = device;
   nn::Model model = nn::Model::random(model_config, o.seed, load);
@@ -285,7 +312,7 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   OrderedJson summary = s.to_json();
   summary["args"] = args;
   summary["trainer"] = tc.to_json();
-  summary["model"] = OrderedJson::parse(preset_model_config(preset, tokenizer.vocab_size()).dump());
+  summary["model"] = OrderedJson::parse(preset_model_config(preset, tokenizer.vocab_size(), mixers).dump());
   if (!discovered_ranks.empty())
     summary["parameterization"] = OrderedJson{{"method", tc.parameterization}, {"ranks", discovered_ranks}};
   write_json_file(summary_path, summary);

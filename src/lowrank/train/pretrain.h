@@ -32,12 +32,18 @@ struct PretrainPreset {
   std::string help;       // one line for --help and docs
 };
 
+// A preset's trainer settings: `steps` of `batch` windows of `seq_len` tokens, peak lr with a cosine
+// to lr / 10 after `warmup` steps, clipping at 1.0, a checkpoint every `checkpoint_every` steps.
+TrainerConfig trainer_preset(int64_t steps, int64_t batch, int64_t seq_len, double lr, int64_t warmup,
+                             int64_t checkpoint_every);
+
 // The presets: "tiny", "small" and "galore-60m".
 std::vector<PretrainPreset> pretrain_presets();
 // Throws InvalidArgument listing the known names.
 PretrainPreset pretrain_preset(const std::string& name);
-// The HF config.json of a preset's model (LlamaForCausalLM, tied embeddings).
-Json preset_model_config(const PretrainPreset& preset, int64_t vocab_size);
+// The HF config.json of a preset's model (LlamaForCausalLM, tied embeddings); with `mixer_keys`
+// ({"layer_mixers", "mixer_config"}, classify.h's mixer_keys) a LowrankMixerForCausalLM instead.
+Json preset_model_config(const PretrainPreset& preset, int64_t vocab_size, const Json& mixer_keys = Json());
 
 struct PretrainOptions {
   std::string preset = "tiny";
@@ -62,6 +68,12 @@ struct PretrainOptions {
   // ("" or "bf16", CUDA only).
   std::string device = "cpu";
   std::string autocast;
+  // The token mixers (token_mixer.h): --mixer NAME for every layer or --layer-mixers a,b,... (one
+  // per layer), and --mixer-options (classify.h's mixer_keys); both empty: Llama attention
+  // (a LlamaForCausalLM, as before). A bidirectional mixer is refused before any work.
+  std::string mixer;
+  std::string layer_mixers;
+  Json mixer_options = Json::object();
 };
 
 struct PretrainSummary {

@@ -178,7 +178,25 @@ TrainTarget TrainTarget::whole_model(const nn::Model& model) {
   TrainTarget target;
   target.params = trainable(model);
   target.save = [&model](const fs::path& dir) { model.save(dir, at::kFloat); };
+  target.param_groups = model.param_groups();
   return target;
+}
+
+std::vector<optim::ParamOverride> param_overrides(
+    const std::vector<nn::ParamGroup>& groups, const std::vector<std::pair<std::string, at::Tensor>>& params,
+    double peak_lr) {
+  std::set<std::string> trained;
+  for (const auto& [name, p] : params) trained.insert(name);
+  std::vector<optim::ParamOverride> out;
+  for (const nn::ParamGroup& g : groups) {
+    LR_CHECK(!g.lr || (*g.lr > 0 && std::isfinite(*g.lr)), InvalidArgument, "param group of \"", g.tensor,
+             "\": lr must be positive, got ", g.lr.value_or(0));
+    LR_CHECK(!g.weight_decay || *g.weight_decay >= 0, InvalidArgument, "param group of \"", g.tensor,
+             "\": weight_decay must be >= 0, got ", g.weight_decay.value_or(0));
+    if (!trained.contains(g.tensor)) continue;
+    out.push_back({g.tensor, g.lr ? *g.lr / peak_lr : 1.0, g.weight_decay});
+  }
+  return out;
 }
 
 std::unique_ptr<optim::Optimizer> make_optimizer(std::vector<std::pair<std::string, at::Tensor>> params,
@@ -199,6 +217,7 @@ TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig
     AppliedParameterization applied =
         apply_parameterization(model, config.parameterization, config.parameterization_options,
                                splitmix64(config.seed ^ 0x5052414dull));
+    applied.target.param_groups = model.param_groups();  // the mixers' tensors it trains as they are
     return train(model, applied.target, data, config, run_dir, resume);
   }
   TrainTarget target = TrainTarget::whole_model(model);
@@ -320,22 +339,14 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
   for (auto& [n, p] : params) param_tensors.push_back(p);
   const std::unique_ptr<optim::Optimizer> optimizer_ptr = make_optimizer(params, config);
   optim::Optimizer& optimizer = *optimizer_ptr;
+  optimizer.set_overrides(param_overrides(target.param_groups, params, config.lr));
   WindowSampler sampler(config.seed, data.size, config.seq_len + 1);
   const LrSchedule schedule = config.schedule();
   const fs::path metrics_path = run_dir / "metrics.jsonl";
 
-  int64_t step = 0, tokens = 0;
-  std::optional<fs::path> checkpoint = resume ? latest_checkpoint(run_dir) : std::nullopt;
-  if (checkpoint) {
-    const CheckpointPosition position = read_checkpoint(*checkpoint, config, target, optimizer);
-    step = position.step;
-    tokens = position.tokens;
-    sampler.set_counter(position.sampler_counter);
-    truncate_metrics(metrics_path, step);
-    log::info("resuming from ", checkpoint->string(), " at step ", step);
-  } else {
-    write_file_atomic(metrics_path, "");
-  }
+  const CheckpointPosition position = start_run(run_dir, resume, config, target, optimizer);
+  int64_t step = position.step, tokens = position.tokens;
+  sampler.set_counter(position.sampler_counter);
 
   TrainResult result;
   result.step = step;

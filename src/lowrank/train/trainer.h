@@ -154,10 +154,21 @@ struct TrainTarget {
   // saved tensor, before it is copied: a target whose tensors change shape during training
   // (Maestro's shrinking) takes the saved shape here. Unset: the shapes must match.
   std::function<void(const std::string& name, const at::Tensor& saved)> reshape;
+  // Per-tensor optimizer settings (the token mixers' param_groups(), nn/token_mixer.h), handed to
+  // the optimizer by param_overrides(); groups of tensors that are not trained are ignored.
+  std::vector<nn::ParamGroup> param_groups;
 
-  // Every tensor of `model` under its HF name, saved as an HF model directory.
+  // Every tensor of `model` under its HF name, saved as an HF model directory, with the model's
+  // mixers' param_groups.
   static TrainTarget whole_model(const nn::Model& model);
 };
+
+// The optimizer overrides of `groups` (ParamGroup -> optim::ParamOverride) for the tensors among
+// `params`: a group's lr is a peak rate, so its scale is lr / peak_lr (the schedule then shapes it
+// as every other). Throws InvalidArgument for a non-positive group lr or a negative decay.
+std::vector<optim::ParamOverride> param_overrides(
+    const std::vector<nn::ParamGroup>& groups, const std::vector<std::pair<std::string, at::Tensor>>& params,
+    double peak_lr);
 
 // Trains `model` (its tensors get requires_grad) on `data` in place. With
 // config.parameterization, the target slots are first parameterised (apply_parameterization,

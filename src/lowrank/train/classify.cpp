@@ -1,0 +1,422 @@
+// The classification loop, its evaluation and `lowrank task train`; see classify.h.
+#include "lowrank/train/classify.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <tuple>
+
+#include "lowrank/core/error.h"
+#include "lowrank/core/file.h"
+#include "lowrank/core/log.h"
+#include "lowrank/core/progress.h"
+#include "lowrank/nn/token_mixer.h"
+#include "lowrank/train/checkpoint.h"
+#include "lowrank/train/pretrain.h"
+#include "lowrank/train/schedule.h"
+
+namespace lowrank::train {
+namespace fs = std::filesystem;
+using data::tasks::Split;
+using data::tasks::TaskDataset;
+
+namespace {
+
+const TaskDataset& check_classification(const TaskDataset& task) {
+  LR_CHECK(task.info().header.target == "class", InvalidArgument, "task ", task.dir().string(), " (",
+           task.info().header.task, ") has target \"", task.info().header.target,
+           "\", not \"class\": it is not a classification task");
+  return task;
+}
+
+int64_t longest_row(const TaskDataset& task) {
+  int64_t longest = 0;
+  for (Split s : data::tasks::kSplits)
+    longest = std::max(longest, task.info().splits[static_cast<int>(s)].max_length);
+  return longest;
+}
+
+// The model must read every token id and predict every class of the task.
+void check_fits(const nn::SequenceClassifier& model, const TaskDataset& task) {
+  const auto& info = task.info();
+  LR_CHECK(info.header.vocab_size <= model.config().vocab_size, InvalidArgument, "task ", task.dir().string(),
+           " has a vocabulary of ", info.header.vocab_size, " tokens; the model reads ",
+           model.config().vocab_size);
+  LR_CHECK(info.num_classes == model.config().num_labels, InvalidArgument, "task ", task.dir().string(),
+           " has ", info.num_classes, " classes; the model has num_labels ", model.config().num_labels);
+}
+
+}  // namespace
+
+std::pair<double, double> wilson_interval(int64_t successes, int64_t n, double z) {
+  LR_CHECK(n >= 1 && successes >= 0 && successes <= n, InvalidArgument, "Wilson interval of ", successes,
+           " out of ", n);
+  const double nn = static_cast<double>(n);
+  const double p = static_cast<double>(successes) / nn;
+  const double z2 = z * z;
+  const double denom = 1.0 + z2 / nn;
+  const double centre = (p + z2 / (2 * nn)) / denom;
+  const double half = z / denom * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn));
+  return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
+}
+
+TaskBatch task_batch(const TaskDataset& task, Split split, const std::vector<int64_t>& rows) {
+  check_classification(task);
+  LR_CHECK(!rows.empty(), InvalidArgument, "task batch: no rows");
+  const data::tasks::SequenceFile& tokens = task.tokens(split);
+  const data::tasks::SequenceFile& labels = task.labels(split);
+  int64_t longest = 0;
+  for (int64_t r : rows) {
+    LR_CHECK(r >= 0 && r < tokens.rows(), InvalidArgument, "task batch: row ", r, " outside ",
+             data::tasks::split_name(split), " (", tokens.rows(), " examples)");
+    longest = std::max(longest, tokens.row_length(r));
+  }
+  const auto B = static_cast<int64_t>(rows.size());
+  const int64_t pad = std::max<int64_t>(task.info().header.pad_id, 0);
+  at::Tensor ids = at::full({B, longest}, pad, at::kLong);
+  at::Tensor mask = at::zeros({B, longest}, at::kBool);
+  at::Tensor y = at::empty({B}, at::kLong);
+  auto* id = ids.data_ptr<int64_t>();
+  auto* m = mask.data_ptr<bool>();
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<int64_t> row = tokens.row(rows[b]);
+    std::copy(row.begin(), row.end(), id + b * longest);
+    std::fill(m + b * longest, m + b * longest + static_cast<int64_t>(row.size()), true);
+    LR_CHECK(labels.row_length(rows[b]) == 1, Corruption, labels.path().string(), ": row ", rows[b],
+             " holds ", labels.row_length(rows[b]), " labels, expected one class id");
+    y.data_ptr<int64_t>()[b] = labels.at(rows[b], 0);
+  }
+  return {ids, mask, y};
+}
+
+OrderedJson AccuracyResult::to_json() const {
+  return OrderedJson{{"accuracy", accuracy},
+                     {"correct", correct},
+                     {"examples", examples},
+                     {"ci95", {ci_low, ci_high}},
+                     {"ci_method", "wilson"}};
+}
+
+AccuracyResult evaluate_accuracy(const nn::SequenceClassifier& model, const TaskDataset& task, Split split,
+                                 int64_t batch_size, int64_t max_examples) {
+  check_classification(task);
+  check_fits(model, task);
+  LR_CHECK(batch_size >= 1, InvalidArgument, "evaluation batch size must be >= 1, got ", batch_size);
+  LR_CHECK(max_examples >= 0, InvalidArgument, "evaluation examples must be >= 0, got ", max_examples);
+  int64_t n = task.tokens(split).rows();
+  if (max_examples > 0) n = std::min(n, max_examples);
+  LR_CHECK(n >= 1, InvalidArgument, "task ", task.dir().string(), ": the ", data::tasks::split_name(split),
+           " split is empty");
+  at::NoGradGuard no_grad;
+  AccuracyResult r;
+  for (int64_t begin = 0; begin < n; begin += batch_size) {
+    std::vector<int64_t> rows;
+    for (int64_t i = begin; i < std::min(n, begin + batch_size); ++i) rows.push_back(i);
+    const TaskBatch batch = task_batch(task, split, rows);
+    const at::Tensor logits = model.forward(batch.input_ids, batch.attention_mask);
+    r.correct += logits.argmax(-1).to(at::kCPU).eq(batch.labels).sum().item<int64_t>();
+  }
+  r.examples = n;
+  r.accuracy = static_cast<double>(r.correct) / static_cast<double>(n);
+  std::tie(r.ci_low, r.ci_high) = wilson_interval(r.correct, n);
+  return r;
+}
+
+ClassifyResult train_classifier(nn::SequenceClassifier& model, const TaskDataset& task, ClassifyConfig config,
+                                const fs::path& run_dir, bool resume) {
+  check_classification(task);
+  check_fits(model, task);
+  TrainerConfig& tc = config.trainer;
+  LR_CHECK(tc.parameterization.empty() && !tc.per_layer_updates && tc.autocast.empty(), InvalidArgument,
+           "classification training: parameterization, per-layer updates and autocast are not supported");
+  LR_CHECK(config.eval_every >= 0 && config.eval_examples >= 0 && config.eval_batch_size >= 1,
+           InvalidArgument, "classification training: eval_every (", config.eval_every,
+           ") and eval_examples (", config.eval_examples, ") must be >= 0, eval_batch_size (",
+           config.eval_batch_size, ") >= 1");
+  tc.seq_len = longest_row(task);
+  tc.validate();
+  const int64_t train_rows = task.tokens(Split::kTrain).rows();
+  LR_CHECK(train_rows >= 1, InvalidArgument, "task ", task.dir().string(), ": the train split is empty");
+  fs::create_directories(run_dir);
+
+  TrainTarget target;
+  for (auto& [name, t] : model.named_tensors()) {
+    if (!t.requires_grad()) t.requires_grad_(true);
+    target.params.emplace_back(name, t);
+  }
+  target.save = [&model](const fs::path& dir) { model.save(dir, at::kFloat); };
+  target.param_groups = model.param_groups();
+  std::vector<at::Tensor> param_tensors;
+  for (auto& [n, p] : target.params) param_tensors.push_back(p);
+  const std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(target.params, tc);
+  optimizer->set_overrides(param_overrides(target.param_groups, target.params, tc.lr));
+  // Each "window" is one example: the sampler draws an example index uniformly, with replacement.
+  WindowSampler sampler(tc.seed, train_rows, 1);
+  const LrSchedule schedule = tc.schedule();
+  const fs::path metrics_path = run_dir / "metrics.jsonl";
+
+  const CheckpointPosition position = start_run(run_dir, resume, tc, target, *optimizer);
+  int64_t step = position.step, tokens = position.tokens;
+  sampler.set_counter(position.sampler_counter);
+  std::ofstream metrics(metrics_path, std::ios::app);
+  LR_CHECK(metrics.good(), IoError, "cannot open ", metrics_path.string(), " for appending");
+
+  ClassifyResult result;
+  result.step = step;
+  auto validate = [&] {
+    const AccuracyResult a =
+        evaluate_accuracy(model, task, Split::kVal, config.eval_batch_size, config.eval_examples);
+    metrics << OrderedJson{{"step", step},
+                           {"val_accuracy", a.accuracy},
+                           {"val_ci95", {a.ci_low, a.ci_high}},
+                           {"val_examples", a.examples}}
+                   .dump()
+            << "\n"
+            << std::flush;
+    result.validation = a;
+  };
+  ProgressBar bar(tc.steps - step, "train");
+  while (step < tc.steps) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double lr = schedule.at(step);
+    optimizer->zero_grad();
+    double loss_sum = 0;
+    int64_t step_tokens = 0;
+    for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
+      std::vector<int64_t> rows;
+      for (int64_t b = 0; b < tc.batch_size; ++b) rows.push_back(sampler.next());
+      const TaskBatch batch = task_batch(task, Split::kTrain, rows);
+      step_tokens += batch.attention_mask.sum().item<int64_t>();
+      const at::Tensor logits = model.forward(batch.input_ids, batch.attention_mask);
+      const at::Tensor loss = at::cross_entropy_loss(logits.to(at::kFloat), batch.labels.to(logits.device()));
+      loss_sum += loss.item<double>();
+      (loss / static_cast<double>(tc.grad_accum)).backward();
+    }
+    const double grad_norm = clip_grad_norm(param_tensors, tc.clip_norm);
+    optimizer->step(lr);
+    ++step;
+    tokens += step_tokens;
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const StepRecord record{step, loss_sum / static_cast<double>(tc.grad_accum), lr, grad_norm,
+                            static_cast<double>(step_tokens) / std::max(seconds, 1e-9)};
+    metrics << OrderedJson{{"step", record.step},
+                           {"loss", record.loss},
+                           {"lr", record.lr},
+                           {"grad_norm", record.grad_norm},
+                           {"tokens_per_s", record.tokens_per_s}}
+                   .dump()
+            << "\n"
+            << std::flush;
+    result.steps.push_back(record);
+    result.step = step;
+    bar.set_note(str("loss ", std::to_string(record.loss).substr(0, 6), " lr ", lr));
+    bar.advance();
+    if (tc.stop_after > 0 && step >= tc.stop_after && step < tc.steps) {
+      log::info("stopping after step ", step, " (stop_after)");
+      return result;  // as if killed: no checkpoint
+    }
+    if (config.eval_every > 0 && step % config.eval_every == 0 && step < tc.steps) validate();
+    if (step == tc.steps || (tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0))
+      write_checkpoint(run_dir, target, *optimizer, tc, {step, tokens, sampler.counter()});
+  }
+  bar.finish();
+  optimizer->zero_grad();
+  validate();
+  result.finished = true;
+  return result;
+}
+
+namespace {
+
+TrainerConfig classify_trainer(int64_t steps, int64_t batch, double lr, int64_t warmup,
+                               int64_t checkpoint_every) {
+  // seq_len is the task's, set by train_classifier.
+  TrainerConfig c = trainer_preset(steps, batch, /*seq_len=*/1, lr, warmup, checkpoint_every);
+  c.adam.weight_decay = 0.01;
+  return c;
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::string item;
+  for (char ch : text + ",") {
+    if (ch != ',') {
+      if (ch != ' ') item += ch;
+      continue;
+    }
+    out.push_back(item);
+    item.clear();
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<ClassifyPreset> classify_presets() {
+  return {{"lra-tiny", 64, 128, 2, 2, 1024, classify_trainer(500, 16, 1e-3, 50, 100),
+           "hidden 64, 2 layers, 2 heads, sequences up to 1024 tokens; 500 steps of 16 examples"}};
+}
+
+ClassifyPreset classify_preset(const std::string& name) {
+  std::string known;
+  for (const ClassifyPreset& p : classify_presets()) {
+    if (p.name == name) return p;
+    known += (known.empty() ? "" : ", ") + p.name;
+  }
+  LR_CHECK(
+      name != "vit-tiny", Unsupported,
+      "--preset vit-tiny needs LowrankMixerForImageClassification, which is not implemented yet (known: ",
+      known, ")");
+  throw InvalidArgument(str("--preset: unknown preset \"", name, "\" (known: ", known, ")"));
+}
+
+Json mixer_keys(const std::string& mixer, const std::string& layer_mixers, const Json& mixer_options,
+                int64_t num_layers) {
+  LR_CHECK(mixer.empty() != layer_mixers.empty(), InvalidArgument,
+           mixer.empty() ? "give --mixer NAME or --layer-mixers a,b,..."
+                         : "give --mixer or --layer-mixers, not both");
+  LR_CHECK(mixer_options.is_object(), InvalidArgument, "--mixer-options: expected a JSON object, got ",
+           mixer_options.dump());
+  const nn::MixerRegistry& registry = nn::mixer_registry();
+  auto check_known = [&](const std::string& name, const std::string& flag) {
+    LR_CHECK(registry.contains(name), InvalidArgument, flag, ": unknown mixer \"", name,
+             "\" (known: ", registry.known(), ")");
+  };
+  Json keys = Json::object();
+  Json config = Json::object();
+  if (!mixer.empty()) {
+    check_known(mixer, "--mixer");
+    keys["layer_mixers"] = mixer;
+    if (!mixer_options.empty()) config[mixer] = mixer_options;
+  } else {
+    const std::vector<std::string> names = split_list(layer_mixers);
+    LR_CHECK(names.size() == 1 || static_cast<int64_t>(names.size()) == num_layers, InvalidArgument,
+             "--layer-mixers lists ", names.size(), " mixers for ", num_layers,
+             " layers (give one name, or one per layer)");
+    std::set<std::string> used;
+    for (const std::string& n : names) {
+      check_known(n, "--layer-mixers");
+      used.insert(n);
+    }
+    keys["layer_mixers"] = names.size() == 1 ? Json(names.front()) : Json(names);
+    for (const auto& [name, value] : mixer_options.items()) {
+      LR_CHECK(used.contains(name), InvalidArgument,
+               "--mixer-options: with --layer-mixers the options are keyed by mixer "
+               "name ({\"<mixer>\": {...}}); \"",
+               name, "\" is not one of the listed mixers");
+      LR_CHECK(value.is_object(), InvalidArgument, "--mixer-options: the options of \"", name,
+               "\" must be an object, got ", value.dump());
+      config[name] = value;
+    }
+  }
+  keys["mixer_config"] = config;
+  return keys;
+}
+
+void check_mixers(const nn::ModelConfig& config, bool need_causal) {
+  std::set<std::string> seen;
+  for (size_t i = 0; i < config.layer_mixers.size(); ++i) {
+    const std::string& name = config.layer_mixers[i];
+    if (!seen.insert(name).second) continue;
+    const auto layer = static_cast<int64_t>(i);
+    nn::MixerSpec spec{config,  layer,  nn::mixer_prefix(name, layer), config.mixer_options(name),
+                       nullptr, nullptr};
+    // Zero weights: only the mixer's construction (its options) and its causal() are of interest.
+    spec.projection = [](const std::string&, int64_t out, int64_t in, bool bias) {
+      return std::shared_ptr<const nn::BaseOperator>(
+          std::make_shared<nn::DenseOperator>(at::zeros({out, in}), bias ? at::zeros({out}) : at::Tensor()));
+    };
+    spec.tensor = [](const std::string&, std::vector<int64_t> shape, nn::ParamInit init,
+                     const at::Tensor& value) {
+      return init == nn::ParamInit::kValue ? value.to(at::kFloat).clone() : at::zeros(shape);
+    };
+    const std::unique_ptr<nn::TokenMixer> built = nn::mixer_registry().factory(name)(spec);
+    LR_CHECK(!need_causal || built->causal(), InvalidArgument, name,
+             " is bidirectional; use it in a classification model");
+  }
+}
+
+OrderedJson TaskTrainSummary::to_json() const {
+  return OrderedJson{{"model_dir", model_dir.string()},
+                     {"finished", finished},
+                     {"steps", steps},
+                     {"final_loss", final_loss},
+                     {"validation", validation.to_json()}};
+}
+
+TaskTrainSummary task_train(const TaskTrainOptions& o) {
+  LR_CHECK(!o.out.empty(), InvalidArgument, "--out: an output directory is required");
+  const ClassifyPreset preset = classify_preset(o.preset);
+  ClassifyConfig cc;
+  cc.trainer = preset.trainer;
+  LR_CHECK(o.steps >= 0 && o.batch_size >= 0 && o.lr >= 0 && std::isfinite(o.lr), InvalidArgument,
+           "--steps, --batch-size and --lr must be positive, got ", o.steps, ", ", o.batch_size, ", ", o.lr);
+  if (o.steps > 0) cc.trainer.steps = o.steps;
+  if (o.batch_size > 0) cc.trainer.batch_size = o.batch_size;
+  if (o.lr > 0) {
+    cc.trainer.lr = o.lr;
+    cc.trainer.min_lr = o.lr / 10;
+  }
+  if (o.checkpoint_every > 0) cc.trainer.checkpoint_every = o.checkpoint_every;
+  cc.trainer.warmup_steps = std::min(cc.trainer.warmup_steps, std::max<int64_t>(1, cc.trainer.steps / 10));
+  cc.trainer.seed = o.seed;
+  cc.trainer.stop_after = o.stop_after;
+  cc.eval_every = o.eval_every;
+  cc.eval_examples = o.eval_examples;
+
+  const Json keys = mixer_keys(o.mixer, o.layer_mixers, o.mixer_options, preset.num_layers);
+  const TaskDataset task = TaskDataset::open(o.task);
+  check_classification(task);
+  const auto& info = task.info();
+  const int64_t longest = longest_row(task);
+  LR_CHECK(longest <= preset.max_seq_len, InvalidArgument, "task ", o.task.string(), " has rows of up to ",
+           longest, " tokens; preset ", preset.name, " takes at most ", preset.max_seq_len);
+  Json id2label = Json::object();
+  for (size_t i = 0; i < info.header.classes.size(); ++i)
+    id2label[std::to_string(i)] = info.header.classes[i];
+  const Json config_json{{"architectures", Json::array({"LowrankMixerForSequenceClassification"})},
+                         {"model_type", "lowrank_mixer"},
+                         {"vocab_size", info.header.vocab_size},
+                         {"hidden_size", preset.hidden_size},
+                         {"intermediate_size", preset.intermediate_size},
+                         {"num_hidden_layers", preset.num_layers},
+                         {"num_attention_heads", preset.num_heads},
+                         {"num_key_value_heads", preset.num_heads},
+                         {"max_position_embeddings", longest},
+                         {"rms_norm_eps", 1e-5},
+                         {"rope_theta", 10000.0},
+                         {"hidden_act", "silu"},
+                         {"initializer_range", 0.02},
+                         {"tie_word_embeddings", false},
+                         {"layer_mixers", keys.at("layer_mixers")},
+                         {"mixer_config", keys.at("mixer_config")},
+                         {"num_labels", info.num_classes},
+                         {"id2label", id2label},
+                         {"pooling", o.pooling},
+                         {"task", info.header.task},
+                         {"torch_dtype", "float32"}};
+  const nn::ModelConfig config = nn::ModelConfig::from_json(config_json, "preset " + preset.name);
+  // Builds the mixers: bad options fail here, before any training.
+  nn::SequenceClassifier model = nn::SequenceClassifier::random(config, o.seed);
+  const ClassifyResult r = train_classifier(model, task, cc, o.out / "run", o.resume);
+  TaskTrainSummary s;
+  s.model_dir = o.out / "model";
+  s.finished = r.finished;
+  s.steps = r.step;
+  if (!r.steps.empty()) s.final_loss = r.steps.back().loss;
+  if (!r.finished) return s;
+  model.save(s.model_dir, at::kFloat);
+  s.validation = *r.validation;
+  OrderedJson summary = s.to_json();
+  summary["preset"] = preset.name;
+  summary["task"] = o.task.string();
+  summary["trainer"] = cc.trainer.to_json();
+  write_json_file(o.out / "train.json", summary);
+  return s;
+}
+
+}  // namespace lowrank::train
