@@ -11,10 +11,12 @@
 //  - the compressed directory reloads to the same logits; bad ranks and ratios are refused by name.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "lowrank/compress/format.h"
 #include "lowrank/compress/matryoshka_kv.h"
+#include "lowrank/compress/matryoshka_kv_train.h"
 #include "lowrank/compress/methods.h"
 #include "lowrank/compress/pipeline.h"
 #include "lowrank/core/error.h"
@@ -287,6 +289,55 @@ TEST(MatryoshkaKVTest, CompressedDirectoryReloadsAndDecodes) {
   o.compress.method_options = Json{{"bogus", 1}};
   expect_invalid([&] { run(o); }, "\"bogus\"");
   EXPECT_FALSE(std::filesystem::exists(dir / "bad"));
+}
+
+}  // namespace
+}  // namespace lowrank::compress
+
+namespace lowrank::compress {
+namespace {
+
+TEST(MatryoshkaKVTrainTest, CayleyMapIsTheClosedFormRotationAndOrthogonal) {
+  // 2×2: A = [[0, a], [−a, 0]] gives the rotation by θ = 2·atan(a/2), [[cos θ, sin θ], [−sin θ, cos θ]].
+  const double a = 0.7;
+  const at::Tensor x = at::tensor({0.0, a, 0.0, 0.0}, at::kDouble).reshape({2, 2});
+  const double theta = 2 * std::atan(a / 2);
+  const at::Tensor rotation =
+      at::tensor({std::cos(theta), std::sin(theta), -std::sin(theta), std::cos(theta)}, at::kDouble)
+          .reshape({2, 2});
+  EXPECT_LT(max_abs_diff(cayley(x), rotation), 1e-12);
+  // 16×16: orthogonal with determinant 1, and the inverse gives back the skew part.
+  const at::Tensor big = at::randn({3, 16, 16}, at::TensorOptions().dtype(at::kDouble)).mul(0.3);
+  const at::Tensor u = cayley(big);
+  EXPECT_LT(max_abs_diff(at::matmul(u.transpose(1, 2), u), at::eye(16, at::kDouble).expand({3, 16, 16})),
+            1e-6);
+  EXPECT_LT(max_abs_diff(at::linalg_det(u), at::ones({3}, at::kDouble)), 1e-9);
+  const at::Tensor back = inverse_cayley(u);
+  EXPECT_LT(max_abs_diff(back - back.transpose(1, 2), big - big.transpose(1, 2)), 1e-8);
+}
+
+TEST(MatryoshkaKVTrainTest, DistillationLowersTheObjectiveAndKeepsTheBasesOrthogonal) {
+  nn::Model model = small_model(5);
+  const std::vector<MatryoshkaKVLayer> pca = pca_layers(model, 4);  // D = 16: a quarter of the cache
+  const at::Tensor windows = calibration_windows(calibration_tokens(), two_windows());
+  // The distillation term alone: a random model's cross-entropy would swamp what the projections change.
+  MatryoshkaTrainOptions o = matryoshka_train_options(
+      Json{{"train_steps", 12}, {"lr", 0.01}, {"kl_weight", 1.0}, {"ce_weight", 0.0}});
+  const double before = matryoshka_kv_loss(model, pca, windows, o);
+  std::vector<double> losses;
+  const std::vector<MatryoshkaKVLayer> trained = train_matryoshka_kv(model, pca, windows, o, &losses);
+  ASSERT_EQ(losses.size(), 12u);
+  const double after = matryoshka_kv_loss(model, trained, windows, o);
+  EXPECT_LT(after, 0.8 * before) << before << " -> " << after;
+  for (const MatryoshkaKVLayer& l : trained) {
+    EXPECT_EQ(l.key_ranks, pca[0].key_ranks);
+    for (const at::Tensor& u : {l.key_basis, l.value_basis})
+      EXPECT_LT(max_abs_diff(at::matmul(u.transpose(1, 2), u), at::eye(16, at::kDouble).expand({2, 16, 16})),
+                1e-6);
+  }
+  // Bad options name themselves.
+  expect_invalid([] { matryoshka_train_options(Json{{"train_step", 3}}); }, "\"train_step\"");
+  expect_invalid([] { matryoshka_train_options(Json{{"lr", -1}}); }, "lr -1");
 }
 
 }  // namespace

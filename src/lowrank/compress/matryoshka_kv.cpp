@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "lowrank/compress/format.h"
+#include "lowrank/compress/matryoshka_kv_train.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
 #include "lowrank/core/log.h"
@@ -76,6 +77,18 @@ void check_all_attention(nn::Model& model) {
 
 }  // namespace
 
+at::Tensor calibration_windows(const at::Tensor& tokens, const CalibrationOptions& options) {
+  LR_CHECK(tokens.dim() == 1 && tokens.size(0) >= options.seq_len + 1, InvalidArgument,
+           "calibration needs at least ", options.seq_len + 1, " tokens, got ",
+           tokens.dim() == 1 ? tokens.size(0) : 0);
+  const int64_t n = tokens.size(0);
+  const int64_t span = options.seq_len + 1;
+  std::vector<at::Tensor> rows;
+  for (int64_t i = 0; i < options.samples; ++i)
+    rows.push_back(tokens.narrow(0, options.samples == 1 ? 0 : i * (n - span) / (options.samples - 1), span));
+  return at::stack(rows);
+}
+
 at::Tensor KVStatistics::key_mean() const {
   return mean_of(key_sum, tokens);
 }
@@ -106,22 +119,15 @@ std::vector<KVStatistics> collect_kv_statistics(const nn::Model& model, const at
     s.key_outer = at::zeros({c.num_key_value_heads, c.head_dim, c.head_dim}, f64);
     s.value_outer = at::zeros_like(s.key_outer);
   }
-  // The windows calibrate() draws: spread evenly over the data.
-  const int64_t n = tokens.size(0);
-  const int64_t span = options.seq_len + 1;
-  std::vector<int64_t> starts;
-  for (int64_t i = 0; i < options.samples; ++i)
-    starts.push_back(options.samples == 1 ? 0 : i * (n - span) / (options.samples - 1));
+  const at::Tensor windows = calibration_windows(tokens, options);
   at::NoGradGuard no_grad;
   for (int64_t b = 0; b < options.samples; b += options.batch_size) {
     const int64_t count = std::min(options.batch_size, options.samples - b);
-    std::vector<at::Tensor> rows;
-    for (int64_t i = 0; i < count; ++i) rows.push_back(tokens.narrow(0, starts[b + i], options.seq_len));
     CapturingKVStore store(stats, count);
     nn::ForwardOptions forward;
     forward.cache = &store;
     forward.fused_decode = nn::FusedDecode::kOff;
-    model.forward(at::stack(rows).to(model.device()), forward);
+    model.forward(windows.narrow(0, b, count).narrow(1, 0, options.seq_len).to(model.device()), forward);
   }
   return stats;
 }
@@ -298,10 +304,7 @@ RunResult run_matryoshka_kv(const RunOptions& o) {
            c.kv_ratio, ", --rank ", c.rank, ")");
   LR_CHECK(c.compensation.empty() && c.targets.empty(), InvalidArgument,
            "matryoshka_kv compresses every layer's KV cache: --compensate and --targets do not apply");
-  LR_CHECK(c.method_options.is_object() && c.method_options.empty(), InvalidArgument,
-           "--method-options: method matryoshka_kv has no option \"",
-           c.method_options.is_object() && !c.method_options.empty() ? c.method_options.begin().key() : "",
-           "\" (it takes none)");
+  const MatryoshkaTrainOptions train = matryoshka_train_options(c.method_options);
   StagedDirectory staged(o.out);
   nn::Model model = load_model(o.model);
   check_all_attention(model);
@@ -329,8 +332,13 @@ RunResult run_matryoshka_kv(const RunOptions& o) {
   CalibrationOptions co;
   co.samples = o.calib_samples;
   co.seq_len = o.seq_len;
-  const std::vector<MatryoshkaKVLayer> layers =
-      pca_init(collect_kv_statistics(model, calib.tokens, co), rank);
+  std::vector<MatryoshkaKVLayer> layers = pca_init(collect_kv_statistics(model, calib.tokens, co), rank);
+  if (train.steps > 0) {
+    std::vector<double> losses;
+    layers = train_matryoshka_kv(model, layers, calibration_windows(calib.tokens, co), train, &losses);
+    log::info("matryoshka_kv: distillation loss ", losses.front(), " -> ", losses.back(), " over ",
+              losses.size(), " steps");
+  }
   install_kv_compression(model, layers);
   result.perplexity_after = evaluate();
   if (result.perplexity_after) log::info("perplexity after: ", *result.perplexity_after);

@@ -16,8 +16,8 @@
 // LLaMA-Factory/src/llamafactory/model/custom_model/modeling_pcallama_trial.py (`unitary_transform`:
 // (x − μ) U[..., :r]; the score with the query·mean term; the output U_Vᵀ lift plus μ_V; heads of a
 // layer padded to the largest rank with masks: here zero basis columns).
-// Not yet implemented here: the Cayley-parametrised Matryoshka distillation and the greedy rank
-// search (paper Alg. 1); this file gives the PCA-initialised projections with uniform ranks.
+// `--method-options {"train_steps": N, ...}` then trains U (Cayley-parametrised) and μ by Matryoshka
+// distillation: compress/matryoshka_kv_train.h. Not implemented: the greedy rank search (paper Alg. 1).
 #pragma once
 
 #include <cstdint>
@@ -44,6 +44,10 @@ struct KVStatistics {
   at::Tensor value_mean() const;
   at::Tensor value_covariance() const;
 };
+
+// The windows calibrate() draws, spread evenly over `tokens`: [samples, seq_len + 1] (the last
+// column is the next-token target of the one before). Throws InvalidArgument for too few tokens.
+at::Tensor calibration_windows(const at::Tensor& tokens, const CalibrationOptions& options);
 
 // Runs `options.samples` windows of `options.seq_len` tokens (the windows calibrate() draws) through
 // the model and returns per layer the statistics of the keys after RoPE and of the values, as the

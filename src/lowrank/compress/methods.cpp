@@ -99,7 +99,10 @@ void register_builtin_methods(Registry<Method>& reg) {
            "cache keeps r of head_dim coordinates and attention runs in that space",
            "Lin et al., 2024, arXiv:2410.14731",
            {{"kv-ratio|rank", "fraction of the KV cache removed in [0, 1), or a uniform rank per head"},
-            kCalibData}},
+            kCalibData,
+            {"method-options",
+             "{\"train_steps\": 0 (Matryoshka distillation steps after the PCA init), \"lr\": 1e-3, "
+             "\"batch_size\": 2, \"kl_weight\": 0.25, \"ce_weight\": 0.75, \"seed\": 0}"}}},
           {});
 }
 
