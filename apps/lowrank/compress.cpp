@@ -74,6 +74,16 @@ VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
       return;
     }
     const compress::CompressReport& rep = r.report;
+    if (rep.method == "matryoshka_kv") {  // the cache, not the weights: its bytes per position
+      std::printf("matryoshka_kv: KV cache bytes per position (16-bit) %lld -> %lld (%.3fx)\n",
+                  static_cast<long long>(rep.bytes_before), static_cast<long long>(rep.bytes_after),
+                  static_cast<double>(rep.bytes_after) / static_cast<double>(rep.bytes_before));
+      if (r.perplexity_before && r.perplexity_after)
+        std::printf("perplexity %.4f -> %.4f\n", *r.perplexity_before, *r.perplexity_after);
+      std::printf("wrote %s (lowrank_config.json, matryoshka_kv.safetensors, compress_report.json)\n",
+                  r.out.c_str());
+      return;
+    }
     std::printf(
         "%s%s%s: %zu slots, parameters %lld -> %lld (%.1f%% fewer), 16-bit bytes %lld -> %lld (%.3fx)\n",
         rep.method.c_str(), rep.compensation.empty() ? "" : " + ", rep.compensation.c_str(), rep.slots.size(),

@@ -41,9 +41,11 @@ AttentionMask make_attention_mask(const at::Tensor& key_valid, bool padded, int6
 //   c_k = U_Kᵀ (k − μ_K),  c_v = U_Vᵀ (v − μ_V),  q′ = U_Kᵀ q            (q, k after RoPE)
 //   o = U_V Σ_j softmax_j(q′ · c_k,j / √D) c_v,j + μ_V
 // The paper's score term q · μ_K is the same for every key of a query, so softmax cancels it and it
-// is not computed; μ_V comes out of the sum exactly because the weights sum to 1. At r = D with full
-// bases this is plain attention. A layer's heads share one width (its largest rank): the columns of
-// a head beyond its own rank are zero, so they contribute nothing (the authors' padding masks).
+// is not computed (for the same reason μ_K changes no output, only the stored numbers; it is kept
+// because the paper stores centred keys). μ_V comes out of the sum exactly because the weights sum
+// to 1. At r = D with full bases this is plain attention. A layer's heads share one width (its
+// largest rank): the columns of a head beyond its own rank are zero, so they contribute nothing
+// (the authors' padding masks).
 struct KVCompression {
   at::Tensor key_basis;                         // [n_kv, D, r_k] in the compute dtype
   at::Tensor key_mean;                          // [n_kv, D]
