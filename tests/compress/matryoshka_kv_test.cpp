@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "lowrank/compress/format.h"
 #include "lowrank/compress/matryoshka_kv.h"
@@ -338,6 +339,78 @@ TEST(MatryoshkaKVTrainTest, DistillationLowersTheObjectiveAndKeepsTheBasesOrthog
   // Bad options name themselves.
   expect_invalid([] { matryoshka_train_options(Json{{"train_step", 3}}); }, "\"train_step\"");
   expect_invalid([] { matryoshka_train_options(Json{{"lr", -1}}); }, "lr -1");
+}
+
+}  // namespace
+}  // namespace lowrank::compress
+
+namespace lowrank::compress {
+namespace {
+
+// A separable convex objective Σ_i w_i (D − r_i)²: lowering the head whose next step costs least
+// is the marginal-allocation optimum, which a brute force over every allocation on the step grid
+// finds independently.
+TEST(MatryoshkaKVSearchTest, GreedySearchFindsTheBruteForceOptimumOfASeparableConvexObjective) {
+  const int64_t D = 16, step = 4, budget = 60;
+  std::vector<MatryoshkaKVLayer> layers(2);
+  for (MatryoshkaKVLayer& l : layers) {
+    l.key_basis = l.value_basis = at::eye(D, at::kDouble).expand({2, D, D});
+    l.key_ranks = l.value_ranks = {D, D};
+  }
+  const double weights[8] = {3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.5, 6.0};
+  auto ranks_of = [](const std::vector<MatryoshkaKVLayer>& ls) {
+    std::vector<int64_t> r;
+    for (const MatryoshkaKVLayer& l : ls)
+      for (size_t h = 0; h < 2; ++h) {
+        r.push_back(l.key_ranks[h]);
+        r.push_back(l.value_ranks[h]);
+      }
+    return r;
+  };
+  auto cost = [&](const std::vector<int64_t>& r) {
+    double c = 0;
+    for (size_t i = 0; i < r.size(); ++i) c += weights[i] * static_cast<double>((D - r[i]) * (D - r[i]));
+    return c;
+  };
+  const std::vector<MatryoshkaKVLayer> found =
+      greedy_rank_search(layers, budget, step, [&](const auto& ls) { return cost(ranks_of(ls)); });
+  const std::vector<int64_t> ranks = ranks_of(found);
+  int64_t total = 0;
+  for (int64_t r : ranks) total += r;
+  EXPECT_LE(total, budget);
+  EXPECT_GT(total, budget - step);
+  // Brute force: every allocation of the step grid {16, 12, 8, 4, 1} (a step stops at rank 1) to the
+  // 8 (layer, head, K/V) within the budget.
+  const int64_t grid[5] = {16, 12, 8, 4, 1};
+  double best = std::numeric_limits<double>::infinity();
+  for (int64_t code = 0; code < 390625; ++code) {  // 5⁸
+    std::vector<int64_t> r;
+    int64_t sum = 0;
+    for (int64_t i = 0, c = code; i < 8; ++i, c /= 5) {
+      r.push_back(grid[c % 5]);
+      sum += r.back();
+    }
+    if (sum <= budget) best = std::min(best, cost(r));
+  }
+  EXPECT_DOUBLE_EQ(cost(ranks), best);
+  expect_invalid([&] { greedy_rank_search(layers, 7, step, [](const auto&) { return 0.0; }); },
+                 "budget of 7");
+}
+
+TEST(MatryoshkaKVSearchTest, LossGuidedSearchMeetsTheBudgetAndInstalls) {
+  nn::Model model = small_model(5);
+  const std::vector<MatryoshkaKVLayer> pca = pca_layers(model, 8);
+  const at::Tensor windows = calibration_windows(calibration_tokens(), two_windows());
+  const MatryoshkaTrainOptions o = matryoshka_train_options(Json{{"rank_search", true}});
+  const std::vector<MatryoshkaKVLayer> found = greedy_rank_search(
+      pca, 96, 4, [&](const auto& candidate) { return matryoshka_kv_loss(model, candidate, windows, o); });
+  int64_t total = 0;
+  for (const MatryoshkaKVLayer& l : found)
+    for (size_t h = 0; h < 2; ++h) total += l.key_ranks[h] + l.value_ranks[h];
+  EXPECT_LE(total, 96);
+  EXPECT_GT(total, 92);
+  install_kv_compression(model, found);
+  EXPECT_EQ(kv_cache_bytes(model, 1, 1, 1).exact, total);
 }
 
 }  // namespace

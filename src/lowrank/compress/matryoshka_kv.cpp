@@ -339,6 +339,14 @@ RunResult run_matryoshka_kv(const RunOptions& o) {
     log::info("matryoshka_kv: distillation loss ", losses.front(), " -> ", losses.back(), " over ",
               losses.size(), " steps");
   }
+  if (train.rank_search) {
+    // The budget: the uniform rank's total over every (layer, head, K/V).
+    const int64_t heads = 2 * model.config().num_hidden_layers * model.config().num_key_value_heads;
+    const at::Tensor windows = calibration_windows(calib.tokens, co);
+    layers = greedy_rank_search(
+        layers, heads * rank, std::max<int64_t>(1, D / 8),
+        [&](const auto& candidate) { return matryoshka_kv_loss(model, candidate, windows, train); });
+  }
   install_kv_compression(model, layers);
   result.perplexity_after = evaluate();
   if (result.perplexity_after) log::info("perplexity after: ", *result.perplexity_after);

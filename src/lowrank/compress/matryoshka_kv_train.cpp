@@ -1,7 +1,9 @@
 // MatryoshkaKV's Cayley-parametrised Matryoshka distillation; see matryoshka_kv_train.h.
 #include "lowrank/compress/matryoshka_kv_train.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 #include "lowrank/core/error.h"
@@ -65,12 +67,13 @@ MatryoshkaTrainOptions matryoshka_train_options(const Json& method_options) {
   MatryoshkaTrainOptions o;
   LR_CHECK(method_options.is_object(), InvalidArgument, "--method-options ", method_options.dump(),
            " must be a JSON object");
-  static const char* kKeys[] = {"train_steps", "lr", "batch_size", "kl_weight", "ce_weight", "seed"};
+  static const char* kKeys[] = {"train_steps", "lr",   "batch_size", "kl_weight",
+                                "ce_weight",   "seed", "rank_search"};
   for (const auto& [key, value] : method_options.items()) {
     bool known = false;
     for (const char* k : kKeys) known = known || key == k;
     LR_CHECK(known, InvalidArgument, "--method-options: method matryoshka_kv has no option \"", key,
-             "\" (it takes: train_steps, lr, batch_size, kl_weight, ce_weight, seed)");
+             "\" (it takes: train_steps, lr, batch_size, kl_weight, ce_weight, seed, rank_search)");
   }
   try {
     o.steps = method_options.value("train_steps", o.steps);
@@ -79,6 +82,7 @@ MatryoshkaTrainOptions matryoshka_train_options(const Json& method_options) {
     o.kl_weight = method_options.value("kl_weight", o.kl_weight);
     o.ce_weight = method_options.value("ce_weight", o.ce_weight);
     o.seed = method_options.value("seed", o.seed);
+    o.rank_search = method_options.value("rank_search", o.rank_search);
   } catch (const std::exception& e) {
     throw InvalidArgument(str("--method-options ", method_options.dump(), ": ", e.what()));
   }
@@ -90,6 +94,44 @@ MatryoshkaTrainOptions matryoshka_train_options(const Json& method_options) {
            "--method-options: kl_weight ", o.kl_weight, " and ce_weight ", o.ce_weight,
            " must be >= 0, not both 0");
   return o;
+}
+
+std::vector<MatryoshkaKVLayer> greedy_rank_search(
+    std::vector<MatryoshkaKVLayer> layers, int64_t budget, int64_t step,
+    const std::function<double(const std::vector<MatryoshkaKVLayer>&)>& objective) {
+  LR_CHECK(step >= 1, InvalidArgument, "matryoshka_kv rank search: step ", step, " must be >= 1");
+  int64_t total = 0, heads = 0;
+  for (MatryoshkaKVLayer& l : layers) {
+    const int64_t D = l.key_basis.size(-1);
+    std::fill(l.key_ranks.begin(), l.key_ranks.end(), D);
+    std::fill(l.value_ranks.begin(), l.value_ranks.end(), D);
+    total += D * static_cast<int64_t>(l.key_ranks.size() + l.value_ranks.size());
+    heads += static_cast<int64_t>(l.key_ranks.size() + l.value_ranks.size());
+  }
+  LR_CHECK(budget >= heads, InvalidArgument, "matryoshka_kv rank search: a budget of ", budget,
+           " ranks is below one per head and K/V (", heads, ")");
+  while (total > budget) {
+    double best = std::numeric_limits<double>::infinity();
+    int64_t* chosen = nullptr;
+    int64_t lowered = 0;
+    for (MatryoshkaKVLayer& l : layers)
+      for (size_t h = 0; h < l.key_ranks.size(); ++h)
+        for (int64_t* rank : {&l.key_ranks[h], &l.value_ranks[h]}) {
+          if (*rank <= 1) continue;
+          const int64_t kept = *rank;
+          *rank = std::max<int64_t>(1, kept - step);
+          const double value = objective(layers);
+          if (value < best) {
+            best = value;
+            chosen = rank;
+            lowered = *rank;
+          }
+          *rank = kept;
+        }
+    total -= *chosen - lowered;
+    *chosen = lowered;
+  }
+  return layers;
 }
 
 double matryoshka_kv_loss(nn::Model& model, const std::vector<MatryoshkaKVLayer>& layers,

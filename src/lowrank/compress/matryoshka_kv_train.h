@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -31,14 +32,27 @@ at::Tensor cayley(const at::Tensor& x);
 // cayley(X) = U. Throws InvalidArgument when U + I is singular.
 at::Tensor inverse_cayley(const at::Tensor& u);
 
+// The greedy rank search under a budget (after training; paper §3.5): every (layer, KV head, K/V)
+// starts at rank D; while Σ ranks > `budget`, the one whose lowering by `step` (not below 1) raises
+// `objective` least is lowered (ties: the first in layer, head, K-before-V order). Returns `layers`
+// with the ranks found. This is the procedure as the reference summary states it (the paper's
+// Alg. 1 text and the authors' search script were not available to check it against); with a
+// separable convex objective it is the marginal-allocation optimum (tests). Throws
+// InvalidArgument when the budget is below one rank per head.
+std::vector<MatryoshkaKVLayer> greedy_rank_search(
+    std::vector<MatryoshkaKVLayer> layers, int64_t budget, int64_t step,
+    const std::function<double(const std::vector<MatryoshkaKVLayer>&)>& objective);
+
 struct MatryoshkaTrainOptions {
   int64_t steps = 0;
   double lr = 1e-3;
   int64_t batch_size = 2;  // windows per step
   double kl_weight = 0.25, ce_weight = 0.75;
   uint64_t seed = 0;
+  bool rank_search = false;  // ranks per head by greedy_rank_search under the --kv-ratio budget
 };
-// From `--method-options` ({"train_steps", "lr", "batch_size", "kl_weight", "ce_weight", "seed"});
+// From `--method-options` ({"train_steps", "lr", "batch_size", "kl_weight", "ce_weight", "seed",
+// "rank_search"});
 // an unknown key or a bad value is an InvalidArgument naming it.
 MatryoshkaTrainOptions matryoshka_train_options(const Json& method_options);
 
