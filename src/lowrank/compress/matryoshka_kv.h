@@ -17,7 +17,8 @@
 // (x − μ) U[..., :r]; the score with the query·mean term; the output U_Vᵀ lift plus μ_V; heads of a
 // layer padded to the largest rank with masks: here zero basis columns).
 // `--method-options {"train_steps": N, ...}` then trains U (Cayley-parametrised) and μ by Matryoshka
-// distillation: compress/matryoshka_kv_train.h. Not implemented: the greedy rank search (paper Alg. 1).
+// distillation, and `"rank_search": true` picks a rank per (layer, head, K/V) under the --kv-ratio
+// budget by a greedy, loss-guided search: compress/matryoshka_kv_train.h.
 #pragma once
 
 #include <cstdint>

@@ -102,7 +102,8 @@ void register_builtin_methods(Registry<Method>& reg) {
             kCalibData,
             {"method-options",
              "{\"train_steps\": 0 (Matryoshka distillation steps after the PCA init), \"lr\": 1e-3, "
-             "\"batch_size\": 2, \"kl_weight\": 0.25, \"ce_weight\": 0.75, \"seed\": 0}"}}},
+             "\"batch_size\": 2, \"kl_weight\": 0.25, \"ce_weight\": 0.75, \"seed\": 0, "
+             "\"rank_search\": false (greedy per-head ranks under the --kv-ratio budget)}"}}},
           {});
 }
 
