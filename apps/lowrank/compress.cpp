@@ -12,9 +12,10 @@
 namespace lowrank::cli {
 
 VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
-  auto* cmd = app.add_subcommand("compress",
-                                 "Compress a model's linear slots (SVD family, WeLore, INT4/INT8, "
-                                 "SVDQuant, 2:4, robust PCA; EoRA compensation)");
+  auto* cmd =
+      app.add_subcommand("compress",
+                         "Compress a model's linear slots (SVD family, WeLore, INT4/INT8, "
+                         "SVDQuant, 2:4, robust PCA; EoRA compensation) or its KV cache (MatryoshkaKV)");
   struct Args {
     compress::RunOptions run;
     std::string model, out, calib, eval, dtype = "float32", method_options;
@@ -24,10 +25,14 @@ VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--model", args->model,
                   "HF model directory: dense, or factored for rtn (LoRD + INT4: quantises U and V)")
       ->required();
-  cmd->add_option("--method", c.method, "svd, asvd, fwsvd, svd_llm, welore, rtn, svdquant, prune24, rpca")
+  cmd->add_option("--method", c.method,
+                  "svd, asvd, fwsvd, svd_llm, welore, rtn, svdquant, prune24, rpca, matryoshka_kv")
       ->capture_default_str();
   cmd->add_option("--ratio", c.ratio, "Parameter reduction in (0, 1) (low-rank methods)");
-  cmd->add_option("--rank", c.rank, "Uniform rank (low-rank methods; svdquant's branch rank, default 32)");
+  cmd->add_option(
+      "--rank", c.rank,
+      "Uniform rank (low-rank methods; svdquant's branch rank, default 32; matryoshka_kv: per KV head)");
+  cmd->add_option("--kv-ratio", c.kv_ratio, "matryoshka_kv: fraction of the KV cache removed, in [0, 1)");
   cmd->add_option("--bits", c.bits, "Quantisation bits: 4 or 8 (rtn, svdquant)")->capture_default_str();
   cmd->add_option("--group-size", c.group_size, "Input channels per quantisation scale")
       ->capture_default_str();
@@ -69,6 +74,16 @@ VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
       return;
     }
     const compress::CompressReport& rep = r.report;
+    if (rep.method == "matryoshka_kv") {  // the cache, not the weights: its bytes per position
+      std::printf("matryoshka_kv: KV cache bytes per position (16-bit) %lld -> %lld (%.3fx)\n",
+                  static_cast<long long>(rep.bytes_before), static_cast<long long>(rep.bytes_after),
+                  static_cast<double>(rep.bytes_after) / static_cast<double>(rep.bytes_before));
+      if (r.perplexity_before && r.perplexity_after)
+        std::printf("perplexity %.4f -> %.4f\n", *r.perplexity_before, *r.perplexity_after);
+      std::printf("wrote %s (lowrank_config.json, matryoshka_kv.safetensors, compress_report.json)\n",
+                  r.out.c_str());
+      return;
+    }
     std::printf(
         "%s%s%s: %zu slots, parameters %lld -> %lld (%.1f%% fewer), 16-bit bytes %lld -> %lld (%.3fx)\n",
         rep.method.c_str(), rep.compensation.empty() ? "" : " + ", rep.compensation.c_str(), rep.slots.size(),

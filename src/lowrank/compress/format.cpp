@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "lowrank/compress/matryoshka_kv.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
 #include "lowrank/ops/group_quant.h"
@@ -159,6 +160,7 @@ nn::Model load_model(const fs::path& dir, const nn::LoadOptions& options) {
   nn::Model model = nn::Model::load(dir, o);
   LR_CHECK(*seen == slots->size(), Corruption, config_path.string(), ": ", slots->size() - *seen,
            " slot(s) listed there are not slots of this model (", slots->begin()->first, ", ...)");
+  if (config.contains("matryoshka_kv")) load_kv_compression(model, dir, config["matryoshka_kv"]);
   return model;
 }
 

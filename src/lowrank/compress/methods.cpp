@@ -92,6 +92,19 @@ void register_builtin_methods(Registry<Method>& reg) {
            {{"rank", "optional cap on the low-rank part's rank (default: its numerical rank)"},
             {"method-options", "{\"lambda\": 1/sqrt(max(m,n)), \"max_iters\": 500}"}}},
           {.compress = compress_rpca});
+  // MatryoshkaKV compresses the KV cache, not a slot: `lowrank compress` runs it through
+  // run_matryoshka_kv (compress/matryoshka_kv.h); it has no slot compressor.
+  reg.add({"matryoshka_kv",
+           "MatryoshkaKV: per KV head orthogonal PCA projections of the rotated keys and of the values; the "
+           "cache keeps r of head_dim coordinates and attention runs in that space",
+           "Lin et al., 2024, arXiv:2410.14731",
+           {{"kv-ratio|rank", "fraction of the KV cache removed in [0, 1), or a uniform rank per head"},
+            kCalibData,
+            {"method-options",
+             "{\"train_steps\": 0 (Matryoshka distillation steps after the PCA init), \"lr\": 1e-3, "
+             "\"batch_size\": 2, \"kl_weight\": 0.25, \"ce_weight\": 0.75, \"seed\": 0, "
+             "\"rank_search\": false (greedy per-head ranks under the --kv-ratio budget)}"}}},
+          {});
 }
 
 namespace {
@@ -262,6 +275,8 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
               bool stats_pending) {
   const Method& method = find_method(options.method);
   const std::string& name = options.method;
+  LR_CHECK(method.compress != nullptr, InvalidArgument, "method ", name,
+           " compresses the KV cache, not the slots: run it through lowrank compress (compress::run)");
   LR_CHECK(options.ratio == 0 || (options.ratio > 0 && options.ratio < 1), InvalidArgument, "--ratio ",
            options.ratio, " is outside (0, 1)");
   LR_CHECK(options.rank >= 0, InvalidArgument, "--rank ", options.rank, " must be >= 1");

@@ -15,6 +15,7 @@
 //   svdquant   SVDQuant: smoothing + 16-bit low-rank branch + 4-bit residual      compress/svdquant.cpp
 //   prune24    2:4 magnitude pruning                                              compress/prune24.cpp
 //   rpca       sparse + low-rank split by robust PCA                              compress/rpca.cpp
+//   matryoshka_kv  orthogonal PCA projections of the KV cache (not of a slot)     compress/matryoshka_kv.cpp
 // Compensation (any method): eora (eigenspace of X Xᵀ) or svd, compress/compensation.cpp.
 #pragma once
 
@@ -39,10 +40,11 @@ namespace lowrank::compress {
 
 struct CompressOptions {
   std::string method = "svd_llm";
-  double ratio = 0;   // parameter reduction in (0, 1) for the low-rank methods (0: use rank)
-  int64_t rank = 0;   // uniform rank (low-rank methods; SVDQuant's branch rank, default 32)
-  int bits = 4;       // rtn, svdquant
-  int act_bits = 16;  // rtn, svdquant: 16 (float activations) or 4 (INT4 per token and group: W4A4)
+  double ratio = 0;      // parameter reduction in (0, 1) for the low-rank methods (0: use rank)
+  int64_t rank = 0;      // uniform rank (low-rank methods; SVDQuant's branch rank, default 32)
+  double kv_ratio = -1;  // matryoshka_kv: fraction of the KV cache removed, in [0, 1) (-1: unset)
+  int bits = 4;          // rtn, svdquant
+  int act_bits = 16;     // rtn, svdquant: 16 (float activations) or 4 (INT4 per token and group: W4A4)
   int64_t group_size = 64;
   double alpha = -1;              // asvd (0.5) / fwsvd (1.0) exponent; -1: the method's default
   double tau = -1;                // welore threshold; -1: searched to meet --ratio

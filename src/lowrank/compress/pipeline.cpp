@@ -7,6 +7,7 @@
 
 #include "lowrank/analysis/spectra.h"
 #include "lowrank/compress/format.h"
+#include "lowrank/compress/matryoshka_kv.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
 #include "lowrank/core/log.h"
@@ -39,6 +40,7 @@ OrderedJson RunResult::to_json() const {
 }
 
 RunResult run(const RunOptions& o) {
+  if (o.compress.method == "matryoshka_kv") return run_matryoshka_kv(o);  // compresses the cache, not slots
   // Everything that can be checked before work.
   LR_CHECK(!o.model.empty(), InvalidArgument, "--model is required");
   LR_CHECK(fs::is_directory(o.model), NotFound, "--model ", o.model.string(), ": no such directory");

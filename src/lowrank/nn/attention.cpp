@@ -69,6 +69,29 @@ at::Tensor Attention::forward(const at::Tensor& x, const MixerContext& context) 
   at::Tensor v = projected[2].reshape({B, T, num_kv_heads_, D}).transpose(1, 2);
   q = apply_rotary(q, cos, sin);
   k = apply_rotary(k, cos, sin);
+  if (kv_compression_) {
+    // MatryoshkaKV: project into each KV head's basis, cache and attend there, lift the output back.
+    const KVCompression& c = *kv_compression_;
+    LR_CHECK(
+        dynamic_cast<AttendingKVStore*>(cache) == nullptr, Unsupported,
+        "the paged serving store does not hold MatryoshkaKV-compressed keys and values; decode this model "
+        "with a contiguous KV cache (lowrank generate)");
+    const int64_t rk = c.key_basis.size(2);
+    const int64_t rv = c.value_basis.size(2);
+    const at::Tensor key_basis = c.key_basis.unsqueeze(0);  // [1, n_kv, D, r_k]
+    at::Tensor ck = at::matmul(k - c.key_mean.view({1, num_kv_heads_, 1, D}), key_basis);
+    at::Tensor cv = at::matmul(v - c.value_mean.view({1, num_kv_heads_, 1, D}), c.value_basis.unsqueeze(0));
+    // Query heads h·groups … h·groups + groups − 1 read KV head h: one product per KV head.
+    const at::Tensor cq =
+        at::matmul(q.reshape({B, num_kv_heads_, groups * T, D}), key_basis).reshape({B, num_heads_, T, rk});
+    if (cache) std::tie(ck, cv) = cache->update(layer_, ck, cv);
+    const at::Tensor co = attend(cq, ck, cv, mask);  // [B, n, T, r_v]
+    const at::Tensor out =
+        at::matmul(co.reshape({B, num_kv_heads_, groups * T, rv}), c.value_basis.transpose(1, 2).unsqueeze(0))
+            .add(c.value_mean.view({1, num_kv_heads_, 1, D}))
+            .reshape({B, num_heads_, T, D});
+    return o_proj.forward(out.transpose(1, 2).reshape({B, T, num_heads_ * D}), routing);
+  }
   // A decode step over a store that attends in place (the serving engine's pages) skips the
   // gathered [B, n_kv, S, D] and the mask: the store knows each row's keys and window.
   if (T == 1 && cache)
@@ -76,28 +99,35 @@ at::Tensor Attention::forward(const at::Tensor& x, const MixerContext& context) 
       if (std::optional<at::Tensor> out = attending->attend(layer_, q, k, v, scale_))
         return o_proj.forward(out->transpose(1, 2).reshape({B, T, num_heads_ * D}), routing);
   if (cache) std::tie(k, v) = cache->update(layer_, k, v);
-  const int64_t S = k.size(2);
+  const at::Tensor out = attend(q, k, v, mask);
+  // (B, n, T, D) -> (B, T, n·D)
+  return o_proj.forward(out.transpose(1, 2).reshape({B, T, num_heads_ * D}), routing);
+}
 
+at::Tensor Attention::attend(const at::Tensor& q, at::Tensor k, at::Tensor v,
+                             const AttentionMask& mask) const {
+  const int64_t B = q.size(0);
+  const int64_t T = q.size(2);
+  const int64_t S = k.size(2);
+  const int64_t E = k.size(3);
+  const int64_t Ev = v.size(3);
+  const int64_t groups = num_heads_ / num_kv_heads_;
   std::optional<at::Tensor> allowed;
   if (mask.allowed.defined()) allowed = mask.allowed;
-  at::Tensor out;
   if (T == 1 && groups > 1) {
     // Decode: the `groups` query heads that share a KV head become the query rows of one
     // attention over that head's keys, so the cache is read in place (no repeat of K, V). The
     // mask [B, 1, 1, S] depends on the key only and broadcasts over the rows.
-    const at::Tensor qg = q.reshape({B, num_kv_heads_, groups, D});
-    out = at::scaled_dot_product_attention(qg, k, v, allowed, 0.0, false, scale_)
-              .reshape({B, num_heads_, 1, D});
-  } else {
-    if (groups > 1) {
-      // transformers' repeat_kv: (B, n_kv, S, D) -> (B, n_kv·groups, S, D), head h uses kv head h / groups.
-      k = k.unsqueeze(2).expand({B, num_kv_heads_, groups, S, D}).reshape({B, num_heads_, S, D});
-      v = v.unsqueeze(2).expand({B, num_kv_heads_, groups, S, D}).reshape({B, num_heads_, S, D});
-    }
-    out = at::scaled_dot_product_attention(q, k, v, allowed, 0.0, mask.is_causal, scale_);
+    const at::Tensor qg = q.reshape({B, num_kv_heads_, groups, E});
+    return at::scaled_dot_product_attention(qg, k, v, allowed, 0.0, false, scale_)
+        .reshape({B, num_heads_, 1, Ev});
   }
-  // (B, n, T, D) -> (B, T, n·D)
-  return o_proj.forward(out.transpose(1, 2).reshape({B, T, num_heads_ * D}), routing);
+  if (groups > 1) {
+    // transformers' repeat_kv: (B, n_kv, S, D) -> (B, n_kv·groups, S, D), head h uses kv head h / groups.
+    k = k.unsqueeze(2).expand({B, num_kv_heads_, groups, S, E}).reshape({B, num_heads_, S, E});
+    v = v.unsqueeze(2).expand({B, num_kv_heads_, groups, S, Ev}).reshape({B, num_heads_, S, Ev});
+  }
+  return at::scaled_dot_product_attention(q, k, v, allowed, 0.0, mask.is_causal, scale_);
 }
 
 void register_attention_mixer(MixerRegistry& registry) {

@@ -7,13 +7,17 @@
 //   y = o W_oᵀ (+b)
 // The four projections are linear slots (linear_slot.h) named `<prefix>.{q,k,v,o}_proj`. It is the
 // TokenMixer (token_mixer.h) registered as "attention", nn's own and always present.
+// With a KVCompression (MatryoshkaKV, compress/matryoshka_kv.h) the rotated keys and the values are
+// stored and attended in each KV head's truncated orthonormal basis instead (see KVCompression).
 // Deviations from transformers: query rows that can see no key at all (padding before the first
 // real token) attend to themselves so that their output stays finite (transformers' SDPA path
 // un-masks such rows as well); those rows are padding and never reach a real token.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -29,6 +33,26 @@ namespace lowrank::nn {
 // W > 0 = query i sees keys j with 0 <= i - j < W (transformers' sliding_window_overlay).
 AttentionMask make_attention_mask(const at::Tensor& key_valid, bool padded, int64_t past,
                                   int64_t new_positions, int64_t window, at::Device device);
+
+// MatryoshkaKV's cache compression of one attention layer (Lin et al., 2024, arXiv:2410.14731; set by
+// compress/matryoshka_kv.h). Per KV head h, an orthonormal key basis U_K and value basis U_V (their
+// leading r columns) and the means μ_K, μ_V of the rotated keys and of the values. Attention then
+// runs in the compressed space, and the cache holds r_k + r_v numbers per head and position:
+//   c_k = U_Kᵀ (k − μ_K),  c_v = U_Vᵀ (v − μ_V),  q′ = U_Kᵀ q            (q, k after RoPE)
+//   o = U_V Σ_j softmax_j(q′ · c_k,j / √D) c_v,j + μ_V
+// The paper's score term q · μ_K is the same for every key of a query, so softmax cancels it and it
+// is not computed (for the same reason μ_K changes no output, only the stored numbers; it is kept
+// because the paper stores centred keys). μ_V comes out of the sum exactly because the weights sum
+// to 1. At r = D with full bases this is plain attention. A layer's heads share one width (its
+// largest rank): the columns of a head beyond its own rank are zero, so they contribute nothing
+// (the authors' padding masks).
+struct KVCompression {
+  at::Tensor key_basis;                         // [n_kv, D, r_k] in the compute dtype
+  at::Tensor key_mean;                          // [n_kv, D]
+  at::Tensor value_basis;                       // [n_kv, D, r_v]
+  at::Tensor value_mean;                        // [n_kv, D]
+  std::vector<int64_t> key_ranks, value_ranks;  // per KV head (the true ranks, <= r_k, r_v)
+};
 
 // The attention block of one decoder layer. Forward is const and thread-safe.
 class Attention final : public TokenMixer {
@@ -52,10 +76,22 @@ class Attention final : public TokenMixer {
 
   LinearSlot q_proj, k_proj, v_proj, o_proj;
 
+  // MatryoshkaKV compression of this layer's cache (null: plain attention). Not thread-safe with a
+  // forward in flight.
+  void set_kv_compression(std::shared_ptr<const KVCompression> compression) {
+    kv_compression_ = std::move(compression);
+  }
+  const std::shared_ptr<const KVCompression>& kv_compression() const { return kv_compression_; }
+
  private:
+  // softmax(q kᵀ · scale + mask) v for q [B, n, T, E], k [B, n_kv, S, E], v [B, n_kv, S, E_v]
+  // (query head h reads KV head h / groups) -> [B, n, T, E_v].
+  at::Tensor attend(const at::Tensor& q, at::Tensor k, at::Tensor v, const AttentionMask& mask) const;
+
   int64_t layer_;
   int64_t num_heads_, num_kv_heads_, head_dim_;
   double scale_;
+  std::shared_ptr<const KVCompression> kv_compression_;
 };
 
 // Registers "attention" (the factory builds Attention from MixerSpec; it reads no options).

@@ -167,6 +167,9 @@ std::string Model::fused_decode_obstacle(const AdapterRouting* routing) const {
     if (layers_[l]->attention == nullptr)
       return str("layer ", l, "'s mixer is \"", layers_[l]->mixer->name(),
                  "\", the fused step runs attention only");
+  for (size_t l = 0; l < layers_.size(); ++l)
+    if (layers_[l]->attention->kv_compression())
+      return str("layer ", l, " stores a compressed KV cache (matryoshka_kv)");
   for (const LinearSlot* s : slots()) {
     Projection p;
     if (std::string why = plan_projection(*s, routing, p); !why.empty()) return why;
@@ -203,6 +206,8 @@ std::optional<at::Tensor> Model::decode_step(const at::Tensor& input_ids,
   // The plan: every projection of every layer, in the order the layers run them.
   if (!device_.is_cpu() || !row_dtype(dtype_) || config_.head_dim % 2 != 0 || !config_.all_attention())
     return decline(fused_decode_obstacle(options.routing));
+  for (const auto& layer : layers_)
+    if (layer->attention->kv_compression()) return decline(fused_decode_obstacle(options.routing));
   const size_t L = layers_.size();
   std::vector<Projection> proj(L * 7 + 1);
   int64_t scratch_floats = 0;

@@ -2,6 +2,7 @@
 #include "lowrank/nn/kv_cache.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "lowrank/core/error.h"
 #include "lowrank/nn/token_mixer.h"
@@ -92,9 +93,26 @@ std::pair<at::Tensor, at::Tensor> KVCache::update(int64_t layer, const at::Tenso
   LR_CHECK(pending_ > 0 && k.size(2) == pending_, InternalError, "KV cache: update outside begin()/commit()");
   LR_CHECK(keys_[layer].defined(), InternalError, "KV cache: layer ", layer,
            " keeps a mixer state, not keys and values");
+  for (auto [store, given, what] :
+       {std::tuple<at::Tensor*, const at::Tensor*, const char*>{&keys_[layer], &k, "key"},
+        {&values_[layer], &v, "value"}}) {
+    if (store->size(3) == given->size(3)) continue;
+    LR_CHECK(length_ == 0, InvalidArgument, "KV cache: layer ", layer, " holds ", what, "s of width ",
+             store->size(3), ", got a write of width ", given->size(3));
+    *store = at::empty({store->size(0), store->size(1), capacity_, given->size(3)}, store->options());
+  }
   keys_[layer].narrow(2, length_, pending_).copy_(k);
   values_[layer].narrow(2, length_, pending_).copy_(v);
   return {keys_[layer].narrow(2, 0, length_ + pending_), values_[layer].narrow(2, 0, length_ + pending_)};
+}
+
+int64_t KVCache::bytes() const {
+  int64_t total = 0;
+  for (size_t l = 0; l < keys_.size(); ++l)
+    if (keys_[l].defined())  // not a layer keeping a mixer state
+      total += keys_[l].size(0) * keys_[l].size(1) * length_ *
+               (keys_[l].size(3) * keys_[l].element_size() + values_[l].size(3) * values_[l].element_size());
+  return total;
 }
 
 void KVCache::commit() {

@@ -8,6 +8,9 @@
 // A hybrid model (token_mixer.h) keeps keys and values only for its attention layers; each other
 // layer keeps its mixer's constant-size decode state (MixerState) in the same cache, so one object
 // is a sequence's whole decode state and its memory grows only with the attention layers.
+// Per-layer widths: a layer whose attention stores compressed keys and values (MatryoshkaKV,
+// attention.h's KVCompression) writes [.., r_k] and [.., r_v] instead of head_dim; the layer's
+// buffers take the width of its first write (reallocated then, while the cache is still empty).
 #pragma once
 
 #include <cstdint>
@@ -86,6 +89,8 @@ class KVCache final : public KVStore {
 
   at::Tensor begin(int64_t new_positions, const at::Tensor& valid) override;
   // Writes k, v at [length(), length() + T) and returns views of the keys and values (no copy).
+  // The first write into an empty cache sets the layer's key and value widths (k.size(3),
+  // v.size(3)); a later write of another width is an InvalidArgument.
   std::pair<at::Tensor, at::Tensor> update(int64_t layer, const at::Tensor& k, const at::Tensor& v) override;
   void commit() override;
   MixerState* mixer_state(int64_t layer) override;
@@ -98,6 +103,9 @@ class KVCache final : public KVStore {
   // a layer that keeps a mixer state.
   const at::Tensor& keys(int64_t layer) const { return keys_.at(static_cast<size_t>(layer)); }
   const at::Tensor& values(int64_t layer) const { return values_.at(static_cast<size_t>(layer)); }
+  // Bytes the length() positions written occupy, every layer's keys and values at its (padded)
+  // width: B · n_kv · length() · Σ_l (w_k,l + w_v,l) · element size.
+  int64_t bytes() const;
 
  private:
   int64_t batch_;

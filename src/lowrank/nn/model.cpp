@@ -496,6 +496,12 @@ const LinearSlot* Model::find_slot(std::string_view name) const {
   return nullptr;
 }
 
+Attention* Model::attention(int64_t layer) {
+  LR_CHECK(layer >= 0 && layer < static_cast<int64_t>(layers_.size()), InvalidArgument,
+           "the model has no layer ", layer, " (", layers_.size(), " layers)");
+  return dynamic_cast<Attention*>(layers_[static_cast<size_t>(layer)]->mixer.get());
+}
+
 LinearSlot& Model::slot(std::string_view name) {
   // The model owns its slots; constness here is only that of the lookup.
   if (const LinearSlot* s = find_slot(name)) return const_cast<LinearSlot&>(*s);

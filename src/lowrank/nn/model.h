@@ -81,6 +81,7 @@ struct ForwardOptions {
 
 struct DecoderLayer;
 class TokenMixer;
+class Attention;
 
 class Model {
  public:
@@ -137,6 +138,8 @@ class Model {
   LinearSlot& slot(std::string_view name);
   // The slot called `name`, or null.
   const LinearSlot* find_slot(std::string_view name) const;
+  // Layer `layer`'s mixer when it is attention, else null (throws InvalidArgument for no such layer).
+  Attention* attention(int64_t layer);
   // The model's tensors under their HF names (embedding, norms, every slot's base tensors, the
   // mixers' other tensors;
   // lm_head.weight omitted when tied): what save() writes. They share storage with the model.
