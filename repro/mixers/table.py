@@ -2,6 +2,7 @@
 
   table.py RESULTS_DIR [--readme README.md] [--svg results.svg]
   table.py --collect-dropin OUT.json NAME=EVAL_JSON ...          `lowrank eval --json` outputs -> dropin.json
+  table.py --collect-kv OUT.json EVAL_JSON VARIANT RATIO         one MatryoshkaKV row
 
 Each claim is printed beside our number with "holds here: yes/no". A result file that is missing
 prints as "not run". Files (written by repro/mixers/run):
@@ -108,6 +109,45 @@ def dropin_lines(result):
     return lines + [""]
 
 
+def collect_kv(dst, src, variant, ratio):
+    r = json.load(open(src))
+    tmp = dst + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump({"variant": variant, "kv_ratio": float(ratio), "perplexity": r["perplexity"],
+                   "tokens": r["tokens"]}, fh, indent=1)
+        fh.write("\n")
+    os.replace(tmp, dst)
+
+
+def kv_lines(results):
+    lines = ["### MatryoshkaKV on the pretrained model (validation perplexity, 32K tokens)", ""]
+    rows = {}
+    for name in sorted(os.listdir(results)) if os.path.isdir(results) else []:
+        if name.startswith("kv-") and name.endswith(".json"):
+            r = json.load(open(os.path.join(results, name)))
+            rows[(r["variant"], r["kv_ratio"])] = r["perplexity"]
+    if ("none", 0.0) not in rows:
+        return lines + ["not run", ""]
+    full = rows[("none", 0.0)]
+    ratios = sorted({k[1] for k in rows if k[0] != "none"})
+    lines += [f"Uncompressed: {full:.2f}. Each cell: perplexity (uncompressed / compressed, the fraction of "
+              "next-token quality kept on a perplexity scale).", "",
+              "| KV compression | PCA only | trained, uniform ranks | trained + searched ranks |", "|---|---|---|---|"]
+    for ratio in ratios:
+        cell = lambda v: (f"{rows[(v, ratio)]:.2f} ({full / rows[(v, ratio)]:.2f})" if (v, ratio) in rows else "not run")
+        lines.append(f"| {ratio:.0%} | {cell('pca')} | {cell('trained')} | {cell('searched')} |")
+    lines += ["", "| claim | paper | here | holds here |", "|---|---|---|---|"]
+    if ("trained", 0.6) in rows and ("pca", 0.6) in rows:
+        kept_t, kept_p = full / rows[("trained", 0.6)], full / rows[("pca", 0.6)]
+        lines.append(f"| trained keeps ≥ 90% at 60% compression where PCA drops sharply | ≥ 90% of the accuracy "
+                     f"(LLaMA2-7B) | trained {kept_t:.2f}, PCA {kept_p:.2f} | {yes(kept_t >= 0.9 and kept_p < kept_t)} |")
+    both = [r for r in ratios if ("searched", r) in rows and ("trained", r) in rows]
+    if both:
+        ok = all(rows[("searched", r)] <= rows[("trained", r)] * 1.001 for r in both)
+        lines.append(f"| searched ranks ≥ uniform ranks | yes | at {len(both)} ratio(s) | {yes(ok)} |")
+    return lines + [""]
+
+
 def greenformers_lines(result):
     lines = ["### Greenformers: one layer's forward + backward, dense vs LRT (r = d/4) vs Linformer (k = 128)", ""]
     if result is None:
@@ -204,6 +244,8 @@ def main():
     import sys
     if len(sys.argv) > 2 and sys.argv[1] == "--collect-dropin":
         return collect_dropin(sys.argv[2], sys.argv[3:])
+    if len(sys.argv) == 6 and sys.argv[1] == "--collect-kv":
+        return collect_kv(*sys.argv[2:])
     ap = argparse.ArgumentParser()
     ap.add_argument("results", nargs="?", default=os.path.join(HERE, "results"))
     ap.add_argument("--readme")
@@ -216,6 +258,7 @@ def main():
                                  "Scatterbrain: approximation error on the pretrained model's own attention inputs")
     lines += dropin_lines(load(a.results, "dropin.json"))
     lines += greenformers_lines(load(a.results, "greenformers.json"))
+    lines += kv_lines(a.results)
     text = "\n".join(lines)
     print(text)
     if a.readme:

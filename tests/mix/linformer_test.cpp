@@ -10,6 +10,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/mix/linformer.h"
+#include "lowrank/nn/classifier.h"
 #include "lowrank/nn/model.h"
 #include "tests/mix/mixer_test_util.h"
 #include "tests/testing.h"
@@ -151,6 +152,57 @@ TEST(LinformerTest, GradientsReachEveryProjectionAndTensor) {
     EXPECT_GT(t.grad().narrow(1, 0, 5).abs().sum().item<double>(), 0.0) << n;
     EXPECT_EQ(t.grad().narrow(1, 5, 3).abs().sum().item<double>(), 0.0) << n;
   }
+}
+
+}  // namespace
+}  // namespace lowrank::mix
+
+namespace lowrank::mix {
+namespace {
+
+// Layerwise sharing in a model: both layers' E is one tensor (one storage, trained as one), listed
+// once and saved once; a reloaded model shares it again.
+TEST(LinformerTest, LayerwiseSharingIsOneTensorInAModel) {
+  (void)registry();
+  const Json c{{"architectures", {"LowrankMixerForSequenceClassification"}},
+               {"model_type", "lowrank_mixer"},
+               {"vocab_size", 16},
+               {"hidden_size", 8},
+               {"intermediate_size", 16},
+               {"num_hidden_layers", 2},
+               {"num_attention_heads", 2},
+               {"num_key_value_heads", 2},
+               {"max_position_embeddings", 8},
+               {"num_labels", 2},
+               {"layer_mixers", "linformer"},
+               {"mixer_config", {{"linformer", {{"max_seq_len", 8}, {"k", 4}, {"sharing", "layerwise"}}}}}};
+  const nn::ModelConfig config = nn::ModelConfig::from_json(c, "layerwise config");
+  const nn::SequenceClassifier model = nn::SequenceClassifier::random(config, 3);
+  auto shared = [](const nn::Model& trunk) {
+    std::vector<at::Tensor> found;
+    for (const auto& [name, t] : trunk.named_tensors())
+      if (name == "model.linformer.proj_e") found.push_back(t);
+    return found;
+  };
+  ASSERT_EQ(shared(model.trunk()).size(), 1u);
+  // The two layers' mixers hold the same storage.
+  auto layer_e = [](const nn::Model& trunk, int64_t layer) {
+    for (const auto& [name, t] : trunk.mixer(layer).tensors())
+      if (name == "model.linformer.proj_e") return t;
+    return at::Tensor();
+  };
+  ASSERT_TRUE(layer_e(model.trunk(), 0).defined());
+  EXPECT_TRUE(layer_e(model.trunk(), 0).is_same(layer_e(model.trunk(), 1)));
+  ::lowrank::testing::TempDir tmp;
+  model.save(tmp / "m");
+  const SafetensorsFile file = SafetensorsFile::open(tmp / "m" / "model.safetensors");
+  int64_t copies = 0;
+  for (const TensorInfo& info : file.tensors()) copies += info.name == "model.linformer.proj_e";
+  EXPECT_EQ(copies, 1);
+  const nn::SequenceClassifier reloaded = nn::SequenceClassifier::load(tmp / "m");
+  ASSERT_EQ(shared(reloaded.trunk()).size(), 1u);
+  EXPECT_TRUE(shared(reloaded.trunk())[0].equal(shared(model.trunk())[0]));
+  EXPECT_TRUE(layer_e(reloaded.trunk(), 0).is_same(layer_e(reloaded.trunk(), 1)));
 }
 
 }  // namespace

@@ -94,6 +94,8 @@ struct Builder {
   const TensorSource& source;
   const OperatorLoader* loader = nullptr;
   const StoredTensorReader* read = nullptr;
+  // The mixers' non-slot tensors built so far, by file name.
+  std::map<std::string, at::Tensor> shared_tensors;
 
   std::shared_ptr<BaseOperator> dense(const std::string& name, int64_t out, int64_t in, bool bias) {
     if (loader && *loader)
@@ -116,8 +118,19 @@ struct Builder {
     spec.projection = [this](const std::string& slot, int64_t out, int64_t in, bool bias) {
       return std::shared_ptr<const BaseOperator>(dense(slot, out, in, bias));
     };
+    // One name is one tensor: mixers of several layers that ask for the same name (Linformer's
+    // layerwise E) share its storage, so they load, save and train as one parameter.
     spec.tensor = [this](const std::string& tensor, std::vector<int64_t> shape, Init init,
-                         const at::Tensor& value) { return source(tensor, std::move(shape), init, value); };
+                         const at::Tensor& value) {
+      if (auto it = shared_tensors.find(tensor); it != shared_tensors.end()) {
+        LR_CHECK(it->second.sizes() == at::IntArrayRef(shape), InvalidArgument, "tensor ", tensor,
+                 " is asked for as ", at::IntArrayRef(shape), " after ", it->second.sizes());
+        return it->second;
+      }
+      at::Tensor t = source(tensor, std::move(shape), init, value);
+      shared_tensors.emplace(tensor, t);
+      return t;
+    };
     std::unique_ptr<TokenMixer> built = mixer_registry().factory(name)(spec);
     LR_CHECK(built != nullptr && built->name() == name, InternalError, "the factory of mixer \"", name,
              "\" built ", built ? str("\"", built->name(), "\"") : std::string("nothing"));
@@ -272,6 +285,7 @@ Model Model::random(const ModelConfig& config, uint64_t seed, const LoadOptions&
 
 NamedTensors Model::named_tensors() const {
   NamedTensors out;
+  std::set<std::string> listed;
   out.emplace_back("model.embed_tokens.weight", embed_tokens_);
   auto add_slot = [&](const LinearSlot& s) {
     for (auto& [n, t] : s.base().tensors()) out.emplace_back(s.name() + "." + n, t);
@@ -281,7 +295,8 @@ NamedTensors Model::named_tensors() const {
     const std::string p = str("model.layers.", i);
     out.emplace_back(p + ".input_layernorm.weight", l.input_layernorm);
     for (const LinearSlot* s : std::as_const(*l.mixer).slots()) add_slot(*s);
-    for (auto& [n, t] : l.mixer->tensors()) out.emplace_back(n, t);
+    for (auto& [n, t] : l.mixer->tensors())
+      if (listed.insert(n).second) out.emplace_back(n, t);  // a tensor shared by layers, once
     out.emplace_back(p + ".post_attention_layernorm.weight", l.post_attention_layernorm);
     for (const LinearSlot* s : {&l.gate_proj, &l.up_proj, &l.down_proj}) add_slot(*s);
   }
