@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <set>
 
@@ -140,6 +141,39 @@ TEST(ImageClassifierTest, OneAttentionStageEqualsTheHandAssembledComputation) {
     const at::Tensor per_patch = testing::reference_logits(s, ref, {0, 1, 2, 3, 4, 5});
     EXPECT_LT(testing::max_abs_diff(logits[b], per_patch.mean(0)), 1e-9) << "image " << b;
   }
+}
+
+// Two stages whose layers are the identity (a mixer that adds 0, MLP down-projections zeroed): what
+// is left is the stem, RMSNorm + the 2x2 stride-2 downsampling conv, the final norm, the mean and
+// the head, assembled here by hand from at::conv2d.
+TEST(ImageClassifierTest, DownsamplingBetweenStagesEqualsTheHandAssembledComputation) {
+  register_grid_probe();
+  Json c = two_stage_json("test_grid_probe");
+  c["rms_norm_eps"] = 1e-6;
+  const ImageClassifier model =
+      ImageClassifier::random(ImageClassifierConfig::from_json(c, "test"), 9, {.dtype = at::kDouble});
+  std::map<std::string, at::Tensor> w;
+  {
+    at::NoGradGuard no_grad;
+    at::Generator gen = at::detail::createCPUGenerator(10);
+    for (auto& [name, t] : model.named_tensors()) {
+      if (name.find("down_proj") != std::string::npos)
+        t.zero_();
+      else
+        t.copy_(at::randn(t.sizes(), gen).to(at::kDouble));  // norms and biases away from 1 and 0
+      w[name] = t.clone();
+    }
+  }
+  const at::Tensor pixels = at::randn({2, 2, 8, 12}, at::detail::createCPUGenerator(11)).to(at::kDouble);
+  auto rms = [](const at::Tensor& x, const at::Tensor& g) {  // over channels, x [B, D, H, W]
+    return x / at::sqrt((x * x).mean({1}, true) + 1e-6) * g.view({1, -1, 1, 1});
+  };
+  at::Tensor h = at::conv2d(pixels, w["model.patch_embed.weight"], w["model.patch_embed.bias"], {2, 2});
+  h = at::conv2d(rms(h, w["model.downsample.1.norm.weight"]), w["model.downsample.1.weight"],
+                 w["model.downsample.1.bias"], {2, 2});  // [2, 16, 2, 3]
+  const at::Tensor pooled = rms(h, w["model.norm.weight"]).mean({2, 3});
+  const at::Tensor expected = at::matmul(pooled, w["score.weight"].t());
+  EXPECT_LT(testing::max_abs_diff(model.forward(pixels), expected), 1e-9);
 }
 
 TEST(ImageClassifierTest, SaveLoadRoundTripKeepsUnknownKeys) {
