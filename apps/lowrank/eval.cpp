@@ -4,6 +4,7 @@
 // `lowrank eval --model DIR --task DIR [--split test]`: a sequence classifier's accuracy on a
 // generated task, with a 95% Wilson interval (src/lowrank/train/classify.h, docs/tasks.md).
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "apps/lowrank/model_flags.h"
@@ -13,6 +14,7 @@
 #include "lowrank/data/tasks/task_format.h"
 #include "lowrank/eval/perplexity.h"
 #include "lowrank/nn/classifier.h"
+#include "lowrank/nn/image_classifier.h"
 #include "lowrank/nn/run.h"
 #include "lowrank/train/classify.h"
 
@@ -57,10 +59,15 @@ VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
         known = true;
       }
       LR_CHECK(known, InvalidArgument, "--split \"", split, "\" is not a task split (train, val, test)");
-      const nn::SequenceClassifier model = nn::SequenceClassifier::load(
-          args->model.model, {nn::parse_dtype(args->model.dtype), nn::parse_device(args->model.device)});
+      const nn::LoadOptions load{nn::parse_dtype(args->model.dtype), nn::parse_device(args->model.device)};
+      const std::filesystem::path config = std::filesystem::path(args->model.model) / "config.json";
+      const bool image =
+          std::filesystem::exists(config) && nn::is_image_classifier_config(read_json_file(config));
       const train::AccuracyResult r =
-          train::evaluate_accuracy(model, task, which, args->batch, args->max_tokens);
+          image ? train::evaluate_accuracy(nn::ImageClassifier::load(args->model.model, load), task, which,
+                                           args->batch, args->max_tokens)
+                : train::evaluate_accuracy(nn::SequenceClassifier::load(args->model.model, load), task, which,
+                                           args->batch, args->max_tokens);
       if (global.json) {
         OrderedJson j = r.to_json();
         j["split"] = split;

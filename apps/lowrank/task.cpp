@@ -2,7 +2,8 @@
 // new directory. Every task option of every task is a flag here; the library rejects the ones
 // the chosen task does not take, naming them.
 // `lowrank task train --task DIR --mixer NAME | --layer-mixers LIST [--mixer-options JSON]
-// --preset lra-tiny --out DIR`: a sequence classifier trained on a generated task
+// --preset lra-tiny --out DIR`: a sequence classifier trained on a generated task; `--preset vit-tiny`
+// an image classifier (nn/image_classifier.h) on an image task such as fmnist
 // (src/lowrank/train/classify.h, docs/tasks.md).
 #include <cstdio>
 #include <iostream>
@@ -71,7 +72,8 @@ void add_train(CLI::App& cmd, const GlobalOptions& global, std::vector<VerbRunne
   train_cmd->add_option("--out", *out, "Output directory (run/, model/, train.json)")->required();
   train_cmd->add_option("--preset", o->preset, "Model and schedule preset:" + presets)->capture_default_str();
   train_cmd->add_option("--mixer", o->mixer, "Token mixer of every layer (lowrank methods lists them)");
-  train_cmd->add_option("--layer-mixers", o->layer_mixers, "Token mixer per layer, comma-separated");
+  train_cmd->add_option("--layer-mixers", o->layer_mixers,
+                        "Token mixer per layer (an image preset: per stage), comma-separated");
   train_cmd->add_option("--mixer-options", *mixer_options,
                         "The mixer's options as a JSON object (with --layer-mixers: {\"<mixer>\": {...}})");
   train_cmd->add_option("--pooling", o->pooling, "Pooling over positions")

@@ -371,10 +371,19 @@ TEST(ClassifyTest, BadInputFailsClearly) {
   const nn::SequenceClassifier small_vocab = attention_classifier(5, 2, 2, 1);
   EXPECT_THROW(evaluate_accuracy(small_vocab, task, Split::kVal), InvalidArgument);
   EXPECT_THROW(classify_preset("nope"), InvalidArgument);
-  EXPECT_THROW(classify_preset("vit-tiny"), Unsupported);
   TaskTrainOptions o;
   o.task = dir / "task";
   o.out = dir / "out";
+  o.preset = "vit-tiny";  // an image preset on a sequence task
+  o.mixer = "attention";
+  try {
+    (void)task_train(o);
+    ADD_FAILURE() << "vit-tiny trained on a sequence task";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("trains on images"), std::string::npos) << e.what();
+  }
+  o.preset = "lra-tiny";
+  o.mixer.clear();
   EXPECT_THROW(task_train(o), InvalidArgument);  // neither --mixer nor --layer-mixers
   EXPECT_FALSE(fs::exists(dir / "out"));
 }

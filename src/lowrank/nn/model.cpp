@@ -164,6 +164,40 @@ struct Builder {
 
 }  // namespace
 
+std::unique_ptr<DecoderLayer> build_decoder_layer(const ModelConfig& config, int64_t layer,
+                                                  const LayerTensorSource& source) {
+  Builder builder{config, source};
+  return builder.layer(layer);
+}
+
+at::Tensor decoder_layer_forward(const DecoderLayer& l, const ModelConfig& config, const at::Tensor& h,
+                                 const MixerContext& context) {
+  const at::Tensor a = l.mixer->forward(rms_norm(h, l.input_layernorm, config.rms_norm_eps), context);
+  return decoder_layer_mlp(l, config, h + a, context.routing);
+}
+
+at::Tensor decoder_layer_mlp(const DecoderLayer& l, const ModelConfig& config, const at::Tensor& h,
+                             const AdapterRouting* routing) {
+  const at::Tensor x = rms_norm(h, l.post_attention_layernorm, config.rms_norm_eps);
+  const LinearSlot* gate_up[] = {&l.gate_proj, &l.up_proj};
+  const std::vector<at::Tensor> g = LinearSlot::forward_shared_input(gate_up, x, routing);
+  return h + l.down_proj.forward(activation(g[0], config.hidden_act) * g[1], routing);
+}
+
+NamedTensors decoder_layer_tensors(const DecoderLayer& l, int64_t layer) {
+  NamedTensors out;
+  auto add_slot = [&](const LinearSlot& s) {
+    for (auto& [n, t] : s.base().tensors()) out.emplace_back(s.name() + "." + n, t);
+  };
+  const std::string p = str("model.layers.", layer);
+  out.emplace_back(p + ".input_layernorm.weight", l.input_layernorm);
+  for (const LinearSlot* s : std::as_const(*l.mixer).slots()) add_slot(*s);
+  for (auto& [n, t] : l.mixer->tensors()) out.emplace_back(n, t);
+  out.emplace_back(p + ".post_attention_layernorm.weight", l.post_attention_layernorm);
+  for (const LinearSlot* s : {&l.gate_proj, &l.up_proj, &l.down_proj}) add_slot(*s);
+  return out;
+}
+
 void Model::build(const ModelConfig& config, const LoadOptions& options) {
   config_ = config;
   dtype_ = options.dtype;
@@ -290,16 +324,9 @@ NamedTensors Model::named_tensors() const {
   auto add_slot = [&](const LinearSlot& s) {
     for (auto& [n, t] : s.base().tensors()) out.emplace_back(s.name() + "." + n, t);
   };
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const DecoderLayer& l = *layers_[i];
-    const std::string p = str("model.layers.", i);
-    out.emplace_back(p + ".input_layernorm.weight", l.input_layernorm);
-    for (const LinearSlot* s : std::as_const(*l.mixer).slots()) add_slot(*s);
-    for (auto& [n, t] : l.mixer->tensors())
-      if (listed.insert(n).second) out.emplace_back(n, t);  // a tensor shared by layers, once
-    out.emplace_back(p + ".post_attention_layernorm.weight", l.post_attention_layernorm);
-    for (const LinearSlot* s : {&l.gate_proj, &l.up_proj, &l.down_proj}) add_slot(*s);
-  }
+  for (size_t i = 0; i < layers_.size(); ++i)
+    for (auto& named : decoder_layer_tensors(*layers_[i], static_cast<int64_t>(i)))
+      if (listed.insert(named.first).second) out.push_back(std::move(named));  // shared tensors once
   out.emplace_back("model.norm.weight", norm_);
   if (!lm_head_) return out;  // a classifier's trunk
   // A tied head (the dense base still sharing the embedding) is not stored, as transformers.
@@ -462,11 +489,7 @@ at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOption
                  : l.mixer->prefill(normed, *state, state_context);
     else
       a = l.mixer->forward(normed, context);
-    h = h + a;
-    const at::Tensor x = rms_norm(h, l.post_attention_layernorm, config_.rms_norm_eps);
-    const LinearSlot* gate_up[] = {&l.gate_proj, &l.up_proj};
-    const std::vector<at::Tensor> g = LinearSlot::forward_shared_input(gate_up, x, options.routing);
-    h = h + l.down_proj.forward(activation(g[0], config_.hidden_act) * g[1], options.routing);
+    h = decoder_layer_mlp(l, config_, h + a, options.routing);
   }
   if (cache) cache->commit();
   return rms_norm(h, norm_, config_.rms_norm_eps);

@@ -50,6 +50,45 @@ void check_fits(const nn::SequenceClassifier& model, const TaskDataset& task) {
            " has ", info.num_classes, " classes; the model has num_labels ", model.config().num_labels);
 }
 
+// An image classifier reads the task's images: layout {"kind": "image", height, width, channels} of
+// the model's image_size and num_channels, pixel tokens 0..255.
+void check_fits(const nn::ImageClassifier& model, const TaskDataset& task) {
+  const auto& info = task.info();
+  const nn::ImageClassifierConfig& c = model.config();
+  const OrderedJson& layout = info.header.layout;
+  LR_CHECK(layout.value("kind", "") == "image", InvalidArgument, "task ", task.dir().string(), " (",
+           info.header.task, ") is not an image task (layout ", layout.dump(), "); ",
+           "LowrankMixerForImageClassification reads images");
+  const int64_t height = layout.value("height", int64_t{0}), width = layout.value("width", int64_t{0});
+  const int64_t channels = layout.value("channels", int64_t{1});
+  LR_CHECK(height == c.image_height && width == c.image_width && channels == c.num_channels, InvalidArgument,
+           "task ", task.dir().string(), " has ", channels, "x", height, "x", width,
+           " images; the model reads num_channels x image_size ", c.num_channels, "x", c.image_height, "x",
+           c.image_width);
+  LR_CHECK(info.num_classes == c.num_labels, InvalidArgument, "task ", task.dir().string(), " has ",
+           info.num_classes, " classes; the model has num_labels ", c.num_labels);
+}
+
+// The logits of a batch: the sequence classifier reads the ids and the mask; the image classifier
+// the pixels, tokens / 255 in [0, 1], as [B, channels, height, width] (the task stores each image
+// row-major, channel-last pixels interleaved: (y, x, c)).
+at::Tensor batch_logits(const nn::SequenceClassifier& model, const TaskBatch& batch) {
+  return model.forward(batch.input_ids, batch.attention_mask);
+}
+
+at::Tensor batch_logits(const nn::ImageClassifier& model, const TaskBatch& batch) {
+  const nn::ImageClassifierConfig& c = model.config();
+  const int64_t B = batch.input_ids.size(0);
+  LR_CHECK(batch.input_ids.size(1) == c.image_height * c.image_width * c.num_channels, InvalidArgument,
+           "image batch: rows of ", batch.input_ids.size(1), " pixels for ", c.num_channels, "x",
+           c.image_height, "x", c.image_width, " images");
+  const at::Tensor pixels = batch.input_ids.to(at::kFloat)
+                                .div(255.0)
+                                .view({B, c.image_height, c.image_width, c.num_channels})
+                                .permute({0, 3, 1, 2});
+  return model.forward(pixels);
+}
+
 }  // namespace
 
 std::pair<double, double> wilson_interval(int64_t successes, int64_t n, double z) {
@@ -101,8 +140,11 @@ OrderedJson AccuracyResult::to_json() const {
                      {"ci_method", "wilson"}};
 }
 
-AccuracyResult evaluate_accuracy(const nn::SequenceClassifier& model, const TaskDataset& task, Split split,
-                                 int64_t batch_size, int64_t max_examples) {
+namespace {
+
+template <class Classifier>
+AccuracyResult evaluate(const Classifier& model, const TaskDataset& task, Split split, int64_t batch_size,
+                        int64_t max_examples) {
   check_classification(task);
   check_fits(model, task);
   LR_CHECK(batch_size >= 1, InvalidArgument, "evaluation batch size must be >= 1, got ", batch_size);
@@ -117,7 +159,7 @@ AccuracyResult evaluate_accuracy(const nn::SequenceClassifier& model, const Task
     std::vector<int64_t> rows;
     for (int64_t i = begin; i < std::min(n, begin + batch_size); ++i) rows.push_back(i);
     const TaskBatch batch = task_batch(task, split, rows);
-    const at::Tensor logits = model.forward(batch.input_ids, batch.attention_mask);
+    const at::Tensor logits = batch_logits(model, batch);
     r.correct += logits.argmax(-1).to(at::kCPU).eq(batch.labels).sum().item<int64_t>();
   }
   r.examples = n;
@@ -126,8 +168,9 @@ AccuracyResult evaluate_accuracy(const nn::SequenceClassifier& model, const Task
   return r;
 }
 
-ClassifyResult train_classifier(nn::SequenceClassifier& model, const TaskDataset& task, ClassifyConfig config,
-                                const fs::path& run_dir, bool resume) {
+template <class Classifier>
+ClassifyResult train(Classifier& model, const TaskDataset& task, ClassifyConfig config,
+                     const fs::path& run_dir, bool resume) {
   check_classification(task);
   check_fits(model, task);
   TrainerConfig& tc = config.trainer;
@@ -168,8 +211,7 @@ ClassifyResult train_classifier(nn::SequenceClassifier& model, const TaskDataset
   ClassifyResult result;
   result.step = step;
   auto validate = [&] {
-    const AccuracyResult a =
-        evaluate_accuracy(model, task, Split::kVal, config.eval_batch_size, config.eval_examples);
+    const AccuracyResult a = evaluate(model, task, Split::kVal, config.eval_batch_size, config.eval_examples);
     metrics << OrderedJson{{"step", step},
                            {"val_accuracy", a.accuracy},
                            {"val_ci95", {a.ci_low, a.ci_high}},
@@ -191,7 +233,7 @@ ClassifyResult train_classifier(nn::SequenceClassifier& model, const TaskDataset
       for (int64_t b = 0; b < tc.batch_size; ++b) rows.push_back(sampler.next());
       const TaskBatch batch = task_batch(task, Split::kTrain, rows);
       step_tokens += batch.attention_mask.sum().item<int64_t>();
-      const at::Tensor logits = model.forward(batch.input_ids, batch.attention_mask);
+      const at::Tensor logits = batch_logits(model, batch);
       const at::Tensor loss = at::cross_entropy_loss(logits.to(at::kFloat), batch.labels.to(logits.device()));
       loss_sum += loss.item<double>();
       (loss / static_cast<double>(tc.grad_accum)).backward();
@@ -230,6 +272,28 @@ ClassifyResult train_classifier(nn::SequenceClassifier& model, const TaskDataset
   return result;
 }
 
+}  // namespace
+
+AccuracyResult evaluate_accuracy(const nn::SequenceClassifier& model, const TaskDataset& task, Split split,
+                                 int64_t batch_size, int64_t max_examples) {
+  return evaluate(model, task, split, batch_size, max_examples);
+}
+
+AccuracyResult evaluate_accuracy(const nn::ImageClassifier& model, const TaskDataset& task, Split split,
+                                 int64_t batch_size, int64_t max_examples) {
+  return evaluate(model, task, split, batch_size, max_examples);
+}
+
+ClassifyResult train_classifier(nn::SequenceClassifier& model, const TaskDataset& task, ClassifyConfig config,
+                                const fs::path& run_dir, bool resume) {
+  return train(model, task, std::move(config), run_dir, resume);
+}
+
+ClassifyResult train_classifier(nn::ImageClassifier& model, const TaskDataset& task, ClassifyConfig config,
+                                const fs::path& run_dir, bool resume) {
+  return train(model, task, std::move(config), run_dir, resume);
+}
+
 namespace {
 
 TrainerConfig classify_trainer(int64_t steps, int64_t batch, double lr, int64_t warmup,
@@ -257,8 +321,20 @@ std::vector<std::string> split_list(const std::string& text) {
 }  // namespace
 
 std::vector<ClassifyPreset> classify_presets() {
+  ClassifyPreset vit{"vit-tiny",
+                     64,
+                     256,
+                     4,
+                     2,
+                     28 * 28,
+                     classify_trainer(500, 32, 1e-3, 50, 100),
+                     "28x28 images, patch 2, stages 2x32 and 2x64 (LowrankMixerForImageClassification); "
+                     "500 steps of 32 images"};
+  vit.image = Json{{"patch_size", 2},
+                   {"stages", {{{"depth", 2}, {"hidden_size", 32}}, {{"depth", 2}, {"hidden_size", 64}}}}};
   return {{"lra-tiny", 64, 128, 2, 2, 1024, classify_trainer(500, 16, 1e-3, 50, 100),
-           "hidden 64, 2 layers, 2 heads, sequences up to 1024 tokens; 500 steps of 16 examples"}};
+           "hidden 64, 2 layers, 2 heads, sequences up to 1024 tokens; 500 steps of 16 examples"},
+          vit};
 }
 
 ClassifyPreset classify_preset(const std::string& name) {
@@ -267,10 +343,6 @@ ClassifyPreset classify_preset(const std::string& name) {
     if (p.name == name) return p;
     known += (known.empty() ? "" : ", ") + p.name;
   }
-  LR_CHECK(
-      name != "vit-tiny", Unsupported,
-      "--preset vit-tiny needs LowrankMixerForImageClassification, which is not implemented yet (known: ",
-      known, ")");
   throw InvalidArgument(str("--preset: unknown preset \"", name, "\" (known: ", known, ")"));
 }
 
@@ -348,6 +420,69 @@ OrderedJson TaskTrainSummary::to_json() const {
                      {"validation", validation.to_json()}};
 }
 
+namespace {
+
+// Saves a finished run's model and writes OUT/train.json.
+template <class Classifier>
+TaskTrainSummary finish_task_train(const TaskTrainOptions& o, const ClassifyPreset& preset,
+                                   const ClassifyConfig& cc, const Classifier& model,
+                                   const ClassifyResult& r) {
+  TaskTrainSummary s;
+  s.model_dir = o.out / "model";
+  s.finished = r.finished;
+  s.steps = r.step;
+  if (!r.steps.empty()) s.final_loss = r.steps.back().loss;
+  if (!r.finished) return s;
+  model.save(s.model_dir, at::kFloat);
+  s.validation = *r.validation;
+  OrderedJson summary = s.to_json();
+  summary["preset"] = preset.name;
+  summary["task"] = o.task.string();
+  summary["trainer"] = cc.trainer.to_json();
+  write_json_file(o.out / "train.json", summary);
+  return s;
+}
+
+// An image preset: the task's image size and channels, the preset's stages with the chosen mixers
+// (--mixer: every stage; --layer-mixers: one per stage).
+TaskTrainSummary task_train_image(const TaskTrainOptions& o, const ClassifyPreset& preset,
+                                  const ClassifyConfig& cc, const TaskDataset& task) {
+  const auto& info = task.info();
+  const OrderedJson& layout = info.header.layout;
+  LR_CHECK(layout.value("kind", "") == "image", InvalidArgument, "--preset ", preset.name,
+           " trains on images; task ", o.task.string(), " (", info.header.task, ") has layout ",
+           layout.dump());
+  Json config_json = preset.image;
+  const Json keys = mixer_keys(o.mixer, o.layer_mixers, o.mixer_options,
+                               static_cast<int64_t>(config_json.at("stages").size()));
+  const Json& mixers = keys.at("layer_mixers");
+  for (size_t i = 0; i < config_json["stages"].size(); ++i)
+    config_json["stages"][i]["mixer"] = mixers.is_string() ? mixers : mixers[i];
+  Json id2label = Json::object();
+  for (size_t i = 0; i < info.header.classes.size(); ++i)
+    id2label[std::to_string(i)] = info.header.classes[i];
+  config_json["architectures"] = Json::array({"LowrankMixerForImageClassification"});
+  config_json["model_type"] = "lowrank_mixer";
+  config_json["image_size"] = {layout.value("height", int64_t{0}), layout.value("width", int64_t{0})};
+  config_json["num_channels"] = layout.value("channels", int64_t{1});
+  config_json["num_labels"] = info.num_classes;
+  config_json["id2label"] = id2label;
+  config_json["mixer_config"] = keys.at("mixer_config");
+  config_json["rms_norm_eps"] = 1e-5;
+  config_json["rope_theta"] = 10000.0;
+  config_json["hidden_act"] = "silu";
+  config_json["initializer_range"] = 0.02;
+  config_json["task"] = info.header.task;
+  config_json["torch_dtype"] = "float32";
+  const nn::ImageClassifierConfig config =
+      nn::ImageClassifierConfig::from_json(config_json, "preset " + preset.name);
+  nn::ImageClassifier model = nn::ImageClassifier::random(config, o.seed);
+  const ClassifyResult r = train_classifier(model, task, cc, o.out / "run", o.resume);
+  return finish_task_train(o, preset, cc, model, r);
+}
+
+}  // namespace
+
 TaskTrainSummary task_train(const TaskTrainOptions& o) {
   LR_CHECK(!o.out.empty(), InvalidArgument, "--out: an output directory is required");
   const ClassifyPreset preset = classify_preset(o.preset);
@@ -368,10 +503,11 @@ TaskTrainSummary task_train(const TaskTrainOptions& o) {
   cc.eval_every = o.eval_every;
   cc.eval_examples = o.eval_examples;
 
-  const Json keys = mixer_keys(o.mixer, o.layer_mixers, o.mixer_options, preset.num_layers);
   const TaskDataset task = TaskDataset::open(o.task);
   check_classification(task);
   const auto& info = task.info();
+  if (!preset.image.empty()) return task_train_image(o, preset, cc, task);
+  const Json keys = mixer_keys(o.mixer, o.layer_mixers, o.mixer_options, preset.num_layers);
   const int64_t longest = longest_row(task);
   LR_CHECK(longest <= preset.max_seq_len, InvalidArgument, "task ", o.task.string(), " has rows of up to ",
            longest, " tokens; preset ", preset.name, " takes at most ", preset.max_seq_len);
@@ -403,20 +539,7 @@ TaskTrainSummary task_train(const TaskTrainOptions& o) {
   // Builds the mixers: bad options fail here, before any training.
   nn::SequenceClassifier model = nn::SequenceClassifier::random(config, o.seed);
   const ClassifyResult r = train_classifier(model, task, cc, o.out / "run", o.resume);
-  TaskTrainSummary s;
-  s.model_dir = o.out / "model";
-  s.finished = r.finished;
-  s.steps = r.step;
-  if (!r.steps.empty()) s.final_loss = r.steps.back().loss;
-  if (!r.finished) return s;
-  model.save(s.model_dir, at::kFloat);
-  s.validation = *r.validation;
-  OrderedJson summary = s.to_json();
-  summary["preset"] = preset.name;
-  summary["task"] = o.task.string();
-  summary["trainer"] = cc.trainer.to_json();
-  write_json_file(o.out / "train.json", summary);
-  return s;
+  return finish_task_train(o, preset, cc, model, r);
 }
 
 }  // namespace lowrank::train

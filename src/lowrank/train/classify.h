@@ -29,6 +29,7 @@
 #include "lowrank/core/json.h"
 #include "lowrank/data/tasks/task_format.h"
 #include "lowrank/nn/classifier.h"
+#include "lowrank/nn/image_classifier.h"
 #include "lowrank/train/trainer.h"
 
 namespace lowrank::train {
@@ -57,6 +58,10 @@ struct AccuracyResult {
 // batches of `batch_size`, without gradients.
 AccuracyResult evaluate_accuracy(const nn::SequenceClassifier& model, const data::tasks::TaskDataset& task,
                                  data::tasks::Split split, int64_t batch_size = 32, int64_t max_examples = 0);
+// The same for an image classifier on an image task (layout "image" of the model's image_size and
+// num_channels; pixels / 255).
+AccuracyResult evaluate_accuracy(const nn::ImageClassifier& model, const data::tasks::TaskDataset& task,
+                                 data::tasks::Split split, int64_t batch_size = 32, int64_t max_examples = 0);
 
 struct ClassifyConfig {
   // steps, batch_size, grad_accum, lr schedule, clipping, optimizer, seed, checkpoint_every,
@@ -82,6 +87,8 @@ struct ClassifyResult {
 // not fit the model (naming both), Corruption for a damaged checkpoint, IoError.
 ClassifyResult train_classifier(nn::SequenceClassifier& model, const data::tasks::TaskDataset& task,
                                 ClassifyConfig config, const std::filesystem::path& run_dir, bool resume);
+ClassifyResult train_classifier(nn::ImageClassifier& model, const data::tasks::TaskDataset& task,
+                                ClassifyConfig config, const std::filesystem::path& run_dir, bool resume);
 
 // A classifier shape and schedule for `lowrank task train --preset`.
 struct ClassifyPreset {
@@ -90,10 +97,14 @@ struct ClassifyPreset {
   int64_t max_seq_len;  // the longest row the preset accepts
   TrainerConfig trainer;
   std::string help;
+  // An image preset's LowrankMixerForImageClassification keys (patch_size, stages without their
+  // mixers; nn/image_classifier.h); empty for a sequence preset, whose sizes are the fields above.
+  Json image = Json::object();
 };
-// "lra-tiny" (d 64, 2 layers, sequences up to 1K tokens).
+// "lra-tiny" (d 64, 2 layers, sequences up to 1K tokens); "vit-tiny" (28x28 images, patch 2,
+// stages 2x32 and 2x64; with --layer-mixers, one mixer per stage).
 std::vector<ClassifyPreset> classify_presets();
-// Throws InvalidArgument listing the known names (and saying what vit-tiny needs).
+// Throws InvalidArgument listing the known names.
 ClassifyPreset classify_preset(const std::string& name);
 
 // The per-layer mixer keys of a LowrankMixer config from the command line's --mixer NAME or
