@@ -26,9 +26,6 @@
 //   build/bin/bench_mixers [--lengths 1024,4096,16384] [--heads 4] [--head-dim 64] [--batch 1]
 //       [--mixers a,b] [--options NAME=JSON]... [--causal] [--repeats 3] [--threads N]
 //       [--no-memory] [--json]
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -55,6 +52,7 @@
 #include "lowrank/nn/linear_slot.h"
 #include "lowrank/nn/rope.h"
 #include "lowrank/nn/token_mixer.h"
+#include "process.h"
 #include "timing.h"
 
 using namespace lowrank;
@@ -80,14 +78,6 @@ std::vector<std::string> split(const std::string& s, char sep) {
   for (std::string part; std::getline(in, part, sep);)
     if (!part.empty()) out.push_back(part);
   return out;
-}
-
-// The process's peak resident set so far, in bytes (Linux: VmHWM of /proc/self/status).
-int64_t peak_rss_bytes() {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;
-  return -1;
 }
 
 // One run of one mixer (or baseline) at one length, ready to be called repeatedly.
@@ -200,9 +190,9 @@ int measure_child(const Settings& s, const std::string& name, int64_t n) {
   c10::InferenceMode inference;
   Workload w;
   prepare(w, s, name, n);
-  const int64_t before = peak_rss_bytes();
+  const int64_t before = bench::peak_rss_bytes();
   const at::Tensor y = run(w, s);
-  const int64_t after = peak_rss_bytes();
+  const int64_t after = bench::peak_rss_bytes();
   std::printf("%lld\n", static_cast<long long>(after - before));
   (void)y;
   return 0;
@@ -210,21 +200,13 @@ int measure_child(const Settings& s, const std::string& name, int64_t n) {
 
 // The peak-memory rise of one forward of `name` at n, measured in a fresh process; nullopt when
 // the child failed.
-std::optional<int64_t> measure_in_child(const std::string& self, const Settings& s, const std::string& name,
-                                        int64_t n) {
-  std::string cmd = "'" + self + "' --child " + name + " " + std::to_string(n) + " --heads " +
-                    std::to_string(s.heads) + " --head-dim " + std::to_string(s.head_dim) + " --batch " +
-                    std::to_string(s.batch) + " --threads " + std::to_string(at::get_num_threads());
-  if (s.causal) cmd += " --causal";
-  for (const auto& [mixer, o] : s.options) cmd += " --options '" + mixer + "=" + o.dump() + "'";
-  cmd += " 2>/dev/null";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return std::nullopt;
-  char line[64] = {0};
-  const bool got = std::fgets(line, sizeof line, pipe) != nullptr;
-  const int status = pclose(pipe);
-  if (!got || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return std::nullopt;
-  return std::atoll(line);
+std::optional<int64_t> measure_in_child(const Settings& s, const std::string& name, int64_t n) {
+  std::string args = " --child " + name + " " + std::to_string(n) + " --heads " + std::to_string(s.heads) +
+                     " --head-dim " + std::to_string(s.head_dim) + " --batch " + std::to_string(s.batch) +
+                     " --threads " + std::to_string(at::get_num_threads());
+  if (s.causal) args += " --causal";
+  for (const auto& [mixer, o] : s.options) args += " --options '" + mixer + "=" + o.dump() + "'";
+  return bench::run_child_for_number(args);
 }
 
 struct Roofs {
@@ -319,10 +301,6 @@ int main(int argc, char** argv) {
 
   c10::InferenceMode inference;
   const Roofs roofs = probe_roofs(s.repeats);
-  const std::string self = "/proc/self/exe";
-  char resolved[4096] = {0};
-  const ssize_t len = readlink(self.c_str(), resolved, sizeof resolved - 1);
-  const std::string exe = len > 0 ? std::string(resolved, static_cast<size_t>(len)) : std::string(argv[0]);
 
   OrderedJson rows = OrderedJson::array();
   if (!s.json)
@@ -374,7 +352,7 @@ int main(int argc, char** argv) {
       if (baseline_s.contains("materialised"))
         row["materialised_over_this"] = baseline_s["materialised"] / seconds;
       std::optional<int64_t> peak;
-      if (s.memory) peak = measure_in_child(exe, s, name, n);
+      if (s.memory) peak = measure_in_child(s, name, n);
       if (peak) {
         row["peak_mib"] = static_cast<double>(*peak) / (1 << 20);
         if (exact) baseline_bytes[name] = *peak;

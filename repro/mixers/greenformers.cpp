@@ -31,6 +31,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
+#include "bench/process.h"
 #include "bench/timing.h"
 #include "lowrank/compress/operators.h"
 #include "lowrank/core/error.h"
@@ -191,9 +192,9 @@ int main(int argc, char** argv) {
       Layer layer;
       build(layer, s, child_variant, child_n);
       const at::Tensor x = input(s, child_n);
-      const int64_t before = repro::peak_rss_bytes();
+      const int64_t before = bench::peak_rss_bytes();
       forward_backward(layer, x);
-      std::printf("%lld\n", static_cast<long long>(repro::peak_rss_bytes() - before));
+      std::printf("%lld\n", static_cast<long long>(bench::peak_rss_bytes() - before));
       return 0;
     }
     LR_CHECK(!out.empty(), InvalidArgument, "need --out FILE.json");
@@ -213,7 +214,7 @@ int main(int argc, char** argv) {
       const std::vector<double> seconds = bench::interleaved_median_seconds(passes, s.repeats);
       for (size_t v = 0; v < std::size(kVariants); ++v) {
         const char* variant = kVariants[v];
-        const std::optional<int64_t> peak = repro::run_child_for_number(
+        const std::optional<int64_t> peak = bench::run_child_for_number(
             std::string(" --child ") + variant + " " + std::to_string(n) + child_args(s));
         OrderedJson row;
         row["n"] = n;
