@@ -9,6 +9,8 @@
 #include "lowrank/mix/neighborhood.h"
 #include "lowrank/mix/performer.h"
 #include "lowrank/mix/ponet.h"
+#include "lowrank/mix/s4.h"
+#include "lowrank/mix/s4d.h"
 #include "lowrank/mix/scatterbrain.h"
 #include "lowrank/mix/soft.h"
 
@@ -24,6 +26,8 @@ void register_builtin(nn::MixerRegistry& registry) {
   register_fnet(registry);
   register_linformer(registry);
   register_soft(registry);
+  register_s4d(registry);
+  register_s4(registry);
 }
 
 nn::MixerRegistry& registry() {
