@@ -13,6 +13,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/ops/cauchy.h"
 #include "tests/mix/mixer_test_util.h"
+#include "tests/mix/ssm_testing.h"
 
 namespace lowrank::mix {
 namespace {
@@ -140,23 +141,7 @@ TEST(S4Test, StepEqualsForwardAndPaddingLeavesTheStateAlone) {
   const nn::ModelConfig config = mixer_config("s4", 6, 1, {{"d_state", 6}, {"l_max", 16}});
   const auto mixer = build_mixer("s4", config);
   ASSERT_TRUE(mixer->has_decode_state());
-  const int64_t B = 2, T = 11;
-  const at::Tensor x = at::randn({B, T, 6}, at::kDouble);
-  const at::Tensor valid = at::ones({B, T}, at::kBool);
-  valid[1].narrow(0, 0, 3).fill_(false);
-  nn::MixerContext context;
-  context.valid = valid;
-  const at::Tensor full = mixer->forward(x, context);
-  const auto state = mixer->new_state(B);
-  for (int64_t t = 0; t < T; ++t) {
-    nn::MixerContext one;
-    one.valid = valid.narrow(1, t, 1);
-    const at::Tensor y = mixer->step(x.narrow(1, t, 1), *state, one);
-    for (int64_t r = 0; r < B; ++r)
-      if (valid[r][t].item<bool>()) {
-        EXPECT_LE(max_diff(y[r][0], full[r][t]), 1e-10) << r << " " << t;
-      }
-  }
+  testing::expect_step_equals_forward_with_padding(*mixer, at::randn({2, 11, 6}, at::kDouble), 1, 3, 1e-10);
 }
 
 TEST(S4Test, SsmParametersHaveTheirOwnLearningRateAndNoWeightDecay) {

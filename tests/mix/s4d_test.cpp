@@ -17,6 +17,7 @@
 #include "lowrank/ops/fft_conv.h"
 #include "lowrank/ops/vandermonde.h"
 #include "tests/mix/mixer_test_util.h"
+#include "tests/mix/ssm_testing.h"
 
 namespace lowrank::mix {
 namespace {
@@ -135,14 +136,18 @@ TEST(S4DTest, FftConvolutionEqualsDirectConv1d) {
     EXPECT_EQ(y32.scalar_type(), at::kFloat);
     EXPECT_LE(max_diff(y32, direct), 1e-4);
   }
-  // Two-sided (bidirectional): y_t = Σ_{s≤t} k₀[t−s] u_s + Σ_{s>t} k₁[s−t−1] u_s, as a double sum.
-  const int64_t L = 7;
-  const at::Tensor u = at::randn({B, H, L}, at::kDouble), k = at::randn({2, H, L}, at::kDouble);
-  at::Tensor want = at::zeros({B, H, L}, at::kDouble);
-  for (int64_t t = 0; t < L; ++t)
-    for (int64_t s = 0; s < L; ++s)
-      want.select(2, t) += (s <= t ? k[0].select(1, t - s) : k[1].select(1, s - t - 1)) * u.select(2, s);
-  EXPECT_LE(max_diff(ssm_convolve(u, k), want), 1e-12);
+  // Two-sided (bidirectional): y_t = Σ_{s≤t} k₀[t−s] u_s + Σ_{s>t} k₁[s−t−1] u_s, as a double sum; 7
+  // positions go the direct way, 80 through the FFT.
+  for (const int64_t L : {int64_t{7}, int64_t{80}}) {
+    const at::Tensor u = at::randn({1, H, L}, at::kDouble), k = at::randn({2, H, L}, at::kDouble);
+    at::Tensor want = at::zeros({1, H, L}, at::kDouble);
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t s = 0; s < L; ++s)
+        want.select(2, t) += (s <= t ? k[0].select(1, t - s) : k[1].select(1, s - t - 1)) * u.select(2, s);
+    EXPECT_LE(max_diff(ssm_convolve(u, k), want), 1e-12) << L;
+    // The causal half alone, either way.
+    EXPECT_LE(max_diff(ssm_convolve(u, k.narrow(0, 0, 1)), ops::fft_causal_conv(u, k[0])), 1e-12) << L;
+  }
 }
 
 TEST(S4DTest, StepEqualsForwardAndPaddingLeavesTheStateAlone) {
@@ -151,28 +156,8 @@ TEST(S4DTest, StepEqualsForwardAndPaddingLeavesTheStateAlone) {
     const auto mixer = build_mixer("s4d", config);
     ASSERT_TRUE(mixer->causal());
     ASSERT_TRUE(mixer->has_decode_state());
-    const int64_t B = 2, T = 9;
-    const at::Tensor x = at::randn({B, T, 6}, at::kDouble);
-    // Row 0 has two padding positions on the left.
-    const at::Tensor valid = at::ones({B, T}, at::kBool);
-    valid[0].narrow(0, 0, 2).fill_(false);
-    nn::MixerContext context;
-    context.valid = valid;
-    const at::Tensor full = mixer->forward(x, context);
-    const auto state = mixer->new_state(B);
-    for (int64_t t = 0; t < T; ++t) {
-      nn::MixerContext one;
-      one.valid = valid.narrow(1, t, 1);
-      const at::Tensor y = mixer->step(x.narrow(1, t, 1), *state, one);
-      EXPECT_TRUE(y.isfinite().all().item<bool>());
-      for (int64_t r = 0; r < B; ++r)
-        if (valid[r][t].item<bool>()) {
-          EXPECT_LE(max_diff(y[r][0], full[r][t]), 1e-12) << disc << " " << r << " " << t;
-        }
-    }
-    // Padded row 0 equals its unpadded suffix run alone.
-    const at::Tensor alone = mixer->forward(x.narrow(0, 0, 1).narrow(1, 2, T - 2), {});
-    EXPECT_LE(max_diff(alone[0], full[0].narrow(0, 2, T - 2)), 1e-12);
+    SCOPED_TRACE(disc);
+    testing::expect_step_equals_forward_with_padding(*mixer, at::randn({2, 9, 6}, at::kDouble), 0, 2, 1e-12);
   }
 }
 

@@ -58,13 +58,30 @@ at::ScalarType ssm_real_type(at::ScalarType dtype) {
   return dtype == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+namespace {
+
+// Up to this length the convolution is direct: as cheap as the FFT there, and exactly causal (the
+// FFT's roundoff, ~1e-17, reaches earlier outputs from later inputs).
+constexpr int64_t kDirectConvolutionMaxLength = 64;
+
+// Σ_{s ≤ t} k[h, t − s] u[b, h, s] for u [B, H, L], k [H, L].
+at::Tensor causal_convolve(const at::Tensor& u, const at::Tensor& k) {
+  const int64_t L = u.size(2);
+  if (L > kDirectConvolutionMaxLength) return ops::fft_causal_conv(u, k);
+  // conv1d correlates: the flipped kernel over the input padded on the left, one group per channel.
+  return at::conv1d(at::constant_pad_nd(u, {L - 1, 0}), k.flip(-1).unsqueeze(1), at::Tensor(),
+                    at::IntArrayRef{1}, at::IntArrayRef{0}, at::IntArrayRef{1}, u.size(1));
+}
+
+}  // namespace
+
 at::Tensor ssm_convolve(const at::Tensor& u, const at::Tensor& k) {
   const int64_t L = u.size(2);
-  const at::Tensor forward = ops::fft_causal_conv(u, k[0].narrow(-1, 0, L));
+  const at::Tensor forward = causal_convolve(u, k[0].narrow(-1, 0, L));
   if (k.size(0) == 1) return forward;
   // Σ_{s>t} k₁[s−t−1] u_s: in reversed time a causal convolution with k₁ delayed by one position.
   const at::Tensor delayed = at::constant_pad_nd(k[1], {1, 0}).narrow(-1, 0, L);
-  return forward + ops::fft_causal_conv(u.flip(-1), delayed).flip(-1);
+  return forward + causal_convolve(u.flip(-1), delayed).flip(-1);
 }
 
 std::vector<std::pair<std::string, std::string>> ssm_option_help(const std::string& lr_tensors) {

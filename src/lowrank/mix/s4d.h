@@ -135,6 +135,7 @@ at::Tensor ssm_complex_normal(const std::string& name, std::vector<int64_t> shap
 // The float type SSM arithmetic runs in for parameters of `dtype` (float32 for half precision).
 at::ScalarType ssm_real_type(at::ScalarType dtype);
 // SSM convolution of u [B, H, L] with kernels k [c, H, ≥ L]: causal for c = 1, two-sided for c = 2.
+// By FFT (ops/fft_conv.h) beyond 64 positions, directly up to there (exactly causal).
 at::Tensor ssm_convolve(const at::Tensor& u, const at::Tensor& k);
 
 }  // namespace lowrank::mix
