@@ -8,7 +8,7 @@
 // the two methods must give one kernel: `rel_err` = ‖K_cauchy − K_vandermonde‖∞ / ‖K‖∞ is reported
 // beside each cauchy timing (a wrong ω, correction or truncation shows there).
 //
-//   build/bin/bench_s4_kernel [--benchmark_filter=/1024] [--channels=256]
+//   build/bin/bench_s4_kernel [--benchmark_filter=1024] [--channels=256]
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
