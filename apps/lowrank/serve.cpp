@@ -1,6 +1,7 @@
 // `lowrank serve --model DIR [--adapters ROOT] [--host 127.0.0.1] [--port 8080] [--api-key KEY]`:
 // serves one base model and every adapter under ROOT behind the OpenAI-compatible HTTP API
-// (serve/http_server.h; docs/serving.md). Prints "serving MODEL (+N adapters) on http://HOST:PORT"
+// (serve/http_server.h; docs/serving.md), with the playground page at / (serve/playground.h) and,
+// with --runs DIR, the run reports at /runs. Prints "serving MODEL (+N adapters) on http://HOST:PORT"
 // once it listens; SIGINT or SIGTERM stops it gracefully (in-flight requests finish), exit 0.
 #include <csignal>
 #include <cstdlib>
@@ -26,7 +27,7 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
       app.add_subcommand("serve", "Serve a model and its adapters over an OpenAI-compatible HTTP API");
   struct Args {
     ModelFlags model;
-    std::string adapters, model_name, api_key, chat_template = "auto";
+    std::string adapters, model_name, api_key, chat_template = "auto", runs;
     serve::ServerConfig server;
     serve::EngineConfig engine;
     int64_t pool_mb = 256;
@@ -76,6 +77,11 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
   cmd->add_option("--http-threads", args->server.threads, "HTTP worker threads (concurrent connections)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--cors-origin", args->server.cors_origin,
+                  "Let pages from this origin (e.g. https://app.example, or *) call the API from a browser "
+                  "(default: none, same-origin only)");
+  cmd->add_option("--runs", args->runs,
+                  "Directory of run directories shown as report pages at /runs (lowrank report)");
   cmd->add_option("--seed", args->engine.seed, "Seeds requests that bring none")->capture_default_str();
   args->model.add_compute(*cmd, "Compute dtype: float32, bfloat16, float16");
 
@@ -102,6 +108,9 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
     config.model_name = args->model_name;
     if (config.model_name.empty()) config.model_name = fs::weakly_canonical(dir).filename().string();
     config.adapter_root = args->adapters;
+    config.runs_dir = args->runs;
+    LR_CHECK(args->runs.empty() || fs::is_directory(args->runs), NotFound, "--runs ", args->runs,
+             ": no such directory");
     config.max_body_bytes = static_cast<size_t>(args->body_kb) << 10;
     config.chat_template = args->chat_template == "auto" ? serve::detect_chat_template(dir)
                                                          : serve::parse_chat_template(args->chat_template);

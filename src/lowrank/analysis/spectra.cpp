@@ -5,6 +5,7 @@
 #include <map>
 #include <regex>
 
+#include "lowrank/analysis/plot.h"
 #include "lowrank/core/file.h"
 #include "lowrank/core/progress.h"
 #include "lowrank/core/svg.h"
@@ -148,18 +149,11 @@ std::string spectra_svg(const std::vector<MatrixSpectrum>& spectra, const Spectr
     const auto& members = groups[types[g]];
     const double x0 = margin_l + static_cast<double>(g % cols) * (pw + gap_x);
     const double y0 = margin_t + static_cast<double>(g / cols) * (ph + gap_y);
-    svg.rect(x0, y0, pw, ph, "#fafafa", "#999");
-    for (int t = 1; t < 4; ++t) {  // grid at 0.25, 0.5, 0.75 on both axes
-      double f = t / 4.0;
-      svg.line(x0 + f * pw, y0, x0 + f * pw, y0 + ph, "#e3e3e3");
-      svg.line(x0, y0 + (1 - f) * ph, x0 + pw, y0 + (1 - f) * ph, "#e3e3e3");
-    }
-    for (int t = 0; t <= 4; ++t) {
-      double f = t / 4.0;
-      svg.text(x0 + f * pw, y0 + ph + 14, str(f), 10, "middle", "#555");
-      svg.text(x0 - 6, y0 + (1 - f) * ph + 4, str(f), 10, "end", "#555");
-    }
-    const double ty = y0 + (1 - options.welore_tau) * ph;
+    // Both axes span [0, 1]; ticks and grid come from analysis/plot.h, as in the run reports.
+    PlotFrame frame{
+        .left = x0, .top = y0, .width = pw, .height = ph, .x = linear_ticks(0, 1), .y = linear_ticks(0, 1)};
+    draw_axes(svg, frame, "", "");
+    const double ty = frame.py(options.welore_tau);
     svg.line(x0, ty, x0 + pw, ty, "#d62728", 1.2, "5,4");
 
     double mean_eff = 0, mean_frac = 0;
@@ -172,7 +166,7 @@ std::string spectra_svg(const std::vector<MatrixSpectrum>& spectra, const Spectr
       for (size_t i = 0; i < s.size(); ++i) {
         double v = hi > lo ? (s[i] - lo) / (hi - lo) : 0.0;
         double x = n > 1 ? static_cast<double>(i) / (n - 1) : 0.0;
-        pts.emplace_back(x0 + x * pw, y0 + (1 - v) * ph);
+        pts.emplace_back(frame.px(x), frame.py(v));
       }
       double depth = max_layer > 0 && m->layer >= 0 ? static_cast<double>(m->layer) / max_layer : 0.0;
       svg.polyline(pts, ramp_color(depth * 0.9), 1.4, 0.85);

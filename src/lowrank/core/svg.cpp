@@ -8,9 +8,18 @@
 namespace lowrank {
 namespace {
 
-std::string escape(std::string_view s) {
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", v);
+  return buf;
+}
+
+}  // namespace
+
+std::string xml_escape(std::string_view text) {
   std::string out;
-  for (char c : s) {
+  out.reserve(text.size());
+  for (char c : text) {
     switch (c) {
       case '&':
         out += "&amp;";
@@ -24,20 +33,15 @@ std::string escape(std::string_view s) {
       case '"':
         out += "&quot;";
         break;
+      case '\'':
+        out += "&#39;";
+        break;
       default:
         out += c;
     }
   }
   return out;
 }
-
-std::string num(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f", v);
-  return buf;
-}
-
-}  // namespace
 
 Svg::Svg(double width, double height) : width_(width), height_(height) {}
 
@@ -55,9 +59,11 @@ void Svg::line(double x1, double y1, double x2, double y2, std::string_view stro
 }
 
 void Svg::polyline(const std::vector<std::pair<double, double>>& points, std::string_view stroke,
-                   double width, double opacity) {
+                   double width, double opacity, std::string_view series) {
   if (points.empty()) return;
-  body_ += "<polyline fill=\"none\" stroke=\"" + std::string(stroke) + "\" stroke-width=\"" + num(width) +
+  body_ += "<polyline";
+  if (!series.empty()) body_ += " class=\"series\" data-series=\"" + xml_escape(series) + "\"";
+  body_ += " fill=\"none\" stroke=\"" + std::string(stroke) + "\" stroke-width=\"" + num(width) +
            "\" stroke-opacity=\"" + num(opacity) + "\" points=\"";
   for (const auto& [x, y] : points) body_ += num(x) + "," + num(y) + " ";
   body_ += "\"/>\n";
@@ -67,7 +73,7 @@ void Svg::text(double x, double y, std::string_view content, double size, std::s
                std::string_view fill, bool bold) {
   body_ += "<text x=\"" + num(x) + "\" y=\"" + num(y) + "\" font-size=\"" + num(size) + "\" text-anchor=\"" +
            std::string(anchor) + "\" fill=\"" + std::string(fill) + "\"" +
-           (bold ? " font-weight=\"bold\"" : "") + ">" + escape(content) + "</text>\n";
+           (bold ? " font-weight=\"bold\"" : "") + ">" + xml_escape(content) + "</text>\n";
 }
 
 std::string Svg::str() const {

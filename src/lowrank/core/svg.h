@@ -16,8 +16,10 @@ class Svg {
   void rect(double x, double y, double w, double h, std::string_view fill, std::string_view stroke = "none");
   void line(double x1, double y1, double x2, double y2, std::string_view stroke, double width = 1,
             std::string_view dash = "");
+  // `series` non-empty: the element is marked class="series" data-series="SERIES" (a plot's
+  // curves can then be found in the document, by a reader or a test).
   void polyline(const std::vector<std::pair<double, double>>& points, std::string_view stroke,
-                double width = 1.5, double opacity = 1.0);
+                double width = 1.5, double opacity = 1.0, std::string_view series = "");
   // anchor: "start", "middle" or "end".
   void text(double x, double y, std::string_view content, double size = 12, std::string_view anchor = "start",
             std::string_view fill = "#222", bool bold = false);
@@ -28,6 +30,10 @@ class Svg {
   double width_, height_;
   std::string body_;
 };
+
+// `text` with & < > " ' replaced by their entities: safe inside XML/HTML content and quoted
+// attribute values.
+std::string xml_escape(std::string_view text);
 
 // A colour along a perceptually ordered ramp (viridis-like), t in [0, 1], as "#rrggbb".
 std::string ramp_color(double t);

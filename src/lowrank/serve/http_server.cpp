@@ -25,6 +25,7 @@
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/serve/adapter_root.h"
 #include "lowrank/serve/completion_task.h"
+#include "lowrank/serve/playground.h"
 #include "lowrank/version.h"
 
 namespace lowrank::serve {
@@ -144,8 +145,12 @@ struct HttpServer::Impl {
     svr.new_task_queue = [n = config.threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     svr.set_payload_max_length(config.max_body_bytes);
     svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (preflight(req, res)) return httplib::Server::HandlerResponse::Handled;
       return authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
                                   : httplib::Server::HandlerResponse::Handled;
+    });
+    svr.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (cors_allows(req)) allow_origin(req, res);
     });
     // httplib's own refusals (unknown route, 413, a malformed request) get the OpenAI error shape
     // too; responses our handlers wrote already have a body.
@@ -182,6 +187,57 @@ struct HttpServer::Impl {
     svr.Get("/version", guarded(&Impl::version));
     svr.Get("/health", guarded(&Impl::health));
     svr.Get("/metrics", guarded(&Impl::metrics));
+    for (const PlaygroundAsset& asset : playground_assets())
+      svr.Get(std::string(asset.path), [&asset](const httplib::Request&, httplib::Response& res) {
+        send_page(res, asset.body, asset.content_type, playground_csp());
+      });
+    svr.Get("/runs", guarded(&Impl::runs));
+    svr.Get(R"(/runs/([^/]+))", guarded(&Impl::run_page));
+  }
+
+  // --- cross-origin requests (ServerConfig::cors_origin) -------------------------------------
+
+  bool cors_allows(const httplib::Request& req) const {
+    if (config.cors_origin.empty() || !req.has_header("Origin")) return false;
+    return config.cors_origin == "*" || req.get_header_value("Origin") == config.cors_origin;
+  }
+
+  void allow_origin(const httplib::Request& req, httplib::Response& res) const {
+    res.set_header("Access-Control-Allow-Origin",
+                   config.cors_origin == "*" ? std::string("*") : req.get_header_value("Origin"));
+    res.set_header("Vary", "Origin");
+  }
+
+  // A CORS preflight from an allowed origin, answered before authentication (a preflight carries
+  // no Authorization header). Without --cors-origin, OPTIONS falls through to 404.
+  bool preflight(const httplib::Request& req, httplib::Response& res) const {
+    if (req.method != "OPTIONS" || !cors_allows(req)) return false;
+    allow_origin(req, res);
+    res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+    res.set_header("Access-Control-Max-Age", "600");
+    res.status = 204;
+    return true;
+  }
+
+  // --- pages (playground.h) ------------------------------------------------------------------
+
+  static void send_page(httplib::Response& res, std::string_view body, std::string_view content_type,
+                        std::string_view csp) {
+    for (const auto& [name, value] : page_headers(csp)) res.set_header(name, value);
+    res.set_content(std::string(body), std::string(content_type));
+  }
+
+  void runs(const httplib::Request&, httplib::Response& res) {
+    if (config.runs_dir.empty())
+      throw ApiError(404, "no runs directory: start the server with --runs DIR", "", "runs_disabled");
+    send_page(res, runs_index_html(config.runs_dir), "text/html; charset=utf-8", report_csp());
+  }
+
+  void run_page(const httplib::Request& req, httplib::Response& res) {
+    if (config.runs_dir.empty())
+      throw ApiError(404, "no runs directory: start the server with --runs DIR", "", "runs_disabled");
+    send_page(res, run_page_html(config.runs_dir, req.matches[1]), "text/html; charset=utf-8", report_csp());
   }
 
   // `Authorization: Bearer KEY` on /v1/*; /health and /metrics stay open for probes and scrapers

@@ -5,6 +5,8 @@
 //   POST /v1/load_lora_adapter, /v1/unload_lora_adapter (vLLM's runtime adapter API)
 //   POST /tokenize, POST /detokenize, GET /version    (vLLM's shapes; no API key needed, as vLLM)
 //   GET  /health, GET /metrics                         (no API key needed; Prometheus text)
+//   GET  /, /playground/*                              (the playground page, playground.h)
+//   GET  /runs, /runs/{name}                           (run reports, with ServerConfig::runs_dir)
 // This file is the transport: routes, authentication, worker threads, body limits, errors mapped
 // to statuses, streaming and disconnects. Request and response shapes are in openai_api.h, the
 // fan-out of a call into engine requests in completion_task.h, the adapter root's confinement in
@@ -55,6 +57,11 @@ struct ServerConfig {
   std::chrono::milliseconds heartbeat{1000};
   // stop(): how long to wait for responses still being written after the engine has shut down.
   std::chrono::milliseconds stop_timeout{10000};
+  // Cross-origin use: empty (default) sends no CORS header, so browsers keep other origins' pages
+  // from reading responses; an origin ("https://app.example") or "*" is allowed to call the API
+  // (preflight OPTIONS answered, Access-Control-Allow-Origin on responses to that origin).
+  std::string cors_origin;
+  std::filesystem::path runs_dir;  // empty: GET /runs answers 404
 };
 
 class HttpServer {
