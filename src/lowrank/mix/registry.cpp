@@ -3,6 +3,7 @@
 
 #include <mutex>
 
+#include "lowrank/mix/dilated_reparam.h"
 #include "lowrank/mix/fnet.h"
 #include "lowrank/mix/linformer.h"
 #include "lowrank/mix/local_attention.h"
@@ -24,6 +25,7 @@ void register_builtin(nn::MixerRegistry& registry) {
   register_fnet(registry);
   register_linformer(registry);
   register_soft(registry);
+  register_dilated_reparam_1d(registry);
 }
 
 nn::MixerRegistry& registry() {
