@@ -510,6 +510,22 @@ TaskTrainSummary finish_task_train(const TaskTrainOptions& o, const ClassifyPres
   return s;
 }
 
+// The keys an image model's config takes from its task: image_size, num_channels, num_labels,
+// id2label, task, and torch_dtype float32.
+void set_image_task_keys(Json& config_json, const TaskDataset& task) {
+  const auto& info = task.info();
+  const OrderedJson& layout = info.header.layout;
+  Json id2label = Json::object();
+  for (size_t i = 0; i < info.header.classes.size(); ++i)
+    id2label[std::to_string(i)] = info.header.classes[i];
+  config_json["image_size"] = {layout.value("height", int64_t{0}), layout.value("width", int64_t{0})};
+  config_json["num_channels"] = layout.value("channels", int64_t{1});
+  config_json["num_labels"] = info.num_classes;
+  config_json["id2label"] = id2label;
+  config_json["task"] = info.header.task;
+  config_json["torch_dtype"] = "float32";
+}
+
 // An image preset: the task's image size and channels, the preset's stages with the chosen mixers
 // (--mixer: every stage; --layer-mixers: one per stage).
 TaskTrainSummary task_train_image(const TaskTrainOptions& o, const ClassifyPreset& preset,
@@ -525,22 +541,14 @@ TaskTrainSummary task_train_image(const TaskTrainOptions& o, const ClassifyPrese
   const Json& mixers = keys.at("layer_mixers");
   for (size_t i = 0; i < config_json["stages"].size(); ++i)
     config_json["stages"][i]["mixer"] = mixers.is_string() ? mixers : mixers[i];
-  Json id2label = Json::object();
-  for (size_t i = 0; i < info.header.classes.size(); ++i)
-    id2label[std::to_string(i)] = info.header.classes[i];
+  set_image_task_keys(config_json, task);
   config_json["architectures"] = Json::array({"LowrankMixerForImageClassification"});
   config_json["model_type"] = "lowrank_mixer";
-  config_json["image_size"] = {layout.value("height", int64_t{0}), layout.value("width", int64_t{0})};
-  config_json["num_channels"] = layout.value("channels", int64_t{1});
-  config_json["num_labels"] = info.num_classes;
-  config_json["id2label"] = id2label;
   config_json["mixer_config"] = keys.at("mixer_config");
   config_json["rms_norm_eps"] = 1e-5;
   config_json["rope_theta"] = 10000.0;
   config_json["hidden_act"] = "silu";
   config_json["initializer_range"] = 0.02;
-  config_json["task"] = info.header.task;
-  config_json["torch_dtype"] = "float32";
   const nn::ImageClassifierConfig config =
       nn::ImageClassifierConfig::from_json(config_json, "preset " + preset.name);
   nn::ImageClassifier model = nn::ImageClassifier::random(config, o.seed);
@@ -581,18 +589,10 @@ TaskTrainSummary task_train_convnet(const TaskTrainOptions& o, const ClassifyPre
     stages[i]["mixer"] = mixer;
     for (const auto& [key, value] : o.mixer_options.items()) stages[i][key] = value;
   }
-  Json id2label = Json::object();
-  for (size_t i = 0; i < info.header.classes.size(); ++i)
-    id2label[std::to_string(i)] = info.header.classes[i];
+  set_image_task_keys(config_json, task);
   config_json["architectures"] = Json::array({"LowrankConvNetForImageClassification"});
   config_json["model_type"] = "lowrank_convnet";
-  config_json["image_size"] = {layout.value("height", int64_t{0}), layout.value("width", int64_t{0})};
-  config_json["num_channels"] = layout.value("channels", int64_t{1});
-  config_json["num_labels"] = info.num_classes;
-  config_json["id2label"] = id2label;
   config_json["initializer_range"] = 0.02;
-  config_json["task"] = info.header.task;
-  config_json["torch_dtype"] = "float32";
   const nn::ConvNetConfig config = nn::ConvNetConfig::from_json(config_json, "preset " + preset.name);
   nn::ConvNet model = nn::ConvNet::random(config, o.seed);
   const ClassifyResult r = train_classifier(model, task, cc, o.out / "run", o.resume);
