@@ -63,11 +63,14 @@ VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
       const std::filesystem::path config = std::filesystem::path(args->model.model) / "config.json";
       const bool image =
           std::filesystem::exists(config) && nn::is_image_classifier_config(read_json_file(config));
+      const bool convnet = std::filesystem::exists(config) && nn::is_convnet_config(read_json_file(config));
       const train::AccuracyResult r =
-          image ? train::evaluate_accuracy(nn::ImageClassifier::load(args->model.model, load), task, which,
-                                           args->batch, args->max_tokens)
-                : train::evaluate_accuracy(nn::SequenceClassifier::load(args->model.model, load), task, which,
-                                           args->batch, args->max_tokens);
+          convnet ? train::evaluate_accuracy(nn::ConvNet::load(args->model.model, load), task, which,
+                                             args->batch, args->max_tokens)
+          : image ? train::evaluate_accuracy(nn::ImageClassifier::load(args->model.model, load), task, which,
+                                             args->batch, args->max_tokens)
+                  : train::evaluate_accuracy(nn::SequenceClassifier::load(args->model.model, load), task,
+                                             which, args->batch, args->max_tokens);
       if (global.json) {
         OrderedJson j = r.to_json();
         j["split"] = split;

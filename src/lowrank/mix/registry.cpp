@@ -3,6 +3,7 @@
 
 #include <mutex>
 
+#include "lowrank/mix/dilated_reparam.h"
 #include "lowrank/mix/fnet.h"
 #include "lowrank/mix/linformer.h"
 #include "lowrank/mix/local_attention.h"
@@ -28,6 +29,7 @@ void register_builtin(nn::MixerRegistry& registry) {
   register_soft(registry);
   register_s4d(registry);
   register_s4(registry);
+  register_dilated_reparam_1d(registry);
 }
 
 nn::MixerRegistry& registry() {

@@ -112,7 +112,8 @@ ImageClassifierConfig ImageClassifierConfig::from_json(const Json& json, std::st
     LR_CHECK(s.block == "prenorm" || s.block == "metanext", InvalidArgument, sw, ": \"block\" \"", s.block,
              "\" is not \"prenorm\" or \"metanext\"");
     LR_CHECK(s.block == "prenorm", Unsupported, sw,
-             ": \"block\" \"metanext\" is not implemented yet (use \"prenorm\")");
+             ": \"block\" \"metanext\" is not a block of this model (use \"prenorm\"); MetaNeXt's BatchNorm "
+             "blocks are LowrankConvNetForImageClassification's (nn/convnet.h, --preset metanext-tiny)");
     if (i > 0) {
       LR_CHECK(grid.height % 2 == 0 && grid.width % 2 == 0, InvalidArgument, sw,
                ": the 2x2 stride-2 downsampling before this stage needs an even grid, got ", grid.height, "x",

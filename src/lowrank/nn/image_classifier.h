@@ -28,8 +28,8 @@
 //   (unknown keys kept on save).
 // Deviations: attention stays causal over the flattened patches (nn::Attention's only mode, as in
 // the sequence classifier); the bidirectional mixers (soft, neighborhood 2-D, ...) are the ones
-// meant for images. Block "metanext" (InceptionNeXt's MetaNeXt, arXiv:2303.16900) is not
-// implemented yet and is refused.
+// meant for images. Block "metanext" (InceptionNeXt's MetaNeXt, arXiv:2303.16900) is refused here:
+// its BatchNorm blocks are LowrankConvNetForImageClassification's (nn/convnet.h).
 #pragma once
 
 #include <cstdint>

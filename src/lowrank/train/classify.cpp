@@ -50,15 +50,16 @@ void check_fits(const nn::SequenceClassifier& model, const TaskDataset& task) {
            " has ", info.num_classes, " classes; the model has num_labels ", model.config().num_labels);
 }
 
-// An image classifier reads the task's images: layout {"kind": "image", height, width, channels} of
-// the model's image_size and num_channels, pixel tokens 0..255.
-void check_fits(const nn::ImageClassifier& model, const TaskDataset& task) {
+// An image model reads the task's images: layout {"kind": "image", height, width, channels} of the
+// model's image_size and num_channels, pixel tokens 0..255. `Config` is ImageClassifierConfig or
+// ConvNetConfig (the same image keys); `architecture` names the model in the message.
+template <class Config>
+void check_image_fits(const Config& c, const char* architecture, const TaskDataset& task) {
   const auto& info = task.info();
-  const nn::ImageClassifierConfig& c = model.config();
   const OrderedJson& layout = info.header.layout;
   LR_CHECK(layout.value("kind", "") == "image", InvalidArgument, "task ", task.dir().string(), " (",
-           info.header.task, ") is not an image task (layout ", layout.dump(), "); ",
-           "LowrankMixerForImageClassification reads images");
+           info.header.task, ") is not an image task (layout ", layout.dump(), "); ", architecture,
+           " reads images");
   const int64_t height = layout.value("height", int64_t{0}), width = layout.value("width", int64_t{0});
   const int64_t channels = layout.value("channels", int64_t{1});
   LR_CHECK(height == c.image_height && width == c.image_width && channels == c.num_channels, InvalidArgument,
@@ -69,24 +70,57 @@ void check_fits(const nn::ImageClassifier& model, const TaskDataset& task) {
            info.num_classes, " classes; the model has num_labels ", c.num_labels);
 }
 
-// The logits of a batch: the sequence classifier reads the ids and the mask; the image classifier
-// the pixels, tokens / 255 in [0, 1], as [B, channels, height, width] (the task stores each image
-// row-major, channel-last pixels interleaved: (y, x, c)).
-at::Tensor batch_logits(const nn::SequenceClassifier& model, const TaskBatch& batch) {
+void check_fits(const nn::ImageClassifier& model, const TaskDataset& task) {
+  check_image_fits(model.config(), "LowrankMixerForImageClassification", task);
+}
+
+void check_fits(const nn::ConvNet& model, const TaskDataset& task) {
+  check_image_fits(model.config(), "LowrankConvNetForImageClassification", task);
+}
+
+// The pixels of an image batch, tokens / 255 in [0, 1], as [B, channels, height, width] (the task
+// stores each image row-major, channel-last pixels interleaved: (y, x, c)).
+at::Tensor batch_pixels(const TaskBatch& batch, int64_t height, int64_t width, int64_t channels) {
+  const int64_t B = batch.input_ids.size(0);
+  LR_CHECK(batch.input_ids.size(1) == height * width * channels, InvalidArgument, "image batch: rows of ",
+           batch.input_ids.size(1), " pixels for ", channels, "x", height, "x", width, " images");
+  return batch.input_ids.to(at::kFloat).div(255.0).view({B, height, width, channels}).permute({0, 3, 1, 2});
+}
+
+// The logits of a batch: the sequence classifier reads the ids and the mask; the image models the
+// pixels. `training`: a training step (the ConvNet's BatchNorm then uses batch statistics).
+at::Tensor batch_logits(const nn::SequenceClassifier& model, const TaskBatch& batch, bool /*training*/) {
   return model.forward(batch.input_ids, batch.attention_mask);
 }
 
-at::Tensor batch_logits(const nn::ImageClassifier& model, const TaskBatch& batch) {
+at::Tensor batch_logits(const nn::ImageClassifier& model, const TaskBatch& batch, bool /*training*/) {
   const nn::ImageClassifierConfig& c = model.config();
-  const int64_t B = batch.input_ids.size(0);
-  LR_CHECK(batch.input_ids.size(1) == c.image_height * c.image_width * c.num_channels, InvalidArgument,
-           "image batch: rows of ", batch.input_ids.size(1), " pixels for ", c.num_channels, "x",
-           c.image_height, "x", c.image_width, " images");
-  const at::Tensor pixels = batch.input_ids.to(at::kFloat)
-                                .div(255.0)
-                                .view({B, c.image_height, c.image_width, c.num_channels})
-                                .permute({0, 3, 1, 2});
-  return model.forward(pixels);
+  return model.forward(batch_pixels(batch, c.image_height, c.image_width, c.num_channels));
+}
+
+at::Tensor batch_logits(const nn::ConvNet& model, const TaskBatch& batch, bool training) {
+  const nn::ConvNetConfig& c = model.config();
+  return model.forward(batch_pixels(batch, c.image_height, c.image_width, c.num_channels), training);
+}
+
+// The trained tensors, and the state that is saved and restored beside them but not trained.
+nn::NamedTensors trained_tensors(const nn::SequenceClassifier& model) {
+  return model.named_tensors();
+}
+nn::NamedTensors trained_tensors(const nn::ImageClassifier& model) {
+  return model.named_tensors();
+}
+nn::NamedTensors trained_tensors(const nn::ConvNet& model) {
+  return model.named_parameters();
+}
+nn::NamedTensors untrained_state(const nn::SequenceClassifier&) {
+  return {};
+}
+nn::NamedTensors untrained_state(const nn::ImageClassifier&) {
+  return {};
+}
+nn::NamedTensors untrained_state(const nn::ConvNet& model) {
+  return model.named_buffers();
 }
 
 }  // namespace
@@ -159,7 +193,7 @@ AccuracyResult evaluate(const Classifier& model, const TaskDataset& task, Split 
     std::vector<int64_t> rows;
     for (int64_t i = begin; i < std::min(n, begin + batch_size); ++i) rows.push_back(i);
     const TaskBatch batch = task_batch(task, split, rows);
-    const at::Tensor logits = batch_logits(model, batch);
+    const at::Tensor logits = batch_logits(model, batch, /*training=*/false);
     r.correct += logits.argmax(-1).to(at::kCPU).eq(batch.labels).sum().item<int64_t>();
   }
   r.examples = n;
@@ -187,10 +221,11 @@ ClassifyResult train(Classifier& model, const TaskDataset& task, ClassifyConfig 
   fs::create_directories(run_dir);
 
   TrainTarget target;
-  for (auto& [name, t] : model.named_tensors()) {
+  for (auto& [name, t] : trained_tensors(model)) {
     if (!t.requires_grad()) t.requires_grad_(true);
     target.params.emplace_back(name, t);
   }
+  target.frozen = untrained_state(model);
   target.save = [&model](const fs::path& dir) { model.save(dir, at::kFloat); };
   target.param_groups = model.param_groups();
   std::vector<at::Tensor> param_tensors;
@@ -233,7 +268,7 @@ ClassifyResult train(Classifier& model, const TaskDataset& task, ClassifyConfig 
       for (int64_t b = 0; b < tc.batch_size; ++b) rows.push_back(sampler.next());
       const TaskBatch batch = task_batch(task, Split::kTrain, rows);
       step_tokens += batch.attention_mask.sum().item<int64_t>();
-      const at::Tensor logits = batch_logits(model, batch);
+      const at::Tensor logits = batch_logits(model, batch, /*training=*/true);
       const at::Tensor loss = at::cross_entropy_loss(logits.to(at::kFloat), batch.labels.to(logits.device()));
       loss_sum += loss.item<double>();
       (loss / static_cast<double>(tc.grad_accum)).backward();
@@ -284,12 +319,22 @@ AccuracyResult evaluate_accuracy(const nn::ImageClassifier& model, const TaskDat
   return evaluate(model, task, split, batch_size, max_examples);
 }
 
+AccuracyResult evaluate_accuracy(const nn::ConvNet& model, const TaskDataset& task, Split split,
+                                 int64_t batch_size, int64_t max_examples) {
+  return evaluate(model, task, split, batch_size, max_examples);
+}
+
 ClassifyResult train_classifier(nn::SequenceClassifier& model, const TaskDataset& task, ClassifyConfig config,
                                 const fs::path& run_dir, bool resume) {
   return train(model, task, std::move(config), run_dir, resume);
 }
 
 ClassifyResult train_classifier(nn::ImageClassifier& model, const TaskDataset& task, ClassifyConfig config,
+                                const fs::path& run_dir, bool resume) {
+  return train(model, task, std::move(config), run_dir, resume);
+}
+
+ClassifyResult train_classifier(nn::ConvNet& model, const TaskDataset& task, ClassifyConfig config,
                                 const fs::path& run_dir, bool resume) {
   return train(model, task, std::move(config), run_dir, resume);
 }
@@ -332,9 +377,31 @@ std::vector<ClassifyPreset> classify_presets() {
                      "500 steps of 32 images"};
   vit.image = Json{{"patch_size", 2},
                    {"stages", {{{"depth", 2}, {"hidden_size", 32}}, {{"depth", 2}, {"hidden_size", 64}}}}};
+  // The ConvNets: vit-tiny's stages (28x28 -> 14x14 x 32 -> 7x7 x 64) and schedule.
+  const Json conv_stages = {{{"depth", 2}, {"hidden_size", 32}}, {{"depth", 2}, {"hidden_size", 64}}};
+  ClassifyPreset metanext{"metanext-tiny",
+                          64,
+                          256,
+                          4,
+                          1,
+                          28 * 28,
+                          classify_trainer(500, 32, 1e-3, 50, 100),
+                          "28x28 images, patch 2, stages 2x32 and 2x64 of MetaNeXt blocks "
+                          "(LowrankConvNetForImageClassification); --mixer inception_dw (default), dwconv "
+                          "or dilated_reparam; 500 steps of 32 images"};
+  metanext.convnet = Json{{"patch_size", 2}, {"stages", conv_stages}};
+  for (Json& st : metanext.convnet["stages"]) st["block"] = "metanext";
+  ClassifyPreset unirep = metanext;
+  unirep.name = "unireplknet-tiny";
+  unirep.help =
+      "the same stages of UniRepLKNet blocks (DW, BN, SE, MLP with GRN); --mixer dilated_reparam "
+      "(default, kernel 13), dwconv (--mixer-options {\"kernel_size\": 13 | 3}) or inception_dw";
+  for (Json& st : unirep.convnet["stages"]) st["block"] = "unireplknet";
   return {{"lra-tiny", 64, 128, 2, 2, 1024, classify_trainer(500, 16, 1e-3, 50, 100),
            "hidden 64, 2 layers, 2 heads, sequences up to 1024 tokens; 500 steps of 16 examples"},
-          vit};
+          vit,
+          metanext,
+          unirep};
 }
 
 ClassifyPreset classify_preset(const std::string& name) {
@@ -443,6 +510,22 @@ TaskTrainSummary finish_task_train(const TaskTrainOptions& o, const ClassifyPres
   return s;
 }
 
+// The keys an image model's config takes from its task: image_size, num_channels, num_labels,
+// id2label, task, and torch_dtype float32.
+void set_image_task_keys(Json& config_json, const TaskDataset& task) {
+  const auto& info = task.info();
+  const OrderedJson& layout = info.header.layout;
+  Json id2label = Json::object();
+  for (size_t i = 0; i < info.header.classes.size(); ++i)
+    id2label[std::to_string(i)] = info.header.classes[i];
+  config_json["image_size"] = {layout.value("height", int64_t{0}), layout.value("width", int64_t{0})};
+  config_json["num_channels"] = layout.value("channels", int64_t{1});
+  config_json["num_labels"] = info.num_classes;
+  config_json["id2label"] = id2label;
+  config_json["task"] = info.header.task;
+  config_json["torch_dtype"] = "float32";
+}
+
 // An image preset: the task's image size and channels, the preset's stages with the chosen mixers
 // (--mixer: every stage; --layer-mixers: one per stage).
 TaskTrainSummary task_train_image(const TaskTrainOptions& o, const ClassifyPreset& preset,
@@ -458,25 +541,60 @@ TaskTrainSummary task_train_image(const TaskTrainOptions& o, const ClassifyPrese
   const Json& mixers = keys.at("layer_mixers");
   for (size_t i = 0; i < config_json["stages"].size(); ++i)
     config_json["stages"][i]["mixer"] = mixers.is_string() ? mixers : mixers[i];
-  Json id2label = Json::object();
-  for (size_t i = 0; i < info.header.classes.size(); ++i)
-    id2label[std::to_string(i)] = info.header.classes[i];
+  set_image_task_keys(config_json, task);
   config_json["architectures"] = Json::array({"LowrankMixerForImageClassification"});
   config_json["model_type"] = "lowrank_mixer";
-  config_json["image_size"] = {layout.value("height", int64_t{0}), layout.value("width", int64_t{0})};
-  config_json["num_channels"] = layout.value("channels", int64_t{1});
-  config_json["num_labels"] = info.num_classes;
-  config_json["id2label"] = id2label;
   config_json["mixer_config"] = keys.at("mixer_config");
   config_json["rms_norm_eps"] = 1e-5;
   config_json["rope_theta"] = 10000.0;
   config_json["hidden_act"] = "silu";
   config_json["initializer_range"] = 0.02;
-  config_json["task"] = info.header.task;
-  config_json["torch_dtype"] = "float32";
   const nn::ImageClassifierConfig config =
       nn::ImageClassifierConfig::from_json(config_json, "preset " + preset.name);
   nn::ImageClassifier model = nn::ImageClassifier::random(config, o.seed);
+  const ClassifyResult r = train_classifier(model, task, cc, o.out / "run", o.resume);
+  return finish_task_train(o, preset, cc, model, r);
+}
+
+// A ConvNet preset: the task's image size and channels, the preset's stages with the chosen
+// depthwise mixer (--mixer: every stage; --layer-mixers: one per stage; default inception_dw for
+// MetaNeXt blocks and dilated_reparam for UniRepLKNet blocks) and --mixer-options merged into
+// every stage (kernel_size, square_kernel_size, band_kernel_size, branch_ratio).
+TaskTrainSummary task_train_convnet(const TaskTrainOptions& o, const ClassifyPreset& preset,
+                                    const ClassifyConfig& cc, const TaskDataset& task) {
+  const auto& info = task.info();
+  const OrderedJson& layout = info.header.layout;
+  LR_CHECK(layout.value("kind", "") == "image", InvalidArgument, "--preset ", preset.name,
+           " trains on images; task ", o.task.string(), " (", info.header.task, ") has layout ",
+           layout.dump());
+  LR_CHECK(o.mixer.empty() || o.layer_mixers.empty(), InvalidArgument,
+           "give --mixer or --layer-mixers, not both");
+  LR_CHECK(o.mixer_options.is_object(), InvalidArgument, "--mixer-options: expected a JSON object, got ",
+           o.mixer_options.dump());
+  Json config_json = preset.convnet;
+  Json& stages = config_json["stages"];
+  std::vector<std::string> mixers = split_list(o.layer_mixers.empty() ? o.mixer : o.layer_mixers);
+  if (mixers.size() == 1 && mixers.front().empty()) mixers.clear();
+  LR_CHECK(mixers.size() <= 1 || mixers.size() == stages.size(), InvalidArgument, "--layer-mixers lists ",
+           mixers.size(), " mixers for ", stages.size(), " stages (give one name, or one per stage)");
+  std::string known;
+  for (const std::string& m : nn::convnet_mixers()) known += str(known.empty() ? "" : ", ", m);
+  for (size_t i = 0; i < stages.size(); ++i) {
+    std::string mixer = stages[i].value("block", "") == "unireplknet" ? "dilated_reparam" : "inception_dw";
+    if (!mixers.empty()) mixer = mixers.size() == 1 ? mixers.front() : mixers[i];
+    const auto& names = nn::convnet_mixers();
+    LR_CHECK(std::find(names.begin(), names.end(), mixer) != names.end(), InvalidArgument,
+             o.layer_mixers.empty() ? "--mixer" : "--layer-mixers", ": \"", mixer,
+             "\" is not a ConvNet mixer of --preset ", preset.name, " (known: ", known, ")");
+    stages[i]["mixer"] = mixer;
+    for (const auto& [key, value] : o.mixer_options.items()) stages[i][key] = value;
+  }
+  set_image_task_keys(config_json, task);
+  config_json["architectures"] = Json::array({"LowrankConvNetForImageClassification"});
+  config_json["model_type"] = "lowrank_convnet";
+  config_json["initializer_range"] = 0.02;
+  const nn::ConvNetConfig config = nn::ConvNetConfig::from_json(config_json, "preset " + preset.name);
+  nn::ConvNet model = nn::ConvNet::random(config, o.seed);
   const ClassifyResult r = train_classifier(model, task, cc, o.out / "run", o.resume);
   return finish_task_train(o, preset, cc, model, r);
 }
@@ -507,6 +625,7 @@ TaskTrainSummary task_train(const TaskTrainOptions& o) {
   check_classification(task);
   const auto& info = task.info();
   if (!preset.image.empty()) return task_train_image(o, preset, cc, task);
+  if (!preset.convnet.empty()) return task_train_convnet(o, preset, cc, task);
   const Json keys = mixer_keys(o.mixer, o.layer_mixers, o.mixer_options, preset.num_layers);
   const int64_t longest = longest_row(task);
   LR_CHECK(longest <= preset.max_seq_len, InvalidArgument, "task ", o.task.string(), " has rows of up to ",

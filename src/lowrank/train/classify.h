@@ -29,6 +29,7 @@
 #include "lowrank/core/json.h"
 #include "lowrank/data/tasks/task_format.h"
 #include "lowrank/nn/classifier.h"
+#include "lowrank/nn/convnet.h"
 #include "lowrank/nn/image_classifier.h"
 #include "lowrank/train/trainer.h"
 
@@ -62,6 +63,9 @@ AccuracyResult evaluate_accuracy(const nn::SequenceClassifier& model, const data
 // num_channels; pixels / 255).
 AccuracyResult evaluate_accuracy(const nn::ImageClassifier& model, const data::tasks::TaskDataset& task,
                                  data::tasks::Split split, int64_t batch_size = 32, int64_t max_examples = 0);
+// The same for a ConvNet (BatchNorm in eval mode: its running statistics).
+AccuracyResult evaluate_accuracy(const nn::ConvNet& model, const data::tasks::TaskDataset& task,
+                                 data::tasks::Split split, int64_t batch_size = 32, int64_t max_examples = 0);
 
 struct ClassifyConfig {
   // steps, batch_size, grad_accum, lr schedule, clipping, optimizer, seed, checkpoint_every,
@@ -89,6 +93,10 @@ ClassifyResult train_classifier(nn::SequenceClassifier& model, const data::tasks
                                 ClassifyConfig config, const std::filesystem::path& run_dir, bool resume);
 ClassifyResult train_classifier(nn::ImageClassifier& model, const data::tasks::TaskDataset& task,
                                 ClassifyConfig config, const std::filesystem::path& run_dir, bool resume);
+// A ConvNet trains its parameters with BatchNorm in training mode; the running statistics are
+// checkpointed beside them (TrainTarget::frozen) and restored on resume.
+ClassifyResult train_classifier(nn::ConvNet& model, const data::tasks::TaskDataset& task,
+                                ClassifyConfig config, const std::filesystem::path& run_dir, bool resume);
 
 // A classifier shape and schedule for `lowrank task train --preset`.
 struct ClassifyPreset {
@@ -100,9 +108,14 @@ struct ClassifyPreset {
   // An image preset's LowrankMixerForImageClassification keys (patch_size, stages without their
   // mixers; nn/image_classifier.h); empty for a sequence preset, whose sizes are the fields above.
   Json image = Json::object();
+  // A ConvNet preset's LowrankConvNetForImageClassification keys (nn/convnet.h: patch_size, stages
+  // with their block, without their mixers); empty otherwise.
+  Json convnet = Json::object();
 };
 // "lra-tiny" (d 64, 2 layers, sequences up to 1K tokens); "vit-tiny" (28x28 images, patch 2,
-// stages 2x32 and 2x64; with --layer-mixers, one mixer per stage).
+// stages 2x32 and 2x64; with --layer-mixers, one mixer per stage); "metanext-tiny" and
+// "unireplknet-tiny" (ConvNets of the same stages, MetaNeXt and UniRepLKNet blocks; --mixer
+// inception_dw | dwconv | dilated_reparam, --mixer-options {"kernel_size": K, ...} for every stage).
 std::vector<ClassifyPreset> classify_presets();
 // Throws InvalidArgument listing the known names.
 ClassifyPreset classify_preset(const std::string& name);
