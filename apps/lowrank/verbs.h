@@ -36,5 +36,6 @@ VerbRunner add_compress(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_export(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_serve(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_task(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace lowrank::cli
