@@ -56,7 +56,7 @@ std::shared_ptr<TrainableAdapter> create_snnk(const LayerSpec& spec, const nn::B
   const std::string init = spec.config->option<std::string>("init", "zeros");
   at::Tensor psi;
   if (init == "kernel") {
-    psi = linalg::relu_features(base.dense_weight().detach(), g).t().contiguous();
+    psi = linalg::relu_features(base.dense_weight().detach(), g).contiguous();  // [out, m]
   } else {
     LR_CHECK(init == "zeros", InvalidArgument,
              "snnk: option \"init\" must be \"zeros\" or \"kernel\", got \"", init, "\"");
