@@ -2,6 +2,7 @@
 
 #include "lowrank/adapt/adapter.h"
 #include "lowrank/compress/methods.h"
+#include "lowrank/kernel_methods/estimator.h"
 #include "lowrank/mix/registry.h"
 #include "lowrank/optim/methods.h"
 #include "lowrank/train/parameterization.h"
@@ -27,6 +28,10 @@ std::vector<MethodFamily> method_families() {
        "token mixers chosen per layer of a lowrank_mixer model: config.json \"layer_mixers\" and "
        "\"mixer_config\" (docs/mixers.md)",
        mix::registry().list()},
+      {"kernel",
+       "kernel methods and learning-theory estimators: lowrank kernel fit --method NAME "
+       "(docs/kernel_methods.md)",
+       kernel_methods::registry().list()},
   };
 }
 

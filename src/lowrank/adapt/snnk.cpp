@@ -9,11 +9,13 @@
 // weight). Default init Ψ = 0, so the adapter starts as the identity update like LoRA.
 // Trainable parameters out·m instead of LoRA's r·(in + out). s = lora_alpha / m.
 // peft_type "LOWRANK_SNNK"; tensors "snnk_G.weight" (frozen), "snnk_Psi.weight"; option
-// "features" (m, default: r).
+// "features" (m, default: r). The feature map is linalg/random_features.h's relu_features, shared
+// with the kernel methods.
 #include <cmath>
 
 #include "lowrank/adapt/methods.h"
 #include "lowrank/core/error.h"
+#include "lowrank/linalg/random_features.h"
 
 namespace lowrank::adapt {
 namespace {
@@ -31,8 +33,7 @@ class SnnkAdapter final : public TrainableAdapter {
 
  protected:
   at::Tensor compute_delta(const at::Tensor& x, const at::Tensor&, const nn::BaseOperator&) const override {
-    const double root_m = std::sqrt(static_cast<double>(g_.size(0)));
-    return at::linear(at::relu(at::linear(x, g_)) / root_m, psi_) * scaling_;
+    return at::linear(linalg::relu_features(x, g_), psi_) * scaling_;
   }
 
  private:
@@ -55,8 +56,7 @@ std::shared_ptr<TrainableAdapter> create_snnk(const LayerSpec& spec, const nn::B
   const std::string init = spec.config->option<std::string>("init", "zeros");
   at::Tensor psi;
   if (init == "kernel") {
-    psi = (at::relu(at::matmul(g, base.dense_weight().detach().t())).t() / std::sqrt(static_cast<double>(m)))
-              .contiguous();
+    psi = linalg::relu_features(base.dense_weight().detach(), g).contiguous();  // [out, m]
   } else {
     LR_CHECK(init == "zeros", InvalidArgument,
              "snnk: option \"init\" must be \"zeros\" or \"kernel\", got \"", init, "\"");

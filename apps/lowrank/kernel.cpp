@@ -1,0 +1,190 @@
+// `lowrank kernel`: the kernel-methods family (src/lowrank/kernel_methods/, docs/kernel_methods.md).
+//   lowrank kernel fit --method M (--data FILE | --dataset NAME) [--options JSON] [--seed S] --out DIR
+//   lowrank kernel predict --model DIR (--data FILE | --dataset NAME) [--out FILE.safetensors]
+//   lowrank kernel gram --method rbf|laplace|matern|arccos0|arccos1 (--data FILE | --dataset NAME)
+//                       [--bandwidth H] [--nu NU] --out FILE.safetensors
+// Parsing only: the work is the library's.
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
+
+#include "apps/lowrank/verbs.h"
+#include "lowrank/core/error.h"
+#include "lowrank/core/json.h"
+#include "lowrank/core/safetensors.h"
+#include "lowrank/kernel_methods/estimator.h"
+#include "lowrank/kernel_methods/gram.h"
+
+namespace lowrank::cli {
+namespace fs = std::filesystem;
+
+namespace {
+
+struct DataFlags {
+  std::string path, dataset;
+  int64_t label_col = -1;
+  CLI::Option* label_flag = nullptr;
+
+  void add(CLI::App* cmd) {
+    auto* data =
+        cmd->add_option("--data", path, "Data: .safetensors (x [n, d], y), .csv or .csv.gz (label last)");
+    auto* named = cmd->add_option("--dataset", dataset,
+                                  "A scikit-learn toy dataset: digits, diabetes, iris, wine, breast_cancer");
+    data->excludes(named);
+    label_flag =
+        cmd->add_option("--label-col", label_col, "CSV column of the label (0-based; negative from the end)");
+  }
+  kernel_methods::Dataset read() const {
+    LR_CHECK(!path.empty() || !dataset.empty(), InvalidArgument, "give --data FILE or --dataset NAME");
+    if (!dataset.empty()) return kernel_methods::read_builtin_dataset(dataset);
+    std::optional<int64_t> label;
+    if (label_flag->count() > 0) label = label_col;
+    return kernel_methods::read_dataset(path, label);
+  }
+};
+
+void check_new_output(const fs::path& out, const char* flag) {
+  LR_CHECK(!fs::exists(out) || (fs::is_directory(out) && fs::is_empty(out)), InvalidArgument, flag, " ",
+           out.string(), " already exists");
+  const fs::path parent = fs::absolute(out).parent_path();
+  LR_CHECK(fs::is_directory(parent), NotFound, flag, ": no directory ", parent.string());
+}
+
+struct FitFlags {
+  std::string method, options = "{}", out;
+  uint64_t seed = 0;
+  DataFlags data;
+};
+
+void run_fit(const FitFlags& flags, const GlobalOptions& global) {
+  const Json options = parse_json(flags.options, "--options");
+  auto estimator = kernel_methods::create_estimator(flags.method, options, flags.seed);
+  check_new_output(flags.out, "--out");
+  const kernel_methods::Dataset data = flags.data.read();
+  estimator->fit(data);
+  estimator->save(flags.out);
+  if (global.json) {
+    OrderedJson out;
+    out["method"] = flags.method;
+    out["out"] = flags.out;
+    out["examples"] = data.x.size(0);
+    out["input_dim"] = data.x.size(1);
+    out["data_sha256"] = data.sha256;
+    out["report"] = estimator->report();
+    std::cout << out.dump(2) << "\n";
+  } else {
+    std::cout << "fitted " << flags.method << " on " << data.source << " (" << data.x.size(0) << " × "
+              << data.x.size(1) << ") -> " << flags.out << "\n";
+    for (const auto& [key, value] : estimator->report().items())
+      std::cout << "  " << key << ": " << value.dump() << "\n";
+  }
+}
+
+struct PredictFlags {
+  std::string model, out;
+  DataFlags data;
+};
+
+void run_predict(const PredictFlags& flags, const GlobalOptions& global) {
+  auto estimator = kernel_methods::load_estimator(flags.model);
+  if (!flags.out.empty()) check_new_output(flags.out, "--out");
+  const kernel_methods::Dataset data = flags.data.read();
+  const at::Tensor prediction = estimator->predict(data.x);
+  std::optional<double> mse;
+  if (data.y.defined() && data.y.sizes() == prediction.sizes())
+    mse = (prediction - data.y).pow(2).mean().item<double>();
+  if (!flags.out.empty())
+    save_safetensors(flags.out, std::vector<NamedTensor>{{"prediction", prediction.contiguous()}});
+  if (global.json) {
+    OrderedJson out;
+    out["method"] = std::string(estimator->method());
+    out["examples"] = data.x.size(0);
+    if (mse) out["mse"] = *mse;
+    if (flags.out.empty()) {
+      const at::Tensor flat = prediction.reshape({-1}).contiguous();
+      out["prediction"] =
+          std::vector<double>(flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
+    } else {
+      out["out"] = flags.out;
+    }
+    std::cout << out.dump(2) << "\n";
+    return;
+  }
+  if (flags.out.empty()) {
+    const at::Tensor rows = prediction.reshape({prediction.size(0), -1});
+    for (int64_t i = 0; i < rows.size(0); ++i) {
+      for (int64_t j = 0; j < rows.size(1); ++j) std::cout << (j ? " " : "") << rows[i][j].item<double>();
+      std::cout << "\n";
+    }
+  } else {
+    std::cout << "predicted " << data.x.size(0) << " rows -> " << flags.out << "\n";
+  }
+  if (mse) std::cerr << "mse against the data's labels: " << *mse << "\n";
+}
+
+struct GramFlags {
+  kernel_methods::KernelSpec spec;
+  std::string out;
+  DataFlags data;
+};
+
+void run_gram(const GramFlags& flags, const GlobalOptions& global) {
+  kernel_methods::validate(flags.spec, "--method");
+  check_new_output(flags.out, "--out");
+  const kernel_methods::Dataset data = flags.data.read();
+  const at::Tensor k = kernel_methods::gram(flags.spec, data.x, data.x);
+  save_safetensors(flags.out, std::vector<NamedTensor>{{"gram", k.contiguous()}});
+  if (global.json) {
+    OrderedJson out = {{"kernel", flags.spec.name}, {"size", data.x.size(0)}, {"out", flags.out}};
+    std::cout << out.dump(2) << "\n";
+  } else {
+    std::cout << flags.spec.name << " Gram matrix " << data.x.size(0) << " × " << data.x.size(0) << " -> "
+              << flags.out << "\n";
+  }
+}
+
+}  // namespace
+
+VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global) {
+  auto* cmd =
+      app.add_subcommand("kernel", "Kernel methods: fit, predict, Gram matrices (docs/kernel_methods.md)");
+  cmd->require_subcommand(1);
+  std::string known;
+  for (const auto& info : kernel_methods::registry().list()) known += (known.empty() ? "" : ", ") + info.name;
+
+  auto fit_flags = std::make_shared<FitFlags>();
+  auto* fit = cmd->add_subcommand("fit", "Fit a kernel method and save it as a model directory");
+  fit->add_option("--method", fit_flags->method, "Method (" + known + ")")->required();
+  fit_flags->data.add(fit);
+  fit->add_option("--options", fit_flags->options,
+                  "Method options as a JSON object (lowrank methods --family kernel)")
+      ->capture_default_str();
+  fit->add_option("--seed", fit_flags->seed, "Seed of the method's random draws")->capture_default_str();
+  fit->add_option("--out", fit_flags->out, "Model directory to create (must not exist)")->required();
+
+  auto predict_flags = std::make_shared<PredictFlags>();
+  auto* predict = cmd->add_subcommand("predict", "Predict with a saved model (a label column is ignored)");
+  predict->add_option("--model", predict_flags->model, "Model directory written by `kernel fit`")->required();
+  predict_flags->data.add(predict);
+  predict->add_option("--out", predict_flags->out,
+                      "Write the predictions to this .safetensors (\"prediction\")");
+
+  auto gram_flags = std::make_shared<GramFlags>();
+  std::string kernels;
+  for (const auto& name : kernel_methods::kernel_names()) kernels += (kernels.empty() ? "" : "|") + name;
+  auto* gram = cmd->add_subcommand("gram", "Write the Gram matrix K(x, x) of a dataset");
+  gram->add_option("--method", gram_flags->spec.name, "Kernel: " + kernels)->required();
+  gram->add_option("--bandwidth", gram_flags->spec.bandwidth, "Bandwidth / length scale h")
+      ->capture_default_str();
+  gram->add_option("--nu", gram_flags->spec.nu, "Matérn smoothness: 0.5, 1.5 or 2.5")->capture_default_str();
+  gram_flags->data.add(gram);
+  gram->add_option("--out", gram_flags->out, "Output .safetensors (tensor \"gram\")")->required();
+  return [fit, predict, gram, fit_flags, predict_flags, gram_flags, &global] {
+    if (fit->parsed()) run_fit(*fit_flags, global);
+    if (predict->parsed()) run_predict(*predict_flags, global);
+    if (gram->parsed()) run_gram(*gram_flags, global);
+  };
+}
+
+}  // namespace lowrank::cli

@@ -1,0 +1,11 @@
+#include "lowrank/kernel_methods/methods.h"
+
+namespace lowrank::kernel_methods {
+
+void register_builtin_methods(Registry<EstimatorMethod>& registry) {
+  register_rf_ridge(registry);
+  register_kde(registry);
+  register_quantum_kernel(registry);
+}
+
+}  // namespace lowrank::kernel_methods

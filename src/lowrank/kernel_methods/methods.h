@@ -1,0 +1,15 @@
+// The kernel family's registrations, one function per method file, called in order by
+// register_builtin_methods (estimator.cpp's registry()).
+#pragma once
+
+#include "lowrank/kernel_methods/estimator.h"
+
+namespace lowrank::kernel_methods {
+
+void register_rf_ridge(Registry<EstimatorMethod>& registry);        // rf_ridge.cpp
+void register_kde(Registry<EstimatorMethod>& registry);             // kde.cpp
+void register_quantum_kernel(Registry<EstimatorMethod>& registry);  // quantum_kernel.cpp
+
+void register_builtin_methods(Registry<EstimatorMethod>& registry);
+
+}  // namespace lowrank::kernel_methods

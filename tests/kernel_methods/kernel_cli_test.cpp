@@ -1,0 +1,70 @@
+// `lowrank kernel fit|predict|gram` end to end, and the family in `lowrank methods`.
+#include <gtest/gtest.h>
+
+#include "lowrank/core/json.h"
+#include "lowrank/core/safetensors.h"
+#include "lowrank/kernel_methods/gram.h"
+#include "tests/kernel_methods/kernel_testing.h"
+
+namespace lowrank::kernel_methods {
+namespace {
+
+std::string cli(const std::string& args) {
+  return testing::lowrank_binary().string() + " " + args + " 2>&1";
+}
+
+TEST(KernelCliTest, FitPredictAndGram) {
+  testing::TempDir dir;
+  testing::write_text_file(dir / "train.csv", "x1,x2,y\n0,0,0\n1,0,1\n0,1,1\n1,1,2\n2,1,3\n");
+  auto fit = testing::run_command(cli("kernel fit --method rf_ridge --data " + (dir / "train.csv").string() +
+                                      " --options '{\"features\": 64, \"lambda\": 1e-6}' --seed 3 --out " +
+                                      (dir / "model").string() + " --json"));
+  ASSERT_EQ(fit.exit_code, 0) << fit.out;
+  const Json report = parse_json(fit.out, "fit output");
+  EXPECT_EQ(report["examples"], 5);
+  auto predict = testing::run_command(cli("kernel predict --model " + (dir / "model").string() + " --data " +
+                                          (dir / "train.csv").string() + " --json"));
+  ASSERT_EQ(predict.exit_code, 0) << predict.out;
+  const Json predicted = parse_json(predict.out, "predict output");
+  EXPECT_LT(predicted["mse"].get<double>(), 1e-3);  // 64 features, 5 points, tiny ridge: interpolation
+  auto gram_run =
+      testing::run_command(cli("kernel gram --method matern --nu 1.5 --bandwidth 0.7 --data " +
+                               (dir / "train.csv").string() + " --out " + (dir / "k.safetensors").string()));
+  ASSERT_EQ(gram_run.exit_code, 0) << gram_run.out;
+  const at::Tensor k = SafetensorsFile::open(dir / "k.safetensors").load("gram");
+  const at::Tensor x =
+      at::tensor(std::vector<double>{0, 0, 1, 0, 0, 1, 1, 1, 2, 1}, at::kDouble).reshape({5, 2});
+  EXPECT_LE(testing::max_abs_diff(k, gram({"matern", 0.7, 1.5}, x, x)), 1e-15);
+}
+
+TEST(KernelCliTest, BadInputFailsWithExitCodeOneNamingTheCulprit) {
+  testing::TempDir dir;
+  testing::write_text_file(dir / "nan.csv", "1,2,0\n3,inf,1\n");
+  auto r = testing::run_command(
+      cli("kernel fit --method kde --data " + (dir / "nan.csv").string() + " --out " + (dir / "m").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("row 2, column 2"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir / "m"));
+  r = testing::run_command(cli("kernel fit --method nope --data " + (dir / "nan.csv").string() + " --out " +
+                               (dir / "m").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("unknown kernel method \"nope\" (known: kde, quantum_kernel, rf_ridge)"),
+            std::string::npos)
+      << r.out;
+  r = testing::run_command(cli("kernel gram --method cosine --data " + (dir / "nan.csv").string() +
+                               " --out " + (dir / "k.safetensors").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("unknown kernel \"cosine\""), std::string::npos) << r.out;
+}
+
+TEST(KernelCliTest, MethodsListsTheKernelFamily) {
+  auto r = testing::run_command(cli("methods --family kernel --json"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const Json listing = parse_json(r.out, "methods output");
+  std::vector<std::string> names;
+  for (const auto& m : listing["kernel"]["methods"]) names.push_back(m["name"]);
+  EXPECT_EQ(names, (std::vector<std::string>{"kde", "quantum_kernel", "rf_ridge"}));
+}
+
+}  // namespace
+}  // namespace lowrank::kernel_methods
