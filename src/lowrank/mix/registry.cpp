@@ -6,10 +6,12 @@
 #include "lowrank/mix/fnet.h"
 #include "lowrank/mix/linformer.h"
 #include "lowrank/mix/local_attention.h"
+#include "lowrank/mix/long_conv.h"
 #include "lowrank/mix/neighborhood.h"
 #include "lowrank/mix/performer.h"
 #include "lowrank/mix/ponet.h"
 #include "lowrank/mix/scatterbrain.h"
+#include "lowrank/mix/sgconv.h"
 #include "lowrank/mix/soft.h"
 
 namespace lowrank::mix {
@@ -24,6 +26,8 @@ void register_builtin(nn::MixerRegistry& registry) {
   register_fnet(registry);
   register_linformer(registry);
   register_soft(registry);
+  register_long_conv(registry);
+  register_sgconv(registry);
 }
 
 nn::MixerRegistry& registry() {
