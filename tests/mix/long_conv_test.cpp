@@ -159,7 +159,8 @@ TEST(LongConvTest, TrainedMonarchFactorsLookAheadSoLearnedMonarchIsNotCausal) {
   const at::Tensor x = at::randn({1, T, H}, at::kDouble).requires_grad_(true);
   const at::Tensor y = mixer->forward(x, {});
   const at::Tensor g = torch::autograd::grad({y[0][0].sum()}, {x})[0][0];
-  EXPECT_GT(g[T - 1].abs().sum().item<double>(), 0.0) << "y_0 ignores x_{T-1}";
+  // Well above the ~1e-17 an FFT convolution carries from every input.
+  EXPECT_GT(g[T - 1].abs().sum().item<double>(), 1e-6) << "y_0 ignores x_{T-1}";
 }
 
 // Left-padded rows; step() from an empty state equals forward's rows, padding included.
