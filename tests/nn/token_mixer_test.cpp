@@ -289,8 +289,10 @@ TEST(TokenMixerTest, EveryCausalMixerHasNoGradientFromTheFuture) {
       const at::Tensor g = torch::autograd::grad({y[0][i].sum()}, {x}, {}, /*retain_graph=*/true)[0][0];
       for (int64_t j = 0; j < T; ++j) {
         const double norm = g[j].abs().sum().item<double>();
+        // Zero up to float64 rounding: an FFT convolution (long_conv, sgconv) carries ~1e-17 of
+        // every input into every output; a real leak is of the order of the other entries.
         if (j > i)
-          EXPECT_EQ(norm, 0.0) << info.name << ": y_" << i << " depends on x_" << j;
+          EXPECT_LE(norm, 1e-12) << info.name << ": y_" << i << " depends on x_" << j;
         else
           EXPECT_GT(norm, 0.0) << info.name << ": y_" << i << " ignores x_" << j;
       }

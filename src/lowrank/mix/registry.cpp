@@ -7,12 +7,14 @@
 #include "lowrank/mix/fnet.h"
 #include "lowrank/mix/linformer.h"
 #include "lowrank/mix/local_attention.h"
+#include "lowrank/mix/long_conv.h"
 #include "lowrank/mix/neighborhood.h"
 #include "lowrank/mix/performer.h"
 #include "lowrank/mix/ponet.h"
 #include "lowrank/mix/s4.h"
 #include "lowrank/mix/s4d.h"
 #include "lowrank/mix/scatterbrain.h"
+#include "lowrank/mix/sgconv.h"
 #include "lowrank/mix/soft.h"
 
 namespace lowrank::mix {
@@ -30,6 +32,8 @@ void register_builtin(nn::MixerRegistry& registry) {
   register_s4d(registry);
   register_s4(registry);
   register_dilated_reparam_1d(registry);
+  register_long_conv(registry);
+  register_sgconv(registry);
 }
 
 nn::MixerRegistry& registry() {
