@@ -6,6 +6,7 @@
 #include "lowrank/mix/fnet.h"
 #include "lowrank/mix/linformer.h"
 #include "lowrank/mix/local_attention.h"
+#include "lowrank/mix/mamba.h"
 #include "lowrank/mix/neighborhood.h"
 #include "lowrank/mix/performer.h"
 #include "lowrank/mix/ponet.h"
@@ -24,6 +25,7 @@ void register_builtin(nn::MixerRegistry& registry) {
   register_fnet(registry);
   register_linformer(registry);
   register_soft(registry);
+  register_mamba(registry);
 }
 
 nn::MixerRegistry& registry() {
