@@ -8,6 +8,7 @@
 #include "lowrank/mix/linformer.h"
 #include "lowrank/mix/local_attention.h"
 #include "lowrank/mix/long_conv.h"
+#include "lowrank/mix/mamba.h"
 #include "lowrank/mix/neighborhood.h"
 #include "lowrank/mix/performer.h"
 #include "lowrank/mix/ponet.h"
@@ -34,6 +35,7 @@ void register_builtin(nn::MixerRegistry& registry) {
   register_dilated_reparam_1d(registry);
   register_long_conv(registry);
   register_sgconv(registry);
+  register_mamba(registry);
 }
 
 nn::MixerRegistry& registry() {

@@ -14,9 +14,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr Architecture kArchitectures[] = {Architecture::kLlama, Architecture::kMistral, Architecture::kQwen2,
+constexpr Architecture kArchitectures[] = {Architecture::kLlama,
+                                           Architecture::kMistral,
+                                           Architecture::kQwen2,
                                            Architecture::kLowrankMixer,
-                                           Architecture::kLowrankMixerSequenceClassification};
+                                           Architecture::kLowrankMixerSequenceClassification,
+                                           Architecture::kMamba};
 constexpr std::string_view kRopeTypes = "default, linear, dynamic, yarn, llama3";
 
 // Strictly typed readers: a JSON number where an integer is wanted must be integral, a bool is
@@ -104,6 +107,7 @@ Architecture parse_architecture(const Json& j, std::string_view what) {
   if (*model_type == "mistral") return Architecture::kMistral;
   if (*model_type == "qwen2") return Architecture::kQwen2;
   if (*model_type == "lowrank_mixer") return Architecture::kLowrankMixer;
+  if (*model_type == "mamba") return Architecture::kMamba;
   throw Unsupported(str(what, ": model_type \"", *model_type,
                         "\" is not supported (supported: ", supported_architectures(), ")"));
 }
@@ -275,6 +279,62 @@ void parse_classification(const Json& j, ModelConfig& c, std::string_view what) 
            c.pooling, "\" (expected \"mean\" or \"last\")");
 }
 
+// MambaForCausalLM: transformers' MambaConfig keys and defaults. The mixer's keys are type-checked
+// here and handed to the "mamba" mixer as mixer_config.mamba (mix/mamba.h reads the same names).
+void parse_mamba(const Json& j, ModelConfig& c, std::string_view what) {
+  c.model_type = "mamba";
+  c.vocab_size = positive(req_int(j, "vocab_size", what), what, "vocab_size");
+  c.hidden_size = positive(req_int(j, "hidden_size", what), what, "hidden_size");
+  c.num_hidden_layers = positive(req_int(j, "num_hidden_layers", what), what, "num_hidden_layers");
+  c.rms_norm_eps = opt_double(j, "layer_norm_epsilon", what).value_or(1e-5);
+  LR_CHECK(c.rms_norm_eps >= 0, InvalidArgument, what, ": layer_norm_epsilon must be >= 0, got ",
+           c.rms_norm_eps);
+  c.hidden_act = opt_string(j, "hidden_act", what).value_or("silu");
+  LR_CHECK(c.hidden_act == "silu", Unsupported, what, ": hidden_act \"", c.hidden_act,
+           "\" is not supported for MambaForCausalLM (silu only)");
+  const int64_t expand = positive(opt_int(j, "expand", what).value_or(2), what, "expand");
+  c.intermediate_size = expand * c.hidden_size;
+  // No attention anywhere: one nominal head (the rotary table is built but never read), and no
+  // position limit of the architecture's own.
+  c.num_attention_heads = c.num_key_value_heads = 1;
+  c.head_dim = 2;
+  c.max_position_embeddings = int64_t{1} << 30;
+  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", true, what);
+  (void)get_bool(j, "residual_in_fp32", true, what);
+  c.sliding_window.assign(static_cast<size_t>(c.num_hidden_layers), 0);
+  c.layer_mixers.assign(static_cast<size_t>(c.num_hidden_layers), "mamba");
+  Json options = {{"expand", expand}};
+  for (const char* key : {"state_size", "conv_kernel"})
+    if (auto v = opt_int(j, key, what)) options[key] = positive(*v, what, key);
+  if (const Json* rank = find(j, "time_step_rank")) {
+    if (rank->is_string()) {
+      LR_CHECK(rank->get<std::string>() == "auto", InvalidArgument, what,
+               ": key \"time_step_rank\" must be a positive integer or \"auto\", got ", rank->dump());
+      options["time_step_rank"] = "auto";
+    } else {
+      options["time_step_rank"] = positive(as_int(*rank, what, "time_step_rank"), what, "time_step_rank");
+    }
+  }
+  for (const char* key : {"use_bias", "use_conv_bias"})
+    if (find(j, key)) options[key] = get_bool(j, key, false, what);
+  for (const char* key : {"time_step_min", "time_step_max", "time_step_floor", "time_step_scale"})
+    if (auto v = opt_double(j, key, what)) options[key] = *v;
+  if (auto scheme = opt_string(j, "time_step_init_scheme", what)) options["time_step_init_scheme"] = *scheme;
+  c.mixer_config = {{"mamba", options}};
+}
+
+void parse_token_ids(const Json& j, ModelConfig& c, std::string_view what) {
+  c.bos_token_id = opt_int(j, "bos_token_id", what);
+  c.pad_token_id = opt_int(j, "pad_token_id", what);
+  if (const Json* eos = find(j, "eos_token_id")) {
+    if (eos->is_array()) {
+      for (const Json& e : *eos) c.eos_token_ids.push_back(as_int(e, what, "eos_token_id"));
+    } else {
+      c.eos_token_ids.push_back(as_int(*eos, what, "eos_token_id"));
+    }
+  }
+}
+
 }  // namespace
 
 std::string_view architecture_name(Architecture arch) {
@@ -289,6 +349,8 @@ std::string_view architecture_name(Architecture arch) {
       return "LowrankMixerForCausalLM";
     case Architecture::kLowrankMixerSequenceClassification:
       return "LowrankMixerForSequenceClassification";
+    case Architecture::kMamba:
+      return "MambaForCausalLM";
   }
   return "?";
 }
@@ -304,6 +366,11 @@ ModelConfig ModelConfig::from_json(const Json& j, std::string_view what) {
   ModelConfig c;
   c.raw = j;
   c.architecture = parse_architecture(j, what);
+  if (c.architecture == Architecture::kMamba) {
+    parse_mamba(j, c, what);
+    parse_token_ids(j, c, what);
+    return c;
+  }
   // LowrankMixerForCausalLM and the sequence classifier have the Llama layout and defaults.
   const bool mixer = c.architecture == Architecture::kLowrankMixer ||
                      c.architecture == Architecture::kLowrankMixerSequenceClassification;
@@ -361,16 +428,7 @@ ModelConfig ModelConfig::from_json(const Json& j, std::string_view what) {
   c.sliding_window = parse_sliding_window(j, c.architecture, c.num_hidden_layers, what);
   parse_mixers(j, c, what);
   parse_classification(j, c, what);
-
-  c.bos_token_id = opt_int(j, "bos_token_id", what);
-  c.pad_token_id = opt_int(j, "pad_token_id", what);
-  if (const Json* eos = find(j, "eos_token_id")) {
-    if (eos->is_array()) {
-      for (const Json& e : *eos) c.eos_token_ids.push_back(as_int(e, what, "eos_token_id"));
-    } else {
-      c.eos_token_ids.push_back(as_int(*eos, what, "eos_token_id"));
-    }
-  }
+  parse_token_ids(j, c, what);
   return c;
 }
 

@@ -12,6 +12,12 @@
 // same trunk without the language-model head, bidirectional mixers allowed, and
 //   "num_labels": n                          (or as many labels as "id2label" holds; n >= 2)
 //   "pooling": "mean" | "last"               (default "mean")
+// and MambaForCausalLM (Gu & Dao, 2023, arXiv:2312.00752; model_type "mamba", transformers'
+// MambaConfig): a stack of residual blocks h' = h + Mamba(RMSNorm(h)) with no MLP half, every layer
+// the "mamba" mixer (mix/mamba.h), whose options (state_size, expand, conv_kernel, time_step_rank,
+// use_bias, use_conv_bias, time_step_*) are read from the top level of config.json into
+// mixer_config.mamba; layer_norm_epsilon is the norms' eps, tie_word_embeddings defaults to true,
+// hidden_act must be silu; residual_in_fp32 is read but changes nothing at float32.
 // Keys and defaults follow transformers'
 // LlamaConfig / MistralConfig / Qwen2Config and RotaryEmbeddingConfigMixin (transformers 5.x):
 // RoPE parameters are read from `rope_parameters` (new) or `rope_scaling` + `rope_theta` (old).
@@ -31,10 +37,17 @@
 
 namespace lowrank::nn {
 
-enum class Architecture { kLlama, kMistral, kQwen2, kLowrankMixer, kLowrankMixerSequenceClassification };
+enum class Architecture {
+  kLlama,
+  kMistral,
+  kQwen2,
+  kLowrankMixer,
+  kLowrankMixerSequenceClassification,
+  kMamba
+};
 
 // "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "LowrankMixerForCausalLM",
-// "LowrankMixerForSequenceClassification".
+// "LowrankMixerForSequenceClassification", "MambaForCausalLM".
 std::string_view architecture_name(Architecture arch);
 // The list above as one comma-separated string (for error messages and docs).
 std::string supported_architectures();
@@ -61,7 +74,7 @@ struct RopeConfig {
 
 struct ModelConfig {
   Architecture architecture = Architecture::kLlama;
-  std::string model_type;  // "llama", "mistral", "qwen2", "lowrank_mixer"
+  std::string model_type;  // "llama", "mistral", "qwen2", "lowrank_mixer", "mamba"
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;

@@ -26,6 +26,9 @@ struct DecoderLayer {
   const Attention* attention = nullptr;
   LinearSlot gate_proj, up_proj, down_proj;
   int64_t window = 0;  // sliding window (0: full causal)
+  // false: a MambaBlock, h' = h + Mixer(RMSNorm(h)) alone (input_layernorm is its `norm`;
+  // post_attention_layernorm and the MLP slots are empty and never listed).
+  bool has_mlp = true;
 };
 
 // The pieces of nn::Model's trunk that other trunks reuse (image_classifier.h builds its stages from

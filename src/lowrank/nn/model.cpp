@@ -72,6 +72,21 @@ at::Tensor activation(const at::Tensor& x, const std::string& act) {
   return at::gelu(x, "tanh");  // gelu_pytorch_tanh (checked by the config)
 }
 
+// The HF names of the trunk's own tensors: transformers' MambaModel calls them backbone.*, the
+// Llama family model.*.
+bool is_mamba(const ModelConfig& c) {
+  return c.architecture == Architecture::kMamba;
+}
+std::string embedding_name(const ModelConfig& c) {
+  return is_mamba(c) ? "backbone.embeddings.weight" : "model.embed_tokens.weight";
+}
+std::string final_norm_name(const ModelConfig& c) {
+  return is_mamba(c) ? "backbone.norm_f.weight" : "model.norm.weight";
+}
+std::string layer_prefix(const ModelConfig& c, int64_t layer) {
+  return str(is_mamba(c) ? "backbone.layers." : "model.layers.", layer);
+}
+
 }  // namespace
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -114,7 +129,12 @@ struct Builder {
   std::unique_ptr<TokenMixer> mixer(int64_t i) {
     const auto at_layer = static_cast<size_t>(i);
     const std::string name = at_layer < c.layer_mixers.size() ? c.layer_mixers[at_layer] : "attention";
-    MixerSpec spec{c, i, mixer_prefix(name, i), c.mixer_options(name), nullptr, nullptr};
+    MixerSpec spec{c,
+                   i,
+                   is_mamba(c) ? layer_prefix(c, i) + ".mixer" : mixer_prefix(name, i),
+                   c.mixer_options(name),
+                   nullptr,
+                   nullptr};
     spec.projection = [this](const std::string& slot, int64_t out, int64_t in, bool bias) {
       return std::shared_ptr<const BaseOperator>(dense(slot, out, in, bias));
     };
@@ -145,8 +165,20 @@ struct Builder {
   }
 
   std::unique_ptr<DecoderLayer> layer(int64_t i) {
-    const std::string p = str("model.layers.", i);
+    const std::string p = layer_prefix(c, i);
     const int64_t H = c.hidden_size;
+    if (is_mamba(c)) {
+      // A MambaBlock: norm and mixer, no MLP half (its slots stay empty and unlisted).
+      at::Tensor norm = source(p + ".norm.weight", {H}, Init::kOnes, {});
+      std::unique_ptr<TokenMixer> token_mixer = mixer(i);
+      auto none = std::make_shared<DenseOperator>(at::empty({0, 0}));
+      const std::string unused = p + ".no_mlp";
+      auto block = std::unique_ptr<DecoderLayer>(
+          new DecoderLayer{std::move(norm), at::Tensor(), std::move(token_mixer), nullptr,
+                           LinearSlot(unused, none), LinearSlot(unused, none), LinearSlot(unused, none), 0});
+      block->has_mlp = false;
+      return block;
+    }
     at::Tensor in_norm = source(p + ".input_layernorm.weight", {H}, Init::kOnes, {});
     std::unique_ptr<TokenMixer> token_mixer = mixer(i);
     at::Tensor post_norm = source(p + ".post_attention_layernorm.weight", {H}, Init::kOnes, {});
@@ -178,6 +210,7 @@ at::Tensor decoder_layer_forward(const DecoderLayer& l, const ModelConfig& confi
 
 at::Tensor decoder_layer_mlp(const DecoderLayer& l, const ModelConfig& config, const at::Tensor& h,
                              const AdapterRouting* routing) {
+  if (!l.has_mlp) return h;
   const at::Tensor x = rms_norm(h, l.post_attention_layernorm, config.rms_norm_eps);
   const LinearSlot* gate_up[] = {&l.gate_proj, &l.up_proj};
   const std::vector<at::Tensor> g = LinearSlot::forward_shared_input(gate_up, x, routing);
@@ -189,6 +222,12 @@ NamedTensors decoder_layer_tensors(const DecoderLayer& l, int64_t layer) {
   auto add_slot = [&](const LinearSlot& s) {
     for (auto& [n, t] : s.base().tensors()) out.emplace_back(s.name() + "." + n, t);
   };
+  if (!l.has_mlp) {  // a MambaBlock (model.cpp's Builder::layer)
+    out.emplace_back(str("backbone.layers.", layer, ".norm.weight"), l.input_layernorm);
+    for (const LinearSlot* s : std::as_const(*l.mixer).slots()) add_slot(*s);
+    for (auto& [n, t] : l.mixer->tensors()) out.emplace_back(n, t);
+    return out;
+  }
   const std::string p = str("model.layers.", layer);
   out.emplace_back(p + ".input_layernorm.weight", l.input_layernorm);
   for (const LinearSlot* s : std::as_const(*l.mixer).slots()) add_slot(*s);
@@ -240,9 +279,9 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
   model.build(config, options);
   Builder builder{model.config_, source, &options.operator_loader, &read};
   model.embed_tokens_ =
-      source("model.embed_tokens.weight", {config.vocab_size, config.hidden_size}, Init::kNormal, {});
+      source(embedding_name(config), {config.vocab_size, config.hidden_size}, Init::kNormal, {});
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) model.layers_.push_back(builder.layer(i));
-  model.norm_ = source("model.norm.weight", {config.hidden_size}, Init::kOnes, {});
+  model.norm_ = source(final_norm_name(config), {config.hidden_size}, Init::kOnes, {});
   if (!config.has_lm_head()) {
     // A classifier's head is read by its owner (classifier.h), not by the trunk.
     for (const std::string& name : ckpt.names())
@@ -320,14 +359,14 @@ Model Model::random(const ModelConfig& config, uint64_t seed, const LoadOptions&
 NamedTensors Model::named_tensors() const {
   NamedTensors out;
   std::set<std::string> listed;
-  out.emplace_back("model.embed_tokens.weight", embed_tokens_);
+  out.emplace_back(embedding_name(config_), embed_tokens_);
   auto add_slot = [&](const LinearSlot& s) {
     for (auto& [n, t] : s.base().tensors()) out.emplace_back(s.name() + "." + n, t);
   };
   for (size_t i = 0; i < layers_.size(); ++i)
     for (auto& named : decoder_layer_tensors(*layers_[i], static_cast<int64_t>(i)))
       if (listed.insert(named.first).second) out.push_back(std::move(named));  // shared tensors once
-  out.emplace_back("model.norm.weight", norm_);
+  out.emplace_back(final_norm_name(config_), norm_);
   if (!lm_head_) return out;  // a classifier's trunk
   // A tied head (the dense base still sharing the embedding) is not stored, as transformers.
   const auto* dense = dynamic_cast<const DenseOperator*>(&lm_head_->base());
@@ -516,7 +555,8 @@ std::vector<LinearSlot*> Model::slots() {
   std::vector<LinearSlot*> out;
   for (auto& l : layers_) {
     for (LinearSlot* s : l->mixer->slots()) out.push_back(s);
-    for (LinearSlot* s : {&l->gate_proj, &l->up_proj, &l->down_proj}) out.push_back(s);
+    if (l->has_mlp)
+      for (LinearSlot* s : {&l->gate_proj, &l->up_proj, &l->down_proj}) out.push_back(s);
   }
   if (lm_head_) out.push_back(lm_head_.get());
   return out;

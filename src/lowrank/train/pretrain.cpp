@@ -114,6 +114,10 @@ std::vector<PretrainPreset> pretrain_presets() {
       {"galore-60m", 8192, 512, 1376, 8, 8, trainer_preset(10000, 512, 256, 1e-3, 1000, 1000),
        "GaLore's LLaMA-60M shape: hidden 512, intermediate 1376, 8 layers, 8 heads, vocab 8192, seq 256; "
        "10000 steps of 512 x 256 tokens (a GPU run)"},
+      // Mamba (Gu & Dao, 2023) at the tiny preset's width, depth and schedule.
+      {"mamba-tiny", 2048, 128, 256, 4, 1, trainer_preset(600, 16, 128, 3e-3, 30, 100),
+       "MambaForCausalLM: hidden 128, 4 layers, state 16, expand 2, vocab 2048, seq 128; the tiny schedule",
+       "mamba"},
   };
 }
 
@@ -127,6 +131,29 @@ PretrainPreset pretrain_preset(const std::string& name) {
 }
 
 Json preset_model_config(const PretrainPreset& p, int64_t vocab_size, const Json& mixer_keys) {
+  if (p.architecture == "mamba") {
+    LR_CHECK(
+        !mixer_keys.is_object(), InvalidArgument, "--preset ", p.name,
+        " is a MambaForCausalLM (every layer mamba); --mixer / --layer-mixers apply to the llama presets");
+    // transformers' MambaConfig keys (its defaults but the sizes and initializer_range).
+    return Json{{"architectures", Json::array({"MambaForCausalLM"})},
+                {"model_type", "mamba"},
+                {"vocab_size", vocab_size},
+                {"hidden_size", p.hidden_size},
+                {"num_hidden_layers", p.num_layers},
+                {"state_size", 16},
+                {"expand", 2},
+                {"conv_kernel", 4},
+                {"time_step_rank", "auto"},
+                {"use_bias", false},
+                {"use_conv_bias", true},
+                {"layer_norm_epsilon", 1e-5},
+                {"residual_in_fp32", true},
+                {"hidden_act", "silu"},
+                {"initializer_range", 0.02},
+                {"tie_word_embeddings", true},
+                {"torch_dtype", "float32"}};
+  }
   Json config{{"architectures", Json::array({"LlamaForCausalLM"})},
               {"model_type", "llama"},
               {"vocab_size", vocab_size},

@@ -30,6 +30,9 @@ struct PretrainPreset {
   int64_t vocab_size, hidden_size, intermediate_size, num_layers, num_heads;
   TrainerConfig trainer;  // steps, batch, seq_len, lr, ...
   std::string help;       // one line for --help and docs
+  // "llama" (LlamaForCausalLM, or LowrankMixerForCausalLM with mixer keys) or "mamba"
+  // (MambaForCausalLM: num_heads and intermediate_size unused, state_size 16, expand 2).
+  std::string architecture = "llama";
 };
 
 // A preset's trainer settings: `steps` of `batch` windows of `seq_len` tokens, peak lr with a cosine
@@ -37,7 +40,7 @@ struct PretrainPreset {
 TrainerConfig trainer_preset(int64_t steps, int64_t batch, int64_t seq_len, double lr, int64_t warmup,
                              int64_t checkpoint_every);
 
-// The presets: "tiny", "small" and "galore-60m".
+// The presets: "tiny", "small", "galore-60m" and "mamba-tiny".
 std::vector<PretrainPreset> pretrain_presets();
 // Throws InvalidArgument listing the known names.
 PretrainPreset pretrain_preset(const std::string& name);
