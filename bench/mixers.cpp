@@ -141,17 +141,9 @@ void prepare(Workload& w, const Settings& s, const std::string& name, int64_t n)
   };
   spec.tensor = [&gen](const std::string&, std::vector<int64_t> shape, nn::ParamInit init,
                        const at::Tensor& value) {
-    switch (init) {
-      case nn::ParamInit::kZeros:
-        return at::zeros(shape, at::kFloat);
-      case nn::ParamInit::kOnes:
-        return at::ones(shape, at::kFloat);
-      case nn::ParamInit::kValue:
-        return value.to(at::kFloat).clone();
-      case nn::ParamInit::kNormal:
-        break;
-    }
-    return at::randn(shape, gen, at::kFloat).mul_(0.02);
+    return nn::initial_tensor(init, shape, value, at::kFloat, [&gen](at::IntArrayRef size) {
+      return at::randn(size, gen, at::kFloat).mul_(0.02);
+    });
   };
   w.mixer = mix::registry().factory(name)(spec);
   LR_CHECK(!s.causal || w.mixer->causal(), InvalidArgument, name,

@@ -92,18 +92,10 @@ std::unique_ptr<nn::TokenMixer> build(const nn::ModelConfig& config, int64_t lay
   };
   spec.tensor = [](const std::string& tensor, std::vector<int64_t> shape, nn::ParamInit init,
                    const at::Tensor& value) {
-    switch (init) {
-      case nn::ParamInit::kZeros:
-        return at::zeros(shape, at::kFloat);
-      case nn::ParamInit::kOnes:
-        return at::ones(shape, at::kFloat);
-      case nn::ParamInit::kValue:
-        return value.to(at::kFloat).clone();
-      case nn::ParamInit::kNormal:
-        break;
-    }
-    throw InvalidArgument("repro_mixers_approximation: tensor " + tensor +
-                          " would be random; this comparison needs mixers without learned extras");
+    return nn::initial_tensor(init, shape, value, at::kFloat, [&tensor](at::IntArrayRef) -> at::Tensor {
+      throw InvalidArgument("repro_mixers_approximation: tensor " + tensor +
+                            " would be random; this comparison needs mixers without learned extras");
+    });
   };
   return mix::registry().factory(name)(spec);
 }

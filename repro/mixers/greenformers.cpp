@@ -106,10 +106,9 @@ void build(Layer& layer, const Settings& s, const std::string& variant, int64_t 
   spec.projection = [&](const std::string&, int64_t out, int64_t in, bool) { return op(out, in); };
   spec.tensor = [&](const std::string&, std::vector<int64_t> shape, nn::ParamInit init,
                     const at::Tensor& value) {
-    at::Tensor t = init == nn::ParamInit::kValue   ? value.to(at::kFloat).clone()
-                   : init == nn::ParamInit::kOnes  ? at::ones(shape, at::kFloat)
-                   : init == nn::ParamInit::kZeros ? at::zeros(shape, at::kFloat)
-                                                   : at::randn(shape, gen, at::kFloat).mul_(0.02);
+    at::Tensor t = nn::initial_tensor(init, shape, value, at::kFloat, [&](at::IntArrayRef size) {
+      return at::randn(size, gen, at::kFloat).mul_(0.02);
+    });
     t.requires_grad_(true);
     layer.parameters.push_back(t);
     return t;

@@ -159,6 +159,11 @@ TEST(ConfigTest, ErrorsNameTheFileAndKey) {
   j["architectures"] = {"GPT2LMHeadModel"};
   expect_error([&] { parse(j); }, ErrorKind::kUnsupported,
                {"GPT2LMHeadModel", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"});
+  // lowrank's image classifier is named as such, not as an unknown architecture.
+  j = good;
+  j["architectures"] = {"LowrankMixerForImageClassification"};
+  expect_error([&] { parse(j); }, ErrorKind::kUnsupported,
+               {"LowrankMixerForImageClassification is an image classifier", "lowrank eval --task"});
   j = good;
   j["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 2.0}};
   expect_error([&] { parse(j); }, ErrorKind::kUnsupported, {"longrope", "rope_scaling", "yarn"});

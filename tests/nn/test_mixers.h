@@ -112,16 +112,23 @@ class BidirectionalMeanMixer final : public MeanOfPastMixer {
   }
 };
 
+// A tiny trunk shape (tests/nn/reference.h's TinySpec) with the given sizes; the other fields keep
+// TinySpec's defaults (2 layers).
+inline testing::TinySpec tiny_shape(int64_t vocab, int64_t hidden, int64_t intermediate, int64_t heads,
+                                    int64_t kv_heads, int64_t head_dim) {
+  testing::TinySpec s;
+  s.vocab = vocab;
+  s.hidden = hidden;
+  s.intermediate = intermediate;
+  s.heads = heads;
+  s.kv_heads = kv_heads;
+  s.head_dim = head_dim;
+  return s;
+}
+
 // The shape of the tests' hybrid models: 2 layers, hidden 8, 4 heads of 2 over 2 KV heads.
 inline testing::TinySpec tiny_spec() {
-  testing::TinySpec s;
-  s.vocab = 23;
-  s.hidden = 8;
-  s.intermediate = 12;
-  s.heads = 4;
-  s.kv_heads = 2;
-  s.head_dim = 2;
-  return s;
+  return tiny_shape(23, 8, 12, 4, 2, 2);
 }
 
 // A LowrankMixerForCausalLM config of shape `s` with `layer_mixers`.
@@ -130,6 +137,17 @@ inline Json mixer_config(const testing::TinySpec& s, const Json& layer_mixers) {
   c["architectures"] = {"LowrankMixerForCausalLM"};
   c["model_type"] = "lowrank_mixer";
   c["layer_mixers"] = layer_mixers;
+  return c;
+}
+
+// A LowrankMixerForSequenceClassification config of shape `s` with `layer_mixers`, `labels` classes
+// and `pooling`.
+inline Json classifier_config(const testing::TinySpec& s, const Json& layer_mixers, int64_t labels,
+                              const std::string& pooling = "mean") {
+  Json c = mixer_config(s, layer_mixers);
+  c["architectures"] = {"LowrankMixerForSequenceClassification"};
+  c["num_labels"] = labels;
+  c["pooling"] = pooling;
   return c;
 }
 

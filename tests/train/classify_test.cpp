@@ -19,6 +19,7 @@
 #include "lowrank/nn/token_mixer.h"
 #include "lowrank/train/classify.h"
 #include "tests/nn/reference.h"
+#include "tests/nn/test_mixers.h"
 #include "tests/testing.h"
 
 namespace lowrank::train {
@@ -70,25 +71,13 @@ void register_global_mean() {
 
 Json classifier_json(const testing::TinySpec& s, const Json& layer_mixers, const std::string& pooling,
                      int64_t labels) {
-  Json c = testing::tiny_config(s);
-  c["architectures"] = {"LowrankMixerForSequenceClassification"};
-  c["model_type"] = "lowrank_mixer";
-  c["layer_mixers"] = layer_mixers;
-  c["num_labels"] = labels;
-  c["pooling"] = pooling;
+  Json c = nn::testing_mixers::classifier_config(s, layer_mixers, labels, pooling);
   c["a_key_lowrank_does_not_know"] = "kept";
   return c;
 }
 
 testing::TinySpec small_spec() {
-  testing::TinySpec s;
-  s.vocab = 11;
-  s.hidden = 8;
-  s.intermediate = 12;
-  s.heads = 2;
-  s.kv_heads = 2;
-  s.head_dim = 4;
-  return s;
+  return nn::testing_mixers::tiny_shape(11, 8, 12, 2, 2, 4);
 }
 
 // A learnable task in the task format: sequences of 4..7 tokens over 8 ids, padded with id 8;
@@ -418,6 +407,15 @@ TEST(ClassifyCliTest, TaskTrainEvalAndPretrainMixerFlags) {
   const Json acc = Json::parse(r.out.substr(r.out.find('{')));
   EXPECT_EQ(acc["examples"], 16);
   EXPECT_EQ(acc["ci_method"], "wilson");
+  // The preset's attention is bidirectional unless --mixer-options says otherwise.
+  EXPECT_EQ(read_json_file(dir / "out/model/config.json")["mixer_config"],
+            Json({{"attention", {{"causal", false}}}}));
+  // A language model refuses it before any work, naming the option.
+  r = testing::run_command(bin + "pretrain --preset tiny --corpus bible --mixer attention --mixer-options " +
+                           "'{\"causal\": false}' --out " + (dir / "lm").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("option \"causal\": false"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "lm"));
   r = testing::run_command(bin + "task train --task " + (dir / "task").string() + " --mixer nope --out " +
                            (dir / "bad").string());
   EXPECT_NE(r.exit_code, 0);

@@ -9,12 +9,14 @@
 #include <set>
 
 #include "lowrank/core/error.h"
+#include "lowrank/core/file.h"
 #include "lowrank/core/json.h"
 #include "lowrank/data/tasks/task_format.h"
 #include "lowrank/nn/image_classifier.h"
 #include "lowrank/nn/token_mixer.h"
 #include "lowrank/train/classify.h"
 #include "tests/nn/reference.h"
+#include "tests/nn/test_mixers.h"
 #include "tests/testing.h"
 
 namespace lowrank::nn {
@@ -95,14 +97,7 @@ TEST(ImageClassifierTest, ShapesAndTheGridOfEveryStage) {
 // One all-attention stage: the stem by at::conv2d, the reference trunk (tests/nn/reference.h; its
 // embedding rows are the patch vectors, fed as ids 0..T-1), the mean over patches, the head.
 TEST(ImageClassifierTest, OneAttentionStageEqualsTheHandAssembledComputation) {
-  testing::TinySpec s;
-  s.hidden = 8;
-  s.intermediate = 12;
-  s.layers = 2;
-  s.heads = 2;
-  s.kv_heads = 2;
-  s.head_dim = 4;
-  s.vocab = 1;
+  testing::TinySpec s = nn::testing_mixers::tiny_shape(1, 8, 12, 2, 2, 4);  // 2 layers
   testing::Weights w = testing::random_weights(s, 5);
   w.erase("model.embed_tokens.weight");
   w.erase("lm_head.weight");
@@ -330,6 +325,24 @@ TEST(ImageClassifierTest, VitTinyPresetTrainsOnA28x28Task) {
   const data::tasks::TaskDataset task = data::tasks::TaskDataset::open(dir / "task");
   const train::AccuracyResult r = train::evaluate_accuracy(loaded, task, data::tasks::Split::kVal);
   EXPECT_EQ(r.correct, s.validation.correct);
+  // ViT's encoder attends both ways, and so does the preset's attention.
+  EXPECT_EQ(read_json_file(s.model_dir / "config.json")["mixer_config"],
+            Json({{"attention", {{"causal", false}}}}));
+
+  // The CLI: inspect and eval --task read the image classifier; a token-model verb names it and refuses.
+  const std::string bin = testing::lowrank_binary().string() + " --threads 2 --quiet ";
+  testing::CommandResult c = testing::run_command(bin + "inspect " + s.model_dir.string());
+  EXPECT_EQ(c.exit_code, 0) << c.out;
+  EXPECT_NE(c.out.find("model.patch_embed.weight"), std::string::npos) << c.out;
+  c = testing::run_command(bin + "--json eval --model " + s.model_dir.string() + " --task " +
+                           (dir / "task").string() + " --split val");
+  ASSERT_EQ(c.exit_code, 0) << c.out;
+  EXPECT_EQ(Json::parse(c.out.substr(c.out.find('{')))["correct"], s.validation.correct);
+  c = testing::run_command(bin + "generate --model " + s.model_dir.string() +
+                           " --prompt-ids 1 --max-new-tokens 1");
+  EXPECT_NE(c.exit_code, 0);
+  EXPECT_NE(c.out.find("LowrankMixerForImageClassification is an image classifier"), std::string::npos)
+      << c.out;
 }
 
 }  // namespace

@@ -39,7 +39,8 @@ AttentionMask make_attention_mask(const at::Tensor& key_valid, bool padded, int6
 
 Attention::Attention(const ModelConfig& config, int64_t layer, const std::string& prefix,
                      std::shared_ptr<const BaseOperator> q, std::shared_ptr<const BaseOperator> k,
-                     std::shared_ptr<const BaseOperator> v, std::shared_ptr<const BaseOperator> o)
+                     std::shared_ptr<const BaseOperator> v, std::shared_ptr<const BaseOperator> o,
+                     bool causal)
     : q_proj(prefix + ".q_proj", std::move(q)),
       k_proj(prefix + ".k_proj", std::move(k)),
       v_proj(prefix + ".v_proj", std::move(v)),
@@ -48,13 +49,26 @@ Attention::Attention(const ModelConfig& config, int64_t layer, const std::string
       num_heads_(config.num_attention_heads),
       num_kv_heads_(config.num_key_value_heads),
       head_dim_(config.head_dim),
-      scale_(1.0 / std::sqrt(static_cast<double>(config.head_dim))) {}
+      scale_(1.0 / std::sqrt(static_cast<double>(config.head_dim))),
+      causal_(causal) {}
+
+AttentionMask make_padding_mask(const at::Tensor& valid) {
+  if (!valid.defined() || valid.all().item<bool>()) return {};
+  const at::Tensor real = valid.to(at::kBool);  // [B, T]
+  // A row with no real token at all sees every position instead (finite output, never read).
+  const at::Tensor empty = real.any(-1, /*keepdim=*/true).logical_not();
+  return {real.logical_or(empty).view({real.size(0), 1, 1, real.size(1)}), false};
+}
 
 at::Tensor Attention::forward(const at::Tensor& x, const MixerContext& context) const {
-  LR_CHECK(context.mask != nullptr, InternalError, "attention forward without an attention mask");
+  LR_CHECK(causal_ || context.cache == nullptr, Unsupported,
+           "bidirectional attention (option causal: false) cannot decode with a KV cache");
+  LR_CHECK(!causal_ || context.mask != nullptr, InternalError, "attention forward without an attention mask");
   const at::Tensor& cos = context.cos;
   const at::Tensor& sin = context.sin;
-  const AttentionMask& mask = *context.mask;
+  // Bidirectional: the padding alone decides which keys a query sees (the trunk's mask is causal).
+  const AttentionMask padding_mask = causal_ ? AttentionMask{} : make_padding_mask(context.valid);
+  const AttentionMask& mask = causal_ ? *context.mask : padding_mask;
   KVStore* cache = context.cache;
   const AdapterRouting* routing = context.routing;
   const int64_t B = x.size(0);
@@ -130,13 +144,59 @@ at::Tensor Attention::attend(const at::Tensor& q, at::Tensor k, at::Tensor v,
   return at::scaled_dot_product_attention(q, k, v, allowed, 0.0, mask.is_causal, scale_);
 }
 
+std::vector<std::pair<std::string, std::string>> attention_options() {
+  return {{"causal",
+           "true (default): each position attends to itself and the positions before it; false: to every "
+           "real (non-padding) position, bidirectional, for classification models only"}};
+}
+
+Json with_bidirectional_attention(Json keys) {
+  const Json& layer_mixers = keys.at("layer_mixers");
+  bool uses_attention = layer_mixers == "attention";
+  if (layer_mixers.is_array())
+    for (const Json& name : layer_mixers) uses_attention = uses_attention || name == "attention";
+  Json& options = keys["mixer_config"]["attention"];
+  if (uses_attention && !options.contains("causal")) options["causal"] = false;
+  if (options.is_null()) keys["mixer_config"].erase("attention");
+  return keys;
+}
+
+namespace {
+
+// Attention's options: `causal` only, a bool; false only in a model without a language-model head.
+bool read_causal_option(const MixerSpec& spec) {
+  const Json& options = spec.options;
+  const auto known = attention_options();
+  LR_CHECK(options.is_object(), InvalidArgument, "mixer attention: options must be a JSON object, got ",
+           options.dump());
+  std::string names;
+  for (const auto& [k, _] : known) names += (names.empty() ? "" : ", ") + k;
+  for (const auto& [key, _] : options.items())
+    LR_CHECK(key == "causal", InvalidArgument, "mixer attention: unknown option \"", key,
+             "\" (known: ", names, ")");
+  if (!options.contains("causal")) return true;
+  const Json& value = options.at("causal");
+  LR_CHECK(value.is_boolean(), InvalidArgument,
+           "mixer attention: option \"causal\" must be true or false, got ", value.dump());
+  const bool causal = value.get<bool>();
+  LR_CHECK(causal || !spec.config.has_lm_head(), InvalidArgument,
+           "mixer attention: option \"causal\": false makes attention bidirectional, which ",
+           architecture_name(spec.config.architecture),
+           " cannot use (a language model must not see later tokens); use it in a classification model");
+  return causal;
+}
+
+}  // namespace
+
 void register_attention_mixer(MixerRegistry& registry) {
   registry.add(
       {"attention",
-       "softmax attention of the Llama family: grouped-query, RoPE, optional sliding window, KV cache",
+       "softmax attention of the Llama family: grouped-query, RoPE, optional sliding window, KV cache; "
+       "bidirectional in classifiers with causal: false",
        "Vaswani et al., 2017, arXiv:1706.03762; GQA: Ainslie et al., 2023, arXiv:2305.13245",
-       {}},
+       attention_options()},
       [](const MixerSpec& spec) -> std::unique_ptr<TokenMixer> {
+        const bool causal = read_causal_option(spec);
         const ModelConfig& c = spec.config;
         const std::string& a = spec.prefix;
         const int64_t H = c.hidden_size;
@@ -145,7 +205,7 @@ void register_attention_mixer(MixerRegistry& registry) {
         auto k = spec.projection(a + ".k_proj", c.kv_size(), H, c.qkv_bias);
         auto v = spec.projection(a + ".v_proj", c.kv_size(), H, c.qkv_bias);
         auto o = spec.projection(a + ".o_proj", H, c.q_size(), c.o_bias);
-        return std::make_unique<Attention>(c, spec.layer, a, q, k, v, o);
+        return std::make_unique<Attention>(c, spec.layer, a, q, k, v, o, causal);
       });
 }
 

@@ -12,11 +12,21 @@
 // Deviations from transformers: query rows that can see no key at all (padding before the first
 // real token) attend to themselves so that their output stays finite (transformers' SDPA path
 // un-masks such rows as well); those rows are padding and never reach a real token.
+//
+// Option `causal` (mixer_config.attention.causal, default true). false: bidirectional attention,
+// as in the encoders that the LRA benchmark (Tay et al., 2021, arXiv:2011.04006) and ViT
+// (Dosovitskiy et al., 2021, arXiv:2010.11929) classify with: every query sees every real key,
+//   o = softmax(q kᵀ / √D + M) v,   M_ij = 0 where key j is a real token, −∞ where it is padding,
+// the padding coming from MixerContext::valid only (no causal or sliding-window part). It is allowed
+// only in a model without a language-model head (a classifier), and it cannot decode with a cache.
+// Padding queries still attend to the real keys (their rows are never read); a row with no real
+// token at all attends to every position so that its output stays finite.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -59,18 +69,20 @@ class Attention final : public TokenMixer {
  public:
   // `prefix` is the HF module name of the block ("model.layers.3.self_attn"); the slots are built
   // from the given operators (q, k, v, o).
+  // `causal` false: bidirectional (see the option `causal` above).
   Attention(const ModelConfig& config, int64_t layer, const std::string& prefix,
             std::shared_ptr<const BaseOperator> q, std::shared_ptr<const BaseOperator> k,
-            std::shared_ptr<const BaseOperator> v, std::shared_ptr<const BaseOperator> o);
+            std::shared_ptr<const BaseOperator> v, std::shared_ptr<const BaseOperator> o, bool causal = true);
 
   std::string name() const override { return "attention"; }
-  // x [B, T, hidden] -> [B, T, hidden], reading context.cos/sin [B, T, D], context.mask (required)
-  // and context.routing (per-row adapters in the four slots). With context.cache (between begin()
-  // and commit()), keys and values of the T new positions are appended and the whole past is
-  // attended.
+  // x [B, T, hidden] -> [B, T, hidden], reading context.cos/sin [B, T, D], context.mask (required
+  // when causal) and context.routing (per-row adapters in the four slots). With context.cache
+  // (between begin() and commit()), keys and values of the T new positions are appended and the
+  // whole past is attended. Bidirectional: the mask is built from context.valid instead, and a
+  // cache is refused.
   at::Tensor forward(const at::Tensor& x, const MixerContext& context) const override;
-  bool causal() const override { return true; }
-  bool uses_kv_store() const override { return true; }
+  bool causal() const override { return causal_; }
+  bool uses_kv_store() const override { return causal_; }
   std::vector<LinearSlot*> slots() override { return {&q_proj, &k_proj, &v_proj, &o_proj}; }
   using TokenMixer::slots;
 
@@ -91,10 +103,25 @@ class Attention final : public TokenMixer {
   int64_t layer_;
   int64_t num_heads_, num_kv_heads_, head_dim_;
   double scale_;
+  bool causal_;
   std::shared_ptr<const KVCompression> kv_compression_;
 };
 
-// Registers "attention" (the factory builds Attention from MixerSpec; it reads no options).
+// The padding-only mask of bidirectional attention over T positions: key j is allowed where
+// valid[b, j] (bool [B, T]; undefined or all true: no mask needed). A row without any real token
+// is left unmasked so that its output stays finite.
+AttentionMask make_padding_mask(const at::Tensor& valid);
+
+// The option keys the attention mixer takes, with their help (`lowrank methods`).
+std::vector<std::pair<std::string, std::string>> attention_options();
+
+// keys {"layer_mixers": ..., "mixer_config": {...}} of a classifier (train/classify.h's mixer_keys)
+// with attention made bidirectional (mixer_config.attention.causal = false) when some layer is
+// attention and the options do not set `causal` themselves: the encoders of LRA and ViT attend
+// both ways, so the classification presets do too.
+Json with_bidirectional_attention(Json keys);
+
+// Registers "attention" (the factory builds Attention from MixerSpec; option `causal`).
 void register_attention_mixer(MixerRegistry& registry);
 
 }  // namespace lowrank::nn

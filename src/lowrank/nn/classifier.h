@@ -9,7 +9,9 @@
 //                                                    rightmost non-padding token)
 //   logits = W_score · pooled,  W_score ∈ ℝ^{num_labels×H}   (tensor "score.weight")
 // Unlike the language model, bidirectional mixers are allowed (each layer's mixer is a per-layer
-// choice, token_mixer.h); attention stays causal, as in transformers' classifier.
+// choice, token_mixer.h). Attention is causal, as in transformers' classifier, unless its option
+// `causal` is false (attention.h): then it attends to every real token, as the encoders of LRA and
+// ViT do (what `lowrank task train` sets by default, with_bidirectional_attention).
 // Padding may sit on either side: the pooling reads the mask, and the trunk gets the mask (its
 // positions count the real tokens before each token). The trainer (train/classify.h) pads on the
 // right, so that a causal mixer's outputs at real tokens never depend on padding.

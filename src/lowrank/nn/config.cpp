@@ -20,6 +20,7 @@ constexpr Architecture kArchitectures[] = {Architecture::kLlama,
                                            Architecture::kLowrankMixer,
                                            Architecture::kLowrankMixerSequenceClassification,
                                            Architecture::kMamba};
+constexpr std::string_view kImageClassifier = "LowrankMixerForImageClassification";
 constexpr std::string_view kRopeTypes = "default, linear, dynamic, yarn, llama3";
 
 // Strictly typed readers: a JSON number where an integer is wanted must be integral, a bool is
@@ -94,6 +95,11 @@ Architecture parse_architecture(const Json& j, std::string_view what) {
       if (!a.is_string()) wrong_type(what, "architectures", *archs, "a list of strings");
       for (Architecture arch : kArchitectures)
         if (a.get<std::string>() == architecture_name(arch)) return arch;
+      // lowrank's own image model has no token embedding: name it rather than call it unknown.
+      LR_CHECK(a.get<std::string>() != kImageClassifier, Unsupported, what, ": ", kImageClassifier,
+               " is an image classifier (nn/image_classifier.h: patches of pixels, not tokens); a verb that "
+               "reads token models cannot load it (image classifiers: lowrank task train, lowrank eval "
+               "--task, lowrank inspect)");
     }
     if (!archs->empty())
       throw Unsupported(str(what, ": architecture ", archs->dump(),

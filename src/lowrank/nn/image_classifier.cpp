@@ -227,17 +227,12 @@ ImageClassifier ImageClassifier::random(const ImageClassifierConfig& config, uin
   at::Generator gen = at::detail::createCPUGenerator(seed);
   LayerTensorSource source = [&](const std::string&, std::vector<int64_t> shape, ParamInit init,
                                  const at::Tensor& value) {
-    at::Tensor t;
-    if (init == ParamInit::kValue) {
-      t = value.detach().to(options.dtype).clone();
-    } else if (init == ParamInit::kNormal) {
-      t = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
-      t.normal_(0.0, std_dev, gen);
-      t = t.to(options.dtype);
-    } else {
-      t = init == ParamInit::kOnes ? at::ones(shape, options.dtype) : at::zeros(shape, options.dtype);
-    }
-    return t.to(options.device);
+    return initial_tensor(
+               init, shape, value, options.dtype,
+               [&](at::IntArrayRef size) {
+                 return at::empty(size, at::TensorOptions().dtype(at::kFloat)).normal_(0.0, std_dev, gen);
+               })
+        .to(options.device);
   };
   ImageClassifier model;
   model.build(config, options, source);

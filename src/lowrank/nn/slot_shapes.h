@@ -18,8 +18,12 @@ struct SlotShape {
   int64_t in_features = 0;
 };
 
-// The linear slots of a model built from `config`, in Model::slots() order (per layer q, k, v, o,
-// gate, up, down; then lm_head).
+// The linear slots of a model built from `config`, in Model::slots() order: per layer its mixer's
+// slots (attention: q, k, v, o under `self_attn.`; any other mixer: the projections its registered
+// factory builds under `mixer.`, e.g. Linformer's or Performer's q, k, v, o), then gate, up, down;
+// then lm_head when the architecture has one (a classifier's trunk has not). A layer's mixer other
+// than attention is built from mixer_registry() on the meta device (no weights allocated), so its
+// name must be registered and its options valid (the factory's errors propagate).
 std::vector<SlotShape> slot_shapes(const ModelConfig& config);
 
 }  // namespace lowrank::nn

@@ -91,4 +91,22 @@ std::string mixer_prefix(const std::string& mixer, int64_t layer) {
   return str("model.layers.", layer, mixer == "attention" ? ".self_attn" : ".mixer");
 }
 
+at::Tensor initial_tensor(ParamInit init, at::IntArrayRef shape, const at::Tensor& value,
+                          at::ScalarType dtype,
+                          const std::function<at::Tensor(at::IntArrayRef shape)>& normal) {
+  switch (init) {
+    case ParamInit::kZeros:
+      return at::zeros(shape, dtype);
+    case ParamInit::kOnes:
+      return at::ones(shape, dtype);
+    case ParamInit::kValue:
+      LR_CHECK(value.defined() && value.sizes() == shape, InternalError, "initial value of shape ",
+               value.defined() ? value.sizes() : at::IntArrayRef{}, ", expected ", shape);
+      return value.detach().to(dtype).clone();
+    case ParamInit::kNormal:
+      break;
+  }
+  return normal(shape).to(dtype);
+}
+
 }  // namespace lowrank::nn

@@ -155,6 +155,13 @@ enum class ParamInit {
   kValue,  // the given value (a mixer's own initialisation, e.g. S4D's A = -1/2 + iπn)
 };
 
+// A fresh tensor of `shape` as `init` asks, in `dtype` on the CPU: zeros, ones, a copy of `value`, or
+// for kNormal whatever `normal(shape)` draws (each builder has its own stream and scale, or refuses
+// random extras). What MixerSpec::tensor gives a model that is not loaded.
+at::Tensor initial_tensor(ParamInit init, at::IntArrayRef shape, const at::Tensor& value,
+                          at::ScalarType dtype,
+                          const std::function<at::Tensor(at::IntArrayRef shape)>& normal);
+
 // What a factory gets to build the mixer of one layer.
 struct MixerSpec {
   const ModelConfig& config;

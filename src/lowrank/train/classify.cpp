@@ -14,6 +14,7 @@
 #include "lowrank/core/file.h"
 #include "lowrank/core/log.h"
 #include "lowrank/core/progress.h"
+#include "lowrank/nn/attention.h"
 #include "lowrank/nn/token_mixer.h"
 #include "lowrank/train/checkpoint.h"
 #include "lowrank/train/pretrain.h"
@@ -536,8 +537,8 @@ TaskTrainSummary task_train_image(const TaskTrainOptions& o, const ClassifyPrese
            " trains on images; task ", o.task.string(), " (", info.header.task, ") has layout ",
            layout.dump());
   Json config_json = preset.image;
-  const Json keys = mixer_keys(o.mixer, o.layer_mixers, o.mixer_options,
-                               static_cast<int64_t>(config_json.at("stages").size()));
+  const Json keys = nn::with_bidirectional_attention(mixer_keys(
+      o.mixer, o.layer_mixers, o.mixer_options, static_cast<int64_t>(config_json.at("stages").size())));
   const Json& mixers = keys.at("layer_mixers");
   for (size_t i = 0; i < config_json["stages"].size(); ++i)
     config_json["stages"][i]["mixer"] = mixers.is_string() ? mixers : mixers[i];
@@ -626,7 +627,8 @@ TaskTrainSummary task_train(const TaskTrainOptions& o) {
   const auto& info = task.info();
   if (!preset.image.empty()) return task_train_image(o, preset, cc, task);
   if (!preset.convnet.empty()) return task_train_convnet(o, preset, cc, task);
-  const Json keys = mixer_keys(o.mixer, o.layer_mixers, o.mixer_options, preset.num_layers);
+  const Json keys = nn::with_bidirectional_attention(
+      mixer_keys(o.mixer, o.layer_mixers, o.mixer_options, preset.num_layers));
   const int64_t longest = longest_row(task);
   LR_CHECK(longest <= preset.max_seq_len, InvalidArgument, "task ", o.task.string(), " has rows of up to ",
            longest, " tokens; preset ", preset.name, " takes at most ", preset.max_seq_len);

@@ -15,11 +15,9 @@ void generate_byte_retrieval(const TaskRequest& request) {
   const int64_t window = params.integer("window", 1024, 1, int64_t{1} << 26);
   params.finish();
 
-  std::vector<CorpusSplits> read;
+  const std::vector<CorpusSplits> read = read_corpora(corpora, request.seed);
   // The long-enough documents of each corpus and split.
   std::vector<std::array<std::vector<const std::string*>, 3>> docs;
-  for (std::size_t c = 0; c < corpora.size(); ++c)
-    read.push_back(read_corpus_splits(corpora[c], request.seed, c));
   for (std::size_t c = 0; c < corpora.size(); ++c) {
     std::array<std::vector<const std::string*>, 3> kept;
     for (int s = 0; s < 3; ++s) {
@@ -33,16 +31,12 @@ void generate_byte_retrieval(const TaskRequest& request) {
     docs.push_back(std::move(kept));
   }
 
-  TaskHeader header =
-      header_for(request, "byte-retrieval: same-document detection of byte windows (LRA Retrieval's shape)");
-  header.parameters = params.resolved();
-  header.vocab_size = 256;
-  header.token_type = ElementType::kUint8;
-  header.target = "class";
-  header.classes = {"different", "same"};
-  header.layout = {{"kind", "pair"}, {"segments", {window, window}}};
-  header.sources = {{"corpora", corpus_sources(read)}};
-  TaskWriter writer(request.out, std::move(header));
+  TaskWriter writer(
+      request.out,
+      byte_task_header(request,
+                       "byte-retrieval: same-document detection of byte windows (LRA Retrieval's shape)",
+                       params.resolved(), {"different", "same"},
+                       {{"kind", "pair"}, {"segments", {window, window}}}, read));
 
   TaskRng rng(request.seed, 1000);
   std::vector<int32_t> tokens(static_cast<std::size_t>(2 * window));
@@ -78,15 +72,11 @@ void generate_byte_retrieval(const TaskRequest& request) {
 }  // namespace
 
 TaskDefinition byte_retrieval_task() {
-  TaskDefinition t;
-  t.name = "byte-retrieval";
-  t.summary = "Two 1 KiB byte windows: from the same document? (LRA Retrieval's shape)";
-  t.options = split_size_options();
-  t.options.push_back(
-      {"corpora", "Comma-separated corpora whose documents are drawn (default bible,cpp-headers)"});
-  t.options.push_back({"window", "Bytes per window (default 1024)"});
-  t.generate = generate_byte_retrieval;
-  return t;
+  return task_definition(
+      "byte-retrieval", "Two 1 KiB byte windows: from the same document? (LRA Retrieval's shape)", false,
+      {{"corpora", "Comma-separated corpora whose documents are drawn (default bible,cpp-headers)"},
+       {"window", "Bytes per window (default 1024)"}},
+      generate_byte_retrieval);
 }
 
 }  // namespace lowrank::data::tasks

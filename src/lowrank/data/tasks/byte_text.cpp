@@ -28,13 +28,12 @@ void generate_byte_text(const TaskRequest& request) {
            max_window);
   LR_CHECK(corpora.size() >= 2, InvalidArgument, "--corpora: byte-text needs at least two corpora (classes)");
 
-  std::vector<CorpusSplits> read;
+  const std::vector<CorpusSplits> read = read_corpora(corpora, request.seed);
   std::vector<std::array<std::string, 3>> texts;
   for (std::size_t c = 0; c < corpora.size(); ++c) {
-    read.push_back(read_corpus_splits(corpora[c], request.seed, c));
     std::array<std::string, 3> split_texts;
     for (int s = 0; s < 3; ++s) {
-      split_texts[s] = join_documents(read.back().documents[s]);
+      split_texts[s] = join_documents(read[c].documents[s]);
       LR_CHECK(static_cast<int64_t>(split_texts[s].size()) >= max_window, InvalidArgument, "corpus ",
                corpora[c], ": its ", split_name(kSplits[s]), " documents hold ", split_texts[s].size(),
                " bytes, fewer than --max-window ", max_window);
@@ -42,16 +41,10 @@ void generate_byte_text(const TaskRequest& request) {
     texts.push_back(std::move(split_texts));
   }
 
-  TaskHeader header =
-      header_for(request, "byte-text: corpus identification of byte windows (LRA Text's shape)");
-  header.parameters = params.resolved();
-  header.vocab_size = 256;
-  header.token_type = ElementType::kUint8;
-  header.target = "class";
-  header.classes = corpora;
-  header.layout = {{"kind", "sequence"}};
-  header.sources = {{"corpora", corpus_sources(read)}};
-  TaskWriter writer(request.out, std::move(header));
+  TaskWriter writer(
+      request.out,
+      byte_task_header(request, "byte-text: corpus identification of byte windows (LRA Text's shape)",
+                       params.resolved(), corpora, {{"kind", "sequence"}}, read));
 
   TaskRng rng(request.seed, 1000);
   std::vector<int32_t> tokens;
@@ -69,16 +62,12 @@ void generate_byte_text(const TaskRequest& request) {
 }  // namespace
 
 TaskDefinition byte_text_task() {
-  TaskDefinition t;
-  t.name = "byte-text";
-  t.summary = "Which Debian corpus a 1-4 KiB byte window came from (LRA Text's shape)";
-  t.options = split_size_options();
-  t.options.push_back(
-      {"corpora", "Comma-separated corpora, one class each (default bible,gcide,fortunes,cpp-headers)"});
-  t.options.push_back({"min_window", "Shortest window in bytes (default 1024)"});
-  t.options.push_back({"max_window", "Longest window in bytes (default 4096)"});
-  t.generate = generate_byte_text;
-  return t;
+  return task_definition(
+      "byte-text", "Which Debian corpus a 1-4 KiB byte window came from (LRA Text's shape)", false,
+      {{"corpora", "Comma-separated corpora, one class each (default bible,gcide,fortunes,cpp-headers)"},
+       {"min_window", "Shortest window in bytes (default 1024)"},
+       {"max_window", "Longest window in bytes (default 4096)"}},
+      generate_byte_text);
 }
 
 }  // namespace lowrank::data::tasks

@@ -48,4 +48,24 @@ OrderedJson corpus_sources(const std::vector<CorpusSplits>& corpora) {
   return sources;
 }
 
+std::vector<CorpusSplits> read_corpora(const std::vector<std::string>& names, uint64_t seed) {
+  std::vector<CorpusSplits> read;
+  for (std::size_t c = 0; c < names.size(); ++c) read.push_back(read_corpus_splits(names[c], seed, c));
+  return read;
+}
+
+TaskHeader byte_task_header(const TaskRequest& request, std::string generator, const OrderedJson& parameters,
+                            std::vector<std::string> classes, OrderedJson layout,
+                            const std::vector<CorpusSplits>& corpora) {
+  TaskHeader header = header_for(request, std::move(generator));
+  header.parameters = parameters;
+  header.vocab_size = 256;
+  header.token_type = ElementType::kUint8;
+  header.target = "class";
+  header.classes = std::move(classes);
+  header.layout = std::move(layout);
+  header.sources = {{"corpora", corpus_sources(corpora)}};
+  return header;
+}
+
 }  // namespace lowrank::data::tasks

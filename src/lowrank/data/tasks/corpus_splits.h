@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "lowrank/core/json.h"
+#include "lowrank/data/tasks/registry.h"
+#include "lowrank/data/tasks/task_format.h"
 
 namespace lowrank::data::tasks {
 
@@ -26,5 +28,15 @@ CorpusSplits read_corpus_splits(const std::string& name, uint64_t seed, uint64_t
 
 // task.json's record of the corpora read: name, documents, SHA-256.
 OrderedJson corpus_sources(const std::vector<CorpusSplits>& corpora);
+
+// Every corpus of `names` read and split for a task of `seed` (corpus c from stream c).
+std::vector<CorpusSplits> read_corpora(const std::vector<std::string>& names, uint64_t seed);
+
+// The header of a byte-level classification task (byte-text, byte-retrieval): 256 byte tokens
+// stored as uint8, one class per example out of `classes`, the task's resolved `parameters` and
+// `layout`, and the corpora it drew from as its sources.
+TaskHeader byte_task_header(const TaskRequest& request, std::string generator, const OrderedJson& parameters,
+                            std::vector<std::string> classes, OrderedJson layout,
+                            const std::vector<CorpusSplits>& corpora);
 
 }  // namespace lowrank::data::tasks

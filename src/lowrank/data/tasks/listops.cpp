@@ -127,18 +127,14 @@ ListOpsTree generate_listops_tree(TaskRng& rng, int64_t max_depth, int64_t max_a
 }
 
 TaskDefinition listops_task() {
-  TaskDefinition t;
-  t.name = "listops";
-  t.summary =
-      "LRA ListOps: nested MIN/MAX/MED/SM over digits, 10 classes (--lra: 500-2000 tokens, 96K/2K/2K)";
-  t.has_lra = true;
-  t.options = split_size_options();
-  t.options.push_back({"max_depth", "Maximum tree depth (default 10)"});
-  t.options.push_back({"max_args", "Maximum arguments per operator (default 10)"});
-  t.options.push_back({"min_length", "Keep trees longer than this many tokens (default 100; --lra 500)"});
-  t.options.push_back({"max_length", "Keep trees shorter than this many tokens (default 500; --lra 2000)"});
-  t.generate = generate_listops;
-  return t;
+  return task_definition(
+      "listops",
+      "LRA ListOps: nested MIN/MAX/MED/SM over digits, 10 classes (--lra: 500-2000 tokens, 96K/2K/2K)", true,
+      {{"max_depth", "Maximum tree depth (default 10)"},
+       {"max_args", "Maximum arguments per operator (default 10)"},
+       {"min_length", "Keep trees longer than this many tokens (default 100; --lra 500)"},
+       {"max_length", "Keep trees shorter than this many tokens (default 500; --lra 2000)"}},
+      generate_listops);
 }
 
 }  // namespace lowrank::data::tasks

@@ -74,6 +74,19 @@ std::vector<TaskOption> split_size_options() {
           {"test_size", "Test examples"}};
 }
 
+TaskDefinition task_definition(std::string name, std::string summary, bool has_lra,
+                               std::vector<TaskOption> options,
+                               std::function<void(const TaskRequest&)> generate) {
+  TaskDefinition t;
+  t.name = std::move(name);
+  t.summary = std::move(summary);
+  t.has_lra = has_lra;
+  t.options = split_size_options();
+  t.options.insert(t.options.end(), options.begin(), options.end());
+  t.generate = std::move(generate);
+  return t;
+}
+
 std::string option_flag(const std::string& key) {
   std::string flag = "--" + key;
   std::replace(flag.begin(), flag.end(), '_', '-');
@@ -158,6 +171,34 @@ void set_recall_vocabulary(TaskHeader& header, int64_t ordinary) {
   header.vocab_size = ordinary + 2;
   header.classes.assign(header.vocabulary.begin(), header.vocabulary.begin() + ordinary);
   header.target = "class";
+}
+
+RecallOptions read_recall_options(const TaskRequest& request, int64_t seq_len, int64_t min_seq_len,
+                                  int64_t vocab_size, int64_t min_vocab_size) {
+  TaskParams params(request);
+  RecallOptions o;
+  o.sizes = params.split_sizes({5000, 500, 500});
+  o.seq_len = params.integer("seq_len", seq_len, min_seq_len, int64_t{1} << 24);
+  o.ordinary = params.integer("vocab_size", vocab_size, min_vocab_size, int64_t{1} << 30) - 2;
+  params.finish();
+  o.parameters = params.resolved();
+  return o;
+}
+
+void write_recall_task(const TaskRequest& request, const RecallOptions& options, const std::string& name,
+                       std::string generator, OrderedJson layout,
+                       const std::function<int32_t(TaskRng& rng, std::vector<int32_t>& tokens)>& draw) {
+  TaskHeader header = header_for(request, std::move(generator));
+  header.parameters = options.parameters;
+  set_recall_vocabulary(header, options.ordinary);
+  header.layout = std::move(layout);
+  TaskWriter writer(request.out, std::move(header));
+  TaskRng rng(request.seed);
+  std::vector<int32_t> tokens;
+  write_splits(writer, options.sizes, name, [&](Split split) {
+    const int32_t answer = draw(rng, tokens);
+    writer.add(split, tokens, std::span(&answer, 1));
+  });
 }
 
 void write_splits(TaskWriter& writer, const std::array<int64_t, 3>& sizes, const std::string& name,

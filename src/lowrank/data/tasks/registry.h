@@ -20,6 +20,7 @@
 
 #include "lowrank/core/json.h"
 #include "lowrank/data/tasks/task_format.h"
+#include "lowrank/data/tasks/task_rng.h"
 
 namespace lowrank::data::tasks {
 
@@ -62,6 +63,11 @@ void generate_task(const TaskRequest& request);
 // The options every task takes: split sizes.
 std::vector<TaskOption> split_size_options();
 
+// A task's definition: split_size_options() followed by the task's own `options`.
+TaskDefinition task_definition(std::string name, std::string summary, bool has_lra,
+                               std::vector<TaskOption> options,
+                               std::function<void(const TaskRequest&)> generate);
+
 // Typed, checked access to a request's options; records every resolved value (defaults
 // included) for task.json. finish() rejects options the task did not read.
 class TaskParams {
@@ -93,6 +99,23 @@ TaskHeader header_for(const TaskRequest& request, std::string generator);
 // The vocabulary of the recall tasks (induction, associative recall): tokens "0" … "ordinary − 1",
 // then "=>" and "."; the ordinary tokens are the classes.
 void set_recall_vocabulary(TaskHeader& header, int64_t ordinary);
+
+// The options of a recall task (induction, associative recall) as read from its request: the split
+// sizes (default 5000/500/500), `seq_len` and `vocab_size` (in [min, 2^24] and [min, 2^30]).
+struct RecallOptions {
+  std::array<int64_t, 3> sizes{};
+  int64_t seq_len = 0;
+  int64_t ordinary = 0;  // vocab_size − 2: the tokens other than "=>" and "."
+  OrderedJson parameters;
+};
+RecallOptions read_recall_options(const TaskRequest& request, int64_t seq_len, int64_t min_seq_len,
+                                  int64_t vocab_size, int64_t min_vocab_size);
+// Writes a recall task: its header (`generator`, the recall vocabulary, `layout`), then every split,
+// each example drawn by draw(rng, tokens), which fills `tokens` and returns the one target token.
+// The random stream is TaskRng(request.seed).
+void write_recall_task(const TaskRequest& request, const RecallOptions& options, const std::string& name,
+                       std::string generator, OrderedJson layout,
+                       const std::function<int32_t(TaskRng& rng, std::vector<int32_t>& tokens)>& draw);
 
 // Fills every split in order (train, val, test) with sizes[split] examples, one add_example(split)
 // call each (it draws the example and calls writer.add once), under a progress bar named `name`,

@@ -54,19 +54,15 @@ void generate_selective_copy(const TaskRequest& request) {
 }  // namespace
 
 TaskDefinition selective_copy_task() {
-  TaskDefinition t;
-  t.name = "selective-copy";
-  t.summary =
-      "Mamba's selective copying: output the data tokens scattered among noise, in order "
-      "(--lra: the paper's length 4096)";
-  t.has_lra = true;
-  t.options = split_size_options();
-  t.options.push_back(
-      {"seq_len", "Positions holding data and noise, before the markers (default 256; --lra 4096)"});
-  t.options.push_back({"num_tokens", "Data tokens to copy (default 16)"});
-  t.options.push_back({"vocab_size", "Vocabulary including the noise and marker tokens (default 16)"});
-  t.generate = generate_selective_copy;
-  return t;
+  return task_definition(
+      "selective-copy",
+      "Mamba's selective copying: output the data tokens scattered among noise, in order (--lra: the paper's "
+      "length 4096)",
+      true,
+      {{"seq_len", "Positions holding data and noise, before the markers (default 256; --lra 4096)"},
+       {"num_tokens", "Data tokens to copy (default 16)"},
+       {"vocab_size", "Vocabulary including the noise and marker tokens (default 16)"}},
+      generate_selective_copy);
 }
 
 }  // namespace lowrank::data::tasks
