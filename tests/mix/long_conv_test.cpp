@@ -18,22 +18,12 @@
 #include "lowrank/optim/adamw.h"
 #include "lowrank/train/trainer.h"
 #include "tests/mix/mixer_test_util.h"
+#include "tests/mix/ssm_testing.h"
 
 namespace lowrank::mix {
 namespace {
 
-using testing::build_mixer;
-using testing::mixer_config;
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
-
-at::Tensor tensor_named(const nn::TokenMixer& mixer, const std::string& name) {
-  for (const auto& [n, t] : mixer.tensors())
-    if (n == name) return t;
-  throw NotFound("no tensor " + name);
-}
+using namespace testing;  // build_mixer, mixer_config, max_diff, tensor_named
 
 // The regularised kernel by scalar loops: zero-padded moving average of `window`, then the soft
 // threshold, row by row of a [R, L] float64 tensor.
@@ -163,35 +153,14 @@ TEST(LongConvTest, TrainedMonarchFactorsLookAheadSoLearnedMonarchIsNotCausal) {
   EXPECT_GT(g[T - 1].abs().sum().item<double>(), 1e-6) << "y_0 ignores x_{T-1}";
 }
 
-// Left-padded rows; step() from an empty state equals forward's rows, padding included.
-void expect_step_equals_forward(const nn::TokenMixer& mixer, int64_t H) {
-  const int64_t B = 2, T = 7;
-  const at::Tensor x = at::randn({B, T, H}, at::kDouble);
-  const at::Tensor valid =
-      at::tensor({0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, at::kLong).to(at::kBool).view({B, T});
-  nn::MixerContext context;
-  context.valid = valid;
-  const at::Tensor full = mixer.forward(x, context);
-  const auto state = mixer.new_state(B);
-  for (int64_t t = 0; t < T; ++t) {
-    nn::MixerContext one;
-    one.valid = valid.narrow(1, t, 1);
-    const at::Tensor y = mixer.step(x.narrow(1, t, 1), *state, one);
-    for (int64_t b = 0; b < B; ++b)
-      if (valid[b][t].item<bool>()) {
-        EXPECT_LE(max_diff(y[b], full[b].narrow(0, t, 1)), 1e-12)
-            << mixer.name() << " row " << b << ", t " << t;
-      }
-  }
-}
-
 TEST(LongConvTest, StepEqualsForwardUnderLeftPaddingWithAKernelShorterThanTheSequence) {
   const int64_t H = 4;
   for (const std::string mixer : {"long_conv", "gated_long_conv"}) {
     const Json options = {{"l_max", 4}, {"lam", 0.001}, {"smooth", true}};
     const auto built = build_mixer(mixer, mixer_config(mixer, H, 2, options));
     ASSERT_TRUE(built->has_decode_state()) << mixer;
-    expect_step_equals_forward(*built, H);
+    // Row 0 starts with two padding positions.
+    testing::expect_step_equals_forward_with_padding(*built, at::randn({2, 7, H}, at::kDouble), 0, 2, 1e-12);
   }
 }
 

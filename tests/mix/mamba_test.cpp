@@ -22,16 +22,14 @@
 #include "lowrank/nn/generate.h"
 #include "lowrank/nn/model.h"
 #include "tests/mix/mixer_test_util.h"
+#include "tests/mix/ssm_testing.h"
 #include "tests/testing.h"
 
 namespace lowrank::mix {
 namespace {
 
 namespace fs = std::filesystem;
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
+using testing::max_diff;
 
 constexpr int64_t kHidden = 8, kN = 4, kK = 3, kInner = 16, kRank = 1;
 

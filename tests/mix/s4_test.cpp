@@ -18,19 +18,7 @@
 namespace lowrank::mix {
 namespace {
 
-using testing::build_mixer;
-using testing::mixer_config;
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a - b).abs().max().item<double>();
-}
-
-at::Tensor tensor_named(const nn::TokenMixer& mixer, const std::string& leaf) {
-  for (const auto& [name, t] : mixer.tensors())
-    if (name.ends_with("." + leaf)) return t;
-  ADD_FAILURE() << "no tensor " << leaf;
-  return {};
-}
+using namespace testing;  // build_mixer, mixer_config, max_diff, tensor_named
 
 TEST(S4Test, CauchyKernelAndItsBackwardEqualTheDirectSum) {
   const int64_t R = 3, N = 5, L = 7;

@@ -16,6 +16,7 @@
 #include "lowrank/mix/sgconv.h"
 #include "lowrank/nn/model.h"
 #include "tests/mix/mixer_test_util.h"
+#include "tests/mix/ssm_testing.h"
 #include "tests/testing.h"
 
 namespace lowrank::mix {
@@ -26,6 +27,7 @@ using ::lowrank::testing::fixture;
 using ::lowrank::testing::max_abs_diff;
 using testing::build_mixer;
 using testing::mixer_config;
+using testing::tensor_named;
 
 struct Case {
   std::string name;
@@ -66,12 +68,6 @@ std::unique_ptr<nn::TokenMixer> fixture_mixer(const SafetensorsFile& f, const Ca
   for (int64_t i = 0; i < c.num_scales; ++i)
     given[str(p, ".kernel_", i)] = f.load(str(c.name, ".kernel_", i));
   return build_mixer("sgconv", mixer_config("sgconv", 4, 2, c.options), given);
-}
-
-at::Tensor tensor_named(const nn::TokenMixer& mixer, const std::string& name) {
-  for (const auto& [n, t] : mixer.tensors())
-    if (n == name) return t;
-  throw NotFound("no tensor " + name);
 }
 
 TEST(SGConvTest, KernelNormAndOutputEqualTheReferenceTranscription) {
@@ -115,22 +111,8 @@ TEST(SGConvTest, StepEqualsForwardUnderLeftPadding) {
       mixer_config("sgconv", H, 1, {{"kernel_dim", 2}, {"l_max", 8}, {"channels", 2}, {"glu", true}}));
   ASSERT_TRUE(mixer->has_decode_state());
   const at::Tensor x = at::randn({B, T, H}, at::kDouble);
-  const at::Tensor valid = at::tensor({0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, at::kLong)
-                               .to(at::kBool)
-                               .view({B, T});
-  nn::MixerContext context;
-  context.valid = valid;
-  const at::Tensor full = mixer->forward(x, context);
-  const auto state = mixer->new_state(B);
-  for (int64_t t = 0; t < T; ++t) {
-    nn::MixerContext one;
-    one.valid = valid.narrow(1, t, 1);
-    const at::Tensor y = mixer->step(x.narrow(1, t, 1), *state, one);
-    for (int64_t b = 0; b < B; ++b)
-      if (valid[b][t].item<bool>()) {
-        EXPECT_LE(max_abs_diff(y[b], full[b].narrow(0, t, 1)), 1e-12) << "row " << b << ", t " << t;
-      }
-  }
+  // Row 0 starts with three padding positions.
+  testing::expect_step_equals_forward_with_padding(*mixer, x, 0, 3, 1e-12);
 }
 
 TEST(SGConvTest, ParamGroupsGiveTheSubKernelsTheirOwnLrAndNoWeightDecay) {

@@ -1,13 +1,30 @@
-// Test helper of the state space mixers (s4d, s4): step() against forward under left padding.
+// Test helpers of the state space and long-convolution mixers (s4d, s4, long_conv, sgconv, mamba):
+// a mixer's tensor by name, the largest difference of two tensors, and step() against forward under
+// left padding.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
 
+#include "lowrank/core/error.h"
 #include "lowrank/nn/token_mixer.h"
 
 namespace lowrank::mix::testing {
+
+// max |a − b| in float64 (complex128 for complex inputs).
+inline double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  const at::ScalarType dtype =
+      at::promote_types(at::promote_types(a.scalar_type(), b.scalar_type()), at::kDouble);
+  return (a.to(dtype) - b.to(dtype)).abs().max().item<double>();
+}
+
+// The mixer's tensor `name`: its full name ("model.layers.0.mixer.D") or its last components ("D").
+inline at::Tensor tensor_named(const nn::TokenMixer& mixer, const std::string& name) {
+  for (const auto& [full, t] : mixer.tensors())
+    if (full == name || full.ends_with("." + name)) return t;
+  throw NotFound("no tensor " + name + " in mixer " + mixer.name());
+}
 
 // Runs x [B, T, H] through forward (with row `padded_row`'s first `pad` positions marked padding)
 // and through step() position by position: every real position agrees within `tolerance`, every step

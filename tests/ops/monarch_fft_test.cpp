@@ -3,7 +3,8 @@
 // truncation; its inverse against at::fft_ifft; an unsupported N refused naming N; the FFT
 // convolution against the direct causal convolution (float64), which is itself checked against a
 // scalar loop; the Monarch convolution against the FFT one; the learned factors at the DFT equal
-// the fixed transform and receive gradients.
+// the fixed transform and receive gradients; the FFT convolution of S4/S4D's shapes against at::conv1d
+// in float64 and float32.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -94,6 +95,24 @@ TEST(MonarchFftTest, FftConvEqualsDirectConvAndMonarchConvEqualsFftConv) {
   EXPECT_EQ(fft_conv_size(24, 24, FftConvImpl::kFft), 48);
   EXPECT_EQ(fft_conv_size(24, 24, FftConvImpl::kMonarch), 64);
   EXPECT_THROW((void)parse_fft_conv_impl("cufft", "impl"), InvalidArgument);
+}
+
+// The convolution S4/S4D run ([B, H, L] by [H, L], the kernel as long as the input, down to one
+// position) against at::conv1d, an independent causal convolution: the flipped kernel over the input
+// padded on the left, one group per channel. float32 stays float32.
+TEST(MonarchFftTest, FftConvEqualsConv1dAndKeepsFloat32) {
+  at::manual_seed(5);
+  const int64_t B = 2, H = 3;
+  for (const int64_t L : {int64_t{1}, int64_t{9}, int64_t{16}}) {
+    const at::Tensor u = at::randn({B, H, L}, at::kDouble), k = at::randn({H, L}, at::kDouble);
+    const at::Tensor conv1d =
+        at::conv1d(at::constant_pad_nd(u, {L - 1, 0}), k.flip(-1).unsqueeze(1), at::Tensor(),
+                   at::IntArrayRef{1}, at::IntArrayRef{0}, at::IntArrayRef{1}, H);
+    EXPECT_LE(max_abs(fft_conv(u, k) - conv1d), 1e-12) << "L = " << L;
+    const at::Tensor y32 = fft_conv(u.to(at::kFloat), k.to(at::kFloat));
+    EXPECT_EQ(y32.scalar_type(), at::kFloat);
+    EXPECT_LE(max_abs(y32.to(at::kDouble) - conv1d), 1e-4) << "L = " << L;
+  }
 }
 
 TEST(MonarchFftTest, LearnedFactorsAtTheDftGiveTheConvolutionAndTakeGradients) {

@@ -13,6 +13,7 @@
 // Maestro have their own files (trp_test.cpp, maestro_test.cpp).
 #include <cmath>
 #include <filesystem>
+#include <set>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
@@ -20,6 +21,7 @@
 #include "lowrank/catalog.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/safetensors.h"
+#include "lowrank/mix/registry.h"
 #include "lowrank/train/checkpoint.h"
 #include "lowrank/train/lowrank_ba.h"
 #include "lowrank/train/parameterization.h"
@@ -605,6 +607,32 @@ TEST(ParameterizationTest, MixerSlotsAreParameterized) {
   EXPECT_FALSE(is_parameterized_slot("lm_head"));
   EXPECT_FALSE(is_parameterized_slot("score"));
   EXPECT_FALSE(is_parameterized_slot("model.mixer.q_proj"));  // not inside a decoder layer
+}
+
+// MambaForCausalLM keeps its layers under backbone.layers.N.mixer.* (transformers' names): a
+// parameterisation reaches its four projections in every layer, and leaves lm_head alone.
+TEST(ParameterizationTest, MambaMixerSlotsAreParameterized) {
+  (void)mix::registry();  // registers the mamba mixer
+  const Json config{{"architectures", {"MambaForCausalLM"}},
+                    {"model_type", "mamba"},
+                    {"vocab_size", 16},
+                    {"hidden_size", 8},
+                    {"num_hidden_layers", 2},
+                    {"state_size", 4},
+                    {"conv_kernel", 3},
+                    {"time_step_rank", 2}};
+  nn::Model model = nn::Model::random(nn::ModelConfig::from_json(config, "tiny mamba"), 1);
+  const AppliedParameterization applied =
+      apply_parameterization(model, "lowrank", Json{{"rank", 2}, {"alpha", 4}}, 7);
+  std::set<std::string> names;
+  for (const auto& [name, op] : applied.operators) names.insert(name);
+  std::set<std::string> want;
+  for (const int layer : {0, 1})
+    for (const char* proj : {"in_proj", "x_proj", "dt_proj", "out_proj"})
+      want.insert(str("backbone.layers.", layer, ".mixer.", proj));
+  EXPECT_EQ(names, want);
+  EXPECT_EQ(model.slot("backbone.layers.1.mixer.x_proj").base().kind(), "lowrank");
+  EXPECT_EQ(model.slot("lm_head").base().kind(), "dense");
 }
 
 TEST(ParameterizationTest, MethodsAreListedInTheCatalog) {

@@ -13,7 +13,7 @@
 //   r_ab(ω) = Δ · Σ_n a_n b_n / (z − ΔΛ_n)  (+ the conjugate modes)  the Cauchy kernel, ops/cauchy.h
 //   K̂(ω) = 2/(1 + ω) · [ r_{C̃B} − r_{C̃P} r_{Q B} / (1 + r_{Q P}) ],  Q = P̄   (Woodbury, rank 1)
 //   K = irfft(K̂, L)
-// then y = K ∗ u + D ⊙ u by FFT (ops/fft_conv.h), GELU, output_linear (H → 2H) and GLU, the S4 block's
+// then y = K ∗ u + D ⊙ u by FFT (ops/long_fft_conv.h), GELU, output_linear (H → 2H) and GLU, the S4 block's
 // final_act 'glu'. Bidirectional (option, classifiers only): a second C̃ gives the backward kernel,
 // as in s4d.h.
 // The decode step (step()) runs the dense bilinear recurrence h_t = Ā h_{t−1} + B̄ u_t, y = Re(C h_t),

@@ -10,7 +10,7 @@
 #include "lowrank/core/random.h"
 #include "lowrank/mix/mixer_options.h"
 #include "lowrank/nn/config.h"
-#include "lowrank/ops/fft_conv.h"
+#include "lowrank/ops/long_fft_conv.h"
 #include "lowrank/ops/vandermonde.h"
 
 namespace lowrank::mix {
@@ -67,10 +67,7 @@ constexpr int64_t kDirectConvolutionMaxLength = 64;
 // Σ_{s ≤ t} k[h, t − s] u[b, h, s] for u [B, H, L], k [H, L].
 at::Tensor causal_convolve(const at::Tensor& u, const at::Tensor& k) {
   const int64_t L = u.size(2);
-  if (L > kDirectConvolutionMaxLength) return ops::fft_causal_conv(u, k);
-  // conv1d correlates: the flipped kernel over the input padded on the left, one group per channel.
-  return at::conv1d(at::constant_pad_nd(u, {L - 1, 0}), k.flip(-1).unsqueeze(1), at::Tensor(),
-                    at::IntArrayRef{1}, at::IntArrayRef{0}, at::IntArrayRef{1}, u.size(1));
+  return L > kDirectConvolutionMaxLength ? ops::fft_conv(u, k) : ops::direct_causal_conv(u, k);
 }
 
 }  // namespace

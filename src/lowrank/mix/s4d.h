@@ -7,7 +7,7 @@
 //   ZOH       Ā = exp(ΔA),                        B̄ = (exp(ΔA) − 1)/A · B
 //   bilinear  Ā = (1 + ΔA/2)/(1 − ΔA/2),          B̄ = Δ/(1 − ΔA/2) · B
 // and computed either as a convolution with the kernel (Eq. 5, a Vandermonde product; ops/vandermonde.h)
-//   K[l] = 2 · Re Σ_n C_n B̄_n Ā_n^l,   y = K ∗ u + D ⊙ u    (FFT, ops/fft_conv.h)
+//   K[l] = 2 · Re Σ_n C_n B̄_n Ā_n^l,   y = K ∗ u + D ⊙ u    (FFT, ops/long_fft_conv.h)
 // or as the recurrence (step()): h_t = Ā h_{t−1} + B̄ u_t, y_t = 2 · Re(C · h_t) + D u_t; the state is
 // H × N/2 complex numbers per row, whatever the length.
 // The block around it is the reference S4D layer's: y → GELU → output_linear (H → 2H, bias) → GLU.
@@ -135,7 +135,7 @@ at::Tensor ssm_complex_normal(const std::string& name, std::vector<int64_t> shap
 // The float type SSM arithmetic runs in for parameters of `dtype` (float32 for half precision).
 at::ScalarType ssm_real_type(at::ScalarType dtype);
 // SSM convolution of u [B, H, L] with kernels k [c, H, ≥ L]: causal for c = 1, two-sided for c = 2.
-// By FFT (ops/fft_conv.h) beyond 64 positions, directly up to there (exactly causal).
+// By FFT (ops/long_fft_conv.h) beyond 64 positions, directly up to there (exactly causal).
 at::Tensor ssm_convolve(const at::Tensor& u, const at::Tensor& k);
 
 }  // namespace lowrank::mix

@@ -149,7 +149,10 @@ ParameterizationConfig parameterization_config(const std::string& method, const 
 }
 
 bool is_parameterized_slot(const std::string& slot_name) {
-  return slot_name.starts_with("model.layers.") &&
+  // The decoder layers' names as each trunk calls them (nn/model.cpp, layer_prefix): the Llama
+  // family model.layers.N.*, transformers' MambaModel backbone.layers.N.* (its mixer.* projections).
+  const bool in_a_layer = slot_name.starts_with("model.layers.") || slot_name.starts_with("backbone.layers.");
+  return in_a_layer &&
          (slot_name.find(".self_attn.") != std::string::npos ||
           slot_name.find(".mixer.") != std::string::npos || slot_name.find(".mlp.") != std::string::npos);
 }
