@@ -282,7 +282,7 @@ TEST(ExportGgufCliTest, BadInputExitsOneNamingItAndLeavesNoFile) {
   refuse("--gguf --type q4_0 --adapter " + testing::fixture("hf/llama-tiny/adapter-lora").string() + m,
          "tensor \"blk.0.ffn_down.weight.lora_a\" has rows of 176 elements");
   refuse("--gguf --type q5_k" + m, "--type: unknown GGUF tensor type \"q5_k\"");
-  refuse("--gguf --dense" + m, "exactly one of --dense and --gguf");
+  refuse("--gguf --dense" + m, "exactly one of --dense, --gguf and --deploy");
   refuse("--gguf --dtype bfloat16" + m, "--dtype belongs to --dense");
 
   // A pre-tokenizer llama.cpp does not have (byte-level BPE, another split regex).
