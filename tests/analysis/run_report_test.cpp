@@ -49,16 +49,20 @@ TEST(RunReportTest, ReadsMetricsSummaryAndTokensPerStep) {
 
 TEST(RunReportTest, OnePolylinePerRunWithOnePointPerRow) {
   testing::TempDir dir;
-  write_pretrain_run(dir / "a", 3);
-  write_pretrain_run(dir / "b" / "a", 5);  // same name: told apart as "a (2)"
-  const std::string html = run_report_html(read_runs({dir / "a", dir / "b" / "a"}), "two runs");
+  write_pretrain_run(dir / "x" / "a", 3);
+  write_pretrain_run(dir / "b" / "a", 5);  // same name: told apart by their parents
+  const std::string html = run_report_html(read_runs({dir / "x" / "a", dir / "b" / "a"}), "two runs");
   for (const char* id : {"plot-loss-step", "plot-loss-tokens", "plot-lr-step", "plot-grad_norm-step",
                          "plot-tokens_per_s-step"}) {
     const auto c = curves(html, id);
     ASSERT_EQ(c.size(), 2u) << id;
-    EXPECT_EQ(c[0], std::make_pair(std::string("a"), size_t{3})) << id;
-    EXPECT_EQ(c[1], std::make_pair(std::string("a (2)"), size_t{5})) << id;
+    EXPECT_EQ(c[0], std::make_pair(std::string("x/a"), size_t{3})) << id;
+    EXPECT_EQ(c[1], std::make_pair(std::string("b/a"), size_t{5})) << id;
   }
+  // The same directory twice: alike even with their parents, so numbered.
+  const auto twice = read_runs({dir / "b" / "a", dir / "b" / "a"});
+  EXPECT_EQ(twice[0].name, "b/a");
+  EXPECT_EQ(twice[1].name, "b/a (2)");
   // Loss against tokens: the data reach 5 steps × 128 tokens = 640; Heckbert's step for [128, 640]
   // is nicenum(nicenum(512) / 4 = 250, round) = 200, so the axis ends at 800.
   const size_t at = html.find("<figure id=\"plot-loss-tokens\">");

@@ -80,12 +80,21 @@ RunData read_run(const fs::path& dir) {
 std::vector<RunData> read_runs(const std::vector<fs::path>& dirs) {
   LR_CHECK(!dirs.empty(), InvalidArgument, "report: give at least one run directory");
   std::vector<RunData> runs;
-  std::map<std::string, int> seen;
+  std::map<std::string, int> count;
   for (const fs::path& d : dirs) {
-    RunData r = read_run(d);
-    if (const int n = ++seen[r.name]; n > 1) r.name += str(" (", n, ")");
-    runs.push_back(std::move(r));
+    runs.push_back(read_run(d));
+    ++count[runs.back().name];
   }
+  // Runs laid out as METHOD/SETTING (lr3e-3_seed0 under each optimizer's directory) share their
+  // directory's name: those are told apart by their parent's name first, then by a number.
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if (count[runs[i].name] < 2) continue;
+    const fs::path parent = fs::weakly_canonical(dirs[i]).parent_path().filename();
+    if (!parent.empty()) runs[i].name = parent.string() + "/" + runs[i].name;
+  }
+  std::map<std::string, int> seen;
+  for (RunData& r : runs)
+    if (const int n = ++seen[r.name]; n > 1) r.name += str(" (", n, ")");
   return runs;
 }
 

@@ -39,7 +39,8 @@ struct RunData {
 // Reads one run directory. Throws NotFound when it holds none of the files above, and
 // InvalidArgument naming the file and line for a line of metrics.jsonl that is not a JSON object.
 RunData read_run(const std::filesystem::path& dir);
-// Reads several; runs with the same directory name get "name (2)", ... so every series is told apart.
+// Reads several. Runs with the same directory name are named "parent/name", and any still alike
+// "name (2)", ..., so every series is told apart.
 std::vector<RunData> read_runs(const std::vector<std::filesystem::path>& dirs);
 
 // The HTML page of `runs` (at least one), overlaid in shared plots.
