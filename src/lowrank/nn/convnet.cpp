@@ -11,6 +11,7 @@
 #include "lowrank/core/log.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/mix/dilated_reparam.h"
+#include "lowrank/nn/image_input.h"
 
 namespace lowrank::nn {
 
@@ -21,18 +22,6 @@ namespace {
 constexpr const char* kArchitecture = "LowrankConvNetForImageClassification";
 constexpr const char* kModelType = "lowrank_convnet";
 constexpr double kLayerNormEps = 1e-6;  // timm's LayerNorm default (ConvNeXt block, MLP head)
-
-int64_t positive_int(const Json& object, const std::string& key, const std::string& what,
-                     std::optional<int64_t> fallback = std::nullopt) {
-  const auto it = object.find(key);
-  if (it == object.end()) {
-    LR_CHECK(fallback.has_value(), InvalidArgument, what, ": \"", key, "\" is missing");
-    return *fallback;
-  }
-  LR_CHECK(it->is_number_integer() && it->get<int64_t>() > 0, InvalidArgument, what, ": \"", key,
-           "\" must be a positive integer, got ", it->dump());
-  return it->get<int64_t>();
-}
 
 double positive_number(const Json& object, const std::string& key, const std::string& what, double fallback) {
   const auto it = object.find(key);
@@ -285,25 +274,12 @@ ConvNetConfig ConvNetConfig::from_json(const Json& json, std::string_view what_v
            ": \"model_type\" must be \"", kModelType, "\"");
   ConvNetConfig c;
   c.raw = json;
-  const auto size = json.find("image_size");
-  LR_CHECK(size != json.end(), InvalidArgument, what, ": \"image_size\" is missing");
-  if (size->is_array()) {
-    LR_CHECK(size->size() == 2 && (*size)[0].is_number_integer() && (*size)[1].is_number_integer(),
-             InvalidArgument, what, ": \"image_size\" must be n or [height, width], got ", size->dump());
-    c.image_height = (*size)[0].get<int64_t>();
-    c.image_width = (*size)[1].get<int64_t>();
-  } else {
-    LR_CHECK(size->is_number_integer(), InvalidArgument, what,
-             ": \"image_size\" must be n or [height, width], got ", size->dump());
-    c.image_height = c.image_width = size->get<int64_t>();
-  }
-  LR_CHECK(c.image_height > 0 && c.image_width > 0, InvalidArgument, what,
-           ": \"image_size\" must be positive, got ", size->dump());
-  c.num_channels = positive_int(json, "num_channels", what, 1);
-  c.patch_size = positive_int(json, "patch_size", what);
-  c.num_labels = positive_int(json, "num_labels", what);
-  LR_CHECK(c.num_labels >= 2, InvalidArgument, what, ": \"num_labels\" must be at least 2, got ",
-           c.num_labels);
+  const ImageInput input = read_image_input(json, what);
+  c.image_height = input.height;
+  c.image_width = input.width;
+  c.num_channels = input.channels;
+  c.patch_size = input.patch_size;
+  c.num_labels = input.num_labels;
   c.layer_scale_init = positive_number(json, "layer_scale_init", what, 1e-6);
   c.head_mlp_ratio = positive_number(json, "head_mlp_ratio", what, 3);
   c.batch_norm_eps = positive_number(json, "batch_norm_eps", what, 1e-5);
@@ -312,9 +288,6 @@ ConvNetConfig ConvNetConfig::from_json(const Json& json, std::string_view what_v
     LR_CHECK(it->is_boolean(), InvalidArgument, what, ": \"deploy\" must be true or false, got ", it->dump());
     c.deploy = it->get<bool>();
   }
-  LR_CHECK(c.image_height % c.patch_size == 0 && c.image_width % c.patch_size == 0, InvalidArgument, what,
-           ": \"patch_size\" ", c.patch_size, " does not divide \"image_size\" ", c.image_height, "x",
-           c.image_width);
   const auto stages = json.find("stages");
   LR_CHECK(stages != json.end() && stages->is_array() && !stages->empty(), InvalidArgument, what,
            ": \"stages\" must be a non-empty list of {depth, hidden_size, block, mixer, ...}");
@@ -337,8 +310,8 @@ ConvNetConfig ConvNetConfig::from_json(const Json& json, std::string_view what_v
                "\" (known: depth, hidden_size, block, mixer, kernel_size, mlp_ratio, square_kernel_size, "
                "band_kernel_size, branch_ratio)");
     ConvStage s;
-    s.depth = positive_int(sj, "depth", sw);
-    s.hidden_size = positive_int(sj, "hidden_size", sw);
+    s.depth = positive_int_key(sj, "depth", sw);
+    s.hidden_size = positive_int_key(sj, "hidden_size", sw);
     s.block = one_of(sj, "block", sw, convnet_blocks(), "metanext");
     s.mixer = one_of(sj, "mixer", sw, convnet_mixers(), "inception_dw");
     s.mlp_ratio = positive_number(sj, "mlp_ratio", sw, 4);
@@ -346,14 +319,14 @@ ConvNetConfig ConvNetConfig::from_json(const Json& json, std::string_view what_v
       LR_CHECK(!sj.contains("kernel_size"), InvalidArgument, sw,
                ": \"kernel_size\" belongs to dwconv and dilated_reparam; inception_dw takes "
                "\"square_kernel_size\" and \"band_kernel_size\"");
-      s.inception.square_kernel_size = positive_int(sj, "square_kernel_size", sw, 3);
-      s.inception.band_kernel_size = positive_int(sj, "band_kernel_size", sw, 11);
+      s.inception.square_kernel_size = positive_int_key(sj, "square_kernel_size", sw, 3);
+      s.inception.band_kernel_size = positive_int_key(sj, "band_kernel_size", sw, 11);
       s.inception.branch_ratio = positive_number(sj, "branch_ratio", sw, 0.125);
     } else {
       for (const char* key : {"square_kernel_size", "band_kernel_size", "branch_ratio"})
         LR_CHECK(!sj.contains(key), InvalidArgument, sw, ": \"", key, "\" belongs to inception_dw, not ",
                  s.mixer);
-      s.kernel_size = positive_int(sj, "kernel_size", sw, s.mixer == "dwconv" ? 7 : 13);
+      s.kernel_size = positive_int_key(sj, "kernel_size", sw, s.mixer == "dwconv" ? 7 : 13);
       LR_CHECK(s.kernel_size % 2 == 1, InvalidArgument, sw,
                ": \"kernel_size\" must be odd (same padding), got ", s.kernel_size);
       if (s.mixer == "dilated_reparam") {

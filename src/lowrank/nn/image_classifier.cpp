@@ -10,6 +10,7 @@
 #include "lowrank/core/safetensors.h"
 #include "lowrank/nn/attention.h"
 #include "lowrank/nn/decoder_layer.h"
+#include "lowrank/nn/image_input.h"
 
 namespace lowrank::nn {
 
@@ -19,18 +20,6 @@ namespace {
 
 constexpr const char* kArchitecture = "LowrankMixerForImageClassification";
 constexpr const char* kScore = "score";
-
-int64_t positive_int(const Json& object, const std::string& key, const std::string& what,
-                     std::optional<int64_t> fallback = std::nullopt) {
-  const auto it = object.find(key);
-  if (it == object.end()) {
-    LR_CHECK(fallback.has_value(), InvalidArgument, what, ": \"", key, "\" is missing");
-    return *fallback;
-  }
-  LR_CHECK(it->is_number_integer() && it->get<int64_t>() > 0, InvalidArgument, what, ": \"", key,
-           "\" must be a positive integer, got ", it->dump());
-  return it->get<int64_t>();
-}
 
 std::string string_key(const Json& object, const std::string& key, const std::string& what,
                        const std::string& fallback) {
@@ -63,30 +52,14 @@ ImageClassifierConfig ImageClassifierConfig::from_json(const Json& json, std::st
            ": \"model_type\" must be \"lowrank_mixer\"");
   ImageClassifierConfig c;
   c.raw = json;
-  const auto size = json.find("image_size");
-  LR_CHECK(size != json.end(), InvalidArgument, what, ": \"image_size\" is missing");
-  if (size->is_array()) {
-    LR_CHECK(size->size() == 2 && (*size)[0].is_number_integer() && (*size)[1].is_number_integer(),
-             InvalidArgument, what, ": \"image_size\" must be n or [height, width], got ", size->dump());
-    c.image_height = (*size)[0].get<int64_t>();
-    c.image_width = (*size)[1].get<int64_t>();
-  } else {
-    LR_CHECK(size->is_number_integer(), InvalidArgument, what,
-             ": \"image_size\" must be n or [height, width], got ", size->dump());
-    c.image_height = c.image_width = size->get<int64_t>();
-  }
-  LR_CHECK(c.image_height > 0 && c.image_width > 0, InvalidArgument, what,
-           ": \"image_size\" must be positive, got ", size->dump());
-  c.num_channels = positive_int(json, "num_channels", what, 1);
-  c.patch_size = positive_int(json, "patch_size", what);
-  c.num_labels = positive_int(json, "num_labels", what);
-  LR_CHECK(c.num_labels >= 2, InvalidArgument, what, ": \"num_labels\" must be at least 2, got ",
-           c.num_labels);
+  const ImageInput input = read_image_input(json, what);
+  c.image_height = input.height;
+  c.image_width = input.width;
+  c.num_channels = input.channels;
+  c.patch_size = input.patch_size;
+  c.num_labels = input.num_labels;
   if (auto it = json.find("rms_norm_eps"); it != json.end() && it->is_number())
     c.rms_norm_eps = it->get<double>();
-  LR_CHECK(c.image_height % c.patch_size == 0 && c.image_width % c.patch_size == 0, InvalidArgument, what,
-           ": \"patch_size\" ", c.patch_size, " does not divide \"image_size\" ", c.image_height, "x",
-           c.image_width);
 
   const auto stages = json.find("stages");
   LR_CHECK(stages != json.end() && stages->is_array() && !stages->empty(), InvalidArgument, what,
@@ -102,11 +75,11 @@ ImageClassifierConfig ImageClassifierConfig::from_json(const Json& json, std::st
       LR_CHECK(known.contains(key), InvalidArgument, sw, ": unknown key \"", key,
                "\" (known: depth, hidden_size, mixer, block, intermediate_size, num_attention_heads)");
     ImageStage s;
-    s.depth = positive_int(sj, "depth", sw);
-    s.hidden_size = positive_int(sj, "hidden_size", sw);
-    s.intermediate_size = positive_int(sj, "intermediate_size", sw, 4 * s.hidden_size);
+    s.depth = positive_int_key(sj, "depth", sw);
+    s.hidden_size = positive_int_key(sj, "hidden_size", sw);
+    s.intermediate_size = positive_int_key(sj, "intermediate_size", sw, 4 * s.hidden_size);
     s.num_attention_heads =
-        positive_int(sj, "num_attention_heads", sw, std::max<int64_t>(1, s.hidden_size / 32));
+        positive_int_key(sj, "num_attention_heads", sw, std::max<int64_t>(1, s.hidden_size / 32));
     s.mixer = string_key(sj, "mixer", sw, "attention");
     s.block = string_key(sj, "block", sw, "prenorm");
     LR_CHECK(s.block == "prenorm" || s.block == "metanext", InvalidArgument, sw, ": \"block\" \"", s.block,
