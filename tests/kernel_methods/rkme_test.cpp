@@ -59,22 +59,22 @@ std::vector<double> project_to_simplex(std::vector<double> v) {
 }
 
 TEST(RkmeTest, SimplexQpMatchesProjectedGradient) {
-  for (uint64_t seed : {31, 32, 33}) {
-    const at::Tensor points = normal({7, 2}, seed);
+  for (uint64_t seed = 31; seed < 43; ++seed) {
+    const at::Tensor points = normal({10, 2}, seed);
     const at::Tensor k = at::exp(-0.5 * at::cdist(points, points).square());
-    const at::Tensor c = 0.5 * normal({7}, seed + 100);
+    const at::Tensor c = 0.5 * normal({10}, seed + 100);
     const at::Tensor beta = simplex_qp(k, c);
     // Brute force: projected gradient with step 1/L (L the largest eigenvalue), run far past
     // convergence, in plain doubles.
     const double lipschitz = at::linalg_eigvalsh(k).max().item<double>();
-    std::vector<double> kv(k.data_ptr<double>(), k.data_ptr<double>() + 49),
-        cv(c.data_ptr<double>(), c.data_ptr<double>() + 7);
-    std::vector<double> current(7, 1.0 / 7);
+    std::vector<double> kv(k.data_ptr<double>(), k.data_ptr<double>() + 100),
+        cv(c.data_ptr<double>(), c.data_ptr<double>() + 10);
+    std::vector<double> current(10, 0.1);
     for (int it = 0; it < 200000; ++it) {
-      std::vector<double> next(7);
-      for (int i = 0; i < 7; ++i) {
+      std::vector<double> next(10);
+      for (int i = 0; i < 10; ++i) {
         double g = -cv[i];
-        for (int j = 0; j < 7; ++j) g += kv[i * 7 + j] * current[j];
+        for (int j = 0; j < 10; ++j) g += kv[i * 10 + j] * current[j];
         next[i] = current[i] - g / lipschitz;
       }
       current = project_to_simplex(next);
