@@ -239,8 +239,8 @@ Mcr2Fit mcr2_fit(const at::Tensor& x, const Mcr2Options& options, at::Generator&
 double clustering_accuracy(const at::Tensor& predicted, const at::Tensor& truth, int64_t clusters) {
   LR_CHECK(predicted.sizes() == truth.sizes() && predicted.dim() == 1, InvalidArgument,
            "mcr2: predicted and true labels must be equal-length vectors");
-  LR_CHECK(clusters >= 1 && clusters <= 8, InvalidArgument,
-           "mcr2: accuracy by permutations needs 1..8 clusters, got ", clusters);
+  LR_CHECK(clusters >= 1 && clusters <= 10, InvalidArgument,
+           "mcr2: accuracy by permutations needs 1..10 clusters, got ", clusters);
   const at::Tensor p = predicted.to(at::kLong).contiguous(), t = truth.to(at::kLong).contiguous();
   std::vector<int64_t> counts(clusters * clusters, 0);
   for (int64_t i = 0; i < p.size(0); ++i) {

@@ -77,7 +77,7 @@ at::Tensor mcr2_features(const at::Tensor& x, const at::Tensor& head);
 at::Tensor nearest_subspace(const at::Tensor& features, const at::Tensor& bases);
 
 // Clustering accuracy under the best one-to-one matching of cluster ids to labels (brute force
-// over permutations; k ≤ 8).
+// over permutations; k ≤ 10, enough for digits).
 double clustering_accuracy(const at::Tensor& predicted, const at::Tensor& truth, int64_t clusters);
 
 }  // namespace lowrank::kernel_methods
