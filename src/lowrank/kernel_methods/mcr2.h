@@ -27,7 +27,8 @@
 // maps x ↦ normalize(W x) on fixed inputs, without augmentations, trained by Adam. predict()
 // assigns new points to the nearest cluster subspace in feature space (the top singular vectors
 // of each fitted cluster's features), the classifier MCR² uses on its features.
-// The authors' repository could not be read here: the constants follow the paper's equations.
+// The authors' code (github.com/tianjiaoding/mlc, named in the paper) has no snapshot here: the
+// constants follow the paper's equations and MCR²'s ½ convention, unchecked against that code.
 #pragma once
 
 #include <cstdint>
