@@ -6,6 +6,9 @@ void register_builtin_methods(Registry<EstimatorMethod>& registry) {
   register_rf_ridge(registry);
   register_kde(registry);
   register_quantum_kernel(registry);
+  register_mcr2(registry);
+  register_rkme(registry);
+  register_loki(registry);
 }
 
 }  // namespace lowrank::kernel_methods
