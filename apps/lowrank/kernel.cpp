@@ -161,8 +161,6 @@ struct KdeFlags {
 // of the data), scored by the mean log-likelihood of a held-out fraction of the data under the KDE
 // of the rest (kernel_methods::select_bandwidth); the density is then estimated from all the data.
 kernel_methods::BandwidthSelection holdout_bandwidth(const at::Tensor& x, double fraction, uint64_t seed) {
-  LR_CHECK(fraction > 0 && fraction < 1, InvalidArgument, "--heldout-fraction must be in (0, 1), got ",
-           fraction);
   const int64_t n = x.size(0),
                 heldout = static_cast<int64_t>(std::llround(fraction * static_cast<double>(n)));
   LR_CHECK(heldout >= 1 && heldout < n, InvalidArgument, "--bandwidth holdout: --heldout-fraction ", fraction,
@@ -191,6 +189,8 @@ void run_kde(const KdeFlags& flags, const GlobalOptions& global) {
     LR_CHECK(std::isfinite(*fixed) && *fixed > 0, InvalidArgument, "--bandwidth must be > 0, got ",
              flags.bandwidth);
   }
+  LR_CHECK(flags.heldout_fraction > 0 && flags.heldout_fraction < 1, InvalidArgument,
+           "--heldout-fraction must be in (0, 1), got ", flags.heldout_fraction);
   if (!flags.out.empty()) check_new_output(flags.out, "--out");
   const kernel_methods::Dataset data = flags.data.read();
   at::Tensor queries = data.x;

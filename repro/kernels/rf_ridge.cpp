@@ -12,9 +12,9 @@
 // 2. Digits (scikit-learn's 8×8 images, pixels / 16, one-hot targets): the same sweeps, MSE over the
 //    ten outputs on a held-out split.
 // 3. Power-law Gaussian features (the paper's §5 model): z ~ N(0, diag(λ_i)), λ_i = i^{-1.5},
-//    target f = Σ v_i z_i/√λ_i with v_i² ∝ i^{-1.5} (Σv² = 1; the exponent of the target is our choice
-//    where the spec gives none), M modes, n samples. Ridge in z is KRR with the kernel zᵀz', whose exact
-//    test MSE for a draw is Σ λ_i (β_i − v_i/√λ_i)² + ε² (no test set needed). At the tuned ridge the
+//    target f = Σ v_i z_i/√λ_i with v_i² ∝ i^{-1.5} (Σv² = 1; β = 1.5 is this row's choice,
+//    not a value taken from the paper), M modes, n samples. Ridge in z is KRR with the kernel zᵀz', whose
+//    exact test MSE for a draw is Σ λ_i (β_i − v_i/√λ_i)² + ε² (no test set needed). At the tuned ridge the
 //    fitting ratio train/test is compared across label noises and with the eigenlearning estimate
 //    (kernel_methods/rf_ridge.h's eigenlearning_risk, tuned on the same grid).
 #include <ATen/CPUGeneratorImpl.h>
