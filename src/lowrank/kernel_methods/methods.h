@@ -9,6 +9,8 @@ namespace lowrank::kernel_methods {
 void register_rf_ridge(Registry<EstimatorMethod>& registry);        // rf_ridge.cpp
 void register_kde(Registry<EstimatorMethod>& registry);             // kde.cpp
 void register_quantum_kernel(Registry<EstimatorMethod>& registry);  // quantum_kernel.cpp
+void register_ntk(Registry<EstimatorMethod>& registry);             // ntk.cpp
+void register_cnn_kernel(Registry<EstimatorMethod>& registry);      // cnn_kernel.cpp
 
 void register_builtin_methods(Registry<EstimatorMethod>& registry);
 
