@@ -3,12 +3,12 @@
 // arXiv:1806.07572; linearised training from Lee, Xiao, Schoenholz, Bahri, Novak, Sohl-Dickstein &
 // Pennington, 2019, "Wide Neural Networks of Any Depth Evolve as Linear Models Under Gradient
 // Descent", NeurIPS, arXiv:1902.06720; the recursion in the form of Arora, Du, Hu, Li, Salakhutdinov
-// & Wang, 2019, "On Exact Computation with an Infinitely Wide Neural Net", arXiv:1904.11955, eq. (4).
+// & Wang, 2019, "On Exact Computation with an Infinitely Wide Neural Net", arXiv:1904.11955.
 //
 // Network (NTK parameterisation, all weights and biases N(0, 1)), L hidden layers of width n_l,
 // activation φ, scalar output:
 //   h¹ = σ_w/√n₀ · W⁰x + σ_b b⁰,   αˡ = φ(hˡ),   hˡ⁺¹ = σ_w/√n_l · Wˡαˡ + σ_b bˡ,   f = h^{L+1}.
-// Infinite-width kernels (Jacot et al. eq. 5 and Theorem 1; Arora et al. eq. 4):
+// Infinite-width kernels (Jacot et al. Theorem 1; as written by Arora et al.):
 //   Σ¹(x, x') = σ_w² xᵀx'/n₀ + σ_b²,   Θ¹ = Σ¹,
 //   Σˡ⁺¹ = σ_w² E[φ(u)φ(v)] + σ_b²,   Σ̇ˡ⁺¹ = σ_w² E[φ'(u)φ'(v)],   (u, v) ~ N(0, [[Σˡ(x,x), Σˡ(x,x')],
 //   Θˡ⁺¹ = Θˡ Σ̇ˡ⁺¹ + Σˡ⁺¹,                                                 [Σˡ(x,x'), Σˡ(x',x')]]),
@@ -29,12 +29,14 @@
 //   Θ̂(x, x') = Σ_{l=0..L} (δˡ⁺¹(x)ᵀδˡ⁺¹(x')) · [(σ_w²/n_l) αˡ(x)ᵀαˡ(x') + σ_b²]   (α⁰ = x),
 // a sum of Hadamard products of per-layer Gram matrices, O(N² Σ n_l).
 //
-// Linearised gradient descent (Lee et al. 2019, eqs. 9–11): full-batch GD on L = (1/2N)‖f(X) − Y‖² with
-// learning rate η, in continuous time, of the network linearised around its initialisation f₀:
+// Linearised gradient descent (Lee et al. 2019, §2, the linearised network): full-batch GD on
+// L = (1/2N)‖f(X) − Y‖² with learning rate η, in continuous time, of the network linearised around its
+// initialisation f₀:
 //   f_t(X) = f₀(X) + (I − e^{−ηΘt/N})(Y − f₀(X)),
 //   f_t(x) = f₀(x) + Θ(x, X) Θ⁻¹ (I − e^{−ηΘt/N}) (Y − f₀(X)),
 // both from one eigendecomposition Θ = V diag(λ) Vᵀ; as t → ∞ the test prediction is kernel regression
-// f₀(x) + Θ(x, X)Θ⁻¹(Y − f₀(X)). Modes with λ ≤ 0 (round-off) take the limit (1 − e^{−cλ})/λ → c.
+// f₀(x) + Θ(x, X)Θ⁻¹(Y − f₀(X)). Modes with |λ| at round-off level take the limit
+// (1 − e^{−cλ})/λ → c = ηt/N at finite t, and are left unfitted at t = ∞.
 //
 // Estimator `ntk`: kernel regression f̂(x) = K(x, X)(K(X, X) + λI)⁻¹Y with K the NTK or the NNGP (the
 // infinite-width mean predictor, f₀ = 0); with option "time" t the linearised-GD mean prediction at
