@@ -17,7 +17,6 @@
 #include "lowrank/kernel_methods/cnn_kernel.h"
 #include "lowrank/kernel_methods/estimator.h"
 #include "lowrank/kernel_methods/gram.h"
-#include "lowrank/kernel_methods/ntk.h"
 
 namespace lowrank::cli {
 namespace fs = std::filesystem;
@@ -133,63 +132,17 @@ struct GramFlags {
   DataFlags data;
 };
 
-bool is_neural_kernel(const std::string& name) {
-  return name == "ntk" || name == "nngp" || name == "cnn";
-}
-
-// The infinite-width kernels, parsed before any data is read: ntk / nngp of a fully connected net
-// (the `ntk` method's architecture keys), cnn the tree CNN's NTK, or its NNGP with {"kernel": "nngp"}
-// (the `cnn_kernel` method's keys).
-struct NeuralGramSpec {
-  std::string name;
-  bool nngp = false;
-  kernel_methods::FullyConnectedArchitecture fully_connected;
-  kernel_methods::TreeCnnArchitecture tree;
-
-  NeuralGramSpec(const std::string& method, const Json& options) : name(method) {
-    LR_CHECK(options.is_object(), InvalidArgument, "--options must be a JSON object, got ", options.dump());
-    std::vector<std::string> known = {"depth", "weight_variance", "bias_variance", "activation"};
-    if (name == "cnn") known.insert(known.end(), {"kernel", "filter"});
-    for (const auto& [key, _] : options.items()) {
-      if (std::find(known.begin(), known.end(), key) != known.end()) continue;
-      std::string names;
-      for (const auto& k : known) names += (names.empty() ? "" : ", ") + k;
-      throw InvalidArgument(
-          str("--options: unknown key \"", key, "\" for --method ", name, " (known: ", names, ")"));
-    }
-    if (name == "cnn") {
-      const std::string kernel = json_get_or<std::string>(options, "kernel", "ntk", "--options");
-      LR_CHECK(kernel == "ntk" || kernel == "nngp", InvalidArgument,
-               "--options: \"kernel\" must be \"ntk\" or \"nngp\", got \"", kernel, "\"");
-      nngp = kernel == "nngp";
-      Json arch = options;
-      arch.erase("kernel");
-      tree = kernel_methods::tree_cnn_from_options(arch, "--options");
-    } else {
-      nngp = name == "nngp";
-      fully_connected = kernel_methods::fully_connected_from_options(options, "--options");
-    }
-  }
-
-  at::Tensor gram(const at::Tensor& x) const {
-    const kernel_methods::NeuralKernels k =
-        name == "cnn" ? kernel_methods::tree_cnn_kernels(tree, x, x)
-                      : kernel_methods::infinite_width_kernels(fully_connected, x, x);
-    return nngp ? k.nngp : k.ntk;
-  }
-};
-
 void run_gram(const GramFlags& flags, const GlobalOptions& global) {
-  const bool neural = is_neural_kernel(flags.spec.name);
+  const bool neural = kernel_methods::is_neural_gram(flags.spec.name);
   const Json options = parse_json(flags.options, "--options");
   if (!neural) kernel_methods::validate(flags.spec, "--method");
   LR_CHECK(neural || options.empty(), InvalidArgument, "--options is for --method ntk, nngp or cnn, not ",
            flags.spec.name);
-  const std::optional<NeuralGramSpec> neural_spec =
-      neural ? std::optional<NeuralGramSpec>(NeuralGramSpec(flags.spec.name, options)) : std::nullopt;
+  const std::optional<kernel_methods::NeuralGram> neural_gram =
+      neural ? std::optional(kernel_methods::NeuralGram(flags.spec.name, options)) : std::nullopt;
   check_new_output(flags.out, "--out");
   const kernel_methods::Dataset data = flags.data.read();
-  const at::Tensor k = neural ? neural_spec->gram(data.x) : kernel_methods::gram(flags.spec, data.x, data.x);
+  const at::Tensor k = neural ? neural_gram->gram(data.x) : kernel_methods::gram(flags.spec, data.x, data.x);
   save_safetensors(flags.out, std::vector<NamedTensor>{{"gram", k.contiguous()}});
   if (global.json) {
     OrderedJson out = {{"kernel", flags.spec.name}, {"size", data.x.size(0)}, {"out", flags.out}};

@@ -1,6 +1,8 @@
 #include "lowrank/kernel_methods/cnn_kernel.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "lowrank/core/error.h"
 #include "lowrank/kernel_methods/methods.h"
@@ -73,6 +75,41 @@ NeuralKernels tree_cnn_kernels(const TreeCnnArchitecture& arch, const at::Tensor
         b2;
   }
   return {sigma.squeeze(2), theta.squeeze(2)};
+}
+
+bool is_neural_gram(const std::string& method) {
+  return method == "ntk" || method == "nngp" || method == "cnn";
+}
+
+NeuralGram::NeuralGram(const std::string& method, const Json& options) : method_(method) {
+  LR_CHECK(is_neural_gram(method), InvalidArgument, "neural Gram: --method must be ntk, nngp or cnn, got \"",
+           method, "\"");
+  LR_CHECK(options.is_object(), InvalidArgument, "--options must be a JSON object, got ", options.dump());
+  std::vector<std::string> known = {"depth", "weight_variance", "bias_variance", "activation"};
+  if (method == "cnn") known.insert(known.end(), {"kernel", "filter"});
+  for (const auto& [key, _] : options.items()) {
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::string names;
+    for (const auto& k : known) names += (names.empty() ? "" : ", ") + k;
+    throw InvalidArgument(
+        str("--options: unknown key \"", key, "\" for --method ", method, " (known: ", names, ")"));
+  }
+  if (method == "cnn") {
+    const std::string kernel = json_get_or<std::string>(options, "kernel", "ntk", "--options");
+    LR_CHECK(kernel == "ntk" || kernel == "nngp", InvalidArgument,
+             "--options: \"kernel\" must be \"ntk\" or \"nngp\", got \"", kernel, "\"");
+    nngp_ = kernel == "nngp";
+    tree_ = tree_cnn_from_options(options, "--options");
+  } else {
+    nngp_ = method == "nngp";
+    fully_connected_ = fully_connected_from_options(options, "--options");
+  }
+}
+
+at::Tensor NeuralGram::gram(const at::Tensor& x) const {
+  const NeuralKernels k =
+      method_ == "cnn" ? tree_cnn_kernels(tree_, x, x) : infinite_width_kernels(fully_connected_, x, x);
+  return nngp_ ? k.nngp : k.ntk;
 }
 
 void register_cnn_kernel(Registry<EstimatorMethod>& registry) {

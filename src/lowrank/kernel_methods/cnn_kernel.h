@@ -54,4 +54,22 @@ int64_t tree_input_dim(const TreeCnnArchitecture& arch);
 // The infinite-width NNGP and NTK between x [n, d] and y [m, d], d = s^L (InvalidArgument otherwise).
 NeuralKernels tree_cnn_kernels(const TreeCnnArchitecture& arch, const at::Tensor& x, const at::Tensor& y);
 
+// `lowrank kernel gram --method ntk|nngp|cnn`: the infinite-width Gram matrices, parsed (and checked)
+// before any data is read. ntk / nngp take the `ntk` method's architecture keys (depth,
+// weight_variance, bias_variance, activation); cnn the `cnn_kernel` ones (plus filter) and "kernel":
+// ntk (default) | nngp. An unknown key is InvalidArgument naming it and listing the known ones.
+bool is_neural_gram(const std::string& method);
+class NeuralGram {
+ public:
+  NeuralGram(const std::string& method, const Json& options);
+  // K(x, x) [n, n].
+  at::Tensor gram(const at::Tensor& x) const;
+
+ private:
+  std::string method_;
+  bool nngp_ = false;
+  FullyConnectedArchitecture fully_connected_;
+  TreeCnnArchitecture tree_;
+};
+
 }  // namespace lowrank::kernel_methods
