@@ -74,6 +74,33 @@ TEST(NtkTest, EmpiricalNtkEqualsTheAutogradJacobianGram) {
   }
 }
 
+TEST(NtkTest, GradientStepEqualsTheAutogradStep) {
+  const at::Tensor x = kernel_testing::normal({6, 3}, 41), y = kernel_testing::normal({6}, 42);
+  for (const std::string activation : {"relu", "erf"}) {
+    const FullyConnectedArchitecture arch{2, 1.7, 0.3, activation};
+    FullyConnectedNet net = init_fully_connected(arch, 3, 8, 43);
+    std::vector<at::Tensor> weights, biases, params;
+    for (size_t l = 0; l < net.weights.size(); ++l) {
+      weights.push_back(net.weights[l].detach().clone().requires_grad_(true));
+      biases.push_back(net.biases[l].detach().clone().requires_grad_(true));
+      params.push_back(weights.back());
+      params.push_back(biases.back());
+    }
+    at::Tensor loss = at::zeros({}, at::kDouble);
+    for (int64_t i = 0; i < 6; ++i)
+      loss = loss + (autograd_output(weights, biases, arch, x[i]) - y[i]).pow(2);
+    loss = loss / 12.0;  // (1/2N)Σ r²
+    const std::vector<at::Tensor> grads = torch::autograd::grad({loss}, params);
+    const double eta = 0.3;
+    EXPECT_NEAR(gradient_descent_step(net, x, y, eta), loss.item<double>(), 1e-14);
+    for (size_t l = 0; l < net.weights.size(); ++l) {
+      EXPECT_LE(testing::max_abs_diff(net.weights[l], weights[l].detach() - eta * grads[2 * l]), 1e-13) << l;
+      EXPECT_LE(testing::max_abs_diff(net.biases[l], biases[l].detach() - eta * grads[2 * l + 1]), 1e-13)
+          << l;
+    }
+  }
+}
+
 // Mean and standard error over seeds of a per-seed [n, m] estimate.
 struct SeedStatistics {
   at::Tensor mean, standard_error;

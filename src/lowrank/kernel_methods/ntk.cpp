@@ -183,6 +183,28 @@ at::Tensor empirical_ntk(const FullyConnectedNet& net, const at::Tensor& x, cons
   return theta;
 }
 
+double gradient_descent_step(FullyConnectedNet& net, const at::Tensor& x, const at::Tensor& y,
+                             double learning_rate) {
+  LR_CHECK(std::isfinite(learning_rate) && learning_rate > 0, InvalidArgument,
+           "ntk: learning_rate must be > 0, got ", learning_rate);
+  const ForwardTrace trace = forward_trace(net, x);
+  LR_CHECK(y.dim() == 1 && y.size(0) == x.size(0), InvalidArgument, "ntk: targets must be [", x.size(0),
+           "], got ", y.sizes());
+  const at::Tensor residual = trace.preactivations.back() - y.to(at::kDouble).unsqueeze(1);  // [N, 1]
+  const double n = static_cast<double>(x.size(0));
+  const double loss = 0.5 * residual.pow(2).sum().item<double>() / n;
+  const std::vector<at::Tensor> delta = sensitivities(net, trace);
+  const double sw = std::sqrt(net.arch.weight_variance), sb = std::sqrt(net.arch.bias_variance);
+  for (size_t layer = 0; layer < net.weights.size(); ++layer) {
+    const double fan_in = static_cast<double>(net.weights[layer].size(1));
+    const at::Tensor weighted = delta[layer] * residual;  // rᵢ δˡ⁺¹ᵢ [N, n_{l+1}]
+    net.weights[layer] -=
+        (learning_rate * sw / (n * std::sqrt(fan_in))) * at::matmul(weighted.t(), trace.inputs[layer]);
+    net.biases[layer] -= (learning_rate * sb / n) * weighted.sum(0);
+  }
+  return loss;
+}
+
 LinearisedDynamics::LinearisedDynamics(const at::Tensor& theta_train, const at::Tensor& residual0,
                                        double learning_rate) {
   LR_CHECK(theta_train.dim() == 2 && theta_train.size(0) == theta_train.size(1) && theta_train.size(0) >= 1,

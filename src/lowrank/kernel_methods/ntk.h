@@ -105,6 +105,12 @@ FullyConnectedNet init_fully_connected(const FullyConnectedArchitecture& arch, i
 at::Tensor network_output(const FullyConnectedNet& net, const at::Tensor& x);
 // Θ̂(x, y) [n, m] by the per-layer Gram formula of the header.
 at::Tensor empirical_ntk(const FullyConnectedNet& net, const at::Tensor& x, const at::Tensor& y);
+// One full-batch gradient-descent step on L = (1/2N)‖f(X) − Y‖² (x [N, d], y [N]) with learning rate
+// η, in place, from the same forward/backward pass: ∂L/∂Wˡ = (1/N) Σᵢ rᵢ (σ_w/√n_l) δˡ⁺¹ᵢ αˡᵢᵀ,
+// ∂L/∂bˡ = (1/N) Σᵢ rᵢ σ_b δˡ⁺¹ᵢ, rᵢ = f(xᵢ) − yᵢ. Its small-η limit is the header's gradient flow
+// (f moves by −(η/N) Θ̂ r per step to first order). Returns L before the step.
+double gradient_descent_step(FullyConnectedNet& net, const at::Tensor& x, const at::Tensor& y,
+                             double learning_rate);
 
 // The linearised-GD solution of the header from one eigendecomposition of Θ(X, X).
 class LinearisedDynamics {
