@@ -40,15 +40,23 @@ at::Tensor autograd_output(const std::vector<at::Tensor>& weights, const std::ve
   return a.sum();
 }
 
+// Autograd-tracked copies of a network's parameters; `all` alternates weights[l], biases[l].
+struct TrackedParameters {
+  std::vector<at::Tensor> weights, biases, all;
+  explicit TrackedParameters(const FullyConnectedNet& net) {
+    for (size_t l = 0; l < net.weights.size(); ++l) {
+      weights.push_back(net.weights[l].detach().clone().requires_grad_(true));
+      biases.push_back(net.biases[l].detach().clone().requires_grad_(true));
+      all.push_back(weights.back());
+      all.push_back(biases.back());
+    }
+  }
+};
+
 // Rows of ∂f(x_i)/∂θ, all parameters flattened: [n, P].
 at::Tensor autograd_jacobian(const FullyConnectedNet& net, const at::Tensor& x) {
-  std::vector<at::Tensor> weights, biases, params;
-  for (size_t l = 0; l < net.weights.size(); ++l) {
-    weights.push_back(net.weights[l].detach().clone().requires_grad_(true));
-    biases.push_back(net.biases[l].detach().clone().requires_grad_(true));
-    params.push_back(weights.back());
-    params.push_back(biases.back());
-  }
+  const TrackedParameters tracked(net);
+  const auto& [weights, biases, params] = tracked;
   std::vector<at::Tensor> rows;
   for (int64_t i = 0; i < x.size(0); ++i) {
     const at::Tensor f = autograd_output(weights, biases, net.arch, x[i]);
@@ -79,13 +87,8 @@ TEST(NtkTest, GradientStepEqualsTheAutogradStep) {
   for (const std::string activation : {"relu", "erf"}) {
     const FullyConnectedArchitecture arch{2, 1.7, 0.3, activation};
     FullyConnectedNet net = init_fully_connected(arch, 3, 8, 43);
-    std::vector<at::Tensor> weights, biases, params;
-    for (size_t l = 0; l < net.weights.size(); ++l) {
-      weights.push_back(net.weights[l].detach().clone().requires_grad_(true));
-      biases.push_back(net.biases[l].detach().clone().requires_grad_(true));
-      params.push_back(weights.back());
-      params.push_back(biases.back());
-    }
+    const TrackedParameters tracked(net);
+    const auto& [weights, biases, params] = tracked;
     at::Tensor loss = at::zeros({}, at::kDouble);
     for (int64_t i = 0; i < 6; ++i)
       loss = loss + (autograd_output(weights, biases, arch, x[i]) - y[i]).pow(2);
