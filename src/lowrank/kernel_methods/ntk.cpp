@@ -3,7 +3,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
-#include <limits>
 #include <numbers>
 
 #include "lowrank/core/error.h"
