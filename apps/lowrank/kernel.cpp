@@ -5,6 +5,7 @@
 //                       [--bandwidth H] [--nu NU] --out FILE.safetensors
 //   lowrank kernel kde (--data FILE | --dataset NAME) --bandwidth H|holdout [--query FILE]
 //                      [--heldout-fraction F] [--seed S] [--out FILE.safetensors]
+//   lowrank kernel gram --method ntk|nngp|cnn (--data FILE | --dataset NAME) [--options JSON] --out FILE
 // Parsing only: the work is the library's.
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -18,6 +19,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/safetensors.h"
+#include "lowrank/kernel_methods/cnn_kernel.h"
 #include "lowrank/kernel_methods/estimator.h"
 #include "lowrank/kernel_methods/gram.h"
 #include "lowrank/kernel_methods/kde.h"
@@ -132,14 +134,21 @@ void run_predict(const PredictFlags& flags, const GlobalOptions& global) {
 struct GramFlags {
   kernel_methods::KernelSpec spec;
   std::string out;
+  std::string options = "{}";  // the neural kernels' architecture (ntk, nngp, cnn)
   DataFlags data;
 };
 
 void run_gram(const GramFlags& flags, const GlobalOptions& global) {
-  kernel_methods::validate(flags.spec, "--method");
+  const bool neural = kernel_methods::is_neural_gram(flags.spec.name);
+  const Json options = parse_json(flags.options, "--options");
+  if (!neural) kernel_methods::validate(flags.spec, "--method");
+  LR_CHECK(neural || options.empty(), InvalidArgument, "--options is for --method ntk, nngp or cnn, not ",
+           flags.spec.name);
+  const std::optional<kernel_methods::NeuralGram> neural_gram =
+      neural ? std::optional(kernel_methods::NeuralGram(flags.spec.name, options)) : std::nullopt;
   check_new_output(flags.out, "--out");
   const kernel_methods::Dataset data = flags.data.read();
-  const at::Tensor k = kernel_methods::gram(flags.spec, data.x, data.x);
+  const at::Tensor k = neural ? neural_gram->gram(data.x) : kernel_methods::gram(flags.spec, data.x, data.x);
   save_safetensors(flags.out, std::vector<NamedTensor>{{"gram", k.contiguous()}});
   if (global.json) {
     OrderedJson out = {{"kernel", flags.spec.name}, {"size", data.x.size(0)}, {"out", flags.out}};
@@ -284,11 +293,17 @@ VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global) {
   auto gram_flags = std::make_shared<GramFlags>();
   std::string kernels;
   for (const auto& name : kernel_methods::kernel_names()) kernels += (kernels.empty() ? "" : "|") + name;
+  kernels += "|ntk|nngp|cnn";
   auto* gram = cmd->add_subcommand("gram", "Write the Gram matrix K(x, x) of a dataset");
   gram->add_option("--method", gram_flags->spec.name, "Kernel: " + kernels)->required();
   gram->add_option("--bandwidth", gram_flags->spec.bandwidth, "Bandwidth / length scale h")
       ->capture_default_str();
   gram->add_option("--nu", gram_flags->spec.nu, "Matérn smoothness: 0.5, 1.5 or 2.5")->capture_default_str();
+  gram->add_option(
+          "--options", gram_flags->options,
+          "ntk|nngp|cnn: the architecture as JSON (depth, weight_variance, bias_variance, activation; "
+          "cnn also filter and kernel: ntk|nngp)")
+      ->capture_default_str();
   gram_flags->data.add(gram);
   gram->add_option("--out", gram_flags->out, "Output .safetensors (tensor \"gram\")")->required();
   auto kde_flags = std::make_shared<KdeFlags>();

@@ -9,6 +9,8 @@ void register_builtin_methods(Registry<EstimatorMethod>& registry) {
   register_mcr2(registry);
   register_rkme(registry);
   register_loki(registry);
+  register_ntk(registry);
+  register_cnn_kernel(registry);
 }
 
 }  // namespace lowrank::kernel_methods

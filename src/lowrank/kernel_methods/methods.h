@@ -12,6 +12,8 @@ void register_quantum_kernel(Registry<EstimatorMethod>& registry);  // quantum_k
 void register_mcr2(Registry<EstimatorMethod>& registry);            // mcr2.cpp
 void register_rkme(Registry<EstimatorMethod>& registry);            // rkme.cpp
 void register_loki(Registry<EstimatorMethod>& registry);            // loki.cpp
+void register_ntk(Registry<EstimatorMethod>& registry);             // ntk.cpp
+void register_cnn_kernel(Registry<EstimatorMethod>& registry);      // cnn_kernel.cpp
 
 void register_builtin_methods(Registry<EstimatorMethod>& registry);
 
