@@ -271,6 +271,7 @@ TEST(EngineTest, RequestTimeoutEndsItWithItsTokensAndFreesItsPages) {
   engine->step();  // the deadline has passed: ended before anything else runs
   EXPECT_EQ(engine->stats().scheduler.pool_available_pages, free_at_start);
   EXPECT_EQ(engine->stats().scheduler.running, 0);
+  ASSERT_TRUE(stream->finished());  // (else the wait below would never return)
   StreamEvent finish;
   const std::vector<int64_t> tokens = tokens_of(*stream, &finish);
   EXPECT_EQ(finish.finish, FinishReason::kLength);
