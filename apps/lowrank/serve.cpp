@@ -107,7 +107,8 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
   cmd->add_option("--log-format", args->log_format,
                   "Request log on stderr, one line per generation call: text, or json (one JSON object "
                   "per line: id, adapter, tokens, queue/prefill/decode/total ms, status, finish reasons)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
   args->model.add_compute(*cmd, "Compute dtype: float32, bfloat16, float16");
 
   return [args] {

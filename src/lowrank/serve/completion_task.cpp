@@ -21,7 +21,7 @@ bool answered_with_text(FinishReason finish, EndedBy ended_by) {
 }
 
 ApiError cancelled_error() {
-  return ApiError(503, "the request was cancelled (server shutting down)", "", "cancelled");
+  return ApiError(503, "the request was cancelled before it finished", "", "cancelled");
 }
 
 ApiError rejected_error(const std::string& message) {
