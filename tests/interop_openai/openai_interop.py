@@ -53,6 +53,15 @@ def check(cond, what):
         failures.append(what)
 
 
+def exit_status(process, timeout):
+    """The process's exit status, waiting up to `timeout` seconds (then it is killed)."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return f"killed after {timeout} s"
+
+
 shutil.rmtree(work, ignore_errors=True)
 model_dir = os.path.join(work, "model")
 shutil.copytree(model_src, model_dir)
@@ -253,11 +262,7 @@ try:
         check(True, "a wrong API key raises AuthenticationError")
 finally:
     server.send_signal(signal.SIGTERM)
-    try:
-        code = server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        code = "killed after 60 s"
+    code = exit_status(server, 60)
     check(code == 0, f"SIGTERM: exit status {code}")
 
 
@@ -317,11 +322,7 @@ def check_drain_with_official_client():
         check(False, "drain: the server closed before the drain ended")
     for t in threads:
         t.join(timeout=60)
-    try:
-        code = drained.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        drained.kill()
-        code = "killed after 30 s"
+    code = exit_status(drained, 30)
     check(code == 0, f"drain: exit status {code}")
     allowed = {"stop", "length", "abort"}
     for kind in ("stream", "plain"):
