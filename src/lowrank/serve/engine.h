@@ -44,6 +44,10 @@
 // (throughput, TTFT and adapter copies), engine_adapters.cpp (the adapter registry and its loads
 // into the pool), engine.cpp (requests and steps).
 //
+// Deadlines. Between steps, a request past EngineConfig::request_timeout, or every request once a
+// shutdown's drain limit has passed, is cancelled in the scheduler, which frees its pages at once
+// (nothing is in flight then); its finish event says who ended it (EndedBy, request_stream.h).
+//
 // Threads. Any thread may call submit / cancel / load_adapter / unload_adapter / stats. The
 // model runs on the engine's own thread (start()) or on the caller's (step(), for tests and
 // benchmarks; not both). Streams are written on the stepping thread and never block it.
