@@ -16,7 +16,10 @@ adapters (alpha: the fixture LoRA; beta: the same weights with 4x lora_alpha), w
     /v1/unload_lora_adapter (raw HTTP): a loaded copy of alpha answers as alpha, an unloaded one
     raises openai.NotFoundError; a path out of the adapter root is refused (400);
   - a wrong API key raises openai.AuthenticationError;
-  - SIGTERM stops the server with exit status 0.
+  - SIGTERM stops the server with exit status 0;
+  - SIGTERM under load (a second server, --drain-seconds 0.5): every choice of a streamed chat and
+    a non-streamed completion ends with a finish reason the client parses ("abort" for what the
+    drain cut), a call during the drain raises InternalServerError (503, Retry-After), exit 0.
 
 usage: openai_interop.py LOWRANK_BINARY MODEL_DIR TOKENIZER_JSON ADAPTER_DIR WORK_DIR
 """
@@ -48,6 +51,15 @@ def check(cond, what):
     print(("ok   " if cond else "FAIL ") + what, flush=True)
     if not cond:
         failures.append(what)
+
+
+def exit_status(process, timeout):
+    """The process's exit status, waiting up to `timeout` seconds (then it is killed)."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return f"killed after {timeout} s"
 
 
 shutil.rmtree(work, ignore_errors=True)
@@ -250,12 +262,78 @@ try:
         check(True, "a wrong API key raises AuthenticationError")
 finally:
     server.send_signal(signal.SIGTERM)
-    try:
-        code = server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        code = "killed after 60 s"
+    code = exit_status(server, 60)
     check(code == 0, f"SIGTERM: exit status {code}")
+
+
+
+def check_drain_with_official_client():
+    """SIGTERM while the official client streams and waits: each accepted call ends with a finish
+    reason the client parses ("abort" for what the drain cut, vLLM's name), the stream ends
+    normally, a call during the drain raises InternalServerError (503), and the exit status is 0."""
+    drained = subprocess.Popen(
+        [lowrank, "serve", "--model", model_dir, "--port", "0", "--model-name", "tiny", "--pool-mb", "16",
+         "--max-running", "1", "--max-batch-tokens", "4", "--drain-seconds", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    drain_url = None
+    for line in drained.stdout:
+        m = re.search(r"on (http://\S+)", line)
+        if m:
+            drain_url = m.group(1)
+            break
+    if drain_url is None:
+        drained.kill()
+        check(False, "drain: the second server did not start")
+        return
+    c = openai.OpenAI(base_url=drain_url + "/v1", api_key="none", max_retries=0)
+    streamed = threading.Event()
+    results = {}
+
+    def stream_chat():
+        finishes = {}
+        for chunk in c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                               max_tokens=180, n=8, stream=True,
+                                               extra_body={"ignore_eos": True}):
+            streamed.set()
+            for choice in chunk.choices:
+                if choice.finish_reason is not None:
+                    finishes[choice.index] = choice.finish_reason
+        results["stream"] = finishes
+
+    def complete_plain():
+        r = c.completions.create(model="tiny", prompt=PROMPT, max_tokens=180, n=8,
+                                 extra_body={"ignore_eos": True})
+        results["plain"] = {choice.index: choice.finish_reason for choice in r.choices}
+
+    threads = [threading.Thread(target=stream_chat), threading.Thread(target=complete_plain)]
+    for t in threads:
+        t.start()
+    streamed.wait(timeout=30)
+    time.sleep(0.05)
+    drained.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    try:
+        c.completions.create(model="tiny", prompt=PROMPT, max_tokens=2)
+        check(False, "drain: a call during the drain raises InternalServerError")
+    except openai.InternalServerError as e:
+        check(e.status_code == 503 and e.response.headers.get("retry-after"),
+              f"drain: a call during the drain gets 503 with Retry-After ({e.status_code})")
+    except openai.APIConnectionError:
+        check(False, "drain: the server closed before the drain ended")
+    for t in threads:
+        t.join(timeout=60)
+    code = exit_status(drained, 30)
+    check(code == 0, f"drain: exit status {code}")
+    allowed = {"stop", "length", "abort"}
+    for kind in ("stream", "plain"):
+        finishes = results.get(kind, {})
+        check(len(finishes) == 8 and set(finishes.values()) <= allowed,
+              f"drain: every {kind} choice ends with a finish reason: {finishes}")
+    every = list(results.get("stream", {}).values()) + list(results.get("plain", {}).values())
+    check("abort" in every, "drain: the drain cut what still ran, as finish_reason 'abort'")
+
+
+check_drain_with_official_client()
 
 if failures:
     print("".join(log))

@@ -44,6 +44,10 @@
 // (throughput, TTFT and adapter copies), engine_adapters.cpp (the adapter registry and its loads
 // into the pool), engine.cpp (requests and steps).
 //
+// Deadlines. Between steps, a request past EngineConfig::request_timeout, or every request once a
+// shutdown's drain limit has passed, is cancelled in the scheduler, which frees its pages at once
+// (nothing is in flight then); its finish event says who ended it (EndedBy, request_stream.h).
+//
 // Threads. Any thread may call submit / cancel / load_adapter / unload_adapter / stats. The
 // model runs on the engine's own thread (start()) or on the caller's (step(), for tests and
 // benchmarks; not both). Streams are written on the stepping thread and never block it.
@@ -130,6 +134,10 @@ struct EngineConfig {
   // must also fit the model's context.
   int64_t max_prompt_tokens = 0;
   uint64_t seed = 0;  // seeds requests that bring none
+  // A request still running this long after submit() is ended at the next step, its pages freed
+  // at once, with what it generated so far and finish reason kLength (EndedBy::kTimeout). 0: no
+  // limit.
+  std::chrono::milliseconds request_timeout{0};
 };
 
 struct SubmitResult {
@@ -191,8 +199,10 @@ class Engine {
   // Runs steps on a background thread until shutdown().
   void start();
   // Stops accepting requests; with `drain`, lets running and waiting requests finish, otherwise
-  // cancels them; then joins the background thread. Idempotent.
-  void shutdown(bool drain);
+  // cancels them; then joins the background thread. A drain given `drain_limit` cancels what is
+  // still in flight once that much time has passed. Requests the shutdown cancels finish with
+  // kCancelled and EndedBy::kShutdown. Idempotent.
+  void shutdown(bool drain, std::optional<std::chrono::milliseconds> drain_limit = std::nullopt);
 
   EngineStats stats() const;
   const nn::Model& model() const { return *model_; }
@@ -216,6 +226,9 @@ class Engine {
   // Records a sampled token: its text and event; kStop when it ends the request.
   FinishReason accept_token(Live& live, int64_t token, std::optional<LogprobEntry> logprobs);
   void deliver_finished();  // with mutex_ held
+  // Ends the requests past their deadline (EndedBy::kTimeout) and, once a drain's time is up,
+  // every request (EndedBy::kShutdown); their pages are freed now. With mutex_ held, between steps.
+  void end_overdue(std::chrono::steady_clock::time_point now);
   void loop();
 
   std::shared_ptr<nn::Model> model_;
@@ -243,6 +256,7 @@ class Engine {
   uint64_t next_seed_ = 0;
   bool stopping_ = false;
   bool draining_ = false;
+  std::optional<std::chrono::steady_clock::time_point> drain_deadline_;
   std::thread thread_;
   EngineMetrics metrics_;
 };

@@ -448,6 +448,9 @@ GenerateCall parse_chat_request(const Json& body, const data::Tokenizer& tokeniz
 }
 
 std::string_view api_finish_reason(FinishReason reason) {
+  // A request the server ended (a shutdown's drain ran out) is reported as vLLM reports an
+  // aborted one (FinishReason.ABORT); the others are OpenAI's "stop" and "length".
+  if (reason == FinishReason::kCancelled) return "abort";
   return finish_reason_name(reason);  // OpenAI's "stop" and "length" are the scheduler's names
 }
 
@@ -711,6 +714,20 @@ std::string prometheus_metrics(const EngineStats& stats, const HttpCounters& htt
   sample("time_to_first_token_seconds_bucket", inf, "le=\"+Inf\"");
   sample("time_to_first_token_seconds_sum", stats.ttft_sum);
   sample("time_to_first_token_seconds_count", stats.ttft_count);
+
+  // vLLM's vllm:request_queue_time_seconds, with its buckets.
+  family("request_queue_time_seconds", "histogram", "Time from arrival to the request's first engine step.");
+  const HistogramStats& queue = stats.queue_time;
+  for (size_t i = 0; i < queue.cumulative.size(); ++i)
+    sample("request_queue_time_seconds_bucket", queue.cumulative[i],
+           str("le=\"", i < queue.bounds.size() ? escape_label(str(queue.bounds[i])) : std::string("+Inf"),
+               "\""));
+  sample("request_queue_time_seconds_sum", queue.sum);
+  sample("request_queue_time_seconds_count", queue.count);
+  family("adapter_requests_total", "counter",
+         "Requests accepted by the engine, by adapter (\"\": the base model).");
+  for (const auto& [adapter, count] : stats.adapter_requests)
+    sample("adapter_requests_total", count, str("adapter=\"", escape_label(adapter), "\""));
   return out.str();
 }
 
