@@ -150,6 +150,9 @@ struct HttpServer::Impl {
     // httplib owns and deletes the task queue it gets from this factory.
     svr.new_task_queue = [n = config.threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     svr.set_payload_max_length(config.max_body_bytes);
+    // Streamed tokens are small writes: with Nagle's algorithm a kept-alive connection (the openai
+    // client's, a proxy's) holds the first event back until the peer's delayed ACK, about 40 ms.
+    svr.set_tcp_nodelay(true);
     svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (preflight(req, res)) return httplib::Server::HandlerResponse::Handled;
       return authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
