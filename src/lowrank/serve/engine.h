@@ -80,7 +80,8 @@ class Tokenizer;
 
 namespace lowrank::serve {
 
-struct PagedKV;  // paged_kv.h
+struct PagedKV;         // paged_kv.h
+class TokenConstraint;  // token_constraint.h
 
 // Sampling of one request. The bounds are the OpenAI API's (sampling_violation).
 struct SamplingParams {
@@ -103,6 +104,9 @@ struct SamplingParams {
   // every prompt token after the first.
   int64_t logprobs = -1;
   int64_t prompt_logprobs = -1;
+  // Structured output (token_constraint.h): the automaton the output must match, or none. Its
+  // mask comes before every step of the processing above (sampler.h).
+  std::shared_ptr<TokenConstraint> constraint;
 };
 
 // A sampling field outside its bounds: the request field (OpenAI's name) and why.
