@@ -387,25 +387,42 @@ Json structured_fields(const Case& c) {
   return {{"guided_choice", Json::parse(c.spec)}};
 }
 
-TEST(StructuredOutputTest, TwoHundredSampledOutputsValidate) {
+// A random tiny model over the fixture tokenizer's vocabulary, served by an engine that stops at
+// its eos, with the API limits of its context.
+struct TinyServer {
+  std::unique_ptr<Engine> engine;
+  std::shared_ptr<const data::Tokenizer> tokenizer;
+  ApiLimits limits;
+};
+
+TinyServer tiny_server(int64_t context, uint64_t seed, int64_t num_pages) {
   testing::TinyLlama shape;
   shape.vocab_size = fixture_tokenizer().vocab_size();
   shape.hidden_size = 16;
   shape.intermediate_size = 32;
   shape.heads = 2;
   shape.kv_heads = 2;
-  shape.context = 160;
-  auto model = std::make_shared<nn::Model>(testing::tiny_llama(shape, 7));
-  const auto tokenizer = std::make_shared<const data::Tokenizer>(fixture_tokenizer());
+  shape.context = context;
+  auto model = std::make_shared<nn::Model>(testing::tiny_llama(shape, seed));
+  TinyServer server;
+  server.tokenizer = std::make_shared<const data::Tokenizer>(fixture_tokenizer());
   EngineConfig config;
-  config.num_pages = 512;
+  config.num_pages = num_pages;
   config.page_tokens = 8;
   config.scheduler.max_running = 100;
   config.scheduler.max_batch_tokens = 2048;
-  const int32_t eos = *tokenizer->eos_id();
-  Engine engine(model, tokenizer, {eos}, config);
-  const ApiLimits limits{
-      .context = shape.context, .vocab_size = shape.vocab_size, .max_prompt_tokens = 0, .max_choices = 64};
+  server.engine = std::make_unique<Engine>(model, server.tokenizer,
+                                           std::vector<int64_t>{*server.tokenizer->eos_id()}, config);
+  server.limits = {
+      .context = context, .vocab_size = shape.vocab_size, .max_prompt_tokens = 0, .max_choices = 64};
+  return server;
+}
+
+TEST(StructuredOutputTest, TwoHundredSampledOutputsValidate) {
+  TinyServer server = tiny_server(160, 7, 512);
+  Engine& engine = *server.engine;
+  const data::Tokenizer* tokenizer = server.tokenizer.get();
+  const ApiLimits limits = server.limits;
   struct Sent {
     size_t c;
     std::shared_ptr<RequestStream> stream;
@@ -445,6 +462,41 @@ TEST(StructuredOutputTest, TwoHundredSampledOutputsValidate) {
     ++validated;
   }
   EXPECT_EQ(validated, 200);
+}
+
+TEST(StructuredOutputTest, JsonObjectModeGivesObjects) {
+  // OpenAI's JSON mode: strings are unbounded, so an output may run into max_tokens; one that
+  // stops parses as an object, one cut short is a prefix the automaton still accepts.
+  TinyServer server = tiny_server(96, 5, 256);
+  Engine& engine = *server.engine;
+  const data::Tokenizer* tokenizer = server.tokenizer.get();
+  const ApiLimits limits = server.limits;
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  std::shared_ptr<TokenConstraint> constraint;
+  for (int i = 0; i < 16; ++i) {
+    const Json body = {
+        {"prompt", "{"}, {"max_tokens", 64}, {"seed", i}, {"response_format", {{"type", "json_object"}}}};
+    const GenerateCall call = parse_completion_request(body, *tokenizer, limits);
+    constraint = call.sampling.constraint;
+    streams.push_back(
+        engine.submit({.adapter = "", .prompt = call.prompts[0], .sampling = call.sampling}).stream);
+  }
+  engine.run_until_idle();
+  int stopped = 0;
+  for (auto& s : streams) {
+    std::vector<int64_t> tokens;
+    const StreamEvent finish = s->wait(nullptr, &tokens);
+    std::string bytes;
+    for (int64_t t : tokens)
+      if (constraint->vocabulary().bytes(t)) bytes += *constraint->vocabulary().bytes(t);
+    if (finish.finish == FinishReason::kStop) {
+      ++stopped;
+      EXPECT_TRUE(parse_json_text(bytes).is_object()) << bytes;
+    } else {
+      EXPECT_NE(constraint->automaton().walk(constraint->start(), bytes), RegexAutomaton::kDead) << bytes;
+    }
+  }
+  EXPECT_GT(stopped, 0);
 }
 
 // ---- The API --------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@
 // (BGMV), long ones (prompt chunks) as a GEMM pair each (paged_lora.h).
 // Sampling is per request (its own temperature, top-p, penalties, logit bias, seed, generator; see
 // sampler.h), so a request's tokens do not depend on its batch neighbours. Log-probabilities, when
-// asked for, are of the raw model distribution (sampler.h), the prompt's from every column of its
-// prefill chunks.
+// asked for, are of the raw model distribution (sampler.h; under structured output, of the
+// masked one), the prompt's from every column of its prefill chunks.
 //
 // Text. Each request's tokens go through a data::TextStream (data/text_stream.h): a text delta is
 // released only once it is valid UTF-8 and cannot be the start of a stop string; a stop string
