@@ -257,6 +257,26 @@ TEST(StructuredOutputTest, MaskedDistributionIsTheRenormalisedOne) {
   }
 }
 
+TEST(StructuredOutputTest, MinTokensYieldsToACompleteOutput) {
+  // The text "a" is complete and nothing may follow it but eos: min_tokens, which would hold eos
+  // back, gives way (sampler.h) instead of leaving no token to draw.
+  const auto vocabulary = TokenVocabulary::of(fixture_tokenizer());
+  SamplingParams s;
+  s.temperature = 0;
+  s.min_tokens = 4;
+  s.max_new_tokens = 8;
+  s.constraint = std::make_shared<TokenConstraint>(RegexAutomaton::compile("a"), vocabulary);
+  RequestSampler sampler(s, {2}, 0);
+  const int64_t a = *fixture_tokenizer().token_to_id("a");
+  sampler.accept(a);
+  const at::Tensor logits = at::zeros({vocabulary->size()});
+  const at::Tensor masked = sampler.constrain(logits);
+  EXPECT_EQ(sampler.next(masked.unsqueeze(0).clone(), {a}), 2);
+  // Before the text is complete, eos is not allowed whatever min_tokens says.
+  RequestSampler fresh(s, {2}, 0);
+  EXPECT_EQ(fresh.next(fresh.constrain(logits).unsqueeze(0).clone(), {}), a);
+}
+
 // ---- A JSON schema validator for the subset (independent of the regex path) -----------------
 
 int64_t code_points(const std::string& s) {

@@ -1,5 +1,5 @@
 // JSON schema → regular expression, for structured output (token_constraint.h). The rules are
-// outlines' `build_regex_from_schema` (dottxt-ai/outlines-core, src/json_schema/parsing.rs and
+// outlines' `build_regex_from_schema` (dottxt-ai/outlines-core at a5e0010, src/json_schema/parsing.rs and
 // src/json_schema/types.rs; Willard & Louf, 2023, arXiv:2307.09702), the step vLLM's outlines
 // backend compiles a `json_schema` response format with:
 //   - a schema is dispatched on its first present keyword in outlines' order: {} (any value),
