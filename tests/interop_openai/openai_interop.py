@@ -15,6 +15,9 @@ adapters (alpha: the fixture LoRA; beta: the same weights with 4x lora_alpha), w
   - adapters loaded and unloaded at run time through vLLM's POST /v1/load_lora_adapter and
     /v1/unload_lora_adapter (raw HTTP): a loaded copy of alpha answers as alpha, an unloaded one
     raises openai.NotFoundError; a path out of the adapter root is refused (400);
+  - structured output: response_format json_schema (chat, streamed and not) validates, vLLM's
+    guided_choice and guided_regex through extra_body, an unsupported schema keyword raises
+    openai.BadRequestError naming the field;
   - a wrong API key raises openai.AuthenticationError;
   - SIGTERM stops the server with exit status 0;
   - SIGTERM under load (a second server, --drain-seconds 0.5): every choice of a streamed chat and
@@ -112,6 +115,46 @@ def raw_post(path, body, key=KEY):
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def structured_output_checks(client):
+    """Structured output through the client: response_format json_schema (chat, streamed and not)
+    and vLLM's guided_choice / guided_regex through extra_body; a bad schema raises
+    BadRequestError naming the field."""
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 5},
+                                               "n": {"type": "integer"}}, "required": ["name", "n"]}
+    response_format = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}}
+    messages = [{"role": "user", "content": "a person, as JSON"}]
+    for seed in range(3):
+        out = client.chat.completions.create(model="tiny", messages=messages, max_tokens=64, temperature=1,
+                                             seed=seed, response_format=response_format)
+        text = out.choices[0].message.content
+        value = json.loads(text) if out.choices[0].finish_reason == "stop" else None
+        check(isinstance(value, dict) and set(value) == {"name", "n"} and isinstance(value["n"], int)
+              and isinstance(value["name"], str) and len(value["name"]) <= 5,
+              f"json_schema output validates: {text!r}")
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=64, temperature=1, seed=0, stream=True,
+        response_format=response_format) if chunk.choices)
+    first = client.chat.completions.create(model="tiny", messages=messages, max_tokens=64, temperature=1, seed=0,
+                                           response_format=response_format).choices[0].message.content
+    check(streamed == first, "streamed json_schema output == non-streamed (same seed)")
+    choices = ["yes", "no", "maybe so"]
+    for seed in range(3):
+        out = client.completions.create(model="alpha", prompt="ok?", max_tokens=8, temperature=1, seed=seed,
+                                        extra_body={"guided_choice": choices})
+        check(out.choices[0].text in choices, f"guided_choice output is a choice: {out.choices[0].text!r}")
+    out = client.completions.create(model="tiny", prompt="code:", max_tokens=16, temperature=1, seed=1,
+                                    extra_body={"guided_regex": "[a-c]{2,4}-[0-9]"})
+    check(re.fullmatch("[a-c]{2,4}-[0-9]", out.choices[0].text) is not None,
+          f"guided_regex output matches: {out.choices[0].text!r}")
+    try:
+        bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "patternProperties": {}}}}
+        client.chat.completions.create(model="tiny", messages=messages, max_tokens=4, response_format=bad)
+        check(False, "an unsupported schema keyword raises BadRequestError")
+    except openai.BadRequestError as e:
+        check("patternProperties" in str(e) and e.body.get("param") == "response_format.json_schema.schema",
+              f"an unsupported schema keyword raises BadRequestError naming it: {e.body}")
 
 
 try:
@@ -254,6 +297,8 @@ try:
     check(status == 400, f"a name out of the root is refused: {status}")
     status, body = raw_post("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": os.path.abspath(adapter_src)})
     check(status == 400, f"a path out of the root is refused: {status}")
+
+    structured_output_checks(client)
 
     try:
         openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()

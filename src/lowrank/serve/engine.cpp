@@ -376,7 +376,8 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
         }
       }
       if (!r.samples) continue;
-      const at::Tensor raw = logits[b];
+      // Structured output masks first; the reported logprobs are of what it leaves (sampler.h).
+      const at::Tensor raw = live.sampler->constrain(logits[b]);
       const int64_t token = live.sampler->next(raw.unsqueeze(0).clone(), live.seen);
       std::optional<LogprobEntry> reported;
       if (live.request.sampling.logprobs >= 0)

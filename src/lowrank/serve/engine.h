@@ -17,8 +17,8 @@
 // (BGMV), long ones (prompt chunks) as a GEMM pair each (paged_lora.h).
 // Sampling is per request (its own temperature, top-p, penalties, logit bias, seed, generator; see
 // sampler.h), so a request's tokens do not depend on its batch neighbours. Log-probabilities, when
-// asked for, are of the raw model distribution (sampler.h), the prompt's from every column of its
-// prefill chunks.
+// asked for, are of the raw model distribution (sampler.h; under structured output, of the
+// masked one), the prompt's from every column of its prefill chunks.
 //
 // Text. Each request's tokens go through a data::TextStream (data/text_stream.h): a text delta is
 // released only once it is valid UTF-8 and cannot be the start of a stop string; a stop string
@@ -84,7 +84,8 @@ class Tokenizer;
 
 namespace lowrank::serve {
 
-struct PagedKV;  // paged_kv.h
+struct PagedKV;         // paged_kv.h
+class TokenConstraint;  // token_constraint.h
 
 // Sampling of one request. The bounds are the OpenAI API's (sampling_violation).
 struct SamplingParams {
@@ -107,6 +108,9 @@ struct SamplingParams {
   // every prompt token after the first.
   int64_t logprobs = -1;
   int64_t prompt_logprobs = -1;
+  // Structured output (token_constraint.h): the automaton the output must match, or none. Its
+  // mask comes before every step of the processing above (sampler.h).
+  std::shared_ptr<TokenConstraint> constraint;
 };
 
 // A sampling field outside its bounds: the request field (OpenAI's name) and why.
