@@ -21,10 +21,12 @@
 //                design uses the same weights w;
 //   volume       volume-rescaled sampling (n ≥ m), the paper's distribution with density
 //                ∝ det(G) w.r.t. ρ^⊗n, drawn as DPP(m) ∪ (n − m) i.i.d. draws from ρ in a uniformly
-//                random order (the decomposition of Dereziński, Warmuth & Hsu, used by the paper);
-//                under it E[f̂] = P_m f, the L²(μ) projection (WLS is unbiased);
+//                random order (the decomposition of Dereziński, Warmuth & Hsu); under it
+//                E[f̂] = P_m f, the L²(μ) projection (WLS is unbiased; tested below);
 //   repeat       r = n/m independent DPP(m) draws concatenated (the paper's repetitions).
-// Every design is weighted by w = m/k_m. Points are reported in draw order.
+// Every design is weighted by w = m/k_m. Points are reported in draw order. The DPP ∪ i.i.d.
+// decomposition and the weights of the repetitions are [unverified] against the paper's text; the
+// unbiasedness test checks the decomposition's defining property independently.
 //
 // The paper's own experiments were not released with code; the chain rule with rejection follows
 // DPPy (guilgautier/DPPy, dppy/multivariate_jacobi_ope.py: chain rule for a projection DPP, each
