@@ -6,6 +6,8 @@
 //   lowrank kernel kde (--data FILE | --dataset NAME) --bandwidth H|holdout [--query FILE]
 //                      [--heldout-fraction F] [--seed S] [--out FILE.safetensors]
 //   lowrank kernel gram --method ntk|nngp|cnn (--data FILE | --dataset NAME) [--options JSON] --out FILE
+//   lowrank kernel sample --method christoffel|dpp|volume|repeat --basis legendre:M --n N [--seed S]
+//                         [--out FILE.safetensors]
 // Parsing only: the work is the library's.
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -20,6 +22,7 @@
 #include "lowrank/core/json.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/kernel_methods/cnn_kernel.h"
+#include "lowrank/kernel_methods/dpp_sampling.h"
 #include "lowrank/kernel_methods/estimator.h"
 #include "lowrank/kernel_methods/gram.h"
 #include "lowrank/kernel_methods/kde.h"
@@ -264,6 +267,48 @@ void run_kde(const KdeFlags& flags, const GlobalOptions& global) {
               << diag.max_weight[i].item<double>() << "\n";
 }
 
+struct SampleFlags {
+  std::string method, basis = "legendre:20", out;
+  int64_t n = 0;
+  uint64_t seed = 0;
+};
+
+// A random design for weighted least squares (kernel_methods/dpp_sampling.h): the points x [n, 1]
+// and their weights m/k_m(x), ready for `kernel fit --method dpp_sampling` once f is evaluated.
+void run_sample(const SampleFlags& flags, const GlobalOptions& global) {
+  const kernel_methods::OrthonormalBasis basis = kernel_methods::parse_basis(flags.basis);
+  LR_CHECK(flags.n >= 1, InvalidArgument, "--n must be >= 1, got ", flags.n);
+  if (!flags.out.empty()) check_new_output(flags.out, "--out");
+  const at::Tensor x = kernel_methods::sample_design(flags.method, basis, flags.n, flags.seed);
+  const at::Tensor weight = kernel_methods::optimal_weights(basis, x);
+  if (!flags.out.empty())
+    save_safetensors(flags.out, std::vector<NamedTensor>{{"x", x.unsqueeze(1).contiguous()},
+                                                         {"weight", weight.contiguous()}});
+  if (global.json) {
+    OrderedJson out = {{"method", flags.method},
+                       {"basis", kernel_methods::to_string(basis)},
+                       {"n", flags.n},
+                       {"seed", flags.seed}};
+    if (flags.out.empty()) {
+      out["x"] = std::vector<double>(x.data_ptr<double>(), x.data_ptr<double>() + x.numel());
+      out["weight"] =
+          std::vector<double>(weight.data_ptr<double>(), weight.data_ptr<double>() + weight.numel());
+    } else {
+      out["out"] = flags.out;
+    }
+    std::cout << out.dump(2) << "\n";
+    return;
+  }
+  if (!flags.out.empty()) {
+    std::cout << flags.method << " design of " << flags.n << " points in " << kernel_methods::to_string(basis)
+              << " -> " << flags.out << " (x, weight)\n";
+    return;
+  }
+  std::cout << "# x weight\n";
+  for (int64_t i = 0; i < x.size(0); ++i)
+    std::cout << x[i].item<double>() << " " << weight[i].item<double>() << "\n";
+}
+
 }  // namespace
 
 VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global) {
@@ -319,11 +364,23 @@ VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global) {
       ->capture_default_str();
   kde->add_option("--seed", kde_flags->seed, "Seed of the held-out split")->capture_default_str();
   kde->add_option("--out", kde_flags->out, "Output .safetensors (log_density, ipr, max_weight)");
-  return [fit, predict, gram, kde, fit_flags, predict_flags, gram_flags, kde_flags, &global] {
+  auto sample_flags = std::make_shared<SampleFlags>();
+  auto* sample =
+      cmd->add_subcommand("sample", "Draw a weighted least-squares design (Christoffel, DPP, volume)");
+  sample->add_option("--method", sample_flags->method, "Design: christoffel|dpp|volume|repeat")->required();
+  sample->add_option("--basis", sample_flags->basis, "Orthonormal basis legendre:M on [-1, 1]")
+      ->capture_default_str();
+  sample->add_option("--n", sample_flags->n, "Points (dpp: n = M; volume: n >= M; repeat: a multiple of M)")
+      ->required();
+  sample->add_option("--seed", sample_flags->seed, "Seed of the draws")->capture_default_str();
+  sample->add_option("--out", sample_flags->out, "Output .safetensors (x [n, 1], weight [n])");
+  return [fit, predict, gram, kde, sample, fit_flags, predict_flags, gram_flags, kde_flags, sample_flags,
+          &global] {
     if (fit->parsed()) run_fit(*fit_flags, global);
     if (predict->parsed()) run_predict(*predict_flags, global);
     if (gram->parsed()) run_gram(*gram_flags, global);
     if (kde->parsed()) run_kde(*kde_flags, global);
+    if (sample->parsed()) run_sample(*sample_flags, global);
   };
 }
 

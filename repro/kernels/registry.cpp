@@ -13,7 +13,8 @@ namespace lowrank::repro_kernels {
 #define LOWRANK_KERNEL_REPROS(X) \
   X(rf_ridge)                    \
   X(kde)                         \
-  X(quantum_kernel)
+  X(quantum_kernel)              \
+  X(dpp_sampling)
 
 #define LOWRANK_DECLARE_REPRO(name) KernelRepro name##_repro();
 LOWRANK_KERNEL_REPROS(LOWRANK_DECLARE_REPRO)

@@ -48,14 +48,43 @@ TEST(KernelCliTest, BadInputFailsWithExitCodeOneNamingTheCulprit) {
   r = testing::run_command(cli("kernel fit --method nope --data " + (dir / "nan.csv").string() + " --out " +
                                (dir / "m").string()));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(
-      r.out.find("unknown kernel method \"nope\" (known: cnn_kernel, kde, loki, mcr2, ntk, quantum_kernel, rf_ridge, rkme)"),
-      std::string::npos)
+  EXPECT_NE(r.out.find("unknown kernel method \"nope\" (known: cnn_kernel, dpp_sampling, kde, loki, mcr2, "
+                       "ntk, quantum_kernel, rf_ridge, rkme)"),
+            std::string::npos)
       << r.out;
   r = testing::run_command(cli("kernel gram --method cosine --data " + (dir / "nan.csv").string() +
                                " --out " + (dir / "k.safetensors").string()));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("unknown kernel \"cosine\""), std::string::npos) << r.out;
+}
+
+TEST(KernelCliTest, SampleWritesAWeightedDesignAndRefusesBadInput) {
+  testing::TempDir dir;
+  auto r = testing::run_command(cli("kernel sample --method volume --basis legendre:5 --n 8 --seed 2 --out " +
+                                    (dir / "design.safetensors").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const SafetensorsFile design = SafetensorsFile::open(dir / "design.safetensors");
+  const at::Tensor x = design.load("x"), weight = design.load("weight");
+  ASSERT_EQ(x.sizes(), (at::IntArrayRef{8, 1}));
+  // w = m/k_m with k_m = Σ_j (2j+1) P_j(x)², here from the closed forms of P_0..P_4.
+  const at::Tensor t = x.reshape({-1});
+  const at::Tensor p2 = (3 * t.pow(2) - 1) / 2, p3 = (5 * t.pow(3) - 3 * t) / 2,
+                   p4 = (35 * t.pow(4) - 30 * t.pow(2) + 3) / 8;
+  const at::Tensor k = 1 + 3 * t.pow(2) + 5 * p2.pow(2) + 7 * p3.pow(2) + 9 * p4.pow(2);
+  EXPECT_LE(testing::max_abs_diff(weight, 5 / k), 1e-12);
+  testing::write_text_file(dir / "three.csv", "0,1\n0.5,2\n1,3\n");
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"kernel sample --method dpp --basis legendre:5 --n 0", "--n must be >= 1, got 0"},
+      {"kernel sample --method dpp --basis chebyshev:5 --n 5", "unknown basis \"chebyshev:5\""},
+      {"kernel sample --method halton --basis legendre:5 --n 5", "unknown sampling method \"halton\""},
+      {"kernel fit --method dpp_sampling --options '{\"basis\": \"legendre:5\"}' --data " +
+           (dir / "three.csv").string() + " --out " + (dir / "m").string(),
+       "m = 5 > n = 3"}};
+  for (const auto& [args, message] : bad) {
+    r = testing::run_command(cli(args));
+    EXPECT_EQ(r.exit_code, 1) << args;
+    EXPECT_NE(r.out.find(message), std::string::npos) << args << "\n" << r.out;
+  }
 }
 
 TEST(KernelCliTest, MethodsListsTheKernelFamily) {
@@ -64,7 +93,8 @@ TEST(KernelCliTest, MethodsListsTheKernelFamily) {
   const Json listing = parse_json(r.out, "methods output");
   std::vector<std::string> names;
   for (const auto& m : listing["kernel"]["methods"]) names.push_back(m["name"]);
-  EXPECT_EQ(names, (std::vector<std::string>{"cnn_kernel", "kde", "loki", "mcr2", "ntk", "quantum_kernel", "rf_ridge", "rkme"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"cnn_kernel", "dpp_sampling", "kde", "loki", "mcr2", "ntk",
+                                             "quantum_kernel", "rf_ridge", "rkme"}));
 }
 
 }  // namespace

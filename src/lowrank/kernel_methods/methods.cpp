@@ -11,6 +11,7 @@ void register_builtin_methods(Registry<EstimatorMethod>& registry) {
   register_loki(registry);
   register_ntk(registry);
   register_cnn_kernel(registry);
+  register_dpp_sampling(registry);
 }
 
 }  // namespace lowrank::kernel_methods

@@ -14,6 +14,7 @@ void register_rkme(Registry<EstimatorMethod>& registry);            // rkme.cpp
 void register_loki(Registry<EstimatorMethod>& registry);            // loki.cpp
 void register_ntk(Registry<EstimatorMethod>& registry);             // ntk.cpp
 void register_cnn_kernel(Registry<EstimatorMethod>& registry);      // cnn_kernel.cpp
+void register_dpp_sampling(Registry<EstimatorMethod>& registry);    // dpp_sampling.cpp
 
 void register_builtin_methods(Registry<EstimatorMethod>& registry);
 
