@@ -32,6 +32,7 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
     serve::EngineConfig engine;
     int64_t pool_mb = 256;
     int64_t body_kb = 1024;
+    std::string prefix_caching = "on";
   };
   auto args = std::make_shared<Args>();
   args->model.add_model(*cmd, "HF model directory (dense or compressed), with tokenizer.json",
@@ -83,6 +84,12 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
   cmd->add_option("--runs", args->runs,
                   "Directory of run directories shown as report pages at /runs (lowrank report)");
   cmd->add_option("--seed", args->engine.seed, "Seeds requests that bring none")->capture_default_str();
+  cmd->add_option(
+         "--prefix-caching", args->prefix_caching,
+         "on: requests of the same adapter share the cached KV pages of a common prompt prefix and "
+         "prefill only the rest (vLLM's automatic prefix caching); off: every prompt is computed whole")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off"}));
   args->model.add_compute(*cmd, "Compute dtype: float32, bfloat16, float16");
 
   return [args] {
@@ -97,6 +104,7 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
     serve::EngineConfig engine_config = args->engine;
     engine_config.pool_bytes = args->pool_mb << 20;
     engine_config.max_prompt_tokens = args->server.max_prompt_tokens;
+    engine_config.scheduler.prefix_caching = args->prefix_caching == "on";
     serve::Engine engine(model, tokenizer, std::move(eos), engine_config);
     std::vector<serve::AdapterInfo> adapters;
     if (!args->adapters.empty()) adapters = serve::register_adapter_root(engine, args->adapters);

@@ -64,6 +64,7 @@ AdapterInfo Engine::register_adapter(const std::string& name, const std::filesys
   LR_CHECK(!host_adapters_.contains(name), InvalidArgument, "adapter '", name, "' is already loaded");
   scheduler_->adapters().register_adapter(name, info.rank, pages);
   host_adapters_.emplace(name, std::make_pair(info, std::move(host)));
+  adapter_serials_[name] = ++next_adapter_serial_;  // a new prefix-cache salt (engine.h)
   return info;
 }
 
