@@ -14,6 +14,7 @@
 
 #include "lowrank/nn/generate.h"
 #include "lowrank/serve/engine.h"
+#include "lowrank/serve/openai_api.h"
 #include "lowrank/serve/paged_kv.h"
 #include "lowrank/serve/scheduler.h"
 #include "tests/serve/engine_testing.h"
@@ -413,6 +414,19 @@ TEST(PrefixCacheEngineTest, PromptLogprobsComputeTheWholePrompt) {
   ASSERT_TRUE(second->next(first_event, std::chrono::milliseconds(1000)));
   EXPECT_EQ(first_event.prompt_logprobs.size(), prompt.size() - 1);  // every prompt position
   EXPECT_EQ(engine->stats().scheduler.prefix_cache.hits, 0);
+}
+
+TEST(PrefixCacheEngineTest, MetricsReportQueriesHitsAndTheHitRate) {
+  EngineStats stats;
+  stats.scheduler.prefix_cache = {
+      .queries = 40, .hits = 10, .cached_pages = 6, .evictable_pages = 2, .evictions = 3};
+  const std::string text = prometheus_metrics(stats, {});
+  for (const char* line :
+       {"lowrank_prefix_cache_queries_total 40\n", "lowrank_prefix_cache_hits_total 10\n",
+        "lowrank_prefix_cache_hit_rate 0.25\n", "lowrank_prefix_cache_pages 6\n",
+        "lowrank_prefix_cache_evictable_pages 2\n", "lowrank_prefix_cache_evictions_total 3\n",
+        "# TYPE lowrank_prefix_cache_hits_total counter\n"})
+    EXPECT_NE(text.find(line), std::string::npos) << line;
 }
 
 }  // namespace
