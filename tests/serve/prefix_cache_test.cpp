@@ -402,6 +402,26 @@ TEST(PrefixCacheEngineTest, AnotherAdapterOrAReloadedOneNeverHits) {
   EXPECT_GT(engine->stats().scheduler.prefix_cache.hits, hits);
 }
 
+TEST(PrefixCacheEngineTest, ARequestQueuedBeforeAnAdapterIsReplacedFindsNoneOfItsPages) {
+  // Queued for a2, which is then unloaded and created again with other weights before the request
+  // runs: it runs with the new weights, so the old weights' pages must be gone.
+  auto engine = engine_with(true, 96, 2048, {"a2"});
+  const std::vector<int64_t> prompt = prompt_of(14, 6);
+  run_alone(*engine, greedy("a2", prompt, 3));
+  EXPECT_GT(engine->stats().scheduler.prefix_cache.cached_pages, 0);
+  auto queued = engine->submit(greedy("a2", prompt, 3)).stream;
+  engine->unload_adapter("a2");
+  EXPECT_EQ(engine->stats().scheduler.prefix_cache.cached_pages, 0);
+  engine->create_adapter("a2", lora(2), 99);
+  engine->run_until_idle();
+  nn::Model model = testing::tiny_llama(shape(), kModelSeed);
+  adapt::create_adapter(model, "a2", lora(2), 99);
+  nn::GenerateOptions options;
+  options.max_new_tokens = 3;
+  EXPECT_EQ(tokens_of(*queued), nn::generate(model, {prompt}, options)[0].tokens);
+  EXPECT_EQ(engine->stats().scheduler.prefix_cache.hits, 0);
+}
+
 TEST(PrefixCacheEngineTest, PromptLogprobsComputeTheWholePrompt) {
   auto engine = engine_with(true);
   const std::vector<int64_t> prompt = prompt_of(12, 5);

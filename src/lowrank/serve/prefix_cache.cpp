@@ -136,6 +136,24 @@ int64_t PrefixCache::evict(int64_t pages) {
   return freed;
 }
 
+int64_t PrefixCache::drop_adapter(std::string_view adapter) {
+  const std::string prefix = page_extra_key(adapter, "");
+  std::vector<int32_t> dropped;
+  for (auto it = lru_.begin(); it != lru_.end();) {
+    const Entry& e = entries_.at(*it);
+    if (e.extra.starts_with(prefix)) {
+      by_hash_.erase(e.hash);
+      entries_.erase(*it);
+      dropped.push_back(*it);
+      it = lru_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  pool_.release(dropped);
+  return static_cast<int64_t>(dropped.size());
+}
+
 void PrefixCache::record_query(int64_t query_tokens, int64_t hit_tokens) {
   stats_.queries += query_tokens;
   stats_.hits += hit_tokens;

@@ -97,6 +97,10 @@ class PrefixCache {
   // Frees up to `pages` evictable pages to the pool, least recently released first; returns how
   // many it freed.
   int64_t evict(int64_t pages);
+  // Frees every unreferenced cached page computed under `adapter` (any salt); returns how many.
+  // For an adapter unloaded: a request queued for it before a new adapter took its name must not
+  // find the old weights' pages.
+  int64_t drop_adapter(std::string_view adapter);
   // Records one lookup of `query_tokens` prompt tokens, `hit_tokens` of them found.
   void record_query(int64_t query_tokens, int64_t hit_tokens);
 

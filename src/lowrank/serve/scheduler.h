@@ -209,6 +209,8 @@ class Scheduler {
   const AdapterCache& adapters() const { return cache_; }
   const MemoryPool& pool() const { return pool_; }
   const PrefixCache& prefix_cache() const { return prefix_; }
+  // Frees the cached prefix pages computed under `adapter` (call when it is unregistered).
+  int64_t forget_prefixes(const std::string& adapter) { return prefix_.drop_adapter(adapter); }
   const SchedulerConfig& config() const { return config_; }
 
   int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }
