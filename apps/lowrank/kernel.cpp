@@ -3,7 +3,13 @@
 //   lowrank kernel predict --model DIR (--data FILE | --dataset NAME) [--out FILE.safetensors]
 //   lowrank kernel gram --method rbf|laplace|matern|arccos0|arccos1 (--data FILE | --dataset NAME)
 //                       [--bandwidth H] [--nu NU] --out FILE.safetensors
+//   lowrank kernel kde (--data FILE | --dataset NAME) --bandwidth H|holdout [--query FILE]
+//                      [--heldout-fraction F] [--seed S] [--out FILE.safetensors]
+//   lowrank kernel gram --method ntk|nngp|cnn (--data FILE | --dataset NAME) [--options JSON] --out FILE
 // Parsing only: the work is the library's.
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -13,8 +19,10 @@
 #include "lowrank/core/error.h"
 #include "lowrank/core/json.h"
 #include "lowrank/core/safetensors.h"
+#include "lowrank/kernel_methods/cnn_kernel.h"
 #include "lowrank/kernel_methods/estimator.h"
 #include "lowrank/kernel_methods/gram.h"
+#include "lowrank/kernel_methods/kde.h"
 
 namespace lowrank::cli {
 namespace fs = std::filesystem;
@@ -126,14 +134,21 @@ void run_predict(const PredictFlags& flags, const GlobalOptions& global) {
 struct GramFlags {
   kernel_methods::KernelSpec spec;
   std::string out;
+  std::string options = "{}";  // the neural kernels' architecture (ntk, nngp, cnn)
   DataFlags data;
 };
 
 void run_gram(const GramFlags& flags, const GlobalOptions& global) {
-  kernel_methods::validate(flags.spec, "--method");
+  const bool neural = kernel_methods::is_neural_gram(flags.spec.name);
+  const Json options = parse_json(flags.options, "--options");
+  if (!neural) kernel_methods::validate(flags.spec, "--method");
+  LR_CHECK(neural || options.empty(), InvalidArgument, "--options is for --method ntk, nngp or cnn, not ",
+           flags.spec.name);
+  const std::optional<kernel_methods::NeuralGram> neural_gram =
+      neural ? std::optional(kernel_methods::NeuralGram(flags.spec.name, options)) : std::nullopt;
   check_new_output(flags.out, "--out");
   const kernel_methods::Dataset data = flags.data.read();
-  const at::Tensor k = kernel_methods::gram(flags.spec, data.x, data.x);
+  const at::Tensor k = neural ? neural_gram->gram(data.x) : kernel_methods::gram(flags.spec, data.x, data.x);
   save_safetensors(flags.out, std::vector<NamedTensor>{{"gram", k.contiguous()}});
   if (global.json) {
     OrderedJson out = {{"kernel", flags.spec.name}, {"size", data.x.size(0)}, {"out", flags.out}};
@@ -144,11 +159,116 @@ void run_gram(const GramFlags& flags, const GlobalOptions& global) {
   }
 }
 
+struct KdeFlags {
+  std::string bandwidth, query, out;
+  double heldout_fraction = 0.2;
+  uint64_t seed = 0;
+  DataFlags data;
+};
+
+// --bandwidth holdout: the grid h = s·10^{-2…1} (41 values, s the root mean per-coordinate variance
+// of the data), scored by the mean log-likelihood of a held-out fraction of the data under the KDE
+// of the rest (kernel_methods::select_bandwidth); the density is then estimated from all the data.
+kernel_methods::BandwidthSelection holdout_bandwidth(const at::Tensor& x, double fraction, uint64_t seed) {
+  const int64_t n = x.size(0),
+                heldout = static_cast<int64_t>(std::llround(fraction * static_cast<double>(n)));
+  LR_CHECK(heldout >= 1 && heldout < n, InvalidArgument, "--bandwidth holdout: --heldout-fraction ", fraction,
+           " of ", n, " points leaves no held-out or no remaining point");
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  const at::Tensor order = at::randperm(n, gen, at::kLong);
+  const double scale = std::sqrt(x.var(0, /*unbiased=*/false).mean().item<double>());
+  LR_CHECK(scale > 0, InvalidArgument, "--bandwidth holdout: the data has zero variance");
+  std::vector<double> grid;
+  for (int i = 0; i <= 40; ++i) grid.push_back(scale * std::pow(10.0, -2.0 + 3.0 * i / 40));
+  return kernel_methods::select_bandwidth(x.index_select(0, order.slice(0, heldout)),
+                                          x.index_select(0, order.slice(0, 0, heldout)), grid);
+}
+
+void run_kde(const KdeFlags& flags, const GlobalOptions& global) {
+  std::optional<double> fixed;
+  if (flags.bandwidth != "holdout") {
+    try {
+      size_t used = 0;
+      fixed = std::stod(flags.bandwidth, &used);
+      LR_CHECK(used == flags.bandwidth.size(), InvalidArgument, "");
+    } catch (const std::exception&) {
+      throw InvalidArgument(
+          str("--bandwidth must be a number > 0 or \"holdout\", got \"", flags.bandwidth, "\""));
+    }
+    LR_CHECK(std::isfinite(*fixed) && *fixed > 0, InvalidArgument, "--bandwidth must be > 0, got ",
+             flags.bandwidth);
+  }
+  LR_CHECK(flags.heldout_fraction > 0 && flags.heldout_fraction < 1, InvalidArgument,
+           "--heldout-fraction must be in (0, 1), got ", flags.heldout_fraction);
+  if (!flags.out.empty()) check_new_output(flags.out, "--out");
+  const kernel_methods::Dataset data = flags.data.read();
+  at::Tensor queries = data.x;
+  std::string query_source = data.source + " (each point, itself included)";
+  if (!flags.query.empty()) {
+    std::optional<int64_t> label;
+    if (flags.data.label_flag->count() > 0) label = flags.data.label_col;
+    const kernel_methods::Dataset q = kernel_methods::read_dataset(flags.query, label);
+    LR_CHECK(q.x.size(1) == data.x.size(1), InvalidArgument, "--query ", flags.query, " has ", q.x.size(1),
+             " columns, the data ", data.x.size(1));
+    queries = q.x;
+    query_source = q.source;
+  }
+  std::optional<kernel_methods::BandwidthSelection> selection;
+  if (!fixed) selection = holdout_bandwidth(data.x, flags.heldout_fraction, flags.seed);
+  const double h = fixed ? *fixed : selection->best;
+  const at::Tensor log_density = kernel_methods::kde_log_density(data.x, queries, h);
+  const kernel_methods::KdeDiagnostics diag = kernel_methods::kde_diagnostics(data.x, queries, h);
+  if (!flags.out.empty())
+    save_safetensors(flags.out, std::vector<NamedTensor>{{"log_density", log_density.contiguous()},
+                                                         {"ipr", diag.ipr.contiguous()},
+                                                         {"max_weight", diag.max_weight.contiguous()}});
+  auto values = [](const at::Tensor& t) {
+    const at::Tensor c = t.contiguous();
+    return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  };
+  OrderedJson out = {{"data", data.source},
+                     {"points", data.x.size(0)},
+                     {"queries", query_source},
+                     {"bandwidth", h},
+                     {"bandwidth_rule", fixed ? "given" : "holdout"},
+                     {"mean_log_density", log_density.mean().item<double>()},
+                     {"mean_ipr", diag.ipr.mean().item<double>()},
+                     {"mean_max_weight", diag.max_weight.mean().item<double>()}};
+  if (selection) {
+    out["heldout_fraction"] = flags.heldout_fraction;
+    out["grid"] = selection->grid;
+    out["heldout_mean_log_likelihood"] = selection->mean_log_likelihood;
+  }
+  if (global.json) {
+    if (flags.out.empty()) {
+      out["log_density"] = values(log_density);
+      out["ipr"] = values(diag.ipr);
+      out["max_weight"] = values(diag.max_weight);
+    } else {
+      out["out"] = flags.out;
+    }
+    std::cout << out.dump(2) << "\n";
+    return;
+  }
+  std::cerr << "kde of " << data.source << " (" << data.x.size(0) << " points) at h = " << h
+            << (fixed ? "" : " (held out)") << ": mean log density " << out["mean_log_density"].dump()
+            << ", mean IPR " << out["mean_ipr"].dump() << ", mean max weight "
+            << out["mean_max_weight"].dump() << "\n";
+  if (!flags.out.empty()) {
+    std::cout << "log_density, ipr, max_weight of " << queries.size(0) << " queries -> " << flags.out << "\n";
+    return;
+  }
+  std::cout << "# log_density ipr max_weight\n";
+  for (int64_t i = 0; i < queries.size(0); ++i)
+    std::cout << log_density[i].item<double>() << " " << diag.ipr[i].item<double>() << " "
+              << diag.max_weight[i].item<double>() << "\n";
+}
+
 }  // namespace
 
 VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global) {
-  auto* cmd =
-      app.add_subcommand("kernel", "Kernel methods: fit, predict, Gram matrices (docs/kernel_methods.md)");
+  auto* cmd = app.add_subcommand("kernel",
+                                 "Kernel methods: fit, predict, Gram matrices, KDE (docs/kernel_methods.md)");
   cmd->require_subcommand(1);
   std::string known;
   for (const auto& info : kernel_methods::registry().list()) known += (known.empty() ? "" : ", ") + info.name;
@@ -173,17 +293,37 @@ VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global) {
   auto gram_flags = std::make_shared<GramFlags>();
   std::string kernels;
   for (const auto& name : kernel_methods::kernel_names()) kernels += (kernels.empty() ? "" : "|") + name;
+  kernels += "|ntk|nngp|cnn";
   auto* gram = cmd->add_subcommand("gram", "Write the Gram matrix K(x, x) of a dataset");
   gram->add_option("--method", gram_flags->spec.name, "Kernel: " + kernels)->required();
   gram->add_option("--bandwidth", gram_flags->spec.bandwidth, "Bandwidth / length scale h")
       ->capture_default_str();
   gram->add_option("--nu", gram_flags->spec.nu, "Matérn smoothness: 0.5, 1.5 or 2.5")->capture_default_str();
+  gram->add_option(
+          "--options", gram_flags->options,
+          "ntk|nngp|cnn: the architecture as JSON (depth, weight_variance, bias_variance, activation; "
+          "cnn also filter and kernel: ntk|nngp)")
+      ->capture_default_str();
   gram_flags->data.add(gram);
   gram->add_option("--out", gram_flags->out, "Output .safetensors (tensor \"gram\")")->required();
-  return [fit, predict, gram, fit_flags, predict_flags, gram_flags, &global] {
+  auto kde_flags = std::make_shared<KdeFlags>();
+  auto* kde = cmd->add_subcommand("kde", "Gaussian KDE log-density per query, with its IPR and max weight");
+  kde_flags->data.add(kde);
+  kde->add_option("--bandwidth", kde_flags->bandwidth,
+                  "Bandwidth h > 0, or \"holdout\" (the held-out log-likelihood's best on a grid)")
+      ->required();
+  kde->add_option("--query", kde_flags->query,
+                  "Query points, laid out as --data (default: the data's own points)");
+  kde->add_option("--heldout-fraction", kde_flags->heldout_fraction,
+                  "Share of the data held out by --bandwidth holdout")
+      ->capture_default_str();
+  kde->add_option("--seed", kde_flags->seed, "Seed of the held-out split")->capture_default_str();
+  kde->add_option("--out", kde_flags->out, "Output .safetensors (log_density, ipr, max_weight)");
+  return [fit, predict, gram, kde, fit_flags, predict_flags, gram_flags, kde_flags, &global] {
     if (fit->parsed()) run_fit(*fit_flags, global);
     if (predict->parsed()) run_predict(*predict_flags, global);
     if (gram->parsed()) run_gram(*gram_flags, global);
+    if (kde->parsed()) run_kde(*kde_flags, global);
   };
 }
 

@@ -2,12 +2,19 @@
 // serves one base model and every adapter under ROOT behind the OpenAI-compatible HTTP API
 // (serve/http_server.h; docs/serving.md), with the playground page at / (serve/playground.h) and,
 // with --runs DIR, the run reports at /runs. Prints "serving MODEL (+N adapters) on http://HOST:PORT"
-// once it listens; SIGINT or SIGTERM stops it gracefully (in-flight requests finish), exit 0.
+// once it listens. SIGINT or SIGTERM stops it gracefully: new requests get 503, in-flight ones get
+// --drain-seconds to finish (then end with finish_reason "abort"), exit 0; a second signal exits
+// at once (status 128 + the signal).
+#include <atomic>
+#include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <thread>
 
 #include <pthread.h>
 
@@ -19,6 +26,7 @@
 #include "lowrank/serve/adapter_root.h"
 #include "lowrank/serve/engine.h"
 #include "lowrank/serve/http_server.h"
+#include "lowrank/serve/request_log.h"
 
 namespace lowrank::cli {
 
@@ -33,6 +41,9 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
     int64_t pool_mb = 256;
     int64_t body_kb = 1024;
     std::string prefix_caching = "on";
+    double drain_seconds = 30;
+    double request_timeout = 0;
+    std::string log_format = "text";
   };
   auto args = std::make_shared<Args>();
   args->model.add_model(*cmd, "HF model directory (dense or compressed), with tokenizer.json",
@@ -90,6 +101,21 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
          "prefill only the rest (vLLM's automatic prefix caching); off: every prompt is computed whole")
       ->capture_default_str()
       ->check(CLI::IsMember({"on", "off"}));
+  cmd->add_option("--drain-seconds", args->drain_seconds,
+                  "On SIGTERM/SIGINT: seconds in-flight requests get to finish before they end with "
+                  "finish_reason 'abort' (new requests get 503 meanwhile; 0: end them at once)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--request-timeout", args->request_timeout,
+                  "Seconds a request may run from arrival; then it ends with its text so far and "
+                  "finish_reason 'length', as llama.cpp's time limit (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--log-format", args->log_format,
+                  "Request log on stderr, one line per generation call: text, or json (one JSON object "
+                  "per line: id, adapter, tokens, queue/prefill/decode/total ms, status, finish reasons)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
   args->model.add_compute(*cmd, "Compute dtype: float32, bfloat16, float16");
 
   return [args] {
@@ -101,7 +127,12 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
     auto tokenizer = std::make_shared<const data::Tokenizer>(data::Tokenizer::load(dir / "tokenizer.json"));
     std::vector<int64_t> eos = nn::default_stop_token_ids(dir, model->config());
 
+    const serve::LogFormat log_format = serve::parse_log_format(args->log_format);
+    const auto milliseconds = [](double seconds) {
+      return std::chrono::milliseconds(static_cast<int64_t>(std::llround(seconds * 1000)));
+    };
     serve::EngineConfig engine_config = args->engine;
+    engine_config.request_timeout = milliseconds(args->request_timeout);
     engine_config.pool_bytes = args->pool_mb << 20;
     engine_config.max_prompt_tokens = args->server.max_prompt_tokens;
     engine_config.scheduler.prefix_caching = args->prefix_caching == "on";
@@ -120,6 +151,8 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
     LR_CHECK(args->runs.empty() || fs::is_directory(args->runs), NotFound, "--runs ", args->runs,
              ": no such directory");
     config.max_body_bytes = static_cast<size_t>(args->body_kb) << 10;
+    config.drain_timeout = milliseconds(args->drain_seconds);
+    config.log_format = log_format;
     config.chat_template = args->chat_template == "auto" ? serve::detect_chat_template(dir)
                                                          : serve::parse_chat_template(args->chat_template);
     if (config.api_key.empty() && config.host != "127.0.0.1" && config.host != "localhost" &&
@@ -144,8 +177,23 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
 
     int received = 0;
     sigwait(&signals, &received);
-    log::info("signal ", received, ": stopping (finishing in-flight requests)");
-    server.stop(/*drain=*/true);
+    log::info("signal ", received, ": stopping (in-flight requests get ", args->drain_seconds,
+              " s to finish; a second signal exits at once)");
+    // The drain runs on its own thread, so that this one can still take a second signal.
+    std::atomic<bool> stopped{false};
+    std::thread stopper([&] {
+      server.stop(/*drain=*/true);
+      stopped = true;
+    });
+    const timespec poll{.tv_sec = 0, .tv_nsec = 50'000'000};
+    while (!stopped) {
+      const int second = sigtimedwait(&signals, nullptr, &poll);
+      if (second > 0) {
+        log::warn("signal ", second, " again: exiting without waiting for in-flight requests");
+        std::_Exit(128 + second);
+      }
+    }
+    stopper.join();
   };
 }
 

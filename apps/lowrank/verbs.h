@@ -38,5 +38,6 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_task(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_report(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_repro(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace lowrank::cli

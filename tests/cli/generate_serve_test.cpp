@@ -6,18 +6,12 @@
 #include <httplib.h>
 
 #include <algorithm>
-#include <csignal>
-#include <cstdio>
 #include <filesystem>
-#include <regex>
 #include <string>
 #include <vector>
 
-#include <fcntl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include "lowrank/core/json.h"
+#include "tests/cli/serve_process.h"
 #include "tests/testing.h"
 
 namespace lowrank {
@@ -35,61 +29,7 @@ std::string quote(const std::string& arg) {
   return out + "'";
 }
 
-// `lowrank serve` on a free loopback port, stopped with SIGTERM when the object dies.
-class ServerProcess {
- public:
-  ServerProcess(const fs::path& model_dir, const fs::path& log) {
-    int fds[2];
-    if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
-    const std::string binary = testing::lowrank_binary().string();
-    const std::vector<std::string> args = {binary, "serve",        "--model", model_dir.string(), "--port",
-                                           "0",    "--model-name", "tiny",    "--pool-mb",        "16"};
-    // Everything the child needs is prepared before fork: between fork and exec only
-    // async-signal-safe calls.
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(fds[1], STDOUT_FILENO);
-      if (log_fd >= 0) ::dup2(log_fd, STDERR_FILENO);
-      ::close(fds[0]);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    if (log_fd >= 0) ::close(log_fd);
-    ::close(fds[1]);
-    out_ = ::fdopen(fds[0], "r");
-    // "serving tiny (+0 adapters) on http://127.0.0.1:PORT", printed once it listens.
-    char line[512];
-    const std::regex serving(R"(serving tiny .* on http://[^:]+:(\d+))");
-    while (std::fgets(line, sizeof line, out_)) {
-      std::smatch m;
-      const std::string text = line;
-      if (std::regex_search(text, m, serving)) {
-        port_ = std::stoi(m[1].str());
-        break;
-      }
-    }
-  }
-  ServerProcess(const ServerProcess&) = delete;
-  ServerProcess& operator=(const ServerProcess&) = delete;
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-    }
-    if (out_) std::fclose(out_);
-  }
-  int port() const { return port_; }
-
- private:
-  pid_t pid_ = -1;
-  std::FILE* out_ = nullptr;
-  int port_ = 0;
-};
+using testing::ServerProcess;
 
 // At least `n` bytes of `text` from `pos`, both ends moved forward to character boundaries.
 std::string whole_characters(const std::string& text, size_t pos, size_t n) {

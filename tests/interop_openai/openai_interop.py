@@ -15,8 +15,14 @@ adapters (alpha: the fixture LoRA; beta: the same weights with 4x lora_alpha), w
   - adapters loaded and unloaded at run time through vLLM's POST /v1/load_lora_adapter and
     /v1/unload_lora_adapter (raw HTTP): a loaded copy of alpha answers as alpha, an unloaded one
     raises openai.NotFoundError; a path out of the adapter root is refused (400);
+  - structured output: response_format json_schema (chat, streamed and not) validates, vLLM's
+    guided_choice and guided_regex through extra_body, an unsupported schema keyword raises
+    openai.BadRequestError naming the field;
   - a wrong API key raises openai.AuthenticationError;
-  - SIGTERM stops the server with exit status 0.
+  - SIGTERM stops the server with exit status 0;
+  - SIGTERM under load (a second server, --drain-seconds 0.5): every choice of a streamed chat and
+    a non-streamed completion ends with a finish reason the client parses ("abort" for what the
+    drain cut), a call during the drain raises InternalServerError (503, Retry-After), exit 0.
 
 usage: openai_interop.py LOWRANK_BINARY MODEL_DIR TOKENIZER_JSON ADAPTER_DIR WORK_DIR
 """
@@ -48,6 +54,15 @@ def check(cond, what):
     print(("ok   " if cond else "FAIL ") + what, flush=True)
     if not cond:
         failures.append(what)
+
+
+def exit_status(process, timeout):
+    """The process's exit status, waiting up to `timeout` seconds (then it is killed)."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return f"killed after {timeout} s"
 
 
 shutil.rmtree(work, ignore_errors=True)
@@ -100,6 +115,46 @@ def raw_post(path, body, key=KEY):
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def structured_output_checks(client):
+    """Structured output through the client: response_format json_schema (chat, streamed and not)
+    and vLLM's guided_choice / guided_regex through extra_body; a bad schema raises
+    BadRequestError naming the field."""
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 5},
+                                               "n": {"type": "integer"}}, "required": ["name", "n"]}
+    response_format = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}}
+    messages = [{"role": "user", "content": "a person, as JSON"}]
+    for seed in range(3):
+        out = client.chat.completions.create(model="tiny", messages=messages, max_tokens=64, temperature=1,
+                                             seed=seed, response_format=response_format)
+        text = out.choices[0].message.content
+        value = json.loads(text) if out.choices[0].finish_reason == "stop" else None
+        check(isinstance(value, dict) and set(value) == {"name", "n"} and isinstance(value["n"], int)
+              and isinstance(value["name"], str) and len(value["name"]) <= 5,
+              f"json_schema output validates: {text!r}")
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=64, temperature=1, seed=0, stream=True,
+        response_format=response_format) if chunk.choices)
+    first = client.chat.completions.create(model="tiny", messages=messages, max_tokens=64, temperature=1, seed=0,
+                                           response_format=response_format).choices[0].message.content
+    check(streamed == first, "streamed json_schema output == non-streamed (same seed)")
+    choices = ["yes", "no", "maybe so"]
+    for seed in range(3):
+        out = client.completions.create(model="alpha", prompt="ok?", max_tokens=8, temperature=1, seed=seed,
+                                        extra_body={"guided_choice": choices})
+        check(out.choices[0].text in choices, f"guided_choice output is a choice: {out.choices[0].text!r}")
+    out = client.completions.create(model="tiny", prompt="code:", max_tokens=16, temperature=1, seed=1,
+                                    extra_body={"guided_regex": "[a-c]{2,4}-[0-9]"})
+    check(re.fullmatch("[a-c]{2,4}-[0-9]", out.choices[0].text) is not None,
+          f"guided_regex output matches: {out.choices[0].text!r}")
+    try:
+        bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "patternProperties": {}}}}
+        client.chat.completions.create(model="tiny", messages=messages, max_tokens=4, response_format=bad)
+        check(False, "an unsupported schema keyword raises BadRequestError")
+    except openai.BadRequestError as e:
+        check("patternProperties" in str(e) and e.body.get("param") == "response_format.json_schema.schema",
+              f"an unsupported schema keyword raises BadRequestError naming it: {e.body}")
 
 
 try:
@@ -243,6 +298,8 @@ try:
     status, body = raw_post("/v1/load_lora_adapter", {"lora_name": "x", "lora_path": os.path.abspath(adapter_src)})
     check(status == 400, f"a path out of the root is refused: {status}")
 
+    structured_output_checks(client)
+
     try:
         openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
         check(False, "a wrong API key raises AuthenticationError")
@@ -250,12 +307,78 @@ try:
         check(True, "a wrong API key raises AuthenticationError")
 finally:
     server.send_signal(signal.SIGTERM)
-    try:
-        code = server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        code = "killed after 60 s"
+    code = exit_status(server, 60)
     check(code == 0, f"SIGTERM: exit status {code}")
+
+
+
+def check_drain_with_official_client():
+    """SIGTERM while the official client streams and waits: each accepted call ends with a finish
+    reason the client parses ("abort" for what the drain cut, vLLM's name), the stream ends
+    normally, a call during the drain raises InternalServerError (503), and the exit status is 0."""
+    drained = subprocess.Popen(
+        [lowrank, "serve", "--model", model_dir, "--port", "0", "--model-name", "tiny", "--pool-mb", "16",
+         "--max-running", "1", "--max-batch-tokens", "4", "--drain-seconds", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    drain_url = None
+    for line in drained.stdout:
+        m = re.search(r"on (http://\S+)", line)
+        if m:
+            drain_url = m.group(1)
+            break
+    if drain_url is None:
+        drained.kill()
+        check(False, "drain: the second server did not start")
+        return
+    c = openai.OpenAI(base_url=drain_url + "/v1", api_key="none", max_retries=0)
+    streamed = threading.Event()
+    results = {}
+
+    def stream_chat():
+        finishes = {}
+        for chunk in c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                               max_tokens=180, n=8, stream=True,
+                                               extra_body={"ignore_eos": True}):
+            streamed.set()
+            for choice in chunk.choices:
+                if choice.finish_reason is not None:
+                    finishes[choice.index] = choice.finish_reason
+        results["stream"] = finishes
+
+    def complete_plain():
+        r = c.completions.create(model="tiny", prompt=PROMPT, max_tokens=180, n=8,
+                                 extra_body={"ignore_eos": True})
+        results["plain"] = {choice.index: choice.finish_reason for choice in r.choices}
+
+    threads = [threading.Thread(target=stream_chat), threading.Thread(target=complete_plain)]
+    for t in threads:
+        t.start()
+    streamed.wait(timeout=30)
+    time.sleep(0.05)
+    drained.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    try:
+        c.completions.create(model="tiny", prompt=PROMPT, max_tokens=2)
+        check(False, "drain: a call during the drain raises InternalServerError")
+    except openai.InternalServerError as e:
+        check(e.status_code == 503 and e.response.headers.get("retry-after"),
+              f"drain: a call during the drain gets 503 with Retry-After ({e.status_code})")
+    except openai.APIConnectionError:
+        check(False, "drain: the server closed before the drain ended")
+    for t in threads:
+        t.join(timeout=60)
+    code = exit_status(drained, 30)
+    check(code == 0, f"drain: exit status {code}")
+    allowed = {"stop", "length", "abort"}
+    for kind in ("stream", "plain"):
+        finishes = results.get(kind, {})
+        check(len(finishes) == 8 and set(finishes.values()) <= allowed,
+              f"drain: every {kind} choice ends with a finish reason: {finishes}")
+    every = list(results.get("stream", {}).values()) + list(results.get("plain", {}).values())
+    check("abort" in every, "drain: the drain cut what still ran, as finish_reason 'abort'")
+
+
+check_drain_with_official_client()
 
 if failures:
     print("".join(log))

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <map>
+#include <thread>
 #include <utility>
 
 #include "lowrank/data/tokenizer.h"
@@ -251,6 +254,83 @@ TEST(EngineTest, CancelQueueLimitAndShutdown) {
   tokens_of(*b, &finish);
   EXPECT_EQ(finish.finish, FinishReason::kCancelled);
   EXPECT_EQ(engine->stats().scheduler.running, 0);
+}
+
+// --request-timeout: a request past its deadline ends at the next step with the tokens it had
+// (the oracle's prefix), finish kLength (llama.cpp's report of its time limit), and its pages are
+// back in the pool when that step returns.
+TEST(EngineTest, RequestTimeoutEndsItWithItsTokensAndFreesItsPages) {
+  EngineConfig config;
+  config.request_timeout = std::chrono::milliseconds(250);
+  auto engine = make_engine(config);
+  const int64_t free_at_start = engine->stats().scheduler.pool_available_pages;
+  GenerationRequest request = greedy("", prompt_of(9, 3), 40);
+  request.sampling.ignore_eos = true;
+  auto stream = engine->submit(request).stream;
+  engine->step();  // prefill and the first token
+  engine->step();  // a second token
+  EXPECT_LT(engine->stats().scheduler.pool_available_pages, free_at_start);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  engine->step();  // the deadline has passed: ended before anything else runs
+  // Its pages are free again: back in the pool, or its full pages kept by the prefix cache as
+  // evictable ones (reclaimable at once).
+  const SchedulerStats after = engine->stats().scheduler;
+  EXPECT_EQ(after.pool_available_pages + after.prefix_cache.evictable_pages, free_at_start);
+  EXPECT_EQ(after.prefix_cache.evictable_pages, after.prefix_cache.cached_pages);
+  EXPECT_EQ(engine->stats().scheduler.running, 0);
+  ASSERT_TRUE(stream->finished());  // (else the wait below would never return)
+  StreamEvent finish;
+  const std::vector<int64_t> tokens = tokens_of(*stream, &finish);
+  EXPECT_EQ(finish.finish, FinishReason::kLength);
+  EXPECT_EQ(finish.ended_by, EndedBy::kTimeout);
+  ASSERT_EQ(tokens.size(), 2u);
+  const std::vector<int64_t> whole = reference("", prompt_of(9, 3), 2);
+  EXPECT_EQ(tokens, whole);
+  EXPECT_GE(finish.timings.decode_s, 0.3);  // first token to the end: the sleep at least
+  // A request inside its deadline is not touched.
+  auto quick = engine->submit(greedy("", prompt_of(5, 1), 3)).stream;
+  engine->run_until_idle();
+  tokens_of(*quick, &finish);
+  EXPECT_EQ(finish.ended_by, EndedBy::kRequest);
+}
+
+// A drain with a time limit: what still runs when it is up ends as kCancelled by the shutdown
+// (the API's "abort"), with its tokens so far; a drain with time to spare lets requests finish.
+TEST(EngineTest, DrainLimitEndsWhatStillRuns) {
+  auto engine = make_engine();
+  GenerationRequest long_one = greedy("a2", prompt_of(6, 2), 40);
+  long_one.sampling.ignore_eos = true;
+  auto cut = engine->submit(long_one).stream;
+  engine->step();
+  engine->shutdown(/*drain=*/true, std::chrono::milliseconds(0));
+  StreamEvent finish;
+  const std::vector<int64_t> tokens = tokens_of(*cut, &finish);
+  EXPECT_EQ(finish.finish, FinishReason::kCancelled);
+  EXPECT_EQ(finish.ended_by, EndedBy::kShutdown);
+  EXPECT_LT(tokens.size(), 40u);
+  EXPECT_EQ(tokens, reference("a2", prompt_of(6, 2), static_cast<int64_t>(tokens.size())));
+  EXPECT_EQ(engine->stats().scheduler.running, 0);
+
+  auto patient = make_engine();
+  auto whole = patient->submit(greedy("b8", prompt_of(4, 1), 6)).stream;
+  patient->step();
+  patient->shutdown(/*drain=*/true, std::chrono::minutes(1));
+  EXPECT_EQ(tokens_of(*whole, &finish), reference("b8", prompt_of(4, 1), 6));
+  EXPECT_EQ(finish.ended_by, EndedBy::kRequest);
+}
+
+// /metrics' per-adapter counts and queue-time histogram count what was submitted.
+TEST(EngineTest, RequestsPerAdapterAndQueueTimes) {
+  auto engine = make_engine();
+  for (const char* adapter : {"a2", "", "a2", "c4"}) engine->submit(greedy(adapter, prompt_of(3, 0), 2));
+  engine->run_until_idle();
+  const EngineStats stats = engine->stats();
+  const std::map<std::string, int64_t> expected = {{"", 1}, {"a2", 2}, {"c4", 1}};
+  EXPECT_EQ(stats.adapter_requests, expected);
+  EXPECT_EQ(stats.queue_time.count, 4);
+  ASSERT_EQ(stats.queue_time.cumulative.size(), stats.queue_time.bounds.size() + 1);
+  EXPECT_EQ(stats.queue_time.cumulative.back(), 4);
+  EXPECT_GE(stats.queue_time.sum, 0.0);
 }
 
 TEST(EngineTest, AdaptersLoadUnloadAndBusy) {

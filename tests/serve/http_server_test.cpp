@@ -543,6 +543,21 @@ TEST_F(HttpServerTest, HealthAndMetrics) {
         "lowrank_http_responses_total{code=\"200\"} "})
     EXPECT_NE(metrics->body.find(family), std::string::npos) << family;
   EXPECT_EQ(metrics->body.find("lowrank_time_to_first_token_seconds_count 0\n"), std::string::npos);
+
+  // One more request for the adapter "lora" moves its counter by one, and the queue-time
+  // histogram's count by one.
+  auto value_of = [&](const std::string& sample) {
+    const std::string body = c->Get("/metrics")->body;
+    const size_t at = body.find(sample + " ");
+    return at == std::string::npos ? int64_t{0} : std::stoll(body.substr(at + sample.size() + 1));
+  };
+  const std::string lora_requests = "lowrank_adapter_requests_total{adapter=\"lora\"}";
+  const int64_t lora_before = value_of(lora_requests);
+  const int64_t queued_before = value_of("lowrank_request_queue_time_seconds_count");
+  ASSERT_EQ(post(*a, "/v1/completions", greedy_completion("lora", false)).status, 200);
+  EXPECT_EQ(value_of(lora_requests), lora_before + 1);
+  EXPECT_EQ(value_of("lowrank_request_queue_time_seconds_count"), queued_before + 1);
+  EXPECT_EQ(value_of("lowrank_request_queue_time_seconds_bucket{le=\"+Inf\"}"), queued_before + 1);
 }
 
 // An engine that is never started: requests stay queued, so a full queue and a client leaving
@@ -618,6 +633,64 @@ TEST(HttpServerQueueTest, FullQueueGets429AndADisconnectCancels) {
 
   server.stop(/*drain=*/false);
   EXPECT_EQ(c->Get("/health").error(), httplib::Error::Connection);
+}
+
+}  // namespace
+}  // namespace lowrank::serve
+
+namespace lowrank::serve {
+namespace {
+
+// A drain that runs out of time (drain_timeout 0, vLLM's --shutdown-timeout 0): requests in flight
+// end with their text so far and finish_reason "abort" (vLLM's name), a stream with that chunk and
+// [DONE], a non-streamed request with a 200 body; none gets an error or a cut-off response. The
+// engine is stepped on this thread, so each request has exactly one token when the stop comes.
+TEST(HttpServerDrainTest, DrainOutOfTimeAbortsWithTheTextSoFar) {
+  testing::TempDir dir;
+  const fs::path model_dir = testing::tiny_hf_model(dir.path());
+  auto model = std::make_shared<nn::Model>(compress::load_model(model_dir));
+  auto tokenizer = load_tokenizer(model_dir);
+  Engine engine(model, tokenizer, {2}, small_engine());
+  ServerConfig config;
+  config.port = 0;
+  config.model_name = "tiny";
+  config.threads = 4;
+  config.heartbeat = 50ms;
+  config.drain_timeout = 0ms;
+  HttpServer server(engine, *tokenizer, config);
+  server.start();
+
+  const Json request{{"prompt", kPrompt}, {"max_tokens", 8}, {"ignore_eos", true}, {"temperature", 0}};
+  Reply plain, streamed;
+  std::thread plain_client([&] {
+    auto c = client(server.port(), nullptr);
+    plain = post(*c, "/v1/completions", request);
+  });
+  std::thread stream_client([&] {
+    auto c = client(server.port(), nullptr);
+    Json body = request;
+    body["stream"] = true;
+    streamed = post(*c, "/v1/completions", body);
+  });
+  for (int i = 0; i < 2000 && engine.stats().scheduler.waiting < 2; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(engine.stats().scheduler.waiting, 2);
+  engine.step();  // both prefilled, one token each
+  server.stop(/*drain=*/true);
+  plain_client.join();
+  stream_client.join();
+
+  EXPECT_EQ(plain.status, 200) << plain.text;
+  ASSERT_TRUE(plain.body.contains("choices")) << plain.text;
+  EXPECT_EQ(plain.body["choices"][0]["finish_reason"], "abort") << plain.text;
+  EXPECT_EQ(plain.body["usage"]["completion_tokens"], 1) << plain.text;
+
+  EXPECT_EQ(streamed.status, 200);
+  bool done = false;
+  const std::vector<Json> events = sse_events(streamed.text, &done);
+  EXPECT_TRUE(done) << streamed.text;
+  ASSERT_FALSE(events.empty()) << streamed.text;
+  for (const Json& e : events) EXPECT_FALSE(e.contains("error")) << e.dump();
+  EXPECT_EQ(events.back()["choices"][0]["finish_reason"], "abort") << streamed.text;
 }
 
 }  // namespace

@@ -6,6 +6,11 @@ void register_builtin_methods(Registry<EstimatorMethod>& registry) {
   register_rf_ridge(registry);
   register_kde(registry);
   register_quantum_kernel(registry);
+  register_mcr2(registry);
+  register_rkme(registry);
+  register_loki(registry);
+  register_ntk(registry);
+  register_cnn_kernel(registry);
 }
 
 }  // namespace lowrank::kernel_methods

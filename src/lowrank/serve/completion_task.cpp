@@ -13,8 +13,15 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// A choice that ended by itself (stop, length, or a timeout reported as length), or one a
+// shutdown's drain cut short, is answered with its text and finish reason; others with an error.
+bool answered_with_text(FinishReason finish, EndedBy ended_by) {
+  return finish == FinishReason::kStop || finish == FinishReason::kLength ||
+         (finish == FinishReason::kCancelled && ended_by == EndedBy::kShutdown);
+}
+
 ApiError cancelled_error() {
-  return ApiError(503, "the request was cancelled (server shutting down)", "", "cancelled");
+  return ApiError(503, "the request was cancelled before it finished", "", "cancelled");
 }
 
 ApiError rejected_error(const std::string& message) {
@@ -133,6 +140,8 @@ void CompletionTask::apply(size_t i, StreamEvent e, std::vector<Event>& out) {
     c.finish = e.finish;
     c.message = e.message;
     c.completion_tokens = e.completion_tokens;
+    c.ended_by = e.ended_by;
+    c.timings = e.timings;
   }
   event.event = std::move(e);
   out.push_back(std::move(event));
@@ -164,8 +173,10 @@ OrderedJson CompletionTask::final_body() const {
   std::vector<serve::Choice> out;
   for (size_t i = 0; i < choices_.size(); ++i) {
     const Choice& c = choices_[i];
-    if (c.finish == FinishReason::kCancelled) throw cancelled_error();
-    if (c.finish != FinishReason::kStop && c.finish != FinishReason::kLength) throw rejected_error(c.message);
+    if (!answered_with_text(c.finish, c.ended_by)) {
+      if (c.finish == FinishReason::kCancelled) throw cancelled_error();
+      throw rejected_error(c.message);
+    }
     serve::Choice choice{
         .index = static_cast<int64_t>(i), .text = c.text, .finish = c.finish, .logprobs = nullptr};
     if (echo_) choice.text = prompt_texts_.at(prompt_of(i)) + c.text;
@@ -204,7 +215,7 @@ std::vector<OrderedJson> CompletionTask::event_chunks(const Event& e) const {
                       : completion_chunk(meta_.id, meta_.created, meta_.model, index, text, finish,
                                          std::move(logprobs));
   };
-  const bool finished_normally = ev.finish == FinishReason::kStop || ev.finish == FinishReason::kLength;
+  const bool finished_normally = answered_with_text(ev.finish, ev.ended_by);
   std::vector<OrderedJson> out;
   const std::string text = e.echo + ev.text;
   // A token's chunk carries its logprobs even when its text is held back (empty).

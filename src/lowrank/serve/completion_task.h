@@ -53,6 +53,8 @@ class CompletionTask {
     std::vector<LogprobEntry> prompt_logprobs;  // with echo and logprobs: prompt tokens 1..
     int64_t text_offset = 0;                    // completions' logprobs: characters reported so far
     bool started = false;                       // its first event has arrived
+    EndedBy ended_by = EndedBy::kRequest;       // from the finish event
+    RequestTimings timings;                     // from the finish event
   };
   // An engine event of choice `choice`.
   struct Event {
@@ -92,7 +94,8 @@ class CompletionTask {
   void client_gone();
 
   // The body of a finished non-streaming call. Throws ApiError when a choice did not finish
-  // normally (503 cancelled, 400 rejected).
+  // normally (503 cancelled, 400 rejected); a choice a shutdown's drain ended has its text so far
+  // and finish_reason "abort" (as vLLM reports an aborted request).
   OrderedJson final_body() const;
   // Streaming: chat's first chunk of every choice (the assistant role), empty for completions.
   std::vector<OrderedJson> opening_chunks() const;

@@ -69,7 +69,11 @@ struct Engine::Live {
   std::vector<LogprobEntry> prompt_logprobs;  // filled during prefill when asked for
   data::TextStream text;  // the generated tokens, their text, stop strings and stop tokens
   Clock::time_point submitted;
+  std::optional<Clock::time_point> deadline;   // EngineConfig::request_timeout
+  std::optional<Clock::time_point> scheduled;  // its first step
+  std::optional<Clock::time_point> first_token_at;
   bool first_token = false;
+  EndedBy ended_by = EndedBy::kRequest;  // set when the engine ends it (end_overdue)
 };
 
 Engine::Engine(std::shared_ptr<nn::Model> model, std::shared_ptr<const data::Tokenizer> tokenizer,
@@ -93,6 +97,8 @@ Engine::Engine(std::shared_ptr<nn::Model> model, std::shared_ptr<const data::Tok
   LR_CHECK(config_.num_pages >= 0, InvalidArgument, "num_pages must be >= 0, got ", config_.num_pages);
   LR_CHECK(config_.max_prompt_tokens >= 0, InvalidArgument, "max_prompt_tokens must be >= 0, got ",
            config_.max_prompt_tokens);
+  LR_CHECK(config_.request_timeout.count() >= 0, InvalidArgument, "request_timeout must be >= 0 ms, got ",
+           config_.request_timeout.count());
   const nn::ModelConfig& mc = model_->config();
   const int64_t context = mc.max_position_embeddings;
   if (config_.max_prompt_tokens == 0 || config_.max_prompt_tokens > context)
@@ -190,6 +196,8 @@ SubmitResult Engine::submit(GenerationRequest request) {
   live->sampler.emplace(s, stop_ids, s.seed ? *s.seed : next_seed_++);
   live->seen = request.prompt;
   live->submitted = Clock::now();
+  if (config_.request_timeout.count() > 0) live->deadline = live->submitted + config_.request_timeout;
+  metrics_.record_request(request.adapter);
   live->stream = std::make_shared<RequestStream>(id);
   live->request = std::move(request);
   result.stream = live->stream;
@@ -216,6 +224,15 @@ void Engine::deliver_finished() {
     event.kind = StreamEvent::Kind::kFinish;
     event.finish = f.reason;
     event.message = f.message;
+    event.ended_by = live.ended_by;
+    // llama.cpp's server reports a request stopped by its time limit as "length".
+    if (live.ended_by == EndedBy::kTimeout) event.finish = FinishReason::kLength;
+    const auto now = Clock::now();
+    const auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+    event.timings.queue_s = seconds(live.scheduled.value_or(now) - live.submitted);
+    if (live.scheduled)
+      event.timings.prefill_s = seconds(live.first_token_at.value_or(now) - *live.scheduled);
+    if (live.first_token_at) event.timings.decode_s = seconds(now - *live.first_token_at);
     event.prompt_tokens = static_cast<int64_t>(live.request.prompt.size());
     event.completion_tokens = static_cast<int64_t>(live.text.tokens().size());
     // Whatever was held back, with an incomplete last character as U+FFFD (as decode gives it).
@@ -228,8 +245,25 @@ void Engine::deliver_finished() {
 // ---------------------------------------------------------------------------------------------
 // Steps
 
+void Engine::end_overdue(Clock::time_point now) {
+  const bool drain_over = drain_deadline_ && now >= *drain_deadline_;
+  std::vector<std::pair<RequestId, EndedBy>> overdue;
+  for (const auto& [id, live] : lives_) {
+    if (live->ended_by != EndedBy::kRequest) continue;
+    if (drain_over)
+      overdue.emplace_back(id, EndedBy::kShutdown);
+    else if (live->deadline && now >= *live->deadline)
+      overdue.emplace_back(id, EndedBy::kTimeout);
+  }
+  // Between steps nothing is in flight, so the scheduler frees the pages now. A request that has
+  // already finished by itself (not delivered yet) keeps its own reason.
+  for (const auto& [id, cause] : overdue)
+    if (scheduler_->cancel(id)) lives_.at(id)->ended_by = cause;
+}
+
 bool Engine::step() {
   std::unique_lock lock(mutex_);
+  end_overdue(Clock::now());
   deliver_finished();
   StepPlan plan = scheduler_->next_step();
   if (plan.empty()) {
@@ -259,7 +293,15 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
   std::vector<Live*> lives;
   {
     std::lock_guard lock(mutex_);
-    for (const ScheduledRequest& r : plan.requests) lives.push_back(lives_.at(r.id).get());
+    const auto now = Clock::now();
+    for (const ScheduledRequest& r : plan.requests) {
+      Live* live = lives_.at(r.id).get();
+      if (!live->scheduled) {
+        live->scheduled = now;
+        metrics_.record_queue_time(now - live->submitted);
+      }
+      lives.push_back(live);
+    }
   }
   load_adapters(plan);  // the adapters admitted this step, into their pages first
   // Two passes at most: every decode row together ([B, 1]), then every prompt chunk together
@@ -342,7 +384,8 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
         }
       }
       if (!r.samples) continue;
-      const at::Tensor raw = logits[b];
+      // Structured output masks first; the reported logprobs are of what it leaves (sampler.h).
+      const at::Tensor raw = live.sampler->constrain(logits[b]);
       const int64_t token = live.sampler->next(raw.unsqueeze(0).clone(), live.seen);
       std::optional<LogprobEntry> reported;
       if (live.request.sampling.logprobs >= 0)
@@ -363,7 +406,8 @@ FinishReason Engine::accept_token(Live& live, int64_t token, std::optional<Logpr
   if (!live.first_token) {
     live.first_token = true;
     event.prompt_logprobs = std::move(live.prompt_logprobs);
-    const auto ttft = Clock::now() - live.submitted;
+    live.first_token_at = Clock::now();
+    const auto ttft = *live.first_token_at - live.submitted;
     std::lock_guard lock(mutex_);
     metrics_.record_first_token(ttft);
   }
@@ -410,15 +454,18 @@ void Engine::loop() {
   }
 }
 
-void Engine::shutdown(bool drain) {
+void Engine::shutdown(bool drain, std::optional<std::chrono::milliseconds> drain_limit) {
   {
     std::lock_guard lock(mutex_);
+    const bool first = !stopping_;
     stopping_ = true;
     draining_ = drain;
+    if (drain && drain_limit && first) drain_deadline_ = Clock::now() + *drain_limit;
     if (!drain) {
       std::vector<RequestId> ids;
       for (const auto& [id, live] : lives_) ids.push_back(id);
-      for (RequestId id : ids) scheduler_->cancel(id);
+      for (RequestId id : ids)
+        if (scheduler_->cancel(id)) lives_.at(id)->ended_by = EndedBy::kShutdown;
       deliver_finished();
     }
   }

@@ -17,8 +17,8 @@
 // (BGMV), long ones (prompt chunks) as a GEMM pair each (paged_lora.h).
 // Sampling is per request (its own temperature, top-p, penalties, logit bias, seed, generator; see
 // sampler.h), so a request's tokens do not depend on its batch neighbours. Log-probabilities, when
-// asked for, are of the raw model distribution (sampler.h), the prompt's from every column of its
-// prefill chunks.
+// asked for, are of the raw model distribution (sampler.h; under structured output, of the
+// masked one), the prompt's from every column of its prefill chunks.
 //
 // Prefix caching (scheduler.h, prefix_cache.h; vLLM's automatic prefix caching): a request whose
 // prompt begins with full pages another request of the same adapter computed shares those pages
@@ -48,6 +48,10 @@
 // the pool and the routed products), request_stream.h (a request's events), engine_metrics.h
 // (throughput, TTFT and adapter copies), engine_adapters.cpp (the adapter registry and its loads
 // into the pool), engine.cpp (requests and steps).
+//
+// Deadlines. Between steps, a request past EngineConfig::request_timeout, or every request once a
+// shutdown's drain limit has passed, is cancelled in the scheduler, which frees its pages at once
+// (nothing is in flight then); its finish event says who ended it (EndedBy, request_stream.h).
 //
 // Threads. Any thread may call submit / cancel / load_adapter / unload_adapter / stats. The
 // model runs on the engine's own thread (start()) or on the caller's (step(), for tests and
@@ -85,7 +89,8 @@ class Tokenizer;
 
 namespace lowrank::serve {
 
-struct PagedKV;  // paged_kv.h
+struct PagedKV;         // paged_kv.h
+class TokenConstraint;  // token_constraint.h
 
 // Sampling of one request. The bounds are the OpenAI API's (sampling_violation).
 struct SamplingParams {
@@ -108,6 +113,9 @@ struct SamplingParams {
   // every prompt token after the first.
   int64_t logprobs = -1;
   int64_t prompt_logprobs = -1;
+  // Structured output (token_constraint.h): the automaton the output must match, or none. Its
+  // mask comes before every step of the processing above (sampler.h).
+  std::shared_ptr<TokenConstraint> constraint;
 };
 
 // A sampling field outside its bounds: the request field (OpenAI's name) and why.
@@ -135,6 +143,10 @@ struct EngineConfig {
   // must also fit the model's context.
   int64_t max_prompt_tokens = 0;
   uint64_t seed = 0;  // seeds requests that bring none
+  // A request still running this long after submit() is ended at the next step, its pages freed
+  // at once, with what it generated so far and finish reason kLength (EndedBy::kTimeout). 0: no
+  // limit.
+  std::chrono::milliseconds request_timeout{0};
 };
 
 struct SubmitResult {
@@ -196,8 +208,10 @@ class Engine {
   // Runs steps on a background thread until shutdown().
   void start();
   // Stops accepting requests; with `drain`, lets running and waiting requests finish, otherwise
-  // cancels them; then joins the background thread. Idempotent.
-  void shutdown(bool drain);
+  // cancels them; then joins the background thread. A drain given `drain_limit` cancels what is
+  // still in flight once that much time has passed. Requests the shutdown cancels finish with
+  // kCancelled and EndedBy::kShutdown. Idempotent.
+  void shutdown(bool drain, std::optional<std::chrono::milliseconds> drain_limit = std::nullopt);
 
   EngineStats stats() const;
   // The pages the prefix cache holds now (read-only while cached), and the pool they live in: for
@@ -225,6 +239,9 @@ class Engine {
   // Records a sampled token: its text and event; kStop when it ends the request.
   FinishReason accept_token(Live& live, int64_t token, std::optional<LogprobEntry> logprobs);
   void deliver_finished();  // with mutex_ held
+  // Ends the requests past their deadline (EndedBy::kTimeout) and, once a drain's time is up,
+  // every request (EndedBy::kShutdown); their pages are freed now. With mutex_ held, between steps.
+  void end_overdue(std::chrono::steady_clock::time_point now);
   void loop();
 
   std::shared_ptr<nn::Model> model_;
@@ -256,6 +273,7 @@ class Engine {
   uint64_t next_seed_ = 0;
   bool stopping_ = false;
   bool draining_ = false;
+  std::optional<std::chrono::steady_clock::time_point> drain_deadline_;
   std::thread thread_;
   EngineMetrics metrics_;
 };

@@ -1,6 +1,7 @@
 // EngineStats and EngineMetrics — what the serving engine reports to /metrics (Prometheus, see
 // openai_api.h): prompt tokens, generated tokens per second over a sliding window, the
-// time-to-first-token histogram, and the adapter copies into the page pool (paged_lora.h). EngineMetrics
+// time-to-first-token and queue-time histograms, requests per adapter, and the adapter copies into
+// the page pool (paged_lora.h). EngineMetrics
 // keeps the running sums; it is not thread-safe (the engine updates and reads it under its own lock).
 #pragma once
 
@@ -8,13 +9,24 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "lowrank/serve/scheduler.h"
 
 namespace lowrank::serve {
+
+// One Prometheus histogram: cumulative counts per upper bound, the last for +Inf
+// (bounds.size() + 1 of them), and the sum and count of the observations.
+struct HistogramStats {
+  std::vector<double> bounds;
+  std::vector<int64_t> cumulative;
+  double sum = 0;
+  int64_t count = 0;
+};
 
 // Prometheus-ready numbers.
 struct EngineStats {
@@ -34,10 +46,17 @@ struct EngineStats {
   std::vector<int64_t> ttft_counts;  // ttft_bounds.size() + 1 (the last is +Inf)
   double ttft_sum = 0;
   int64_t ttft_count = 0;
+  // Seconds from submit() to a request's first step (vLLM's vllm:request_queue_time_seconds).
+  HistogramStats queue_time;
+  // Requests accepted per adapter name ("" = the base model), since start.
+  std::map<std::string, int64_t> adapter_requests;
 };
 
 // The TTFT histogram's bucket bounds, seconds.
 std::span<const double> ttft_buckets();
+// The queue-time histogram's bucket bounds, seconds: vLLM's request latency buckets
+// (vllm/v1/metrics/loggers.py, request_latency_buckets).
+std::span<const double> queue_time_buckets();
 
 class EngineMetrics {
  public:
@@ -48,6 +67,10 @@ class EngineMetrics {
   void record_first_token(std::chrono::duration<double> ttft);
   // A step at `now` prefilled `prompt_tokens` and generated `generated` tokens.
   void record_step(int64_t prompt_tokens, int64_t generated, Clock::time_point now);
+  // A request for `adapter` ("" = the base model) was accepted.
+  void record_request(const std::string& adapter);
+  // A request's first step came `waited` after it was submitted.
+  void record_queue_time(std::chrono::duration<double> waited);
   // `copies` adapters of `bytes` bytes in all were copied into the pool.
   void record_adapter_copies(int64_t copies, int64_t bytes);
   // Sets the fields of `stats` this class owns (prompt tokens, rate, TTFT, adapter copies), as of
@@ -62,6 +85,10 @@ class EngineMetrics {
   int64_t ttft_count_ = 0;
   int64_t adapter_copies_ = 0;
   int64_t adapter_bytes_copied_ = 0;
+  std::vector<int64_t> queue_counts_;  // per bucket (not cumulative); the last is +Inf
+  double queue_sum_ = 0;
+  int64_t queue_count_ = 0;
+  std::map<std::string, int64_t> adapter_requests_;
 };
 
 }  // namespace lowrank::serve

@@ -26,6 +26,7 @@
 #include "lowrank/serve/adapter_root.h"
 #include "lowrank/serve/completion_task.h"
 #include "lowrank/serve/playground.h"
+#include "lowrank/serve/request_log.h"
 #include "lowrank/version.h"
 
 namespace lowrank::serve {
@@ -91,6 +92,8 @@ struct HttpServer::Impl {
     LR_CHECK(config.max_body_bytes > 0, InvalidArgument, "ServerConfig.max_body_bytes must be > 0");
     LR_CHECK(config.heartbeat > 0ms, InvalidArgument, "ServerConfig.heartbeat must be > 0");
     LR_CHECK(!config.model_name.empty(), InvalidArgument, "ServerConfig.model_name is empty");
+    LR_CHECK(config.drain_timeout.count() >= 0, InvalidArgument,
+             "ServerConfig.drain_timeout must be >= 0, got ", config.drain_timeout.count(), " ms");
     limits = api_limits(engine, config.max_prompt_tokens, config.max_choices);
     created = static_cast<int64_t>(std::time(nullptr));
     routes();
@@ -121,8 +124,11 @@ struct HttpServer::Impl {
     };
   }
 
-  void refuse_if_stopping() const {
-    if (stopping) throw ApiError(503, "the server is shutting down", "", "server_shutting_down");
+  // While stopping: 503 with Retry-After (a proxy retries elsewhere), OpenAI's error shape.
+  void refuse_if_stopping(httplib::Response& res) const {
+    if (!stopping) return;
+    res.set_header("Retry-After", std::to_string(config.stopping_retry_after_s));
+    throw ApiError(503, "the server is shutting down", "", "server_shutting_down");
   }
 
   static Json parse_body(const httplib::Request& req) {
@@ -144,6 +150,9 @@ struct HttpServer::Impl {
     // httplib owns and deletes the task queue it gets from this factory.
     svr.new_task_queue = [n = config.threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     svr.set_payload_max_length(config.max_body_bytes);
+    // Streamed tokens are small writes: with Nagle's algorithm a kept-alive connection (the openai
+    // client's, a proxy's) holds the first event back until the peer's delayed ACK, about 40 ms.
+    svr.set_tcp_nodelay(true);
     svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (preflight(req, res)) return httplib::Server::HandlerResponse::Handled;
       return authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
@@ -260,8 +269,60 @@ struct HttpServer::Impl {
   void completions(const httplib::Request& req, httplib::Response& res) { generate(req, res, false); }
   void chat_completions(const httplib::Request& req, httplib::Response& res) { generate(req, res, true); }
 
+  // One generation call's request-log line, written when the last response callback holding it
+  // lets go (the response was written, failed, or its client vanished), then its task released.
+  struct CallLog {
+    CallLog(const RequestLog& log, std::string endpoint) : writer(log), arrived(Clock::now()) {
+      record.endpoint = std::move(endpoint);
+    }
+    CallLog(const CallLog&) = delete;
+    CallLog& operator=(const CallLog&) = delete;
+    ~CallLog() {
+      try {
+        if (task) fill_from_task();
+        record.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - arrived).count();
+        writer.write(record);
+      } catch (...) {  // a log line must not take the server down
+      }
+    }
+    void fill_from_task() {
+      record.prompt_tokens = task->meta().prompt_tokens;
+      for (const CompletionTask::Choice& c : task->choices()) {
+        record.completion_tokens += c.completion_tokens;
+        record.queue_ms = std::max(record.queue_ms, 1e3 * c.timings.queue_s);
+        record.prefill_ms = std::max(record.prefill_ms, 1e3 * c.timings.prefill_s);
+        record.decode_ms = std::max(record.decode_ms, 1e3 * c.timings.decode_s);
+        std::string reason(api_finish_reason(c.finish));
+        if (!c.done)
+          reason = "none";
+        else if (c.ended_by == EndedBy::kTimeout)
+          reason = "timeout";
+        else if (c.finish == FinishReason::kCancelled && c.ended_by != EndedBy::kShutdown)
+          reason = "cancelled";
+        else if (c.finish == FinishReason::kRejected)
+          reason = "rejected";
+        record.finish_reasons.push_back(std::move(reason));
+      }
+    }
+    const RequestLog& writer;
+    Clock::time_point arrived;
+    RequestRecord record;
+    std::shared_ptr<CompletionTask> task;
+  };
+
   void generate(const httplib::Request& req, httplib::Response& res, bool chat) {
-    refuse_if_stopping();
+    auto call_log = std::make_shared<CallLog>(request_log, req.path);
+    try {
+      generate_logged(req, res, chat, call_log);
+    } catch (...) {
+      call_log->record.status = to_api_error(std::current_exception()).status();
+      throw;
+    }
+  }
+
+  void generate_logged(const httplib::Request& req, httplib::Response& res, bool chat,
+                       const std::shared_ptr<CallLog>& call_log) {
+    refuse_if_stopping(res);
     const Json body = parse_body(req);
     GenerateCall call = chat ? parse_chat_request(body, tokenizer, config.chat_template, limits)
                              : parse_completion_request(body, tokenizer, limits);
@@ -270,7 +331,9 @@ struct HttpServer::Impl {
                       .model = call.model.empty() ? config.model_name : call.model,
                       .chat = chat,
                       .include_usage = call.include_usage};
-    if (!call.user.empty()) log::info("request ", meta.id, " from user ", call.user);
+    call_log->record.id = meta.id;
+    call_log->record.adapter = adapter_of(call.model);
+    call_log->record.user = call.user;
     for (const auto& p : call.prompts) meta.prompt_tokens += static_cast<int64_t>(p.size());
     auto task = std::make_shared<CompletionTask>(
         engine, std::move(meta), CompletionTask::Counters{.in_flight = &in_flight, .on_disconnect = [this] {
@@ -280,17 +343,19 @@ struct HttpServer::Impl {
     int64_t retry_after_s = 1;
     if (!task->submit(call, adapter_of(call.model), retry_after_s)) {
       // `task` going out of scope cancels the choices already queued.
-      refuse_if_stopping();
+      refuse_if_stopping(res);
       res.set_header("Retry-After", std::to_string(retry_after_s));
       throw ApiError(429, "the server's request queue is full; retry later", "", "rate_limit_exceeded");
     }
+    call_log->task = std::move(task);
     if (call.stream)
-      stream_response(std::move(task), res);
+      stream_response(call_log, res);
     else
-      complete_response(std::move(task), res);
+      complete_response(call_log, res);
   }
 
-  void complete_response(std::shared_ptr<CompletionTask> task, httplib::Response& res) {
+  void complete_response(std::shared_ptr<CallLog> call_log, httplib::Response& res) {
+    const std::shared_ptr<CompletionTask>& task = call_log->task;
     // Most calls finish within one heartbeat: answer with a plain body and its true status.
     if (task->wait_all(config.heartbeat)) {
       send_json(res, 200, task->final_body());
@@ -302,65 +367,74 @@ struct HttpServer::Impl {
     res.status = 200;
     res.set_chunked_content_provider(
         "application/json; charset=utf-8",
-        [this, task](size_t, httplib::DataSink& sink) {
+        [this, call_log](size_t, httplib::DataSink& sink) {
+          CompletionTask& task = *call_log->task;
           try {
-            if (!task->wait_all(config.heartbeat)) {
+            if (!task.wait_all(config.heartbeat)) {
               if (sink.write(" ", 1)) return true;
-              task->client_gone();
+              task.client_gone();
+              call_log->record.status = kClientClosedRequest;
               return false;
             }
             std::string body;
             try {
-              body = to_text(task->final_body());
+              body = to_text(task.final_body());
             } catch (...) {
-              body = to_text(error_body(to_api_error(std::current_exception())));
+              const ApiError error = to_api_error(std::current_exception());
+              call_log->record.status = error.status();  // in a 200 body: the status fixed already
+              body = to_text(error_body(error));
             }
             body += "\n";
-            if (!sink.write(body.data(), body.size())) return false;
+            if (!sink.write(body.data(), body.size())) {
+              call_log->record.status = kClientClosedRequest;
+              return false;
+            }
             sink.done();
             return true;
           } catch (...) {
             return false;
           }
         },
-        [task](bool) {});
+        [call_log](bool) {});
   }
 
-  void stream_response(std::shared_ptr<CompletionTask> task, httplib::Response& res) {
+  void stream_response(std::shared_ptr<CallLog> call_log, httplib::Response& res) {
     res.status = 200;
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");  // proxies: pass events through as they come
     auto started = std::make_shared<bool>(false);
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, task, started](size_t, httplib::DataSink& sink) {
+        [this, call_log, started](size_t, httplib::DataSink& sink) {
+          CompletionTask& task = *call_log->task;
           try {
             std::string out;
             if (!*started)
-              for (const OrderedJson& chunk : task->opening_chunks()) out += sse(chunk);
+              for (const OrderedJson& chunk : task.opening_chunks()) out += sse(chunk);
             *started = true;
             std::vector<CompletionTask::Event> events;
-            const bool got = task->collect(events, config.heartbeat);
+            const bool got = task.collect(events, config.heartbeat);
             for (const CompletionTask::Event& e : events)
-              for (const OrderedJson& chunk : task->event_chunks(e)) out += sse(chunk);
-            if (task->all_done()) {
-              if (const auto usage = task->usage_chunk()) out += sse(*usage);
+              for (const OrderedJson& chunk : task.event_chunks(e)) out += sse(chunk);
+            if (task.all_done()) {
+              if (const auto usage = task.usage_chunk()) out += sse(*usage);
               out += "data: [DONE]\n\n";
             } else if (!got && out.empty()) {
               out = ": keep-alive\n\n";  // an SSE comment: clients ignore it, a dead socket fails it
             }
             // A zero-length write would end httplib's chunked stream: write only real data.
             if (!out.empty() && !sink.write(out.data(), out.size())) {
-              task->client_gone();
+              task.client_gone();
+              call_log->record.status = kClientClosedRequest;
               return false;
             }
-            if (task->all_done()) sink.done();
+            if (task.all_done()) sink.done();
             return true;
           } catch (...) {
             return false;
           }
         },
-        [task](bool) {});
+        [call_log](bool) {});
   }
 
   // --- models and adapters -------------------------------------------------------------------
@@ -389,7 +463,7 @@ struct HttpServer::Impl {
   }
 
   void load_lora_adapter(const httplib::Request& req, httplib::Response& res) {
-    refuse_if_stopping();
+    refuse_if_stopping(res);
     const Json body = parse_body(req);
     if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
     const std::string name = string_field(body, "lora_name", true);
@@ -408,7 +482,7 @@ struct HttpServer::Impl {
   }
 
   void unload_lora_adapter(const httplib::Request& req, httplib::Response& res) {
-    refuse_if_stopping();
+    refuse_if_stopping(res);
     const Json body = parse_body(req);
     if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
     const std::string name = string_field(body, "lora_name", true);
@@ -450,9 +524,13 @@ struct HttpServer::Impl {
     res.set_content(prometheus_metrics(engine.stats(), snapshot), "text/plain; version=0.0.4; charset=utf-8");
   }
 
+  // nginx's status for a request whose client closed the connection before the response ended.
+  static constexpr int kClientClosedRequest = 499;
+
   Engine& engine;
   const data::Tokenizer& tokenizer;
   ServerConfig config;
+  RequestLog request_log{config.log_format};
   ApiLimits limits;
   int64_t created = 0;
   httplib::Server svr;
@@ -519,7 +597,9 @@ void HttpServer::stop(bool drain) {
     s.stop_begun = true;
   }
   s.stopping = true;
-  s.engine.shutdown(drain);
+  // vLLM's --shutdown-timeout 0: no drain at all.
+  if (drain && s.config.drain_timeout.count() == 0) drain = false;
+  s.engine.shutdown(drain, s.config.drain_timeout);
   // Every stream has its finish event now; give the responses time to write it.
   const auto deadline = Clock::now() + s.config.stop_timeout;
   while (s.in_flight > 0 && Clock::now() < deadline) std::this_thread::sleep_for(5ms);

@@ -20,6 +20,11 @@
 //     after that point (its adapter was unloaded while it waited, a shutdown without drain) gets
 //     the OpenAI error object in a 200 body.
 //   - /v1/load_lora_adapter only reads directories under the adapter root (adapter_root.h).
+//   - Shutdown (stop(), on SIGTERM) follows vLLM's --shutdown-timeout (vllm-project/vllm#34730):
+//     new requests get 503 with Retry-After, /health answers 503 so that a proxy takes the replica
+//     out, in-flight requests get `drain_timeout` to finish, and those still running then end with
+//     their text so far and finish_reason "abort" (streams: that chunk, then [DONE]).
+//   - One request-log line per generation call (request_log.h), in ServerConfig::log_format.
 //
 // Threads: httplib's pool runs the handlers (ServerConfig::threads of them; a streaming response
 // holds one for its duration); the engine runs the model on its own thread (Engine::start()).
@@ -35,6 +40,7 @@
 
 #include "lowrank/serve/engine.h"
 #include "lowrank/serve/openai_api.h"
+#include "lowrank/serve/request_log.h"
 
 namespace lowrank::data {
 class Tokenizer;
@@ -57,6 +63,12 @@ struct ServerConfig {
   std::chrono::milliseconds heartbeat{1000};
   // stop(): how long to wait for responses still being written after the engine has shut down.
   std::chrono::milliseconds stop_timeout{10000};
+  // stop(true): how long in-flight requests may run before they are ended ("abort"); 0 ends them
+  // at once (vLLM's --shutdown-timeout 0).
+  std::chrono::milliseconds drain_timeout{30000};
+  // The Retry-After of the 503 answered while stopping, seconds.
+  int64_t stopping_retry_after_s = 1;
+  LogFormat log_format = LogFormat::kText;  // the request log (request_log.h)
   // Cross-origin use: empty (default) sends no CORS header, so browsers keep other origins' pages
   // from reading responses; an origin ("https://app.example") or "*" is allowed to call the API
   // (preflight OPTIONS answered, Access-Control-Allow-Origin on responses to that origin).
@@ -78,9 +90,11 @@ class HttpServer {
   void start();
   // The bound port (the chosen one when ServerConfig::port was 0); 0 before start().
   int port() const;
-  // Graceful stop: new API requests get 503, the engine shuts down (Engine::shutdown(drain):
-  // finishing in-flight requests, or cancelling them), responses still being written get up to
-  // stop_timeout, then the socket closes and the thread joins. Idempotent; any thread.
+  // Graceful stop: new API requests get 503 with Retry-After and /health 503, the engine shuts
+  // down (Engine::shutdown: with `drain`, in-flight requests get ServerConfig::drain_timeout to
+  // finish; without, or after it, they end with finish_reason "abort"), responses still being
+  // written get up to stop_timeout, then the socket closes and the thread joins. Idempotent; any
+  // thread.
   void stop(bool drain = true);
   // Blocks until stop() has finished.
   void wait();

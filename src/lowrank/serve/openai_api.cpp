@@ -9,6 +9,8 @@
 
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/model.h"
+#include "lowrank/serve/json_schema_regex.h"
+#include "lowrank/serve/token_constraint.h"
 
 namespace lowrank::serve {
 namespace {
@@ -65,9 +67,111 @@ void refuse_unsupported(const Json& body) {
         !(v->is_number() && v->get<double>() == 0))
       bad_field(key, str("'", key, "' is not supported"));
   }
+}
+
+// Structured output (token_constraint.h): OpenAI's response_format {"type": "json_object"} or
+// {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}, and vLLM's guided_json
+// (a schema, as an object or JSON text), guided_regex (a string), guided_choice (a list of
+// strings: their alternation) with guided_whitespace_pattern, at most one of them. The compiled
+// constraint (shared through the constraint cache) goes into sampling.constraint.
+void parse_structured_output(const Json& body, const data::Tokenizer& tokenizer, GenerateCall& call) {
+  struct Spec {
+    ConstraintKind kind;
+    std::string param;  // the field a compile error names
+    std::string text;   // the cache key (with the whitespace pattern)
+    std::function<std::string()> regex;
+  };
+  std::vector<Spec> specs;
+  std::string ws(kJsonWhitespace);
+  if (const Json* w = field(body, "guided_whitespace_pattern")) {
+    if (!w->is_string())
+      bad_field("guided_whitespace_pattern", "'guided_whitespace_pattern' must be a string");
+    ws = w->get<std::string>();
+  }
+  auto schema_spec = [&](const Json& schema, const std::string& param) {
+    if (!schema.is_object()) bad_field(param, str("'", param, "' must be a JSON schema object"));
+    specs.push_back({ConstraintKind::kJsonSchema, param, ws + "\n" + schema.dump(),
+                     [schema, param, ws] { return json_schema_regex(schema, param, ws); }});
+  };
   if (const Json* v = field(body, "response_format")) {
-    if (!v->is_object() || json_get_or<std::string>(*v, "type", "text", "response_format") != "text")
-      bad_field("response_format", "'response_format' supports only {\"type\": \"text\"}");
+    if (!v->is_object()) bad_field("response_format", "'response_format' must be an object");
+    const Json* type = field(*v, "type");
+    if (!type || !type->is_string())
+      bad_field("response_format.type", "'response_format.type' must be text, json_object or json_schema");
+    const std::string t = type->get<std::string>();
+    if (t == "json_object") {
+      specs.push_back(
+          {ConstraintKind::kJsonObject, "response_format", ws, [ws] { return json_object_regex(ws); }});
+    } else if (t == "json_schema") {
+      const Json* js = field(*v, "json_schema");
+      if (!js || !js->is_object())
+        bad_field("response_format.json_schema", "'response_format.json_schema' must be an object");
+      const Json* name = field(*js, "name");
+      if (!name || !name->is_string())
+        bad_field("response_format.json_schema.name", "'response_format.json_schema.name' must be a string");
+      if (const Json* strict = field(*js, "strict"); strict && !strict->is_boolean())
+        bad_field("response_format.json_schema.strict",
+                  "'response_format.json_schema.strict' must be a boolean");
+      const Json* schema = field(*js, "schema");
+      if (!schema)
+        bad_field("response_format.json_schema.schema", "'response_format.json_schema.schema' is required");
+      schema_spec(*schema, "response_format.json_schema.schema");
+    } else if (t != "text") {
+      bad_field("response_format.type",
+                str("'response_format.type' must be text, json_object or json_schema, got \"", t, "\""));
+    }
+  }
+  if (const Json* v = field(body, "guided_json")) {
+    if (v->is_string()) {
+      Json schema;
+      try {
+        schema = Json::parse(v->get<std::string>());
+      } catch (const std::exception&) {
+        bad_field("guided_json", "'guided_json' is not valid JSON");
+      }
+      schema_spec(schema, "guided_json");
+    } else {
+      schema_spec(*v, "guided_json");
+    }
+  }
+  if (const Json* v = field(body, "guided_regex")) {
+    if (!v->is_string()) bad_field("guided_regex", "'guided_regex' must be a string");
+    const std::string pattern = v->get<std::string>();
+    specs.push_back({ConstraintKind::kRegex, "guided_regex", pattern, [pattern] { return pattern; }});
+  }
+  if (const Json* v = field(body, "guided_choice")) {
+    if (!v->is_array() || v->empty())
+      bad_field("guided_choice", "'guided_choice' must be a non-empty list of strings");
+    std::string regex;
+    for (const Json& c : *v) {
+      if (!c.is_string()) bad_field("guided_choice", "'guided_choice' must be a non-empty list of strings");
+      regex += (regex.empty() ? "(" : "|") + regex_escape(c.get<std::string>());
+    }
+    regex += ")";
+    specs.push_back({ConstraintKind::kChoice, "guided_choice", v->dump(), [regex] { return regex; }});
+  }
+  if (field(body, "guided_grammar"))
+    bad_field("guided_grammar", "'guided_grammar' is not supported (use guided_regex or a JSON schema)");
+  if (specs.empty()) return;
+  if (specs.size() > 1)
+    bad_field(specs[1].param == "response_format.json_schema.schema" ? "response_format" : specs[1].param,
+              "only one of response_format (json_object, json_schema), guided_json, guided_regex and "
+              "guided_choice may be given");
+  const Spec& spec = specs[0];
+  if (call.sampling.ignore_eos)
+    bad_field("ignore_eos",
+              "'ignore_eos' cannot be combined with structured output (the output ends with eos)");
+  std::shared_ptr<const TokenVocabulary> vocabulary;
+  try {
+    vocabulary = TokenVocabulary::of(tokenizer);
+  } catch (const Unsupported& e) {
+    bad_field(spec.param, e.what());
+  }
+  try {
+    call.sampling.constraint = constraint_cache().get(spec.kind, spec.text, vocabulary, spec.regex);
+  } catch (const RegexError& e) {
+    const std::string message = e.what();
+    bad_field(spec.param, message.starts_with(spec.param) ? message : str(spec.param, ": ", message));
   }
 }
 
@@ -379,6 +483,7 @@ GenerateCall parse_completion_request(const Json& body, const data::Tokenizer& t
   }
   for (const auto& ids : call.prompts) check_prompt(ids, "prompt", limits);
   set_max_tokens(body, "max_tokens", 16, limits, call);
+  parse_structured_output(body, tokenizer, call);
   // logprobs: an integer, the alternatives per token (vLLM's CompletionRequest); echo returns the
   // prompt first, with its logprobs when logprobs is given (vLLM: prompt_logprobs = logprobs).
   if (field(body, "logprobs")) {
@@ -437,6 +542,7 @@ GenerateCall parse_chat_request(const Json& body, const data::Tokenizer& tokeniz
   // max_completion_tokens is OpenAI's newer name; max_tokens is still accepted.
   const char* key = field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
   set_max_tokens(body, key, 0, limits, call);
+  parse_structured_output(body, tokenizer, call);
   // logprobs: a boolean; top_logprobs: the alternatives per token, only with logprobs (OpenAI).
   call.logprobs = get_bool(body, "logprobs", false);
   if (field(body, "top_logprobs") && !call.logprobs)
@@ -448,6 +554,9 @@ GenerateCall parse_chat_request(const Json& body, const data::Tokenizer& tokeniz
 }
 
 std::string_view api_finish_reason(FinishReason reason) {
+  // A request the server ended (a shutdown's drain ran out) is reported as vLLM reports an
+  // aborted one (FinishReason.ABORT); the others are OpenAI's "stop" and "length".
+  if (reason == FinishReason::kCancelled) return "abort";
   return finish_reason_name(reason);  // OpenAI's "stop" and "length" are the scheduler's names
 }
 
@@ -724,6 +833,20 @@ std::string prometheus_metrics(const EngineStats& stats, const HttpCounters& htt
   sample("time_to_first_token_seconds_bucket", inf, "le=\"+Inf\"");
   sample("time_to_first_token_seconds_sum", stats.ttft_sum);
   sample("time_to_first_token_seconds_count", stats.ttft_count);
+
+  // vLLM's vllm:request_queue_time_seconds, with its buckets.
+  family("request_queue_time_seconds", "histogram", "Time from arrival to the request's first engine step.");
+  const HistogramStats& queue = stats.queue_time;
+  for (size_t i = 0; i < queue.cumulative.size(); ++i)
+    sample("request_queue_time_seconds_bucket", queue.cumulative[i],
+           str("le=\"", i < queue.bounds.size() ? escape_label(str(queue.bounds[i])) : std::string("+Inf"),
+               "\""));
+  sample("request_queue_time_seconds_sum", queue.sum);
+  sample("request_queue_time_seconds_count", queue.count);
+  family("adapter_requests_total", "counter",
+         "Requests accepted by the engine, by adapter (\"\": the base model).");
+  for (const auto& [adapter, count] : stats.adapter_requests)
+    sample("adapter_requests_total", count, str("adapter=\"", escape_label(adapter), "\""));
   return out.str();
 }
 

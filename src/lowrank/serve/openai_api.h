@@ -14,8 +14,13 @@
 // chosen token first.
 // docs/serving.md lists the fields; deviations:
 //   - chat prompts use a fixed template (ChatTemplate), not the model's Jinja chat_template;
-//   - suffix, tools, response_format other than text and best_of != n are refused with 400
-//     rather than ignored, so that a client never gets silently different output;
+//   - suffix, tools, guided_grammar and best_of != n are refused with 400 rather than ignored, so
+//     that a client never gets silently different output;
+//   - structured output: response_format json_object / json_schema (OpenAI) and vLLM's
+//     guided_json, guided_regex, guided_choice, guided_whitespace_pattern, at most one (400
+//     naming the second), compiled to a token constraint (token_constraint.h; a schema or regex
+//     that cannot be compiled → 400 naming the field and the construct); ignore_eos with one →
+//     400 (the constraint ends the output with eos);
 //   - chat's max_tokens defaults to the rest of the context (as vLLM), completions' to 16 (as
 //     OpenAI).
 #pragma once

@@ -17,6 +17,20 @@
 
 namespace lowrank::serve {
 
+// Who ended a request that did not end by itself (kFinish): the engine, because the request's
+// deadline passed (EngineConfig::request_timeout; the event says kLength, as llama.cpp's server
+// reports its time limit), or because a shutdown's drain ran out of time (kCancelled; the HTTP
+// API answers it with the text so far and finish_reason "abort", vLLM's name).
+enum class EndedBy { kRequest, kTimeout, kShutdown };
+
+// Where a request's time went (kFinish), in seconds: waiting before its first step, from then to
+// its first token, and from the first token to its end (0 for the phases it never reached).
+struct RequestTimings {
+  double queue_s = 0;
+  double prefill_s = 0;
+  double decode_s = 0;
+};
+
 // What a request's stream receives, in order: tokens, then exactly one finish.
 struct StreamEvent {
   enum class Kind { kToken, kFinish } kind = Kind::kToken;
@@ -31,6 +45,8 @@ struct StreamEvent {
   std::string message;                        // why, for kRejected
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
+  EndedBy ended_by = EndedBy::kRequest;
+  RequestTimings timings;
 };
 
 // Thread-safe: one producer, any number of consumers (each event goes to one of them).

@@ -1,6 +1,13 @@
 // RequestSampler — one serving request's choice of its next token and the log-probabilities it
 // reports, after vLLM's V1 sampler (vllm-project/vllm, vllm/v1/sample/sampler.py; penalties in
 // vllm/model_executor/layers/utils.py apply_penalties) and the OpenAI API's parameters:
+//   0. structured output (token_constraint.h): constrain() sets every token the request's
+//      automaton does not allow in its current state to -inf; the stop ids (eos unless
+//      ignore_eos, and the request's stop_token_ids) are allowed exactly in accepting states and
+//      only end the output there. This comes before everything below, as vLLM V1 applies the
+//      grammar bitmask to the logits before its sampler (vllm/v1/worker/gpu_model_runner.py,
+//      apply_grammar_bitmask, then self.sampler): so under a constraint the reported logprobs
+//      are of the masked distribution, the model's renormalised over the allowed tokens.
 //   1. logprobs: log_softmax of the model's raw logits (float32), before any processing below.
 //      This is vLLM V1's default (`logprobs_mode = "raw_logprobs"`: "Use the original logits
 //      (before any penalties or temperature scaling) for the top-k logprobs"), so a reported
@@ -16,7 +23,8 @@
 //      request's own CPU generator (seeded per request, so that its tokens do not depend on its
 //      batch neighbours).
 // Deviation: stop strings are not held back by min_tokens (vLLM's detokenizer skips them until
-// min_tokens); only stop token ids are.
+// min_tokens); only stop token ids are. Under a constraint, min_tokens does not hold back a stop id
+// when the automaton allows nothing else (the output is complete).
 #pragma once
 
 #include <cstdint>
@@ -28,6 +36,7 @@
 #include <ATen/ATen.h>
 
 #include "lowrank/nn/generate.h"
+#include "lowrank/serve/token_constraint.h"
 
 namespace lowrank::serve {
 
@@ -58,11 +67,18 @@ class RequestSampler {
   // `stop_ids`: the ids min_tokens holds back (the request's stop ids and the eos ids it stops on).
   RequestSampler(const SamplingParams& sampling, std::vector<int64_t> stop_ids, uint64_t seed);
 
-  // The next token from `logits` ([1, V] float32 on the CPU; changed in place); `seen` is the
-  // prompt and the tokens generated so far (the repetition penalty's history).
+  // Structured output: `logits` ([V] or [1, V] float32 on the CPU) with the tokens the
+  // constraint does not allow now at -inf (a new tensor), or `logits` itself without a
+  // constraint. The reported logprobs and next() take this.
+  at::Tensor constrain(const at::Tensor& logits);
+  // The next token from `logits` ([1, V] float32 on the CPU, as constrain() returned them;
+  // changed in place); `seen` is the prompt and the tokens generated so far (the repetition
+  // penalty's history).
   int64_t next(at::Tensor logits, const std::vector<int64_t>& seen);
-  // Records a generated token (the frequency and presence penalties' counts, min_tokens).
+  // Records a generated token (the frequency and presence penalties' counts, min_tokens, the
+  // constraint's state). Throws InternalError for a token the constraint does not allow.
   void accept(int64_t token);
+  bool constrained() const { return constraint_ != nullptr; }
 
  private:
   nn::GenerateOptions options_;  // temperature, top-k, top-p (select_next_tokens)
@@ -75,6 +91,9 @@ class RequestSampler {
   std::vector<int64_t> stop_ids_;
   int64_t generated_ = 0;
   std::unordered_map<int64_t, int64_t> output_counts_;
+  std::shared_ptr<TokenConstraint> constraint_;  // structured output, or none
+  TokenConstraint::State state_ = 0;             // the constraint's state after the output so far
+  bool complete_ = false;                        // a stop id was accepted in an accepting state
 };
 
 }  // namespace lowrank::serve
