@@ -74,6 +74,7 @@
 #include "lowrank/nn/model.h"
 #include "lowrank/ops/lora_gather.h"
 #include "lowrank/serve/engine.h"
+#include "models.h"
 #include "timing.h"
 
 namespace {
@@ -343,18 +344,10 @@ adapt::AdapterConfig lora_config(const Options& o, int64_t rank) {
 }
 
 nn::ModelConfig model_config(const Options& o) {
-  const Json config = {{"architectures", {"LlamaForCausalLM"}},
-                       {"model_type", "llama"},
-                       {"vocab_size", o.vocab},
-                       {"hidden_size", o.hidden},
-                       {"intermediate_size", o.hidden * 43 / 16},
-                       {"num_hidden_layers", o.layers},
-                       {"num_attention_heads", std::max<int64_t>(1, o.hidden / 32)},
-                       {"num_key_value_heads", std::max<int64_t>(1, o.hidden / 32)},
-                       {"max_position_embeddings", std::max<int64_t>(1024, o.input_hi + o.output_hi)},
-                       {"rms_norm_eps", 1e-5},
-                       {"tie_word_embeddings", false}};
-  return nn::ModelConfig::from_json(config, "bench model");
+  return nn::ModelConfig::from_json(
+      bench::serving_llama_config(o.hidden, o.layers, o.vocab,
+                                  std::max<int64_t>(1024, o.input_hi + o.output_hi)),
+      "bench model");
 }
 
 std::shared_ptr<nn::Model> make_model(const Options& o) {

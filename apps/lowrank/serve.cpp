@@ -40,6 +40,7 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
     serve::EngineConfig engine;
     int64_t pool_mb = 256;
     int64_t body_kb = 1024;
+    std::string prefix_caching = "on";
     double drain_seconds = 30;
     double request_timeout = 0;
     std::string log_format = "text";
@@ -94,6 +95,12 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
   cmd->add_option("--runs", args->runs,
                   "Directory of run directories shown as report pages at /runs (lowrank report)");
   cmd->add_option("--seed", args->engine.seed, "Seeds requests that bring none")->capture_default_str();
+  cmd->add_option(
+         "--prefix-caching", args->prefix_caching,
+         "on: requests of the same adapter share the cached KV pages of a common prompt prefix and "
+         "prefill only the rest (vLLM's automatic prefix caching); off: every prompt is computed whole")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off"}));
   cmd->add_option("--drain-seconds", args->drain_seconds,
                   "On SIGTERM/SIGINT: seconds in-flight requests get to finish before they end with "
                   "finish_reason 'abort' (new requests get 503 meanwhile; 0: end them at once)")
@@ -128,6 +135,7 @@ VerbRunner add_serve(CLI::App& app, const GlobalOptions&) {
     engine_config.request_timeout = milliseconds(args->request_timeout);
     engine_config.pool_bytes = args->pool_mb << 20;
     engine_config.max_prompt_tokens = args->server.max_prompt_tokens;
+    engine_config.scheduler.prefix_caching = args->prefix_caching == "on";
     serve::Engine engine(model, tokenizer, std::move(eos), engine_config);
     std::vector<serve::AdapterInfo> adapters;
     if (!args->adapters.empty()) adapters = serve::register_adapter_root(engine, args->adapters);

@@ -173,10 +173,18 @@ SubmitResult Engine::submit(GenerationRequest request) {
     return result;
   }
   const RequestId id = next_id_;
-  Request scheduled{.id = id,
-                    .adapter = request.adapter,
-                    .prompt_tokens = static_cast<int64_t>(request.prompt.size()),
-                    .max_new_tokens = s.max_new_tokens};
+  // Prefix caching keys pages by the adapter and its registration serial (a reloaded adapter of
+  // the same name has other weights, so other KV). Prompt logprobs need every prompt position's
+  // logits: such a request computes its whole prompt (vLLM skips the lookup likewise).
+  const auto serial = adapter_serials_.find(request.adapter);
+  Request scheduled{
+      .id = id,
+      .adapter = request.adapter,
+      .prompt_tokens = static_cast<int64_t>(request.prompt.size()),
+      .max_new_tokens = s.max_new_tokens,
+      .token_ids = request.prompt,
+      .cache_salt = serial == adapter_serials_.end() ? std::string() : std::to_string(serial->second),
+      .skip_prefix_cache_read = s.prompt_logprobs >= 0};
   if (!scheduler_->submit(scheduled)) {
     result.queue_full = true;
     // A hint: the time the running batch needs to free a slot, at least a second.
@@ -383,6 +391,7 @@ void Engine::run_plan(const StepPlan& plan, std::vector<StepResult>& results) {
       if (live.request.sampling.logprobs >= 0)
         reported = logprob_entry(raw, token, live.request.sampling.logprobs);
       results[i].new_tokens = 1;
+      results[i].token = token;
       results[i].finish = accept_token(live, token, std::move(reported));
     }
   }
@@ -465,6 +474,11 @@ void Engine::shutdown(bool drain, std::optional<std::chrono::milliseconds> drain
   if (drain) run_until_idle();  // without a thread, drain on the caller's
   std::lock_guard lock(mutex_);
   deliver_finished();
+}
+
+std::vector<int32_t> Engine::prefix_cached_pages() const {
+  std::lock_guard lock(mutex_);
+  return scheduler_->prefix_cache().pages();
 }
 
 EngineStats Engine::stats() const {

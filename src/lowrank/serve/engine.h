@@ -20,6 +20,11 @@
 // asked for, are of the raw model distribution (sampler.h; under structured output, of the
 // masked one), the prompt's from every column of its prefill chunks.
 //
+// Prefix caching (scheduler.h, prefix_cache.h; vLLM's automatic prefix caching): a request whose
+// prompt begins with full pages another request of the same adapter computed shares those pages
+// (read-only, reference-counted) and prefills only the rest, from the first uncached position;
+// SchedulerConfig::prefix_caching turns it off.
+//
 // Text. Each request's tokens go through a data::TextStream (data/text_stream.h): a text delta is
 // released only once it is valid UTF-8 and cannot be the start of a stop string; a stop string
 // ends the request and, as in OpenAI's API, is not part of the text.
@@ -209,6 +214,10 @@ class Engine {
   void shutdown(bool drain, std::optional<std::chrono::milliseconds> drain_limit = std::nullopt);
 
   EngineStats stats() const;
+  // The pages the prefix cache holds now (read-only while cached), and the pool they live in: for
+  // tests that check shared pages are never written.
+  std::vector<int32_t> prefix_cached_pages() const;
+  const PagedKV& kv_pool() const { return *kv_; }
   const nn::Model& model() const { return *model_; }
   const data::Tokenizer* tokenizer() const { return tokenizer_.get(); }
   const EngineConfig& config() const { return config_; }
@@ -256,6 +265,10 @@ class Engine {
   // after its adapter is evicted until it is loaded again or unloaded; a step checks its pages
   // against the scheduler's before using it.
   std::unordered_map<std::string, ResidentAdapter> resident_;
+  // Per registered adapter name, the serial of its registration (mutex_): the prefix cache's salt,
+  // so that KV computed under an unloaded adapter never serves a new one of the same name.
+  std::unordered_map<std::string, uint64_t> adapter_serials_;
+  uint64_t next_adapter_serial_ = 0;
   RequestId next_id_ = 1;
   uint64_t next_seed_ = 0;
   bool stopping_ = false;

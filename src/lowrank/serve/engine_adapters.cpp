@@ -64,6 +64,7 @@ AdapterInfo Engine::register_adapter(const std::string& name, const std::filesys
   LR_CHECK(!host_adapters_.contains(name), InvalidArgument, "adapter '", name, "' is already loaded");
   scheduler_->adapters().register_adapter(name, info.rank, pages);
   host_adapters_.emplace(name, std::make_pair(info, std::move(host)));
+  adapter_serials_[name] = ++next_adapter_serial_;  // a new prefix-cache salt (engine.h)
   return info;
 }
 
@@ -111,6 +112,7 @@ void Engine::unload_adapter(const std::string& name) {
   auto it = host_adapters_.find(name);
   LR_CHECK(it != host_adapters_.end(), NotFound, "adapter '", name, "' is not loaded");
   scheduler_->adapters().unregister(name);  // throws "busy" while a running request pins it
+  scheduler_->forget_prefixes(name);        // its KV pages, computed with the weights going away
   resident_.erase(name);
   host_adapters_.erase(it);
   work_.notify_all();  // waiting requests that named it are rejected at the next step

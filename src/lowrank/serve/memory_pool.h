@@ -26,7 +26,9 @@
 // Reservations implement admission control without over-commit: the scheduler reserves the
 // pages a request may ever need (prompt + max_new_tokens) when admitting it and draws its KV
 // pages from that reservation as the sequence grows, so growth can never fail mid-generation.
-// Plain `allocate` (adapter loads) only uses pages nobody has reserved.
+// Plain `allocate` (adapter loads) only uses pages nobody has reserved. Pages the prefix cache
+// keeps (serve/prefix_cache.h) stay allocated here until it evicts them; a request that shares
+// cached pages reserves only the rest.
 //
 // This class hands out page ids only. The buffers are the engine's (serve/paged_kv.h): its
 // attention reads and writes KV through block tables, it copies an adapter's weights into the

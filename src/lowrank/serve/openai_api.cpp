@@ -807,6 +807,19 @@ std::string prometheus_metrics(const EngineStats& stats, const HttpCounters& htt
   counter("prompt_tokens_total", stats.prompt_tokens, "Prompt tokens prefilled.");
   counter("generation_tokens_total", s.tokens_generated, "Tokens generated.");
   counter("steps_total", s.steps, "Engine steps run.");
+  counter("prefix_cache_queries_total", s.prefix_cache.queries,
+          "Prompt tokens looked up in the prefix cache (vLLM's prefix_cache_queries).");
+  counter("prefix_cache_hits_total", s.prefix_cache.hits,
+          "Prompt tokens found in the prefix cache, their prefill skipped (vLLM's prefix_cache_hits).");
+  gauge("prefix_cache_hit_rate",
+        s.prefix_cache.queries > 0 ? static_cast<double>(s.prefix_cache.hits) / s.prefix_cache.queries : 0.0,
+        "Prefix cache hits over queries, in prompt tokens, since start.");
+  gauge("prefix_cache_pages", s.prefix_cache.cached_pages,
+        "KV pages in the prefix cache (shared or evictable).");
+  gauge("prefix_cache_evictable_pages", s.prefix_cache.evictable_pages,
+        "Cached KV pages no running request holds (evicted least recently used first).");
+  counter("prefix_cache_evictions_total", s.prefix_cache.evictions,
+          "Cached KV pages evicted to free pool pages.");
   family("http_responses_total", "counter", "HTTP responses by status code.");
   for (const auto& [status, count] : http.responses)
     sample("http_responses_total", count, str("code=\"", status, "\""));

@@ -4,7 +4,9 @@
 // PagedKV is the pool: per layer, the keys and values of every page slot,
 // [num_pages · page_tokens, n_kv, D]. A sequence's token t lives in page block_table[t /
 // page_tokens], slot t % page_tokens; which pages a sequence owns is the scheduler's business
-// (scheduler.h, memory_pool.h).
+// (scheduler.h, memory_pool.h). With prefix caching (prefix_cache.h) the leading pages of several
+// block tables may be the same pages: a pass only reads them, and writes only positions at or
+// after each row's start, which lie in pages of that row's own.
 //
 // PagedStep is one model pass's view of the pool: B rows, each with its past length, its block
 // table and its number of new positions (T = the largest). Rows with fewer new positions are

@@ -8,7 +8,7 @@
 namespace lowrank::serve {
 
 Scheduler::Scheduler(SchedulerConfig config, PoolConfig pool)
-    : config_(config), pool_(std::move(pool)), cache_(pool_) {
+    : config_(config), pool_(std::move(pool)), cache_(pool_), prefix_(pool_) {
   LR_CHECK(config_.max_batch_tokens > 0, InvalidArgument,
            "scheduler: max_batch_tokens must be positive, got ", config_.max_batch_tokens);
   LR_CHECK(config_.max_running > 0, InvalidArgument, "scheduler: max_running must be positive, got ",
@@ -31,6 +31,10 @@ bool Scheduler::submit(Request request) {
            ": prompt_tokens must be at least 1, got ", request.prompt_tokens);
   LR_CHECK(request.max_new_tokens >= 1, InvalidArgument, "request ", request.id,
            ": max_new_tokens must be at least 1, got ", request.max_new_tokens);
+  LR_CHECK(
+      request.token_ids.empty() || static_cast<int64_t>(request.token_ids.size()) == request.prompt_tokens,
+      InvalidArgument, "request ", request.id, ": ", request.token_ids.size(), " token ids for a prompt of ",
+      request.prompt_tokens, " tokens");
   LR_CHECK(!live_ids_.count(request.id), InvalidArgument, "request id ", request.id,
            " is already waiting or running");
   LR_CHECK(request.adapter.empty() || cache_.is_registered(request.adapter), NotFound, "request ", request.id,
@@ -75,7 +79,7 @@ bool Scheduler::cancel(RequestId id) {
 
 void Scheduler::finish(std::list<Sequence>::iterator it, FinishReason reason) {
   Sequence& seq = *it;
-  pool_.release(seq.block_table);
+  prefix_.release(seq.block_table);  // private pages to the pool, cached ones (unreferenced) to the LRU
   pool_.unreserve(seq.reserved_left);
   if (!seq.request.adapter.empty()) cache_.release(seq.request.adapter);
   finished_.push_back({seq.request.id, reason, seq.generated, {}});
@@ -97,8 +101,29 @@ void Scheduler::reject_waiting_head(const std::string& message) {
   waiting_.pop_front();
 }
 
+void Scheduler::cache_full_pages(Sequence& seq) {
+  if (!config_.prefix_caching || seq.tokens.empty()) return;
+  const int64_t page_tokens = pool_.page_tokens();
+  // Only full pages whose every position is computed and whose every token id is known.
+  const int64_t full = std::min(seq.computed, static_cast<int64_t>(seq.tokens.size())) / page_tokens;
+  const std::string extra = page_extra_key(seq.request.adapter, seq.request.cache_salt);
+  for (auto i = static_cast<int64_t>(seq.page_hashes.size()); i < full; ++i) {
+    const PageHash parent = i == 0 ? kRootPageHash : seq.page_hashes[static_cast<size_t>(i - 1)];
+    const std::span<const int64_t> ids(seq.tokens.data() + i * page_tokens, static_cast<size_t>(page_tokens));
+    // A page equal to one cached already (computed concurrently) stays private.
+    prefix_.insert(seq.block_table[static_cast<size_t>(i)], parent, ids, extra);
+    seq.page_hashes.push_back(hash_page(parent, ids, extra));
+  }
+}
+
 void Scheduler::schedule(Sequence& seq, int64_t tokens, StepPlan& plan) {
   const int64_t end = seq.computed + tokens;
+  // A cached page is read-only: the positions written now must lie in pages of this sequence's own.
+  for (int64_t i = seq.computed / pool_.page_tokens();
+       i < std::min<int64_t>(pool_.kv_pages(end), static_cast<int64_t>(seq.block_table.size())); ++i)
+    LR_CHECK(!prefix_.is_cached(seq.block_table[static_cast<size_t>(i)]), InternalError,
+             "scheduler: request ", seq.request.id, " would write positions [", seq.computed, ", ", end,
+             ") into cached page ", seq.block_table[static_cast<size_t>(i)]);
   const int64_t grow = pool_.kv_pages(end) - static_cast<int64_t>(seq.block_table.size());
   if (grow > 0) {
     LR_CHECK(grow <= seq.reserved_left, InternalError, "scheduler: request ", seq.request.id, " needs ", grow,
@@ -149,7 +174,18 @@ StepPlan Scheduler::next_step() {
                               pool_.num_pages()));
       continue;
     }
-    const int64_t kv = pool_.kv_pages(head.prompt_tokens + head.max_new_tokens);
+    // The longest cached prefix (full pages, at least one prompt token left to compute): those
+    // pages are shared, not reserved.
+    const bool caching = config_.prefix_caching && !head.token_ids.empty();
+    const bool lookup = caching && !head.skip_prefix_cache_read;
+    PrefixCache::Match hit;
+    if (lookup)
+      hit = prefix_.match(head.token_ids, page_extra_key(head.adapter, head.cache_salt),
+                          (head.prompt_tokens - 1) / pool_.page_tokens());
+    const auto hit_pages = static_cast<int64_t>(hit.pages.size());
+    const int64_t kv = pool_.kv_pages(head.prompt_tokens + head.max_new_tokens) - hit_pages;
+    // Evictable cached pages are reclaimable too, except the ones this request is about to share.
+    const int64_t prefix_reclaimable = prefix_.evictable_pages() - prefix_.unreferenced_among(hit.pages);
     int64_t adapter_load = 0;
     int64_t reclaimable = cache_.evictable_pages();
     if (!head.adapter.empty()) {
@@ -159,7 +195,14 @@ StepPlan Scheduler::next_step() {
         reclaimable -= static_cast<int64_t>(cache_.pages(head.adapter).size());
       }
     }
-    if (pool_.available_pages() + reclaimable < kv + adapter_load) break;
+    if (pool_.available_pages() + reclaimable + prefix_reclaimable < kv + adapter_load) break;
+
+    prefix_.touch(hit.pages);
+    // Unpinned adapters go first (the adapter cache evicts them below as before); cached prefix
+    // pages only for what those cannot cover.
+    const int64_t shortfall = kv + adapter_load - (pool_.available_pages() + reclaimable);
+    if (shortfall > 0) prefix_.evict(shortfall);
+    if (lookup) prefix_.record_query(head.prompt_tokens, hit_pages * pool_.page_tokens());
 
     if (!head.adapter.empty()) {
       const AcquireStatus status = cache_.acquire(head.adapter);
@@ -176,10 +219,14 @@ StepPlan Scheduler::next_step() {
     Sequence seq;
     seq.request = std::move(waiting_.front());
     seq.reserved_left = kv;
+    seq.block_table = std::move(hit.pages);
+    seq.page_hashes = std::move(hit.hashes);
+    seq.computed = hit_pages * pool_.page_tokens();  // their prefill is skipped
+    if (caching) seq.tokens = std::move(seq.request.token_ids);
     waiting_.pop_front();
     auto it = running_.insert(running_.end(), std::move(seq));
     running_index_[it->request.id] = it;
-    const int64_t n = std::min(it->request.prompt_tokens, budget);
+    const int64_t n = std::min(it->request.prompt_tokens - it->computed, budget);
     schedule(*it, n, plan);
     budget -= n;
   }
@@ -222,6 +269,10 @@ void Scheduler::complete_step(std::span<const StepResult> results) {
     seq.computed += seq.scheduled_tokens;
     seq.generated += r.new_tokens;
     stats_.tokens_generated += r.new_tokens;
+    if (r.new_tokens == 1 && !seq.tokens.empty()) {  // a request that fills the cache
+      if (r.token < 0) seq.tokens_known = false;
+      if (seq.tokens_known) seq.tokens.push_back(r.token);
+    }
     seq.scheduled_tokens = 0;
     seq.scheduled_samples = false;
     FinishReason reason = FinishReason::kNone;
@@ -232,6 +283,8 @@ void Scheduler::complete_step(std::span<const StepResult> results) {
     } else if (seq.generated >= seq.request.max_new_tokens) {
       reason = FinishReason::kLength;
     }
+    // A cancelled step's KV may be incomplete (a failed pass): nothing of it is cached.
+    if (reason != FinishReason::kCancelled) cache_full_pages(seq);
     if (reason != FinishReason::kNone) finish(it, reason);
   }
   in_flight_ = false;
@@ -250,6 +303,7 @@ SchedulerStats Scheduler::stats() const {
   s.pool_reserved_pages = pool_.reserved_pages();
   s.pool_available_pages = pool_.available_pages();
   s.adapters = cache_.stats();
+  s.prefix_cache = prefix_.stats();
   return s;
 }
 

@@ -27,6 +27,21 @@
 // trades some capacity (requests that stop early held pages they never used) for no preemption
 // machinery; vLLM-style lazy growth with preemption is a possible later refinement.
 //
+// Automatic prefix caching (prefix_cache.h; vLLM V1's KVCacheManager.get_computed_blocks and
+// BlockPool, `vllm/v1/core/kv_cache_manager.py`, `vllm/v1/core/block_pool.py`). A request that
+// brings its token ids is looked up at admission: the longest run of cached full pages of its
+// prompt under its adapter and cache salt, at most ⌊(prompt − 1) / page_tokens⌋ pages so that at
+// least one prompt token is computed and yields the logits of the first new token (vLLM's
+// max_cache_hit_length = num_tokens − 1). Those pages open its block table, shared and
+// read-only (one reference each); its computed length starts after them, so their prefill is
+// skipped, and only kv_pages(prompt + max_new_tokens) − hits pages are reserved. Every page it
+// fills completely (prompt, and generated tokens when the engine reports their ids) is offered to
+// the cache once computed. At finish its pages are released last-first: cached ones stay, when
+// unreferenced, as LRU-evictable pages. Admission counts those as reclaimable and evicts them
+// (after the unpinned adapters the adapter cache would evict anyway) before it ever holds a
+// request back for memory. A request with skip_prefix_cache_read (prompt logprobs: every prompt
+// position's logits are needed) computes its whole prompt but still offers its pages.
+//
 // Fairness: strict FCFS with head-of-line blocking. Requests are admitted in arrival order; when
 // the oldest waiting request cannot be admitted (batch full, budget spent, or memory), no later
 // request is admitted in that step, even a smaller one that would fit. This forbids starvation: a
@@ -60,6 +75,7 @@
 #include "lowrank/data/finish_reason.h"
 #include "lowrank/serve/adapter_cache.h"
 #include "lowrank/serve/memory_pool.h"
+#include "lowrank/serve/prefix_cache.h"
 
 namespace lowrank::serve {
 
@@ -70,6 +86,12 @@ struct Request {
   std::string adapter;  // a registered adapter; empty = the base model
   int64_t prompt_tokens = 0;
   int64_t max_new_tokens = 0;
+  // For prefix caching: the prompt's token ids (empty: the request neither reads nor fills the
+  // cache; else exactly prompt_tokens of them), a salt that keeps apart KV computed under
+  // different weights of the same adapter name (or tenants), and whether to skip the lookup.
+  std::vector<int64_t> token_ids;
+  std::string cache_salt;
+  bool skip_prefix_cache_read = false;
 };
 
 struct SchedulerConfig {
@@ -77,6 +99,7 @@ struct SchedulerConfig {
   int64_t max_running = 64;         // requests in the running batch; ≤ max_batch_tokens
   int64_t max_queue = 256;          // waiting requests; submit() returns false beyond
   bool chunked_prefill = true;      // split prompts across steps to fit the budget
+  bool prefix_caching = true;       // reuse cached full KV pages of equal prefixes (vLLM V1's default)
 };
 
 // One request's work in a step.
@@ -115,6 +138,8 @@ struct StepResult {
   RequestId id = 0;
   int64_t new_tokens = 0;                     // tokens sampled: 1 when the plan said `samples`, else 0
   FinishReason finish = FinishReason::kNone;  // kNone, kStop, kLength or kCancelled
+  int64_t token = -1;  // the sampled id, when new_tokens is 1 (else or unknown: -1); pages of
+                       // generated tokens are cached only while their ids are known
 };
 
 // A request that left the scheduler, with how.
@@ -142,6 +167,7 @@ struct SchedulerStats {
   int64_t steps = 0;
   int64_t tokens_processed = 0;  // Σ over steps of StepPlan::num_tokens
   int64_t tokens_generated = 0;  // Σ StepResult::new_tokens
+  PrefixCacheStats prefix_cache;
 };
 
 class Scheduler {
@@ -182,6 +208,9 @@ class Scheduler {
   AdapterCache& adapters() { return cache_; }
   const AdapterCache& adapters() const { return cache_; }
   const MemoryPool& pool() const { return pool_; }
+  const PrefixCache& prefix_cache() const { return prefix_; }
+  // Frees the cached prefix pages computed under `adapter` (call when it is unregistered).
+  int64_t forget_prefixes(const std::string& adapter) { return prefix_.drop_adapter(adapter); }
   const SchedulerConfig& config() const { return config_; }
 
   int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }
@@ -200,16 +229,24 @@ class Scheduler {
     int64_t scheduled_tokens = 0;  // in the step in flight (0: not scheduled)
     bool scheduled_samples = false;
     bool cancel_requested = false;
+    // Prefix caching: the ids of the tokens so far (prompt, then sampled), the chain hashes of
+    // the leading pages offered to the cache, and whether every sampled id is known.
+    std::vector<int64_t> tokens;
+    std::vector<PageHash> page_hashes;
+    bool tokens_known = true;
   };
 
   int64_t pages_needed(const Request& request) const;  // KV + adapter, for the never-fits check
   void schedule(Sequence& seq, int64_t tokens, StepPlan& plan);
   void finish(std::list<Sequence>::iterator it, FinishReason reason);
   void reject_waiting_head(const std::string& message);
+  // Offers the pages `seq` has filled since the last call to the prefix cache.
+  void cache_full_pages(Sequence& seq);
 
   SchedulerConfig config_;
   MemoryPool pool_;
   AdapterCache cache_;
+  PrefixCache prefix_;
   std::deque<Request> waiting_;
   std::list<Sequence> running_;  // admission order
   std::unordered_map<RequestId, std::list<Sequence>::iterator> running_index_;
