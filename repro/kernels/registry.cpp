@@ -14,6 +14,11 @@ namespace lowrank::repro_kernels {
   X(rf_ridge)                    \
   X(kde)                         \
   X(quantum_kernel)              \
+  X(ntk)                         \
+  X(cnn_kernel)                  \
+  X(mcr2)                        \
+  X(rkme)                        \
+  X(loki)                        \
   X(dpp_sampling)
 
 #define LOWRANK_DECLARE_REPRO(name) KernelRepro name##_repro();
@@ -73,6 +78,25 @@ int64_t first_rise(const std::vector<double>& values, double tolerance) {
 
 int64_t argmin(const std::vector<double>& values) {
   return std::min_element(values.begin(), values.end()) - values.begin();
+}
+
+double loglog_slope(const std::vector<double>& x, const std::vector<double>& y) {
+  LR_CHECK(x.size() == y.size() && x.size() >= 2, InvalidArgument,
+           "loglog_slope: need two or more (x, y) pairs, got ", x.size(), " and ", y.size());
+  double mx = 0, my = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    LR_CHECK(x[i] > 0 && y[i] > 0, InvalidArgument, "loglog_slope: values must be > 0, got (", x[i], ", ",
+             y[i], ")");
+    mx += std::log(x[i]) / static_cast<double>(x.size());
+    my += std::log(y[i]) / static_cast<double>(y.size());
+  }
+  double sxy = 0, sxx = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    sxy += (std::log(x[i]) - mx) * (std::log(y[i]) - my);
+    sxx += (std::log(x[i]) - mx) * (std::log(x[i]) - mx);
+  }
+  LR_CHECK(sxx > 0, InvalidArgument, "loglog_slope: all x are equal");
+  return sxy / sxx;
 }
 
 }  // namespace lowrank::repro_kernels

@@ -74,5 +74,7 @@ std::string format_number(double value, int digits = 3);
 int64_t first_rise(const std::vector<double>& values, double tolerance);
 // Index of the smallest value.
 int64_t argmin(const std::vector<double>& values);
+// The least-squares slope of log y against log x (both positive, at least two points).
+double loglog_slope(const std::vector<double>& x, const std::vector<double>& y);
 
 }  // namespace lowrank::repro_kernels
