@@ -35,16 +35,17 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import serve_process  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -82,23 +83,12 @@ def prepare(work):
 def start_server(lowrank, model, adapters, log_path, extra):
     """Starts `lowrank serve` on a free loopback port; returns (process, url) once it serves."""
     log = open(log_path, "w")
-    server = subprocess.Popen([lowrank, "serve", "--model", model, "--adapters", adapters, "--port", "0",
-                               "--model-name", "tiny", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        line = server.stdout.readline()
-        if not line:
-            break
-        log.write(line)
-        m = re.match(r"serving \S+ \(\+\d+ adapters\) on (http://\S+)", line)
-        if m:
-            # Keep draining its output so that it never blocks on a full pipe.
-            threading.Thread(target=lambda: [log.write(l) for l in server.stdout], daemon=True).start()
-            return server, m.group(1)
-    server.kill()
-    log.close()
-    sys.exit(f"serve_load: the server did not start; see {log_path}")
+    server, serving = serve_process.start([lowrank, "serve", "--model", model, "--adapters", adapters, "--port", "0",
+                                           "--model-name", "tiny", *extra], sink=log)
+    if serving is None:
+        log.close()
+        sys.exit(f"serve_load: the server did not start; see {log_path}")
+    return server, serving.group(3)
 
 
 def post(url, path, body, api_key, timeout=60):

@@ -40,6 +40,9 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import serve_process  # noqa: E402
+
 try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -100,28 +103,15 @@ for name, rows, rate in (("run-a", ROWS_A, 0.3), ("run-b", ROWS_B, 0.5)):
                               "total": 12 << 20},
                    "trainer": {"batch_size": 4, "grad_accum": 1, "seq_len": 32}}, f)
 
-server = subprocess.Popen(
-    [lowrank, "serve", "--model", model_dir, "--adapters", root, "--port", "0", "--api-key", KEY,
-     "--model-name", "tiny", "--pool-mb", "16", "--max-running", "1", "--runs", runs],
-    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-url = None
 log = []
-deadline = time.time() + 120
-while time.time() < deadline:
-    line = server.stdout.readline()
-    if not line:
-        break
-    log.append(line)
-    m = re.match(r"serving tiny \(\+\d+ adapters\) on (http://\S+)", line)
-    if m:
-        url = m.group(1)
-        break
-if url is None:
-    server.kill()
+server, serving = serve_process.start(
+    [lowrank, "serve", "--model", model_dir, "--adapters", root, "--port", "0", "--api-key", KEY,
+     "--model-name", "tiny", "--pool-mb", "16", "--max-running", "1", "--runs", runs], sink=log)
+if serving is None:
     print("".join(log))
     print("FAIL: the server did not print its serving line")
     sys.exit(1)
-threading.Thread(target=lambda: [log.append(l) for l in server.stdout], daemon=True).start()
+url = serving.group(3)
 
 
 def api(path, body=None, key=KEY):

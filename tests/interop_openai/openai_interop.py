@@ -38,6 +38,9 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import serve_process  # noqa: E402
+
 try:
     import openai
 except ImportError as e:  # the peer stack is installed by scripts/setup
@@ -79,32 +82,19 @@ config["lora_alpha"] = config["lora_alpha"] * 4
 with open(beta_config, "w") as f:
     json.dump(config, f)
 
-server = subprocess.Popen(
-    [lowrank, "serve", "--model", model_dir, "--adapters", root, "--port", "0", "--api-key", KEY,
-     "--model-name", "tiny", "--pool-mb", "16"],
-    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-# Wait for the "serving" line (the server prints it once it listens); keep draining the output
-# afterwards so that the server never blocks on a full pipe.
-url = None
-deadline = time.time() + 180
+# serve_process.start waits for the "serving" line (the server prints it once it listens) and keeps
+# draining the output afterwards so that the server never blocks on a full pipe.
 log = []
-while time.time() < deadline:
-    line = server.stdout.readline()
-    if not line:
-        break
-    log.append(line)
-    m = re.match(r"serving tiny \(\+(\d+) adapters\) on (http://\S+)", line)
-    if m:
-        check(m.group(1) == "2", f"two adapters registered at start ({line.strip()})")
-        url = m.group(2)
-        break
-if url is None:
-    server.kill()
+server, serving = serve_process.start(
+    [lowrank, "serve", "--model", model_dir, "--adapters", root, "--port", "0", "--api-key", KEY,
+     "--model-name", "tiny", "--pool-mb", "16"], sink=log, timeout=180)
+if serving is None:
     print("".join(log))
     print("FAIL: the server did not print its serving line")
     sys.exit(1)
-threading.Thread(target=lambda: [log.append(l) for l in server.stdout], daemon=True).start()
+check(serving.group(1) == "tiny" and serving.group(2) == "2",
+      f"two adapters registered at start ({serving.group(0)})")
+url = serving.group(3)
 
 
 def raw_post(path, body, key=KEY):
@@ -316,20 +306,13 @@ def check_drain_with_official_client():
     """SIGTERM while the official client streams and waits: each accepted call ends with a finish
     reason the client parses ("abort" for what the drain cut, vLLM's name), the stream ends
     normally, a call during the drain raises InternalServerError (503), and the exit status is 0."""
-    drained = subprocess.Popen(
+    drained, serving = serve_process.start(
         [lowrank, "serve", "--model", model_dir, "--port", "0", "--model-name", "tiny", "--pool-mb", "16",
-         "--max-running", "1", "--max-batch-tokens", "4", "--drain-seconds", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    drain_url = None
-    for line in drained.stdout:
-        m = re.search(r"on (http://\S+)", line)
-        if m:
-            drain_url = m.group(1)
-            break
-    if drain_url is None:
-        drained.kill()
+         "--max-running", "1", "--max-batch-tokens", "4", "--drain-seconds", "0.5"])
+    if serving is None:
         check(False, "drain: the second server did not start")
         return
+    drain_url = serving.group(3)
     c = openai.OpenAI(base_url=drain_url + "/v1", api_key="none", max_retries=0)
     streamed = threading.Event()
     results = {}
