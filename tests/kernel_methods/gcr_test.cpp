@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/Parallel.h>
 
 #include <tuple>
 
@@ -18,6 +17,7 @@ namespace lowrank::kernel_methods {
 namespace {
 
 using kernel_testing::normal;
+using kernel_testing::SingleThreaded;
 
 double max_abs(const at::Tensor& a) {
   return a.abs().max().item<double>();
@@ -26,16 +26,6 @@ double max_abs(const at::Tensor& a) {
 at::Tensor random_bases(int64_t classes, int64_t d, int64_t k, uint64_t seed) {
   return std::get<0>(at::linalg_qr(normal({classes, d, k}, seed)));
 }
-
-// Training runs many tiny operations; intra-op threads only add synchronisation.
-class SingleThreaded {
- public:
-  SingleThreaded() : previous_(at::get_num_threads()) { at::set_num_threads(1); }
-  ~SingleThreaded() { at::set_num_threads(previous_); }
-
- private:
-  int previous_;
-};
 
 // `classes` classes in R³², each the union of two random 3-D subspaces (drawn from `basis_seed`),
 // plus noise 0.05; the points' coordinates and noise come from `seed`.

@@ -48,9 +48,10 @@ TEST(KernelCliTest, BadInputFailsWithExitCodeOneNamingTheCulprit) {
   r = testing::run_command(cli("kernel fit --method nope --data " + (dir / "nan.csv").string() + " --out " +
                                (dir / "m").string()));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.out.find("unknown kernel method \"nope\" (known: cnn_kernel, dpp_sampling, kde, loki, mcr2, "
-                       "ntk, quantum_kernel, rf_ridge, rkme)"),
-            std::string::npos)
+  EXPECT_NE(
+      r.out.find("unknown kernel method \"nope\" (known: cnn_kernel, dpp_sampling, gcr, kde, loki, mcr2, "
+                 "molrg, ntk, quantum_kernel, rf_ridge, rkme)"),
+      std::string::npos)
       << r.out;
   r = testing::run_command(cli("kernel gram --method cosine --data " + (dir / "nan.csv").string() +
                                " --out " + (dir / "k.safetensors").string()));
@@ -93,8 +94,8 @@ TEST(KernelCliTest, MethodsListsTheKernelFamily) {
   const Json listing = parse_json(r.out, "methods output");
   std::vector<std::string> names;
   for (const auto& m : listing["kernel"]["methods"]) names.push_back(m["name"]);
-  EXPECT_EQ(names, (std::vector<std::string>{"cnn_kernel", "dpp_sampling", "kde", "loki", "mcr2", "ntk",
-                                             "quantum_kernel", "rf_ridge", "rkme"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"cnn_kernel", "dpp_sampling", "gcr", "kde", "loki", "mcr2",
+                                             "molrg", "ntk", "quantum_kernel", "rf_ridge", "rkme"}));
 }
 
 }  // namespace

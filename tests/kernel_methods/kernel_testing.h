@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <string>
@@ -28,5 +29,16 @@ void expect_error(Fn&& fn, const std::string& part) {
   EXPECT_NE(message.find(part), std::string::npos)
       << "message: " << message << "\nexpected to contain: " << part;
 }
+
+// Runs a scope single-threaded: the training tests are many tiny operations, where intra-op
+// threads only add synchronisation (which dominates on a busy machine).
+class SingleThreaded {
+ public:
+  SingleThreaded() : previous_(at::get_num_threads()) { at::set_num_threads(1); }
+  ~SingleThreaded() { at::set_num_threads(previous_); }
+
+ private:
+  int previous_;
+};
 
 }  // namespace lowrank::kernel_methods::kernel_testing

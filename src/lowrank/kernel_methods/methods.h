@@ -15,6 +15,8 @@ void register_loki(Registry<EstimatorMethod>& registry);            // loki.cpp
 void register_ntk(Registry<EstimatorMethod>& registry);             // ntk.cpp
 void register_cnn_kernel(Registry<EstimatorMethod>& registry);      // cnn_kernel.cpp
 void register_dpp_sampling(Registry<EstimatorMethod>& registry);    // dpp_sampling.cpp
+void register_gcr(Registry<EstimatorMethod>& registry);             // gcr.cpp
+void register_molrg(Registry<EstimatorMethod>& registry);           // molrg.cpp
 
 void register_builtin_methods(Registry<EstimatorMethod>& registry);
 
