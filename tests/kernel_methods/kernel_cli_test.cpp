@@ -48,8 +48,9 @@ TEST(KernelCliTest, BadInputFailsWithExitCodeOneNamingTheCulprit) {
   r = testing::run_command(cli("kernel fit --method nope --data " + (dir / "nan.csv").string() + " --out " +
                                (dir / "m").string()));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.out.find("unknown kernel method \"nope\" (known: cnn_kernel, dpp_sampling, kde, loki, mcr2, "
-                       "ntk, quantum_kernel, rf_ridge, rkme)"),
+  EXPECT_NE(r.out.find("unknown kernel method \"nope\" (known: cnn_kernel, dpp_sampling, hierarchical_poly, "
+                       "kde, loki, mcr2, "
+                       "ntk, quantum_kernel, rf_ridge, rkme, singular_likelihood)"),
             std::string::npos)
       << r.out;
   r = testing::run_command(cli("kernel gram --method cosine --data " + (dir / "nan.csv").string() +
@@ -93,8 +94,9 @@ TEST(KernelCliTest, MethodsListsTheKernelFamily) {
   const Json listing = parse_json(r.out, "methods output");
   std::vector<std::string> names;
   for (const auto& m : listing["kernel"]["methods"]) names.push_back(m["name"]);
-  EXPECT_EQ(names, (std::vector<std::string>{"cnn_kernel", "dpp_sampling", "kde", "loki", "mcr2", "ntk",
-                                             "quantum_kernel", "rf_ridge", "rkme"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"cnn_kernel", "dpp_sampling", "hierarchical_poly", "kde", "loki",
+                                             "mcr2", "ntk", "quantum_kernel", "rf_ridge", "rkme",
+                                             "singular_likelihood"}));
 }
 
 }  // namespace

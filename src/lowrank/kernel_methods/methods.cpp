@@ -12,6 +12,8 @@ void register_builtin_methods(Registry<EstimatorMethod>& registry) {
   register_ntk(registry);
   register_cnn_kernel(registry);
   register_dpp_sampling(registry);
+  register_hierarchical_poly(registry);
+  register_singular_likelihood(registry);
 }
 
 }  // namespace lowrank::kernel_methods
