@@ -21,14 +21,7 @@ namespace {
 
 using kernel_testing::normal;
 
-class SingleThreaded {
- public:
-  SingleThreaded() : previous_(at::get_num_threads()) { at::set_num_threads(1); }
-  ~SingleThreaded() { at::set_num_threads(previous_); }
-
- private:
-  int previous_;
-};
+using kernel_testing::SingleThreaded;
 
 double cosine_to(const at::Tensor& v, const at::Tensor& a) {
   const at::Tensor flat = a.reshape({-1});
@@ -97,8 +90,16 @@ TEST(HierarchicalPolyTest, LayerwiseFitBeatsTheKernelPlateauAndRoundTrips) {
 }
 
 TEST(HierarchicalPolyTest, BadInputNamesTheOption) {
-  EXPECT_THROW(create_estimator("hierarchical_poly", Json{{"width", 0}}, 1), InvalidArgument);
-  EXPECT_THROW(create_estimator("hierarchical_poly", Json{{"ridge", -1.0}}, 1), InvalidArgument);
+  kernel_testing::expect_error(
+      [] {
+        create_estimator("hierarchical_poly", Json{{"width", 0}}, 1);
+      },
+      "option \"width\" must be >= 1, got 0");
+  kernel_testing::expect_error(
+      [] {
+        create_estimator("hierarchical_poly", Json{{"ridge", -1.0}}, 1);
+      },
+      "option \"ridge\" must be > 0, got -1");
   at::Generator generator = at::detail::createCPUGenerator(1);
   EXPECT_THROW(random_traceless_quadratic(1, generator), InvalidArgument);
   auto estimator = create_estimator("hierarchical_poly", Json::object(), 1);

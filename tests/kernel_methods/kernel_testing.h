@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <string>
@@ -28,5 +29,18 @@ void expect_error(Fn&& fn, const std::string& part) {
   EXPECT_NE(message.find(part), std::string::npos)
       << "message: " << message << "\nexpected to contain: " << part;
 }
+
+// Fits made of many tiny operations: intra-op threads only add synchronisation, which dominates
+// on a busy machine, so such tests run single-threaded while one of these lives.
+class SingleThreaded {
+ public:
+  SingleThreaded() : previous_(at::get_num_threads()) { at::set_num_threads(1); }
+  ~SingleThreaded() { at::set_num_threads(previous_); }
+  SingleThreaded(const SingleThreaded&) = delete;
+  SingleThreaded& operator=(const SingleThreaded&) = delete;
+
+ private:
+  int previous_;
+};
 
 }  // namespace lowrank::kernel_methods::kernel_testing

@@ -24,14 +24,7 @@ namespace {
 
 using kernel_testing::normal;
 
-class SingleThreaded {
- public:
-  SingleThreaded() : previous_(at::get_num_threads()) { at::set_num_threads(1); }
-  ~SingleThreaded() { at::set_num_threads(previous_); }
-
- private:
-  int previous_;
-};
+using kernel_testing::SingleThreaded;
 
 // log N(x; b, C) for one x, C = AAᵀ + σ²I, by a Cholesky factor: −½(D log 2π + log det C + ‖L⁻¹(x − b)‖²).
 double exact_log_density(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, double sigma) {
@@ -122,8 +115,16 @@ TEST(SingularLikelihoodTest, FitsACircleInR3AndRoundTrips) {
 }
 
 TEST(SingularLikelihoodTest, BadInputNamesTheOption) {
-  EXPECT_THROW(create_estimator("singular_likelihood", Json{{"tau", -0.1}}, 1), InvalidArgument);
-  EXPECT_THROW(create_estimator("singular_likelihood", Json{{"samples", 0}}, 1), InvalidArgument);
+  kernel_testing::expect_error(
+      [] {
+        create_estimator("singular_likelihood", Json{{"tau", -0.1}}, 1);
+      },
+      "option \"tau\" must be >= 0, got -0.1");
+  kernel_testing::expect_error(
+      [] {
+        create_estimator("singular_likelihood", Json{{"samples", 0}}, 1);
+      },
+      "option \"samples\" must be >= 1, got 0");
   EXPECT_THROW(logmeanexp_log_likelihood(normal({2, 3}, 1), normal({4, 2}, 2), 1.0), InvalidArgument);
   EXPECT_THROW(wasserstein1_1d(normal({3}, 1), normal({4}, 2)), InvalidArgument);
 }
