@@ -1,7 +1,8 @@
 // singular_likelihood: the logmeanexp estimate for a linear generator against the closed-form
 // N(b, AAᵀ + σ²I) log-density within Monte Carlo error; the ELBO below that log-density, and equal
 // to it at the exact (Gaussian) posterior when r = 1; the 1-D sliced W₁ against ∫|F − G| from the
-// empirical CDFs; a fit on a circle in R³; save/load; bad options.
+// empirical CDFs; a fit on a circle in R³; the sieve floor against the collapsing plain MLE;
+// save/load; bad options.
 #include <gtest/gtest.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -112,6 +113,24 @@ TEST(SingularLikelihoodTest, FitsACircleInR3AndRoundTrips) {
   estimator->save(dir);
   EXPECT_TRUE(at::equal(load_estimator(dir)->predict(x), estimator->predict(x)));
   std::filesystem::remove_all(dir);
+}
+
+TEST(SingularLikelihoodTest, SieveFloorHoldsWhereThePlainMleCollapses) {
+  SingleThreaded single_threaded;
+  // Five points on a segment: a 1-D generator can pass through them all, so without a floor σ
+  // shrinks towards 0 (the plain MLE's degeneracy); the sieve keeps σ ≥ floor.
+  const at::Tensor x =
+      at::linspace(-1, 1, 5, at::kDouble).unsqueeze(1) * at::tensor({1.0, 0.5}, at::kDouble).unsqueeze(0);
+  const Json common{{"steps", 300}, {"hidden", 16}, {"samples", 128}, {"tau", 0.0}};
+  Json floored = common, plain = common;
+  floored["sigma_floor"] = 0.3;
+  plain["sigma_floor"] = 0.0;
+  auto sieve = create_estimator("singular_likelihood", floored, 4);
+  sieve->fit(make_dataset(x, at::Tensor(), "test"));
+  auto mle = create_estimator("singular_likelihood", plain, 4);
+  mle->fit(make_dataset(x, at::Tensor(), "test"));
+  EXPECT_GE(sieve->report()["sigma"].get<double>(), 0.3);
+  EXPECT_LT(mle->report()["sigma"].get<double>(), 0.3);
 }
 
 TEST(SingularLikelihoodTest, BadInputNamesTheOption) {
