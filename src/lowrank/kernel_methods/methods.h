@@ -6,15 +6,16 @@
 
 namespace lowrank::kernel_methods {
 
-void register_rf_ridge(Registry<EstimatorMethod>& registry);             // rf_ridge.cpp
-void register_kde(Registry<EstimatorMethod>& registry);                  // kde.cpp
-void register_quantum_kernel(Registry<EstimatorMethod>& registry);       // quantum_kernel.cpp
-void register_mcr2(Registry<EstimatorMethod>& registry);                 // mcr2.cpp
-void register_rkme(Registry<EstimatorMethod>& registry);                 // rkme.cpp
-void register_loki(Registry<EstimatorMethod>& registry);                 // loki.cpp
-void register_ntk(Registry<EstimatorMethod>& registry);                  // ntk.cpp
-void register_cnn_kernel(Registry<EstimatorMethod>& registry);           // cnn_kernel.cpp
-void register_dpp_sampling(Registry<EstimatorMethod>& registry);         // dpp_sampling.cpp
+void register_rf_ridge(Registry<EstimatorMethod>& registry);        // rf_ridge.cpp
+void register_kde(Registry<EstimatorMethod>& registry);             // kde.cpp
+void register_quantum_kernel(Registry<EstimatorMethod>& registry);  // quantum_kernel.cpp
+void register_mcr2(Registry<EstimatorMethod>& registry);            // mcr2.cpp
+void register_rkme(Registry<EstimatorMethod>& registry);            // rkme.cpp
+void register_loki(Registry<EstimatorMethod>& registry);            // loki.cpp
+void register_ntk(Registry<EstimatorMethod>& registry);             // ntk.cpp
+void register_cnn_kernel(Registry<EstimatorMethod>& registry);      // cnn_kernel.cpp
+void register_dpp_sampling(Registry<EstimatorMethod>& registry);    // dpp_sampling.cpp
+
 void register_hierarchical_poly(Registry<EstimatorMethod>& registry);    // hierarchical_poly.cpp
 void register_singular_likelihood(Registry<EstimatorMethod>& registry);  // singular_likelihood.cpp
 
