@@ -30,12 +30,14 @@ void expect_error(Fn&& fn, const std::string& part) {
       << "message: " << message << "\nexpected to contain: " << part;
 }
 
-// Runs a scope single-threaded: the training tests are many tiny operations, where intra-op
-// threads only add synchronisation (which dominates on a busy machine).
+// Fits made of many tiny operations: intra-op threads only add synchronisation, which dominates
+// on a busy machine, so such tests run single-threaded while one of these lives.
 class SingleThreaded {
  public:
   SingleThreaded() : previous_(at::get_num_threads()) { at::set_num_threads(1); }
   ~SingleThreaded() { at::set_num_threads(previous_); }
+  SingleThreaded(const SingleThreaded&) = delete;
+  SingleThreaded& operator=(const SingleThreaded&) = delete;
 
  private:
   int previous_;

@@ -25,16 +25,7 @@ at::Tensor unit_rows(const at::Tensor& a) {
   return a / a.norm(2, 1, true);
 }
 
-// The fits below are hundreds of tiny (≤ 60×60) operations: intra-op threads only add
-// synchronisation, which dominates on a busy machine, so these tests run single-threaded.
-class SingleThreaded {
- public:
-  SingleThreaded() : previous_(at::get_num_threads()) { at::set_num_threads(1); }
-  ~SingleThreaded() { at::set_num_threads(previous_); }
-
- private:
-  int previous_;
-};
+using kernel_testing::SingleThreaded;
 
 // ½ logdet(I + c AᵀA) = ½ Σ log(1 + c σᵢ²) over the eigenvalues of the Gram AAᵀ.
 double half_logdet_via_gram(const at::Tensor& a, double c) {

@@ -14,6 +14,8 @@ void register_builtin_methods(Registry<EstimatorMethod>& registry) {
   register_dpp_sampling(registry);
   register_gcr(registry);
   register_molrg(registry);
+  register_hierarchical_poly(registry);
+  register_singular_likelihood(registry);
 }
 
 }  // namespace lowrank::kernel_methods

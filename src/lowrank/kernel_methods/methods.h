@@ -18,6 +18,9 @@ void register_dpp_sampling(Registry<EstimatorMethod>& registry);    // dpp_sampl
 void register_gcr(Registry<EstimatorMethod>& registry);             // gcr.cpp
 void register_molrg(Registry<EstimatorMethod>& registry);           // molrg.cpp
 
+void register_hierarchical_poly(Registry<EstimatorMethod>& registry);    // hierarchical_poly.cpp
+void register_singular_likelihood(Registry<EstimatorMethod>& registry);  // singular_likelihood.cpp
+
 void register_builtin_methods(Registry<EstimatorMethod>& registry);
 
 }  // namespace lowrank::kernel_methods
