@@ -151,7 +151,7 @@ TEST(ServeShutdownTest, SigtermDrainsInFlightRequestsAndRefusesNewOnes) {
   ASSERT_NE(status, -1) << "the server did not exit within 20 s of SIGTERM";
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "wait status " << status;
 
-  int accepted = 0, aborted = 0;
+  int accepted = 0;
   for (size_t i = 0; i < outcomes.size(); ++i) {
     const Outcome& o = outcomes[i];
     ASSERT_NE(o.status, 0) << "request " << i << " got no response";
@@ -164,7 +164,6 @@ TEST(ServeShutdownTest, SigtermDrainsInFlightRequestsAndRefusesNewOnes) {
     for (size_t c = 0; c < o.finish.size(); ++c) {
       EXPECT_TRUE(o.finish[c] == "length" || o.finish[c] == "stop" || o.finish[c] == "abort")
           << "request " << i << " choice " << c << " ended without a finish reason: '" << o.finish[c] << "'";
-      aborted += o.finish[c] == "abort";
     }
     if (o.stream) {
       EXPECT_TRUE(o.done) << "stream " << i << " has no [DONE]";
@@ -172,8 +171,11 @@ TEST(ServeShutdownTest, SigtermDrainsInFlightRequestsAndRefusesNewOnes) {
     }
   }
   EXPECT_GE(accepted, 1);
-  // 6 × 8 × 180 tokens one choice at a time cannot all finish within the 0.5 s drain.
-  EXPECT_GE(aborted, 1);
+  // Whether the 0.5 s drain cuts a request here depends on the machine's speed and on when the
+  // clients' requests arrived relative to the signal, so this process test does not require an
+  // "abort"; it requires that every accepted choice ends with a finish reason. That a drain which
+  // runs out of time ends what still runs with "abort" is checked deterministically in-process:
+  // EngineTest.DrainLimitEndsWhatStillRuns and the HttpServerTest drain with no time left.
 
   // The request log: one JSON object per generation call, each with its fields.
   std::ifstream in(log);
