@@ -232,7 +232,7 @@ ReproResult run(const ReproOptions& options) {
        "forgetting " + format_number(mean(shared_forget)) + " points (per seed " +
            join_numbers(shared_forget) + "); final accuracy " + format_number(mean(shared_acc)) +
            " vs coreset heads " + format_number(mean(core_acc)),
-       true});
+       false});
   const double gap = mean(gen_acc) - mean(core_acc);
   out.claims.push_back(
       {"generated_within_2_points_of_coreset",

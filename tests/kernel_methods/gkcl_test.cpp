@@ -114,7 +114,7 @@ Dataset two_tasks(int64_t tasks) {
 }
 
 at::Tensor queries(double task) {
-  const at::Tensor points = at::tensor({{2.1, 1.9}, {-1.8, -2.2}, {1.7, 2.3}}, at::kDouble);
+  const at::Tensor points = at::tensor({2.1, 1.9, -1.8, -2.2, 1.7, 2.3}, at::kDouble).reshape({3, 2});
   return at::cat({at::full({3, 1}, task, at::kDouble), points}, 1);
 }
 
@@ -165,7 +165,7 @@ TEST(GkclTest, BadInputIsRefusedNamingTheCulprit) {
             ->fit(two_tasks(1));
       },
       "option \"rank\" must be below the input width 2");
-  const Dataset lonely = make_dataset(at::tensor({{0.0, 1.0}, {0.0, 2.0}, {0.0, 3.0}}, at::kDouble),
+  const Dataset lonely = make_dataset(at::tensor({0.0, 1.0, 0.0, 2.0, 0.0, 3.0}, at::kDouble).reshape({3, 2}),
                                       at::tensor({0.0, 0.0, 1.0}, at::kDouble), "lonely");
   expect_error(
       [&] {
