@@ -8,6 +8,9 @@
 //   lowrank kernel gram --method ntk|nngp|cnn (--data FILE | --dataset NAME) [--options JSON] --out FILE
 //   lowrank kernel sample --method christoffel|dpp|volume|repeat --basis legendre:M --n N [--seed S]
 //                         [--out FILE.safetensors]
+//   lowrank kernel dp build (--data FILE | --dataset NAME) --epsilon E|inf [--metric l1|l2|gaussian]
+//                           [--options JSON] [--seed S] --out DIR
+//   lowrank kernel dp query --model DIR (--data FILE | --dataset NAME) [--out FILE.safetensors]
 // Parsing only: the work is the library's.
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -22,6 +25,7 @@
 #include "lowrank/core/json.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/kernel_methods/cnn_kernel.h"
+#include "lowrank/kernel_methods/dp_similarity.h"
 #include "lowrank/kernel_methods/dpp_sampling.h"
 #include "lowrank/kernel_methods/estimator.h"
 #include "lowrank/kernel_methods/gram.h"
@@ -309,6 +313,95 @@ void run_sample(const SampleFlags& flags, const GlobalOptions& global) {
     std::cout << x[i].item<double>() << " " << weight[i].item<double>() << "\n";
 }
 
+struct DpBuildFlags {
+  std::string epsilon, metric = "l1", options = "{}", out;
+  uint64_t seed = 0;
+  bool keep_data = false;
+  DataFlags data;
+};
+
+// --epsilon: a number > 0 or "inf" (the exact, non-private structure).
+Json parse_epsilon(const std::string& text) {
+  if (text == "inf") return "inf";
+  double value = std::nan("");
+  try {
+    size_t used = 0;
+    value = std::stod(text, &used);
+    if (used != text.size()) value = std::nan("");
+  } catch (const std::exception&) {
+  }
+  LR_CHECK(!std::isnan(value) && value > 0, InvalidArgument,
+           "--epsilon must be a number > 0 or \"inf\", got \"", text, "\"");
+  return value;
+}
+
+void run_dp_build(const DpBuildFlags& flags, const GlobalOptions& global) {
+  Json options = parse_json(flags.options, "--options");
+  LR_CHECK(options.is_object(), InvalidArgument, "--options must be a JSON object, got ", options.dump());
+  for (const char* key : {"epsilon", "metric"})
+    LR_CHECK(!options.contains(key), InvalidArgument, "give ", key, " as --", key, ", not in --options");
+  options["epsilon"] = parse_epsilon(flags.epsilon);
+  options["metric"] = flags.metric;
+  if (flags.keep_data) options["keep_data"] = true;  // refused by the library, naming it
+  kernel_methods::create_estimator("dp_similarity", options, flags.seed);  // the options, before any work
+  check_new_output(flags.out, "--out");
+  const kernel_methods::Dataset data = flags.data.read();
+  const auto model = kernel_methods::dp_fit(data, options, flags.seed);
+  model->save(flags.out);
+  if (global.json) {
+    OrderedJson out = {{"method", "dp_similarity"},
+                       {"metric", flags.metric},
+                       {"epsilon", flags.epsilon},
+                       {"out", flags.out},
+                       {"input_dim", data.x.size(1)}};
+    out["report"] = model->report();
+    std::cout << out.dump(2) << "\n";
+  } else {
+    std::cout << "built dp_similarity (" << flags.metric << ", epsilon " << flags.epsilon << ") of "
+              << data.source << " -> " << flags.out << "\n";
+  }
+}
+
+struct DpQueryFlags {
+  std::string model, out;
+  DataFlags data;
+};
+
+void run_dp_query(const DpQueryFlags& flags, const GlobalOptions& global) {
+  const auto model = kernel_methods::load_estimator(flags.model);
+  if (!flags.out.empty()) check_new_output(flags.out, "--out");
+  const kernel_methods::Dataset data = flags.data.read();
+  at::Tensor classes;
+  const at::Tensor scores = kernel_methods::dp_class_scores(*model, data.x, &classes);
+  const at::Tensor prediction = model->predict(data.x);
+  std::optional<double> accuracy;
+  if (data.y.defined() && data.y.dim() == 1)
+    accuracy = prediction.eq(data.y).to(at::kDouble).mean().item<double>();
+  if (!flags.out.empty())
+    save_safetensors(flags.out, std::vector<NamedTensor>{{"prediction", prediction.contiguous()},
+                                                         {"scores", scores.contiguous()}});
+  if (global.json) {
+    OrderedJson out = {{"queries", data.x.size(0)}, {"classes", classes.size(0)}};
+    if (accuracy) out["accuracy"] = *accuracy;
+    if (flags.out.empty()) {
+      out["prediction"] = std::vector<double>(prediction.data_ptr<double>(),
+                                              prediction.data_ptr<double>() + prediction.numel());
+      const at::Tensor flat = scores.contiguous();
+      out["scores"] = std::vector<double>(flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
+    } else {
+      out["out"] = flags.out;
+    }
+    std::cout << out.dump(2) << "\n";
+    return;
+  }
+  if (flags.out.empty()) {
+    for (int64_t i = 0; i < prediction.size(0); ++i) std::cout << prediction[i].item<double>() << "\n";
+  } else {
+    std::cout << "queried " << data.x.size(0) << " rows -> " << flags.out << " (prediction, scores)\n";
+  }
+  if (accuracy) std::cerr << "accuracy against the data's labels: " << *accuracy << "\n";
+}
+
 }  // namespace
 
 VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global) {
@@ -374,8 +467,33 @@ VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global) {
       ->required();
   sample->add_option("--seed", sample_flags->seed, "Seed of the draws")->capture_default_str();
   sample->add_option("--out", sample_flags->out, "Output .safetensors (x [n, 1], weight [n])");
-  return [fit, predict, gram, kde, sample, fit_flags, predict_flags, gram_flags, kde_flags, sample_flags,
-          &global] {
+  auto* dp = cmd->add_subcommand("dp", "Differentially private similarity structures (dp_similarity)");
+  dp->require_subcommand(1);
+  auto dp_build_flags = std::make_shared<DpBuildFlags>();
+  auto* dp_build = dp->add_subcommand("build", "Build an epsilon-DP class-mean model of noisy aggregates");
+  dp_build_flags->data.add(dp_build);
+  dp_build->add_option("--epsilon", dp_build_flags->epsilon, "Privacy budget > 0 per class, or inf")
+      ->required();
+  dp_build->add_option("--metric", dp_build_flags->metric, "l1|l2|gaussian")->capture_default_str();
+  dp_build
+      ->add_option("--options", dp_build_flags->options,
+                   "Other dp_similarity options as JSON (levels, lower, radius, ...)")
+      ->capture_default_str();
+  dp_build->add_option("--seed", dp_build_flags->seed, "Seed of the projections and the noise")
+      ->capture_default_str();
+  dp_build->add_flag("--keep-data", dp_build_flags->keep_data, "Refused: a DP structure keeps no raw data");
+  dp_build->add_option("--out", dp_build_flags->out, "Model directory to create (must not exist)")
+      ->required();
+  auto dp_query_flags = std::make_shared<DpQueryFlags>();
+  auto* dp_query = dp->add_subcommand("query", "Class-mean similarities and predictions of a dp model");
+  dp_query->add_option("--model", dp_query_flags->model, "Model directory written by `kernel dp build`")
+      ->required();
+  dp_query_flags->data.add(dp_query);
+  dp_query->add_option("--out", dp_query_flags->out, "Write prediction and scores to this .safetensors");
+  return [fit, predict, gram, kde, sample, dp_build, dp_query, fit_flags, predict_flags, gram_flags,
+          kde_flags, sample_flags, dp_build_flags, dp_query_flags, &global] {
+    if (dp_build->parsed()) run_dp_build(*dp_build_flags, global);
+    if (dp_query->parsed()) run_dp_query(*dp_query_flags, global);
     if (fit->parsed()) run_fit(*fit_flags, global);
     if (predict->parsed()) run_predict(*predict_flags, global);
     if (gram->parsed()) run_gram(*gram_flags, global);

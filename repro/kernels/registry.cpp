@@ -20,7 +20,8 @@ namespace lowrank::repro_kernels {
   X(rkme)                        \
   X(loki)                        \
   X(dpp_sampling)                \
-  X(gkcl)
+  X(gkcl)                        \
+  X(dp_similarity)
 
 #define LOWRANK_DECLARE_REPRO(name) KernelRepro name##_repro();
 LOWRANK_KERNEL_REPROS(LOWRANK_DECLARE_REPRO)

@@ -17,6 +17,7 @@ void register_builtin_methods(Registry<EstimatorMethod>& registry) {
   register_hierarchical_poly(registry);
   register_singular_likelihood(registry);
   register_gkcl(registry);
+  register_dp_similarity(registry);
 }
 
 }  // namespace lowrank::kernel_methods
