@@ -243,6 +243,16 @@ TEST(DpSimilarityTest, SavedModelHoldsNoTrainingRow) {
     EXPECT_EQ(values_found(x, bytes), 0) << metric;
     EXPECT_EQ(bytes.find(data.sha256), std::string::npos) << metric;  // not even the data's hash
   }
+  // The generic path (`lowrank kernel fit --method dp_similarity`) keeps no hash either, while the
+  // other methods do record theirs (the check has teeth).
+  for (const std::string method : {"dp_similarity", "kde"}) {
+    auto model = create_estimator(method, Json::object(), 3);
+    model->fit(data);
+    model->save(dir / ("generic_" + method));
+    const bool hashed =
+        file_bytes(dir / ("generic_" + method) / kModelConfigFile).find(data.sha256) != std::string::npos;
+    EXPECT_EQ(hashed, method != "dp_similarity") << method;
+  }
   // The search has teeth: at ε = ∞ a point alone in its leaf is stored as itself (lower = 0).
   const auto exact = dp_fit(data, {{"epsilon", "inf"}}, 3);
   exact->save(dir / "exact");

@@ -128,6 +128,7 @@ class DpSimilarity final : public Estimator {
   const at::Tensor& classes() const { return classes_; }
 
  protected:
+  bool records_data_hash() const override { return false; }
   void fit_impl(const Dataset& data) override {
     const at::Tensor labels = class_labels(data.y);
     const int64_t count = classes_option_ > 0 ? classes_option_ : labels.max().item<int64_t>() + 1;
@@ -373,9 +374,7 @@ double dp_count(const DpStructure& s) {
 
 std::unique_ptr<Estimator> dp_fit(const Dataset& data, const Json& options, uint64_t seed) {
   auto model = create_estimator(kName, options, seed);
-  Dataset withheld = data;
-  withheld.sha256.clear();
-  model->fit(withheld);
+  model->fit(data);  // records no data hash (DpSimilarity::records_data_hash)
   return model;
 }
 

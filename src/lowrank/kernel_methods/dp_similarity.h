@@ -133,8 +133,8 @@ at::Tensor dp_similarity_sums(const DpStructure& structure, const at::Tensor& y)
 // The structure's noisy count (not clamped).
 double dp_count(const DpStructure& structure);
 
-// Fits the registered `dp_similarity` classifier on data without recording the data's SHA-256 in
-// the model (a hash of the data is not a noisy aggregate).
+// Fits the registered `dp_similarity` classifier (create_estimator + fit). Like every dp_similarity
+// model, it records no SHA-256 of its data: a hash of the data is not a noisy aggregate.
 std::unique_ptr<Estimator> dp_fit(const Dataset& data, const Json& options, uint64_t seed);
 // Per-class scores of a fitted dp_similarity model for x [m, d]: [m, C] mean distances (l1, l2) or
 // kernel means (gaussian); `classes` receives the class labels [C].

@@ -12,7 +12,7 @@ void Estimator::fit(const Dataset& data) {
            ": the data must hold inputs x [n, d]");
   fit_impl(data);
   input_dim_ = data.x.size(1);
-  data_sha256_ = data.sha256;
+  data_sha256_ = records_data_hash() ? data.sha256 : std::string();
 }
 
 at::Tensor Estimator::predict(const at::Tensor& x) const {

@@ -56,6 +56,10 @@ class Estimator {
   // The fitted state, and its restoration from a saved model (input_dim_ already set).
   virtual std::vector<NamedTensor> state() const = 0;
   virtual void restore(const SafetensorsFile& file) = 0;
+  // Whether the saved model records the SHA-256 of its training data (kernel_config.json's
+  // data_sha256). A differentially private structure must not: a hash of the data is no noisy
+  // aggregate, and it confirms a guessed dataset exactly.
+  virtual bool records_data_hash() const { return true; }
 
   Json report_ = Json::object();
 
