@@ -43,6 +43,7 @@ TEST(KernelReproTest, QuickRowsHoldTheirRobustClaims) {
       {"mcr2", {"subspaces_clustered"}},
       {"rkme", {"top4_three_times_chance"}},
       {"loki", {"predicts_unobserved_labels", "expected_squared_distance_30_percent_lower"}},
+      {"snnk", {"urf_slope_half_cos", "urf_slope_half_sin"}},
   };
   std::set<std::string> seen;
   for (const Json& row : rows) {
