@@ -21,7 +21,8 @@ namespace lowrank::repro_kernels {
   X(loki)                        \
   X(dpp_sampling)                \
   X(gkcl)                        \
-  X(dp_similarity)
+  X(dp_similarity)               \
+  X(snnk)
 
 #define LOWRANK_DECLARE_REPRO(name) KernelRepro name##_repro();
 LOWRANK_KERNEL_REPROS(LOWRANK_DECLARE_REPRO)

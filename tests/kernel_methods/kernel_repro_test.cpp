@@ -45,6 +45,7 @@ TEST(KernelReproTest, QuickRowsHoldTheirRobustClaims) {
       {"loki", {"predicts_unobserved_labels", "expected_squared_distance_30_percent_lower"}},
       {"gkcl", {"krr_heads_forget_at_most_2_points", "generated_memory_at_most_a_tenth"}},
       {"dp_similarity", {"error_slope_minus_one_in_epsilon", "error_slope_one_and_a_half_in_d"}},
+      {"snnk", {"urf_slope_half_cos", "urf_slope_half_sin"}},
   };
   std::set<std::string> seen;
   for (const Json& row : rows) {

@@ -18,6 +18,7 @@ void register_builtin_methods(Registry<EstimatorMethod>& registry) {
   register_singular_likelihood(registry);
   register_gkcl(registry);
   register_dp_similarity(registry);
+  register_snnk(registry);
 }
 
 }  // namespace lowrank::kernel_methods

@@ -22,6 +22,7 @@ void register_hierarchical_poly(Registry<EstimatorMethod>& registry);    // hier
 void register_singular_likelihood(Registry<EstimatorMethod>& registry);  // singular_likelihood.cpp
 void register_gkcl(Registry<EstimatorMethod>& registry);                 // gkcl.cpp
 void register_dp_similarity(Registry<EstimatorMethod>& registry);        // dp_similarity.cpp
+void register_snnk(Registry<EstimatorMethod>& registry);                 // snnk.cpp
 
 void register_builtin_methods(Registry<EstimatorMethod>& registry);
 
