@@ -1,6 +1,7 @@
 // The linalg/ pieces the kernel family shares (random_features, fwht, sinkhorn, kmeans), each
-// against an independent computation: a dense Hadamard matrix, the plain-domain Sinkhorn iteration,
-// brute-force Lloyd fixed-point conditions, closed-form kernels for the random-feature means.
+// against an independent computation: a dense Hadamard matrix, the plain-domain Sinkhorn iteration
+// and POT's ot.sinkhorn (fixture), brute-force Lloyd fixed-point conditions, closed-form kernels for the
+// random-feature means.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -107,6 +108,14 @@ TEST(SinkhornTest, LogDomainMatchesThePlainIterationAndKeepsSmallEpsilonFinite) 
   result = sinkhorn_log(cost + 1000, a, b, {eta, 5000, 1e-14});
   EXPECT_LE(testing::max_abs_diff(result.plan, plain), 1e-12);
   EXPECT_THROW(sinkhorn_log(cost, a, b, {0.0}), InvalidArgument);
+}
+
+// POT's ot.sinkhorn (Cuturi's scaling iteration in the plain domain, run to convergence) on the same
+// cost and marginals (fixture: tests/fixtures/kernels/make_fx.py): the same entropic plan.
+TEST(SinkhornTest, MatchesPotSinkhorn) {
+  const SafetensorsFile f = kernel_methods::kernel_testing::fixture("sinkhorn.safetensors");
+  const SinkhornResult result = sinkhorn_log(f.load("cost"), f.load("a"), f.load("b"), {0.4, 2000, 1e-15});
+  EXPECT_LE(testing::max_abs_diff(result.plan, f.load("plan")), 1e-12);
 }
 
 TEST(KMeansTest, EndsAtALloydFixedPointAndFindsSeparatedClusters) {

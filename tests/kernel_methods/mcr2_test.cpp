@@ -1,8 +1,8 @@
 // mcr2: the coding rates against their closed forms (R_c(Z, 11ᵀ/n) = R(Z), R_c(Z, I) =
 // ½log(1 + d/ε²) for unit features, a block membership = MCR²'s partition form, each evaluated
 // through eigenvalues of the Gram rather than the Cholesky path); the Sinkhorn membership against
-// the 2×2 closed form and its marginals; the MLC objective's gradient against central finite
-// differences in fp64; spectral clustering of a block Γ; subspace clustering end to end.
+// the 2×2 closed form, its marginals and POT's ot.sinkhorn (fixture); the MLC objective's gradient against
+// central finite differences in fp64; spectral clustering of a block Γ; subspace clustering end to end.
 #include <gtest/gtest.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -74,6 +74,14 @@ TEST(Mcr2Test, SinkhornMembershipMatchesTheTwoByTwoClosedForm) {
   EXPECT_NEAR(gamma[0][0].item<double>(), ratio / (1 + ratio), 1e-12);
   EXPECT_NEAR(gamma[0][1].item<double>(), 1 / (1 + ratio), 1e-12);
   EXPECT_NEAR(gamma[1][1].item<double>(), ratio / (1 + ratio), 1e-12);
+}
+
+// Γ = n · Sinkhorn_η(CCᵀ) against n · ot.sinkhorn(1/n, 1/n, −CCᵀ, η) from POT (fixture:
+// tests/fixtures/kernels/make_fx.py), 10 unit rows in R³, η = 0.2, both run to convergence.
+TEST(Mcr2Test, SinkhornMembershipMatchesPot) {
+  const SafetensorsFile f = kernel_testing::fixture("sinkhorn.safetensors");
+  const at::Tensor gamma = doubly_stochastic_membership(f.load("c"), 0.2, 1000);
+  EXPECT_LE(testing::max_abs_diff(gamma, f.load("gamma")), 1e-12);
 }
 
 TEST(Mcr2Test, SinkhornMembershipIsDoublyStochasticAndSymmetric) {

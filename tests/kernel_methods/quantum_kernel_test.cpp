@@ -1,5 +1,6 @@
 // quantum_kernel: the FWHT statevectors against the dense circuit U_Φ H U_Φ H|0⟩ built with
-// Kronecker products and a matrix exponential (SciPy, fixture), the SVM on the quantum Gram
+// Kronecker products and a matrix exponential (SciPy, fixture), against Qiskit's ZZFeatureMap
+// statevectors and qiskit-machine-learning's fidelity kernel (fixture), the SVM on the quantum Gram
 // against scikit-learn's SVC(kernel="precomputed"), shot noise, and the ad hoc dataset end to end.
 #include <gtest/gtest.h>
 
@@ -21,6 +22,28 @@ TEST(QuantumKernelTest, StatesAndGramMatchTheDenseCircuit) {
     const at::Tensor k = quantum_gram(x, x);
     EXPECT_LE(testing::max_abs_diff(k, f.load("gram" + s)), 1e-12) << n << " qubits";
     EXPECT_LE(testing::max_abs_diff(k.diagonal(), at::ones({8}, at::kDouble)), 1e-12);
+  }
+}
+
+// Qiskit's ZZFeatureMap (reps 2, full entanglement, its default data map) simulated by
+// qiskit.quantum_info.Statevector, and qiskit-machine-learning's FidelityStatevectorKernel on it
+// (fixture: tests/fixtures/kernels/make_fx.py). ZZFeatureMap applies P(2φ) = e^{iφ}·e^{−iφZ}, so its
+// state is U'H U'H|0⟩ with U' = exp(−iΣφ_S Z_S) up to a global phase; the paper's (and our) phase is
+// e^{+iφ}. H and |0⟩ are real, so Qiskit's state is the complex conjugate of ours up to a global
+// phase, and the Grams |⟨Φ(x)|Φ(x')⟩|² agree. Qubit k is bit k of the index in both.
+TEST(QuantumKernelTest, StatesAreQiskitZzFeatureMapConjugatedUpToGlobalPhase) {
+  const SafetensorsFile f = kernel_testing::fixture("qiskit.safetensors");
+  for (int n : {2, 3, 4}) {
+    const std::string s = std::to_string(n);
+    const at::Tensor x = f.load("x" + s);
+    const at::Tensor qiskit = at::complex(f.load("states" + s + "_re"), f.load("states" + s + "_im"));
+    const at::Tensor conjugate = quantum_feature_states(x).conj().resolve_conj();
+    // The global phase of each row: the overlap ⟨conj Φ|Ψ_qiskit⟩ divided by its modulus.
+    const at::Tensor overlap = (conjugate.conj() * qiskit).sum(1, true);
+    EXPECT_LE((overlap.abs() - 1).abs().max().item<double>(), 1e-10) << n << " qubits";
+    const at::Tensor aligned = conjugate * (overlap / overlap.abs());
+    EXPECT_LE((aligned - qiskit).abs().max().item<double>(), 1e-10) << n << " qubits";
+    EXPECT_LE(testing::max_abs_diff(quantum_gram(x, x), f.load("gram" + s)), 1e-10) << n << " qubits";
   }
 }
 

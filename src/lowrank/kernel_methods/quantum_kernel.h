@@ -7,7 +7,8 @@
 //   φ_{k}(x) = x_k,   φ_{k,l}(x) = (π − x_k)(π − x_l)   (k < l, all pairs).
 // α convention: the phase is e^{+iφ} with no factor 2, as in the authors' ad hoc dataset code
 // (qiskit-community/qiskit-machine-learning, qiskit_machine_learning/datasets/ad_hoc.py); Qiskit's
-// ZZFeatureMap builds P(2φ) gates instead, i.e. e^{−iφ Z} up to a global phase (α = 2, opposite sign).
+// ZZFeatureMap builds P(2φ) = e^{iφ}e^{−iφZ} gates instead: the opposite sign up to a global phase, so
+// its statevector is the complex conjugate of ours and the kernel is the same (quantum_kernel_test).
 // U_Φ is diagonal: on basis state b with z_k = 1 − 2b_k (qubit k = bit k) its entry is
 // exp(i[Σ_k x_k z_k + Σ_{k<l} φ_{kl} z_k z_l]). So |Φ(x)⟩ = D(x) · H_N/√N · D(x) · 1/√N, computed by one
 // fast Walsh–Hadamard transform (linalg/fwht.h) per point: O(n 2ⁿ) instead of dense 2ⁿ×2ⁿ gates.
