@@ -22,7 +22,8 @@ namespace lowrank::repro_kernels {
   X(dpp_sampling)                \
   X(gkcl)                        \
   X(dp_similarity)               \
-  X(snnk)
+  X(snnk)                        \
+  X(funbat)
 
 #define LOWRANK_DECLARE_REPRO(name) KernelRepro name##_repro();
 LOWRANK_KERNEL_REPROS(LOWRANK_DECLARE_REPRO)

@@ -19,6 +19,7 @@ void register_builtin_methods(Registry<EstimatorMethod>& registry) {
   register_gkcl(registry);
   register_dp_similarity(registry);
   register_snnk(registry);
+  register_funbat(registry);
 }
 
 }  // namespace lowrank::kernel_methods

@@ -23,6 +23,7 @@ void register_singular_likelihood(Registry<EstimatorMethod>& registry);  // sing
 void register_gkcl(Registry<EstimatorMethod>& registry);                 // gkcl.cpp
 void register_dp_similarity(Registry<EstimatorMethod>& registry);        // dp_similarity.cpp
 void register_snnk(Registry<EstimatorMethod>& registry);                 // snnk.cpp
+void register_funbat(Registry<EstimatorMethod>& registry);               // funbat.cpp
 
 void register_builtin_methods(Registry<EstimatorMethod>& registry);
 
