@@ -19,6 +19,10 @@ namespace lowrank::repro_kernels {
   X(mcr2)                        \
   X(rkme)                        \
   X(loki)                        \
+  X(gcr)                         \
+  X(molrg)                       \
+  X(hierarchical_poly)           \
+  X(singular_likelihood)         \
   X(dpp_sampling)
 
 #define LOWRANK_DECLARE_REPRO(name) KernelRepro name##_repro();

@@ -43,6 +43,9 @@ TEST(KernelReproTest, QuickRowsHoldTheirRobustClaims) {
       {"mcr2", {"subspaces_clustered"}},
       {"rkme", {"top4_three_times_chance"}},
       {"loki", {"predicts_unobserved_labels", "expected_squared_distance_30_percent_lower"}},
+      {"gcr", {"bases_stay_orthonormal"}},
+      {"hierarchical_poly", {"kernel_stays_above_0_3"}},
+      {"singular_likelihood", {"error_falls_with_n"}},
   };
   std::set<std::string> seen;
   for (const Json& row : rows) {
