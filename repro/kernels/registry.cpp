@@ -11,18 +11,22 @@ namespace lowrank::repro_kernels {
 // One line per reproduction, in the order: X(name) needs repro/kernels/<name>.cpp to define
 // KernelRepro <name>_repro().
 #define LOWRANK_KERNEL_REPROS(X) \
+  X(ntk)                         \
   X(rf_ridge)                    \
   X(kde)                         \
-  X(quantum_kernel)              \
-  X(ntk)                         \
+  X(dp_similarity)               \
+  X(dpp_sampling)                \
+  X(snnk)                        \
+  X(gkcl)                        \
+  X(hierarchical_poly)           \
   X(cnn_kernel)                  \
+  X(singular_likelihood)         \
   X(mcr2)                        \
   X(rkme)                        \
+  X(molrg)                       \
+  X(quantum_kernel)              \
   X(loki)                        \
-  X(dpp_sampling)                \
-  X(gkcl)                        \
-  X(dp_similarity)               \
-  X(snnk)                        \
+  X(gcr)                         \
   X(funbat)
 
 #define LOWRANK_DECLARE_REPRO(name) KernelRepro name##_repro();

@@ -46,6 +46,9 @@ TEST(KernelReproTest, QuickRowsHoldTheirRobustClaims) {
       {"gkcl", {"krr_heads_forget_at_most_2_points", "generated_memory_at_most_a_tenth"}},
       {"dp_similarity", {"error_slope_minus_one_in_epsilon", "error_slope_one_and_a_half_in_d"}},
       {"snnk", {"urf_slope_half_cos", "urf_slope_half_sin"}},
+      {"gcr", {"bases_stay_orthonormal"}},
+      {"hierarchical_poly", {"kernel_stays_above_0_3"}},
+      {"singular_likelihood", {"error_falls_with_n"}},
   };
   std::set<std::string> seen;
   for (const Json& row : rows) {
