@@ -49,8 +49,9 @@ TEST(KernelCliTest, BadInputFailsWithExitCodeOneNamingTheCulprit) {
                                (dir / "m").string()));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(
-      r.out.find("unknown kernel method \"nope\" (known: cnn_kernel, dpp_sampling, gcr, hierarchical_poly, "
-                 "kde, loki, mcr2, molrg, ntk, quantum_kernel, rf_ridge, rkme, singular_likelihood)"),
+      r.out.find("unknown kernel method \"nope\" (known: cnn_kernel, dkm, dp_similarity, dpp_sampling, "
+                 "funbat, gcr, gkcl, hierarchical_poly, "
+                 "kde, loki, mcr2, molrg, ntk, quantum_kernel, rf_ridge, rkme, singular_likelihood, snnk)"),
       std::string::npos)
       << r.out;
   r = testing::run_command(cli("kernel gram --method cosine --data " + (dir / "nan.csv").string() +
@@ -94,9 +95,10 @@ TEST(KernelCliTest, MethodsListsTheKernelFamily) {
   const Json listing = parse_json(r.out, "methods output");
   std::vector<std::string> names;
   for (const auto& m : listing["kernel"]["methods"]) names.push_back(m["name"]);
-  EXPECT_EQ(names, (std::vector<std::string>{"cnn_kernel", "dpp_sampling", "gcr", "hierarchical_poly", "kde",
-                                             "loki", "mcr2", "molrg", "ntk", "quantum_kernel", "rf_ridge",
-                                             "rkme", "singular_likelihood"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"cnn_kernel", "dkm", "dp_similarity", "dpp_sampling", "funbat", "gcr",
+                                      "gkcl", "hierarchical_poly", "kde", "loki", "mcr2", "molrg", "ntk",
+                                      "quantum_kernel", "rf_ridge", "rkme", "singular_likelihood", "snnk"}));
 }
 
 }  // namespace
