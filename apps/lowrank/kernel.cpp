@@ -6,6 +6,7 @@
 //   lowrank kernel kde (--data FILE | --dataset NAME) --bandwidth H|holdout [--query FILE]
 //                      [--heldout-fraction F] [--seed S] [--out FILE.safetensors]
 //   lowrank kernel gram --method ntk|nngp|cnn (--data FILE | --dataset NAME) [--options JSON] --out FILE
+//   lowrank kernel gram --method quantum (--data FILE | --dataset NAME) [--shots N --seed S] --out FILE
 //   lowrank kernel sample --method christoffel|dpp|volume|repeat --basis legendre:M --n N [--seed S]
 //                         [--out FILE.safetensors]
 //   lowrank kernel dp build (--data FILE | --dataset NAME) --epsilon E|inf [--metric l1|l2|gaussian]
@@ -30,6 +31,7 @@
 #include "lowrank/kernel_methods/estimator.h"
 #include "lowrank/kernel_methods/gram.h"
 #include "lowrank/kernel_methods/kde.h"
+#include "lowrank/kernel_methods/quantum_kernel.h"
 
 namespace lowrank::cli {
 namespace fs = std::filesystem;
@@ -141,21 +143,35 @@ void run_predict(const PredictFlags& flags, const GlobalOptions& global) {
 struct GramFlags {
   kernel_methods::KernelSpec spec;
   std::string out;
-  std::string options = "{}";  // the neural kernels' architecture (ntk, nngp, cnn)
+  std::string options = "{}";    // the neural kernels' architecture (ntk, nngp, cnn)
+  std::optional<int64_t> shots;  // quantum: Binomial shot estimates instead of exact fidelities
+  uint64_t seed = 0;             // quantum: the shots' generator
   DataFlags data;
 };
 
 void run_gram(const GramFlags& flags, const GlobalOptions& global) {
   const bool neural = kernel_methods::is_neural_gram(flags.spec.name);
+  const bool quantum = flags.spec.name == "quantum";
   const Json options = parse_json(flags.options, "--options");
-  if (!neural) kernel_methods::validate(flags.spec, "--method");
+  if (!neural && !quantum) kernel_methods::validate(flags.spec, "--method");
   LR_CHECK(neural || options.empty(), InvalidArgument, "--options is for --method ntk, nngp or cnn, not ",
            flags.spec.name);
+  LR_CHECK(quantum || !flags.shots, InvalidArgument, "--shots is for --method quantum, not ",
+           flags.spec.name);
+  LR_CHECK(!flags.shots || *flags.shots > 0, InvalidArgument, "--shots must be > 0, got ",
+           flags.shots.value_or(0));
   const std::optional<kernel_methods::NeuralGram> neural_gram =
       neural ? std::optional(kernel_methods::NeuralGram(flags.spec.name, options)) : std::nullopt;
   check_new_output(flags.out, "--out");
   const kernel_methods::Dataset data = flags.data.read();
-  const at::Tensor k = neural ? neural_gram->gram(data.x) : kernel_methods::gram(flags.spec, data.x, data.x);
+  at::Tensor k;
+  if (neural) {
+    k = neural_gram->gram(data.x);
+  } else if (quantum) {  // one qubit per input column; quantum_feature_states refuses > kMaxQubits
+    k = kernel_methods::quantum_gram(data.x, data.x, flags.shots.value_or(0), flags.seed);
+  } else {
+    k = kernel_methods::gram(flags.spec, data.x, data.x);
+  }
   save_safetensors(flags.out, std::vector<NamedTensor>{{"gram", k.contiguous()}});
   if (global.json) {
     OrderedJson out = {{"kernel", flags.spec.name}, {"size", data.x.size(0)}, {"out", flags.out}};
@@ -431,7 +447,7 @@ VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global) {
   auto gram_flags = std::make_shared<GramFlags>();
   std::string kernels;
   for (const auto& name : kernel_methods::kernel_names()) kernels += (kernels.empty() ? "" : "|") + name;
-  kernels += "|ntk|nngp|cnn";
+  kernels += "|ntk|nngp|cnn|quantum";
   auto* gram = cmd->add_subcommand("gram", "Write the Gram matrix K(x, x) of a dataset");
   gram->add_option("--method", gram_flags->spec.name, "Kernel: " + kernels)->required();
   gram->add_option("--bandwidth", gram_flags->spec.bandwidth, "Bandwidth / length scale h")
@@ -442,6 +458,9 @@ VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global) {
           "ntk|nngp|cnn: the architecture as JSON (depth, weight_variance, bias_variance, activation; "
           "cnn also filter and kernel: ntk|nngp)")
       ->capture_default_str();
+  gram->add_option("--shots", gram_flags->shots,
+                   "quantum: estimate each fidelity from this many measurement shots (default: exact)");
+  gram->add_option("--seed", gram_flags->seed, "quantum: seed of the shot noise")->capture_default_str();
   gram_flags->data.add(gram);
   gram->add_option("--out", gram_flags->out, "Output .safetensors (tensor \"gram\")")->required();
   auto kde_flags = std::make_shared<KdeFlags>();
