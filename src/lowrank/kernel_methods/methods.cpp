@@ -16,6 +16,7 @@ void register_builtin_methods(Registry<EstimatorMethod>& registry) {
   register_molrg(registry);
   register_hierarchical_poly(registry);
   register_singular_likelihood(registry);
+  register_dkm(registry);
 }
 
 }  // namespace lowrank::kernel_methods

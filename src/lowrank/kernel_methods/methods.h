@@ -20,6 +20,7 @@ void register_molrg(Registry<EstimatorMethod>& registry);           // molrg.cpp
 
 void register_hierarchical_poly(Registry<EstimatorMethod>& registry);    // hierarchical_poly.cpp
 void register_singular_likelihood(Registry<EstimatorMethod>& registry);  // singular_likelihood.cpp
+void register_dkm(Registry<EstimatorMethod>& registry);                  // dkm.cpp
 
 void register_builtin_methods(Registry<EstimatorMethod>& registry);
 
