@@ -19,7 +19,8 @@ namespace lowrank::repro_kernels {
   X(mcr2)                        \
   X(rkme)                        \
   X(loki)                        \
-  X(dpp_sampling)
+  X(dpp_sampling)                \
+  X(dkm)
 
 #define LOWRANK_DECLARE_REPRO(name) KernelRepro name##_repro();
 LOWRANK_KERNEL_REPROS(LOWRANK_DECLARE_REPRO)

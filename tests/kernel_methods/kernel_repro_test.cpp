@@ -43,6 +43,7 @@ TEST(KernelReproTest, QuickRowsHoldTheirRobustClaims) {
       {"mcr2", {"subspaces_clustered"}},
       {"rkme", {"top4_three_times_chance"}},
       {"loki", {"predicts_unobserved_labels", "expected_squared_distance_30_percent_lower"}},
+      {"dkm", {"synthetic_tends_to_nngp", "diabetes_tends_to_nngp"}},
   };
   std::set<std::string> seen;
   for (const Json& row : rows) {
