@@ -17,6 +17,7 @@ namespace lowrank::repro_kernels {
   X(dp_similarity)               \
   X(dpp_sampling)                \
   X(snnk)                        \
+  X(dkm)                         \
   X(gkcl)                        \
   X(hierarchical_poly)           \
   X(cnn_kernel)                  \

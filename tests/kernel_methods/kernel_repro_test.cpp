@@ -49,6 +49,7 @@ TEST(KernelReproTest, QuickRowsHoldTheirRobustClaims) {
       {"gcr", {"bases_stay_orthonormal"}},
       {"hierarchical_poly", {"kernel_stays_above_0_3"}},
       {"singular_likelihood", {"error_falls_with_n"}},
+      {"dkm", {"diabetes_tends_to_nngp"}},
   };
   std::set<std::string> seen;
   for (const Json& row : rows) {

@@ -20,6 +20,7 @@ void register_builtin_methods(Registry<EstimatorMethod>& registry) {
   register_dp_similarity(registry);
   register_snnk(registry);
   register_funbat(registry);
+  register_dkm(registry);
 }
 
 }  // namespace lowrank::kernel_methods

@@ -24,6 +24,7 @@ void register_gkcl(Registry<EstimatorMethod>& registry);                 // gkcl
 void register_dp_similarity(Registry<EstimatorMethod>& registry);        // dp_similarity.cpp
 void register_snnk(Registry<EstimatorMethod>& registry);                 // snnk.cpp
 void register_funbat(Registry<EstimatorMethod>& registry);               // funbat.cpp
+void register_dkm(Registry<EstimatorMethod>& registry);                  // dkm.cpp
 
 void register_builtin_methods(Registry<EstimatorMethod>& registry);
 
