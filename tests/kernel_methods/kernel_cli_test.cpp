@@ -4,6 +4,7 @@
 #include "lowrank/core/json.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/kernel_methods/gram.h"
+#include "lowrank/kernel_methods/quantum_kernel.h"
 #include "tests/kernel_methods/kernel_testing.h"
 
 namespace lowrank::kernel_methods {
@@ -35,6 +36,36 @@ TEST(KernelCliTest, FitPredictAndGram) {
   const at::Tensor x =
       at::tensor(std::vector<double>{0, 0, 1, 0, 0, 1, 1, 1, 2, 1}, at::kDouble).reshape({5, 2});
   EXPECT_LE(testing::max_abs_diff(k, gram({"matern", 0.7, 1.5}, x, x)), 1e-15);
+}
+
+// The quantum Gram from the CLI is the library's (whose circuit the quantum_kernel tests check
+// against a Kronecker product and qiskit); shots give multiples of 1/shots; bad shots are refused.
+TEST(KernelCliTest, QuantumGramExactAndFromShots) {
+  testing::TempDir dir;
+  testing::write_text_file(dir / "x.csv", "0.1,0.5,0\n1.2,-0.3,1\n2.0,0.7,0\n");
+  const at::Tensor x =
+      at::tensor(std::vector<double>{0.1, 0.5, 1.2, -0.3, 2.0, 0.7}, at::kDouble).reshape({3, 2});
+  auto r = testing::run_command(cli("kernel gram --method quantum --data " + (dir / "x.csv").string() +
+                                    " --out " + (dir / "exact.safetensors").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const at::Tensor exact = SafetensorsFile::open(dir / "exact.safetensors").load("gram");
+  EXPECT_LE(testing::max_abs_diff(exact, quantum_gram(x, x)), 1e-15);
+  EXPECT_LE(testing::max_abs_diff(exact.diagonal(), at::ones({3}, at::kDouble)), 1e-12);
+  r = testing::run_command(cli("kernel gram --method quantum --shots 40 --seed 5 --data " +
+                               (dir / "x.csv").string() + " --out " + (dir / "shots.safetensors").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const at::Tensor counts = SafetensorsFile::open(dir / "shots.safetensors").load("gram") * 40;
+  EXPECT_LE(testing::max_abs_diff(counts, at::round(counts)), 1e-9);
+  EXPECT_LE(testing::max_abs_diff(counts / 40, exact), 0.5);
+  r = testing::run_command(cli("kernel gram --method quantum --shots 0 --data " + (dir / "x.csv").string() +
+                               " --out " + (dir / "bad.safetensors").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("--shots must be > 0"), std::string::npos) << r.out;
+  r = testing::run_command(cli("kernel gram --method rbf --shots 10 --data " + (dir / "x.csv").string() +
+                               " --out " + (dir / "bad.safetensors").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("--shots is for --method quantum"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir / "bad.safetensors"));
 }
 
 TEST(KernelCliTest, BadInputFailsWithExitCodeOneNamingTheCulprit) {

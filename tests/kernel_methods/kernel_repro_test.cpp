@@ -79,7 +79,10 @@ TEST(KernelReproTest, UnknownRowIsRefusedListingTheKnownOnes) {
   testing::TempDir dir;
   const auto r = testing::run_command(cli("repro kernels nope --quick --out " + (dir / "o").string()));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.out.find("unknown kernel reproduction \"nope\" (known: rf_ridge, kde, quantum_kernel"),
+  // Every row, in the order.
+  EXPECT_NE(r.out.find("unknown kernel reproduction \"nope\" (known: ntk, rf_ridge, kde, dp_similarity, "
+                       "dpp_sampling, snnk, dkm, gkcl, hierarchical_poly, cnn_kernel, singular_likelihood, "
+                       "mcr2, rkme, molrg, quantum_kernel, loki, gcr, funbat, or all)"),
             std::string::npos)
       << r.out;
 }
