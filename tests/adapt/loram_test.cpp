@@ -162,7 +162,11 @@ TEST(LoramTest, RecoveredAdapterEqualsThePrunedAdapterOnTheKeptStructure) {
     if (module.ends_with("k_proj") || module.ends_with("v_proj"))
       rows = pruned.kept_kv_rows(static_cast<int64_t>(l));
     if (module.ends_with("o_proj")) cols = pruned.kept_q_rows(static_cast<int64_t>(l));
-    EXPECT_TRUE(at::equal(db.index_select(0, rows).index_select(1, cols), ds)) << module;
+    // Equal up to rounding: the two products B·A have different widths, and a BLAS may block (and
+    // so round) them differently (bit-identical on some CPUs, one ulp apart on others).
+    EXPECT_LE(testing::max_abs_diff(db.index_select(0, rows).index_select(1, cols), ds),
+              1e-6 * (1 + ds.abs().max().item<double>()))
+        << module;
     at::Tensor outside = db.clone();
     outside.index_put_({rows.unsqueeze(1), cols.unsqueeze(0)}, 0.0);
     EXPECT_EQ(outside.abs().max().item<double>(), 0.0) << module;
