@@ -178,7 +178,30 @@ TEST_P(BFloat16Fixture, MatchesTransformersInBFloat16) {
   const std::vector<int64_t> prompt = to_vector(e.load("greedy_prompt"));
   const std::vector<int64_t> want_tokens = to_vector(e.load("greedy_output_bf16"));
   const auto new_tokens = static_cast<int64_t>(want_tokens.size() - prompt.size());
-  EXPECT_EQ(greedy(model, prompt, new_tokens, FusedDecode::kOff), want_tokens) << name;
+  // Greedy tokens equal transformers' up to the first bfloat16 near-tie. Where they first differ, our
+  // logits for the two candidates after the common prefix must lie within the cached-decoding
+  // tolerance: the flip is a rounding tie, not a wrong token. (On some CPUs ATen's bfloat16 GEMM
+  // rounds differently and qwen2's near-tie — 66 vs 6 at 5.43 vs 5.37 in float32 — flips.)
+  const std::vector<int64_t> got = greedy(model, prompt, new_tokens, FusedDecode::kOff);
+  ASSERT_EQ(got.size(), want_tokens.size()) << name;
+  const auto first =
+      static_cast<size_t>(std::mismatch(got.begin(), got.end(), want_tokens.begin()).first - got.begin());
+  if (first < got.size()) {
+    ASSERT_GE(first, prompt.size()) << name << ": the prompt itself differs";
+    c10::InferenceMode guard;
+    const at::Tensor prefix =
+        at::tensor(
+            std::vector<int64_t>(want_tokens.begin(), want_tokens.begin() + static_cast<int64_t>(first)),
+            at::kLong)
+            .unsqueeze(0);
+    const at::Tensor last =
+        model.forward(prefix).select(1, static_cast<int64_t>(first) - 1)[0].to(at::kFloat);
+    const double gap = last[got[first]].item<double>() - last[want_tokens[first]].item<double>();
+    std::printf("%s bf16 greedy: first differs at token %zu (ours %lld, transformers %lld, logit gap %.3g)\n",
+                name.c_str(), first, static_cast<long long>(got[first]),
+                static_cast<long long>(want_tokens[first]), gap);
+    EXPECT_LE(std::abs(gap), kBFloat16CachedTolerance * scale) << name << " diverges at token " << first;
+  }
 }
 
 std::string test_name(const ::testing::TestParamInfo<const char*>& info) {
