@@ -188,6 +188,41 @@ TEST(DpSimilarityTest, GaussianSketchMatchesTheExactKernelMean) {
   }
 }
 
+TEST(DpSimilarityTest, GaussianSketchProjectsByJlWhenKIsBelowD) {
+  DpOptions options;
+  options.epsilon = std::numeric_limits<double>::infinity();
+  options.metric = "gaussian";
+  options.bandwidth = 3.0;
+  options.features = 4000;
+  options.projections = 40;  // < d = 120: the JL map P [k, d] is drawn
+  const at::Tensor x = normal({12, 120}, 20) * 0.3;
+  const at::Tensor y = normal({3, 120}, 21) * 0.3;
+  at::Generator gen = at::detail::createCPUGenerator(22);
+  const DpStructure structure = dp_build(x, options, gen);
+  const at::Tensor& p = structure.projections;
+  ASSERT_TRUE(p.defined());
+  ASSERT_EQ(p.sizes(), at::IntArrayRef({40, 120}));
+  // Entries N(0, 1/k): 4800 draws, so their mean square is 1/k within 4 standard errors (√(2/4800)/k).
+  EXPECT_NEAR(p.square().mean().item<double>(), 1.0 / 40, 4 * std::sqrt(2.0 / 4800) / 40);
+  EXPECT_NEAR(p.mean().item<double>(), 0, 4 / std::sqrt(40 * 4800.0));
+  ASSERT_EQ(structure.frequencies.size(1), 40);  // the features act on the projected coordinates
+  const at::Tensor estimates = dp_similarity_sums(structure, y);
+  const at::Tensor px = at::matmul(x, p.t()), py = at::matmul(y, p.t());
+  for (int64_t q = 0; q < 3; ++q) {
+    // The exact sketch through P, by hand: the mean over features of Σ_x 2 cos(w_jᵀPx + b_j) cos(w_jᵀPy +
+    // b_j).
+    const at::Tensor wx = at::matmul(px, structure.frequencies.t()) + structure.phases;
+    const at::Tensor wy = at::matmul(py[q], structure.frequencies.t()) + structure.phases;
+    const at::Tensor per = (2 * at::cos(wx) * at::cos(wy)).sum(0);
+    EXPECT_NEAR(estimates[q].item<double>(), per.mean().item<double>(), 1e-10 * 12) << q;
+    // ... whose expectation over the features is the Gaussian kernel sum of the projected points.
+    double projected = 0;
+    for (int64_t i = 0; i < 12; ++i)
+      projected += std::exp(-(px[i] - py[q]).pow(2).sum().item<double>() / (2 * 3.0 * 3.0));
+    EXPECT_NEAR(per.mean().item<double>(), projected, 4 * per.std().item<double>() / std::sqrt(4000.0)) << q;
+  }
+}
+
 TEST(DpSimilarityTest, GaussianMechanismSigmaMeetsDeltaByNumericalIntegration) {
   // δ(σ) = ∫ max(0, p(t) − e^ε q(t)) dt with p = N(0, σ²), q = N(Δ, σ²): the hockey-stick divergence,
   // integrated by the midpoint rule.
