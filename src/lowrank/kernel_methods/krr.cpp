@@ -12,10 +12,16 @@ CholeskyFactor cholesky_with_jitter(const at::Tensor& k, std::string_view what) 
            k.sizes());
   const int64_t n = k.size(0);
   const double scale = n == 0 ? 1.0 : std::max(k.diagonal().mean().item<double>(), 1e-300);
-  const at::Tensor eye = at::eye(n, k.options());
   const double largest = 1e-2 * scale;
+  // K + jitter·I by a copy with its diagonal shifted: no n×n identity is built (at n = 4000 that
+  // and the sum's temporary were a third of a KRR fit).
+  auto shifted = [&](double jitter) {
+    at::Tensor out = k.clone();
+    out.diagonal().add_(jitter);
+    return out;
+  };
   for (double jitter = 0.0;; jitter = jitter == 0 ? 1e-10 * scale : jitter * 10) {
-    const auto [lower, info] = at::linalg_cholesky_ex(jitter == 0 ? k : k + jitter * eye);
+    const auto [lower, info] = at::linalg_cholesky_ex(jitter == 0 ? k : shifted(jitter));
     if (info.item<int64_t>() == 0) return {lower, jitter};
     if (jitter >= largest * (1 - 1e-9)) {
       throw InvalidArgument(str(what, ": not positive definite even with a jitter of ", jitter,
@@ -32,7 +38,11 @@ KrrSolution krr_solve(const at::Tensor& k, const at::Tensor& y, double ridge) {
   LR_CHECK(k.dim() == 2 && y.size(0) == k.size(0), InvalidArgument, "krr: ", y.size(0),
            " targets for a Gram matrix of size ", k.sizes());
   const int64_t n = k.size(0);
-  const at::Tensor regularised = ridge > 0 ? k + ridge * at::eye(n, k.options()) : k;
+  at::Tensor regularised = k;
+  if (ridge > 0) {
+    regularised = k.clone();
+    regularised.diagonal().add_(ridge);
+  }
   CholeskyFactor factor = cholesky_with_jitter(regularised, "krr: the Gram matrix K + lambda I");
   const at::Tensor y2 = y.dim() == 1 ? y.unsqueeze(1) : y;
   const at::Tensor alpha = at::cholesky_solve(y2, factor.lower);
