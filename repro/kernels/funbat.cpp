@@ -13,7 +13,8 @@
 //  - a binned discrete Tucker: each coordinate cut into B equal bins, a rank-2 two-mode Tucker
 //    (U 𝒲 Vᵀ, the core absorbed into U) fitted to the binned entries by alternating ridge least
 //    squares (ridge 0.1, 30 sweeps), predicting the fitted value of the test point's cell; B from
-//    {5, 10, 20, 40} chosen on the test set (in the baseline's favour).
+//    {5, 10, 20, 40} chosen by the RMSE on a held-out fifth of the training entries (fitted on the
+//    other four fifths), then refitted on all of them.
 // Time: the fit of FunBaT and of the exact GP at n = 1000 … 8000 (one seed), and the log-log slopes.
 #include <chrono>
 #include <cmath>
@@ -102,16 +103,33 @@ at::Tensor ridge_rows(const at::Tensor& bins, const at::Tensor& other, const at:
   return at::linalg_solve(gram_rows + ridge * at::eye(r, at::kDouble), rhs);
 }
 
-at::Tensor binned_tucker_fit_predict(const Draw& d, int64_t bins, uint64_t seed) {
-  const at::Tensor b1 = bin_of(d.x.select(1, 0), bins), b2 = bin_of(d.x.select(1, 1), bins);
+// Fits the binned Tucker to entries (x, y) and predicts at x_query.
+at::Tensor binned_tucker_fit_predict(const at::Tensor& x, const at::Tensor& y, const at::Tensor& x_query,
+                                     int64_t bins, uint64_t seed) {
+  const at::Tensor b1 = bin_of(x.select(1, 0), bins), b2 = bin_of(x.select(1, 1), bins);
   at::Generator gen = at::detail::createCPUGenerator(seed);
   at::Tensor u = at::rand({bins, kRank}, gen, at::kDouble), v = at::rand({bins, kRank}, gen, at::kDouble);
   for (int sweep = 0; sweep < 30; ++sweep) {
-    u = ridge_rows(b1, v.index_select(0, b2), d.y, bins, 0.1);
-    v = ridge_rows(b2, u.index_select(0, b1), d.y, bins, 0.1);
+    u = ridge_rows(b1, v.index_select(0, b2), y, bins, 0.1);
+    v = ridge_rows(b2, u.index_select(0, b1), y, bins, 0.1);
   }
-  const at::Tensor t1 = bin_of(d.x_test.select(1, 0), bins), t2 = bin_of(d.x_test.select(1, 1), bins);
+  const at::Tensor t1 = bin_of(x_query.select(1, 0), bins), t2 = bin_of(x_query.select(1, 1), bins);
   return (u.index_select(0, t1) * v.index_select(0, t2)).sum(1);
+}
+
+// The bin count of the grid with the lowest RMSE on the last fifth of the training entries when
+// fitted on the first four fifths (the coordinates are i.i.d., so the split needs no shuffling).
+int64_t validated_bins(const Draw& d, const std::vector<int64_t>& grid, uint64_t seed) {
+  const int64_t n = d.x.size(0), fit = n - n / 5;
+  const at::Tensor x_fit = d.x.slice(0, 0, fit), y_fit = d.y.slice(0, 0, fit);
+  const at::Tensor x_val = d.x.slice(0, fit), y_val = d.y.slice(0, fit);
+  double best = INFINITY;
+  int64_t best_bins = grid.front();
+  for (int64_t bins : grid) {
+    const double e = rmse(binned_tucker_fit_predict(x_fit, y_fit, x_val, bins, seed), y_val);
+    if (e < best) best = e, best_bins = bins;
+  }
+  return best_bins;
 }
 
 ReproResult run(const ReproOptions& options) {
@@ -121,7 +139,7 @@ ReproResult run(const ReproOptions& options) {
       options.quick ? std::vector<int64_t>{5, 10} : std::vector<int64_t>{5, 10, 20, 40};
   ReproResult out;
   Table accuracy{"Test RMSE against the noise-free function at unseen coordinates (noise σ = 0.1)",
-                 {"seed", "FunBaT", "exact product GP", "binned Tucker (best B)", "best B", "FunBaT / GP",
+                 {"seed", "FunBaT", "exact product GP", "binned Tucker (validated B)", "B", "FunBaT / GP",
                   "FunBaT / binned"},
                  {}};
   std::vector<double> fun, gp, binned;
@@ -129,12 +147,9 @@ ReproResult run(const ReproOptions& options) {
     const Draw d = draw(n, n_test, 100 + static_cast<uint64_t>(seed));
     const double f = rmse(funbat_fit_predict(d, iterations, static_cast<uint64_t>(seed)), d.f_test);
     const double g = rmse(exact_gp_fit_predict(d), d.f_test);
-    double best = INFINITY;
-    int64_t best_bins = 0;
-    for (int64_t bins : bin_grid) {
-      const double e = rmse(binned_tucker_fit_predict(d, bins, static_cast<uint64_t>(seed)), d.f_test);
-      if (e < best) best = e, best_bins = bins;
-    }
+    const int64_t best_bins = validated_bins(d, bin_grid, static_cast<uint64_t>(seed));
+    const double best =
+        rmse(binned_tucker_fit_predict(d.x, d.y, d.x_test, best_bins, static_cast<uint64_t>(seed)), d.f_test);
     fun.push_back(f);
     gp.push_back(g);
     binned.push_back(best);
@@ -174,7 +189,8 @@ ReproResult run(const ReproOptions& options) {
                         false});
   out.claims.push_back(
       {"rmse_beats_binned_tucker",
-       "FunBaT's mean test RMSE ≤ 0.7× the binned discrete Tucker's (best bin count on test)",
+       "FunBaT's mean test RMSE ≤ 0.7× the binned discrete Tucker's (bin count chosen on held-out "
+       "training entries)",
        "FunBaT beats discretised tensor methods on continuous-indexed data", mf <= 0.7 * mb,
        "FunBaT " + format_number(mf) + " vs binned Tucker " + format_number(mb) + " (ratio " +
            format_number(mf / mb) + "; per seed binned " + join_numbers(binned) + ")",
@@ -190,9 +206,9 @@ ReproResult run(const ReproOptions& options) {
               " noisy (σ = 0.1) observations at uniform random coordinates, " + std::to_string(n_test) +
               " unseen test coordinates; FunBaT rank 2, Matérn-3/2, ℓ = 0.3, " + std::to_string(iterations) +
               " sweeps; exact GP product Matérn-3/2, ℓ = 0.3, true noise; binned Tucker rank 2, B ∈ {" +
-              join_numbers(std::vector<double>(bin_grid.begin(), bin_grid.end())) + "}; " +
-              std::to_string(options.seeds) + " seeds" +
-              (options.quick ? " (quick: smaller n, fewer sweeps)" : "");
+              join_numbers(std::vector<double>(bin_grid.begin(), bin_grid.end())) +
+              "} chosen on a held-out fifth of the training entries; " + std::to_string(options.seeds) +
+              " seeds" + (options.quick ? " (quick: smaller n, fewer sweeps)" : "");
   return out;
 }
 

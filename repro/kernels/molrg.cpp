@@ -7,7 +7,9 @@
 // K = 2 components of rank r ∈ {4, 8, 12}, the true bases disjoint column blocks of one random
 // orthogonal matrix (the authors' generator), N samples per component on one grid shared by every r.
 // The bases are trained by the method (molrg_fit: gradient descent on the denoising loss with QR
-// retraction) from a random start, and the error is the normalised subspace distance
+// retraction) from a random start, at the step size from {0.1, 0.5, 2} whose fit ends with the
+// lowest training loss (every step size from the same start), and the error is the normalised subspace
+// distance
 //   e = (1/K) Σ_k ‖U_kU_kᵀ − U*_kU*_kᵀ‖_F / √(2r)     (0: exact, ≈ 1: unrelated subspaces)
 // under the better matching of learnt to true components. Memorisation shows as e ≈ √(1 − N/r) for
 // N < r (the samples span only N of the r directions); generalisation as e ≈ 0. The transition N of
@@ -17,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "lowrank/kernel_methods/molrg.h"
 #include "repro/kernels/repro.h"
@@ -81,7 +84,9 @@ ReproResult run(const ReproOptions& options) {
   fit_options.noise_levels = 4;
   fit_options.noise_samples = 1;
   fit_options.steps = 100;
-  fit_options.learning_rate = 0.5;
+  // The step size of every fit is chosen from this grid by the method's own objective: the mean
+  // denoising loss of the last 10 steps (training data only).
+  const std::vector<double> rates = {0.1, 0.5, 2.0};
   const int64_t seeds = options.quick ? 1 : options.seeds;
   std::vector<std::vector<double>> curves;  // [rank][grid] seed-mean error
   std::vector<double> transitions;
@@ -98,8 +103,18 @@ ReproResult run(const ReproOptions& options) {
       for (int64_t seed = 0; seed < seeds; ++seed) {
         at::Generator gen = at::detail::createCPUGenerator(static_cast<uint64_t>(1000 * r + 17 * seed + 5));
         const Problem p = mixture(dim, r, n, gen);
-        const MolrgFit fit = molrg_fit(p.x0, fit_options, gen);
-        errors.push_back(matched_error(fit.bases, p.truth));
+        double best_loss = INFINITY, error = 0;
+        for (double rate : rates) {
+          fit_options.learning_rate = rate;
+          at::Generator fit_gen =
+              at::detail::createCPUGenerator(static_cast<uint64_t>(1000 * r + 17 * seed + 6));
+          const MolrgFit fit = molrg_fit(p.x0, fit_options, fit_gen);
+          const auto tail = fit.loss.end() - std::min<std::ptrdiff_t>(10, std::ssize(fit.loss));
+          const double loss =
+              std::accumulate(tail, fit.loss.end(), 0.0) / static_cast<double>(fit.loss.end() - tail);
+          if (loss < best_loss) best_loss = loss, error = matched_error(fit.bases, p.truth);
+        }
+        errors.push_back(error);
       }
       curve.push_back(mean(errors));
     }
@@ -144,14 +159,15 @@ ReproResult run(const ReproOptions& options) {
        "e < 0.1 at the largest N (" + std::to_string(grid.back()) + " per component), every r",
        "past the threshold the denoiser learns the true subspaces", worst_large < 0.1,
        "largest e there " + format_number(worst_large), false});
-  out.setup =
-      "D = " + std::to_string(dim) + ", K = 2 components of rank r ∈ {" +
-      join_numbers(std::vector<double>(ranks.begin(), ranks.end())) + "}, N per component ∈ {" +
-      join_numbers(std::vector<double>(grid.begin(), grid.end())) +
-      "}; molrg_fit with 4 noise levels in [0.1, 2], one draw each, " + std::to_string(fit_options.steps) +
-      " gradient steps at rate " + format_number(fit_options.learning_rate) +
-      "; error = normalised subspace distance, transition where the seed mean crosses ½; " +
-      std::to_string(seeds) + " seeds" + (options.quick ? " (quick: D = 24, r ∈ {2, 4}, one seed)" : "");
+  out.setup = "D = " + std::to_string(dim) + ", K = 2 components of rank r ∈ {" +
+              join_numbers(std::vector<double>(ranks.begin(), ranks.end())) + "}, N per component ∈ {" +
+              join_numbers(std::vector<double>(grid.begin(), grid.end())) +
+              "}; molrg_fit with 4 noise levels in [0.1, 2], one draw each, " +
+              std::to_string(fit_options.steps) + " gradient steps at the rate from {" + join_numbers(rates) +
+              "} with the lowest final training loss; error = normalised subspace distance, transition where "
+              "the seed mean crosses ½; " +
+              std::to_string(seeds) + " seeds" +
+              (options.quick ? " (quick: D = 24, r ∈ {2, 4}, one seed)" : "");
   return out;
 }
 
