@@ -15,9 +15,18 @@
 //   gp             GP log evidence of y under K = σ_f²·RBF(ℓ) + σ_n² I (n points, d dims) and its
 //                  gradient in (log ℓ, log σ_f², log σ_n²): krr_solve's Cholesky for α and the evidence,
 //                  then ½ tr((ααᵀ − K_y⁻¹) ∂K_y/∂θ) with K_y⁻¹ from the same factor
+//   dp_query       ε = 1 ℓ1 dp_similarity structure of n points uniform in [0, 1]^d (built outside the
+//                  timing): the distance sums of --m queries (the query costs O(dL) whatever n)
+//   sparse_dkm     the sparse DKM fit (dkm_fit: 2 layers, arc-cosine, ν = 10, --k inducing points,
+//                  20 Adam steps) on x ~ N(0, I_d), y = sin(2x₁) + 0.5x₂²
+//   funbat         the FunBaT fit (rank 2, Matérn-3/2, ℓ = 0.3, 10 sweeps) on n entries of a smooth
+//                  surface at uniform random coordinates in [0, 1]²
+//   dp_classifier  the fit of the dp_similarity estimator (one ε-DP structure per class, what
+//                  `lowrank kernel fit --method dp_similarity` runs) on --data (safetensors x, y, read
+//                  outside the timing) at ε = --epsilon
 //
 //   build/bin/bench_kernel_methods --workload NAME --n N [--m M] [--d D] [--depth L] [--width W]
-//       [--k K] [--lambdas 30] [--qubits 8] [--repeats 3] [--threads T]
+//       [--k K] [--lambdas 30] [--qubits 8] [--data FILE] [--epsilon 1] [--repeats 3] [--threads T]
 // prints one JSON object: the workload, its shape, the median seconds over --repeats calls after one
 // warm-up call (bench/timing.h), and a checksum of the output (to keep the work observable).
 #include <cmath>
@@ -34,7 +43,11 @@
 
 #include "lowrank/core/json.h"
 #include "lowrank/core/threads.h"
+#include "lowrank/kernel_methods/dataset.h"
+#include "lowrank/kernel_methods/dkm.h"
+#include "lowrank/kernel_methods/dp_similarity.h"
 #include "lowrank/kernel_methods/dpp_sampling.h"
+#include "lowrank/kernel_methods/estimator.h"
 #include "lowrank/kernel_methods/gram.h"
 #include "lowrank/kernel_methods/kde.h"
 #include "lowrank/kernel_methods/krr.h"
@@ -52,6 +65,8 @@ struct Shape {
   std::string workload;
   int64_t n = 0, m = 0, d = 0, depth = 3, width = 1024, k = 0, lambdas = 30, qubits = 8;
   int repeats = 3, threads = 0;
+  std::string data;
+  double epsilon = 1.0;
 };
 
 at::Tensor normal(at::IntArrayRef size, uint64_t seed) {
@@ -127,6 +142,54 @@ std::function<void()> prepare(const Shape& s, double& checksum) {
       checksum = solution.log_evidence + g_length + g_signal + g_noise;
     };
   }
+  if (w == "dp_query") {
+    at::Generator gen = at::detail::createCPUGenerator(1);
+    const at::Tensor x = at::rand({s.n, s.d}, gen, at::kDouble),
+                     queries = at::rand({s.m, s.d}, gen, at::kDouble);
+    DpOptions options;
+    options.epsilon = 1;
+    const auto structure = std::make_shared<DpStructure>(dp_build(x, options, gen));
+    return [structure, queries, &checksum] {
+      checksum = dp_similarity_sums(*structure, queries).sum().item<double>();
+    };
+  }
+  if (w == "sparse_dkm") {
+    // dkm_fit differentiates its objective: no inference mode here, for the inputs either.
+    c10::InferenceMode autograd_on(false);
+    const at::Tensor x = normal({s.n, s.d}, 1);
+    const at::Tensor y = at::sin(2 * x.select(1, 0)) + 0.5 * x.select(1, 1).square();
+    DkmOptions options;
+    options.nu = 10;
+    options.inducing = s.k;
+    options.steps = 20;
+    return [x, y, options, &checksum] {
+      c10::InferenceMode autograd_on(false);
+      checksum = dkm_fit(x, y, options, 0).objective;
+    };
+  }
+  if (w == "funbat") {
+    at::Generator gen = at::detail::createCPUGenerator(1);
+    const at::Tensor x = at::rand({s.n, 2}, gen, at::kDouble);
+    const at::Tensor y =
+        at::sin(2 * M_PI * x.select(1, 0)) * at::cos(M_PI * x.select(1, 1)) + 0.1 * normal({s.n}, 2);
+    const Dataset data = make_dataset(x, y, "bench");
+    const Json options = {{"rank", 2}, {"nu", 1.5}, {"lengthscale", 0.3}, {"iterations", 10}};
+    return [data, options, &checksum] {
+      const std::unique_ptr<Estimator> estimator = create_estimator("funbat", options, 0);
+      estimator->fit(data);
+      checksum = estimator->report()["train_rmse"].get<double>();
+    };
+  }
+  if (w == "dp_classifier") {
+    const Dataset data = read_dataset(s.data);
+    const Json options = {{"epsilon", s.epsilon}};
+    auto seed = std::make_shared<uint64_t>(0);
+    return [data, options, seed, &checksum] {
+      const std::unique_ptr<Estimator> estimator = create_estimator("dp_similarity", options, ++*seed);
+      estimator->fit(data);
+      checksum = estimator->predict(data.x.slice(0, 0, 1)).sum().item<double>();
+    };
+  }
   std::fprintf(stderr, "bench_kernel_methods: unknown workload \"%s\"\n", w.c_str());
   std::exit(1);
 }
@@ -160,6 +223,10 @@ int main(int argc, char** argv) {
       s.repeats = std::atoi(value);
     else if (flag == "--threads")
       s.threads = std::atoi(value);
+    else if (flag == "--data")
+      s.data = value;
+    else if (flag == "--epsilon")
+      s.epsilon = std::atof(value);
     else {
       std::fprintf(stderr, "bench_kernel_methods: unknown argument %s\n", argv[i]);
       return 1;
@@ -168,7 +235,8 @@ int main(int argc, char** argv) {
   if (argc % 2 == 0 || s.workload.empty() || s.n < 1 || s.repeats < 1) {
     std::fprintf(stderr,
                  "usage: bench_kernel_methods --workload NAME --n N [--m M] [--d D] [--depth L] "
-                 "[--width W] [--k K] [--lambdas 30] [--qubits 8] [--repeats 3] [--threads T]\n");
+                 "[--width W] [--k K] [--lambdas 30] [--qubits 8] [--data FILE] [--epsilon 1] [--repeats 3] "
+                 "[--threads T]\n");
     return 1;
   }
   const int threads = configure_threads(s.threads);
