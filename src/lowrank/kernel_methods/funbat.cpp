@@ -54,7 +54,7 @@ std::pair<at::Tensor, at::Tensor> product_moments(std::span<const at::Tensor> me
 struct Options {
   MaternPrior prior;
   int64_t rank = 3, iterations = 50;
-  double core_variance = 1.0, damping = 0.0, core_damping = 0.9, noise_damping = 0.6;
+  double core_variance = 1.0, damping = 0.5, core_damping = 0.9, noise_damping = 0.6;
   // The noise variance the first sweep assumes, as a share of var(y): E[τ] starts at
   // 1 / (initial_noise_fraction · var(y)) instead of the reference code's scale-blind E[τ] = 1.
   double initial_noise_fraction = 0.1;
@@ -311,7 +311,7 @@ void register_funbat(Registry<EstimatorMethod>& registry) {
         {"variance", "Matérn variance σ² > 0 of each factor function (default 1)"},
         {"core_variance", "prior variance v > 0 of the core entries (default 1)"},
         {"iterations", "sweeps over factors, core and noise (default 50)"},
-        {"damping", "damping in [0, 1) of the factor messages (default 0; the reference code uses 0.5)"},
+        {"damping", "damping in [0, 1) of the factor messages (default 0.5, the reference code's)"},
         {"core_damping", "damping in [0, 1) of the core messages (default 0.9)"},
         {"noise_damping", "damping in [0, 1) of the noise messages (default 0.6)"},
         {"initial_noise_fraction",

@@ -43,11 +43,11 @@
 //    initial_noise_fraction) where the code starts at E[τ] = 1 whatever the scale of y; τ is
 //    re-estimated after that sweep as in the code. With E[τ] = 1 on data of variance 0.28 (the
 //    repro's), the first factor and core updates are dominated by the prior, the first core solve
-//    comes out nearly rank 1, and the later sweeps keep it so: 14 of 20 seeds lost a component of a
-//    rank-2 truth (test RMSE 0.26 vs 0.035). The released code escapes that more often through its
-//    random initial chain means (which change the zero-mean prior), and on this problem (one entry per
-//    coordinate) its per-coordinate N(0, vI) factor pulls every factor to 0 (test RMSE ≈ 0.52 on
-//    five seeds, the prediction ≈ 0).
+//    comes out nearly rank 1, and the later sweeps keep it so: with undamped factor messages 14 of
+//    20 seeds lost a component of a rank-2 truth (test RMSE 0.26 vs 0.035). The released code
+//    escapes that more often through its random initial chain means (which change the zero-mean
+//    prior), and on this problem (one entry per coordinate) its per-coordinate N(0, vI) factor
+//    pulls every factor to 0 (test RMSE ≈ 0.52 on five seeds, the prediction ≈ 0).
 // The multilinear message uses the core's posterior mean only, and the noise update likewise, as
 // the code does.
 //
