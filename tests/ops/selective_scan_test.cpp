@@ -4,15 +4,19 @@
 // and the SiLU(z) gate. Forward of the CPU kernel and of the ATen composite; the hand-written
 // backward against autograd through that reference (every input, the initial state and the last
 // state's gradient, for chunk sizes that split the sequence evenly, unevenly and not at all);
-// float32 inputs within 1e-5; bad shapes refused naming the argument.
+// float32 inputs within 1e-5 (N = 8: the AVX2 path where the CPU has it); the AVX2 step against
+// the portable one and its exp against std::exp; bad shapes refused naming the argument.
 #include "lowrank/ops/selective_scan.h"
 
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "lowrank/core/error.h"
+#include "lowrank/ops/selective_scan_kernels.h"
 
 namespace lowrank::ops {
 namespace {
@@ -111,6 +115,41 @@ TEST(SelectiveScanTest, Float32WithinTolerance) {
   EXPECT_EQ(got.y.scalar_type(), at::kFloat);
   EXPECT_LE(max_diff(got.y, want_y), 1e-5);
   EXPECT_LE(max_diff(got.last_state, want_h), 1e-5);
+}
+
+TEST(SelectiveScanTest, Avx2StepMatchesThePortableStep) {
+  if (!selective_scan_uses_avx2(16)) GTEST_SKIP() << "no AVX2 + FMA kernels in this build or on this CPU";
+  EXPECT_FALSE(selective_scan_uses_avx2(12));
+  // exp over the scan's range (Δ·A ≤ 0) and beyond, against std::exp in float64.
+  double worst = 0;
+  for (double x = -87.0; x <= 87.0; x += 0.0137) {
+    float in[8], out[8];
+    for (int i = 0; i < 8; ++i) in[i] = static_cast<float>(x + i * 1.7e-3);
+    detail::exp_avx2(in, out);
+    for (int i = 0; i < 8; ++i) {
+      const double want = std::exp(static_cast<double>(in[i]));
+      worst = std::max(worst, std::abs(out[i] - want) / want);
+    }
+  }
+  EXPECT_LT(worst, 3e-7);
+  // Five channels of N = 16 over 20 positions: states and outputs within float32 rounding.
+  const int64_t channels = 5, N = 16;
+  at::manual_seed(9);
+  const at::Tensor A = -at::exp(at::randn({channels, N})), delta = at::rand({20, channels}) * 0.5;
+  const at::Tensor u = at::randn({20, channels}), Bm = at::randn({20, N}), Cm = at::randn({20, N});
+  at::Tensor h_avx = at::randn({channels, N}), h_port = h_avx.clone();
+  at::Tensor y_avx = at::zeros({20, channels}), y_port = at::zeros({20, channels});
+  for (int64_t l = 0; l < 20; ++l) {
+    detail::selective_scan_step_avx2(channels, N, delta[l].data_ptr<float>(), u[l].data_ptr<float>(),
+                                     A.data_ptr<float>(), Bm[l].data_ptr<float>(), Cm[l].data_ptr<float>(),
+                                     h_avx.data_ptr<float>(), y_avx[l].data_ptr<float>());
+    detail::selective_scan_step_portable(channels, N, delta[l].data_ptr<float>(), u[l].data_ptr<float>(),
+                                         A.data_ptr<float>(), Bm[l].data_ptr<float>(),
+                                         Cm[l].data_ptr<float>(), h_port.data_ptr<float>(),
+                                         y_port[l].data_ptr<float>());
+  }
+  EXPECT_LE(max_diff(h_avx, h_port), 1e-5 * h_port.abs().max().item<double>());
+  EXPECT_LE(max_diff(y_avx, y_port), 1e-5 * y_port.abs().max().item<double>());
 }
 
 TEST(SelectiveScanTest, HandWrittenBackwardMatchesAutogradThroughTheReference) {

@@ -2,7 +2,10 @@
 #include "lowrank/ops/monarch_fft.h"
 
 #include <cmath>
+#include <map>
+#include <mutex>
 #include <numbers>
+#include <tuple>
 
 #include "lowrank/core/error.h"
 
@@ -20,12 +23,38 @@ at::ScalarType real_of(at::ScalarType complex) {
 
 // ω_N^{k1·n2} of [N1, N2]; the exponent is reduced mod N in integers first, so the angle stays
 // exact for large N.
-at::Tensor twiddle(int64_t n1, int64_t n2, at::ScalarType dtype, at::Device device) {
+at::Tensor make_twiddle(int64_t n1, int64_t n2, at::ScalarType dtype, at::Device device) {
   const int64_t n = n1 * n2;
   const at::Tensor k1 = at::arange(n1, at::kLong).view({-1, 1});
   const at::Tensor j2 = at::arange(n2, at::kLong).view({1, -1});
   const at::Tensor angle = (k1 * j2).remainder(n).to(at::kDouble) * (-2.0 * std::numbers::pi / n);
   return at::polar(at::ones_like(angle), angle).to(dtype).to(device);
+}
+
+at::Tensor make_dft_matrix(int64_t n, at::ScalarType dtype, at::Device device) {
+  const at::Tensor j = at::arange(n, at::kLong);
+  const at::Tensor angle = at::outer(j, j).remainder(n).to(at::kDouble) * (-2.0 * std::numbers::pi / n);
+  return at::polar(at::ones_like(angle), angle).to(dtype).to(device);
+}
+
+// The fixed DFT matrices and twiddles of monarch_fft(x, n), built once per (kind, sizes, dtype,
+// device) and shared: a long convolution calls the FFT three times per forward at the same N.
+// Nothing writes them in place (MonarchFactors::dft hands out fresh copies for training).
+// Bounded: past 64 entries the cache starts over.
+at::Tensor cached_factor(char kind, int64_t a, int64_t b, at::ScalarType dtype, at::Device device) {
+  using Key = std::tuple<char, int64_t, int64_t, at::ScalarType, at::DeviceType, at::DeviceIndex>;
+  static std::mutex mutex;
+  static std::map<Key, at::Tensor> cache;
+  const Key key{kind, a, b, dtype, device.type(), device.index()};
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  if (cache.size() >= 64) cache.clear();
+  at::Tensor t = kind == 't' ? make_twiddle(a, b, dtype, device) : make_dft_matrix(a, dtype, device);
+  return cache.emplace(key, std::move(t)).first->second;
+}
+
+at::Tensor twiddle(int64_t n1, int64_t n2, at::ScalarType dtype, at::Device device) {
+  return cached_factor('t', n1, n2, dtype, device);
 }
 
 }  // namespace
@@ -64,9 +93,7 @@ at::Tensor dft_matrix(int64_t n, at::ScalarType dtype, at::Device device) {
   LR_CHECK(n >= 1, InvalidArgument, "dft_matrix: n must be >= 1, got ", n);
   LR_CHECK(dtype == at::kComplexFloat || dtype == at::kComplexDouble, InvalidArgument,
            "dft_matrix: dtype must be complex64 or complex128, got ", dtype);
-  const at::Tensor j = at::arange(n, at::kLong);
-  const at::Tensor angle = at::outer(j, j).remainder(n).to(at::kDouble) * (-2.0 * std::numbers::pi / n);
-  return at::polar(at::ones_like(angle), angle).to(dtype).to(device);
+  return make_dft_matrix(n, dtype, device);
 }
 
 MonarchFactors MonarchFactors::dft(int64_t n, at::ScalarType dtype, at::Device device) {
@@ -116,7 +143,11 @@ at::Tensor monarch_fft(const at::Tensor& x, int64_t n) {
   const at::ScalarType real = at::isComplexType(x.scalar_type()) ? real_of(x.scalar_type())
                               : x.scalar_type() == at::kDouble   ? at::kDouble
                                                                  : at::kFloat;
-  return monarch_fft(x, MonarchFactors::dft(n, complex_of(real), x.device()));
+  // The fixed factors come from the cache (the caller's own copies are MonarchFactors::dft's).
+  const auto [n1, n2] = monarch_split(n);
+  const at::ScalarType dtype = complex_of(real);
+  return monarch_fft(x, MonarchFactors{cached_factor('f', n1, 0, dtype, x.device()),
+                                       cached_factor('f', n2, 0, dtype, x.device())});
 }
 
 at::Tensor monarch_ifft(const at::Tensor& x, int64_t n) {

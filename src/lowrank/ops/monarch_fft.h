@@ -12,7 +12,8 @@
 // Steps 2 and 4 are batched GEMMs (a real input makes step 2 one real GEMM against [Re F; Im F]),
 // so the transform runs on matrix units, and FFT_N costs O(N·(N1 + N2)) instead of O(N log N).
 // The factors F_{N1}, F_{N2} may be replaced by learned matrices (the learned variant of
-// FlashButterfly), see MonarchFactors.
+// FlashButterfly), see MonarchFactors. The fixed transform (monarch_fft(x, n)) builds its DFT
+// matrices and twiddles once per size, dtype and device and reuses them.
 // Code followed: HazyResearch/safari src/models/sequence/block_fft.py (_cooley_tukey: reshape to
 // (m, n), m-point DFTs as a dense einsum, twiddle, n-point DFTs; the learnable dft matrices of
 // BlockFFT initialised at the DFT) and HazyResearch/flash-fft-conv (the order-2 Monarch

@@ -15,7 +15,8 @@
 //
 // Two paths compute the core recurrence (h and y without D and z):
 //   - the CPU kernel (selective_scan_cpu.cpp): float32 / float64 loops in parallel over (row,
-//     channel block), with the state of a block in a small local buffer; its backward is written
+//     channel block), with the state of a block in a small local buffer (float32 steps with N a
+//     multiple of 8 in AVX2 + FMA, selective_scan_avx2.cpp); its backward is written
 //     by hand and keeps no per-position state: forward saves the state at every `chunk`-th
 //     position only, and backward recomputes the states of one chunk at a time from its checkpoint
 //     and walks it in reverse (the recomputation of the authors' fused kernel, at chunk grain), so
@@ -65,6 +66,10 @@ SelectiveScanResult selective_scan_core_cpu(const at::Tensor& u, const at::Tenso
 SelectiveScanResult selective_scan_core_composite(const at::Tensor& u, const at::Tensor& delta,
                                                   const at::Tensor& A, const at::Tensor& B,
                                                   const at::Tensor& C, const at::Tensor& h0);
+
+// Whether the CPU kernel's float32 steps take the AVX2 + FMA path (selective_scan_avx2.cpp) for
+// state size N: N a multiple of 8 on a CPU with AVX2 and FMA.
+bool selective_scan_uses_avx2(int64_t state_size);
 
 // The kernels behind selective_scan_core_cpu (selective_scan_cpu.cpp), without autograd.
 // Forward: fills y and last_state, and `checkpoints` [batch, ⌈L/chunk⌉, D, N] (the state before

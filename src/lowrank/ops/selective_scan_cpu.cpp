@@ -1,6 +1,8 @@
 // The CPU kernels of the selective scan (selective_scan.h): the forward with chunk checkpoints and
 // the hand-written backward that recomputes one chunk's states at a time.
 //
+// float32 steps with N a multiple of 8 run the AVX2 kernel (selective_scan_avx2.cpp) on a CPU
+// that has it; the backward's recomputation of a chunk's states takes the same step.
 // Work splits into tasks of (batch row, block of kBlock channels). Channels are independent in
 // the recurrence, so a task's state [kBlock, N] lives in a local buffer. The backward's sums over
 // channels (dB, dC) and over rows (dA) would race between tasks; each task writes its own partial
@@ -9,10 +11,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "lowrank/core/error.h"
+#include "lowrank/ops/cpu_features.h"
 #include "lowrank/ops/selective_scan.h"
+#include "lowrank/ops/selective_scan_kernels.h"
 
 namespace lowrank::ops {
 
@@ -26,27 +31,42 @@ struct Shape {
   int64_t chunks() const { return (L + chunk - 1) / chunk; }
 };
 
+// One position for `channels` channels (selective_scan_kernels.h's interface): the portable loop.
+template <typename T>
+inline void step_portable(int64_t channels, int64_t N, const T* delta, const T* u, const T* A, const T* b_row,
+                          const T* c_row, T* h, T* y) {
+  for (int64_t d = 0; d < channels; ++d) {
+    const T dt = delta[d];
+    const T du = dt * u[d];
+    const T* a_row = A + d * N;
+    T* hd = h + d * N;
+    T acc = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      hd[n] = std::exp(dt * a_row[n]) * hd[n] + du * b_row[n];
+      acc += c_row[n] * hd[n];
+    }
+    if (y) y[d] = acc;
+  }
+}
+
 // One step of a channel block: h ← exp(Δ A) h + Δ B u for the channels [d0, d1) at position l of
-// row b; returns nothing, writes y when `y` is not null.
+// row b; writes y when `y` is not null. float32 with N a multiple of 8 takes the AVX2 kernel
+// where the CPU has it.
 template <typename T>
 inline void step_block(const Shape& s, int64_t b, int64_t l, int64_t d0, int64_t d1, const T* u, const T* dt,
                        const T* A, const T* Bm, const T* Cm, T* h, T* y) {
   const int64_t N = s.N;
   const T* b_row = Bm + (b * s.L + l) * N;
   const T* c_row = Cm + (b * s.L + l) * N;
-  const int64_t at = (b * s.L + l) * s.D;
-  for (int64_t d = d0; d < d1; ++d) {
-    const T delta = dt[at + d];
-    const T du = delta * u[at + d];
-    const T* a_row = A + d * N;
-    T* hd = h + (d - d0) * N;
-    T acc = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      hd[n] = std::exp(delta * a_row[n]) * hd[n] + du * b_row[n];
-      acc += c_row[n] * hd[n];
+  const int64_t at = (b * s.L + l) * s.D + d0;
+  T* y_block = y ? y + at : nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    if (selective_scan_uses_avx2(N)) {
+      detail::selective_scan_step_avx2(d1 - d0, N, dt + at, u + at, A + d0 * N, b_row, c_row, h, y_block);
+      return;
     }
-    if (y) y[at + d] = acc;
   }
+  step_portable<T>(d1 - d0, N, dt + at, u + at, A + d0 * N, b_row, c_row, h, y_block);
 }
 
 template <typename T>
@@ -157,6 +177,20 @@ void check_cpu_inputs(std::initializer_list<const at::Tensor*> tensors, at::Scal
 }
 
 }  // namespace
+
+bool selective_scan_uses_avx2(int64_t state_size) {
+  return state_size % 8 == 0 && detail::cpu_has_avx2_fma();
+}
+
+namespace detail {
+
+void selective_scan_step_portable(int64_t channels, int64_t N, const float* delta, const float* u,
+                                  const float* A, const float* b_row, const float* c_row, float* h,
+                                  float* y) {
+  step_portable<float>(channels, N, delta, u, A, b_row, c_row, h, y);
+}
+
+}  // namespace detail
 
 void selective_scan_cpu_forward(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                                 const at::Tensor& B, const at::Tensor& C, const at::Tensor& h0, int64_t chunk,

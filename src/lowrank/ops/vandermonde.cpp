@@ -16,10 +16,19 @@ int64_t chunk_length(int64_t rows, int64_t L, int64_t chunk_elements) {
   return std::clamp<int64_t>(budget / std::max<int64_t>(rows, 1), 1, std::max<int64_t>(L, 1));
 }
 
-// exp(x · l) for l in [start, start + n): [H, M, n].
-at::Tensor powers(const at::Tensor& x, int64_t start, int64_t n) {
-  const at::Tensor l = at::arange(start, start + n, x.options().dtype(at::toRealValueType(x.scalar_type())));
+// exp(x · l) for l in [0, n): [H, M, n].
+at::Tensor powers(const at::Tensor& x, int64_t n) {
+  const at::Tensor l = at::arange(n, x.options().dtype(at::toRealValueType(x.scalar_type())));
   return at::exp(x.unsqueeze(-1) * l);
+}
+
+// exp(x · l) for l in [start, start + n) as exp(x · start) ⊙ exp(x · j), j < n, from `base` =
+// powers(x, chunk): one complex product per entry instead of a complex exponential, with the
+// accuracy of two correctly rounded exponentials (no error builds up along l: each chunk's
+// exp(x · start) is computed directly).
+at::Tensor powers_from(const at::Tensor& x, const at::Tensor& base, int64_t start, int64_t n) {
+  const at::Tensor head = base.narrow(-1, 0, n);
+  return start == 0 ? head : at::exp(x * static_cast<double>(start)).unsqueeze(-1) * head;
 }
 
 struct LogVandermonde : torch::autograd::Function<LogVandermonde> {
@@ -28,10 +37,11 @@ struct LogVandermonde : torch::autograd::Function<LogVandermonde> {
     at::NoGradGuard no_grad;
     const int64_t H = c.size(0);
     at::Tensor out = at::empty({H, L}, c.options().dtype(at::toRealValueType(c.scalar_type())));
+    const at::Tensor base = powers(x, chunk);
     for (int64_t start = 0; start < L; start += chunk) {
       const int64_t n = std::min(chunk, L - start);
       // [H, 1, M] · [H, M, n] -> [H, n]
-      const at::Tensor part = at::bmm(c.unsqueeze(1), powers(x, start, n)).squeeze(1);
+      const at::Tensor part = at::bmm(c.unsqueeze(1), powers_from(x, base, start, n)).squeeze(1);
       out.narrow(1, start, n).copy_(at::real(part) * 2);
     }
     ctx->save_for_backward({c, x});
@@ -47,10 +57,11 @@ struct LogVandermonde : torch::autograd::Function<LogVandermonde> {
     const at::Tensor g = grads[0].to(c.scalar_type());  // real -> complex with zero imaginary part
     const int64_t L = g.size(1);
     at::Tensor gc = at::zeros_like(c), gx_sum = at::zeros_like(c);
+    const at::Tensor base = powers(x, std::min(chunk, L));
     for (int64_t start = 0; start < L; start += chunk) {
       const int64_t n = std::min(chunk, L - start);
-      const at::Tensor v = at::conj(powers(x, start, n));  // [H, M, n]
-      const at::Tensor gl = g.narrow(1, start, n);         // [H, n]
+      const at::Tensor v = at::conj(powers_from(x, base, start, n));  // [H, M, n]
+      const at::Tensor gl = g.narrow(1, start, n);                    // [H, n]
       const at::Tensor l =
           at::arange(start, start + n, gl.options().dtype(at::toRealValueType(gl.scalar_type())));
       gc += at::bmm(v, gl.unsqueeze(-1)).squeeze(-1);

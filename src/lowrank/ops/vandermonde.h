@@ -7,7 +7,9 @@
 // (state-spaces/s4, src/models/functional/vandermonde.py, `log_vandermonde_naive`); the CUDA and
 // KeOps kernels of that repository never store it. Here the positions are taken in chunks, so at most
 // H · N/2 · chunk complex entries exist at a time, forward and backward (the backward recomputes each
-// chunk instead of saving it):
+// chunk instead of saving it). Within a chunk starting at l₀, exp(x·(l₀ + j)) = exp(x·l₀) ·
+// exp(x·j), with exp(x·j) for j < chunk computed once: a complex product per entry instead of a
+// complex exponential, each factor correctly rounded, so no error builds up along l:
 //   ∂ℓ/∂c̄[h, n] = 2 Σ_l g[h, l] · conj(exp(x l)),   ∂ℓ/∂x̄[h, n] = 2 c̄ Σ_l g[h, l] · l · conj(exp(x l))
 // (PyTorch's convention for complex gradients: the conjugate Wirtinger derivative of the real loss,
 // times 2).

@@ -1,0 +1,106 @@
+// The AVX2 + FMA step of the selective scan (selective_scan_kernels.h). Compiled with -mavx2
+// -mfma (src/lowrank/CMakeLists.txt) and picked at run time by selective_scan_cpu.cpp.
+//
+// The portable loop calls the C library's expf once per (channel, state): a function call that
+// the compiler cannot vectorise without -ffast-math, and most of the scan's time. Here the eight
+// exponentials of one channel's states are one polynomial evaluation in registers, and the state
+// update and the output dot product are FMAs on the same vectors.
+#include "lowrank/ops/selective_scan_kernels.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+
+#include <immintrin.h>
+
+#include "lowrank/ops/avx2_common.h"
+
+namespace lowrank::ops::detail {
+
+namespace {
+
+// exp(x) for 8 lanes (selective_scan_kernels.h: exp_avx2).
+inline __m256 exp8(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
+  x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+  // k = round(x / ln 2); r = x − k ln 2, with ln 2 split in a short high part (exact in k·C1)
+  // and a low correction (Cody–Waite), so r keeps its low bits.
+  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+  // e^r ≈ 1 + r + r² · P(r), P of degree 5 (Cephes expf).
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  const __m256 r2 = _mm256_mul_ps(r, r);
+  const __m256 e = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0f));
+  // 2^k: k + 127 in the exponent field (k ∈ [−127, 128] after the clamp; k = −127 gives 0).
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(e, _mm256_castsi256_ps(bits));
+}
+
+}  // namespace
+
+void exp_avx2(const float* x, float* out) {
+  _mm256_storeu_ps(out, exp8(_mm256_loadu_ps(x)));
+}
+
+namespace {
+
+// One channel's states: h ← e^{ΔA} h + Δu B over its N states; returns the vector of C ⊙ h
+// partial sums (its lanes add up to y).
+inline __m256 channel_step(float delta, float u, int64_t N, const float* a_row, const float* b_row,
+                           const float* c_row, float* hd) {
+  const __m256 dt = _mm256_set1_ps(delta);
+  const __m256 du = _mm256_set1_ps(delta * u);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t n = 0; n < N; n += 8) {
+    const __m256 decay = exp8(_mm256_mul_ps(dt, _mm256_loadu_ps(a_row + n)));
+    const __m256 hn =
+        _mm256_fmadd_ps(decay, _mm256_loadu_ps(hd + n), _mm256_mul_ps(du, _mm256_loadu_ps(b_row + n)));
+    _mm256_storeu_ps(hd + n, hn);
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(c_row + n), hn, acc);
+  }
+  return acc;
+}
+
+}  // namespace
+
+void selective_scan_step_avx2(int64_t channels, int64_t N, const float* delta, const float* u, const float* A,
+                              const float* b_row, const float* c_row, float* h, float* y) {
+  int64_t d = 0;
+  // Four channels at a time, so that their four horizontal sums are one hsum4.
+  for (; d + 4 <= channels; d += 4) {
+    __m256 acc[4];
+    for (int64_t i = 0; i < 4; ++i)
+      acc[i] = channel_step(delta[d + i], u[d + i], N, A + (d + i) * N, b_row, c_row, h + (d + i) * N);
+    if (y) _mm_storeu_ps(y + d, avx2::hsum4(acc[0], acc[1], acc[2], acc[3]));
+  }
+  for (; d < channels; ++d) {
+    const __m256 acc = channel_step(delta[d], u[d], N, A + d * N, b_row, c_row, h + d * N);
+    if (y) y[d] = avx2::hsum(acc);
+  }
+}
+
+}  // namespace lowrank::ops::detail
+
+#else  // no AVX2 in this build: selective_scan_uses_avx2() is false, so these are never called.
+
+#include <cmath>
+
+namespace lowrank::ops::detail {
+
+void exp_avx2(const float* x, float* out) {
+  for (int i = 0; i < 8; ++i) out[i] = std::exp(x[i]);
+}
+
+void selective_scan_step_avx2(int64_t channels, int64_t N, const float* delta, const float* u, const float* A,
+                              const float* b_row, const float* c_row, float* h, float* y) {
+  selective_scan_step_portable(channels, N, delta, u, A, b_row, c_row, h, y);
+}
+
+}  // namespace lowrank::ops::detail
+
+#endif

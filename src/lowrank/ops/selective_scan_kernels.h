@@ -1,0 +1,31 @@
+// Kernel entry points of the selective scan's CPU path (internal: shared by
+// selective_scan_cpu.cpp, selective_scan_avx2.cpp and the tests). No ATen include:
+// selective_scan_avx2.cpp is compiled with -mavx2 -mfma and without the precompiled header.
+//
+// One position of the recurrence for a block of channels (selective_scan.h):
+//   h[d, n] ← exp(Δ[d] · A[d, n]) · h[d, n] + Δ[d] · u[d] · B[n],   y[d] = Σ_n C[n] · h[d, n]
+// for d in [0, channels): delta, u and y point at the block's first channel of this position,
+// A and h at the block's [channels, N] rows, b_row and c_row at the position's [N] vectors; y may
+// be null (the backward's recomputation needs the states only).
+#pragma once
+
+#include <cstdint>
+
+namespace lowrank::ops::detail {
+
+// The portable loop (selective_scan_cpu.cpp), float32.
+void selective_scan_step_portable(int64_t channels, int64_t N, const float* delta, const float* u,
+                                  const float* A, const float* b_row, const float* c_row, float* h, float* y);
+
+// The AVX2 + FMA twin (selective_scan_avx2.cpp), float32, for N a multiple of 8: eight states at
+// once, exp by exp_avx2 below. Only call it when cpu_has_avx2_fma() (cpu_features.h).
+void selective_scan_step_avx2(int64_t channels, int64_t N, const float* delta, const float* u, const float* A,
+                              const float* b_row, const float* c_row, float* h, float* y);
+
+// exp(x) of 8 float32 lanes as the AVX2 kernel computes it, written to out[0..8) (for the tests):
+// Cody–Waite reduction x = k ln2 + r, |r| ≤ ln2 / 2, a degree-5 minimax polynomial for e^r (the
+// Cephes expf coefficients), and 2^k built in the exponent bits; x is clamped to ±88.376.
+// Relative error ≲ 2e-7 over the clamped range.
+void exp_avx2(const float* x, float* out);
+
+}  // namespace lowrank::ops::detail
