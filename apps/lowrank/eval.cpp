@@ -1,8 +1,8 @@
-// `lowrank eval --model DIR --data DIR|TEXTFILE [--seq-len N] [--stride S]`: sliding-window
-// perplexity (Hugging Face's strided method) with a 95% interval over documents (token datasets)
-// or windows (text files); see src/lowrank/eval/perplexity.h and docs/training.md.
-// `lowrank eval --model DIR --task DIR [--split test]`: a sequence classifier's accuracy on a
-// generated task, with a 95% Wilson interval (src/lowrank/train/classify.h, docs/tasks.md).
+// `lowrank eval --model DIR --data DIR|TEXTFILE [--seq-len N] [--stride S] [--autocast bf16|fp16]`:
+// sliding-window perplexity (Hugging Face's strided method) with a 95% interval over documents (token
+// datasets) or windows (text files); see src/lowrank/eval/perplexity.h and docs/training.md. `lowrank eval
+// --model DIR --task DIR [--split test]`: a sequence classifier's accuracy on a generated task, with a 95%
+// Wilson interval (src/lowrank/train/classify.h, docs/tasks.md).
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -13,6 +13,7 @@
 #include "lowrank/core/json.h"
 #include "lowrank/data/tasks/task_format.h"
 #include "lowrank/eval/perplexity.h"
+#include "lowrank/nn/autocast.h"
 #include "lowrank/nn/classifier.h"
 #include "lowrank/nn/image_classifier.h"
 #include "lowrank/nn/run.h"
@@ -24,7 +25,7 @@ VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
   auto* cmd = app.add_subcommand("eval", "Perplexity of a model on a token dataset or a text file");
   struct Args {
     ModelFlags model;
-    std::string data, task, split = "validation";
+    std::string data, task, split = "validation", autocast;
     int64_t seq_len = 0, stride = 0, batch = 8, max_tokens = 0;
   };
   auto args = std::make_shared<Args>();
@@ -44,10 +45,16 @@ VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--max-tokens", args->max_tokens,
                   "Score at most this many tokens (default: all; with --task: this many examples)");
   args->model.add_compute(*cmd);
+  cmd->add_option("--autocast", args->autocast,
+                  "bf16 or fp16: perplexity with the forward passes under autocast (a float32 model's matrix "
+                  "products in the half type), the mixed-precision evaluation mode")
+      ->check(CLI::IsMember({"bf16", "fp16"}));
   return [args, cmd, &global] {
     LR_CHECK(args->data.empty() != args->task.empty(), InvalidArgument,
              "eval: give --data (perplexity) or --task (classification accuracy), one of them");
     if (!args->task.empty()) {
+      LR_CHECK(args->autocast.empty(), InvalidArgument,
+               "eval: --autocast applies to perplexity (--data), not to --task");
       const auto task = data::tasks::TaskDataset::open(args->task);
       std::string split = cmd->get_option("--split")->count() > 0 ? args->split : "test";
       if (split == "validation") split = "val";
@@ -83,12 +90,17 @@ VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
       return;
     }
     nn::Model model = args->model.load();
+    nn::check_autocast_device(args->autocast, model.device());
+    LR_CHECK(args->autocast.empty() || model.dtype() == at::kFloat, InvalidArgument, "eval: --autocast ",
+             args->autocast, " runs a float32 model's forward passes in the half type; this model is ",
+             c10::toString(model.dtype()), " (--dtype)");
     const eval::EvalTokens data =
         eval::load_eval_tokens(args->data, args->model.model, args->split, args->max_tokens);
     eval::PerplexityOptions o;
     o.seq_len = args->seq_len;
     o.stride = args->stride;
     o.batch_size = args->batch;
+    const nn::AutocastScope autocast(model.device().type(), nn::autocast_dtype(args->autocast));
     const eval::PerplexityResult r = eval::perplexity(model, data.tokens, o, data.document_starts);
     if (global.json) {
       std::cout << r.to_json().dump(2) << "\n";

@@ -54,6 +54,11 @@ VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--checkpoint-every", args->checkpoint_every, "Checkpoint every N steps (default 100)");
   cmd->add_option("--stop-after", args->stop_after,
                   "Stop after step N without a checkpoint (for testing --resume)");
+  cmd->add_option(
+         "--autocast", args->o.trainer.autocast,
+         "bf16 or fp16: autocast of the forward passes (weights, adapter and optimizer stay float32; "
+         "fp16 adds dynamic loss scaling)")
+      ->check(CLI::IsMember({"bf16", "fp16"}));
   cmd->add_flag("--resume", args->o.resume, "Continue from the newest checkpoint in OUT/run");
   cmd->add_option("--max-documents", args->o.max_documents, "Use only the first N documents of the corpus");
   // The optimizer of the adapter's tensors: AdamW, or a low-rank method of optim/ (pretrain's flags).

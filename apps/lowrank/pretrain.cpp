@@ -40,8 +40,9 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--batch-size", o->batch_size, "Windows per optimizer step (default: the preset's)");
   cmd->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--autocast", o->autocast,
-                  "bf16: CUDA bfloat16 autocast of the forward passes (weights and optimizer stay float32)")
-      ->check(CLI::IsMember({"bf16"}));
+                  "bf16 or fp16: autocast of the forward passes on the device (weights and optimizer stay "
+                  "float32; fp16 adds dynamic loss scaling)")
+      ->check(CLI::IsMember({"bf16", "fp16"}));
   // The optimizer: AdamW, or a low-rank method of optim/ (`lowrank methods` lists their options).
   auto optimizer = std::make_shared<OptimizerFlags>();
   optimizer->add_to(*cmd, o->optimizer.name);

@@ -78,5 +78,36 @@ TEST(FinetuneCliTest, GaLoreTrainsTheAdapterAndBadOptimizerFlagsFailEarly) {
   }
 }
 
+// Mixed precision through the verbs: finetune --autocast bf16|fp16 records the mode (and fp16 its
+// loss scale per step); eval --autocast scores near, but not exactly at, the float32 perplexity.
+TEST(FinetuneCliTest, AutocastFinetuneAndEval) {
+  testing::TempDir dir;
+  const fs::path model = testing::tiny_hf_model(dir.path());
+  const fs::path corpus = testing::write_word_corpus(dir / "corpus.txt", 40);
+  for (const char* mode : {"bf16", "fp16"}) {
+    const fs::path out = dir / mode;
+    auto r = run_command(finetune_cmd(model, corpus, out, std::string("--autocast ") + mode));
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_EQ(read_json_file(out / "finetune.json")["trainer"]["autocast"], mode);
+    const auto lines = testing::read_jsonl(out / "run/metrics.jsonl");
+    ASSERT_EQ(lines.size(), 3u);
+    EXPECT_EQ(lines[0].contains("loss_scale"), std::string(mode) == "fp16") << lines[0].dump();
+  }
+  auto eval = [&](const std::string& more) {
+    auto r = run_command(testing::lowrank_binary().string() + " --quiet --json eval --model " +
+                         model.string() + " --data " + corpus.string() + " --seq-len 32 " + more);
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    return parse_json(r.out.substr(r.out.find('{')), "eval output")["perplexity"].get<double>();
+  };
+  const double fp32 = eval(""), bf16 = eval("--autocast bf16"), fp16 = eval("--autocast fp16");
+  EXPECT_NE(bf16, fp32);
+  EXPECT_NEAR(bf16, fp32, 0.03 * fp32);
+  EXPECT_NE(fp16, fp32);
+  EXPECT_NEAR(fp16, fp32, 0.01 * fp32);
+  auto r = run_command(finetune_cmd(model, corpus, dir / "fp8", "--autocast fp8"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "fp8"));
+}
+
 }  // namespace
 }  // namespace lowrank

@@ -213,22 +213,30 @@ TEST(TrainerTest, PerLayerUpdatesRefuseAccumulationAndClipping) {
   EXPECT_TRUE(TrainerConfig::from_json(c.to_json(), "test").per_layer_updates);
 }
 
-// bf16 autocast is a CUDA mode: another value, or a model on the CPU, is refused before any step.
-TEST(TrainerTest, AutocastIsBf16OnCudaOnly) {
+// autocast is bf16 or fp16; fp16's loss scaling needs every gradient before a step, so it is
+// refused with per-layer updates; the initial loss scale must be positive. All before any step.
+TEST(TrainerTest, AutocastValuesAreChecked) {
   TrainerConfig c = small_config();
   c.autocast = "fp8";
   EXPECT_NE(testing::error_of([&] { c.validate(); }).find("autocast \"fp8\""), std::string::npos);
+  for (const char* mode : {"bf16", "fp16"}) {
+    c.autocast = mode;
+    EXPECT_NO_THROW(c.validate());
+    EXPECT_EQ(TrainerConfig::from_json(c.to_json(), "test").autocast, mode);
+  }
+  EXPECT_FALSE(small_config().to_json().contains("autocast"));
+  EXPECT_FALSE(small_config().to_json().contains("initial_loss_scale"));
+  c.initial_loss_scale = 1024;
+  EXPECT_EQ(TrainerConfig::from_json(c.to_json(), "test").initial_loss_scale, 1024);
+  c.initial_loss_scale = 0;
+  EXPECT_NE(testing::error_of([&] { c.validate(); }).find("initial_loss_scale"), std::string::npos);
+  c.initial_loss_scale = 65536;
+  c.grad_accum = 1;
+  c.clip_norm = 0;
+  c.per_layer_updates = true;
+  EXPECT_NE(testing::error_of([&] { c.validate(); }).find("per-layer updates"), std::string::npos);
   c.autocast = "bf16";
   EXPECT_NO_THROW(c.validate());
-  EXPECT_EQ(TrainerConfig::from_json(c.to_json(), "test").autocast, "bf16");
-  EXPECT_FALSE(small_config().to_json().contains("autocast"));
-  testing::TempDir dir;
-  nn::Model m = tiny_model(5);
-  EXPECT_NE(testing::error_of([&] {
-              train(m, pattern_stream(200), c, dir.path(), false);
-            }).find("needs a model on a CUDA device; this one is on cpu"),
-            std::string::npos);
-  EXPECT_FALSE(fs::exists(dir / "metrics.jsonl"));
 }
 
 TEST(TrainerTest, ResumeRejectsAnotherBatchShape) {

@@ -69,12 +69,17 @@ void write_checkpoint(const fs::path& run_dir, const TrainTarget& target, const 
     state.push_back({n, (narrow ? t.to(at::kFloat) : t).contiguous()});
   }
   save_safetensors(tmp / "optimizer.safetensors", state, {{"steps", std::to_string(optimizer.steps())}});
-  write_json_file(tmp / "trainer_state.json", OrderedJson{{"format", "lowrank.train_state"},
-                                                          {"version", 1},
-                                                          {"step", position.step},
-                                                          {"sampler_counter", position.sampler_counter},
-                                                          {"tokens", position.tokens},
-                                                          {"config", config.to_json()}});
+  OrderedJson train_state{{"format", "lowrank.train_state"},
+                          {"version", 1},
+                          {"step", position.step},
+                          {"sampler_counter", position.sampler_counter},
+                          {"tokens", position.tokens}};
+  if (position.loss_scale > 0) {  // fp16 autocast (loss_scaler.h)
+    train_state["loss_scale"] = position.loss_scale;
+    train_state["loss_scale_growth_tracker"] = position.loss_scale_growth_tracker;
+  }
+  train_state["config"] = config.to_json();
+  write_json_file(tmp / "trainer_state.json", train_state);
   const fs::path final_dir = dir / name;
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
@@ -121,13 +126,25 @@ CheckpointPosition read_checkpoint(const fs::path& checkpoint, const TrainerConf
   position.step = json_get<int64_t>(state, "step", what);
   position.tokens = json_get<int64_t>(state, "tokens", what);
   position.sampler_counter = json_get<uint64_t>(state, "sampler_counter", what);
+  position.loss_scale = json_get_or<double>(state, "loss_scale", 0.0, what);
+  position.loss_scale_growth_tracker = json_get_or<int64_t>(state, "loss_scale_growth_tracker", 0, what);
   const SafetensorsFile weights = SafetensorsFile::open(checkpoint / target.weights_file);
   restore_tensors(weights, target.params, target.reshape);
   restore_tensors(weights, target.frozen);
   const SafetensorsFile opt = SafetensorsFile::open(checkpoint / "optimizer.safetensors");
   std::vector<std::pair<std::string, at::Tensor>> opt_state;
   for (const TensorInfo& info : opt.tensors()) opt_state.emplace_back(info.name, opt.load(info.name));
-  optimizer.load_state(opt_state, position.step);
+  // The optimizer's own step count, from the metadata "steps": below the run's step when fp16 loss
+  // scaling skipped updates (bias corrections and projector schedules count the updates made).
+  int64_t optimizer_steps = position.step;
+  if (auto it = opt.metadata().find("steps"); it != opt.metadata().end()) {
+    try {
+      optimizer_steps = std::stoll(it->second);
+    } catch (const std::exception&) {
+      throw Corruption(str(what, ": optimizer.safetensors has a bad \"steps\" entry \"", it->second, "\""));
+    }
+  }
+  optimizer.load_state(opt_state, optimizer_steps);
   return position;
 }
 

@@ -31,6 +31,8 @@ struct CheckpointPosition {
   int64_t step = 0;              // optimizer steps done
   int64_t tokens = 0;            // training tokens consumed
   uint64_t sampler_counter = 0;  // WindowSampler::counter()
+  double loss_scale = 0;         // fp16 autocast's loss scale (loss_scaler.h); 0: none
+  int64_t loss_scale_growth_tracker = 0;
 };
 
 // Writes checkpoints/step-<step> of `run_dir` (target's weights, the optimizer's state,

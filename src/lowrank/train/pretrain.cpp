@@ -16,6 +16,7 @@
 #include "lowrank/data/prepare.h"
 #include "lowrank/data/token_dataset.h"
 #include "lowrank/data/tokenizer.h"
+#include "lowrank/nn/autocast.h"
 #include "lowrank/nn/run.h"
 #include "lowrank/nn/slot_shapes.h"
 #include "lowrank/train/classify.h"
@@ -197,8 +198,7 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   if (o.batch_size > 0) tc.batch_size = o.batch_size;
   const at::Device device = nn::parse_device(o.device);
   tc.autocast = o.autocast;
-  LR_CHECK(o.autocast.empty() || device.is_cuda(), InvalidArgument, "--autocast ", o.autocast,
-           " needs --device cuda (bf16 autocast is a CUDA mode)");
+  nn::check_autocast_device(o.autocast, device);
   LR_CHECK(o.lr >= 0 && std::isfinite(o.lr), InvalidArgument, "--lr must be positive, got ", o.lr);
   if (o.lr > 0) {
     tc.lr = o.lr;

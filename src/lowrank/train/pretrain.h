@@ -68,7 +68,7 @@ struct PretrainOptions {
   std::string parameterization;
   Json parameterization_options = Json::object();
   // Where the model trains ("cpu", "cuda", "cuda:N"; nn::parse_device) and TrainerConfig::autocast
-  // ("" or "bf16", CUDA only).
+  // ("", "bf16" or "fp16"; nn/autocast.h).
   std::string device = "cpu";
   std::string autocast;
   // The token mixers (token_mixer.h): --mixer NAME for every layer or --layer-mixers a,b,... (one

@@ -1,8 +1,6 @@
 // The training loop and its window sampler; see trainer.h.
 #include "lowrank/train/trainer.h"
 
-#include <ATen/autocast_mode.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -19,8 +17,10 @@
 #include "lowrank/core/log.h"
 #include "lowrank/core/progress.h"
 #include "lowrank/core/random.h"
+#include "lowrank/nn/autocast.h"
 #include "lowrank/optim/methods.h"
 #include "lowrank/train/checkpoint.h"
+#include "lowrank/train/loss_scaler.h"
 #include "lowrank/train/parameterization.h"
 
 namespace lowrank::train {
@@ -45,6 +45,10 @@ std::string metrics_line(const StepRecord& r) {
                 {"lr", r.lr},
                 {"grad_norm", r.grad_norm},
                 {"tokens_per_s", r.tokens_per_s}};
+  if (r.loss_scale > 0) {
+    j["loss_scale"] = r.loss_scale;
+    j["skipped"] = r.skipped;
+  }
   return j.dump();
 }
 
@@ -107,6 +111,7 @@ OrderedJson TrainerConfig::to_json() const {
   // Only when set, so that dense runs' trainer_state.json stays as before.
   if (per_layer_updates) j["per_layer_updates"] = true;
   if (!autocast.empty()) j["autocast"] = autocast;
+  if (autocast == "fp16") j["initial_loss_scale"] = initial_loss_scale;
   if (!parameterization.empty()) {
     j["parameterization"] = parameterization;
     j["parameterization_options"] = parameterization_options;
@@ -140,6 +145,7 @@ TrainerConfig TrainerConfig::from_json(const Json& j, std::string_view what) {
   c.seed = json_get_or<uint64_t>(j, "seed", c.seed, what);
   c.per_layer_updates = json_get_or<bool>(j, "per_layer_updates", c.per_layer_updates, what);
   c.autocast = json_get_or<std::string>(j, "autocast", c.autocast, what);
+  c.initial_loss_scale = json_get_or<double>(j, "initial_loss_scale", c.initial_loss_scale, what);
   c.checkpoint_every = json_get_or<int64_t>(j, "checkpoint_every", c.checkpoint_every, what);
   c.validate();
   return c;
@@ -170,8 +176,13 @@ void TrainerConfig::validate() const {
            " (only parameterization gradnormlorp also takes optimizer gradnormlorp)");
   LR_CHECK(parameterization_options.is_object(), InvalidArgument,
            "trainer: parameterization_options must be a JSON object");
-  LR_CHECK(autocast.empty() || autocast == "bf16", InvalidArgument, "trainer: autocast \"", autocast,
-           "\" is not \"bf16\" (or empty: off)");
+  nn::autocast_dtype(autocast);  // names a bad value
+  LR_CHECK(initial_loss_scale > 0 && std::isfinite(initial_loss_scale), InvalidArgument,
+           "trainer: initial_loss_scale must be a positive number, got ", initial_loss_scale);
+  LR_CHECK(
+      autocast != "fp16" || !per_layer_updates, InvalidArgument,
+      "trainer: fp16 autocast scales the loss and must see every gradient before a step, so it cannot run "
+      "with per-layer updates (use bf16, which needs no loss scaling)");
 }
 
 TrainTarget TrainTarget::whole_model(const nn::Model& model) {
@@ -296,41 +307,13 @@ OrderedJson with_frozen(const OrderedJson& m, int64_t frozen) {
   return out;
 }
 
-// bfloat16 autocast of the CUDA ops run in its scope (the thread-local state torch.autocast sets),
-// restoring the previous state on exit; inert when `on` is false. Casts of the float32 weights
-// are cached for the scope (one forward pass) and dropped at its end.
-class CudaAutocast {
- public:
-  explicit CudaAutocast(bool on) : on_(on) {
-    if (!on_) return;
-    was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    was_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::increment_nesting();
-  }
-  ~CudaAutocast() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, was_enabled_);
-    at::autocast::set_autocast_dtype(at::kCUDA, was_dtype_);
-  }
-  CudaAutocast(const CudaAutocast&) = delete;
-  CudaAutocast& operator=(const CudaAutocast&) = delete;
-
- private:
-  bool on_;
-  bool was_enabled_ = false;
-  at::ScalarType was_dtype_ = at::kBFloat16;
-};
-
 }  // namespace
 
 TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream& data,
                   const TrainerConfig& config, const fs::path& run_dir, bool resume) {
   config.validate();
-  LR_CHECK(config.autocast.empty() || model.device().is_cuda(), InvalidArgument, "trainer: autocast ",
-           config.autocast, " needs a model on a CUDA device; this one is on ", model.device());
+  nn::check_autocast_device(config.autocast, model.device());
+  const at::ScalarType autocast = nn::autocast_dtype(config.autocast);
   fs::create_directories(run_dir);
   for (auto& [n, p] : target.params)
     if (!p.requires_grad()) p.requires_grad_(true);
@@ -347,6 +330,13 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
   const CheckpointPosition position = start_run(run_dir, resume, config, target, optimizer);
   int64_t step = position.step, tokens = position.tokens;
   sampler.set_counter(position.sampler_counter);
+  std::optional<LossScaler> scaler;  // fp16 only (loss_scaler.h)
+  if (autocast == at::kHalf) {
+    LossScalerOptions so;
+    so.init_scale = config.initial_loss_scale;
+    scaler.emplace(so);
+    if (position.loss_scale > 0) scaler->set_state(position.loss_scale, position.loss_scale_growth_tracker);
+  }
 
   TrainResult result;
   result.step = step;
@@ -371,13 +361,15 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
       if (target.before_forward) target.before_forward(windows);
       at::Tensor loss;
       {
-        const CudaAutocast autocast(config.autocast == "bf16");
+        const nn::AutocastScope scope(model.device().type(), autocast);
         loss = lm_loss(model, windows);
       }
       loss_sum += loss.item<double>();
-      (loss / static_cast<double>(config.grad_accum)).backward();
+      const at::Tensor mean_part = loss / static_cast<double>(config.grad_accum);
+      (scaler ? scaler->scale_loss(mean_part) : mean_part).backward();
     }
     double grad_norm = 0;
+    bool skipped = false;
     if (per_layer) {
       optimizer.end_step();
       grad_norm = per_layer->grad_norm();
@@ -389,8 +381,12 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
             frozen_bytes(model, target));
       }
     } else {
-      grad_norm = clip_grad_norm(param_tensors, config.clip_norm);
-      optimizer.step(lr);
+      // fp16: the gradients are unscaled before the norm and the step; a step with an inf or a NaN
+      // among them is skipped, as GradScaler.step does.
+      skipped = scaler && scaler->unscale(param_tensors);
+      grad_norm = clip_grad_norm(param_tensors, skipped ? 0.0 : config.clip_norm);
+      if (!skipped) optimizer.step(lr);
+      if (scaler) scaler->update(skipped);
       if (result.memory.is_null())  // gradients still held
         result.memory = with_frozen(optimizer.memory(), frozen_bytes(model, target));
     }
@@ -401,6 +397,10 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     StepRecord record{step, loss_sum / static_cast<double>(config.grad_accum), lr, grad_norm,
                       static_cast<double>(tokens_per_step) / std::max(seconds, 1e-9)};
+    if (scaler) {
+      record.loss_scale = scaler->scale();
+      record.skipped = skipped;
+    }
     metrics << metrics_line(record) << "\n" << std::flush;
     result.steps.push_back(record);
     result.step = step;
@@ -412,7 +412,9 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
       return result;  // as if killed: no checkpoint
     }
     if (step == config.steps || (config.checkpoint_every > 0 && step % config.checkpoint_every == 0))
-      write_checkpoint(run_dir, target, optimizer, config, {step, tokens, sampler.counter()});
+      write_checkpoint(run_dir, target, optimizer, config,
+                       {step, tokens, sampler.counter(), scaler ? scaler->scale() : 0.0,
+                        scaler ? scaler->growth_tracker() : 0});
   }
   bar.finish();
   optimizer.zero_grad();

@@ -87,11 +87,13 @@ struct TrainerConfig {
   // Needs grad_accum 1 and clip_norm <= 0 (a global norm needs every gradient at once, so the
   // mode cannot clip, as in GaLore's layer-wise mode); grad_norm is still reported.
   bool per_layer_updates = false;
-  // "" (off) or "bf16": the forward passes under CUDA bfloat16 autocast, as PyTorch's
-  // torch.autocast("cuda", torch.bfloat16) (matrix products in bfloat16, reductions, norms and
-  // the loss in float32); weights, gradients and optimizer states stay float32. Needs a model on a
-  // CUDA device.
+  // "" (off), "bf16" or "fp16": the forward passes under autocast on the model's device (CPU or
+  // CUDA), as PyTorch's torch.autocast (matrix products in the half type, reductions, norms and
+  // the loss in float32); weights, gradients and optimizer states stay float32. fp16 adds dynamic
+  // loss scaling (loss_scaler.h: skipped steps and the scale are logged and checkpointed).
   std::string autocast;
+  // fp16 autocast: the loss scale of the first step (GradScaler's init_scale, 2^16).
+  double initial_loss_scale = 65536.0;
 
   OrderedJson to_json() const;
   // Validates every field; throws InvalidArgument naming the key and value.
@@ -106,6 +108,8 @@ struct StepRecord {
   double lr = 0;
   double grad_norm = 0;  // before clipping
   double tokens_per_s = 0;
+  double loss_scale = 0;  // fp16 autocast: the loss scale after the step (0: no scaling)
+  bool skipped = false;   // fp16 autocast: the gradients held an inf or a NaN, no update
 };
 
 struct TrainResult {
