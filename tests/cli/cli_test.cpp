@@ -1,6 +1,7 @@
 // End-to-end tests of the `lowrank` binary: exit codes, --json output, files written.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "lowrank/core/file.h"
@@ -104,6 +105,53 @@ TEST(CliTest, AnalyzeWritesSpectraAndSvg) {
   EXPECT_EQ(svg.rfind("<svg", 0), 0u);
   for (const char* panel : {"q_proj", "k_proj", "down_proj", "lm_head", "embed_tokens"})
     EXPECT_NE(svg.find(panel), std::string::npos) << panel;
+}
+
+// A Mamba model through the verbs: pretrain --preset mamba-tiny (one step), finetune a LoRA on
+// in_proj and x_proj under bf16 autocast (the MPFT + PEFT setting), and analyze --lyapunov, whose
+// exponents are the closed form of mix/mamba_lyapunov.h (tested there); here the verbs' files,
+// refusals and the data plumbing.
+TEST(CliTest, MambaPretrainFinetuneAndLyapunov) {
+  testing::TempDir dir;
+  const auto corpus = testing::write_word_corpus(dir / "corpus.txt", 60);
+  auto r = run_command(lowrank_cmd("--quiet pretrain --preset mamba-tiny --corpus " + corpus.string() +
+                                   " --max-documents 40 --steps 1 --seed 3 --out " + (dir / "run").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const std::string model = (dir / "run/model").string();
+  r = run_command(lowrank_cmd("--quiet finetune --model " + model +
+                              " --method lora --r 4 --target in_proj --target "
+                              "x_proj --data " +
+                              corpus.string() +
+                              " --max-documents 20 --steps 2 --batch 2 "
+                              "--seq-len 16 --autocast bf16 --out " +
+                              (dir / "lora").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const Json adapter = read_json_file(dir / "lora/adapter_config.json");
+  std::vector<std::string> targets = adapter["target_modules"].get<std::vector<std::string>>();
+  std::sort(targets.begin(), targets.end());
+  EXPECT_EQ(targets, (std::vector<std::string>{"in_proj", "x_proj"}));
+  EXPECT_EQ(read_json_file(dir / "lora/finetune.json")["trainer"]["autocast"], "bf16");
+  r = run_command(lowrank_cmd("--json analyze " + model + " --lyapunov --data " + corpus.string() +
+                              " --seq-len 32 --sequences 2 --out " + (dir / "report").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const Json j = read_json_file(dir / "report/lyapunov.json");
+  EXPECT_EQ(j["sequences"].get<int64_t>(), 2);
+  EXPECT_EQ(j["positions"].get<int64_t>(), 32);
+  EXPECT_EQ(j["layers"].size(), 4u);
+  EXPECT_TRUE(j["all_negative"].get<bool>());
+  EXPECT_EQ(j["layers"][0]["exponents"].size(), 256u);  // expand 2 x hidden 128 channels
+  EXPECT_EQ(j["layers"][0]["exponents"][0].size(), 16u);
+  EXPECT_EQ(read_text_file(dir / "report/lyapunov.svg").rfind("<svg", 0), 0u);
+  // Refused before any work: no --data; a model without Mamba layers, named.
+  r = run_command(lowrank_cmd("analyze " + model + " --lyapunov --out " + (dir / "x").string()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("--data"), std::string::npos) << r.out;
+  const auto llama = testing::tiny_hf_model(dir / "llama");
+  r = run_command(lowrank_cmd("analyze " + llama.string() + " --lyapunov --data " + corpus.string() +
+                              " --out " + (dir / "y").string()));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("no Mamba layer"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir / "y/lyapunov.json"));
 }
 
 TEST(CliTest, MethodsListsFamilies) {

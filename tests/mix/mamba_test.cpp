@@ -4,10 +4,12 @@
 // - its initialisation (A_log = log n, D = 1, Δ₀ = softplus(b_Δ) log-uniform in [Δ_min, Δ_max]),
 //   the no-weight-decay groups, and option errors naming the key;
 // - step() and prefill() from a state equal forward's rows; a padding row leaves the state as it was;
+//   the raw float32 step equals forward and the ATen step;
 // - transformers' MambaForCausalLM fixture (tests/fixtures/hf/mamba-tiny, make_fixtures.py): logits
 //   (plain and left-padded) and greedy generate(); save() writes transformers' tensor names and
 //   reloads to the same logits; a PEFT LoRA adapter made by peft loads and gives peft's logits, and
-//   saves back under peft's names.
+//   saves back under peft's names;
+// - mambapy's logits on the same weights (parallel scan and step), a second implementation.
 #include "lowrank/mix/mamba.h"
 
 #include <gtest/gtest.h>
@@ -211,6 +213,38 @@ TEST(MambaTest, StepAndPrefillFromAStateEqualForward) {
   EXPECT_LE(max_diff(next[1], full[1].narrow(0, 3, 1)), 1e-12);
 }
 
+// The raw decode step (one float32 sequence, no gradient: Mamba::raw_step) against the full
+// forward's rows and against the ATen step (taken when gradients are recorded).
+TEST(MambaTest, RawFloat32StepEqualsForwardAndTheAtenStep) {
+  const nn::Model model = nn::Model::random(tiny_config(), 3, {at::kFloat});
+  const auto& mixer = dynamic_cast<const Mamba&>(model.mixer(0));
+  at::manual_seed(4);
+  const at::Tensor x = at::randn({1, 12, kHidden});
+  at::Tensor full;
+  {
+    at::NoGradGuard no_grad;
+    full = mixer.forward(x, {});
+  }
+  const double scale = full.abs().max().item<double>();
+  ASSERT_GT(scale, 0.0);
+  const auto raw = mixer.new_state(1), aten = mixer.new_state(1);
+  {
+    at::NoGradGuard no_grad;
+    (void)mixer.prefill(x.narrow(1, 0, 3), *raw, {});
+  }
+  (void)mixer.prefill(x.narrow(1, 0, 3), *aten, {});
+  for (int64_t t = 3; t < 12; ++t) {
+    at::Tensor fast;
+    {
+      at::NoGradGuard no_grad;
+      fast = mixer.step(x.narrow(1, t, 1), *raw, {});
+    }
+    const at::Tensor slow = mixer.step(x.narrow(1, t, 1), *aten, {}).detach();
+    EXPECT_LE(max_diff(fast, full.narrow(1, t, 1)), 1e-5 * scale) << t;
+    EXPECT_LE(max_diff(fast, slow), 1e-5 * scale) << t;
+  }
+}
+
 // ---- transformers' MambaForCausalLM ---------------------------------------------------------------
 
 fs::path fixture_dir() {
@@ -266,6 +300,23 @@ TEST(MambaTest, TransformersMambaForCausalLMLogitsAndGreedyDecode) {
   std::vector<at::Tensor> steps = {model.forward(ids.narrow(1, 0, 5), with_cache)};
   for (int64_t t = 5; t < ids.size(1); ++t) steps.push_back(model.forward(ids.narrow(1, t, 1), with_cache));
   EXPECT_LE(max_diff(at::cat(steps, 1), e.load("logits")), 1e-4);
+}
+
+// A second, independent oracle: mambapy (make_mambapy_fixture.py) on the same weights, through
+// its parallel scan (forward) and its recurrent step(). Ours: the chunked CPU scan (forward) and
+// the model's cached step decoding.
+TEST(MambaTest, MambapyParallelScanAndStepLogits) {
+  (void)registry();
+  const nn::Model model = nn::Model::load(fixture_dir() / "model");
+  const SafetensorsFile e = SafetensorsFile::open(fixture_dir() / "expected_mambapy.safetensors");
+  const at::Tensor ids = e.load("input_ids");
+  EXPECT_LE(max_diff(model.forward(ids), e.load("logits")), 1e-4);
+  nn::KVCache cache = model.new_cache(2, 1);
+  nn::ForwardOptions with_cache;
+  with_cache.cache = &cache;
+  std::vector<at::Tensor> steps;
+  for (int64_t t = 0; t < ids.size(1); ++t) steps.push_back(model.forward(ids.narrow(1, t, 1), with_cache));
+  EXPECT_LE(max_diff(at::cat(steps, 1), e.load("step_logits")), 1e-4);
 }
 
 // LOWRANK_MAMBA_KEEP=DIR keeps what the next two tests write (DIR/saved, DIR/lora), for

@@ -88,20 +88,6 @@ class RecordingOperator final : public nn::ObservingOperator {
   int64_t keep_, stride_;
 };
 
-// Puts the original bases back whatever happens.
-class RestoreBases {
- public:
-  void add(nn::LinearSlot* slot, std::shared_ptr<const nn::BaseOperator> base) {
-    saved_.emplace_back(slot, std::move(base));
-  }
-  ~RestoreBases() {
-    for (auto& [slot, base] : saved_) slot->replace_base(base);
-  }
-
- private:
-  std::vector<std::pair<nn::LinearSlot*, std::shared_ptr<const nn::BaseOperator>>> saved_;
-};
-
 // Stops recording gradients on the weights whatever happens.
 class ReleaseGrads {
  public:
@@ -147,7 +133,7 @@ CalibrationStatistics calibrate(nn::Model& model, const at::Tensor& tokens,
 
   CalibrationStatistics stats;
   InputIncrement last_input;  // outlives the recorders (RestoreBases below drops them first)
-  RestoreBases restore;
+  nn::RestoreBases restore;
   ReleaseGrads release;
   std::vector<at::Tensor> weights;  // the dense weights whose gradients feed the Fisher diagonal
   for (nn::LinearSlot* s : slots) {

@@ -2,12 +2,14 @@
 #include "lowrank/mix/mamba.h"
 
 #include <cmath>
+#include <vector>
 
 #include "lowrank/core/error.h"
 #include "lowrank/mix/mixer_options.h"
 #include "lowrank/nn/config.h"
 #include "lowrank/ops/causal_conv1d.h"
 #include "lowrank/ops/selective_scan.h"
+#include "lowrank/ops/selective_scan_kernels.h"
 
 namespace lowrank::mix {
 
@@ -157,8 +159,8 @@ std::vector<nn::ParamGroup> Mamba::param_groups() const {
   return {{prefix_ + ".A_log", std::nullopt, 0.0}, {prefix_ + ".D", std::nullopt, 0.0}};
 }
 
-Mamba::Scanned Mamba::run(const at::Tensor& x, const nn::MixerContext& context, const at::Tensor& conv_state,
-                          const at::Tensor& ssm_state) const {
+MambaScanInputs Mamba::scan_inputs(const at::Tensor& x, const nn::MixerContext& context,
+                                   const at::Tensor& conv_state) const {
   LR_CHECK(x.dim() == 3, InvalidArgument, "mixer mamba: input must be [B, T, hidden], got ", x.sizes());
   const int64_t R = options_.time_step_rank, N = options_.state_size;
   // Padding positions are zeroed before in_proj and after the convolution (transformers'
@@ -171,17 +173,22 @@ Mamba::Scanned Mamba::run(const at::Tensor& x, const nn::MixerContext& context, 
       ops::causal_conv1d(xz[0], conv_weight_.squeeze(1), conv_bias_, conv_state, /*silu=*/true);
   const at::Tensor xs = keep.defined() ? conv.y * keep : conv.y;
   const std::vector<at::Tensor> dbc = x_proj_.forward(xs, context.routing).split({R, N, N}, -1);
-  const at::Tensor dt = dt_proj_.forward(dbc[0], context.routing);  // Δ before the softplus, bias included
+  // A in the scan's precision (float32, float64 for a float64 model), as transformers' A_log.float().
+  const at::Tensor A = -at::exp(A_log_.to(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+  return {xs, xz[1], dt_proj_.forward(dbc[0], context.routing), dbc[1], dbc[2], A, conv.state};
+}
+
+Mamba::Scanned Mamba::run(const at::Tensor& x, const nn::MixerContext& context, const at::Tensor& conv_state,
+                          const at::Tensor& ssm_state) const {
+  const MambaScanInputs in = scan_inputs(x, context, conv_state);
   ops::SelectiveScanOptions scan;
   scan.D = D_;
-  scan.z = xz[1];
+  scan.z = in.z;
   scan.delta_softplus = true;
   scan.initial_state = ssm_state;
   scan.chunk = options_.scan_chunk;
-  // A in the scan's precision (float32, float64 for a float64 model), as transformers' A_log.float().
-  const at::Tensor A = -at::exp(A_log_.to(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
-  const ops::SelectiveScanResult s = ops::selective_scan(xs, dt, A, dbc[1], dbc[2], scan);
-  return {out_proj_.forward(s.y, context.routing), conv.state, s.last_state};
+  const ops::SelectiveScanResult s = ops::selective_scan(in.u, in.dt, in.A, in.B, in.C, scan);
+  return {out_proj_.forward(s.y, context.routing), in.conv_state, s.last_state};
 }
 
 at::Tensor Mamba::forward(const at::Tensor& x, const nn::MixerContext& context) const {
@@ -209,12 +216,88 @@ MambaState& checked_state(nn::MixerState& state, const at::Tensor& x, int64_t in
   return s;
 }
 
+// A slot the raw step can run: its base has a row product and no adapter is active.
+bool raw_slot(const nn::LinearSlot& slot) {
+  return slot.base().has_row_product() && !(slot.has_adapters() && slot.adapters_enabled());
+}
+
+bool raw_tensor(const at::Tensor& t) {
+  return !t.defined() || (t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous());
+}
+
+double softplus(double v) {
+  return v > 20 ? v : std::log1p(std::exp(v));  // at::softplus's threshold
+}
+
+float silu(float v) {
+  return v / (1.0f + std::exp(-v));
+}
+
 }  // namespace
+
+bool Mamba::raw_step_applies(const at::Tensor& x, const nn::MixerContext& context) const {
+  return x.size(0) == 1 && raw_tensor(x) && !at::GradMode::is_enabled() && context.routing == nullptr &&
+         (!context.valid.defined() || context.valid.all().item<bool>()) && raw_slot(in_proj_) &&
+         raw_slot(x_proj_) && raw_slot(dt_proj_) && raw_slot(out_proj_) && raw_tensor(conv_weight_) &&
+         raw_tensor(conv_bias_) && raw_tensor(A_log_) && raw_tensor(D_);
+}
+
+at::Tensor Mamba::raw_step(const at::Tensor& x_in, at::Tensor& conv_state, at::Tensor& ssm_state) const {
+  const int64_t H = x_in.size(-1), E = inner_, K = options_.conv_kernel, N = options_.state_size,
+                R = options_.time_step_rank;
+  const at::Tensor x = x_in.contiguous();
+  std::vector<float> xz(static_cast<size_t>(2 * E)), xs(static_cast<size_t>(E)),
+      dbc(static_cast<size_t>(R + 2 * N)), delta(static_cast<size_t>(E)), A(static_cast<size_t>(E * N)),
+      y(static_cast<size_t>(E));
+  in_proj_.base().row_product(x.const_data_ptr<float>(), 0, 2 * E, xz.data());
+  // The causal convolution's window is the carried K − 1 inputs and this one; the window then
+  // shifts by one (ops/causal_conv1d.h's state layout, oldest first).
+  const float* w = conv_weight_.const_data_ptr<float>();  // [E, 1, K]
+  const float* bias = conv_bias_.defined() ? conv_bias_.const_data_ptr<float>() : nullptr;
+  float* window = conv_state.data_ptr<float>();  // [1, E, K − 1]
+  for (int64_t d = 0; d < E; ++d) {
+    float* wd = window + d * (K - 1);
+    float acc = bias ? bias[d] : 0.0f;
+    for (int64_t k = 0; k + 1 < K; ++k) acc += w[d * K + k] * wd[k];
+    acc += w[d * K + K - 1] * xz[static_cast<size_t>(d)];
+    for (int64_t k = 0; k + 2 < K; ++k) wd[k] = wd[k + 1];
+    if (K > 1) wd[K - 2] = xz[static_cast<size_t>(d)];
+    xs[static_cast<size_t>(d)] = silu(acc);
+  }
+  x_proj_.base().row_product(xs.data(), 0, R + 2 * N, dbc.data());
+  dt_proj_.base().row_product(dbc.data(), 0, E, delta.data());  // Δ before the softplus, bias included
+  const float* a_log = A_log_.const_data_ptr<float>();
+  for (int64_t d = 0; d < E; ++d) {
+    delta[static_cast<size_t>(d)] = static_cast<float>(softplus(delta[static_cast<size_t>(d)]));
+    for (int64_t n = 0; n < N; ++n) A[static_cast<size_t>(d * N + n)] = -std::exp(a_log[d * N + n]);
+  }
+  const float* B = dbc.data() + R;
+  const float* C = B + N;
+  float* h = ssm_state.data_ptr<float>();  // [1, E, N]
+  if (ops::selective_scan_uses_avx2(N))
+    ops::detail::selective_scan_step_avx2(E, N, delta.data(), xs.data(), A.data(), B, C, h, y.data());
+  else
+    ops::detail::selective_scan_step_portable(E, N, delta.data(), xs.data(), A.data(), B, C, h, y.data());
+  const float* D = D_.const_data_ptr<float>();
+  for (int64_t d = 0; d < E; ++d) {
+    const size_t i = static_cast<size_t>(d);
+    y[i] = (y[i] + D[d] * xs[i]) * silu(xz[static_cast<size_t>(E + d)]);
+  }
+  at::Tensor out = at::empty({1, 1, H}, x.options());
+  out_proj_.base().row_product(y.data(), 0, H, out.data_ptr<float>());
+  return out;
+}
 
 at::Tensor Mamba::step(const at::Tensor& x, nn::MixerState& state, const nn::MixerContext& context) const {
   LR_CHECK(x.dim() == 3 && x.size(1) == 1, InvalidArgument, "mixer mamba: step takes one position, got ",
            x.sizes());
   MambaState& s = checked_state(state, x, inner_, options_.conv_kernel, options_.state_size);
+  if (raw_step_applies(x, context) && s.ssm.scalar_type() == at::kFloat) {
+    // The raw step updates the states in place; after a prefill they may be views.
+    s.conv = s.conv.contiguous();
+    s.ssm = s.ssm.contiguous();
+    return raw_step(x, s.conv, s.ssm);
+  }
   const Scanned r = run(x, context, s.conv, s.ssm);
   const at::Tensor valid = context.valid.defined() ? context.valid.to(at::kBool) : at::Tensor();
   s.conv = keep_where_padding(valid, r.conv_state, s.conv);

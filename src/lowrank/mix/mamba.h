@@ -14,7 +14,9 @@
 // default), its bias 0; A_log and D take no weight decay (param_groups(), the authors'
 // `_no_weight_decay`).
 // Decoding: the state is the last K − 1 inputs of the convolution and h [B, E·H, N]; step() is one
-// position of both, prefill() runs the parallel path from the state and keeps the last ones.
+// position of both (raw loops for one float32 sequence, raw_step), prefill() runs the parallel
+// path from the state and keeps the last ones.
+// scan_inputs() exposes what the block feeds the scan (mamba_lyapunov.h reads Δ and A from it).
 // Padding (MixerContext::valid): as transformers, the block's input and the convolution's output
 // are zeroed at padding positions; left padding therefore leaves h at zero.
 // Code followed: state-spaces/mamba, mamba_ssm/modules/mamba_simple.py (Mamba.__init__ / forward /
@@ -50,6 +52,16 @@ struct MambaOptions {
   int64_t scan_chunk = 64;  // positions between the scan's saved states in training (selective_scan.h)
 };
 
+// What the block feeds the selective scan for an input [B, T, hidden] (mamba.h's equations).
+struct MambaScanInputs {
+  at::Tensor u;           // [B, T, inner] SiLU(conv(x)), zero at padding positions
+  at::Tensor z;           // [B, T, inner] the gate's input
+  at::Tensor dt;          // [B, T, inner] dt_proj(δ) with its bias: Δ before the softplus
+  at::Tensor B, C;        // [B, T, N]
+  at::Tensor A;           // [inner, N] −exp(A_log), float32 (float64 for a float64 model)
+  at::Tensor conv_state;  // [B, inner, K − 1] the convolution's state after the last position
+};
+
 // The options of `spec` (mixer_config.mamba), checked; R resolved against the hidden size.
 MambaOptions mamba_options(const nn::MixerSpec& spec);
 
@@ -71,7 +83,13 @@ class Mamba final : public nn::TokenMixer {
   nn::NamedTensors tensors() const override;
   std::vector<nn::ParamGroup> param_groups() const override;
 
+  // The scan's inputs for x [B, T, hidden] from the convolution state `conv_state` (undefined:
+  // zeros); forward() is out_proj(selective_scan(these) ⊙ SiLU(z)).
+  MambaScanInputs scan_inputs(const at::Tensor& x, const nn::MixerContext& context,
+                              const at::Tensor& conv_state = {}) const;
+
   const MambaOptions& options() const { return options_; }
+  const nn::LinearSlot& in_proj() const { return in_proj_; }
   int64_t inner_size() const { return inner_; }
 
  private:
@@ -80,6 +98,14 @@ class Mamba final : public nn::TokenMixer {
   // states (undefined: zeros); returns the output and the states after the last position.
   Scanned run(const at::Tensor& x, const nn::MixerContext& context, const at::Tensor& conv_state,
               const at::Tensor& ssm_state) const;
+
+  // The decode step of one float32 sequence on the CPU without gradients, adapters or padding, as
+  // raw loops (the slots' row products, the convolution window, the scan step of
+  // ops/selective_scan_kernels.h) instead of ~20 small ATen operations; the states are updated in
+  // place. Equal to run() up to summation order (tests: step against forward, the fixtures'
+  // cached decoding).
+  bool raw_step_applies(const at::Tensor& x, const nn::MixerContext& context) const;
+  at::Tensor raw_step(const at::Tensor& x, at::Tensor& conv_state, at::Tensor& ssm_state) const;
 
   MambaOptions options_;
   std::string prefix_;

@@ -1,10 +1,13 @@
 // A slot's base wrapped so that its inputs can be watched while it keeps computing the same
 // thing: calibration passes (compress/calibration.cpp's statistics, LoRAM's SparseGPT Hessians)
-// install one in a slot, run forward passes, and put the base back.
+// install one in a slot, run forward passes, and put the base back (RestoreBases); Mamba's
+// Lyapunov analysis (mix/mamba_lyapunov.h) records each layer's mixer input the same way.
 #pragma once
 
 #include <memory>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "lowrank/nn/linear_slot.h"
 
@@ -30,6 +33,24 @@ class ObservingOperator : public BaseOperator {
 
  private:
   std::shared_ptr<const BaseOperator> inner_;
+};
+
+// Puts the slots' original bases back whatever happens: add() each slot with the base that
+// replace_base() returned when the observer went in.
+class RestoreBases {
+ public:
+  RestoreBases() = default;
+  RestoreBases(const RestoreBases&) = delete;
+  RestoreBases& operator=(const RestoreBases&) = delete;
+  void add(LinearSlot* slot, std::shared_ptr<const BaseOperator> base) {
+    saved_.emplace_back(slot, std::move(base));
+  }
+  ~RestoreBases() {
+    for (auto& [slot, base] : saved_) slot->replace_base(base);
+  }
+
+ private:
+  std::vector<std::pair<LinearSlot*, std::shared_ptr<const BaseOperator>>> saved_;
 };
 
 }  // namespace lowrank::nn
