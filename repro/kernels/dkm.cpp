@@ -32,6 +32,7 @@
 
 #include "lowrank/kernel_methods/dataset.h"
 #include "lowrank/kernel_methods/dkm.h"
+#include "lowrank/kernel_methods/gram.h"
 #include "repro/kernels/repro.h"
 
 namespace lowrank::repro_kernels {
@@ -100,9 +101,6 @@ Scores se_gp(const Split& s, int64_t steps, double lr) {
   const at::Tensor y = ((s.y_fit - y_mean) / y_scale).unsqueeze(1);
   const int64_t n = s.x_fit.size(0);
   const double d = static_cast<double>(s.x_fit.size(1));
-  auto squared_distances = [](const at::Tensor& a, const at::Tensor& b) {
-    return ((a * a).sum(1, true) + (b * b).sum(1).unsqueeze(0) - 2 * at::matmul(a, b.t())).clamp_min(0);
-  };
   const at::Tensor d2 = squared_distances(s.x_fit, s.x_fit), eye = at::eye(n, at::kDouble);
   at::Tensor params = at::tensor({0.5 * std::log(d), 0.0, std::log(0.1)}, at::kDouble).requires_grad_(true);
   auto chol_of = [&](const at::Tensor& p) {
