@@ -117,6 +117,12 @@ int main(int argc, char** argv) {
 
   // UniRepLKNet (dilated reparam, K = 13): deploy form vs training form at inference.
   ConvNet unirep = ConvNet::random(config("unireplknet", "dilated_reparam", 13, size, width), 1, options);
+  {
+    // Away from the initialisation, whose layer scale γ = 1e-6 would hide any difference between
+    // the two forms below float32's resolution of the logits.
+    at::NoGradGuard no_grad;
+    for (auto& [n, t] : unirep.named_parameters()) t.add_(at::randn_like(t) * 0.1);
+  }
   const ConvNet deployed = unirep.deploy();
   const std::vector<double> t =
       lowrank::bench::interleaved_median_seconds({infer(unirep), infer(deployed)}, repeats);
