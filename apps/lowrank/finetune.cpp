@@ -10,6 +10,7 @@
 #include "lowrank/adapt/finetune.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/json.h"
+#include "lowrank/nn/run.h"
 
 namespace lowrank::cli {
 
@@ -25,6 +26,7 @@ VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global) {
     int64_t steps = 0, batch = 0, seq_len = 0, checkpoint_every = 0, stop_after = 0;
     double lr = 0;
     uint64_t seed = 0;
+    std::string dtype = "float32";
     OptimizerFlags optimizer;
   };
   auto args = std::make_shared<Args>();
@@ -59,6 +61,11 @@ VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global) {
          "bf16 or fp16: autocast of the forward passes (weights, adapter and optimizer stay float32; "
          "fp16 adds dynamic loss scaling)")
       ->check(CLI::IsMember({"bf16", "fp16"}));
+  cmd->add_option("--dtype", args->dtype,
+                  "float32, or bfloat16 / float16 for pure half precision: the base, the adapter and the "
+                  "optimizer states in that type (exclusive with --autocast)")
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16"}))
+      ->capture_default_str();
   cmd->add_flag("--resume", args->o.resume, "Continue from the newest checkpoint in OUT/run");
   cmd->add_option("--max-documents", args->o.max_documents, "Use only the first N documents of the corpus");
   // The optimizer of the adapter's tensors: AdamW, or a low-rank method of optim/ (pretrain's flags).
@@ -68,6 +75,7 @@ VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global) {
     o.optimizer = args->optimizer.request();  // checked by finetune() before any work
     o.model = args->model;
     o.out = args->out;
+    o.dtype = nn::parse_dtype(args->dtype);
     if (!args->config.empty()) {
       o.config = std::filesystem::is_regular_file(args->config) ? read_json_file(args->config)
                                                                 : parse_json(args->config, "--config");

@@ -79,7 +79,8 @@ TEST(FinetuneCliTest, GaLoreTrainsTheAdapterAndBadOptimizerFlagsFailEarly) {
 }
 
 // Mixed precision through the verbs: finetune --autocast bf16|fp16 records the mode (and fp16 its
-// loss scale per step); eval --autocast scores near, but not exactly at, the float32 perplexity.
+// loss scale per step); eval --autocast scores near, but not exactly at, the float32 perplexity;
+// finetune --dtype bfloat16 trains in pure half precision, and is refused beside --autocast.
 TEST(FinetuneCliTest, AutocastFinetuneAndEval) {
   testing::TempDir dir;
   const fs::path model = testing::tiny_hf_model(dir.path());
@@ -107,6 +108,17 @@ TEST(FinetuneCliTest, AutocastFinetuneAndEval) {
   auto r = run_command(finetune_cmd(model, corpus, dir / "fp8", "--autocast fp8"));
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_FALSE(fs::exists(dir / "fp8"));
+  // Pure half precision: the base, the adapter and the optimizer states in bfloat16.
+  r = run_command(finetune_cmd(model, corpus, dir / "pure", "--dtype bfloat16"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(read_json_file(dir / "pure/finetune.json")["dtype"], "bfloat16");
+  const SafetensorsFile adapter = SafetensorsFile::open(dir / "pure/adapter_model.safetensors");
+  ASSERT_FALSE(adapter.tensors().empty());
+  EXPECT_EQ(adapter.load(adapter.tensors().front().name).scalar_type(), at::kBFloat16);
+  r = run_command(finetune_cmd(model, corpus, dir / "both", "--dtype bfloat16 --autocast bf16"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("choose one"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "both"));
 }
 
 }  // namespace

@@ -43,6 +43,10 @@ struct FinetuneOptions {
   bool resume = false;
   int64_t max_documents = -1;
   int64_t eval_tokens = 1 << 15;  // validation tokens scored before and after
+  // The model's weights and computation: float32, or bfloat16 / float16 for pure half precision
+  // (the base, the adapter and the optimizer states all in that type). Mixed precision keeps
+  // float32 here and sets trainer.autocast instead; the two are exclusive.
+  at::ScalarType dtype = at::kFloat;
 };
 
 // Defaults for adapter training: 200 steps of 8 × 128 tokens, lr 1e-3 with 20 warmup steps,
