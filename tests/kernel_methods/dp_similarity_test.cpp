@@ -161,6 +161,27 @@ TEST(DpSimilarityTest, L2ThroughProjectionsMatchesBruteForceDistances) {
   }
 }
 
+// The Gaussian sketch's estimates for the queries y against the points x, both in the coordinates
+// the random features read (after the JL map, if any), checked two ways: against the sketch
+// computed by hand, the mean over features of Σ_x 2 cos(w_jᵀx + b_j) cos(w_jᵀy + b_j) (to rounding),
+// and against its expectation over the features, the exact Gaussian kernel sum (within 4 standard
+// errors of the feature mean).
+void expect_gaussian_sketch(const DpStructure& structure, const at::Tensor& estimates, const at::Tensor& x,
+                            const at::Tensor& y, double bandwidth) {
+  const int64_t n = x.size(0);
+  const double features = static_cast<double>(structure.frequencies.size(0));
+  for (int64_t q = 0; q < y.size(0); ++q) {
+    const at::Tensor wx = at::matmul(x, structure.frequencies.t()) + structure.phases;
+    const at::Tensor wy = at::matmul(y[q], structure.frequencies.t()) + structure.phases;
+    const at::Tensor per = (2 * at::cos(wx) * at::cos(wy)).sum(0);
+    EXPECT_NEAR(estimates[q].item<double>(), per.mean().item<double>(), 1e-10 * n) << q;
+    double exact = 0;
+    for (int64_t i = 0; i < n; ++i)
+      exact += std::exp(-(x[i] - y[q]).pow(2).sum().item<double>() / (2 * bandwidth * bandwidth));
+    EXPECT_NEAR(per.mean().item<double>(), exact, 4 * per.std().item<double>() / std::sqrt(features)) << q;
+  }
+}
+
 TEST(DpSimilarityTest, GaussianSketchMatchesTheExactKernelMean) {
   DpOptions options;
   options.epsilon = std::numeric_limits<double>::infinity();
@@ -175,17 +196,7 @@ TEST(DpSimilarityTest, GaussianSketchMatchesTheExactKernelMean) {
   EXPECT_FALSE(structure.projections.defined());
   const at::Tensor estimates = dp_similarity_sums(structure, y);
   EXPECT_EQ(dp_count(structure), 15);
-  for (int64_t q = 0; q < 4; ++q) {
-    double exact = 0;
-    for (int64_t i = 0; i < 15; ++i)
-      exact += std::exp(-(x[i] - y[q]).pow(2).sum().item<double>() / (2 * 0.8 * 0.8));
-    // Per feature j: Σ_x 2 cos(w_jᵀx + b_j) cos(w_jᵀy + b_j), whose mean over j is the estimate.
-    const at::Tensor wx = at::matmul(x, structure.frequencies.t()) + structure.phases;
-    const at::Tensor wy = at::matmul(y[q], structure.frequencies.t()) + structure.phases;
-    const at::Tensor per = (2 * at::cos(wx) * at::cos(wy)).sum(0);
-    EXPECT_NEAR(estimates[q].item<double>(), per.mean().item<double>(), 1e-10 * 15);
-    EXPECT_NEAR(per.mean().item<double>(), exact, 4 * per.std().item<double>() / std::sqrt(6000.0)) << q;
-  }
+  expect_gaussian_sketch(structure, estimates, x, y, 0.8);
 }
 
 TEST(DpSimilarityTest, GaussianSketchProjectsByJlWhenKIsBelowD) {
@@ -207,20 +218,8 @@ TEST(DpSimilarityTest, GaussianSketchProjectsByJlWhenKIsBelowD) {
   EXPECT_NEAR(p.mean().item<double>(), 0, 4 / std::sqrt(40 * 4800.0));
   ASSERT_EQ(structure.frequencies.size(1), 40);  // the features act on the projected coordinates
   const at::Tensor estimates = dp_similarity_sums(structure, y);
-  const at::Tensor px = at::matmul(x, p.t()), py = at::matmul(y, p.t());
-  for (int64_t q = 0; q < 3; ++q) {
-    // The exact sketch through P, by hand: the mean over features of Σ_x 2 cos(w_jᵀPx + b_j) cos(w_jᵀPy +
-    // b_j).
-    const at::Tensor wx = at::matmul(px, structure.frequencies.t()) + structure.phases;
-    const at::Tensor wy = at::matmul(py[q], structure.frequencies.t()) + structure.phases;
-    const at::Tensor per = (2 * at::cos(wx) * at::cos(wy)).sum(0);
-    EXPECT_NEAR(estimates[q].item<double>(), per.mean().item<double>(), 1e-10 * 12) << q;
-    // ... whose expectation over the features is the Gaussian kernel sum of the projected points.
-    double projected = 0;
-    for (int64_t i = 0; i < 12; ++i)
-      projected += std::exp(-(px[i] - py[q]).pow(2).sum().item<double>() / (2 * 3.0 * 3.0));
-    EXPECT_NEAR(per.mean().item<double>(), projected, 4 * per.std().item<double>() / std::sqrt(4000.0)) << q;
-  }
+  // The sketch runs on the projected points Px, Py: its expectation is their Gaussian kernel sum.
+  expect_gaussian_sketch(structure, estimates, at::matmul(x, p.t()), at::matmul(y, p.t()), 3.0);
 }
 
 TEST(DpSimilarityTest, GaussianMechanismSigmaMeetsDeltaByNumericalIntegration) {

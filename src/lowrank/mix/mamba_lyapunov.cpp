@@ -66,10 +66,10 @@ std::vector<MambaLayer> mamba_layers(const nn::Model& model) {
   return out;
 }
 
-// Each Mamba layer's mixer input for `tokens`, with `perturbation` [S, P, hidden] (when defined)
-// added to the first P positions of the first layer's.
-std::vector<at::Tensor> layer_inputs(nn::Model& model, const std::vector<MambaLayer>& layers,
-                                     const at::Tensor& tokens, const at::Tensor& perturbation) {
+// Each Mamba layer's scan inputs for `tokens` (from its recorded mixer input), with `perturbation`
+// [S, P, hidden] (when defined) added to the first P positions of the first layer's mixer input.
+std::vector<MambaScanInputs> layer_scan_inputs(nn::Model& model, const std::vector<MambaLayer>& layers,
+                                               const at::Tensor& tokens, const at::Tensor& perturbation) {
   std::vector<std::vector<at::Tensor>> seen(layers.size());
   {
     nn::RestoreBases restore;
@@ -83,31 +83,29 @@ std::vector<at::Tensor> layer_inputs(nn::Model& model, const std::vector<MambaLa
     }
     (void)model.hidden_states(tokens);
   }
-  std::vector<at::Tensor> out;
+  std::vector<MambaScanInputs> out;
   for (size_t i = 0; i < layers.size(); ++i) {
     LR_CHECK(seen[i].size() == 1, InternalError, "lyapunov: layer ", layers[i].index, " saw ", seen[i].size(),
              " inputs in one forward");
-    out.push_back(seen[i].front());
+    out.push_back(layers[i].mixer->scan_inputs(seen[i].front(), {}));
   }
   return out;
 }
 
-// Adds Σ_{d,n} (h'_t − h_t)² to gap2 [S, T] and Σ h_t² to norm2, for the states h of the mixer's
-// recurrence on its clean input x and h' on its perturbed input x'; float64, one position at a time
+// Adds Σ_{d,n} (h'_t − h_t)² to gap2 [S, T] and Σ h_t² to norm2, for the states h of a mixer's
+// recurrence driven by its clean scan inputs and h' by its perturbed ones; float64, one position at a time
 // (the scan itself returns the last state only, and here every position's is needed).
-void add_state_gap(const Mamba& mixer, const at::Tensor& x, const at::Tensor& x_perturbed, at::Tensor& gap2,
+void add_state_gap(const MambaScanInputs& clean, const MambaScanInputs& perturbed, at::Tensor& gap2,
                    at::Tensor& norm2) {
   struct Drive {
     at::Tensor u, dt, B;  // float64: the scan's input, Δ after the softplus, B
   };
-  at::Tensor A;  // [D, N] −exp(A_log), float64
-  auto drive = [&](const at::Tensor& in) {
-    const MambaScanInputs s = mixer.scan_inputs(in, {});
-    A = s.A.to(at::kDouble);
+  auto drive = [](const MambaScanInputs& s) {
     return Drive{s.u.to(at::kDouble), at::softplus(s.dt.to(at::kDouble)), s.B.to(at::kDouble)};
   };
-  const Drive c = drive(x), p = drive(x_perturbed);
-  const int64_t S = x.size(0), T = x.size(1);
+  const Drive c = drive(clean), p = drive(perturbed);
+  const at::Tensor A = clean.A.to(at::kDouble);  // [D, N] −exp(A_log)
+  const int64_t S = c.u.size(0), T = c.u.size(1);
   at::Tensor h = at::zeros({S, A.size(0), A.size(1)}, at::kDouble), hp = at::zeros_like(h);
   for (int64_t t = 0; t < T; ++t) {
     auto advance = [&](at::Tensor& state, const Drive& in) {
@@ -121,11 +119,8 @@ void add_state_gap(const Mamba& mixer, const at::Tensor& x, const at::Tensor& x_
   }
 }
 
-}  // namespace
-
-LayerExponents layer_exponents(const Mamba& mixer, const at::Tensor& x) {
-  at::NoGradGuard no_grad;
-  const MambaScanInputs in = mixer.scan_inputs(x, {});
+// The closed form from a layer's scan inputs.
+LayerExponents exponents_of(const MambaScanInputs& in) {
   const at::Tensor delta = at::softplus(in.dt.to(at::kDouble));  // [S, T, inner]
   const at::Tensor A = in.A.to(at::kDouble);                     // [inner, N]
   LayerExponents out;
@@ -136,6 +131,13 @@ LayerExponents layer_exponents(const Mamba& mixer, const at::Tensor& x) {
   out.max_single_sequence = (A.unsqueeze(0) * delta.mean(1).unsqueeze(2)).max().item<double>();
   out.mean_delta = delta.mean().item<double>();
   return out;
+}
+
+}  // namespace
+
+LayerExponents layer_exponents(const Mamba& mixer, const at::Tensor& x) {
+  at::NoGradGuard no_grad;
+  return exponents_of(mixer.scan_inputs(x, {}));
 }
 
 LyapunovReport mamba_lyapunov(nn::Model& model, const at::Tensor& tokens, const LyapunovOptions& options) {
@@ -164,10 +166,10 @@ LyapunovReport mamba_lyapunov(nn::Model& model, const at::Tensor& tokens, const 
   report.perturbed_positions = P;
 
   // The clean pass, recording each Mamba layer's mixer input (its in_proj input).
-  const std::vector<at::Tensor> clean = layer_inputs(model, layers, tokens, at::Tensor());
+  const std::vector<MambaScanInputs> clean = layer_scan_inputs(model, layers, tokens, at::Tensor());
   report.all_negative = true;
   for (size_t i = 0; i < layers.size(); ++i) {
-    LayerExponents e = layer_exponents(*layers[i].mixer, clean[i]);
+    LayerExponents e = exponents_of(clean[i]);
     e.layer = layers[i].index;
     report.all_negative = report.all_negative && e.max < 0;
     report.layers.push_back(std::move(e));
@@ -179,11 +181,10 @@ LyapunovReport mamba_lyapunov(nn::Model& model, const at::Tensor& tokens, const 
   at::Tensor direction =
       at::randn({S, P, model.config().hidden_size}, gen, at::TensorOptions().dtype(at::kDouble));
   direction = direction / direction.norm(2, {2}, true);
-  const std::vector<at::Tensor> perturbed =
-      layer_inputs(model, layers, tokens, (options.epsilon * direction).to(model.device()));
+  const std::vector<MambaScanInputs> perturbed =
+      layer_scan_inputs(model, layers, tokens, (options.epsilon * direction).to(model.device()));
   at::Tensor gap2 = at::zeros({S, T}, at::kDouble), norm2 = at::zeros({S, T}, at::kDouble);
-  for (size_t i = 0; i < layers.size(); ++i)
-    add_state_gap(*layers[i].mixer, clean[i], perturbed[i], gap2, norm2);
+  for (size_t i = 0; i < layers.size(); ++i) add_state_gap(clean[i], perturbed[i], gap2, norm2);
   const at::Tensor delta_norm = gap2.sqrt();
   const at::Tensor log_growth =
       at::log(delta_norm.clamp_min(std::numeric_limits<double>::min()) / options.epsilon).mean(0);
