@@ -35,6 +35,9 @@ const OptionHelp& mamba_option_help() {
 struct MambaState final : nn::MixerState {
   at::Tensor conv;  // [B, inner, K − 1], the model's dtype
   at::Tensor ssm;   // [B, inner, N], float32 (float64 for a float64 model)
+  // The raw step's A = −exp(A_log), float32 [inner, N]: computed at its first step and kept while
+  // the state lives (one generation, with fixed weights), not recomputed for every token.
+  at::Tensor A;
   int64_t batch = 0;
 };
 
@@ -242,13 +245,13 @@ bool Mamba::raw_step_applies(const at::Tensor& x, const nn::MixerContext& contex
          raw_tensor(conv_bias_) && raw_tensor(A_log_) && raw_tensor(D_);
 }
 
-at::Tensor Mamba::raw_step(const at::Tensor& x_in, at::Tensor& conv_state, at::Tensor& ssm_state) const {
+at::Tensor Mamba::raw_step(const at::Tensor& x_in, at::Tensor& conv_state, at::Tensor& ssm_state,
+                           const at::Tensor& A_state) const {
   const int64_t H = x_in.size(-1), E = inner_, K = options_.conv_kernel, N = options_.state_size,
                 R = options_.time_step_rank;
   const at::Tensor x = x_in.contiguous();
   std::vector<float> xz(static_cast<size_t>(2 * E)), xs(static_cast<size_t>(E)),
-      dbc(static_cast<size_t>(R + 2 * N)), delta(static_cast<size_t>(E)), A(static_cast<size_t>(E * N)),
-      y(static_cast<size_t>(E));
+      dbc(static_cast<size_t>(R + 2 * N)), delta(static_cast<size_t>(E)), y(static_cast<size_t>(E));
   in_proj_.base().row_product(x.const_data_ptr<float>(), 0, 2 * E, xz.data());
   // The causal convolution's window is the carried K − 1 inputs and this one; the window then
   // shifts by one (ops/causal_conv1d.h's state layout, oldest first).
@@ -266,18 +269,15 @@ at::Tensor Mamba::raw_step(const at::Tensor& x_in, at::Tensor& conv_state, at::T
   }
   x_proj_.base().row_product(xs.data(), 0, R + 2 * N, dbc.data());
   dt_proj_.base().row_product(dbc.data(), 0, E, delta.data());  // Δ before the softplus, bias included
-  const float* a_log = A_log_.const_data_ptr<float>();
-  for (int64_t d = 0; d < E; ++d) {
-    delta[static_cast<size_t>(d)] = static_cast<float>(softplus(delta[static_cast<size_t>(d)]));
-    for (int64_t n = 0; n < N; ++n) A[static_cast<size_t>(d * N + n)] = -std::exp(a_log[d * N + n]);
-  }
+  for (float& v : delta) v = static_cast<float>(softplus(v));
+  const float* A = A_state.const_data_ptr<float>();
   const float* B = dbc.data() + R;
   const float* C = B + N;
   float* h = ssm_state.data_ptr<float>();  // [1, E, N]
   if (ops::selective_scan_uses_avx2(N))
-    ops::detail::selective_scan_step_avx2(E, N, delta.data(), xs.data(), A.data(), B, C, h, y.data());
+    ops::detail::selective_scan_step_avx2(E, N, delta.data(), xs.data(), A, B, C, h, y.data());
   else
-    ops::detail::selective_scan_step_portable(E, N, delta.data(), xs.data(), A.data(), B, C, h, y.data());
+    ops::detail::selective_scan_step_portable(E, N, delta.data(), xs.data(), A, B, C, h, y.data());
   const float* D = D_.const_data_ptr<float>();
   for (int64_t d = 0; d < E; ++d) {
     const size_t i = static_cast<size_t>(d);
@@ -296,7 +296,8 @@ at::Tensor Mamba::step(const at::Tensor& x, nn::MixerState& state, const nn::Mix
     // The raw step updates the states in place; after a prefill they may be views.
     s.conv = s.conv.contiguous();
     s.ssm = s.ssm.contiguous();
-    return raw_step(x, s.conv, s.ssm);
+    if (!s.A.defined()) s.A = (-at::exp(A_log_)).contiguous();
+    return raw_step(x, s.conv, s.ssm, s.A);
   }
   const Scanned r = run(x, context, s.conv, s.ssm);
   const at::Tensor valid = context.valid.defined() ? context.valid.to(at::kBool) : at::Tensor();

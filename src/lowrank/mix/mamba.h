@@ -105,7 +105,8 @@ class Mamba final : public nn::TokenMixer {
   // place. Equal to run() up to summation order (tests: step against forward, the fixtures'
   // cached decoding).
   bool raw_step_applies(const at::Tensor& x, const nn::MixerContext& context) const;
-  at::Tensor raw_step(const at::Tensor& x, at::Tensor& conv_state, at::Tensor& ssm_state) const;
+  at::Tensor raw_step(const at::Tensor& x, at::Tensor& conv_state, at::Tensor& ssm_state,
+                      const at::Tensor& A) const;
 
   MambaOptions options_;
   std::string prefix_;
