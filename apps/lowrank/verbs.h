@@ -39,5 +39,6 @@ VerbRunner add_task(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_report(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_repro(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_spgemm(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace lowrank::cli

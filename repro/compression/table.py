@@ -14,6 +14,10 @@ import json
 import math
 import os
 import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from readme_table import replace_between_markers  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -308,19 +312,6 @@ def write_svg(path, rows, dense):
     with open(tmp, "w") as fh:
         fh.write("\n".join(out) + "\n")
     os.replace(tmp, path)
-
-
-def replace_between_markers(readme, text):
-    body = open(readme).read()
-    begin, end = "<!-- table:begin -->", "<!-- table:end -->"
-    if begin not in body or end not in body:
-        raise SystemExit(f"table.py: {readme} lacks the {begin} / {end} markers")
-    head, rest = body.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    tmp = readme + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(head + begin + "\n" + text + "\n" + end + tail)
-    os.replace(tmp, readme)
 
 
 def main():

@@ -13,6 +13,10 @@ import argparse
 import json
 import math
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from readme_table import replace_between_markers  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Errors are relative to the output's norm; two within 0.1% of it are a tie (both exact on the
@@ -284,19 +288,6 @@ def write_svg(path, result):
     with open(tmp, "w") as fh:
         fh.write("\n".join(out) + "\n")
     os.replace(tmp, path)
-
-
-def replace_between_markers(readme, text):
-    begin, end = "<!-- table:begin -->", "<!-- table:end -->"
-    body = open(readme).read()
-    i, j = body.find(begin), body.find(end)
-    if i < 0 or j < i:
-        raise SystemExit(f"{readme}: no {begin} … {end} markers")
-    new = body[: i + len(begin)] + "\n" + text + "\n" + body[j:]
-    tmp = readme + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(new)
-    os.replace(tmp, readme)
 
 
 def main():

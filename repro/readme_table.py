@@ -1,0 +1,22 @@
+"""Shared by the repro tables (repro/<pillar>/table.py): put a generated table into a README between
+its `<!-- table:begin -->` and `<!-- table:end -->` markers, and write files atomically."""
+import os
+
+BEGIN, END = "<!-- table:begin -->", "<!-- table:end -->"
+
+
+def write_atomic(path, text):
+    """Writes `text` to `path` through a temporary file and a rename."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def replace_between_markers(readme, text):
+    """Replaces what lies between the markers of `readme` with `text` (SystemExit without them)."""
+    body = open(readme).read()
+    i, j = body.find(BEGIN), body.find(END)
+    if i < 0 or j < i:
+        raise SystemExit(f"{readme}: no {BEGIN} … {END} markers")
+    write_atomic(readme, body[: i + len(BEGIN)] + "\n" + text + "\n" + body[j:])
