@@ -14,9 +14,12 @@
 #include "lowrank/kernel_methods/dpp_sampling.h"
 #include "lowrank/kernel_methods/estimator.h"
 #include "tests/kernel_methods/kernel_testing.h"
+#include "tests/stats_testing.h"
 
 namespace lowrank::kernel_methods {
 namespace {
+
+using testing::ks_statistic;
 
 using kernel_testing::expect_error;
 
@@ -161,23 +164,6 @@ TEST(DppSamplingTest, DppDrawHasExactlyMDistinctPoints) {
   EXPECT_EQ(sample_volume_rescaled(basis, 33, 4).size(0), 33);
   EXPECT_EQ(sample_design("repeat", basis, 40, 4).size(0), 40);
   EXPECT_TRUE(at::equal(sample_design("volume", basis, 30, 9), sample_volume_rescaled(basis, 30, 9)));
-}
-
-// The two-sample Kolmogorov–Smirnov statistic sup_t |F_a(t) − F_b(t)| of two samples.
-double ks_statistic(const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor sa = std::get<0>(a.reshape({-1}).sort()), sb = std::get<0>(b.reshape({-1}).sort());
-  const auto* pa = sa.data_ptr<double>();
-  const auto* pb = sb.data_ptr<double>();
-  const int64_t na = sa.numel(), nb = sb.numel();
-  int64_t i = 0, j = 0;
-  double sup = 0;
-  while (i < na && j < nb) {
-    const double t = std::min(pa[i], pb[j]);
-    while (i < na && pa[i] <= t) ++i;
-    while (j < nb && pb[j] <= t) ++j;
-    sup = std::max(sup, std::abs(static_cast<double>(i) / na - static_cast<double>(j) / nb));
-  }
-  return sup;
 }
 
 // Per draw (rows of x [T, m]): the largest point and the smallest gap between neighbours.

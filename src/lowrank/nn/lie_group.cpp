@@ -1,0 +1,102 @@
+// GL⁺(2) and SL(2): the polar chart and Haar sampling (lie_group.h).
+#include "lowrank/nn/lie_group.h"
+
+#include <cmath>
+#include <numbers>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "lowrank/core/error.h"
+
+namespace lowrank::nn {
+
+namespace {
+
+// [..., 2, 2] rotation by angle θ [...].
+at::Tensor rotation(const at::Tensor& theta) {
+  const at::Tensor c = at::cos(theta), s = at::sin(theta);
+  return at::stack({at::stack({c, -s}, -1), at::stack({s, c}, -1)}, -2);
+}
+
+// θ of the rotation factor of g = P·R(θ).
+at::Tensor rotation_angle_of(const at::Tensor& g) {
+  const at::Tensor a = g.select(-2, 0).select(-1, 0), b = g.select(-2, 0).select(-1, 1);
+  const at::Tensor c = g.select(-2, 1).select(-1, 0), d = g.select(-2, 1).select(-1, 1);
+  return at::atan2(c - b, a + d);
+}
+
+void check_square2(const at::Tensor& m, const char* what) {
+  LR_CHECK(m.dim() >= 2 && m.size(-1) == 2 && m.size(-2) == 2, InvalidArgument, what,
+           " expects matrices [..., 2, 2], got ", m.sizes());
+}
+
+// f applied to the eigenvalues of symmetric matrices [..., 2, 2]: V f(Λ) Vᵀ.
+template <typename F>
+at::Tensor symmetric_function(const at::Tensor& s, F f) {
+  const auto [e, v] = at::linalg_eigh(s);
+  return at::matmul(v * f(e).unsqueeze(-2), v.transpose(-1, -2));
+}
+
+}  // namespace
+
+PolarFactors left_polar(const at::Tensor& g_in) {
+  check_square2(g_in, "left_polar");
+  const at::Tensor g = g_in.to(at::kDouble);
+  LR_CHECK(at::all(at::linalg_det(g) > 0).item<bool>(), InvalidArgument,
+           "left_polar: every matrix must have a positive determinant (GL+(2))");
+  // In 2-D the rotation has a closed form: P = g R(θ)ᵀ is symmetric exactly when
+  // θ = atan2(g₁₀ − g₀₁, g₀₀ + g₁₁) (for det g > 0 this also makes P positive definite).
+  const at::Tensor r = rotation(rotation_angle_of(g));
+  const at::Tensor p = at::matmul(g, r.transpose(-1, -2));
+  return {0.5 * (p + p.transpose(-1, -2)), r};
+}
+
+at::Tensor lie_chart(const at::Tensor& g) {
+  const PolarFactors f = left_polar(g);
+  const at::Tensor log_p = symmetric_function(f.p, [](const at::Tensor& e) { return at::log(e); });
+  // log R = θ J, J = [[0, −1], [1, 0]], θ ∈ (−π, π].
+  const at::Tensor theta = rotation_angle_of(g.to(at::kDouble));
+  const at::Tensor zero = at::zeros_like(theta);
+  const at::Tensor log_r = at::stack({at::stack({zero, -theta}, -1), at::stack({theta, zero}, -1)}, -2);
+  return log_p + log_r;
+}
+
+at::Tensor lie_chart_inverse(const at::Tensor& x_in) {
+  check_square2(x_in, "lie_chart_inverse");
+  const at::Tensor x = x_in.to(at::kDouble);
+  const at::Tensor s = 0.5 * (x + x.transpose(-1, -2));
+  const at::Tensor theta = 0.5 * (x.select(-2, 1).select(-1, 0) - x.select(-2, 0).select(-1, 1));
+  return at::matmul(symmetric_function(s, [](const at::Tensor& e) { return at::exp(e); }), rotation(theta));
+}
+
+at::Tensor sl2_kak_t(const at::Tensor& g) {
+  check_square2(g, "sl2_kak_t");
+  const at::Tensor norm2 = g.to(at::kDouble).pow(2).sum({-2, -1});
+  return 0.5 * at::acosh(at::clamp_min(norm2 / 2.0, 1.0));
+}
+
+at::Tensor sample_sl2_haar(int64_t n, double t_max, uint64_t seed) {
+  LR_CHECK(n >= 1, InvalidArgument, "Haar sampling needs n >= 1, got ", n);
+  LR_CHECK(t_max > 0 && t_max < 20, InvalidArgument, "Haar sampling truncation T = ", t_max,
+           " must lie in (0, 20) (the singular values are e^T and e^-T)");
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  const at::Tensor phi = at::rand({n}, gen, opts) * (2 * std::numbers::pi);
+  const at::Tensor psi = at::rand({n}, gen, opts) * (2 * std::numbers::pi);
+  // t from the density ∝ sinh(2t) on [0, T]: CDF (cosh 2t − 1)/(cosh 2T − 1), inverted.
+  const at::Tensor u = at::rand({n}, gen, opts);
+  const at::Tensor t = 0.5 * at::acosh(1 + u * (std::cosh(2 * t_max) - 1));
+  const at::Tensor zero = at::zeros_like(t);
+  const at::Tensor a = at::stack({at::stack({at::exp(t), zero}, -1), at::stack({zero, at::exp(-t)}, -1)}, -2);
+  return at::matmul(at::matmul(rotation(phi), a), rotation(psi));
+}
+
+at::Tensor sample_gl2_haar(int64_t n, double t_max, double log_scale_max, uint64_t seed) {
+  LR_CHECK(log_scale_max >= 0, InvalidArgument, "GL+(2) log-scale bound ", log_scale_max, " must be >= 0");
+  const at::Tensor g = sample_sl2_haar(n, t_max, seed);
+  at::Generator gen = at::detail::createCPUGenerator(seed ^ 0x9E3779B97F4A7C15ull);
+  const at::Tensor s = (at::rand({n}, gen, at::TensorOptions().dtype(at::kDouble)) * 2 - 1) * log_scale_max;
+  return g * at::exp(s).view({n, 1, 1});
+}
+
+}  // namespace lowrank::nn

@@ -1,0 +1,47 @@
+// GL⁺(2) and SL(2) through the global chart of Mironenco & Forré (2024, "Lie Group Decompositions
+// for Equivariant Neural Networks", ICLR, arXiv:2310.11366), as the authors' code writes it
+// (github.com/mirceamironenco/rgenn, rgenn/groups.py: GLn.left_polar_cartan, left_xi_inv,
+// left_polar_canonical_decomposition):
+//   left polar decomposition   g = P·R,  P = (g gᵀ)^{1/2} symmetric positive definite, R = P⁻¹g ∈ SO(2)
+//   chart ξ⁻¹: GL⁺(2) → gl(2)  g ↦ log P + log R   (a symmetric plus a skew-symmetric matrix)
+//   ξ: gl(2) → GL⁺(2)          X ↦ exp(S)·exp(A),  S = (X + Xᵀ)/2,  A = (X − Xᵀ)/2
+// ξ is a diffeomorphism from {X : the skew part's angle θ ∈ (−π, π]} onto GL⁺(2), unlike the matrix
+// exponential, which does not reach all of it. On SL(2), S is traceless (det P = 1).
+// (The issue's summary writes g = R(θ)·exp(S), the right polar form; we follow the authors' code, which
+// puts the symmetric factor on the left.)
+//
+// Haar measure. SL(2) = K A K with K = SO(2), A = {diag(eᵗ, e⁻ᵗ)}: g = R(φ)·diag(eᵗ, e⁻ᵗ)·R(ψ),
+// t ≥ 0, and the Haar measure is ∝ sinh(2t) dφ dt dψ (the KAK integration formula of SL(2, ℝ):
+// one positive root, α = 2t, of multiplicity one; the paper's §B and its Table 1). sample_sl2_haar draws φ, ψ
+// ~ U[0, 2π) and t from the density ∝ sinh(2t) on [0, T] by inverting its CDF, t = ½ acosh(1 + u(cosh 2T −
+// 1)): the Haar measure restricted to the compact set ‖g‖ ≤ e^T. GL⁺(2) = ℝ₊·SL(2) adds a scale eˢ, s ~ U[−L,
+// L] (the Haar measure of ℝ₊ is ds). The truncation breaks invariance only near its edge.
+#pragma once
+
+#include <cstdint>
+
+#include <ATen/ATen.h>
+
+namespace lowrank::nn {
+
+// Both factors of g = P·R, for g [..., 2, 2] with det g > 0 (float64). InvalidArgument otherwise.
+struct PolarFactors {
+  at::Tensor p;  // symmetric positive definite
+  at::Tensor r;  // rotation
+};
+PolarFactors left_polar(const at::Tensor& g);
+
+// ξ⁻¹: [..., 2, 2] in GL⁺(2) → [..., 2, 2] in gl(2) (log P + log R).
+at::Tensor lie_chart(const at::Tensor& g);
+// ξ: [..., 2, 2] in gl(2) → GL⁺(2) (exp of the symmetric part times exp of the skew part).
+at::Tensor lie_chart_inverse(const at::Tensor& x);
+
+// t of g ∈ SL(2) in its KAK form: the singular values are eᵗ and e⁻ᵗ, ‖g‖²_F = 2 cosh 2t.
+at::Tensor sl2_kak_t(const at::Tensor& g);
+
+// n Haar-distributed elements of SL(2) with t ≤ t_max, [n, 2, 2] float64, seeded.
+at::Tensor sample_sl2_haar(int64_t n, double t_max, uint64_t seed);
+// As above times a scale eˢ, s ~ U[−log_scale_max, log_scale_max]: GL⁺(2).
+at::Tensor sample_gl2_haar(int64_t n, double t_max, double log_scale_max, uint64_t seed);
+
+}  // namespace lowrank::nn

@@ -1,0 +1,87 @@
+// GL⁺(2) and SL(2) (nn/lie_group.h): the polar chart against scipy.linalg.polar and its own
+// round trips, and the Haar sampler's left invariance by a two-sample test away from its truncation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numbers>
+
+#include "lowrank/core/safetensors.h"
+#include "lowrank/nn/lie_group.h"
+#include "tests/stats_testing.h"
+#include "tests/testing.h"
+
+namespace lowrank::nn {
+namespace {
+
+using testing::ks_statistic;
+
+TEST(LiePolarTest, LeftPolarFactorsMatchScipy) {
+  const SafetensorsFile f = SafetensorsFile::open(testing::fixture("lie_group/polar.safetensors"));
+  const at::Tensor g = f.load("g");
+  const PolarFactors ours = left_polar(g);
+  EXPECT_LE(testing::max_abs_diff(ours.p, f.load("p")), 1e-12);
+  EXPECT_LE(testing::max_abs_diff(ours.r, f.load("r")), 1e-12);
+  EXPECT_LE(testing::max_abs_diff(at::matmul(ours.p, ours.r), g), 1e-12);
+}
+
+TEST(LiePolarTest, ChartRoundTrips) {
+  // g → ξ⁻¹(g) → g on Haar samples of GL⁺(2) reaching singular values e^±3 and scales e^±1.
+  const at::Tensor g = sample_gl2_haar(500, 3.0, 1.0, 1);
+  EXPECT_LE(testing::rel_max_error(lie_chart_inverse(lie_chart(g)), g), 1e-12);
+  // X → ξ(X) → X for X = S + θJ, S symmetric, θ ∈ (−π, π): the chart is onto that set.
+  at::manual_seed(2);
+  const at::Tensor m = at::randn({500, 2, 2}, at::kDouble);
+  at::Tensor x = 0.5 * (m + m.transpose(-1, -2));
+  const at::Tensor theta = (at::rand({500}, at::kDouble) * 2 - 1) * (std::numbers::pi - 1e-3);
+  x.select(-2, 1).select(-1, 0).add_(theta);
+  x.select(-2, 0).select(-1, 1).sub_(theta);
+  EXPECT_LE(testing::max_abs_diff(lie_chart(lie_chart_inverse(x)), x), 1e-12);
+  // On SL(2) the symmetric part is traceless.
+  const at::Tensor sl = lie_chart(sample_sl2_haar(100, 2.0, 3));
+  EXPECT_LE(sl.diagonal(0, -2, -1).sum(-1).abs().max().item<double>(), 1e-12);
+  EXPECT_NE(testing::error_of([] {
+              left_polar(at::tensor({1.0, 0.0, 0.0, -1.0}, at::kDouble).view({2, 2}));
+            }).find("positive determinant"),
+            std::string::npos);
+}
+
+// The angle of R in g = P·R, in (−π, π].
+at::Tensor rotation_angle(const at::Tensor& g) {
+  const at::Tensor r = left_polar(g).r;
+  return at::atan2(r.select(-2, 1).select(-1, 0), r.select(-2, 0).select(-1, 0));
+}
+
+TEST(LieHaarTest, LeftTranslatesPassATwoSampleTestAwayFromTheTruncation) {
+  const double t_max = 3.0, inner = 2.0;  // h has t = 0.5: B(T) ⊇ h·B(inner) ⊇ ... up to inner
+  const at::Tensor h = at::tensor({std::exp(0.5), 0.3, 0.0, std::exp(-0.5)}, at::kDouble).view({1, 2, 2});
+  ASSERT_LT(sl2_kak_t(h).item<double>(), t_max - inner);
+  const at::Tensor g = sample_sl2_haar(40000, t_max, 11);
+  const at::Tensor hg = at::matmul(h, sample_sl2_haar(40000, t_max, 12));
+  // Both restricted to t ≤ inner, which h·B(T) contains: both are then Haar on B(inner).
+  const at::Tensor a = g.index({sl2_kak_t(g) <= inner}), b = hg.index({sl2_kak_t(hg) <= inner});
+  const double n = static_cast<double>(a.size(0)), m = static_cast<double>(b.size(0));
+  const double critical = 1.95 * std::sqrt((n + m) / (n * m));  // α = 0.001
+  EXPECT_LT(ks_statistic(sl2_kak_t(a), sl2_kak_t(b)), critical);
+  EXPECT_LT(ks_statistic(rotation_angle(a), rotation_angle(b)), critical);
+  // The t law itself: ∝ sinh 2t, so P(t ≤ 1 | t ≤ 2) = (cosh 2 − 1) / (cosh 4 − 1).
+  const double expected = (std::cosh(2.0) - 1) / (std::cosh(4.0) - 1);
+  const double observed = (sl2_kak_t(a) <= 1.0).to(at::kDouble).mean().item<double>();
+  EXPECT_NEAR(observed, expected, 4 * std::sqrt(expected * (1 - expected) / n));
+  EXPECT_LE(testing::max_abs_diff(at::linalg_det(g), at::ones({40000}, at::kDouble)), 1e-10);
+}
+
+TEST(LieHaarTest, Gl2ScalesAndBadArguments) {
+  const at::Tensor g = sample_gl2_haar(1000, 1.0, 0.5, 4);
+  const at::Tensor log_det = at::log(at::linalg_det(g)) / 2;  // = s ~ U[−0.5, 0.5]
+  EXPECT_LE(log_det.abs().max().item<double>(), 0.5 + 1e-12);
+  EXPECT_GT(log_det.abs().max().item<double>(), 0.45);
+  EXPECT_NE(testing::error_of([] { sample_sl2_haar(10, 0.0, 1); }).find("truncation T = 0"),
+            std::string::npos);
+  EXPECT_NE(testing::error_of([] {
+              lie_chart(at::zeros({3, 3}, at::kDouble));
+            }).find("[..., 2, 2]"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace lowrank::nn
