@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "lowrank/core/error.h"
+#include "lowrank/linalg/cp_als.h"
 
 namespace lowrank::nn {
 
@@ -37,6 +38,24 @@ CpConv2d CpConv2d::random(int64_t in_channels, int64_t out_channels, int64_t ker
     conv.bias =
         ((at::rand({out_channels}, gen, at::TensorOptions().dtype(at::kDouble)) * 2 - 1) * bound).to(dtype);
   }
+  return conv;
+}
+
+CpConv2d CpConv2d::from_kernel(const at::Tensor& kernel, const at::Tensor& bias, int64_t rank, double* error,
+                               int64_t max_iters) {
+  LR_CHECK(kernel.dim() == 4 && kernel.size(2) == kernel.size(3) && kernel.size(2) % 2 == 1, InvalidArgument,
+           "post-hoc CP needs a square odd kernel [T, S, k, k], got ", kernel.sizes());
+  linalg::CpOptions options;
+  options.max_iters = max_iters;
+  const linalg::CpDecomposition cp = linalg::cp_als(kernel, rank, options);
+  if (error) *error = cp.errors.back();
+  const at::ScalarType dtype = kernel.scalar_type();
+  CpConv2d conv;
+  conv.a = cp.factors[0].to(dtype);
+  conv.b = cp.factors[1].to(dtype);
+  conv.c = cp.factors[2].to(dtype);
+  conv.d = cp.factors[3].to(dtype);
+  if (bias.defined()) conv.bias = bias.detach().clone();
   return conv;
 }
 

@@ -39,6 +39,12 @@ struct CpConv2d {
   static CpConv2d random(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t rank,
                          uint64_t seed, bool with_bias = true, at::ScalarType dtype = at::kFloat);
 
+  // Post-hoc CP compression of a trained dense kernel K [T, S, k, k] (k odd) at rank R: the factors
+  // of linalg::cp_als(K) (tensorly's ALS, svd initialisation), the bias kept. Returns the conv and
+  // writes the relative error ‖K − [[A, B, C, D]]‖ / ‖K‖ to *error when given.
+  static CpConv2d from_kernel(const at::Tensor& kernel, const at::Tensor& bias, int64_t rank,
+                              double* error = nullptr, int64_t max_iters = 100);
+
   // y = K * x (+ bias): x [N, S, H, W] → [N, T, H, W]. Differentiable in x and in every factor.
   at::Tensor forward(const at::Tensor& x) const;
   // K [T, S, k, k], for the oracle and for export to a dense conv.
