@@ -83,5 +83,33 @@ TEST(LieHaarTest, Gl2ScalesAndBadArguments) {
             std::string::npos);
 }
 
+TEST(LiftingConvTest, EquivariantUnderTheGridsRotation) {
+  // u: torch.rot90(f, 1) on a square image is (u·f)(p) = f(u⁻¹p) with u⁻¹(x, y) = (−y, x) in
+  // (column, row) coordinates, i.e. u = [[0, 1], [−1, 0]]. Claim: L(u·f)(p, g) = (L f)(u⁻¹p, u⁻¹g),
+  // that is, L(rot90 f) at g equals rot90 of L f at u⁻¹g.
+  const LiftingConv2d conv = LiftingConv2d::random(3, 4, 5, 16, 21, at::kDouble);
+  const at::Tensor g = sample_gl2_haar(6, 1.0, 0.3, 22);
+  const at::Tensor u_inv = at::tensor({0.0, -1.0, 1.0, 0.0}, at::kDouble).view({1, 2, 2});
+  at::manual_seed(23);
+  const at::Tensor f = at::randn({2, 3, 11, 11}, at::kDouble);
+  const at::Tensor lhs = conv.forward(at::rot90(f, 1, {2, 3}), g);
+  const at::Tensor rhs = at::rot90(conv.forward(f, at::matmul(u_inv, g)), 1, {3, 4});
+  EXPECT_EQ(lhs.sizes(), (std::vector<int64_t>{2, 4, 6, 11, 11}));
+  EXPECT_LE(testing::max_abs_diff(lhs, rhs), 1e-10);
+  // And the same group elements on both sides do not give it: the test can tell.
+  EXPECT_GT(testing::max_abs_diff(lhs, at::rot90(conv.forward(f, g), 1, {3, 4})), 1e-3);
+}
+
+TEST(LiftingConvTest, KernelsAreTheMlpAtTransformedOffsets) {
+  const LiftingConv2d conv = LiftingConv2d::random(2, 3, 3, 8, 5, at::kDouble);
+  const at::Tensor g = at::tensor({2.0, 0.5, 0.0, 1.0}, at::kDouble).view({1, 2, 2});  // det 2
+  const at::Tensor w = conv.kernels(g);                                                // [1, 3, 2, 3, 3]
+  // Window entry (row 0, column 2) is δ = (1, −1); g⁻¹δ = (0.75, −1).
+  const at::Tensor expected = conv.kernel.forward(at::tensor({0.75, -1.0}, at::kDouble)).view({3, 2}) / 2.0;
+  EXPECT_LE(testing::max_abs_diff(w.select(0, 0).select(2, 0).select(2, 2), expected), 1e-12);
+  EXPECT_NE(testing::error_of([] { LiftingConv2d::random(2, 3, 4, 8, 5); }).find("kernel size 4"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace lowrank::nn

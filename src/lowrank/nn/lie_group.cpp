@@ -99,4 +99,64 @@ at::Tensor sample_gl2_haar(int64_t n, double t_max, double log_scale_max, uint64
   return g * at::exp(s).view({n, 1, 1});
 }
 
+KernelMlp KernelMlp::random(int64_t in, int64_t hidden, int64_t out, uint64_t seed, at::ScalarType dtype) {
+  LR_CHECK(in >= 1 && hidden >= 1 && out >= 1, InvalidArgument, "kernel MLP sizes must be positive, got ", in,
+           ", ", hidden, ", ", out);
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  // nn.Linear's default: U(−1/√fan_in, 1/√fan_in) for weights and biases.
+  auto uniform = [&](at::IntArrayRef shape, int64_t fan_in) {
+    return ((at::rand(shape, gen, opts) * 2 - 1) / std::sqrt(static_cast<double>(fan_in))).to(dtype);
+  };
+  return {uniform({hidden, in}, in), uniform({hidden}, in), uniform({out, hidden}, hidden),
+          uniform({out}, hidden)};
+}
+
+at::Tensor KernelMlp::forward(const at::Tensor& coords) const {
+  return at::linear(at::gelu(at::linear(coords, w1, b1)), w2, b2);
+}
+
+LiftingConv2d LiftingConv2d::random(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
+                                    int64_t hidden, uint64_t seed, at::ScalarType dtype) {
+  LR_CHECK(in_channels >= 1 && out_channels >= 1, InvalidArgument,
+           "lifting conv channels must be positive, got ", in_channels, " -> ", out_channels);
+  LR_CHECK(kernel_size >= 3 && kernel_size % 2 == 1, InvalidArgument, "lifting conv kernel size ",
+           kernel_size, " must be odd and at least 3");
+  LiftingConv2d conv;
+  conv.in_channels = in_channels;
+  conv.out_channels = out_channels;
+  conv.kernel_size = kernel_size;
+  conv.kernel = KernelMlp::random(2, hidden, out_channels * in_channels, seed, dtype);
+  return conv;
+}
+
+at::Tensor LiftingConv2d::kernels(const at::Tensor& g) const {
+  check_square2(g, "LiftingConv2d");
+  LR_CHECK(g.dim() == 3, InvalidArgument, "LiftingConv2d expects group elements [N, 2, 2], got ", g.sizes());
+  const int64_t k = kernel_size, r = k / 2, n = g.size(0);
+  const at::ScalarType dtype = kernel.w1.scalar_type();
+  // Offsets δ = (column − r, row − r) / r, [k, k, 2] (row-major over the kernel window).
+  const at::Tensor steps = (at::arange(k, at::kDouble) - r) / r;
+  const at::Tensor rows = steps.view({k, 1}).expand({k, k}), cols = steps.view({1, k}).expand({k, k});
+  const at::Tensor delta = at::stack({cols, rows}, -1);
+  const at::Tensor gd = g.to(at::kDouble);
+  const at::Tensor g_inv = at::linalg_inv(gd);  // [N, 2, 2]
+  // g⁻¹ δ for every n: [N, k, k, 2].
+  const at::Tensor coords = at::einsum("nab,ijb->nija", {g_inv, delta});
+  const at::Tensor values = kernel.forward(coords.to(dtype));  // [N, k, k, out·in]
+  const at::Tensor inv_det = (1.0 / at::linalg_det(gd).abs()).to(dtype).view({n, 1, 1, 1, 1});
+  return values.view({n, k, k, out_channels, in_channels}).permute({0, 3, 4, 1, 2}) * inv_det;
+}
+
+at::Tensor LiftingConv2d::forward(const at::Tensor& x, const at::Tensor& g) const {
+  LR_CHECK(x.dim() == 4 && x.size(1) == in_channels, InvalidArgument, "LiftingConv2d expects [B, ",
+           in_channels, ", H, W], got ", x.sizes());
+  const at::Tensor w = kernels(g);  // [N, O, C, k, k]
+  const int64_t n = w.size(0);
+  // All group elements in one conv: N·O output channels, then [B, N, O, H, W] → [B, O, N, H, W].
+  const at::Tensor y = at::conv2d(x, w.reshape({n * out_channels, in_channels, kernel_size, kernel_size}), {},
+                                  1, kernel_size / 2);
+  return y.view({x.size(0), n, out_channels, x.size(2), x.size(3)}).transpose(1, 2);
+}
+
 }  // namespace lowrank::nn

@@ -44,4 +44,33 @@ at::Tensor sample_sl2_haar(int64_t n, double t_max, uint64_t seed);
 // As above times a scale eˢ, s ~ U[−log_scale_max, log_scale_max]: GL⁺(2).
 at::Tensor sample_gl2_haar(int64_t n, double t_max, double log_scale_max, uint64_t seed);
 
+// A small MLP k: ℝ^in → ℝ^out (one hidden layer, GELU): the continuous kernels of the group
+// convolutions, evaluated at transformed coordinates.
+struct KernelMlp {
+  at::Tensor w1, b1, w2, b2;  // [hidden, in], [hidden], [out, hidden], [out]
+  static KernelMlp random(int64_t in, int64_t hidden, int64_t out, uint64_t seed,
+                          at::ScalarType dtype = at::kFloat);
+  at::Tensor forward(const at::Tensor& coords) const;  // [..., in] → [..., out]
+};
+
+// The lifting convolution from images on ℝ² to functions on ℝ² ⋊ G, for group elements g_n
+// sampled from G ⊂ GL⁺(2) (the paper's lifting layer; its Monte-Carlo form when the g_n are Haar
+// samples):
+//   (L f)(p, g_n) = Σ_c Σ_δ k(g_n⁻¹ δ)[o, c] · f_c(p + δ) / |det g_n|
+// over the k×k offsets δ = (column, row) − centre in pixel units divided by the radius (so δ ∈
+// [−1, 1]²), zero padding. With u a symmetry of the offset grid (a rotation by 90°), L(u·f)(p, g) =
+// (L f)(u⁻¹p, u⁻¹g) exactly; the test checks it.
+struct LiftingConv2d {
+  int64_t in_channels = 0, out_channels = 0, kernel_size = 0;
+  KernelMlp kernel;  // ℝ² → ℝ^{out·in}
+
+  // InvalidArgument for an even or non-positive kernel size or non-positive channels.
+  static LiftingConv2d random(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t hidden,
+                              uint64_t seed, at::ScalarType dtype = at::kFloat);
+  // x [B, C_in, H, W], g [N, 2, 2] → [B, C_out, N, H, W].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& g) const;
+  // The kernels [N, C_out, C_in, k, k] that forward applies.
+  at::Tensor kernels(const at::Tensor& g) const;
+};
+
 }  // namespace lowrank::nn
