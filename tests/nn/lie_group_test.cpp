@@ -111,5 +111,71 @@ TEST(LiftingConvTest, KernelsAreTheMlpAtTransformedOffsets) {
             std::string::npos);
 }
 
+// f(p, g) = x(p) · φ(g) on the elements g [M, 2, 2], for x [B, C, H, W]: [B, C, M, H, W], with a
+// smooth φ(g) = exp(−‖ξ⁻¹(g)‖²/8) (1 + ½ ξ⁻¹(g)₀₁).
+at::Tensor separable_field(const at::Tensor& x, const at::Tensor& g) {
+  const at::Tensor chart = lie_chart(g);
+  const at::Tensor phi =
+      at::exp(-chart.pow(2).sum({-2, -1}) / 8) * (1 + 0.5 * chart.select(-2, 0).select(-1, 1));
+  return x.unsqueeze(2) * phi.view({1, 1, -1, 1, 1});
+}
+
+TEST(GroupConvTest, EquivarianceErrorFallsAsTheInverseSquareRootOfTheSamples) {
+  // u = the grid's 90° rotation (exact on pixels, and the truncated Haar law is invariant under
+  // rotations, so only the Monte-Carlo integral over G breaks equivariance):
+  //   K(u·f)(p, h) = (K f)(u⁻¹p, u⁻¹h), (u·f)(p, g) = f(u⁻¹p, u⁻¹g).
+  const GroupConv2d conv = GroupConv2d::random(2, 2, 3, 16, 31, at::kDouble);
+  const at::Tensor u_inv = at::tensor({0.0, -1.0, 1.0, 0.0}, at::kDouble).view({1, 2, 2});
+  const at::Tensor h = sample_gl2_haar(3, 1.0, 0.2, 32);
+  at::manual_seed(33);
+  const at::Tensor x = at::randn({1, 2, 9, 9}, at::kDouble);
+  std::vector<double> sizes, errors;
+  for (int64_t m : {16, 64, 256, 1024}) {
+    double sum = 0;
+    for (uint64_t seed = 0; seed < 6; ++seed) {
+      const at::Tensor g = sample_gl2_haar(m, 1.5, 0.5, 100 + seed);
+      const at::Tensor lhs =
+          conv.forward(separable_field(at::rot90(x, 1, {2, 3}), at::matmul(u_inv, g)), g, h);
+      const at::Tensor rhs =
+          at::rot90(conv.forward(separable_field(x, g), g, at::matmul(u_inv, h)), 1, {3, 4});
+      sum += ((lhs - rhs).norm() / rhs.norm()).item<double>();
+    }
+    sizes.push_back(std::log(static_cast<double>(m)));
+    errors.push_back(std::log(sum / 6));
+  }
+  // Least-squares slope of log error on log M: −½ for a Monte-Carlo error.
+  double mx = 0, my = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    mx += sizes[i] / sizes.size();
+    my += errors[i] / errors.size();
+  }
+  double sxy = 0, sxx = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    sxy += (sizes[i] - mx) * (errors[i] - my);
+    sxx += (sizes[i] - mx) * (sizes[i] - mx);
+  }
+  const double slope = sxy / sxx;
+  EXPECT_GT(slope, -0.7) << slope;
+  EXPECT_LT(slope, -0.3) << slope;
+  EXPECT_LT(std::exp(errors.back()), 0.1);  // and the error is small at 1024 samples
+}
+
+TEST(GroupConvTest, OneSampleIsTheKernelAtTheChartOfTheRelativeElement) {
+  const GroupConv2d conv = GroupConv2d::random(1, 1, 3, 8, 41, at::kDouble);
+  const at::Tensor g = at::tensor({1.2, 0.3, -0.1, 0.9}, at::kDouble).view({1, 2, 2});
+  const at::Tensor h = at::eye(2, at::kDouble).view({1, 2, 2});
+  // A delta image at the centre: the output at the centre is the kernel at δ = 0 and ξ⁻¹(g).
+  at::Tensor x = at::zeros({1, 1, 1, 5, 5}, at::kDouble);
+  x[0][0][0][2][2] = 1.0;
+  const at::Tensor y = conv.forward(x, g, h);
+  const at::Tensor chart = lie_chart(g).reshape({4});
+  const at::Tensor expected = conv.kernel.forward(at::cat({at::zeros({2}, at::kDouble), chart}));
+  EXPECT_NEAR(y[0][0][0][2][2].item<double>(), expected.item<double>(), 1e-12);
+  EXPECT_NE(testing::error_of([&] {
+              conv.forward(at::zeros({1, 1, 2, 5, 5}, at::kDouble), g, h);
+            }).find("for 1 input elements"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace lowrank::nn

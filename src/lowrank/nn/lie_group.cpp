@@ -99,6 +99,15 @@ at::Tensor sample_gl2_haar(int64_t n, double t_max, double log_scale_max, uint64
   return g * at::exp(s).view({n, 1, 1});
 }
 
+namespace {
+// The k×k window's offsets δ = (column − r, row − r) / r, [k, k, 2].
+at::Tensor window_offsets(int64_t k) {
+  const int64_t r = k / 2;
+  const at::Tensor steps = (at::arange(k, at::kDouble) - r) / r;
+  return at::stack({steps.view({1, k}).expand({k, k}), steps.view({k, 1}).expand({k, k})}, -1);
+}
+}  // namespace
+
 KernelMlp KernelMlp::random(int64_t in, int64_t hidden, int64_t out, uint64_t seed, at::ScalarType dtype) {
   LR_CHECK(in >= 1 && hidden >= 1 && out >= 1, InvalidArgument, "kernel MLP sizes must be positive, got ", in,
            ", ", hidden, ", ", out);
@@ -116,29 +125,35 @@ at::Tensor KernelMlp::forward(const at::Tensor& coords) const {
   return at::linear(at::gelu(at::linear(coords, w1, b1)), w2, b2);
 }
 
-LiftingConv2d LiftingConv2d::random(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
-                                    int64_t hidden, uint64_t seed, at::ScalarType dtype) {
-  LR_CHECK(in_channels >= 1 && out_channels >= 1, InvalidArgument,
-           "lifting conv channels must be positive, got ", in_channels, " -> ", out_channels);
-  LR_CHECK(kernel_size >= 3 && kernel_size % 2 == 1, InvalidArgument, "lifting conv kernel size ",
-           kernel_size, " must be odd and at least 3");
-  LiftingConv2d conv;
+// A conv of type Conv with an MLP kernel on `coords` inputs: the shared body of the two layers'
+// constructors. InvalidArgument, naming `what`, for bad channels or kernel size.
+template <typename Conv>
+Conv make_mlp_conv(const char* what, int64_t in_channels, int64_t out_channels, int64_t kernel_size,
+                   int64_t coords, int64_t hidden, uint64_t seed, at::ScalarType dtype) {
+  LR_CHECK(in_channels >= 1 && out_channels >= 1, InvalidArgument, what, " channels must be positive, got ",
+           in_channels, " -> ", out_channels);
+  LR_CHECK(kernel_size >= 3 && kernel_size % 2 == 1, InvalidArgument, what, " kernel size ", kernel_size,
+           " must be odd and at least 3");
+  Conv conv;
   conv.in_channels = in_channels;
   conv.out_channels = out_channels;
   conv.kernel_size = kernel_size;
-  conv.kernel = KernelMlp::random(2, hidden, out_channels * in_channels, seed, dtype);
+  conv.kernel = KernelMlp::random(coords, hidden, out_channels * in_channels, seed, dtype);
   return conv;
+}
+
+LiftingConv2d LiftingConv2d::random(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
+                                    int64_t hidden, uint64_t seed, at::ScalarType dtype) {
+  return make_mlp_conv<LiftingConv2d>("lifting conv", in_channels, out_channels, kernel_size, 2, hidden, seed,
+                                      dtype);
 }
 
 at::Tensor LiftingConv2d::kernels(const at::Tensor& g) const {
   check_square2(g, "LiftingConv2d");
   LR_CHECK(g.dim() == 3, InvalidArgument, "LiftingConv2d expects group elements [N, 2, 2], got ", g.sizes());
-  const int64_t k = kernel_size, r = k / 2, n = g.size(0);
+  const int64_t k = kernel_size, n = g.size(0);
   const at::ScalarType dtype = kernel.w1.scalar_type();
-  // Offsets δ = (column − r, row − r) / r, [k, k, 2] (row-major over the kernel window).
-  const at::Tensor steps = (at::arange(k, at::kDouble) - r) / r;
-  const at::Tensor rows = steps.view({k, 1}).expand({k, k}), cols = steps.view({1, k}).expand({k, k});
-  const at::Tensor delta = at::stack({cols, rows}, -1);
+  const at::Tensor delta = window_offsets(k);
   const at::Tensor gd = g.to(at::kDouble);
   const at::Tensor g_inv = at::linalg_inv(gd);  // [N, 2, 2]
   // g⁻¹ δ for every n: [N, k, k, 2].
@@ -157,6 +172,36 @@ at::Tensor LiftingConv2d::forward(const at::Tensor& x, const at::Tensor& g) cons
   const at::Tensor y = at::conv2d(x, w.reshape({n * out_channels, in_channels, kernel_size, kernel_size}), {},
                                   1, kernel_size / 2);
   return y.view({x.size(0), n, out_channels, x.size(2), x.size(3)}).transpose(1, 2);
+}
+
+GroupConv2d GroupConv2d::random(int64_t in_channels, int64_t out_channels, int64_t kernel_size,
+                                int64_t hidden, uint64_t seed, at::ScalarType dtype) {
+  return make_mlp_conv<GroupConv2d>("group conv", in_channels, out_channels, kernel_size, 6, hidden, seed,
+                                    dtype);
+}
+
+at::Tensor GroupConv2d::forward(const at::Tensor& x, const at::Tensor& g, const at::Tensor& h) const {
+  check_square2(g, "GroupConv2d");
+  check_square2(h, "GroupConv2d");
+  const int64_t m = g.size(0), n = h.size(0), k = kernel_size, o = out_channels, c = in_channels;
+  LR_CHECK(x.dim() == 5 && x.size(1) == c && x.size(2) == m, InvalidArgument, "GroupConv2d expects [B, ", c,
+           ", ", m, ", H, W] for ", m, " input elements, got ", x.sizes());
+  const at::ScalarType dtype = kernel.w1.scalar_type();
+  const at::Tensor hd = h.to(at::kDouble), h_inv = at::linalg_inv(hd);
+  // Spatial part h_n⁻¹δ [N, k, k, 2]; group part ξ⁻¹(h_n⁻¹ g_m) [N, M, 4].
+  const at::Tensor spatial = at::einsum("nab,ijb->nija", {h_inv, window_offsets(k)});
+  const at::Tensor rel =
+      lie_chart(at::matmul(h_inv.unsqueeze(1), g.to(at::kDouble).unsqueeze(0))).reshape({n, m, 4});
+  // Inputs [N, M, k, k, 6] → kernel values [N, M, k, k, O·C].
+  const at::Tensor coords = at::cat(
+      {spatial.unsqueeze(1).expand({n, m, k, k, 2}), rel.view({n, m, 1, 1, 4}).expand({n, m, k, k, 4})}, -1);
+  at::Tensor w = kernel.forward(coords.to(dtype)).view({n, m, k, k, o, c});
+  const at::Tensor scale = (1.0 / (at::linalg_det(hd).abs() * static_cast<double>(m))).to(dtype);
+  w = w * scale.view({n, 1, 1, 1, 1, 1});
+  // One conv: output channel (n, o), input channel (c, m), as x's [B, C, M] flattens.
+  w = w.permute({0, 4, 5, 1, 2, 3}).reshape({n * o, c * m, k, k});
+  const at::Tensor y = at::conv2d(x.reshape({x.size(0), c * m, x.size(3), x.size(4)}), w, {}, 1, k / 2);
+  return y.view({x.size(0), n, o, x.size(3), x.size(4)}).transpose(1, 2);
 }
 
 }  // namespace lowrank::nn

@@ -73,4 +73,21 @@ struct LiftingConv2d {
   at::Tensor kernels(const at::Tensor& g) const;
 };
 
+// The group convolution on ℝ² ⋊ G by Monte Carlo over group samples (the paper's group-convolution
+// layer; kernels are MLPs on the spatial offset and the chart coordinates of h⁻¹g, Eq. for the
+// convolution on the product of ℝ² and the group):
+//   (K f)(p, h_n) = (1/M) Σ_m Σ_c Σ_δ k(h_n⁻¹δ, ξ⁻¹(h_n⁻¹ g_m))[o, c] · f_c(p + δ, g_m) / |det h_n|
+// with f given on the input elements g_m (Haar samples: the average estimates ∫_G … dμ(g)) and
+// the output on the elements h_n. Equivariance holds for the integral; the Monte-Carlo estimate
+// carries an error that falls as M^-½ (tested).
+struct GroupConv2d {
+  int64_t in_channels = 0, out_channels = 0, kernel_size = 0;
+  KernelMlp kernel;  // ℝ^{2 + 4} (offset, chart of h⁻¹g flattened) → ℝ^{out·in}
+
+  static GroupConv2d random(int64_t in_channels, int64_t out_channels, int64_t kernel_size, int64_t hidden,
+                            uint64_t seed, at::ScalarType dtype = at::kFloat);
+  // x [B, C_in, M, H, W] on the input elements g [M, 2, 2] → [B, C_out, N, H, W] on h [N, 2, 2].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& g, const at::Tensor& h) const;
+};
+
 }  // namespace lowrank::nn
