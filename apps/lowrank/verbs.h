@@ -40,5 +40,6 @@ VerbRunner add_report(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_kernel(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_repro(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_spgemm(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_wave(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace lowrank::cli
