@@ -109,7 +109,7 @@ void run_spgemm(const SpgemmFlags& flags, const GlobalOptions& global) {
 
   ops::SpgemmStats stats;
   const auto t0 = std::chrono::steady_clock::now();
-  const ops::Csr c = ops::spgemm(a, right, options, &stats);
+  const ops::Csr c = ops::spgemm(a, right, options, &stats, row_flops);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   data::write_sparse_matrix(flags.out, c);
   const double gflops = seconds > 0 ? 2.0 * static_cast<double>(stats.flops) / seconds * 1e-9 : 0.0;

@@ -31,8 +31,7 @@ void run_simulate(const SimulateFlags& flags, const GlobalOptions& global) {
   options.n = flags.grid;
   options.cfl = flags.cfl;
   options.boundary = flags.boundary;
-  // The solver checks the options (CFL, boundary, grid) before any work.
-  data::WaveSolver(at::ones({flags.grid, flags.grid}, at::kDouble), options);
+  options.check();  // CFL, boundary, grid: before any work
   const data::WaveDataset d =
       data::simulate_wave_dataset(options, flags.samples, flags.ahead, flags.seed, flags.per_simulation);
   const std::vector<NamedTensor> tensors = {{"inputs", d.inputs}, {"targets", d.targets}};

@@ -19,6 +19,7 @@
 #include "lowrank/core/safetensors.h"
 #include "lowrank/data/prepare.h"
 #include "lowrank/data/token_dataset.h"
+#include "lowrank/nn/run.h"
 #include "lowrank/train/gradnorm_lorp.h"
 #include "lowrank/train/welore.h"
 
@@ -46,20 +47,12 @@ train::TrainResult timed_training(FinetuneSummary& s, const std::function<train:
   return r;
 }
 
-// The --dtype name of a training dtype.
-std::string dtype_name(at::ScalarType t) {
-  return t == at::kBFloat16 ? "bfloat16"
-         : t == at::kHalf   ? "float16"
-         : t == at::kFloat  ? "float32"
-                            : c10::toString(t);
-}
-
 void write_summary(const FinetuneOptions& o, const train::TrainerConfig& trainer, FinetuneSummary& s) {
   s.peak_rss_mib = static_cast<double>(peak_rss_bytes()) / (1 << 20);
   OrderedJson summary = s.to_json();
   summary["trainer"] = trainer.to_json();
   summary["corpus"] = o.corpus;
-  summary["dtype"] = dtype_name(o.dtype);
+  summary["dtype"] = nn::dtype_name(o.dtype);
   write_json_file(o.out / "finetune.json", summary);
 }
 
@@ -175,10 +168,10 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   (void)train::apply_optimizer_request(o.optimizer, trainer);
   trainer.validate();
   LR_CHECK(o.dtype == at::kFloat || o.dtype == at::kBFloat16 || o.dtype == at::kHalf, InvalidArgument,
-           "--dtype: finetune trains in float32, bfloat16 or float16, not ", dtype_name(o.dtype));
+           "--dtype: finetune trains in float32, bfloat16 or float16, not ", nn::dtype_name(o.dtype));
   LR_CHECK(o.dtype == at::kFloat || trainer.autocast.empty(), InvalidArgument, "--autocast ",
            trainer.autocast, " runs a float32 model's forward passes in the half type; --dtype ",
-           dtype_name(o.dtype), " makes the weights themselves half (pure half precision): choose one");
+           nn::dtype_name(o.dtype), " makes the weights themselves half (pure half precision): choose one");
 
   // 1. Dataset, tokenized with the model's tokenizer.
   fs::create_directories(o.out);

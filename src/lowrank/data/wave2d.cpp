@@ -11,13 +11,17 @@
 
 namespace lowrank::data {
 
-WaveSolver::WaveSolver(at::Tensor c, const WaveOptions& options) : options_(options) {
-  const int64_t n = options.n;
+void WaveOptions::check() const {
   LR_CHECK(n >= 4, InvalidArgument, "wave grid n = ", n, " must be at least 4");
-  LR_CHECK(options.cfl > 0 && options.cfl <= 1 / std::numbers::sqrt2, InvalidArgument, "wave CFL number ",
-           options.cfl, " must lie in (0, 1/sqrt(2)] (the leapfrog scheme is unstable above)");
-  LR_CHECK(options.boundary == "absorbing" || options.boundary == "periodic", InvalidArgument,
-           "wave boundary \"", options.boundary, "\" (expected absorbing or periodic)");
+  LR_CHECK(cfl > 0 && cfl <= 1 / std::numbers::sqrt2, InvalidArgument, "wave CFL number ", cfl,
+           " must lie in (0, 1/sqrt(2)] (the leapfrog scheme is unstable above)");
+  LR_CHECK(boundary == "absorbing" || boundary == "periodic", InvalidArgument, "wave boundary \"", boundary,
+           "\" (expected absorbing or periodic)");
+}
+
+WaveSolver::WaveSolver(at::Tensor c, const WaveOptions& options) : options_(options) {
+  options.check();
+  const int64_t n = options.n;
   LR_CHECK(c.dim() == 2 && c.size(0) == n && c.size(1) == n, InvalidArgument, "wave speed has shape ",
            c.sizes(), ", expected [", n, ", ", n, "]");
   c = c.to(at::kDouble).contiguous();

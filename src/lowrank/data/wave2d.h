@@ -30,6 +30,9 @@ struct WaveOptions {
   int64_t sponge = 10;                 // absorbing: damping-layer width in cells
   double sponge_damping = 60.0;        // σ_max (1 / time)
   double ricker_frequency = 6.0;       // f₀
+
+  // InvalidArgument names the option at fault: n < 4, cfl ∉ (0, 1/√2], an unknown boundary.
+  void check() const;
 };
 
 // One simulation on float64 fields [n, n] (row = y, column = x).

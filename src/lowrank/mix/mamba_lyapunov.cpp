@@ -33,24 +33,17 @@ class InputRecorder final : public nn::ObservingOperator {
 };
 
 // Adds `delta` [S, P, hidden] to the first P positions of every input [S, T, hidden].
-class PerturbedInput final : public nn::BaseOperator {
+class PerturbedInput final : public nn::ForwardingOperator {
  public:
   PerturbedInput(std::shared_ptr<const nn::BaseOperator> inner, at::Tensor delta)
-      : inner_(std::move(inner)), delta_(std::move(delta)) {}
-  std::string_view kind() const override { return inner_->kind(); }
-  int64_t in_features() const override { return inner_->in_features(); }
-  int64_t out_features() const override { return inner_->out_features(); }
-  nn::NamedTensors tensors() const override { return inner_->tensors(); }
-  at::Tensor dense_weight() const override { return inner_->dense_weight(); }
-  at::Tensor bias() const override { return inner_->bias(); }
+      : ForwardingOperator(std::move(inner)), delta_(std::move(delta)) {}
   at::Tensor forward(const at::Tensor& x) const override {
     const int64_t P = delta_.size(1);
     const at::Tensor head = x.narrow(1, 0, P) + delta_;
-    return inner_->forward(at::cat({head, x.narrow(1, P, x.size(1) - P)}, 1));
+    return inner().forward(at::cat({head, x.narrow(1, P, x.size(1) - P)}, 1));
   }
 
  private:
-  std::shared_ptr<const nn::BaseOperator> inner_;
   at::Tensor delta_;
 };
 

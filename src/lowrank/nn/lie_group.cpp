@@ -39,23 +39,34 @@ at::Tensor symmetric_function(const at::Tensor& s, F f) {
 
 }  // namespace
 
-PolarFactors left_polar(const at::Tensor& g_in) {
+namespace {
+// g = P·R(θ), with θ kept for the chart (float64).
+struct PolarWithAngle {
+  PolarFactors factors;
+  at::Tensor theta;
+};
+PolarWithAngle polar_with_angle(const at::Tensor& g_in) {
   check_square2(g_in, "left_polar");
   const at::Tensor g = g_in.to(at::kDouble);
   LR_CHECK(at::all(at::linalg_det(g) > 0).item<bool>(), InvalidArgument,
            "left_polar: every matrix must have a positive determinant (GL+(2))");
   // In 2-D the rotation has a closed form: P = g R(θ)ᵀ is symmetric exactly when
   // θ = atan2(g₁₀ − g₀₁, g₀₀ + g₁₁) (for det g > 0 this also makes P positive definite).
-  const at::Tensor r = rotation(rotation_angle_of(g));
+  at::Tensor theta = rotation_angle_of(g);
+  const at::Tensor r = rotation(theta);
   const at::Tensor p = at::matmul(g, r.transpose(-1, -2));
-  return {0.5 * (p + p.transpose(-1, -2)), r};
+  return {{0.5 * (p + p.transpose(-1, -2)), r}, std::move(theta)};
+}
+}  // namespace
+
+PolarFactors left_polar(const at::Tensor& g) {
+  return polar_with_angle(g).factors;
 }
 
 at::Tensor lie_chart(const at::Tensor& g) {
-  const PolarFactors f = left_polar(g);
+  const auto [f, theta] = polar_with_angle(g);
   const at::Tensor log_p = symmetric_function(f.p, [](const at::Tensor& e) { return at::log(e); });
   // log R = θ J, J = [[0, −1], [1, 0]], θ ∈ (−π, π].
-  const at::Tensor theta = rotation_angle_of(g.to(at::kDouble));
   const at::Tensor zero = at::zeros_like(theta);
   const at::Tensor log_r = at::stack({at::stack({zero, -theta}, -1), at::stack({theta, zero}, -1)}, -2);
   return log_p + log_r;

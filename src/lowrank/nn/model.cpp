@@ -15,6 +15,7 @@
 #include "lowrank/core/safetensors.h"
 #include "lowrank/nn/attention.h"
 #include "lowrank/nn/decoder_layer.h"
+#include "lowrank/nn/run.h"
 #include "lowrank/nn/token_mixer.h"
 
 namespace lowrank::nn {
@@ -33,24 +34,8 @@ std::string shape_str(at::IntArrayRef shape) {
   return ::lowrank::str(shape);
 }
 
-std::string dtype_json_name(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat:
-      return "float32";
-    case at::kBFloat16:
-      return "bfloat16";
-    case at::kHalf:
-      return "float16";
-    case at::kDouble:
-      return "float64";
-    default:
-      throw Unsupported(
-          str("model dtype ", c10::toString(t), " (supported: float32, bfloat16, float16, float64)"));
-  }
-}
-
 void check_compute_dtype(at::ScalarType t) {
-  (void)dtype_json_name(t);
+  (void)dtype_name(t);  // run.h: Unsupported names the type
 }
 
 // The file of a checkpoint that holds `name` (for messages only; opens shards).
@@ -380,7 +365,7 @@ void Model::save(const fs::path& dir, std::optional<at::ScalarType> dtype) const
 }
 
 void save_model_directory(const fs::path& dir, Json config, const NamedTensors& named, at::ScalarType dtype) {
-  const std::string dtype_name = dtype_json_name(dtype);
+  const std::string torch_dtype = dtype_name(dtype);
   std::error_code ec;
   fs::create_directories(dir, ec);
   LR_CHECK(!ec, IoError, dir.string(), ": cannot create directory: ", ec.message());
@@ -395,8 +380,8 @@ void save_model_directory(const fs::path& dir, Json config, const NamedTensors& 
   }
   save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
 
-  config["dtype"] = dtype_name;
-  if (config.contains("torch_dtype")) config["torch_dtype"] = dtype_name;
+  config["dtype"] = torch_dtype;
+  if (config.contains("torch_dtype")) config["torch_dtype"] = torch_dtype;
   write_json_file(dir / "config.json", config);
 }
 

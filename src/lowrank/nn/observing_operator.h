@@ -13,26 +13,37 @@
 
 namespace lowrank::nn {
 
-// Every query goes to the wrapped operator; observe(x) sees each input (detached) first.
-class ObservingOperator : public BaseOperator {
+// A wrapped base that answers every query as the wrapped operator does; subclasses change forward()
+// (what they watch or alter on the way in).
+class ForwardingOperator : public BaseOperator {
  public:
-  explicit ObservingOperator(std::shared_ptr<const BaseOperator> inner) : inner_(std::move(inner)) {}
+  explicit ForwardingOperator(std::shared_ptr<const BaseOperator> inner) : inner_(std::move(inner)) {}
   std::string_view kind() const override { return inner_->kind(); }
   int64_t in_features() const override { return inner_->in_features(); }
   int64_t out_features() const override { return inner_->out_features(); }
   NamedTensors tensors() const override { return inner_->tensors(); }
   at::Tensor dense_weight() const override { return inner_->dense_weight(); }
   at::Tensor bias() const override { return inner_->bias(); }
+  at::Tensor forward(const at::Tensor& x) const override { return inner_->forward(x); }
+
+ protected:
+  const BaseOperator& inner() const { return *inner_; }
+
+ private:
+  std::shared_ptr<const BaseOperator> inner_;
+};
+
+// Every query goes to the wrapped operator; observe(x) sees each input (detached) first.
+class ObservingOperator : public ForwardingOperator {
+ public:
+  using ForwardingOperator::ForwardingOperator;
   at::Tensor forward(const at::Tensor& x) const final {
     observe(x.detach());
-    return inner_->forward(x);
+    return inner().forward(x);
   }
 
  protected:
   virtual void observe(const at::Tensor& x) const = 0;
-
- private:
-  std::shared_ptr<const BaseOperator> inner_;
 };
 
 // Puts the slots' original bases back whatever happens: add() each slot with the base that

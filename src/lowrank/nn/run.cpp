@@ -18,6 +18,22 @@ at::ScalarType parse_dtype(std::string_view name) {
   throw InvalidArgument(str("dtype \"", name, "\" is not one of float32, bfloat16, float16, float64"));
 }
 
+std::string dtype_name(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat:
+      return "float32";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kHalf:
+      return "float16";
+    case at::kDouble:
+      return "float64";
+    default:
+      throw Unsupported(
+          str("model dtype ", c10::toString(dtype), " (supported: float32, bfloat16, float16, float64)"));
+  }
+}
+
 at::Device parse_device(std::string_view name) {
   std::optional<at::Device> device;
   try {

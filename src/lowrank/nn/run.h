@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -16,6 +17,8 @@ namespace lowrank::nn {
 // "float32" (f32, fp32), "bfloat16" (bf16), "float16" (f16, fp16, half), "float64" (f64).
 // Throws InvalidArgument naming the value and the accepted names.
 at::ScalarType parse_dtype(std::string_view name);
+// The inverse: "float32", "bfloat16", "float16", "float64"; Unsupported for any other type.
+std::string dtype_name(at::ScalarType dtype);
 // "cpu", "cuda", "cuda:N". Throws InvalidArgument for a bad name, Unsupported for CUDA without a
 // CUDA build or device.
 at::Device parse_device(std::string_view name);

@@ -243,10 +243,16 @@ int64_t spgemm_memory_bytes(const Csr& a, const Csr& b, SpgemmAlgorithm algorith
   return 0;
 }
 
-Csr spgemm(const Csr& a, const Csr& b, const SpgemmOptions& options, SpgemmStats* stats) {
+Csr spgemm(const Csr& a, const Csr& b, const SpgemmOptions& options, SpgemmStats* stats,
+           std::span<const int64_t> given_row_flops) {
   a.check("A");
-  b.check("B");
-  const std::vector<int64_t> row_flops = spgemm_row_flops(a, b);
+  if (&b != &a) b.check("B");
+  std::vector<int64_t> computed;
+  if (given_row_flops.empty()) computed = spgemm_row_flops(a, b);
+  LR_CHECK(given_row_flops.empty() || static_cast<int64_t>(given_row_flops.size()) == a.rows, InvalidArgument,
+           "spgemm: ", given_row_flops.size(), " row flop counts for ", a.rows, " rows");
+  const std::span<const int64_t> row_flops =
+      given_row_flops.empty() ? std::span<const int64_t>(computed) : given_row_flops;
   if (stats) {
     *stats = SpgemmStats{};
     stats->flops = std::accumulate(row_flops.begin(), row_flops.end(), int64_t{0});

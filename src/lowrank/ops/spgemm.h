@@ -141,8 +141,10 @@ std::vector<int64_t> spgemm_row_flops(const Csr& a, const Csr& b);
 int64_t spgemm_memory_bytes(const Csr& a, const Csr& b, SpgemmAlgorithm algorithm,
                             std::span<const int64_t> row_flops);
 
-// C = A·B. Threads: libtorch's intra-op pool (at::get_num_threads()).
-Csr spgemm(const Csr& a, const Csr& b, const SpgemmOptions& options = {}, SpgemmStats* stats = nullptr);
+// C = A·B. Threads: libtorch's intra-op pool (at::get_num_threads()). `row_flops`, when given, is
+// spgemm_row_flops(a, b) already computed by the caller (the CLI's --max-memory check).
+Csr spgemm(const Csr& a, const Csr& b, const SpgemmOptions& options = {}, SpgemmStats* stats = nullptr,
+           std::span<const int64_t> row_flops = {});
 
 // The kernels, each in its own file (spgemm_cpu.cpp, spgemm_hash.cpp, spgemm_esc.cpp,
 // spgemm_inner.cpp); spgemm() checks the inputs and dispatches. All return sorted rows, except
