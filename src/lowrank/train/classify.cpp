@@ -259,44 +259,22 @@ ClassifyResult train(Classifier& model, const TaskDataset& task, ClassifyConfig 
   };
   ProgressBar bar(tc.steps - step, "train");
   while (step < tc.steps) {
-    const auto t0 = std::chrono::steady_clock::now();
     const double lr = schedule.at(step);
-    optimizer->zero_grad();
-    double loss_sum = 0;
-    int64_t step_tokens = 0;
-    for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
+    const StepRecord record = supervised_step(step, lr, tc, *optimizer, param_tensors, [&](int64_t& units) {
       std::vector<int64_t> rows;
       for (int64_t b = 0; b < tc.batch_size; ++b) rows.push_back(sampler.next());
       const TaskBatch batch = task_batch(task, Split::kTrain, rows);
-      step_tokens += batch.attention_mask.sum().item<int64_t>();
+      const int64_t n = batch.attention_mask.sum().item<int64_t>();
+      units += n;
+      tokens += n;
       const at::Tensor logits = batch_logits(model, batch, /*training=*/true);
-      const at::Tensor loss = at::cross_entropy_loss(logits.to(at::kFloat), batch.labels.to(logits.device()));
-      loss_sum += loss.item<double>();
-      (loss / static_cast<double>(tc.grad_accum)).backward();
-    }
-    const double grad_norm = clip_grad_norm(param_tensors, tc.clip_norm);
-    optimizer->step(lr);
+      return at::cross_entropy_loss(logits.to(at::kFloat), batch.labels.to(logits.device()));
+    });
     ++step;
-    tokens += step_tokens;
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const StepRecord record{step, loss_sum / static_cast<double>(tc.grad_accum), lr, grad_norm,
-                            static_cast<double>(step_tokens) / std::max(seconds, 1e-9)};
-    metrics << OrderedJson{{"step", record.step},
-                           {"loss", record.loss},
-                           {"lr", record.lr},
-                           {"grad_norm", record.grad_norm},
-                           {"tokens_per_s", record.tokens_per_s}}
-                   .dump()
-            << "\n"
-            << std::flush;
-    result.steps.push_back(record);
     result.step = step;
-    bar.set_note(str("loss ", std::to_string(record.loss).substr(0, 6), " lr ", lr));
-    bar.advance();
-    if (tc.stop_after > 0 && step >= tc.stop_after && step < tc.steps) {
-      log::info("stopping after step ", step, " (stop_after)");
+    if (finish_step(record, tc, metrics, result.steps, bar,
+                    str("loss ", std::to_string(record.loss).substr(0, 6), " lr ", lr)))
       return result;  // as if killed: no checkpoint
-    }
     if (config.eval_every > 0 && step % config.eval_every == 0 && step < tc.steps) validate();
     if (step == tc.steps || (tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0))
       write_checkpoint(run_dir, target, *optimizer, tc, {step, tokens, sampler.counter()});

@@ -39,12 +39,11 @@ std::vector<std::pair<std::string, at::Tensor>> trainable(const nn::Model& model
   return out;
 }
 
-std::string metrics_line(const StepRecord& r) {
-  OrderedJson j{{"step", r.step},
-                {"loss", r.loss},
-                {"lr", r.lr},
-                {"grad_norm", r.grad_norm},
-                {"tokens_per_s", r.tokens_per_s}};
+}  // namespace
+
+std::string metrics_line(const StepRecord& r, std::string_view rate_key) {
+  OrderedJson j{{"step", r.step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm}};
+  j[std::string(rate_key)] = r.tokens_per_s;
   if (r.loss_scale > 0) {
     j["loss_scale"] = r.loss_scale;
     j["skipped"] = r.skipped;
@@ -52,7 +51,38 @@ std::string metrics_line(const StepRecord& r) {
   return j.dump();
 }
 
-}  // namespace
+StepRecord supervised_step(int64_t step, double lr, const TrainerConfig& config, optim::Optimizer& optimizer,
+                           const std::vector<at::Tensor>& params,
+                           const std::function<at::Tensor(int64_t& units)>& micro_loss) {
+  const auto t0 = std::chrono::steady_clock::now();
+  optimizer.zero_grad();
+  double loss_sum = 0;
+  int64_t units = 0;
+  for (int64_t micro = 0; micro < config.grad_accum; ++micro) {
+    const at::Tensor loss = micro_loss(units);
+    loss_sum += loss.item<double>();
+    (loss / static_cast<double>(config.grad_accum)).backward();
+  }
+  const double grad_norm = clip_grad_norm(params, config.clip_norm);
+  optimizer.step(lr);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return StepRecord{step + 1, loss_sum / static_cast<double>(config.grad_accum), lr, grad_norm,
+                    static_cast<double>(units) / std::max(seconds, 1e-9)};
+}
+
+bool finish_step(const StepRecord& record, const TrainerConfig& config, std::ostream& metrics,
+                 std::vector<StepRecord>& steps, ProgressBar& bar, const std::string& note,
+                 std::string_view rate_key) {
+  metrics << metrics_line(record, rate_key) << "\n" << std::flush;
+  steps.push_back(record);
+  bar.set_note(note);
+  bar.advance();
+  if (config.stop_after > 0 && record.step >= config.stop_after && record.step < config.steps) {
+    log::info("stopping after step ", record.step, " (stop_after)");
+    return true;
+  }
+  return false;
+}
 
 TokenStream TokenStream::from_tensor(const at::Tensor& tokens) {
   LR_CHECK(tokens.dim() == 1, InvalidArgument, "token stream: expected a 1-D tensor, got shape ",
@@ -401,16 +431,11 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
       record.loss_scale = scaler->scale();
       record.skipped = skipped;
     }
-    metrics << metrics_line(record) << "\n" << std::flush;
-    result.steps.push_back(record);
     result.step = step;
-    bar.set_note(str("loss ", std::to_string(record.loss).substr(0, 6), " lr ", lr, " ",
-                     static_cast<int64_t>(record.tokens_per_s), " tok/s"));
-    bar.advance();
-    if (config.stop_after > 0 && step >= config.stop_after && step < config.steps) {
-      log::info("stopping after step ", step, " (stop_after)");
+    if (finish_step(record, config, metrics, result.steps, bar,
+                    str("loss ", std::to_string(record.loss).substr(0, 6), " lr ", lr, " ",
+                        static_cast<int64_t>(record.tokens_per_s), " tok/s")))
       return result;  // as if killed: no checkpoint
-    }
     if (step == config.steps || (config.checkpoint_every > 0 && step % config.checkpoint_every == 0))
       write_checkpoint(run_dir, target, optimizer, config,
                        {step, tokens, sampler.counter(), scaler ? scaler->scale() : 0.0,

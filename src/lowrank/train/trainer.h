@@ -8,9 +8,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -20,6 +22,10 @@
 #include "lowrank/nn/model.h"
 #include "lowrank/optim/adamw.h"
 #include "lowrank/train/schedule.h"
+
+namespace lowrank {
+class ProgressBar;
+}  // namespace lowrank
 
 namespace lowrank::train {
 
@@ -111,6 +117,25 @@ struct StepRecord {
   double loss_scale = 0;  // fp16 autocast: the loss scale after the step (0: no scaling)
   bool skipped = false;   // fp16 autocast: the gradients held an inf or a NaN, no update
 };
+
+// One optimizer step of a supervised loop (classify.h, ctr.h): zero the gradients, run
+// `config.grad_accum` micro-batches of `micro_loss` (it returns the micro-batch's mean loss,
+// differentiable, and adds the units it consumed, tokens or rows, to its argument), clip to
+// config.clip_norm and update at `lr`. Returns the record of step `step` + 1 (rate: units per second).
+StepRecord supervised_step(int64_t step, double lr, const TrainerConfig& config, optim::Optimizer& optimizer,
+                           const std::vector<at::Tensor>& params,
+                           const std::function<at::Tensor(int64_t& units)>& micro_loss);
+
+// The step's metrics.jsonl line: {"step", "loss", "lr", "grad_norm", `rate_key`: rate} (and the
+// loss scale with fp16 autocast).
+std::string metrics_line(const StepRecord& record, std::string_view rate_key = "tokens_per_s");
+
+// The end of a step shared by the loops: appends the metrics line to `metrics` (flushed), records
+// the step in `steps`, notes it on the bar and advances it. Returns true when `config.stop_after`
+// ends the run here before its last step (as if killed: the caller returns without a checkpoint).
+bool finish_step(const StepRecord& record, const TrainerConfig& config, std::ostream& metrics,
+                 std::vector<StepRecord>& steps, ProgressBar& bar, const std::string& note,
+                 std::string_view rate_key = "tokens_per_s");
 
 struct TrainResult {
   int64_t step = 0;               // steps done when the call returned
