@@ -23,7 +23,7 @@ namespace {
 struct InputIncrement {
   at::Tensor x;
   int64_t version = -1;
-  at::Tensor absmax, abs_sum, gram, kept;
+  at::Tensor absmax, abs_sum, sum, gram, kept;
   int64_t tokens = 0;
 
   bool same_input(const at::Tensor& t) const {
@@ -56,6 +56,7 @@ class RecordingOperator final : public nn::ObservingOperator {
       inc.version = x._version();
       inc.absmax = std::get<0>(a.max(0)).to(at::kFloat);
       inc.abs_sum = a.sum(0, false, at::kDouble);
+      inc.sum = x2.sum(0, false, at::kDouble);
       const at::Tensor xd = x2.to(at::kDouble);
       inc.gram = gram_ ? at::matmul(xd.t(), xd) : at::Tensor();
       inc.tokens = x2.size(0);
@@ -65,9 +66,11 @@ class RecordingOperator final : public nn::ObservingOperator {
     if (!s.absmax.defined()) {
       s.absmax = inc.absmax.clone();
       s.abs_sum = inc.abs_sum.clone();
+      s.sum = inc.sum.clone();
     } else {
       s.absmax = at::maximum(s.absmax, inc.absmax);
       s.abs_sum += inc.abs_sum;
+      s.sum += inc.sum;
     }
     if (gram_) {
       if (s.gram.defined())

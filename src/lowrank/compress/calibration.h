@@ -25,6 +25,7 @@ struct SlotStatistics {
   at::Tensor gram;     // [in, in] float64 (undefined when not collected)
   at::Tensor absmax;   // [in] float32
   at::Tensor abs_sum;  // [in] float64
+  at::Tensor sum;      // [in] float64: Σ_t x_t (AFM's output mean W x̄ + b)
   at::Tensor fisher;   // [in] float64 (undefined when not collected)
   at::Tensor inputs;   // [kept, in] float32: a subsample of the tokens (undefined when not kept)
   int64_t tokens = 0;

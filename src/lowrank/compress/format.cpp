@@ -38,7 +38,10 @@ std::shared_ptr<StoredOperator> load_operator(const Json& d, const std::string& 
   const std::string kind = d["kind"].get<std::string>();
   auto real = [&](const std::string& name) { return read(name).to(device, dtype).contiguous(); };
   // Read only by the kinds that own it: a compensated slot's bias belongs to its inner base.
-  auto bias = [&] { return has_bias ? real("bias") : at::Tensor(); };
+  // A bias the architecture's slot lacks is one compression added (AFM's b₂): describe() says so.
+  const bool stored_bias =
+      has_bias || (d.contains("bias") && d["bias"].is_boolean() && d["bias"].get<bool>());
+  auto bias = [&] { return stored_bias ? real("bias") : at::Tensor(); };
   auto quantized = [&](int64_t out, int64_t in) {
     const int bits = static_cast<int>(required_int(d, "bits", slot));
     const int64_t group = required_int(d, "group_size", slot);

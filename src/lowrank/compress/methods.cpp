@@ -7,6 +7,7 @@
 #include <set>
 
 #include "lowrank/analysis/spectra.h"
+#include "lowrank/compress/afm.h"
 #include "lowrank/compress/svdquant.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
@@ -56,6 +57,13 @@ void register_builtin_methods(Registry<Method>& reg) {
              "calibration pass per decoder layer)"},
             kCalibData}},
           {.ranks = Ranks::kUniform, .needs_gram = true, .compress = compress_truncated_svd});
+  reg.add(
+      {"afm",
+       "AFM: the top-k eigenvectors of the slot's output covariance W Cov(x) W^T; y ~ U_k U_k^T (y - mu) + "
+       "mu, a low-rank operator with a bias",
+       "Yu et al., 2024, KDD, arXiv:2405.18146",
+       {kRatioOrRank, {"method-options", "{\"centred\": true} (false: E[y y^T], no bias)"}, kCalibData}},
+      {.ranks = Ranks::kUniform, .needs_gram = true, .compress = compress_afm});
   reg.add(
       {"welore",
        "WeLore non-uniform ranks from the normalised spectrum (global tau)",
@@ -300,6 +308,7 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
   // Method options: only the keys the method reads, so that a misspelt one is not silently ignored.
   static const std::map<std::string, std::set<std::string>> kMethodOptionKeys = {
       {"svd_llm", {"update"}},
+      {"afm", {"centred"}},
       {"svdquant", {"grid", "max_iters", "smooth_only", "calib_tokens"}},
       {"rpca", {"lambda", "max_iters"}}};
   LR_CHECK(options.method_options.is_object(), InvalidArgument, "--method-options ",
@@ -343,6 +352,9 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
     if (method.ranks == Ranks::kUniform && options.rank > 0)
       LR_CHECK(options.rank <= std::min(m, n), InvalidArgument, "--rank ", options.rank, " exceeds min(", m,
                ", ", n, ") of slot ", s->name());
+    if (name == "afm" && options.rank > 0)
+      LR_CHECK(options.rank < m, InvalidArgument, "afm: --rank ", options.rank, " >= the ", m,
+               " outputs of slot ", s->name(), " (AFM keeps k < width output directions)");
     if (name == "svdquant")
       LR_CHECK((options.rank > 0 ? options.rank : 32) <= std::min(m, n), InvalidArgument,
                "svdquant branch rank ", options.rank > 0 ? options.rank : 32, " exceeds min(", m, ", ", n,
@@ -453,7 +465,17 @@ CompressReport compress_model(nn::Model& model, const CompressOptions& options,
     r.weight_error = frobenius(delta) / std::max(frobenius(in.weight), 1e-300);
     if (in.stats && in.stats->gram.defined()) {
       const double den = gram_quadratic(in.weight, in.stats->gram);
-      r.output_error = den > 0 ? std::sqrt(std::max(0.0, gram_quadratic(delta, in.stats->gram)) / den) : 0;
+      double num = gram_quadratic(delta, in.stats->gram);
+      // A changed bias (AFM's b₂): the error per token is −ΔW x + Δb, so
+      // Σ_t ‖−ΔW x_t + Δb‖² = tr(ΔW H ΔWᵀ) − 2 Δbᵀ ΔW Σ_t x_t + n ‖Δb‖².
+      const at::Tensor new_bias = op->bias();
+      if (new_bias.defined() && in.stats->sum.defined()) {
+        at::Tensor db = new_bias.to(at::kCPU, at::kDouble);
+        if (in.bias.defined()) db = db - in.bias.to(at::kDouble);
+        num += -2 * at::dot(db, at::mv(delta, in.stats->sum.to(at::kDouble))).item<double>() +
+               static_cast<double>(in.stats->tokens) * at::dot(db, db).item<double>();
+      }
+      r.output_error = den > 0 ? std::sqrt(std::max(0.0, num) / den) : 0;
     }
     slots[i]->replace_base(op);
   };

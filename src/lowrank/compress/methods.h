@@ -10,6 +10,7 @@
 //   fwsvd      Fisher-weighted SVD, S = diag(fisher^α)                            compress/truncated_svd.cpp
 //   svd_llm    SVD-LLM truncation-aware whitening, S = chol(X Xᵀ), and optionally compress/truncated_svd.cpp
 //              its closed-form update of U on each layer's inputs in the compressed model
+//   afm        AFM: top-k eigenvectors of the output covariance, U_k U_kᵀ(y − μ) + μ   compress/afm.cpp
 //   welore     WeLore: non-uniform ranks from the normalised spectrum            compress/welore.cpp
 //   rtn        group-wise round-to-nearest INT4/INT8                              compress/rtn.cpp
 //   svdquant   SVDQuant: smoothing + 16-bit low-rank branch + 4-bit residual      compress/svdquant.cpp

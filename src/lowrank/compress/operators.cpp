@@ -75,7 +75,9 @@ nn::NamedTensors LowRankOperator::tensors() const {
 }
 
 OrderedJson LowRankOperator::describe() const {
-  return {{"kind", "lowrank"}, {"rank", rank()}};
+  OrderedJson d{{"kind", "lowrank"}, {"rank", rank()}};
+  if (bias_.defined()) d["bias"] = true;
+  return d;
 }
 
 // ---- quantized

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 
 #include "lowrank/analysis/spectra.h"
 #include "lowrank/compress/format.h"
@@ -117,11 +118,52 @@ int64_t materialise_stored_slots(nn::Model& model) {
   return n;
 }
 
+namespace {
+
+// A method that adds a bias to slots that had none (AFM's b₂) leaves a model that Hugging Face's
+// Llama holds only with `attention_bias` (q, k, v, o) or `mlp_bias` (gate, up, down) on, for every
+// layer: the flags are set and the other slots of the group get zero biases. Returns the keys set.
+// Throws Unsupported for another architecture, which has no such flags.
+std::vector<std::string> hold_new_biases(nn::Model& model) {
+  const nn::ModelConfig& c = model.config();
+  const std::map<std::string, std::string> group = {
+      {"q_proj", "attention_bias"}, {"k_proj", "attention_bias"}, {"v_proj", "attention_bias"},
+      {"o_proj", "attention_bias"}, {"gate_proj", "mlp_bias"},    {"up_proj", "mlp_bias"},
+      {"down_proj", "mlp_bias"}};
+  std::set<std::string> needed;
+  for (nn::LinearSlot* s : model.slots()) {
+    const auto g = group.find(analysis::module_type_of(s->name()));
+    if (g == group.end() || !s->base().bias().defined()) continue;
+    const bool held = g->second == "mlp_bias" ? c.mlp_bias : (g->first == "o_proj" ? c.o_bias : c.qkv_bias);
+    if (held) continue;
+    LR_CHECK(c.model_type == "llama", Unsupported, "slot ", s->name(),
+             " has a bias (added by compression) that ", c.model_type,
+             " cannot hold in a dense Hugging Face export; keep the compressed directory, or "
+             "compress a Llama model");
+    needed.insert(g->second);
+  }
+  for (nn::LinearSlot* s : model.slots()) {
+    const auto g = group.find(analysis::module_type_of(s->name()));
+    if (g == group.end() || !needed.contains(g->second) || s->base().bias().defined()) continue;
+    const at::Tensor w = s->base().dense_weight();
+    s->replace_base(std::make_shared<nn::DenseOperator>(w, at::zeros({w.size(0)}, w.options())));
+  }
+  return {needed.begin(), needed.end()};
+}
+
+}  // namespace
+
 int64_t export_dense(const fs::path& model_dir, const fs::path& out, at::ScalarType dtype) {
   StagedDirectory staged(out);
   nn::Model model = load_model(model_dir);
   const int64_t n = materialise_stored_slots(model);
+  const std::vector<std::string> flags = hold_new_biases(model);
   model.save(staged.path(), dtype);
+  if (!flags.empty()) {
+    Json config = read_json_file(staged.path() / "config.json");
+    for (const std::string& key : flags) config[key] = true;
+    write_json_file(staged.path() / "config.json", config);
+  }
   nn::copy_model_side_files(model_dir, staged.path());
   staged.commit();
   return n;
