@@ -130,6 +130,43 @@ TEST(CtrModel, DirectoryRoundTripsDenseAndCompressed) {
   EXPECT_THROW(m.save(dir / "afm"), InvalidArgument);  // an existing directory is not overwritten
 }
 
+TEST(CtrModel, FusedInferenceLookupsEqualTheFieldByFieldPath) {
+  // A compressed DeepFM: C1's table (5 rows) stays dense, the others are factored; C3 is made dense
+  // again, so both fused groups and the reordering back into field order run.
+  CtrModel m = model("deepfm");
+  const data::CtrData d = rows(40, 9);
+  compress::CtrCompressOptions o;
+  o.ratio = 0.5;
+  const auto report = compress::compress_ctr_model(m, d, o);
+  ASSERT_EQ(report.layers[0].rank, -1);
+  ASSERT_GT(report.layers[1].rank, 0);
+  // C3 back to a dense table, so that a factored field (C2) sits between two dense ones.
+  {
+    CtrEmbedding& e = m.embeddings()[2];
+    ASSERT_TRUE(e.factored());
+    e = {at::linear(e.table, e.proj_weight, e.proj_bias).detach(), {}, {}};
+  }
+  const at::Tensor per_field = m.forward(d).detach();  // gradients on: field by field
+  at::Tensor fused;
+  {
+    at::NoGradGuard g;
+    fused = m.forward(d);
+  }
+  EXPECT_LT(max_abs_diff(fused, per_field), 1e-5);
+  // An in-place change of a table is seen (the cache is rebuilt), as is a copy's own change.
+  {
+    at::NoGradGuard g;
+    m.embeddings()[2].table.mul_(2);
+    EXPECT_GT(max_abs_diff(m.forward(d), fused), 1e-4);
+  }
+  EXPECT_LT(max_abs_diff(m.forward(d).detach(),
+                         [&] {
+                           at::NoGradGuard g;
+                           return m.forward(d);
+                         }()),
+            1e-5);
+}
+
 TEST(CtrModel, LoaderNamesBadFilesAndTensors) {
   testing::TempDir dir;
   EXPECT_THROW(CtrModel::load(dir.path()), NotFound);

@@ -2,8 +2,10 @@
 
 #include <cmath>
 #include <map>
+#include <memory>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
@@ -142,25 +144,151 @@ std::vector<std::string> CtrModel::layer_names() const {
   return names;
 }
 
-at::Tensor CtrModel::forward(const data::CtrData& batch, const Observer& observe) const {
+// The lookups of every field fused for inference (no gradients, no observer): one gather for the
+// dense tables, one gather and one batched product for the factored ones (their tables padded to
+// the widest rank), one gather for the linear part. Built from the per-field tensors and rebuilt
+// when any of them changes (identity or version): a copy of the model shares it until then.
+struct CtrModel::LookupCache {
+  std::vector<std::pair<const void*, uint32_t>> key;
+  std::vector<int64_t> dense_fields, factored_fields;
+  at::Tensor dense_offsets, factored_offsets, linear_offsets;  // [F_group] int64
+  at::Tensor dense_table;                                      // [Σ rows, d]
+  at::Tensor factored_table;                                   // [Σ rows, k_max]
+  at::Tensor proj_weight_t, proj_bias;                         // [F_f, k_max, d], [F_f, 1, d]
+  at::Tensor linear_table;                                     // [Σ rows]
+  at::Tensor order;  // field f's position in [dense…, factored…] (undefined: identity)
+};
+
+namespace {
+
+std::vector<std::pair<const void*, uint32_t>> lookup_key(const std::vector<CtrEmbedding>& emb,
+                                                         const std::vector<at::Tensor>& linear) {
+  std::vector<std::pair<const void*, uint32_t>> key;
+  auto add = [&](const at::Tensor& t) {
+    key.emplace_back(t.defined() ? static_cast<const void*>(t.unsafeGetTensorImpl()) : nullptr,
+                     t.defined() ? t._version() : 0);
+  };
+  for (const CtrEmbedding& e : emb) {
+    add(e.table);
+    add(e.proj_weight);
+    add(e.proj_bias);
+  }
+  for (const at::Tensor& t : linear) add(t);
+  return key;
+}
+
+at::Tensor offsets_of(const std::vector<int64_t>& rows) {
+  std::vector<int64_t> off(rows.size());
+  int64_t at = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    off[i] = at;
+    at += rows[i];
+  }
+  return at::tensor(off, at::kLong);
+}
+
+}  // namespace
+
+std::shared_ptr<const CtrModel::LookupCache> CtrModel::lookup_cache() const {
+  std::shared_ptr<const LookupCache> cache = std::atomic_load(&lookup_);
+  auto key = lookup_key(embeddings_, linear_embeddings_);
+  if (cache && cache->key == key) return cache;
+  auto c = std::make_shared<LookupCache>();
+  c->key = std::move(key);
+  std::vector<at::Tensor> dense_tables, factored_tables, weights, biases, linear;
+  std::vector<int64_t> dense_rows, factored_rows, linear_rows;
+  int64_t k_max = 0;
+  for (const CtrEmbedding& e : embeddings_)
+    if (e.factored()) k_max = std::max(k_max, e.rank());
+  for (size_t f = 0; f < embeddings_.size(); ++f) {
+    const CtrEmbedding& e = embeddings_[f];
+    if (e.factored()) {
+      c->factored_fields.push_back(static_cast<int64_t>(f));
+      factored_tables.push_back(at::constant_pad_nd(e.table.detach(), {0, k_max - e.rank()}));
+      weights.push_back(at::constant_pad_nd(e.proj_weight.detach(), {0, k_max - e.rank()}).t());
+      biases.push_back(e.proj_bias.detach().unsqueeze(0));
+      factored_rows.push_back(e.table.size(0));
+    } else {
+      c->dense_fields.push_back(static_cast<int64_t>(f));
+      dense_tables.push_back(e.table.detach());
+      dense_rows.push_back(e.table.size(0));
+    }
+    linear.push_back(linear_embeddings_[f].detach().reshape({-1}));
+    linear_rows.push_back(linear_embeddings_[f].size(0));
+  }
+  if (!dense_tables.empty()) {
+    c->dense_table = at::cat(dense_tables);
+    c->dense_offsets = offsets_of(dense_rows);
+  }
+  if (!factored_tables.empty()) {
+    c->factored_table = at::cat(factored_tables);
+    c->factored_offsets = offsets_of(factored_rows);
+    c->proj_weight_t = at::stack(weights);
+    c->proj_bias = at::stack(biases);
+  }
+  c->linear_table = at::cat(linear);
+  c->linear_offsets = offsets_of(linear_rows);
+  if (!c->dense_fields.empty() && !c->factored_fields.empty()) {
+    std::vector<int64_t> order(embeddings_.size());
+    int64_t pos = 0;
+    for (int64_t f : c->dense_fields) order[static_cast<size_t>(f)] = pos++;
+    for (int64_t f : c->factored_fields) order[static_cast<size_t>(f)] = pos++;
+    c->order = at::tensor(order, at::kLong);
+  }
+  std::atomic_store(&lookup_, std::shared_ptr<const LookupCache>(c));
+  return c;
+}
+
+std::pair<at::Tensor, at::Tensor> CtrModel::embed(const data::CtrData& batch, const Observer& observe) const {
   const data::CtrSchema& s = config_.schema;
-  LR_CHECK(batch.sparse.dim() == 2 && batch.sparse.size(1) == s.sparse_count() && batch.dense.dim() == 2 &&
-               batch.dense.size(1) == s.dense_count(),
-           InvalidArgument, "CTR model: a batch of ", batch.sparse.sizes(), " sparse and ",
-           batch.dense.sizes(), " dense fields for a model of ", s.sparse_count(), " and ", s.dense_count());
-  const int64_t F = s.sparse_count();
+  const int64_t F = s.sparse_count(), B = batch.sparse.size(0);
+  if (!observe && !at::GradMode::is_enabled()) {
+    const std::shared_ptr<const LookupCache> c = lookup_cache();
+    const at::Tensor ids = batch.sparse;
+    const at::Tensor linear =
+        c->linear_table.index_select(0, (ids + c->linear_offsets).reshape({-1})).view({B, F}).sum(1);
+    std::vector<at::Tensor> groups;
+    if (!c->dense_fields.empty()) {
+      const at::Tensor sel =
+          c->factored_fields.empty() ? ids : ids.index_select(1, at::tensor(c->dense_fields));
+      groups.push_back(c->dense_table.index_select(0, (sel + c->dense_offsets).reshape({-1}))
+                           .view({B, sel.size(1), config_.embedding_dim}));
+    }
+    if (!c->factored_fields.empty()) {
+      const at::Tensor sel =
+          c->dense_fields.empty() ? ids : ids.index_select(1, at::tensor(c->factored_fields));
+      const int64_t Ff = sel.size(1);
+      const at::Tensor small = c->factored_table.index_select(0, (sel + c->factored_offsets).reshape({-1}))
+                                   .view({B, Ff, c->factored_table.size(1)});
+      // e_f = P_f e'_f + p_f for every field at once: [F_f, B, k] x [F_f, k, d] + [F_f, 1, d].
+      groups.push_back(at::baddbmm(c->proj_bias, small.transpose(0, 1), c->proj_weight_t).transpose(0, 1));
+    }
+    at::Tensor e = groups.size() == 1 ? groups[0] : at::cat(groups, 1);
+    if (c->order.defined()) e = e.index_select(1, c->order);
+    return {e, linear};
+  }
   std::vector<at::Tensor> emb;
-  at::Tensor logit = at::matmul(batch.dense, linear_dense_).squeeze(1);
+  at::Tensor linear = at::zeros({B}, batch.dense.options());
   for (int64_t f = 0; f < F; ++f) {
     const at::Tensor ids = batch.sparse.select(1, f);
     const auto fi = static_cast<size_t>(f);
     emb.push_back(embeddings_[fi].forward(ids));
     if (observe) observe("embedding_dict." + s.sparse[fi].name, emb.back());
-    logit = logit + at::embedding(linear_embeddings_[fi], ids).squeeze(1);
+    linear = linear + at::embedding(linear_embeddings_[fi], ids).squeeze(1);
   }
-  std::vector<at::Tensor> parts = emb;
-  parts.push_back(batch.dense);
-  const at::Tensor x0 = at::cat(parts, 1);
+  return {at::stack(emb, 1), linear};
+}
+
+at::Tensor CtrModel::forward(const data::CtrData& batch, const Observer& observe) const {
+  const data::CtrSchema& s = config_.schema;
+  LR_CHECK(batch.sparse.dim() == 2 && batch.sparse.size(1) == s.sparse_count() && batch.dense.dim() == 2 &&
+               batch.dense.size(1) == s.dense_count() && batch.dense.size(0) == batch.sparse.size(0),
+           InvalidArgument, "CTR model: a batch of ", batch.sparse.sizes(), " sparse and ",
+           batch.dense.sizes(), " dense fields for a model of ", s.sparse_count(), " and ", s.dense_count());
+  const int64_t B = batch.sparse.size(0);
+  const auto [e, linear] = embed(batch, observe);  // [B, F, d], [B]
+  at::Tensor logit = at::addmv(linear, batch.dense, linear_dense_.squeeze(1));
+  const at::Tensor x0 = at::cat({e.reshape({B, -1}), batch.dense}, 1);
   at::Tensor h = x0;
   for (size_t i = 0; i < dnn_.size(); ++i) {
     const at::Tensor y = dnn_[i].forward(h);
@@ -177,11 +305,10 @@ at::Tensor CtrModel::forward(const data::CtrData& batch, const Observer& observe
     }
     head = at::cat({x, h}, 1);
   } else if (config_.model_type == "deepfm") {
-    const at::Tensor e = at::stack(emb, 1);  // [B, F, d]
     const at::Tensor sum = e.sum(1);
     logit = logit + 0.5 * (sum * sum - (e * e).sum(1)).sum(1);
   }
-  return logit + at::linear(head, out_weight_).squeeze(1) + out_bias_;
+  return at::addmv(logit, head, out_weight_.squeeze(0)) + out_bias_;
 }
 
 NamedTensors CtrModel::named_tensors() const {

@@ -34,7 +34,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -136,6 +138,14 @@ class CtrModel {
   at::Tensor out_weight_;  // dnn_linear.weight [1, n]
   at::Tensor out_bias_;    // out.bias [1]
   Json compression_;
+
+  // The fused lookups of inference (ctr.cpp); rebuilt when an embedding tensor changes.
+  struct LookupCache;
+  mutable std::shared_ptr<const LookupCache> lookup_;
+  std::shared_ptr<const LookupCache> lookup_cache() const;
+  // Embeddings [B, F, d] and the linear part's sum over fields [B]: fused without gradients and
+  // without an observer, field by field otherwise.
+  std::pair<at::Tensor, at::Tensor> embed(const data::CtrData& batch, const Observer& observe) const;
 };
 
 }  // namespace lowrank::nn
