@@ -24,6 +24,9 @@
 // Files: ctr_config.json {"architectures": ["LowrankCtrModel"], "model_type": "dnn" | "deepfm" |
 //   "dcnv2", "embedding_dim", "hidden_units", "cross_layers", "sparse_fields", "dense_fields"} +
 //   model.safetensors (+ lowrank_config.json when compressed).
+// Inference (no gradients) fuses the lookups of all fields into one gather per kind of table and
+// one batched product for the factored projections, from concatenated copies of the tables built
+// on first use and rebuilt when a table changes: it holds a second copy of the embeddings.
 // Initialisation as DeepCTR's: embeddings and the linear part N(0, 1e-4); DNN weights N(0, 1e-4) and
 // biases U(±1/√in) (nn.Linear's); dnn_linear U(±1/√in); cross kernels Xavier-normal, cross biases 0;
 // out.bias 0.
