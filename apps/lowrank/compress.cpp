@@ -18,7 +18,7 @@ VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
                          "SVDQuant, 2:4, robust PCA; EoRA compensation) or its KV cache (MatryoshkaKV)");
   struct Args {
     compress::RunOptions run;
-    std::string model, out, calib, eval, dtype = "float32", method_options;
+    std::string model, out, calib, eval, distill, dtype = "float32", method_options;
   };
   auto args = std::make_shared<Args>();
   compress::CompressOptions& c = args->run.compress;
@@ -26,7 +26,7 @@ VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
                   "HF model directory: dense, or factored for rtn (LoRD + INT4: quantises U and V)")
       ->required();
   cmd->add_option("--method", c.method,
-                  "svd, asvd, fwsvd, svd_llm, welore, rtn, svdquant, prune24, rpca, matryoshka_kv")
+                  "svd, asvd, fwsvd, svd_llm, afm, pela, welore, rtn, svdquant, prune24, rpca, matryoshka_kv")
       ->capture_default_str();
   cmd->add_option("--ratio", c.ratio, "Parameter reduction in (0, 1) (low-rank methods)");
   cmd->add_option(
@@ -39,7 +39,12 @@ VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--act-bits", c.act_bits,
                   "Activation bits: 16 (float) or 4 (INT4 per token and group, W4A4; rtn, svdquant)")
       ->capture_default_str();
-  cmd->add_option("--alpha", c.alpha, "asvd / fwsvd exponent (default 0.5 / 1.0)");
+  cmd->add_option("--alpha", c.alpha,
+                  "asvd / fwsvd exponent (default 0.5 / 1.0); pela: feature-distillation weight (1.0)");
+  cmd->add_option("--beta", c.beta, "pela: weight-perturbation weight (1.0)");
+  cmd->add_option("--distill-data", args->distill,
+                  "pela: token dataset directory or text file of the intermediate pre-training");
+  cmd->add_option("--distill-steps", args->run.distill_steps, "pela: intermediate pre-training steps (300)");
   cmd->add_option("--tau", c.tau, "welore: the normalised-spectrum threshold instead of --ratio");
   cmd->add_option("--compensate", c.compensation, "Add a low-rank compensation: eora or svd");
   cmd->add_option("--compensation-rank", c.compensation_rank, "Rank of the compensation");
@@ -64,6 +69,7 @@ VerbRunner add_compress(CLI::App& app, const GlobalOptions& global) {
     o.out = args->out;
     o.calib_data = args->calib;
     o.eval_data = args->eval;
+    o.distill_data = args->distill;
     o.save_dtype = nn::parse_dtype(args->dtype);
     o.progress = !global.quiet && !global.json;
     if (!args->method_options.empty())

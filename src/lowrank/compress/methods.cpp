@@ -8,6 +8,7 @@
 
 #include "lowrank/analysis/spectra.h"
 #include "lowrank/compress/afm.h"
+#include "lowrank/compress/pela.h"
 #include "lowrank/compress/svdquant.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
@@ -57,6 +58,20 @@ void register_builtin_methods(Registry<Method>& reg) {
              "calibration pass per decoder layer)"},
             kCalibData}},
           {.ranks = Ranks::kUniform, .needs_gram = true, .compress = compress_truncated_svd});
+  reg.add(
+      {"pela",
+       "PELA: svd's factors (singular values split evenly), then intermediate pre-training of the compact "
+       "model against the original: LM loss + alpha * feature distillation + beta * weight perturbation",
+       "Guo et al., 2024, CVPR, arXiv:2310.10700",
+       {kRatioOrRank,
+        {"distill-data", "required: token dataset directory or text for the intermediate stage"},
+        {"distill-steps", "intermediate steps (300)"},
+        {"alpha", "feature-distillation weight (1.0)"},
+        {"beta", "weight-perturbation weight (1.0)"},
+        {"method-options",
+         "{\"epsilon\": 1e-3, \"lr\": 1e-4, \"min_lr\", \"warmup_steps\": 10, \"batch_size\": 8, "
+         "\"seq_len\": 128, \"seed\", \"checkpoint_every\", \"run_dir\"}"}}},
+      {.ranks = Ranks::kUniform, .compress = compress_truncated_svd});
   reg.add(
       {"afm",
        "AFM: the top-k eigenvectors of the slot's output covariance W Cov(x) W^T; y ~ U_k U_k^T (y - mu) + "
@@ -309,6 +324,9 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
   static const std::map<std::string, std::set<std::string>> kMethodOptionKeys = {
       {"svd_llm", {"update"}},
       {"afm", {"centred"}},
+      {"pela",
+       {"epsilon", "lr", "min_lr", "warmup_steps", "batch_size", "seq_len", "seed", "checkpoint_every",
+        "stop_after", "run_dir"}},
       {"svdquant", {"grid", "max_iters", "smooth_only", "calib_tokens"}},
       {"rpca", {"lambda", "max_iters"}}};
   LR_CHECK(options.method_options.is_object(), InvalidArgument, "--method-options ",
@@ -323,6 +341,12 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
              takes.empty() ? std::string("it takes none") : "it takes: " + takes, ")");
   }
   if (name == "svd_llm") svd_llm_update(options);  // throws on a non-boolean "update"
+  if (name == "pela") {                            // the intermediate stage's settings, before any work
+    Json mo = options.method_options;
+    mo.erase("run_dir");
+    PelaOptions::from(options.alpha, options.beta, 0, mo);
+  }
+  LR_CHECK(name == "pela" || options.beta < 0, InvalidArgument, "--beta is an option of pela only");
   LR_CHECK(options.act_bits == 16 || (options.act_bits == 4 && method.quantizes && options.bits == 4),
            InvalidArgument, "--act-bits ", options.act_bits,
            ": use 16, or 4 with a quantising method (rtn, svdquant) and --bits 4");

@@ -11,6 +11,9 @@
 //   svd_llm    SVD-LLM truncation-aware whitening, S = chol(X Xᵀ), and optionally compress/truncated_svd.cpp
 //              its closed-form update of U on each layer's inputs in the compressed model
 //   afm        AFM: top-k eigenvectors of the output covariance, U_k U_kᵀ(y − μ) + μ   compress/afm.cpp
+//   pela       PELA: svd's factors, then intermediate pre-training (feature distillation from the
+//   compress/pela.cpp
+//              original, weight perturbation); run by compress/pipeline.cpp
 //   welore     WeLore: non-uniform ranks from the normalised spectrum            compress/welore.cpp
 //   rtn        group-wise round-to-nearest INT4/INT8                              compress/rtn.cpp
 //   svdquant   SVDQuant: smoothing + 16-bit low-rank branch + 4-bit residual      compress/svdquant.cpp
@@ -47,7 +50,9 @@ struct CompressOptions {
   int bits = 4;          // rtn, svdquant
   int act_bits = 16;     // rtn, svdquant: 16 (float activations) or 4 (INT4 per token and group: W4A4)
   int64_t group_size = 64;
-  double alpha = -1;              // asvd (0.5) / fwsvd (1.0) exponent; -1: the method's default
+  double alpha = -1;              // asvd (0.5) / fwsvd (1.0) exponent, pela's distillation weight (1.0);
+                                  // -1: the method's default
+  double beta = -1;               // pela: weight-perturbation weight (1.0); -1: the default
   double tau = -1;                // welore threshold; -1: searched to meet --ratio
   std::string compensation;       // "", "eora" or "svd"
   int64_t compensation_rank = 0;  // required with a compensation

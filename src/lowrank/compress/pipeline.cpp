@@ -9,6 +9,7 @@
 #include "lowrank/analysis/spectra.h"
 #include "lowrank/compress/format.h"
 #include "lowrank/compress/matryoshka_kv.h"
+#include "lowrank/compress/pela.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
 #include "lowrank/core/log.h"
@@ -37,6 +38,7 @@ OrderedJson RunResult::to_json() const {
   j["perplexity_before"] = perplexity_before ? OrderedJson(*perplexity_before) : OrderedJson(nullptr);
   j["perplexity_after"] = perplexity_after ? OrderedJson(*perplexity_after) : OrderedJson(nullptr);
   j["report"] = report.to_json();
+  if (!pela.is_null()) j["pela"] = pela;
   return j;
 }
 
@@ -57,6 +59,16 @@ RunResult run(const RunOptions& o) {
            ": no such file or directory");
   LR_CHECK(o.eval_data.empty() || fs::exists(o.eval_data), NotFound, "--eval-data ", o.eval_data.string(),
            ": no such file or directory");
+  const bool pela = o.compress.method == "pela";
+  LR_CHECK(
+      !pela || !o.distill_data.empty(), InvalidArgument,
+      "pela needs data for its intermediate pre-training: give --distill-data (a token dataset directory "
+      "or a text file)");
+  LR_CHECK(pela || (o.distill_data.empty() && o.distill_steps == 0), InvalidArgument,
+           "--distill-data and --distill-steps are options of --method pela");
+  LR_CHECK(o.distill_data.empty() || fs::exists(o.distill_data), NotFound, "--distill-data ",
+           o.distill_data.string(), ": no such file or directory");
+  LR_CHECK(o.distill_steps >= 0, InvalidArgument, "--distill-steps ", o.distill_steps, " must be >= 0");
   LR_CHECK(o.calib_samples >= 1 && o.seq_len >= 2, InvalidArgument, "--calib-samples ", o.calib_samples,
            " and --seq-len ", o.seq_len, " must be >= 1 and >= 2");
   StagedDirectory staged(o.out);
@@ -92,6 +104,26 @@ RunResult run(const RunOptions& o) {
   }
 
   result.report = compress_model(model, o.compress, stats ? &*stats : nullptr, source ? &*source : nullptr);
+  if (pela) {
+    Json mo = o.compress.method_options;
+    const fs::path run_dir = mo.contains("run_dir") ? fs::path(mo["run_dir"].get<std::string>())
+                                                    : fs::path(o.out.string() + ".pela-run");
+    mo.erase("run_dir");
+    const PelaOptions po = PelaOptions::from(o.compress.alpha, o.compress.beta, o.distill_steps, mo);
+    const nn::Model teacher = nn::Model::load(o.model);
+    const eval::EvalTokens distill = eval::load_eval_tokens(o.distill_data, o.model, "train", 0);
+    log::info("pela: intermediate pre-training, ", po.trainer.steps, " steps (alpha ", po.alpha, ", beta ",
+              po.beta, ") in ", run_dir.string());
+    const PelaResult pr =
+        pela_pretrain(model, teacher, train::TokenStream::from_tensor(distill.tokens), po, run_dir);
+    LR_CHECK(pr.finished, InvalidArgument, "pela: the intermediate stage stopped at step ", pr.steps,
+             " (stop_after); run again to resume it from ", run_dir.string());
+    result.pela = pr.to_json();
+    result.pela["alpha"] = po.alpha;
+    result.pela["beta"] = po.beta;
+    result.pela["epsilon"] = po.epsilon;
+    result.pela["run_dir"] = run_dir.string();
+  }
   result.perplexity_after = evaluate(model, eval_data, o);
   if (result.perplexity_after) log::info("perplexity after: ", *result.perplexity_after);
 

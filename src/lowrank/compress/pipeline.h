@@ -22,12 +22,18 @@ struct RunOptions {
   int64_t eval_max_tokens = 0;             // 0: all
   int64_t eval_seq_len = 0;                // 0: the model's context, at most 1024
   at::ScalarType save_dtype = at::kFloat;  // floating tensors in the written file
+  // pela: the intermediate stage's data (token dataset directory or text file, its train split) and
+  // steps (0: 300). Its run directory (checkpoints, metrics.jsonl) is `<out>.pela-run` unless the
+  // method option "run_dir" names one; a checkpoint there is resumed.
+  std::filesystem::path distill_data;
+  int64_t distill_steps = 0;
   bool progress = true;
 };
 
 struct RunResult {
   CompressReport report;
   std::optional<double> perplexity_before, perplexity_after;
+  OrderedJson pela;  // the intermediate stage's summary (null unless pela)
   std::filesystem::path out;
   OrderedJson to_json() const;
 };

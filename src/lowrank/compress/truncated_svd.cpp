@@ -45,7 +45,8 @@ namespace {
 linalg::Whitener whitener_for(const SlotInput& in, const CompressOptions& options) {
   const std::string& m = options.method;
   const int64_t n = in.weight.size(1);
-  if (m == "svd") return linalg::diagonal_whitener(at::ones({n}, at::kDouble));
+  // PELA's factorisation is svd's (the intermediate stage follows in compress/pipeline.cpp).
+  if (m == "svd" || m == "pela") return linalg::diagonal_whitener(at::ones({n}, at::kDouble));
   LR_CHECK(in.stats != nullptr, InvalidArgument, "method ", m, " needs calibration statistics for slot ",
            in.name);
   if (m == "asvd") {

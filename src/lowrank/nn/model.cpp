@@ -514,6 +514,7 @@ at::Tensor Model::hidden_states(const at::Tensor& input_ids, const ForwardOption
     else
       a = l.mixer->forward(normed, context);
     h = decoder_layer_mlp(l, config_, h + a, options.routing);
+    if (options.layer_outputs != nullptr) options.layer_outputs->push_back(h);
   }
   if (cache) cache->commit();
   return rms_norm(h, norm_, config_.rms_norm_eps);

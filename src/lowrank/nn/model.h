@@ -77,6 +77,9 @@ struct ForwardOptions {
   // in its memory pool), an adapter of the scope's source.
   const AdapterRouting* routing = nullptr;
   FusedDecode fused_decode = FusedDecode::kAuto;
+  // When given, each decoder layer's output hidden state [B, T, hidden] (before the final norm) is
+  // appended, in layer order: the per-layer features of feature distillation (compress/pela.h).
+  std::vector<at::Tensor>* layer_outputs = nullptr;
 };
 
 struct DecoderLayer;

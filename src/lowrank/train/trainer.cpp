@@ -186,8 +186,9 @@ void TrainerConfig::validate() const {
   LR_CHECK(batch_size >= 1, InvalidArgument, "trainer: batch_size must be >= 1, got ", batch_size);
   LR_CHECK(grad_accum >= 1, InvalidArgument, "trainer: grad_accum must be >= 1, got ", grad_accum);
   LR_CHECK(seq_len >= 1, InvalidArgument, "trainer: seq_len must be >= 1, got ", seq_len);
-  LR_CHECK(lr > 0 && min_lr >= 0 && min_lr <= lr, InvalidArgument,
-           "trainer: need 0 <= min_lr <= lr and lr > 0, got lr ", lr, ", min_lr ", min_lr);
+  // lr = 0 is allowed: a run whose updates are zero (PELA's oracle against plain SVD uses one).
+  LR_CHECK(std::isfinite(lr) && min_lr >= 0 && min_lr <= lr, InvalidArgument,
+           "trainer: need 0 <= min_lr <= lr, got lr ", lr, ", min_lr ", min_lr);
   LR_CHECK(warmup_steps >= 0, InvalidArgument, "trainer: warmup_steps must be >= 0, got ", warmup_steps);
   LR_CHECK(checkpoint_every >= 0, InvalidArgument, "trainer: checkpoint_every must be >= 0, got ",
            checkpoint_every);
@@ -392,7 +393,7 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
       at::Tensor loss;
       {
         const nn::AutocastScope scope(model.device().type(), autocast);
-        loss = lm_loss(model, windows);
+        loss = target.loss ? target.loss(windows) : lm_loss(model, windows);
       }
       loss_sum += loss.item<double>();
       const at::Tensor mean_part = loss / static_cast<double>(config.grad_accum);

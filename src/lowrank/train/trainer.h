@@ -169,6 +169,9 @@ struct TrainTarget {
   // Called with each micro-batch's windows [B, T + 1] before its forward pass (PETAL scores the
   // batch's inputs there). Optional.
   std::function<void(const at::Tensor& windows)> before_forward;
+  // The loss of a micro-batch's windows [B, T + 1] in place of lm_loss(model, windows): PELA adds
+  // its feature-distillation and weight-perturbation terms here. Optional.
+  std::function<at::Tensor(const at::Tensor& windows)> loss;
   // Tensors that are training state but not trained (ReLoRA's merged W0, SLTrain's support
   // indices): written with `params` by the default checkpoint writer (floating point as float32,
   // integers exactly) and restored on resume.
