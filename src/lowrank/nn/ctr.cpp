@@ -295,20 +295,24 @@ at::Tensor CtrModel::forward(const data::CtrData& batch, const Observer& observe
     if (observe) observe("dnn.linears." + std::to_string(i), y);
     h = at::relu(y);
   }
-  at::Tensor head = h;
+  const at::Tensor w_out = out_weight_.squeeze(0);
   if (config_.model_type == "dcnv2") {
     at::Tensor x = x0;
     for (size_t l = 0; l < cross_.size(); ++l) {
       const at::Tensor y = cross_[l].forward(x);
       if (observe) observe("crossnet." + std::to_string(l), y);
-      x = x0 * y + x;
+      x = at::addcmul(x, x0, y);  // x0 ⊙ y + x in one pass
     }
-    head = at::cat({x, h}, 1);
-  } else if (config_.model_type == "deepfm") {
+    // w_outᵀ [x; h] without building the concatenation.
+    const int64_t n = x.size(1);
+    logit = at::addmv(logit, x, w_out.slice(0, 0, n));
+    return at::addmv(logit, h, w_out.slice(0, n)) + out_bias_;
+  }
+  if (config_.model_type == "deepfm") {
     const at::Tensor sum = e.sum(1);
     logit = logit + 0.5 * (sum * sum - (e * e).sum(1)).sum(1);
   }
-  return at::addmv(logit, head, out_weight_.squeeze(0)) + out_bias_;
+  return at::addmv(logit, h, w_out) + out_bias_;
 }
 
 NamedTensors CtrModel::named_tensors() const {
