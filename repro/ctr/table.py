@@ -27,13 +27,21 @@ def yes(b):
     return "holds" if b else "does not hold"
 
 
-def collect(src, dst, report):
-    """The fields the table reads, from a `lowrank --json ctr eval` (or `ctr generate`) output."""
+def collect(src, dst, report, speed):
+    """The fields the table reads, from a `lowrank --json ctr eval` (or `ctr generate`) output; with
+    `speed`, several eval outputs of the same model whose median rows/s is kept."""
     with open(src) as fh:
         j = json.load(fh)
     keep = ["auc", "logloss", "rows", "ctr", "parameters", "batch_size", "rows_per_s", "seconds", "train_rows",
             "test_rows", "train_ctr", "test_ctr", "teacher_test_auc", "sparse_fields", "dense_fields"]
     out = {k: j[k] for k in keep if k in j}
+    if speed:
+        rates = []
+        for path in speed:
+            with open(path) as fh:
+                rates.append(json.load(fh)["rows_per_s"])
+        out["rows_per_s_passes"] = rates
+        out["rows_per_s"] = sorted(rates)[len(rates) // 2]
     if report:
         with open(report) as fh:
             r = json.load(fh)
@@ -77,7 +85,8 @@ def lines(results):
                 f"{data.get('sparse_fields')} categorical and {data.get('dense_fields')} numeric fields, CTR "
                 f"{data.get('test_ctr', 0):.4f}; the teacher's own test AUC (the ceiling) "
                 f"{data.get('teacher_test_auc', 0):.4f}.", ""]
-    out += ["Mean ± sample sd over seeds; rows/s of `lowrank ctr eval` at batch 512 on 2 threads; "
+    out += ["Mean ± sample sd over seeds; rows/s of `lowrank ctr eval` at batch 512 on 2 threads (the median of "
+            "three passes over the test rows); "
             "size = the whole model's parameters (the uncompressed linear part included).", "",
             "| model | variant | seeds | parameters | size | AUC | log loss | rows/s (batch 512) | speed-up |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -172,11 +181,12 @@ def main():
     ap.add_argument("results", nargs="?")
     ap.add_argument("--collect", nargs=2, metavar=("SRC", "DST"))
     ap.add_argument("--report")
+    ap.add_argument("--speed", nargs="+")
     ap.add_argument("--readme")
     ap.add_argument("--svg")
     a = ap.parse_args()
     if a.collect:
-        collect(a.collect[0], a.collect[1], a.report)
+        collect(a.collect[0], a.collect[1], a.report, a.speed)
         return
     text = "\n".join(lines(a.results))
     print(text)
