@@ -52,6 +52,13 @@ std::vector<int64_t> parse_units(const std::string& text) {
   return out;
 }
 
+// A model reads only data of its own fields (names, order and vocabularies).
+void check_fields(const nn::CtrModel& model, const data::CtrSchema& schema, const std::string& what,
+                  const std::string& data) {
+  LR_CHECK(model.config().schema.to_json() == schema.to_json(), InvalidArgument, what,
+           ": the model's fields differ from ", data, "'s");
+}
+
 void print(const OrderedJson& report, const GlobalOptions& global, const std::string& text) {
   if (global.json)
     std::cout << report.dump(2) << "\n";
@@ -103,8 +110,7 @@ void run_train(const TrainFlags& flags, const GlobalOptions& global) {
   nn::CtrModel model = [&] {
     if (!flags.init.empty()) {
       nn::CtrModel m = nn::CtrModel::load(flags.init);
-      LR_CHECK(m.config().schema.to_json() == schema.to_json(), InvalidArgument, "--init ", flags.init,
-               ": the model's fields differ from ", flags.data, "'s");
+      check_fields(m, schema, "--init " + flags.init, flags.data);
       return m;
     }
     nn::CtrConfig c;
@@ -163,8 +169,7 @@ struct EvalFlags {
 void run_eval(const EvalFlags& flags, const GlobalOptions& global) {
   const nn::CtrModel model = nn::CtrModel::load(flags.model);
   const data::CtrSchema schema = data::load_ctr_schema(flags.data);
-  LR_CHECK(model.config().schema.to_json() == schema.to_json(), InvalidArgument, "--model ", flags.model,
-           ": the model's fields differ from ", flags.data, "'s");
+  check_fields(model, schema, "--model " + flags.model, flags.data);
   const data::CtrData rows = data::load_ctr_split(flags.data, schema, flags.split);
   const train::CtrEvalResult r = train::evaluate_ctr(model, rows, flags.batch_size);
   OrderedJson report = r.to_json();
@@ -205,8 +210,7 @@ void run_compress(CompressFlags& flags, const GlobalOptions& global) {
   StagedDirectory probe(flags.out);  // a bad --out fails before the work
   nn::CtrModel model = nn::CtrModel::load(flags.model);
   const data::CtrSchema schema = data::load_ctr_schema(flags.data);
-  LR_CHECK(model.config().schema.to_json() == schema.to_json(), InvalidArgument, "--model ", flags.model,
-           ": the model's fields differ from ", flags.data, "'s");
+  check_fields(model, schema, "--model " + flags.model, flags.data);
   const data::CtrData calibration =
       o.method == "afm" ? data::load_ctr_split(flags.data, schema, "train") : data::CtrData{};
   const compress::CtrCompressReport r = compress::compress_ctr_model(model, calibration, o);

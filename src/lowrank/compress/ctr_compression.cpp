@@ -9,6 +9,7 @@
 #include "lowrank/compress/afm.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/progress.h"
+#include "lowrank/linalg/whiten.h"
 
 namespace lowrank::compress {
 
@@ -64,12 +65,12 @@ int64_t ctr_embedding_rank(int64_t rows, int64_t dim, double ratio) {
 
 namespace {
 
-// W ≈ (U_k Σ_k^½)(Σ_k^½ V_kᵀ), float64 SVD.
+// W ≈ (U_k Σ_k^½)(Σ_k^½ V_kᵀ): the whitened primitive with S = I (linalg/whiten.h, float64).
 std::pair<at::Tensor, at::Tensor> svd_factors(const at::Tensor& w, int64_t k) {
-  auto [U, S, Vh] = at::linalg_svd(w.detach().to(at::kDouble), /*full_matrices=*/false);
-  const at::Tensor root = S.slice(0, 0, k).sqrt();
-  return {(U.slice(1, 0, k) * root.unsqueeze(0)).to(at::kFloat),
-          (Vh.slice(0, 0, k) * root.unsqueeze(1)).to(at::kFloat)};
+  const at::Tensor W = w.detach().to(at::kDouble);
+  const linalg::LowRankFactors f =
+      linalg::whitened_lowrank(W, linalg::diagonal_whitener(at::ones({W.size(1)}, at::kDouble)), k);
+  return {f.L.to(at::kFloat), f.R.to(at::kFloat)};
 }
 
 }  // namespace

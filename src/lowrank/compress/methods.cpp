@@ -324,9 +324,7 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
   static const std::map<std::string, std::set<std::string>> kMethodOptionKeys = {
       {"svd_llm", {"update"}},
       {"afm", {"centred"}},
-      {"pela",
-       {"epsilon", "lr", "min_lr", "warmup_steps", "batch_size", "seq_len", "seed", "checkpoint_every",
-        "stop_after", "run_dir"}},
+      {"pela", pela_option_keys()},
       {"svdquant", {"grid", "max_iters", "smooth_only", "calib_tokens"}},
       {"rpca", {"lambda", "max_iters"}}};
   LR_CHECK(options.method_options.is_object(), InvalidArgument, "--method-options ",
@@ -341,11 +339,8 @@ void validate(nn::Model& model, const CompressOptions& options, const Calibratio
              takes.empty() ? std::string("it takes none") : "it takes: " + takes, ")");
   }
   if (name == "svd_llm") svd_llm_update(options);  // throws on a non-boolean "update"
-  if (name == "pela") {                            // the intermediate stage's settings, before any work
-    Json mo = options.method_options;
-    mo.erase("run_dir");
-    PelaOptions::from(options.alpha, options.beta, 0, mo);
-  }
+  // The intermediate stage's settings, before any work.
+  if (name == "pela") PelaOptions::from(options.alpha, options.beta, 0, options.method_options);
   LR_CHECK(name == "pela" || options.beta < 0, InvalidArgument, "--beta is an option of pela only");
   LR_CHECK(options.act_bits == 16 || (options.act_bits == 4 && method.quantizes && options.bits == 4),
            InvalidArgument, "--act-bits ", options.act_bits,

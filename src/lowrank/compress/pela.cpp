@@ -22,6 +22,13 @@ void PelaOptions::check() const {
   trainer.validate();
 }
 
+const std::set<std::string>& pela_option_keys() {
+  static const std::set<std::string> keys = {"epsilon",    "lr",      "min_lr", "warmup_steps",
+                                             "batch_size", "seq_len", "seed",   "checkpoint_every",
+                                             "stop_after", "run_dir"};
+  return keys;
+}
+
 PelaOptions PelaOptions::from(double alpha, double beta, int64_t steps, const Json& mo) {
   PelaOptions o;
   o.trainer.steps = 300;
@@ -35,13 +42,12 @@ PelaOptions PelaOptions::from(double alpha, double beta, int64_t steps, const Js
   if (beta >= 0) o.beta = beta;
   if (steps > 0) o.trainer.steps = steps;
   LR_CHECK(mo.is_object(), InvalidArgument, "--method-options ", mo.dump(), " must be a JSON object");
-  static const std::set<std::string> kKeys = {"epsilon",    "lr",      "min_lr", "warmup_steps",
-                                              "batch_size", "seq_len", "seed",   "checkpoint_every",
-                                              "stop_after", "run_dir"};
-  for (const auto& [key, value] : mo.items())
-    LR_CHECK(kKeys.contains(key), InvalidArgument, "--method-options: pela has no option \"", key,
-             "\" (it takes: epsilon, lr, min_lr, warmup_steps, batch_size, seq_len, seed, checkpoint_every, "
-             "stop_after, run_dir)");
+  for (const auto& [key, value] : mo.items()) {
+    std::string takes;
+    for (const std::string& k : pela_option_keys()) takes += (takes.empty() ? "" : ", ") + k;
+    LR_CHECK(pela_option_keys().contains(key), InvalidArgument, "--method-options: pela has no option \"",
+             key, "\" (it takes: ", takes, ")");
+  }
   const std::string what = "--method-options";
   o.epsilon = json_get_or<double>(mo, "epsilon", o.epsilon, what);
   o.trainer.lr = json_get_or<double>(mo, "lr", o.trainer.lr, what);
@@ -52,6 +58,7 @@ PelaOptions PelaOptions::from(double alpha, double beta, int64_t steps, const Js
   o.trainer.seed = json_get_or<uint64_t>(mo, "seed", o.trainer.seed, what);
   o.trainer.checkpoint_every = json_get_or<int64_t>(mo, "checkpoint_every", o.trainer.checkpoint_every, what);
   o.trainer.stop_after = json_get_or<int64_t>(mo, "stop_after", o.trainer.stop_after, what);
+  o.run_dir = json_get_or<std::string>(mo, "run_dir", "", what);
   o.check();
   return o;
 }

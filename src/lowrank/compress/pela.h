@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -43,13 +44,17 @@ struct PelaOptions {
   double beta = 1.0;             // weight-perturbation weight
   double epsilon = 1e-3;         // ε of the weight-perturbation term
   train::TrainerConfig trainer;  // steps, batch, seq_len, lr (default 1e-4: ALBEF's), seed, ...
+  std::string run_dir;           // the stage's run directory (empty: `<out>.pela-run`)
   // Throws InvalidArgument naming the value.
   void check() const;
-  // From `--alpha`, `--beta`, `--distill-steps` and the method options {"epsilon", "lr", "min_lr",
-  // "warmup_steps", "batch_size", "seq_len", "seed", "checkpoint_every", "stop_after"} (-1 / absent:
-  // the defaults). Throws InvalidArgument for an unknown key or a bad value.
+  // From `--alpha`, `--beta`, `--distill-steps` and the method options (pela_option_keys(); -1 /
+  // absent: the defaults). Throws InvalidArgument for an unknown key or a bad value.
   static PelaOptions from(double alpha, double beta, int64_t steps, const Json& method_options);
 };
+
+// The method options pela takes: epsilon, lr, min_lr, warmup_steps, batch_size, seq_len, seed,
+// checkpoint_every, stop_after, run_dir (compress/methods.cpp's validation reads the same list).
+const std::set<std::string>& pela_option_keys();
 
 // The three terms of one batch of windows [B, T + 1], each a scalar float32 tensor (task and
 // distillation differentiable in the student; the perturbation in its factors). `originals` maps a

@@ -105,11 +105,10 @@ RunResult run(const RunOptions& o) {
 
   result.report = compress_model(model, o.compress, stats ? &*stats : nullptr, source ? &*source : nullptr);
   if (pela) {
-    Json mo = o.compress.method_options;
-    const fs::path run_dir = mo.contains("run_dir") ? fs::path(mo["run_dir"].get<std::string>())
-                                                    : fs::path(o.out.string() + ".pela-run");
-    mo.erase("run_dir");
-    const PelaOptions po = PelaOptions::from(o.compress.alpha, o.compress.beta, o.distill_steps, mo);
+    const PelaOptions po =
+        PelaOptions::from(o.compress.alpha, o.compress.beta, o.distill_steps, o.compress.method_options);
+    const fs::path run_dir =
+        po.run_dir.empty() ? fs::path(o.out.string() + ".pela-run") : fs::path(po.run_dir);
     const nn::Model teacher = nn::Model::load(o.model);
     const eval::EvalTokens distill = eval::load_eval_tokens(o.distill_data, o.model, "train", 0);
     log::info("pela: intermediate pre-training, ", po.trainer.steps, " steps (alpha ", po.alpha, ", beta ",

@@ -43,8 +43,7 @@ namespace {
 enum Stream : uint64_t { kIds = 1, kDense = 2, kLabel = 3 };
 
 double uniform(uint64_t seed, uint64_t stream, uint64_t counter) {
-  return static_cast<double>(splitmix64(splitmix64(seed ^ (stream << 56)) ^ splitmix64(counter)) >> 11) *
-         0x1.0p-53;
+  return unit_interval(splitmix64(splitmix64(seed ^ (stream << 56)) ^ splitmix64(counter)));
 }
 
 // The Zipf(s) cumulative distribution over ranks 0..V−1 (float64, last entry exactly 1).

@@ -18,7 +18,7 @@ namespace {
 
 // A uniform double in [0, 1) from (seed, counter).
 inline double uniform(uint64_t seed, uint64_t counter) {
-  return static_cast<double>(splitmix64(seed ^ splitmix64(counter)) >> 11) * 0x1.0p-53;
+  return unit_interval(splitmix64(seed ^ splitmix64(counter)));
 }
 
 }  // namespace

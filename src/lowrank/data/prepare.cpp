@@ -52,7 +52,7 @@ void write_tokens(const fs::path& path, const std::vector<uint32_t>& tokens, boo
 bool in_validation(int64_t index, uint64_t seed, double fraction) {
   if (fraction <= 0) return false;
   const uint64_t h = splitmix64(splitmix64(seed) ^ static_cast<uint64_t>(index));
-  const double u = static_cast<double>(h >> 11) * 0x1.0p-53;  // uniform in [0, 1)
+  const double u = unit_interval(h);
   return u < fraction;
 }
 

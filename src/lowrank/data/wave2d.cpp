@@ -122,9 +122,7 @@ WaveDataset simulate_wave_dataset(const WaveOptions& options, int64_t samples, i
            "wave data set: samples, ahead and per_simulation must be positive, got ", samples, ", ", ahead,
            ", ", per_simulation);
   const int64_t n = options.n;
-  auto uniform = [&](uint64_t counter) {
-    return static_cast<double>(splitmix64(splitmix64(seed) ^ counter) >> 11) * 0x1.0p-53;
-  };
+  auto uniform = [&](uint64_t counter) { return unit_interval(splitmix64(splitmix64(seed) ^ counter)); };
   std::vector<at::Tensor> inputs, targets;
   uint64_t draw = 0;
   for (int64_t sim = 0; static_cast<int64_t>(inputs.size()) < samples; ++sim) {

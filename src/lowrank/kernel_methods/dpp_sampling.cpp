@@ -5,6 +5,7 @@
 #include <random>
 
 #include "lowrank/core/error.h"
+#include "lowrank/core/random.h"
 #include "lowrank/kernel_methods/methods.h"
 
 namespace lowrank::kernel_methods {
@@ -17,7 +18,7 @@ constexpr const char* kName = "dpp_sampling";
 class Uniform {
  public:
   explicit Uniform(uint64_t seed) : engine_(seed) {}
-  double operator()() { return static_cast<double>(engine_() >> 11) * 0x1.0p-53; }
+  double operator()() { return unit_interval(engine_()); }
   int64_t below(int64_t n) { return std::min<int64_t>(n - 1, static_cast<int64_t>((*this)() * n)); }
 
  private:

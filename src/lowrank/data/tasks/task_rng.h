@@ -34,7 +34,7 @@ class TaskRng {
   }
 
   // Uniform on [0, 1) with 53 random bits (like Python's random.random).
-  double uniform01() { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
+  double uniform01() { return unit_interval(next_u64()); }
 
   // Fisher-Yates shuffle.
   template <typename T>
