@@ -59,13 +59,6 @@ void check_fields(const nn::CtrModel& model, const data::CtrSchema& schema, cons
            ": the model's fields differ from ", data, "'s");
 }
 
-void print(const OrderedJson& report, const GlobalOptions& global, const std::string& text) {
-  if (global.json)
-    std::cout << report.dump(2) << "\n";
-  else if (!global.quiet)
-    std::cout << text;
-}
-
 struct GenerateFlags {
   std::string out;
   data::CtrSyntheticOptions options;
@@ -92,7 +85,7 @@ void run_generate(const GenerateFlags& flags, const GlobalOptions& global) {
   std::ostringstream text;
   text << "generated " << d.train.rows() << " train and " << d.test.rows() << " test rows (CTR "
        << d.train.ctr() << ", teacher AUC " << teacher_auc << ") -> " << flags.out << "\n";
-  print(report, global, text.str());
+  print_report(report, global, text.str());
 }
 
 struct TrainFlags {
@@ -158,7 +151,7 @@ void run_train(const TrainFlags& flags, const GlobalOptions& global) {
   text << "trained " << model.config().model_type << " (" << model.parameter_count() << " parameters, "
        << r.step << " steps): test AUC " << r.test.auc << ", log loss " << r.test.logloss << " -> "
        << (out / "model").string() << "\n";
-  print(report, global, text.str());
+  print_report(report, global, text.str());
 }
 
 struct EvalFlags {
@@ -181,7 +174,7 @@ void run_eval(const EvalFlags& flags, const GlobalOptions& global) {
   std::ostringstream text;
   text << flags.split << ": AUC " << r.auc << ", log loss " << r.logloss << " over " << r.rows << " rows ("
        << model.parameter_count() << " parameters)\n";
-  print(report, global, text.str());
+  print_report(report, global, text.str());
 }
 
 struct CompressFlags {
@@ -221,7 +214,7 @@ void run_compress(CompressFlags& flags, const GlobalOptions& global) {
   text << o.method << ": " << r.model_params_before << " -> " << r.model_params_after << " parameters ("
        << static_cast<double>(r.model_params_before) / static_cast<double>(r.model_params_after) << "x) -> "
        << flags.out << "\n";
-  print(report, global, text.str());
+  print_report(report, global, text.str());
 }
 
 }  // namespace

@@ -3,8 +3,12 @@
 #pragma once
 
 #include <functional>
+#include <iostream>
+#include <string>
 
 #include <CLI/CLI.hpp>
+
+#include "lowrank/core/json.h"
 
 namespace lowrank::cli {
 
@@ -15,6 +19,14 @@ struct GlobalOptions {
   bool verbose = false;  // debug logging
   int threads = 0;       // 0: all available cores
 };
+
+// A verb's result: `report` as JSON with --json, `text` otherwise, nothing with --quiet.
+inline void print_report(const OrderedJson& report, const GlobalOptions& global, const std::string& text) {
+  if (global.json)
+    std::cout << report.dump(2) << "\n";
+  else if (!global.quiet)
+    std::cout << text;
+}
 
 // Adds a subcommand to `app`; the returned callback runs it after parsing.
 using VerbRunner = std::function<void()>;

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cerrno>
 #include <cstdint>
@@ -84,6 +85,30 @@ std::string read_text_file(const fs::path& path) {
   out << in.rdbuf();
   if (in.bad()) throw IoError(str(path.string(), ": read failed"));
   return out.str();
+}
+
+std::string read_text_file_gz(const fs::path& path) {
+  const std::string name = path.string();
+  if (name.size() < 3 || name.compare(name.size() - 3, 3, ".gz") != 0) return read_text_file(path);
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw NotFound(str(name, ": no such file"));
+  gzFile file = gzopen(path.c_str(), "rb");
+  if (file == nullptr) throw IoError(str(name, ": cannot open for reading"));
+  std::string text;
+  std::vector<char> buffer(1 << 16);
+  for (;;) {
+    const int got = gzread(file, buffer.data(), static_cast<unsigned>(buffer.size()));
+    if (got < 0) {
+      int code = 0;
+      const std::string message = gzerror(file, &code);
+      gzclose(file);
+      throw Corruption(str(name, ": gzip error: ", message));
+    }
+    if (got == 0) break;
+    text.append(buffer.data(), static_cast<std::size_t>(got));
+  }
+  gzclose(file);
+  return text;
 }
 
 AtomicFile::AtomicFile(fs::path path) : path_(std::move(path)) {

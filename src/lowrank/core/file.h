@@ -40,6 +40,8 @@ class MappedFile {
 
 // Reads a whole file as text. Throws NotFound / IoError naming the path.
 std::string read_text_file(const std::filesystem::path& path);
+// The same, decompressed when the name ends in .gz. Corruption naming the path for a bad stream.
+std::string read_text_file_gz(const std::filesystem::path& path);
 
 // Writes to `<path>.tmp-XXXXXX` in the same directory, then renames over `path` on commit().
 // If commit() is never reached (an exception, an early return) the temp file is removed.

@@ -1,7 +1,5 @@
 #include "lowrank/kernel_methods/dataset.h"
 
-#include <zlib.h>
-
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -21,29 +19,6 @@ constexpr const char* kSklearnPackage = "python3-sklearn";
 
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// The whole file, decompressed when it ends in .gz.
-std::string read_maybe_gzipped(const fs::path& path) {
-  LR_CHECK(fs::exists(path), NotFound, "no such file: ", path.string());
-  if (!ends_with(path.string(), ".gz")) return read_text_file(path);
-  gzFile file = gzopen(path.c_str(), "rb");
-  LR_CHECK(file != nullptr, IoError, "cannot open ", path.string());
-  std::string text;
-  char buffer[1 << 16];
-  for (;;) {
-    const int got = gzread(file, buffer, sizeof buffer);
-    if (got < 0) {
-      int code = 0;
-      const std::string message = gzerror(file, &code);
-      gzclose(file);
-      throw Corruption(str(path.string(), ": gzip error: ", message));
-    }
-    if (got == 0) break;
-    text.append(buffer, static_cast<std::size_t>(got));
-  }
-  gzclose(file);
-  return text;
 }
 
 // Splits on commas, or on blanks when the line has no comma.
@@ -189,7 +164,7 @@ Dataset read_dataset(const fs::path& path, std::optional<int64_t> label_column) 
   }
   LR_CHECK(ends_with(name, ".csv") || ends_with(name, ".csv.gz"), InvalidArgument, name,
            ": unknown data format (expected .safetensors, .csv or .csv.gz)");
-  return split_label(parse_numeric_table(read_maybe_gzipped(path), name), label_column, name);
+  return split_label(parse_numeric_table(read_text_file_gz(path), name), label_column, name);
 }
 
 const std::vector<std::string>& builtin_dataset_names() {
@@ -205,7 +180,7 @@ Dataset read_builtin_dataset(const std::string& name, const fs::path& dir) {
   const std::string source = "dataset:" + name;
   auto table = [&](const char* file) {
     const fs::path path = require_file(dir / file);
-    return parse_numeric_table(read_maybe_gzipped(path), path.string());
+    return parse_numeric_table(read_text_file_gz(path), path.string());
   };
   if (name == "diabetes") {
     const at::Tensor x = table("diabetes_data_raw.csv.gz");

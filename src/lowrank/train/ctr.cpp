@@ -1,6 +1,5 @@
 #include "lowrank/train/ctr.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 
 #include <chrono>
@@ -9,9 +8,9 @@
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
 #include "lowrank/core/progress.h"
-#include "lowrank/core/random.h"
 #include "lowrank/eval/binary_metrics.h"
 #include "lowrank/train/checkpoint.h"
+#include "lowrank/train/epoch_order.h"
 #include "lowrank/train/schedule.h"
 
 namespace lowrank::train {
@@ -45,37 +44,6 @@ CtrEvalResult evaluate_ctr(const nn::CtrModel& model, const data::CtrData& data,
   r.ctr = data.ctr();
   return r;
 }
-
-namespace {
-
-// Row `j` of the training order: epoch j / N visits a permutation of the N rows drawn from
-// (seed, epoch). Caches the current epoch's permutation.
-class EpochOrder {
- public:
-  EpochOrder(uint64_t seed, int64_t rows) : seed_(seed), rows_(rows) {}
-  at::Tensor rows(uint64_t first, int64_t count) {
-    std::vector<int64_t> out(static_cast<size_t>(count));
-    for (int64_t i = 0; i < count; ++i) {
-      const uint64_t j = first + static_cast<uint64_t>(i);
-      const int64_t epoch = static_cast<int64_t>(j / static_cast<uint64_t>(rows_));
-      if (epoch != epoch_) {
-        at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(splitmix64(seed_ ^ splitmix64(epoch)));
-        perm_ = at::randperm(rows_, gen, at::kLong);
-        epoch_ = epoch;
-      }
-      out[static_cast<size_t>(i)] = perm_.data_ptr<int64_t>()[j % static_cast<uint64_t>(rows_)];
-    }
-    return at::tensor(out, at::kLong);
-  }
-
- private:
-  uint64_t seed_;
-  int64_t rows_;
-  int64_t epoch_ = -1;
-  at::Tensor perm_;
-};
-
-}  // namespace
 
 CtrTrainResult train_ctr(nn::CtrModel& model, const data::CtrData& train, const data::CtrData& test,
                          CtrTrainConfig config, const fs::path& run_dir, bool resume) {
