@@ -71,9 +71,13 @@ VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
       const bool image =
           std::filesystem::exists(config) && nn::is_image_classifier_config(read_json_file(config));
       const bool convnet = std::filesystem::exists(config) && nn::is_convnet_config(read_json_file(config));
+      const bool lie_group =
+          std::filesystem::exists(config) && nn::is_lie_group_classifier_config(read_json_file(config));
       const train::AccuracyResult r =
-          convnet ? train::evaluate_accuracy(nn::ConvNet::load(args->model.model, load), task, which,
-                                             args->batch, args->max_tokens)
+          lie_group ? train::evaluate_accuracy(nn::LieGroupClassifier::load(args->model.model), task, which,
+                                               args->batch, args->max_tokens)
+          : convnet ? train::evaluate_accuracy(nn::ConvNet::load(args->model.model, load), task, which,
+                                               args->batch, args->max_tokens)
           : image ? train::evaluate_accuracy(nn::ImageClassifier::load(args->model.model, load), task, which,
                                              args->batch, args->max_tokens)
                   : train::evaluate_accuracy(nn::SequenceClassifier::load(args->model.model, load), task,

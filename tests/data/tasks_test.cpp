@@ -10,6 +10,7 @@
 #include <set>
 
 #include "lowrank/core/error.h"
+#include "lowrank/data/tasks/affine_digits.h"
 #include "lowrank/data/tasks/fashion_mnist.h"
 #include "lowrank/data/tasks/listops.h"
 #include "lowrank/data/tasks/registry.h"
@@ -467,6 +468,107 @@ TEST(FashionMnistTest, MissingFilesNameThePackage) {
     FAIL();
   } catch (const NotFound&) {
   }
+}
+
+// --- Affine digits --------------------------------------------------------------------------
+
+// A digits CSV of `n` lines: pixel j of digit i is (i + j) mod 17, its label i mod 10.
+fs::path synthetic_digits(const TempDir& tmp, int n) {
+  std::ofstream out(tmp / "digits.csv");
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < 64; ++j) out << (i + j) % 17 << ",";
+    out << i % 10 << "\n";
+  }
+  return tmp / "digits.csv";
+}
+
+TEST(AffineDigitsTest, PaddedDigitsAtIdentityPoseAndTransformedTests) {
+  TempDir tmp;
+  const fs::path csv = synthetic_digits(tmp, 20);
+  std::map<std::string, std::string> o = {{"train_size", "10"},
+                                          {"val_size", "5"},
+                                          {"test_size", "5"},
+                                          {"data_file", csv.string()},
+                                          {"test_pose", "identity"}};
+  const TaskDataset plain = TaskDataset::open(generate(tmp, "affine-digits", 2, o, "plain"));
+  EXPECT_EQ(plain.info().header.layout["height"], 16);
+  // Every image is some digit i of the file: value round((i + j) mod 17 · 255 / 16) at the centre,
+  // zero in the 4-pixel border; its label names which.
+  for (Split split : kSplits)
+    for (const auto& [pixels, label] : rows(plain, split)) {
+      ASSERT_EQ(pixels.size(), 256u);
+      int64_t found = -1;
+      for (int i = 0; i < 20 && found < 0; ++i) {
+        bool same = i % 10 == label[0];
+        for (int r = 0; r < 16 && same; ++r)
+          for (int c = 0; c < 16 && same; ++c) {
+            const bool inside = r >= 4 && r < 12 && c >= 4 && c < 12;
+            const int64_t want = inside ? std::lround(((i + (r - 4) * 8 + (c - 4)) % 17) * 255.0 / 16.0) : 0;
+            same = pixels[static_cast<size_t>(r * 16 + c)] == want;
+          }
+        if (same) found = i;
+      }
+      EXPECT_GE(found, 0);
+    }
+  // The affine test split: the same digits and labels, other pixels; train and val unchanged.
+  o["test_pose"] = "affine";
+  const TaskDataset affine = TaskDataset::open(generate(tmp, "affine-digits", 2, o, "affine"));
+  EXPECT_EQ(rows(affine, Split::kTrain), rows(plain, Split::kTrain));
+  const auto a = rows(affine, Split::kTest), p = rows(plain, Split::kTest);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].second, p[i].second);
+    EXPECT_NE(a[i].first, p[i].first);
+  }
+}
+
+TEST(AffineDigitsTest, ResamplingIsExactForTheGridsOwnMaps) {
+  std::vector<double> image(25);
+  for (size_t i = 0; i < image.size(); ++i) image[i] = static_cast<double>(i * i % 7);
+  EXPECT_EQ(affine_resample(image, 5, {1, 0, 0, 1}), image);
+  // A = R(90°) about the centre: out[r][c] = in[4 − c][r].
+  const std::vector<double> rotated = affine_resample(image, 5, {0, -1, 1, 0});
+  for (int r = 0; r < 5; ++r)
+    for (int c = 0; c < 5; ++c)
+      EXPECT_NEAR(rotated[static_cast<size_t>(r * 5 + c)], image[static_cast<size_t>((4 - c) * 5 + r)],
+                  1e-12);
+  // Scaling by 2 reads the input at half the offset: out(centre ± 2) = in(centre ± 1).
+  const std::vector<double> scaled = affine_resample(image, 5, {2, 0, 0, 2});
+  EXPECT_NEAR(scaled[2 * 5 + 4], image[2 * 5 + 3], 1e-12);
+  EXPECT_NEAR(scaled[2 * 5 + 3], 0.5 * (image[2 * 5 + 2] + image[2 * 5 + 3]), 1e-12);
+}
+
+TEST(AffineDigitsTest, BadFilesAndOptionsNameTheProblem) {
+  TempDir tmp;
+  std::string m = error_of([&] {
+    generate(tmp, "affine-digits", 1, {{"data_file", (tmp / "none.csv").string()}});
+  });
+  EXPECT_NE(m.find("python3-sklearn"), std::string::npos) << m;
+  {
+    std::ofstream out(tmp / "bad.csv");
+    for (int j = 0; j < 64; ++j) out << "0,";
+    out << "3\n";
+    for (int j = 0; j < 63; ++j) out << "0,";
+    out << "17,3\n";
+  }
+  m = error_of([&] { generate(tmp, "affine-digits", 1, {{"data_file", (tmp / "bad.csv").string()}}); });
+  EXPECT_NE(m.find("bad.csv:2: pixel 64 = 17"), std::string::npos) << m;
+  const fs::path csv = synthetic_digits(tmp, 20);
+  m = error_of([&] { generate(tmp, "affine-digits", 1, {{"data_file", csv.string()}}); });
+  EXPECT_NE(m.find("holds 20 digits, fewer than the 1797"), std::string::npos) << m;
+  m = error_of([&] {
+    generate(tmp, "affine-digits", 1, {{"data_file", csv.string()}, {"scale", "1.2:0.8"}});
+  });
+  EXPECT_NE(m.find("--scale 1.2:0.8"), std::string::npos) << m;
+}
+
+TEST(AffineDigitsTest, TheDebianDigits) {
+  if (!fs::exists(kSklearnDigitsFile))
+    GTEST_SKIP() << "python3-sklearn is not installed (scripts/setup installs it)";
+  TempDir tmp;
+  const TaskDataset task = TaskDataset::open(generate(tmp, "affine-digits", 0, {}));
+  EXPECT_EQ(task.tokens(Split::kTrain).rows(), 1000);
+  EXPECT_EQ(task.tokens(Split::kVal).rows(), 200);
+  EXPECT_EQ(task.tokens(Split::kTest).rows(), 597);
 }
 
 // --- Corrupted files and bad input -------------------------------------------------------------

@@ -119,21 +119,26 @@ at::Tensor window_offsets(int64_t k) {
 }
 }  // namespace
 
-KernelMlp KernelMlp::random(int64_t in, int64_t hidden, int64_t out, uint64_t seed, at::ScalarType dtype) {
-  LR_CHECK(in >= 1 && hidden >= 1 && out >= 1, InvalidArgument, "kernel MLP sizes must be positive, got ", in,
-           ", ", hidden, ", ", out);
+KernelMlp KernelMlp::random(int64_t in, int64_t hidden, int64_t out, int64_t fan_in, uint64_t seed,
+                            at::ScalarType dtype) {
+  LR_CHECK(in >= 1 && hidden >= 1 && out >= 1 && fan_in >= 1, InvalidArgument,
+           "kernel MLP sizes must be positive, got ", in, ", ", hidden, ", ", out, ", fan_in ", fan_in);
   at::Generator gen = at::detail::createCPUGenerator(seed);
   const auto opts = at::TensorOptions().dtype(at::kDouble);
-  // nn.Linear's default: U(−1/√fan_in, 1/√fan_in) for weights and biases.
-  auto uniform = [&](at::IntArrayRef shape, int64_t fan_in) {
-    return ((at::rand(shape, gen, opts) * 2 - 1) / std::sqrt(static_cast<double>(fan_in))).to(dtype);
+  auto uniform = [&](at::IntArrayRef shape, double bound) {
+    return ((at::rand(shape, gen, opts) * 2 - 1) * bound).to(dtype);
   };
-  return {uniform({hidden, in}, in), uniform({hidden}, in), uniform({out, hidden}, hidden),
-          uniform({out}, hidden)};
+  KernelMlp k;
+  k.w1 = uniform({hidden, in}, 1.0 / static_cast<double>(in));
+  k.b1 = uniform({hidden}, 1.0 / std::sqrt(static_cast<double>(in)));
+  k.w2 = uniform({out, hidden},
+                 std::sqrt(6.0 / static_cast<double>(hidden)) / std::sqrt(static_cast<double>(fan_in)));
+  k.b2 = at::zeros({out}, at::TensorOptions().dtype(dtype));
+  return k;
 }
 
 at::Tensor KernelMlp::forward(const at::Tensor& coords) const {
-  return at::linear(at::gelu(at::linear(coords, w1, b1)), w2, b2);
+  return at::linear(at::sin(at::linear(coords, w1, b1) * w0), w2, b2);
 }
 
 // A conv of type Conv with an MLP kernel on `coords` inputs: the shared body of the two layers'
@@ -149,7 +154,8 @@ Conv make_mlp_conv(const char* what, int64_t in_channels, int64_t out_channels, 
   conv.in_channels = in_channels;
   conv.out_channels = out_channels;
   conv.kernel_size = kernel_size;
-  conv.kernel = KernelMlp::random(coords, hidden, out_channels * in_channels, seed, dtype);
+  conv.kernel = KernelMlp::random(coords, hidden, out_channels * in_channels,
+                                  in_channels * kernel_size * kernel_size, seed, dtype);
   return conv;
 }
 

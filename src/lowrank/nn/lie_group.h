@@ -44,11 +44,17 @@ at::Tensor sample_sl2_haar(int64_t n, double t_max, uint64_t seed);
 // As above times a scale eˢ, s ~ U[−log_scale_max, log_scale_max]: GL⁺(2).
 at::Tensor sample_gl2_haar(int64_t n, double t_max, double log_scale_max, uint64_t seed);
 
-// A small MLP k: ℝ^in → ℝ^out (one hidden layer, GELU): the continuous kernels of the group
-// convolutions, evaluated at transformed coordinates.
+// The continuous kernels of the group convolutions, evaluated at transformed coordinates: the
+// authors' INR with a one-layer SIREN (rgenn/inr.py: SIREN with num_hidden 0, then final_linear),
+//   k(x) = W₂ sin(ω₀ (W₁ x + b₁)) + b₂,   ω₀ = 10,
+// so that a kernel can vary within a 5×5 window (a smooth activation gives nearly linear kernels,
+// a three-dimensional family of blur and gradient filters). Initialisation as theirs: W₁ ~
+// U(±1/in) (SineLayer, is_first), b₁ ~ U(±1/√in) (nn.Linear's), W₂ ~ U(±√(6/hidden)/√fan_in) with
+// fan_in = in_channels·k² of the convolution (final_gain 6), b₂ = 0.
 struct KernelMlp {
   at::Tensor w1, b1, w2, b2;  // [hidden, in], [hidden], [out, hidden], [out]
-  static KernelMlp random(int64_t in, int64_t hidden, int64_t out, uint64_t seed,
+  double w0 = 10.0;
+  static KernelMlp random(int64_t in, int64_t hidden, int64_t out, int64_t fan_in, uint64_t seed,
                           at::ScalarType dtype = at::kFloat);
   at::Tensor forward(const at::Tensor& coords) const;  // [..., in] → [..., out]
 };

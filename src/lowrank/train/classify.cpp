@@ -79,6 +79,10 @@ void check_fits(const nn::ConvNet& model, const TaskDataset& task) {
   check_image_fits(model.config(), "LowrankConvNetForImageClassification", task);
 }
 
+void check_fits(const nn::LieGroupClassifier& model, const TaskDataset& task) {
+  check_image_fits(model.config(), "LieGroupClassifier", task);
+}
+
 // The pixels of an image batch, tokens / 255 in [0, 1], as [B, channels, height, width] (the task
 // stores each image row-major, channel-last pixels interleaved: (y, x, c)).
 at::Tensor batch_pixels(const TaskBatch& batch, int64_t height, int64_t width, int64_t channels) {
@@ -104,6 +108,11 @@ at::Tensor batch_logits(const nn::ConvNet& model, const TaskBatch& batch, bool t
   return model.forward(batch_pixels(batch, c.image_height, c.image_width, c.num_channels), training);
 }
 
+at::Tensor batch_logits(const nn::LieGroupClassifier& model, const TaskBatch& batch, bool training) {
+  const nn::LieGroupClassifierConfig& c = model.config();
+  return model.forward(batch_pixels(batch, c.image_height, c.image_width, c.num_channels), training);
+}
+
 // The trained tensors, and the state that is saved and restored beside them but not trained.
 nn::NamedTensors trained_tensors(const nn::SequenceClassifier& model) {
   return model.named_tensors();
@@ -114,6 +123,9 @@ nn::NamedTensors trained_tensors(const nn::ImageClassifier& model) {
 nn::NamedTensors trained_tensors(const nn::ConvNet& model) {
   return model.named_parameters();
 }
+nn::NamedTensors trained_tensors(const nn::LieGroupClassifier& model) {
+  return model.named_parameters();
+}
 nn::NamedTensors untrained_state(const nn::SequenceClassifier&) {
   return {};
 }
@@ -122,6 +134,9 @@ nn::NamedTensors untrained_state(const nn::ImageClassifier&) {
 }
 nn::NamedTensors untrained_state(const nn::ConvNet& model) {
   return model.named_buffers();
+}
+nn::NamedTensors untrained_state(const nn::LieGroupClassifier& model) {
+  return model.named_buffers();  // the element counter: a resumed run draws the same elements
 }
 
 }  // namespace
@@ -318,6 +333,16 @@ ClassifyResult train_classifier(nn::ConvNet& model, const TaskDataset& task, Cla
   return train(model, task, std::move(config), run_dir, resume);
 }
 
+AccuracyResult evaluate_accuracy(const nn::LieGroupClassifier& model, const TaskDataset& task, Split split,
+                                 int64_t batch_size, int64_t max_examples) {
+  return evaluate(model, task, split, batch_size, max_examples);
+}
+
+ClassifyResult train_classifier(nn::LieGroupClassifier& model, const TaskDataset& task, ClassifyConfig config,
+                                const fs::path& run_dir, bool resume) {
+  return train(model, task, std::move(config), run_dir, resume);
+}
+
 namespace {
 
 TrainerConfig classify_trainer(int64_t steps, int64_t batch, double lr, int64_t warmup,
@@ -376,11 +401,39 @@ std::vector<ClassifyPreset> classify_presets() {
       "the same stages of UniRepLKNet blocks (DW, BN, SE, MLP with GRN); --mixer dilated_reparam "
       "(default, kernel 13), dwconv (--mixer-options {\"kernel_size\": 13 | 3}) or inception_dw";
   for (Json& st : unirep.convnet["stages"]) st["block"] = "unireplknet";
+  // The equivariance study (nn/lie_group_classifier.h): lifting + one group convolution over
+  // GL⁺(2) or SL(2), 8 channels, 5x5 windows, SIREN kernels of width 16, 15 fixed elements (one Haar
+  // draw under the 15 rotations by 24°: the finest rotation grid for 15 elements, as the test maps
+  // rotate by up to ±π); "lie-cnn" is the plain CNN of the same layout and size.
+  ClassifyPreset lie_gl2{"lie-gl2",
+                         8,
+                         0,
+                         2,
+                         1,
+                         64 * 64,
+                         classify_trainer(600, 32, 3e-3, 30, 200),
+                         "lifting + group convolution on GL+(2) (Mironenco & Forre), 8 channels, 15 fixed "
+                         "elements; 600 steps of 32 images"};
+  lie_gl2.lie_group =
+      Json{{"group", "gl2"},      {"channels", 8},      {"kernel_size", 5}, {"kernel_hidden", 16},
+           {"train_samples", 15}, {"eval_samples", 15}, {"t_max", 0.5},     {"log_scale_max", 0.25},
+           {"resample", false},   {"rotations", 15}};
+  ClassifyPreset lie_sl2 = lie_gl2;
+  lie_sl2.name = "lie-sl2";
+  lie_sl2.help = "the same on SL(2)";
+  lie_sl2.lie_group["group"] = "sl2";
+  ClassifyPreset lie_cnn = lie_gl2;
+  lie_cnn.name = "lie-cnn";
+  lie_cnn.help = "the plain CNN of lie-gl2's layout with as many parameters (the study's baseline)";
+  lie_cnn.lie_group["group"] = "none";
   return {{"lra-tiny", 64, 128, 2, 2, 1024, classify_trainer(500, 16, 1e-3, 50, 100),
            "hidden 64, 2 layers, 2 heads, sequences up to 1024 tokens; 500 steps of 16 examples"},
           vit,
           metanext,
-          unirep};
+          unirep,
+          lie_gl2,
+          lie_sl2,
+          lie_cnn};
 }
 
 ClassifyPreset classify_preset(const std::string& name) {
@@ -578,6 +631,28 @@ TaskTrainSummary task_train_convnet(const TaskTrainOptions& o, const ClassifyPre
   return finish_task_train(o, preset, cc, model, r);
 }
 
+// A Lie-group preset: the task's image size, channels and classes; for "lie-cnn" the channels of
+// the plain CNN as large as the GL⁺(2) model of the same keys. --mixer is not used.
+TaskTrainSummary task_train_lie_group(const TaskTrainOptions& o, const ClassifyPreset& preset,
+                                      const ClassifyConfig& cc, const TaskDataset& task) {
+  const auto& info = task.info();
+  LR_CHECK(info.header.layout.value("kind", "") == "image", InvalidArgument, "--preset ", preset.name,
+           " trains on images; task ", o.task.string(), " (", info.header.task, ") has layout ",
+           info.header.layout.dump());
+  LR_CHECK(o.mixer.empty() && o.layer_mixers.empty(), InvalidArgument, "--preset ", preset.name,
+           " has no token mixers (--mixer / --layer-mixers)");
+  Json config_json = preset.lie_group;
+  config_json["model_type"] = "lie_group_classifier";
+  config_json["sample_seed"] = o.seed;
+  set_image_task_keys(config_json, task);
+  nn::LieGroupClassifierConfig config =
+      nn::LieGroupClassifierConfig::from_json(config_json, "preset " + preset.name);
+  if (config.group == "none") config.channels = nn::matched_cnn_channels(config);
+  nn::LieGroupClassifier model = nn::LieGroupClassifier::random(config, o.seed);
+  const ClassifyResult r = train_classifier(model, task, cc, o.out / "run", o.resume);
+  return finish_task_train(o, preset, cc, model, r);
+}
+
 }  // namespace
 
 TaskTrainSummary task_train(const TaskTrainOptions& o) {
@@ -605,6 +680,7 @@ TaskTrainSummary task_train(const TaskTrainOptions& o) {
   const auto& info = task.info();
   if (!preset.image.empty()) return task_train_image(o, preset, cc, task);
   if (!preset.convnet.empty()) return task_train_convnet(o, preset, cc, task);
+  if (!preset.lie_group.empty()) return task_train_lie_group(o, preset, cc, task);
   const Json keys = nn::with_bidirectional_attention(
       mixer_keys(o.mixer, o.layer_mixers, o.mixer_options, preset.num_layers));
   const int64_t longest = longest_row(task);

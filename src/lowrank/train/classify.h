@@ -31,6 +31,7 @@
 #include "lowrank/nn/classifier.h"
 #include "lowrank/nn/convnet.h"
 #include "lowrank/nn/image_classifier.h"
+#include "lowrank/nn/lie_group_classifier.h"
 #include "lowrank/train/trainer.h"
 
 namespace lowrank::train {
@@ -66,6 +67,9 @@ AccuracyResult evaluate_accuracy(const nn::ImageClassifier& model, const data::t
 // The same for a ConvNet (BatchNorm in eval mode: its running statistics).
 AccuracyResult evaluate_accuracy(const nn::ConvNet& model, const data::tasks::TaskDataset& task,
                                  data::tasks::Split split, int64_t batch_size = 32, int64_t max_examples = 0);
+// The same for the equivariance study's classifier (its fixed evaluation elements).
+AccuracyResult evaluate_accuracy(const nn::LieGroupClassifier& model, const data::tasks::TaskDataset& task,
+                                 data::tasks::Split split, int64_t batch_size = 32, int64_t max_examples = 0);
 
 struct ClassifyConfig {
   // steps, batch_size, grad_accum, lr schedule, clipping, optimizer, seed, checkpoint_every,
@@ -97,6 +101,10 @@ ClassifyResult train_classifier(nn::ImageClassifier& model, const data::tasks::T
 // checkpointed beside them (TrainTarget::frozen) and restored on resume.
 ClassifyResult train_classifier(nn::ConvNet& model, const data::tasks::TaskDataset& task,
                                 ClassifyConfig config, const std::filesystem::path& run_dir, bool resume);
+// The equivariance study's classifier draws fresh group elements per training batch; their counter
+// is checkpointed beside the parameters (TrainTarget::frozen).
+ClassifyResult train_classifier(nn::LieGroupClassifier& model, const data::tasks::TaskDataset& task,
+                                ClassifyConfig config, const std::filesystem::path& run_dir, bool resume);
 
 // A classifier shape and schedule for `lowrank task train --preset`.
 struct ClassifyPreset {
@@ -111,6 +119,10 @@ struct ClassifyPreset {
   // A ConvNet preset's LowrankConvNetForImageClassification keys (nn/convnet.h: patch_size, stages
   // with their block, without their mixers); empty otherwise.
   Json convnet = Json::object();
+  // A LieGroupClassifier preset's keys (nn/lie_group_classifier.h: group, channels, kernel sizes,
+  // element counts); empty otherwise. Group "none" with no channels: the plain CNN whose size
+  // matches the GL⁺(2) model of the same keys.
+  Json lie_group = Json::object();
 };
 // "lra-tiny" (d 64, 2 layers, sequences up to 1K tokens); "vit-tiny" (28x28 images, patch 2,
 // stages 2x32 and 2x64; with --layer-mixers, one mixer per stage); "metanext-tiny" and

@@ -6,6 +6,7 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/progress.h"
+#include "lowrank/data/tasks/affine_digits.h"
 #include "lowrank/data/tasks/assoc_recall.h"
 #include "lowrank/data/tasks/byte_retrieval.h"
 #include "lowrank/data/tasks/byte_text.h"
@@ -28,6 +29,7 @@ std::vector<TaskDefinition> register_builtin_tasks() {
   tasks.push_back(byte_retrieval_task());
   tasks.push_back(fashion_mnist_task(/*sequence=*/false));
   tasks.push_back(fashion_mnist_task(/*sequence=*/true));
+  tasks.push_back(affine_digits_task());
   for (const TaskDefinition& t : tasks) {
     LR_CHECK(std::count_if(tasks.begin(), tasks.end(), [&](const auto& o) { return o.name == t.name; }) == 1,
              InternalError, "task '", t.name, "' registered twice");

@@ -9,6 +9,7 @@
 //   byte-text       which Debian corpus a byte window came from, byte_text.h
 //   byte-retrieval  are two byte windows from the same document (LRA Retrieval's shape), byte_retrieval.h
 //   fmnist, sfmnist Fashion-MNIST as 28x28 images / 784-pixel sequences, fashion_mnist.h
+//   affine-digits   8x8 digits padded to 16x16, the test split under random affine maps, affine_digits.h
 #pragma once
 
 #include <cstdint>
