@@ -8,6 +8,7 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/random.h"
+#include "lowrank/core/safetensors.h"
 
 namespace lowrank::data {
 
@@ -153,6 +154,21 @@ WaveDataset simulate_wave_dataset(const WaveOptions& options, int64_t samples, i
     }
   }
   return {at::stack(inputs), at::stack(targets)};
+}
+
+WaveDataset load_wave_dataset(const std::filesystem::path& path) {
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  for (const char* name : {"inputs", "targets"})
+    LR_CHECK(file.contains(name), NotFound, path.string(), ": no tensor \"", name,
+             "\" (not a data set of `lowrank wave simulate`)");
+  WaveDataset d{file.load("inputs", at::kFloat), file.load("targets", at::kFloat)};
+  LR_CHECK(d.inputs.dim() == 4 && d.inputs.size(1) == 3 && d.inputs.size(0) >= 1, Corruption, path.string(),
+           ": inputs has shape ", d.inputs.sizes(), ", expected [N >= 1, 3, n, n]");
+  LR_CHECK(d.targets.dim() == 4 && d.targets.size(0) == d.inputs.size(0) && d.targets.size(1) == 1 &&
+               d.targets.size(2) == d.inputs.size(2) && d.targets.size(3) == d.inputs.size(3),
+           Corruption, path.string(), ": targets has shape ", d.targets.sizes(), ", expected [",
+           d.inputs.size(0), ", 1, ", d.inputs.size(2), ", ", d.inputs.size(3), "]");
+  return d;
 }
 
 }  // namespace lowrank::data

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -84,5 +85,10 @@ struct WaveDataset {
 };
 WaveDataset simulate_wave_dataset(const WaveOptions& options, int64_t samples, int64_t ahead, uint64_t seed,
                                   int64_t per_simulation = 4);
+
+// A data set written by `lowrank wave simulate` (float32 `inputs` [N, 3, n, n] and `targets`
+// [N, 1, n, n]). NotFound for a missing file or tensor; Corruption, naming the file and tensor,
+// for shapes that do not pair up.
+WaveDataset load_wave_dataset(const std::filesystem::path& path);
 
 }  // namespace lowrank::data
