@@ -12,6 +12,7 @@
 #include "lowrank/core/safetensors.h"
 #include "lowrank/mix/dilated_reparam.h"
 #include "lowrank/nn/image_input.h"
+#include "lowrank/nn/weight_decay_groups.h"
 
 namespace lowrank::nn {
 
@@ -519,10 +520,7 @@ NamedTensors ConvNet::named_buffers() const {
 }
 
 std::vector<ParamGroup> ConvNet::param_groups() const {
-  std::vector<ParamGroup> out;
-  for (const auto& [name, t] : named_parameters())
-    if (t.dim() <= 1) out.push_back(ParamGroup{name, std::nullopt, 0.0});
-  return out;
+  return no_decay_on_vectors(named_parameters());
 }
 
 ConvNet ConvNet::deploy() const {

@@ -11,6 +11,7 @@
 #include "lowrank/core/random.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/nn/model.h"
+#include "lowrank/nn/weight_decay_groups.h"
 
 namespace lowrank::nn {
 
@@ -196,10 +197,7 @@ int64_t LieGroupClassifier::parameter_count() const {
 }
 
 std::vector<ParamGroup> LieGroupClassifier::param_groups() const {
-  std::vector<ParamGroup> out;
-  for (const auto& [name, t] : named_parameters())
-    if (t.dim() <= 1) out.push_back(ParamGroup{name, std::nullopt, 0.0});
-  return out;
+  return no_decay_on_vectors(named_parameters());
 }
 
 at::Tensor LieGroupClassifier::group_elements(bool training) const {
