@@ -68,11 +68,12 @@ VerbRunner add_eval(CLI::App& app, const GlobalOptions& global) {
       LR_CHECK(known, InvalidArgument, "--split \"", split, "\" is not a task split (train, val, test)");
       const nn::LoadOptions load{nn::parse_dtype(args->model.dtype), nn::parse_device(args->model.device)};
       const std::filesystem::path config = std::filesystem::path(args->model.model) / "config.json";
-      const bool image =
-          std::filesystem::exists(config) && nn::is_image_classifier_config(read_json_file(config));
-      const bool convnet = std::filesystem::exists(config) && nn::is_convnet_config(read_json_file(config));
-      const bool lie_group =
-          std::filesystem::exists(config) && nn::is_lie_group_classifier_config(read_json_file(config));
+      // Which classifier the directory holds, from one read of its config.json.
+      const Json config_json = std::filesystem::exists(config) ? read_json_file(config) : Json();
+      const bool has_config = !config_json.is_null();
+      const bool image = has_config && nn::is_image_classifier_config(config_json);
+      const bool convnet = has_config && nn::is_convnet_config(config_json);
+      const bool lie_group = has_config && nn::is_lie_group_classifier_config(config_json);
       const train::AccuracyResult r =
           lie_group ? train::evaluate_accuracy(nn::LieGroupClassifier::load(args->model.model), task, which,
                                                args->batch, args->max_tokens)
