@@ -104,6 +104,13 @@ at::Tensor SequenceClassifier::forward(const at::Tensor& input_ids, const at::Te
   return score_->forward(pooled(input_ids, attention_mask));
 }
 
+at::Tensor SequenceClassifier::token_outputs(const at::Tensor& input_ids,
+                                             const at::Tensor& attention_mask) const {
+  ForwardOptions options;
+  options.attention_mask = attention_mask;
+  return score_->forward(trunk_.hidden_states(input_ids, options));
+}
+
 std::vector<LinearSlot*> SequenceClassifier::slots() {
   std::vector<LinearSlot*> out = trunk_.slots();
   out.push_back(score_.get());

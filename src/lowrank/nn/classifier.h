@@ -65,6 +65,9 @@ class SequenceClassifier {
   // compute dtype; differentiable in every tensor.
   at::Tensor pooled(const at::Tensor& input_ids, const at::Tensor& attention_mask = {}) const;
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {}) const;
+  // The head applied at every position instead of to a pooled state: [B, T, num_labels] (the
+  // per-token projection of a multi-vector encoder, multivector.h).
+  at::Tensor token_outputs(const at::Tensor& input_ids, const at::Tensor& attention_mask = {}) const;
 
   // The trunk's slots, then "score".
   std::vector<LinearSlot*> slots();
