@@ -15,6 +15,7 @@
 #include <memory>
 #include <sstream>
 
+#include "apps/lowrank/loop_flags.h"
 #include "apps/lowrank/verbs.h"
 #include "lowrank/compress/ctr_compression.h"
 #include "lowrank/core/error.h"
@@ -90,11 +91,9 @@ void run_generate(const GenerateFlags& flags, const GlobalOptions& global) {
 
 struct TrainFlags {
   std::string data, out, model = "dcnv2", hidden = "400,400,400", init;
-  int64_t embedding_dim = 16, cross_layers = 2, epochs = 1, steps = 0, batch_size = 1024, eval_every = 0;
-  int64_t warmup = 0, checkpoint_every = 0, stop_after = 0;
-  double lr = 1e-3, min_lr = 1e-3, weight_decay = 0;
-  uint64_t seed = 0;
-  bool resume = false;
+  int64_t embedding_dim = 16, cross_layers = 2, eval_every = 0;
+  // min_lr = lr: a constant rate, as DeepCTR trains; no clipping.
+  LoopFlags loop{.batch_size = 1024, .lr = 1e-3, .min_lr = 1e-3, .clip = 0};
 };
 
 void run_train(const TrainFlags& flags, const GlobalOptions& global) {
@@ -112,29 +111,20 @@ void run_train(const TrainFlags& flags, const GlobalOptions& global) {
     c.embedding_dim = flags.embedding_dim;
     c.hidden_units = parse_units(flags.hidden);
     c.cross_layers = flags.model == "dcnv2" ? flags.cross_layers : 0;
-    return nn::CtrModel::random(c, flags.seed);
+    return nn::CtrModel::random(c, flags.loop.seed);
   }();
   train::CtrTrainConfig config;
   train::TrainerConfig& tc = config.trainer;
-  tc.steps = flags.steps;
-  tc.batch_size = flags.batch_size;
-  tc.lr = flags.lr;
-  tc.min_lr = std::min(flags.min_lr, flags.lr);
-  tc.warmup_steps = flags.warmup;
-  tc.clip_norm = 0;
+  tc = flags.loop.trainer_config();
   tc.adam.beta2 = 0.999;  // torch.optim.Adam's, as DeepCTR trains
-  tc.adam.weight_decay = flags.weight_decay;
-  tc.seed = flags.seed;
-  tc.checkpoint_every = flags.checkpoint_every;
-  tc.stop_after = flags.stop_after;
-  config.epochs = flags.epochs;
+  config.epochs = flags.loop.epochs;
   config.eval_every = flags.eval_every;
   const fs::path out(flags.out);
   fs::create_directories(out);
   const data::CtrData train_rows = data::load_ctr_split(flags.data, schema, "train");
   const data::CtrData test_rows = data::load_ctr_split(flags.data, schema, "test");
   const train::CtrTrainResult r =
-      train::train_ctr(model, train_rows, test_rows, config, out / "run", flags.resume);
+      train::train_ctr(model, train_rows, test_rows, config, out / "run", flags.loop.resume);
   if (!r.finished) return;
   if (fs::exists(out / "model")) fs::remove_all(out / "model");
   model.save(out / "model");
@@ -248,21 +238,10 @@ VerbRunner add_ctr(CLI::App& app, const GlobalOptions& global) {
   t->add_option("--embedding-dim", tr->embedding_dim, "Embedding size")->capture_default_str();
   t->add_option("--hidden", tr->hidden, "DNN units, comma-separated")->capture_default_str();
   t->add_option("--cross-layers", tr->cross_layers, "DCNv2 cross layers")->capture_default_str();
-  t->add_option("--epochs", tr->epochs, "Passes over the training rows")->capture_default_str();
-  t->add_option("--steps", tr->steps, "Optimizer steps (0: from --epochs)")->capture_default_str();
-  t->add_option("--batch-size", tr->batch_size, "Rows per step")->capture_default_str();
-  t->add_option("--lr", tr->lr, "Peak learning rate (Adam)")->capture_default_str();
-  t->add_option("--min-lr", tr->min_lr, "Cosine floor (default: lr, a constant rate as DeepCTR)")
-      ->capture_default_str();
-  t->add_option("--warmup", tr->warmup, "Warmup steps")->capture_default_str();
-  t->add_option("--weight-decay", tr->weight_decay, "Decoupled weight decay")->capture_default_str();
   t->add_option("--eval-every", tr->eval_every, "Evaluate every N steps (0: at the end)")
       ->capture_default_str();
-  t->add_option("--checkpoint-every", tr->checkpoint_every, "Checkpoint every N steps (0: at the end)")
-      ->capture_default_str();
-  t->add_option("--stop-after", tr->stop_after, "Stop after this step without a checkpoint (testing)");
-  t->add_option("--seed", tr->seed, "Seed of the weights and the row order")->capture_default_str();
-  t->add_flag("--resume", tr->resume, "Continue from the run's last checkpoint");
+  // --min-lr defaults to --lr: a constant rate, as DeepCTR trains; the loop never clips.
+  tr->loop.add_to(*t, "rows", "the weights and the row order", false);
   t->callback([mode] { *mode = "train"; });
 
   auto ev = std::make_shared<EvalFlags>();

@@ -15,6 +15,7 @@
 #include <memory>
 #include <sstream>
 
+#include "apps/lowrank/loop_flags.h"
 #include "apps/lowrank/verbs.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/file.h"
@@ -69,11 +70,8 @@ void run_simulate(const SimulateFlags& flags, const GlobalOptions& global) {
 
 struct TrainFlags {
   std::string data, test, out, conv = "dense", init;
-  int64_t width = 16, levels = 2, kernel_size = 5, steps = 0, epochs = 1, batch_size = 16, eval_every = 0;
-  int64_t warmup = 0, checkpoint_every = 0, stop_after = 0;
-  double lr = 2e-3, min_lr = 1e-4, weight_decay = 0, clip = 1.0;
-  uint64_t seed = 0;
-  bool resume = false;
+  int64_t width = 16, levels = 2, kernel_size = 5, eval_every = 0;
+  LoopFlags loop{.batch_size = 16, .lr = 2e-3, .min_lr = 1e-4};
 };
 
 OrderedJson model_summary(const nn::WaveCnn& model) {
@@ -98,26 +96,16 @@ void run_train(const TrainFlags& flags, const GlobalOptions& global) {
     const auto [in, out] = nn::wave_scales(train_set.inputs, train_set.targets);
     c.input_scale = in;
     c.output_scale = out;
-    return nn::WaveCnn::random(c, flags.seed);
+    return nn::WaveCnn::random(c, flags.loop.seed);
   }();
   train::WaveTrainConfig config;
-  train::TrainerConfig& tc = config.trainer;
-  tc.steps = flags.steps;
-  tc.batch_size = flags.batch_size;
-  tc.lr = flags.lr;
-  tc.min_lr = std::min(flags.min_lr, flags.lr);
-  tc.warmup_steps = flags.warmup;
-  tc.clip_norm = flags.clip;
-  tc.adam.weight_decay = flags.weight_decay;
-  tc.seed = flags.seed;
-  tc.checkpoint_every = flags.checkpoint_every;
-  tc.stop_after = flags.stop_after;
-  config.epochs = flags.epochs;
+  config.trainer = flags.loop.trainer_config();
+  config.epochs = flags.loop.epochs;
   config.eval_every = flags.eval_every;
   const fs::path out(flags.out);
   fs::create_directories(out);
   const train::WaveTrainResult r =
-      train::train_wave(model, train_set, test_set, config, out / "run", flags.resume);
+      train::train_wave(model, train_set, test_set, config, out / "run", flags.loop.resume);
   if (!r.finished) return;
   model.save(out / "model");
   OrderedJson report = model_summary(model);
@@ -211,22 +199,9 @@ VerbRunner add_wave(CLI::App& app, const GlobalOptions& global) {
   train->add_option("--width", tr->width, "Channels C of the first level (2C below)")->capture_default_str();
   train->add_option("--levels", tr->levels, "Downsamplings")->capture_default_str();
   train->add_option("--kernel-size", tr->kernel_size, "k of every convolution (odd)")->capture_default_str();
-  train->add_option("--steps", tr->steps, "Optimizer steps (0: --epochs passes)")->capture_default_str();
-  train->add_option("--epochs", tr->epochs, "Passes over the training set when --steps is 0")
-      ->capture_default_str();
-  train->add_option("--batch-size", tr->batch_size, "Samples per step")->capture_default_str();
-  train->add_option("--lr", tr->lr, "Peak learning rate")->capture_default_str();
-  train->add_option("--min-lr", tr->min_lr, "Cosine floor")->capture_default_str();
-  train->add_option("--warmup", tr->warmup, "Warmup steps")->capture_default_str();
-  train->add_option("--weight-decay", tr->weight_decay, "AdamW weight decay")->capture_default_str();
-  train->add_option("--clip", tr->clip, "Global gradient-norm clip (0: off)")->capture_default_str();
   train->add_option("--eval-every", tr->eval_every, "Evaluate on --test every N steps")
       ->capture_default_str();
-  train->add_option("--checkpoint-every", tr->checkpoint_every, "Checkpoint every N steps")
-      ->capture_default_str();
-  train->add_option("--stop-after", tr->stop_after, "Stop after this step without a checkpoint (testing)");
-  train->add_option("--seed", tr->seed, "Seed of the weights and the sample order")->capture_default_str();
-  train->add_flag("--resume", tr->resume, "Continue from the run's last checkpoint");
+  tr->loop.add_to(*train, "samples", "the weights and the sample order");
   train->callback([tr, train, mode] {
     if (!tr->init.empty() && train->count("--conv") > 0)
       throw CLI::ValidationError("--conv", "an --init model keeps its own convolutions");
