@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
         &cli::add_generate, &cli::add_data,     &cli::add_pretrain, &cli::add_eval,     &cli::add_merge,
         &cli::add_extract,  &cli::add_finetune, &cli::add_compress, &cli::add_export,   &cli::add_serve,
         &cli::add_task,     &cli::add_report,   &cli::add_kernel,   &cli::add_repro,    &cli::add_spgemm,
-        &cli::add_wave,     &cli::add_ctr}) {
+        &cli::add_wave,     &cli::add_ctr,      &cli::add_retrieve}) {
     cli::VerbRunner run = add(app, global);
     runners[app.get_subcommands({}).back()] = std::move(run);
   }

@@ -54,5 +54,6 @@ VerbRunner add_repro(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_spgemm(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_wave(CLI::App& app, const GlobalOptions& global);
 VerbRunner add_ctr(CLI::App& app, const GlobalOptions& global);
+VerbRunner add_retrieve(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace lowrank::cli
