@@ -157,7 +157,8 @@ TEST(MambaTest, FreshInitialisationIsTheAuthors) {
   const nn::LinearSlot* dt_proj = std::as_const(*mixer).slots()[2];
   std::map<std::string, at::Tensor> dt;
   for (auto& [n, v] : dt_proj->base().tensors()) dt[n] = v;
-  const at::Tensor delta = at::softplus(dt.at("bias"));
+  EXPECT_FALSE(dt.contains("bias"));  // the bias is the mixer's own tensor, added in float32
+  const at::Tensor delta = at::softplus(t.at(p + "dt_proj.bias"));
   EXPECT_GE(delta.min().item<double>(), 0.002 * (1 - 1e-5));
   EXPECT_LE(delta.max().item<double>(), 0.05 * (1 + 1e-5));
   EXPECT_GT(delta.max().item<double>() / delta.min().item<double>(), 5.0);  // spread log-uniformly
@@ -339,6 +340,41 @@ TEST(MambaTest, SavesTransformersLayoutAndReloads) {
   const nn::Model reloaded = nn::Model::load(tmp / "saved");
   const SafetensorsFile e = expected();
   EXPECT_LE(max_diff(reloaded.forward(e.load("input_ids")), e.load("logits")), 1e-4);
+}
+
+// mamba_ssm's Mamba keeps A_log and D in float32 whatever the model's dtype, and adds dt_proj's bias
+// in float32: a bfloat16 model holds the file's (or the initial) float32 values of all three, bit for
+// bit, while its projections are bfloat16.
+TEST(MambaTest, HalfPrecisionModelKeepsALogDAndDtBiasInFloat32) {
+  (void)registry();
+  const fs::path dir = fixture_dir() / "model";
+  const nn::Model f32 = nn::Model::load(dir);
+  const nn::Model bf16 = nn::Model::load(dir, {at::kBFloat16});
+  std::map<std::string, at::Tensor> want, got;
+  for (auto& [n, v] : f32.named_tensors()) want[n] = v;
+  for (auto& [n, v] : bf16.named_tensors()) got[n] = v;
+  const SafetensorsFile file = SafetensorsFile::open(dir / "model.safetensors");
+  int kept = 0;
+  for (const auto& [name, t] : got) {
+    const bool float32 = name.ends_with(".A_log") || name.ends_with(".D") || name.ends_with(".dt_proj.bias");
+    EXPECT_EQ(t.scalar_type(), float32 ? at::kFloat : at::kBFloat16) << name;
+    if (!float32) continue;
+    ++kept;
+    EXPECT_TRUE(at::equal(t, file.load(name, at::kFloat))) << name << " lost precision";
+  }
+  EXPECT_EQ(kept, 3 * f32.config().num_hidden_layers);
+  // A fresh bfloat16 model: the float32 initial values (log n, 1, the inverse-softplus bias).
+  const nn::Model r32 = nn::Model::random(f32.config(), 3),
+                  r16 = nn::Model::random(f32.config(), 3, {at::kBFloat16});
+  std::map<std::string, at::Tensor> fresh32;
+  for (auto& [n, v] : r32.named_tensors()) fresh32[n] = v;
+  for (auto& [name, t] : r16.named_tensors())
+    if (name.ends_with(".A_log") || name.ends_with(".D") || name.ends_with(".dt_proj.bias"))
+      EXPECT_TRUE(at::equal(t, fresh32.at(name))) << name;
+  // The half model still runs, close to the float32 one.
+  const at::Tensor ids = expected().load("input_ids");
+  const at::Tensor a = f32.forward(ids), b = bf16.forward(ids).to(at::kFloat);
+  EXPECT_LT((a - b).abs().max().item<double>(), 0.1 * a.abs().max().item<double>());
 }
 
 TEST(MambaTest, PeftLoraAdapterLoadsGivesPeftsLogitsAndSavesBack) {

@@ -108,6 +108,14 @@ at::Tensor dt_weight_init(const std::string& name, int64_t inner, int64_t rank, 
   return uniform_by_name(name, {inner, rank}, bound);
 }
 
+// A_log, D and dt_proj's bias stay in float32 in a bfloat16 or float16 model, as mamba_ssm's
+// Mamba.__init__ keeps them ("Keep A_log in fp32", "Keep in fp32") and adds the bias in float32
+// (selective_scan_fn's delta_bias = dt_proj.bias.float()); nn::Model puts back their stored or
+// initial float32 values (model.cpp, Builder::float32_source).
+at::Tensor at_least_float32(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf ? t.to(at::kFloat) : t;
+}
+
 at::Tensor dt_bias_init(const std::string& name, int64_t inner, const MambaOptions& o) {
   const at::Tensor unit = (uniform_by_name(name, {inner}, 0.5) + 0.5).to(at::kDouble);  // U(0, 1)
   const double lo = std::log(o.time_step_min), hi = std::log(o.time_step_max);
@@ -127,16 +135,15 @@ Mamba::Mamba(const nn::MixerSpec& spec)
       x_proj_(spec.prefix + ".x_proj",
               spec.projection(spec.prefix + ".x_proj", options_.time_step_rank + 2 * options_.state_size,
                               inner_, false)),
-      // dt_proj's initial weight and bias are Mamba's own (mamba.h), so it is built from tensors;
-      // it is a slot like the others (adapters attach to it).
+      // dt_proj's initial weight is Mamba's own (mamba.h), so it is built from a tensor; it is a
+      // slot like the others (adapters attach to it). Its bias is held apart, in float32 (below).
       dt_proj_(
           spec.prefix + ".dt_proj",
           std::make_shared<nn::DenseOperator>(
               spec.tensor(
                   spec.prefix + ".dt_proj.weight", {inner_, options_.time_step_rank}, nn::ParamInit::kValue,
                   dt_weight_init(spec.prefix + ".dt_proj.weight", inner_, options_.time_step_rank, options_)),
-              spec.tensor(spec.prefix + ".dt_proj.bias", {inner_}, nn::ParamInit::kValue,
-                          dt_bias_init(spec.prefix + ".dt_proj.bias", inner_, options_)))),
+              at::Tensor())),
       out_proj_(spec.prefix + ".out_proj", spec.projection(spec.prefix + ".out_proj", spec.config.hidden_size,
                                                            inner_, options_.use_bias)) {
   const int64_t K = options_.conv_kernel, N = options_.state_size;
@@ -146,8 +153,11 @@ Mamba::Mamba(const nn::MixerSpec& spec)
   if (options_.use_conv_bias) conv_bias_ = spec.tensor(conv + ".bias", {inner_}, nn::ParamInit::kZeros, {});
   const at::Tensor a_log =
       at::log(at::arange(1, N + 1, at::TensorOptions().dtype(at::kFloat))).unsqueeze(0).expand({inner_, N});
-  A_log_ = spec.tensor(spec.prefix + ".A_log", {inner_, N}, nn::ParamInit::kValue, a_log.contiguous());
-  D_ = spec.tensor(spec.prefix + ".D", {inner_}, nn::ParamInit::kOnes, {});
+  A_log_ = at_least_float32(
+      spec.tensor(spec.prefix + ".A_log", {inner_, N}, nn::ParamInit::kValue, a_log.contiguous()));
+  D_ = at_least_float32(spec.tensor(spec.prefix + ".D", {inner_}, nn::ParamInit::kOnes, {}));
+  dt_bias_ = at_least_float32(spec.tensor(spec.prefix + ".dt_proj.bias", {inner_}, nn::ParamInit::kValue,
+                                          dt_bias_init(spec.prefix + ".dt_proj.bias", inner_, options_)));
 }
 
 nn::NamedTensors Mamba::tensors() const {
@@ -155,6 +165,7 @@ nn::NamedTensors Mamba::tensors() const {
   if (conv_bias_.defined()) out.emplace_back(prefix_ + ".conv1d.bias", conv_bias_);
   out.emplace_back(prefix_ + ".A_log", A_log_);
   out.emplace_back(prefix_ + ".D", D_);
+  out.emplace_back(prefix_ + ".dt_proj.bias", dt_bias_);
   return out;
 }
 
@@ -176,9 +187,12 @@ MambaScanInputs Mamba::scan_inputs(const at::Tensor& x, const nn::MixerContext& 
       ops::causal_conv1d(xz[0], conv_weight_.squeeze(1), conv_bias_, conv_state, /*silu=*/true);
   const at::Tensor xs = keep.defined() ? conv.y * keep : conv.y;
   const std::vector<at::Tensor> dbc = x_proj_.forward(xs, context.routing).split({R, N, N}, -1);
-  // A in the scan's precision (float32, float64 for a float64 model), as transformers' A_log.float().
-  const at::Tensor A = -at::exp(A_log_.to(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
-  return {xs, xz[1], dt_proj_.forward(dbc[0], context.routing), dbc[1], dbc[2], A, conv.state};
+  // A and Δ's bias in the scan's precision (float32, float64 for a float64 model), as the reference's
+  // A_log.float() and delta_bias = dt_proj.bias.float().
+  const at::ScalarType scan = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor A = -at::exp(A_log_.to(scan));
+  const at::Tensor dt = dt_proj_.forward(dbc[0], context.routing).to(scan) + dt_bias_.to(scan);
+  return {xs, xz[1], dt, dbc[1], dbc[2], A, conv.state};
 }
 
 Mamba::Scanned Mamba::run(const at::Tensor& x, const nn::MixerContext& context, const at::Tensor& conv_state,
@@ -242,7 +256,7 @@ bool Mamba::raw_step_applies(const at::Tensor& x, const nn::MixerContext& contex
   return x.size(0) == 1 && raw_tensor(x) && !at::GradMode::is_enabled() && context.routing == nullptr &&
          (!context.valid.defined() || context.valid.all().item<bool>()) && raw_slot(in_proj_) &&
          raw_slot(x_proj_) && raw_slot(dt_proj_) && raw_slot(out_proj_) && raw_tensor(conv_weight_) &&
-         raw_tensor(conv_bias_) && raw_tensor(A_log_) && raw_tensor(D_);
+         raw_tensor(conv_bias_) && raw_tensor(A_log_) && raw_tensor(D_) && raw_tensor(dt_bias_);
 }
 
 at::Tensor Mamba::raw_step(const at::Tensor& x_in, at::Tensor& conv_state, at::Tensor& ssm_state,
@@ -268,8 +282,10 @@ at::Tensor Mamba::raw_step(const at::Tensor& x_in, at::Tensor& conv_state, at::T
     xs[static_cast<size_t>(d)] = silu(acc);
   }
   x_proj_.base().row_product(xs.data(), 0, R + 2 * N, dbc.data());
-  dt_proj_.base().row_product(dbc.data(), 0, E, delta.data());  // Δ before the softplus, bias included
-  for (float& v : delta) v = static_cast<float>(softplus(v));
+  dt_proj_.base().row_product(dbc.data(), 0, E, delta.data());  // W_Δ δ
+  const float* dt_bias = dt_bias_.const_data_ptr<float>();
+  for (int64_t d = 0; d < E; ++d)
+    delta[static_cast<size_t>(d)] = static_cast<float>(softplus(delta[static_cast<size_t>(d)] + dt_bias[d]));
   const float* A = A_state.const_data_ptr<float>();
   const float* B = dbc.data() + R;
   const float* C = B + N;

@@ -12,7 +12,12 @@
 // bias the inverse softplus of Δ₀ = exp(U(log Δ_min, log Δ_max)) clamped to ≥ Δ_floor, so that Δ
 // starts log-uniform in [time_step_min, time_step_max]; conv1d's weight U(±1/√K) (PyTorch's Conv1d
 // default), its bias 0; A_log and D take no weight decay (param_groups(), the authors'
-// `_no_weight_decay`).
+// `_no_weight_decay`). In a bfloat16 or float16 model A_log, D and dt_proj's bias stay float32 (their
+// stored or initial float32 values), as mamba_ssm keeps them, and the bias is added to W_Δ δ in
+// float32 (its delta_bias); dt_proj's slot therefore has no bias of its own, and the bias is one of
+// the mixer's tensors, under the same file name `dt_proj.bias`. save() in a half dtype writes them
+// in that dtype, as transformers' save_pretrained of a half-precision model; training checkpoints
+// keep them float32.
 // Decoding: the state is the last K − 1 inputs of the convolution and h [B, E·H, N]; step() is one
 // position of both (raw loops for one float32 sequence, raw_step), prefill() runs the parallel
 // path from the state and keeps the last ones.
@@ -56,7 +61,7 @@ struct MambaOptions {
 struct MambaScanInputs {
   at::Tensor u;           // [B, T, inner] SiLU(conv(x)), zero at padding positions
   at::Tensor z;           // [B, T, inner] the gate's input
-  at::Tensor dt;          // [B, T, inner] dt_proj(δ) with its bias: Δ before the softplus
+  at::Tensor dt;          // [B, T, inner] W_Δ δ + b_Δ in the scan's precision: Δ before the softplus
   at::Tensor B, C;        // [B, T, N]
   at::Tensor A;           // [inner, N] −exp(A_log), float32 (float64 for a float64 model)
   at::Tensor conv_state;  // [B, inner, K − 1] the convolution's state after the last position
@@ -116,6 +121,7 @@ class Mamba final : public nn::TokenMixer {
   at::Tensor conv_bias_;    // [inner] or undefined
   at::Tensor A_log_;        // [inner, N]
   at::Tensor D_;            // [inner]
+  at::Tensor dt_bias_;      // [inner] dt_proj's bias
 };
 
 // Registers "mamba".

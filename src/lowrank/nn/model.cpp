@@ -38,6 +38,10 @@ void check_compute_dtype(at::ScalarType t) {
   (void)dtype_name(t);  // run.h: Unsupported names the type
 }
 
+bool is_half(at::ScalarType t) {
+  return t == at::kBFloat16 || t == at::kHalf;
+}
+
 // The file of a checkpoint that holds `name` (for messages only; opens shards).
 std::string file_of(const Checkpoint& ckpt, const std::string& name) {
   const auto files = ckpt.files();
@@ -96,6 +100,17 @@ struct Builder {
   const StoredTensorReader* read = nullptr;
   // The mixers' non-slot tensors built so far, by file name.
   std::map<std::string, at::Tensor> shared_tensors;
+  // The value of a mixer tensor in float32: stored (load) or initial (random; undefined for a random
+  // draw). A mixer may keep a tensor in float32 in a half-precision model (Mamba's A_log, D and dt
+  // bias, as mamba_ssm keeps them); `source` gave it in the half type, so its float32 value is put
+  // back from here once the mixer is built. Null: the model is not half precision.
+  TensorSource float32_source;
+  struct Request {
+    std::vector<int64_t> shape;
+    Init init;
+    at::Tensor value;
+  };
+  std::map<std::string, Request> requests;  // what each mixer tensor was asked for with
 
   std::shared_ptr<BaseOperator> dense(const std::string& name, int64_t out, int64_t in, bool bias) {
     if (loader && *loader)
@@ -132,11 +147,21 @@ struct Builder {
                  " is asked for as ", at::IntArrayRef(shape), " after ", it->second.sizes());
         return it->second;
       }
+      requests.insert_or_assign(tensor, Request{shape, init, value});
       at::Tensor t = source(tensor, std::move(shape), init, value);
       shared_tensors.emplace(tensor, t);
       return t;
     };
     std::unique_ptr<TokenMixer> built = mixer_registry().factory(name)(spec);
+    if (float32_source) {
+      at::NoGradGuard no_grad;
+      for (auto& [tensor, t] : std::as_const(*built).tensors()) {
+        const auto it = requests.find(tensor);
+        if (t.scalar_type() != at::kFloat || it == requests.end()) continue;
+        const at::Tensor full = float32_source(tensor, it->second.shape, it->second.init, it->second.value);
+        if (full.defined()) t.copy_(full);
+      }
+    }
     LR_CHECK(built != nullptr && built->name() == name, InternalError, "the factory of mixer \"", name,
              "\" built ", built ? str("\"", built->name(), "\"") : std::string("nothing"));
     // A classifier pools over the whole sequence, so its mixers may look both ways.
@@ -263,6 +288,10 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
   Model model;
   model.build(config, options);
   Builder builder{model.config_, source, &options.operator_loader, &read};
+  if (is_half(options.dtype))
+    builder.float32_source = [&](const std::string& name, std::vector<int64_t>, Init, const at::Tensor&) {
+      return ckpt.load(name, at::kFloat).to(options.device);
+    };
   model.embed_tokens_ =
       source(embedding_name(config), {config.vocab_size, config.hidden_size}, Init::kNormal, {});
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) model.layers_.push_back(builder.layer(i));
@@ -330,6 +359,15 @@ Model Model::random(const ModelConfig& config, uint64_t seed, const LoadOptions&
   Model model;
   model.build(config, options);
   Builder builder{model.config_, source};
+  if (is_half(options.dtype))
+    builder.float32_source = [&](const std::string&, std::vector<int64_t> shape, Init init,
+                                 const at::Tensor& value) {
+      if (init == Init::kNormal) return at::Tensor();  // a draw: its rounded value is as good a draw
+      const at::Tensor t = init == Init::kValue ? value.detach().to(at::kFloat)
+                                                : (init == Init::kOnes ? at::ones(shape, at::kFloat)
+                                                                       : at::zeros(shape, at::kFloat));
+      return t.to(options.device);
+    };
   model.embed_tokens_ = source("", {config.vocab_size, config.hidden_size}, Init::kNormal, {});
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) model.layers_.push_back(builder.layer(i));
   model.norm_ = source("", {config.hidden_size}, Init::kOnes, {});
