@@ -3,7 +3,7 @@
 //                          [--corpus gcide] [--train-pairs 20000] [--test-queries 2000]
 //                          [--test-documents 10000] [--data-seed 0] [--vocab-size 4096]
 //                          [--hidden 64] [--layers 2] [--heads 4] [--dim 32] [--steps N | --epochs E]
-//                          [--batch-size 32] [--lr 1e-3] ... [--resume]
+//                          [--batch-size 32] [--lr 1e-3] ... [--init MODEL] [--resume]
 //     Builds inverse-cloze pairs from the corpus (data/inverse_cloze.h), trains a BPE tokenizer on
 //     the training pairs, trains the encoder: OUT/model (config.json, model.safetensors,
 //     tokenizer.json, retrieval_data.json: where its test split comes from), OUT/run, OUT/train.json.
@@ -91,7 +91,7 @@ data::InverseClozeData make_data(const DataFlags& d) {
 
 struct TrainFlags {
   DataFlags data;
-  std::string out, method = "colbert", clusters = "none", tokenizer;
+  std::string out, method = "colbert", clusters = "none", tokenizer, init;
   int64_t vocab_size = 4096, hidden = 64, layers = 2, heads = 4, dim = 32;
   LoopFlags loop{.batch_size = 32, .warmup = 50, .lr = 1e-3, .min_lr = 1e-5, .weight_decay = 0.01};
 };
@@ -106,8 +106,15 @@ void run_train(const TrainFlags& flags, const GlobalOptions& global) {
   config.trainer = flags.loop.trainer_config();
 
   const fs::path out(flags.out);
+  if (!flags.init.empty()) {
+    // Continuing an encoder on other pairs would let its test documents leak into training.
+    const OrderedJson mine = data_json(flags.data), theirs = data_json(data_from_model(flags.init));
+    LR_CHECK(mine == theirs, InvalidArgument, "--init ", flags.init, " was trained on the pairs of ",
+             theirs.dump(), "; these flags give ", mine.dump(), " (pass the same data flags)");
+  }
   const data::InverseClozeData d = make_data(flags.data);
   const data::Tokenizer tokenizer = [&] {
+    if (!flags.init.empty()) return data::Tokenizer::load(fs::path(flags.init) / "tokenizer.json");
     if (!flags.tokenizer.empty()) return data::Tokenizer::load(flags.tokenizer);
     data::BpeTrainerOptions o;
     o.vocab_size = flags.vocab_size;
@@ -125,7 +132,9 @@ void run_train(const TrainFlags& flags, const GlobalOptions& global) {
   const Json model_config = nn::multivector_config(
       tokenizer.vocab_size(), flags.hidden, flags.layers, flags.heads, intermediate,
       std::max(flags.data.max_query_tokens, flags.data.max_document_tokens), flags.dim);
-  nn::MultiVectorEncoder encoder = nn::MultiVectorEncoder::random(model_config, flags.loop.seed);
+  nn::MultiVectorEncoder encoder = flags.init.empty()
+                                       ? nn::MultiVectorEncoder::random(model_config, flags.loop.seed)
+                                       : nn::MultiVectorEncoder::load(flags.init);
   fs::create_directories(out);
   const train::RetrievalTrainResult r =
       train::train_retrieval(encoder, queries, documents, config, out / "run", flags.loop.resume);
@@ -265,6 +274,10 @@ VerbRunner add_retrieve(CLI::App& app, const GlobalOptions& global) {
   train->add_option("--max-document-tokens", tr->data.max_document_tokens, "Document truncation")
       ->capture_default_str();
   train->add_option("--data-seed", tr->data.seed, "Seed of the pairs and splits")->capture_default_str();
+  train->add_option(
+      "--init", tr->init,
+      "Start from this encoder (and its tokenizer), trained on the same pairs: CRISP fine-tunes a "
+      "trained multi-vector model");
   train->add_option("--tokenizer", tr->tokenizer, "tokenizer.json to use instead of training one");
   train->add_option("--vocab-size", tr->vocab_size, "BPE vocabulary trained on the pairs")
       ->capture_default_str();
@@ -273,7 +286,13 @@ VerbRunner add_retrieve(CLI::App& app, const GlobalOptions& global) {
   train->add_option("--heads", tr->heads, "Attention heads")->capture_default_str();
   train->add_option("--dim", tr->dim, "Vector dimension")->capture_default_str();
   tr->loop.add_to(*train, "pairs", "the weights, the pair order and the k-means++ draws");
-  train->callback([mode] { *mode = "train"; });
+  train->callback([tr, train, mode] {
+    if (!tr->init.empty())
+      for (const char* shape : {"--tokenizer", "--vocab-size", "--hidden", "--layers", "--heads", "--dim"})
+        if (train->count(shape) > 0)
+          throw CLI::ValidationError(shape, "an --init encoder keeps its own tokenizer and shape");
+    *mode = "train";
+  });
 
   auto ix = std::make_shared<IndexFlags>();
   auto* index = cmd->add_subcommand("index", "Encode documents into an exact multi-vector index");

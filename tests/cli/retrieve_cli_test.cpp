@@ -58,6 +58,22 @@ TEST(RetrieveCliTest, TrainsIndexesAndEvaluates) {
   EXPECT_LE(m.at("vectors_per_query").get<double>(), 2.0);
   EXPECT_GE(m.at("recall").get<double>(), m.at("mrr").get<double>());
 
+  // --init continues an encoder on the same pairs only, keeping its tokenizer and shape.
+  const std::string same =
+      " --train-pairs 40 --test-queries 8 --test-documents 20 --min-query-words 4 --steps 2 --batch-size 8 "
+      "--quiet";
+  const std::string more = " --init " + model + " --method colbert --corpus " + corpus + " --out " +
+                           (tmp / "more").string() + same;
+  r = run_command(retrieve("train" + more + " --data-seed 5"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("was trained on the pairs of"), std::string::npos) << r.out;
+  r = run_command(retrieve("train" + more + " --hidden 8"));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("keeps its own tokenizer and shape"), std::string::npos) << r.out;
+  r = run_command(retrieve("train" + more));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(read_json_file(tmp / "more" / "train.json").at("steps"), 2);
+
   // A document file indexes, but eval refuses it: its queries are not that file's.
   std::ofstream(tmp / "docs.txt") << "first document here\nsecond one\n";
   const std::string other = (tmp / "other").string();

@@ -112,6 +112,20 @@ TEST(CrispCluster, BatchPadsRowsAndMasksThem) {
   EXPECT_TRUE(at::equal(none.vectors, x));
 }
 
+// With as many clusters as tokens every token is its own centroid: CRISP's scores are the
+// unclustered ones (only the order of the vectors differs, which MaxSim ignores).
+TEST(CrispCluster, OneClusterPerTokenGivesTheUnclusteredScores) {
+  at::Generator gen = at::detail::createCPUGenerator(9);
+  const at::Tensor q = at::randn({3, 5, 4}, gen, at::kDouble), d = at::randn({3, 7, 4}, gen, at::kDouble);
+  at::Tensor qm = at::ones({3, 5}, at::kBool), dm = at::ones({3, 7}, at::kBool);
+  qm[2].narrow(0, 3, 2).fill_(false);
+  dm[1].narrow(0, 4, 3).fill_(false);
+  const ClusterSpec one = ClusterSpec::parse("relative:1");
+  const ClusteredBatch cq = cluster_batch(q, qm, one, true, 0), cd = cluster_batch(d, dm, one, false, 0);
+  const at::Tensor clustered = nn::maxsim_scores(cq.vectors, cq.mask, cd.vectors, cd.mask);
+  EXPECT_LT((clustered - nn::maxsim_scores(q, qm, d, dm)).abs().max().item<double>(), 1e-12);
+}
+
 // L(X) = InfoNCE over MaxSim of the clustered queries and documents, with both assignments fixed.
 at::Tensor frozen_loss(const at::Tensor& q, const at::Tensor& d, const std::vector<at::Tensor>& qa,
                        const std::vector<at::Tensor>& da, int64_t kq, int64_t kd) {
