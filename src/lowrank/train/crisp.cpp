@@ -5,14 +5,10 @@
 #include <ATen/core/grad_mode.h>
 
 #include <charconv>
-#include <fstream>
 
 #include "lowrank/core/error.h"
-#include "lowrank/core/progress.h"
 #include "lowrank/linalg/kmeans.h"
-#include "lowrank/train/checkpoint.h"
-#include "lowrank/train/epoch_order.h"
-#include "lowrank/train/schedule.h"
+#include "lowrank/train/epoch_loop.h"
 
 namespace lowrank::train {
 
@@ -214,62 +210,23 @@ RetrievalTrainResult train_retrieval(nn::MultiVectorEncoder& encoder, const Toke
            " must be >= 2 (the other pairs are the negatives)");
   LR_CHECK(tc.parameterization.empty() && !tc.per_layer_updates && tc.autocast.empty(), InvalidArgument,
            "retrieval training: parameterization, per-layer updates and autocast are not supported");
-  tc.seq_len = 1;
-  if (tc.steps <= 0) {
-    const int64_t per_step = tc.batch_size * tc.grad_accum;
-    tc.steps = std::max<int64_t>(1, config.epochs * rows / per_step);
-  }
-  tc.validate();
-  fs::create_directories(run_dir);
+  tc = epoch_trainer_config(tc, config.epochs, rows);
 
   TrainTarget target;
   target.params = encoder.named_tensors();
-  std::vector<at::Tensor> param_tensors;
-  for (auto& [name, p] : target.params) {
-    p.requires_grad_(true);
-    param_tensors.push_back(p);
-  }
-  const std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(target.params, tc);
-  EpochOrder order(tc.seed, rows);
-  const LrSchedule schedule = tc.schedule();
-  const CheckpointPosition position = start_run(run_dir, resume, tc, target, *optimizer);
-  int64_t step = position.step, pairs_done = position.tokens;
-  uint64_t counter = position.sampler_counter;
-  const fs::path metrics_path = run_dir / "metrics.jsonl";
-  std::ofstream metrics(metrics_path, std::ios::app);
-  LR_CHECK(metrics.good(), IoError, "cannot open ", metrics_path.string(), " for appending");
-
-  RetrievalTrainResult result;
-  result.step = step;
-  ProgressBar bar(tc.steps - step, "train");
-  while (step < tc.steps) {
-    const double lr = schedule.at(step);
-    const StepRecord record = supervised_step(step, lr, tc, *optimizer, param_tensors, [&](int64_t& units) {
-      const at::Tensor index = order.rows(counter, tc.batch_size);
-      counter += static_cast<uint64_t>(tc.batch_size);
-      units += tc.batch_size;
-      pairs_done += tc.batch_size;
-      const auto [q_ids, q_mask] = queries.batch(index);
-      const auto [d_ids, d_mask] = documents.batch(index);
-      const ClusteredBatch q = cluster_batch(encoder.encode(q_ids, q_mask), q_mask, config.clusters, true,
-                                             config.cluster_seed, config.iterations);
-      const ClusteredBatch d = cluster_batch(encoder.encode(d_ids, d_mask), d_mask, config.clusters, false,
-                                             config.cluster_seed, config.iterations);
-      return in_batch_infonce(nn::maxsim_scores(q.vectors, q.mask, d.vectors, d.mask));
-    });
-    ++step;
-    result.step = step;
-    if (finish_step(record, tc, metrics, result.steps, bar,
-                    str("loss ", std::to_string(record.loss).substr(0, 7), " lr ", lr), "pairs_per_s"))
-      return result;  // as if killed: no checkpoint
-    if (step == tc.steps || (tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0))
-      write_checkpoint(run_dir, target, *optimizer, tc, {step, pairs_done, counter});
-  }
-  bar.finish();
-  optimizer->zero_grad();
-  for (auto& p : param_tensors) p.requires_grad_(false);
-  result.finished = true;
-  return result;
+  EpochLoop loop;
+  loop.micro_loss = [&](const at::Tensor& index) {
+    const auto [q_ids, q_mask] = queries.batch(index);
+    const auto [d_ids, d_mask] = documents.batch(index);
+    const ClusteredBatch q = cluster_batch(encoder.encode(q_ids, q_mask), q_mask, config.clusters, true,
+                                           config.cluster_seed, config.iterations);
+    const ClusteredBatch d = cluster_batch(encoder.encode(d_ids, d_mask), d_mask, config.clusters, false,
+                                           config.cluster_seed, config.iterations);
+    return in_batch_infonce(nn::maxsim_scores(q.vectors, q.mask, d.vectors, d.mask));
+  };
+  loop.rate_key = "pairs_per_s";
+  EpochLoopResult r = run_epoch_loop(target, rows, tc, run_dir, resume, loop);
+  return {r.step, r.finished, std::move(r.steps)};
 }
 
 }  // namespace lowrank::train

@@ -3,15 +3,12 @@
 #include <ATen/core/grad_mode.h>
 
 #include <chrono>
-#include <fstream>
 
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
 #include "lowrank/core/progress.h"
 #include "lowrank/eval/binary_metrics.h"
-#include "lowrank/train/checkpoint.h"
-#include "lowrank/train/epoch_order.h"
-#include "lowrank/train/schedule.h"
+#include "lowrank/train/epoch_loop.h"
 
 namespace lowrank::train {
 
@@ -54,33 +51,13 @@ CtrTrainResult train_ctr(nn::CtrModel& model, const data::CtrData& train, const 
            ") must be >= 1, eval_every (", config.eval_every, ") >= 0");
   LR_CHECK(tc.parameterization.empty() && !tc.per_layer_updates && tc.autocast.empty(), InvalidArgument,
            "CTR training: parameterization, per-layer updates and autocast are not supported");
-  tc.seq_len = 1;
-  if (tc.steps <= 0) {
-    const int64_t per_step = tc.batch_size * tc.grad_accum;
-    tc.steps = std::max<int64_t>(1, (config.epochs * train.rows() + per_step - 1) / per_step);
-  }
-  tc.validate();
-  fs::create_directories(run_dir);
+  tc = epoch_trainer_config(tc, config.epochs, train.rows());
 
   TrainTarget target;
-  model.requires_grad(true);
   target.params = model.parameters();
-  std::vector<at::Tensor> param_tensors;
-  for (auto& [n, p] : target.params) param_tensors.push_back(p);
-  const std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(target.params, tc);
-
-  EpochOrder order(tc.seed, train.rows());
-  const LrSchedule schedule = tc.schedule();
-  const fs::path metrics_path = run_dir / "metrics.jsonl";
-  const CheckpointPosition position = start_run(run_dir, resume, tc, target, *optimizer);
-  int64_t step = position.step, rows_done = position.tokens;
-  uint64_t counter = position.sampler_counter;
-  std::ofstream metrics(metrics_path, std::ios::app);
-  LR_CHECK(metrics.good(), IoError, "cannot open ", metrics_path.string(), " for appending");
-
   CtrTrainResult result;
-  result.step = step;
-  auto evaluate = [&] {
+  EpochLoop loop;
+  loop.evaluate = [&](int64_t step, std::ostream& metrics) {
     if (test.rows() == 0) return;
     result.test = evaluate_ctr(model, test, config.eval_batch_size);
     metrics << OrderedJson{{"step", step},
@@ -91,30 +68,16 @@ CtrTrainResult train_ctr(nn::CtrModel& model, const data::CtrData& train, const 
             << "\n"
             << std::flush;
   };
-  ProgressBar bar(tc.steps - step, "train");
-  while (step < tc.steps) {
-    const double lr = schedule.at(step);
-    const StepRecord record = supervised_step(step, lr, tc, *optimizer, param_tensors, [&](int64_t& units) {
-      const data::CtrData batch = train.gather(order.rows(counter, tc.batch_size));
-      counter += static_cast<uint64_t>(tc.batch_size);
-      units += tc.batch_size;
-      rows_done += tc.batch_size;
-      return at::binary_cross_entropy_with_logits(model.forward(batch), batch.labels);
-    });
-    ++step;
-    result.step = step;
-    if (finish_step(record, tc, metrics, result.steps, bar,
-                    str("loss ", std::to_string(record.loss).substr(0, 6), " lr ", lr), "rows_per_s"))
-      return result;  // as if killed: no checkpoint
-    if (config.eval_every > 0 && step % config.eval_every == 0 && step < tc.steps) evaluate();
-    if (step == tc.steps || (tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0))
-      write_checkpoint(run_dir, target, *optimizer, tc, {step, rows_done, counter});
-  }
-  bar.finish();
-  optimizer->zero_grad();
-  model.requires_grad(false);
-  evaluate();
-  result.finished = true;
+  loop.micro_loss = [&](const at::Tensor& rows) {
+    const data::CtrData batch = train.gather(rows);
+    return at::binary_cross_entropy_with_logits(model.forward(batch), batch.labels);
+  };
+  loop.eval_every = config.eval_every;
+  loop.rate_key = "rows_per_s";
+  EpochLoopResult r = run_epoch_loop(target, train.rows(), tc, run_dir, resume, loop);
+  result.step = r.step;
+  result.steps = std::move(r.steps);
+  result.finished = r.finished;
   return result;
 }
 

@@ -4,14 +4,10 @@
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
-#include <fstream>
 #include <string>
 
 #include "lowrank/core/error.h"
-#include "lowrank/core/progress.h"
-#include "lowrank/train/checkpoint.h"
-#include "lowrank/train/epoch_order.h"
-#include "lowrank/train/schedule.h"
+#include "lowrank/train/epoch_loop.h"
 
 namespace lowrank::train {
 
@@ -60,68 +56,34 @@ WaveTrainResult train_wave(nn::WaveCnn& model, const data::WaveDataset& train, c
   LR_CHECK(!has_test || test.inputs.sizes().slice(1) == train.inputs.sizes().slice(1), InvalidArgument,
            "wave training: the test samples ", test.inputs.sizes(), " are not of the training grid ",
            train.inputs.sizes());
-  tc.seq_len = 1;
-  if (tc.steps <= 0) {
-    const int64_t per_step = tc.batch_size * tc.grad_accum;
-    tc.steps = std::max<int64_t>(1, (config.epochs * rows + per_step - 1) / per_step);
-  }
-  tc.validate();
-  fs::create_directories(run_dir);
+  tc = epoch_trainer_config(tc, config.epochs, rows);
 
   TrainTarget target;
-  model.requires_grad(true);
   target.params = model.named_tensors();
-  std::vector<at::Tensor> param_tensors;
-  for (auto& [name, p] : target.params) param_tensors.push_back(p);
-  const std::unique_ptr<optim::Optimizer> optimizer = make_optimizer(target.params, tc);
-
-  EpochOrder order(tc.seed, rows);
-  const LrSchedule schedule = tc.schedule();
-  const CheckpointPosition position = start_run(run_dir, resume, tc, target, *optimizer);
-  int64_t step = position.step, samples_done = position.tokens;
-  uint64_t counter = position.sampler_counter;
-  const fs::path metrics_path = run_dir / "metrics.jsonl";
-  std::ofstream metrics(metrics_path, std::ios::app);
-  LR_CHECK(metrics.good(), IoError, "cannot open ", metrics_path.string(), " for appending");
-
   const double scale = model.config().output_scale;
   WaveTrainResult result;
-  result.step = step;
-  auto evaluate = [&] {
-    if (!has_test) return;
-    result.test = evaluate_wave(model, test, config.eval_batch_size);
-    metrics << OrderedJson{{"step", step},
-                           {"test_relative_l2", result.test.relative_l2},
-                           {"test_mse", result.test.mse}}
-                   .dump()
-            << "\n"
-            << std::flush;
+  EpochLoop loop;
+  loop.micro_loss = [&](const at::Tensor& index) {
+    const at::Tensor x = train.inputs.index_select(0, index), y = train.targets.index_select(0, index);
+    return ((model.forward(x) - y) / scale).square().mean();
   };
-  ProgressBar bar(tc.steps - step, "train");
-  while (step < tc.steps) {
-    const double lr = schedule.at(step);
-    const StepRecord record = supervised_step(step, lr, tc, *optimizer, param_tensors, [&](int64_t& units) {
-      const at::Tensor index = order.rows(counter, tc.batch_size);
-      counter += static_cast<uint64_t>(tc.batch_size);
-      units += tc.batch_size;
-      samples_done += tc.batch_size;
-      const at::Tensor x = train.inputs.index_select(0, index), y = train.targets.index_select(0, index);
-      return ((model.forward(x) - y) / scale).square().mean();
-    });
-    ++step;
-    result.step = step;
-    if (finish_step(record, tc, metrics, result.steps, bar,
-                    str("loss ", std::to_string(record.loss).substr(0, 7), " lr ", lr), "samples_per_s"))
-      return result;  // as if killed: no checkpoint
-    if (config.eval_every > 0 && step % config.eval_every == 0 && step < tc.steps) evaluate();
-    if (step == tc.steps || (tc.checkpoint_every > 0 && step % tc.checkpoint_every == 0))
-      write_checkpoint(run_dir, target, *optimizer, tc, {step, samples_done, counter});
-  }
-  bar.finish();
-  optimizer->zero_grad();
-  model.requires_grad(false);
+  if (has_test)
+    loop.evaluate = [&](int64_t step, std::ostream& metrics) {
+      result.test = evaluate_wave(model, test, config.eval_batch_size);
+      metrics << OrderedJson{{"step", step},
+                             {"test_relative_l2", result.test.relative_l2},
+                             {"test_mse", result.test.mse}}
+                     .dump()
+              << "\n"
+              << std::flush;
+    };
+  loop.eval_every = config.eval_every;
+  loop.rate_key = "samples_per_s";
+  EpochLoopResult r = run_epoch_loop(target, rows, tc, run_dir, resume, loop);
+  result.step = r.step;
+  result.steps = std::move(r.steps);
+  if (!r.finished) return result;  // as if killed
   result.train = evaluate_wave(model, train, config.eval_batch_size);
-  evaluate();
   result.finished = true;
   return result;
 }
