@@ -47,6 +47,30 @@ at::Tensor pool_hidden_states(const at::Tensor& h, const at::Tensor& valid, cons
   return h.gather(1, last.view({-1, 1, 1}).expand({h.size(0), 1, h.size(2)})).squeeze(1);
 }
 
+Json sequence_classifier_config(int64_t vocab_size, int64_t hidden_size, int64_t intermediate_size,
+                                int64_t num_layers, int64_t num_heads, int64_t max_positions,
+                                const Json& mixer_keys, int64_t num_labels, const std::string& pooling) {
+  return Json{{"architectures", Json::array({"LowrankMixerForSequenceClassification"})},
+              {"model_type", "lowrank_mixer"},
+              {"vocab_size", vocab_size},
+              {"hidden_size", hidden_size},
+              {"intermediate_size", intermediate_size},
+              {"num_hidden_layers", num_layers},
+              {"num_attention_heads", num_heads},
+              {"num_key_value_heads", num_heads},
+              {"max_position_embeddings", max_positions},
+              {"rms_norm_eps", 1e-5},
+              {"rope_theta", 10000.0},
+              {"hidden_act", "silu"},
+              {"initializer_range", 0.02},
+              {"tie_word_embeddings", false},
+              {"layer_mixers", mixer_keys.at("layer_mixers")},
+              {"mixer_config", mixer_keys.at("mixer_config")},
+              {"num_labels", num_labels},
+              {"pooling", pooling},
+              {"torch_dtype", "float32"}};
+}
+
 SequenceClassifier::SequenceClassifier(Model trunk, std::unique_ptr<LinearSlot> score)
     : trunk_(std::move(trunk)), score_(std::move(score)) {}
 SequenceClassifier::SequenceClassifier(SequenceClassifier&&) noexcept = default;

@@ -40,6 +40,13 @@ namespace lowrank::nn {
 // mismatched shapes, or a row with no valid position.
 at::Tensor pool_hidden_states(const at::Tensor& h, const at::Tensor& valid, const std::string& pooling);
 
+// config.json of a LowrankMixerForSequenceClassification of these sizes (Llama's defaults for the
+// rest: RMSNorm eps 1e-5, RoPE θ 10000, SiLU, initializer_range 0.02, untied, float32) with
+// `mixer_keys` {"layer_mixers", "mixer_config"}, `num_labels` and `pooling`; callers add their keys.
+Json sequence_classifier_config(int64_t vocab_size, int64_t hidden_size, int64_t intermediate_size,
+                                int64_t num_layers, int64_t num_heads, int64_t max_positions,
+                                const Json& mixer_keys, int64_t num_labels, const std::string& pooling);
+
 class SequenceClassifier {
  public:
   // Loads a LowrankMixerForSequenceClassification directory (config.json + safetensors). Throws as

@@ -16,26 +16,10 @@ Json multivector_config(int64_t vocab_size, int64_t hidden_size, int64_t num_lay
   LR_CHECK(dim >= 1, InvalidArgument, "multi-vector encoder: dim ", dim, " must be >= 1");
   const Json keys =
       with_bidirectional_attention(Json{{"layer_mixers", "attention"}, {"mixer_config", Json::object()}});
-  return Json{{"architectures", Json::array({"LowrankMixerForSequenceClassification"})},
-              {"model_type", "lowrank_mixer"},
-              {"vocab_size", vocab_size},
-              {"hidden_size", hidden_size},
-              {"intermediate_size", intermediate_size},
-              {"num_hidden_layers", num_layers},
-              {"num_attention_heads", num_heads},
-              {"num_key_value_heads", num_heads},
-              {"max_position_embeddings", max_positions},
-              {"rms_norm_eps", 1e-5},
-              {"rope_theta", 10000.0},
-              {"hidden_act", "silu"},
-              {"initializer_range", 0.02},
-              {"tie_word_embeddings", false},
-              {"layer_mixers", keys.at("layer_mixers")},
-              {"mixer_config", keys.at("mixer_config")},
-              {"num_labels", dim},
-              {"pooling", "mean"},
-              {"multivector", Json{{"dim", dim}}},
-              {"torch_dtype", "float32"}};
+  Json config = sequence_classifier_config(vocab_size, hidden_size, intermediate_size, num_layers, num_heads,
+                                           max_positions, keys, dim, "mean");
+  config["multivector"] = Json{{"dim", dim}};
+  return config;
 }
 
 bool is_multivector_config(const Json& config) {

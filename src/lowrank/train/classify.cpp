@@ -689,27 +689,11 @@ TaskTrainSummary task_train(const TaskTrainOptions& o) {
   Json id2label = Json::object();
   for (size_t i = 0; i < info.header.classes.size(); ++i)
     id2label[std::to_string(i)] = info.header.classes[i];
-  const Json config_json{{"architectures", Json::array({"LowrankMixerForSequenceClassification"})},
-                         {"model_type", "lowrank_mixer"},
-                         {"vocab_size", info.header.vocab_size},
-                         {"hidden_size", preset.hidden_size},
-                         {"intermediate_size", preset.intermediate_size},
-                         {"num_hidden_layers", preset.num_layers},
-                         {"num_attention_heads", preset.num_heads},
-                         {"num_key_value_heads", preset.num_heads},
-                         {"max_position_embeddings", longest},
-                         {"rms_norm_eps", 1e-5},
-                         {"rope_theta", 10000.0},
-                         {"hidden_act", "silu"},
-                         {"initializer_range", 0.02},
-                         {"tie_word_embeddings", false},
-                         {"layer_mixers", keys.at("layer_mixers")},
-                         {"mixer_config", keys.at("mixer_config")},
-                         {"num_labels", info.num_classes},
-                         {"id2label", id2label},
-                         {"pooling", o.pooling},
-                         {"task", info.header.task},
-                         {"torch_dtype", "float32"}};
+  Json config_json = nn::sequence_classifier_config(
+      info.header.vocab_size, preset.hidden_size, preset.intermediate_size, preset.num_layers,
+      preset.num_heads, longest, keys, info.num_classes, o.pooling);
+  config_json["id2label"] = id2label;
+  config_json["task"] = info.header.task;
   const nn::ModelConfig config = nn::ModelConfig::from_json(config_json, "preset " + preset.name);
   // Builds the mixers: bad options fail here, before any training.
   nn::SequenceClassifier model = nn::SequenceClassifier::random(config, o.seed);
