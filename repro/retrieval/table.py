@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from readme_table import replace_between_markers, write_atomic  # noqa: E402
 
 PAPER = {
-    "3x": "CRISP ~3x fewer vectors beats unpruned (BEIR NDCG@10 54.5 vs 54.3 for C8x32)",
+    "3x": "CRISP ~3x fewer vectors beats unpruned (abstract; BEIR NDCG@10 54.5 vs 54.3 for C8x32, 2nd-hand)",
     "11x": "CRISP 11x fewer vectors loses 3.6%",
     "posthoc": "CRISP beats post-hoc clustering at every size",
 }

@@ -1,6 +1,9 @@
 // CRISP: clustered multi-vector representations, trained end to end (Veneroso, Jayaram, Rao,
 // Hernández Ábrego, Hadian & Cer, 2025, "CRISP: Clustering Multi-Vector Representations for
-// Denoising and Pruning", arXiv:2505.11471, §3).
+// Denoising and Pruning", arXiv:2505.11471). Sources: its abstract and secondary summaries of it.
+// The paper's full text and code were not available here, so the clustering schedule below
+// (k-means++, 5 Lloyd rounds, means with gradient) and the loss follow the project's specification
+// of the method, and the details it leaves open are named as ours.
 //
 // A multi-vector encoder (nn/multivector.h) is trained with its clustering inside the forward pass:
 // the token vectors X = {x_1..x_T} of each query and each document are replaced by the centroids of
@@ -20,9 +23,11 @@
 // cross-entropy over the batch's documents with the paired one as the label (ColBERT's in-batch
 // loss; the temperature is 1, as the MaxSim scores are sums of cosines). `colbert` is the same
 // training without the clustering: the unpruned baseline.
-// Not in the paper's setup: the encoder is this project's small trunk trained from scratch on
-// inverse-cloze pairs (data/inverse_cloze.h), not a pretrained Gemma fine-tuned on BEIR's training
-// mix; centroids are not renormalised (the paper does not say it renormalises).
+// Not in the paper's setup: the encoder is this project's small trunk trained on inverse-cloze
+// pairs (data/inverse_cloze.h; the repro trains it one epoch without clustering, then continues it
+// with CRISP through `retrieve train --init`), not a pretrained Gemma fine-tuned on BEIR's training
+// mix. Centroids are not renormalised and the temperature is 1; whether the paper does either is
+// not known here.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,9 @@
 // Evaluating a multi-vector encoder (nn/multivector.h) by exact search over an index
 // (nn/multivector_index.h), with the ways to store fewer vectors per text that the CRISP paper
-// compares (Veneroso et al., 2025, §4; train/crisp.h):
+// compares against (Veneroso et al., 2025, arXiv:2505.11471; train/crisp.h). The paper's full text
+// was not available here. Its abstract compares against post-hoc clustering and token pruning; tail
+// pruning and k-spacing are the project specification's names for the pruning baselines, and the
+// definitions below are our reading of them, not checked against the paper:
 //   none        every token vector;
 //   kmeans:S    k-means centroids with the counts of ClusterSpec S, on queries and documents alike
 //               (CRISP's own inference on a CRISP-trained encoder; "post-hoc clustering" on an
