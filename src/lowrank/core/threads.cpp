@@ -66,19 +66,35 @@ int available_cores() {
   return std::max(1, static_cast<int>(process_cpus().size()));
 }
 
+namespace {
+
+// The thread count in environment variable `name`; 0 when it is unset or empty. Throws
+// InvalidArgument naming the variable for anything but a count in [1, 4096].
+int thread_count_from_env(const char* name) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0') return 0;
+  char* end = nullptr;
+  const long v = std::strtol(env, &end, 10);
+  LR_CHECK(end && *end == '\0' && v > 0 && v <= 4096, InvalidArgument, name, "=\"", env,
+           "\" is not a positive thread count");
+  return static_cast<int>(v);
+}
+
+}  // namespace
+
 int configure_threads(int requested) {
   if (g_libtorch_default < 0) g_libtorch_default = at::get_num_threads();
   int n = 0;
   if (requested > 0) {
     n = requested;
     g_source = "--threads";
-  } else if (const char* env = std::getenv("LOWRANK_NUM_THREADS"); env && *env) {
-    char* end = nullptr;
-    long v = std::strtol(env, &end, 10);
-    LR_CHECK(end && *end == '\0' && v > 0 && v <= 4096, InvalidArgument, "LOWRANK_NUM_THREADS=\"", env,
-             "\" is not a positive thread count");
-    n = static_cast<int>(v);
+  } else if (const int from_env = thread_count_from_env("LOWRANK_NUM_THREADS"); from_env > 0) {
+    n = from_env;
     g_source = "LOWRANK_NUM_THREADS";
+  } else if (const int from_omp = thread_count_from_env("OMP_NUM_THREADS"); from_omp > 0) {
+    // torchrun and `--nproc N` (dist/launch.h) give each rank its share of the cores here.
+    n = from_omp;
+    g_source = "OMP_NUM_THREADS";
   } else {
     n = available_cores();
     g_source = "all available cores";

@@ -1,6 +1,7 @@
 // libtorch's intra-op thread pool. Out of the box libtorch uses one thread per *physical*
 // core it detects (and OMP_NUM_THREADS when set); lowrank's default is every logical core
-// the process may run on, overridable by LOWRANK_NUM_THREADS or --threads; LOWRANK_BIND_THREADS=1
+// the process may run on, overridable by --threads, LOWRANK_NUM_THREADS or OMP_NUM_THREADS (which
+// torchrun and `--nproc` set per rank); LOWRANK_BIND_THREADS=1
 // binds them to CPUs (bind_intra_op_threads).
 #pragma once
 
@@ -13,7 +14,8 @@ namespace lowrank {
 int available_cores();
 
 // Sets libtorch's intra-op threads: `requested` > 0 wins, then LOWRANK_NUM_THREADS, then
-// available_cores(). Returns the count in force. Throws InvalidArgument for a bad env value.
+// OMP_NUM_THREADS, then available_cores(). Returns the count in force. Throws InvalidArgument for a bad env
+// value.
 int configure_threads(int requested = 0);
 
 // One line for --version --verbose: the count in force and how it was chosen.

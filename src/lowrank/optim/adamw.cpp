@@ -146,6 +146,14 @@ void AdamW::zero_grad() {
   }
 }
 
+void AdamW::release_state(size_t index) {
+  LR_CHECK(index < params_.size(), InvalidArgument, "AdamW: no parameter ", index);
+  const int64_t step = states_[index].step;
+  states_[index] = {};
+  states_[index].step = step;
+  moments8_[index] = {};
+}
+
 std::vector<std::pair<std::string, at::Tensor>> AdamW::state_tensors() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (size_t i = 0; i < params_.size(); ++i) {

@@ -100,6 +100,9 @@ class Optimizer {
   // BA refactorisation's code does). The default goes through state_tensors()/load_state();
   // AdamW and LowRankAdam prune in place. Throws NotFound when the optimizer holds no such moments.
   virtual void prune_state(const std::string& name, double ratio, bool reset_step = false);
+  // Frees the state of parameter `index` (ZeRO-1: a rank drops the state of the tensors another
+  // rank steps, train/zero.h). The parameter must not be stepped afterwards. Default: keeps it.
+  virtual void release_state(size_t index) { (void)index; }
 };
 
 // Zeroes, in place, the `ratio` fraction of `t`'s entries with the smallest magnitude: entries
@@ -153,6 +156,7 @@ class AdamW final : public Optimizer {
   void load_state(const std::vector<std::pair<std::string, at::Tensor>>& tensors, int64_t steps) override;
   OrderedJson memory() const override;
   void prune_state(const std::string& name, double ratio, bool reset_step = false) override;
+  void release_state(size_t index) override;
 
  private:
   // Parameter `index`'s moments → 8-bit; its float copies freed.

@@ -303,6 +303,12 @@ void LowRankAdam::prune_state(const std::string& name, double ratio, bool reset_
   throw NotFound(str("optimizer: no parameter \"", name, "\" to reset"));
 }
 
+void LowRankAdam::release_state(size_t index) {
+  LR_CHECK(index < slots_.size(), InvalidArgument, "LowRankAdam: no parameter ", index);
+  slots_[index].clear_moments(/*keep_step=*/true);
+  slots_[index].magnitude = {};
+}
+
 void LowRankAdam::zero_grad() {
   for (auto& [name, p] : params_) {
     if (p.grad().defined()) p.mutable_grad().reset();

@@ -109,6 +109,8 @@ class LowRankAdam final : public Optimizer {
   // As Optimizer::prune_state, in place, 8-bit moments included; ratio >= 1 frees the moments
   // (the next update starts from zeros, as a fresh optimizer's).
   void prune_state(const std::string& name, double ratio, bool reset_step = false) override;
+  // Frees the parameter's moments (its step count and projector stay).
+  void release_state(size_t index) override;
 
   OptimizerBytes bytes() const;
   OrderedJson memory() const override;
