@@ -9,6 +9,7 @@
 #include <c10/util/Exception.h>
 #include <torch/headeronly/version.h>
 
+#include "apps/lowrank/dist_flags.h"
 #include "apps/lowrank/verbs.h"
 #include "lowrank/core/error.h"
 #include "lowrank/core/log.h"
@@ -33,11 +34,19 @@ void print_version(bool verbose) {
   std::printf("%s", at::get_parallel_info().c_str());
 }
 
+// The error that ends the program: logged, and echoed to the terminal by a data-parallel rank
+// whose log went to a file (dist_flags.h).
+void report_error(const std::string& message) {
+  lowrank::log::write(lowrank::log::Level::kError, message);
+  lowrank::cli::echo_error_to_terminal(message);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace lowrank;
   keep_freed_memory();
+  cli::set_command_line(argc, argv);  // `--nproc N` re-runs it as the ranks
   CLI::App app{"lowrank: train, adapt, compress and serve transformers through low-rank structure"};
   app.require_subcommand(0, 1);
   cli::GlobalOptions global;
@@ -87,13 +96,13 @@ int main(int argc, char** argv) {
     runners.at(chosen.front())();
     return 0;
   } catch (const Error& e) {
-    log::write(log::Level::kError, e.what());
+    report_error(e.what());
     return e.is_user_error() ? 1 : 2;
   } catch (const c10::Error& e) {
-    log::write(log::Level::kError, str("internal error (libtorch): ", e.what_without_backtrace()));
+    report_error(str("internal error (libtorch): ", e.what_without_backtrace()));
     return 2;
   } catch (const std::exception& e) {
-    log::write(log::Level::kError, str("internal error: ", e.what()));
+    report_error(str("internal error: ", e.what()));
     return 2;
   }
 }

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "apps/lowrank/dist_flags.h"
 #include "apps/lowrank/optimizer_flags.h"
 #include "apps/lowrank/verbs.h"
 #include "lowrank/core/json.h"
@@ -61,13 +62,23 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--layer-mixers", o->layer_mixers, "Token mixer per layer, comma-separated (hybrids)");
   cmd->add_option("--mixer-options", *mixer_options_text,
                   "The mixer's options as a JSON object (with --layer-mixers: {\"<mixer>\": {...}})");
-  return [o, out, optimizer, param_options_text, mixer_options_text, &global] {
+  // Data-parallel training: --nproc N, or one rank of torchrun's world (docs/distributed.md).
+  auto dist_flags = std::make_shared<DistFlags>();
+  dist_flags->add_to(*cmd);
+  return [o, out, optimizer, param_options_text, mixer_options_text, dist_flags, &global] {
     o->out = *out;
+    const std::filesystem::path rank_logs = o->out / "run" / "logs";
+    if (dist_flags->launch(rank_logs)) return;  // this process was the launcher; the ranks ran
+    const std::unique_ptr<dist::Group> group = dist_flags->join(rank_logs);
+    o->bucket_bytes = dist_flags->reducer().bucket_bytes;
+    o->zero = dist_flags->zero;
     if (!mixer_options_text->empty()) o->mixer_options = parse_json(*mixer_options_text, "--mixer-options");
     if (!param_options_text->empty())
       o->parameterization_options = parse_json(*param_options_text, "--parameterization-options");
     o->optimizer = optimizer->request();
-    const train::PretrainSummary s = train::pretrain(*o);  // checks every option before any stage
+    const train::PretrainSummary s =
+        train::pretrain(*o, group.get());     // checks every option before any stage
+    if (group && group->rank() != 0) return;  // rank 0 reports
     if (global.json) {
       std::cout << s.to_json().dump(2) << "\n";
       return;

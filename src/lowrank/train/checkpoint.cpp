@@ -42,7 +42,8 @@ void restore_tensors(const SafetensorsFile& weights,
 }  // namespace
 
 void write_checkpoint(const fs::path& run_dir, const TrainTarget& target, const optim::Optimizer& optimizer,
-                      const TrainerConfig& config, const CheckpointPosition& position) {
+                      const TrainerConfig& config, const CheckpointPosition& position,
+                      const std::vector<std::pair<std::string, at::Tensor>>* optimizer_state) {
   const fs::path dir = run_dir / "checkpoints";
   fs::create_directories(dir);
   const std::string name = step_name(position.step);
@@ -64,7 +65,7 @@ void write_checkpoint(const fs::path& run_dir, const TrainTarget& target, const 
   std::vector<NamedTensor> state;
   // 16-bit floating state widened to float32; float32/float64 (Fira's norms) and integer state
   // (projector indices, 8-bit codes, counters) stored exactly as they are.
-  for (auto& [n, t] : optimizer.state_tensors()) {
+  for (auto& [n, t] : optimizer_state ? *optimizer_state : optimizer.state_tensors()) {
     const bool narrow = t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
     state.push_back({n, (narrow ? t.to(at::kFloat) : t).contiguous()});
   }
@@ -73,7 +74,10 @@ void write_checkpoint(const fs::path& run_dir, const TrainTarget& target, const 
                           {"version", 1},
                           {"step", position.step},
                           {"sampler_counter", position.sampler_counter},
-                          {"tokens", position.tokens}};
+                          {"tokens", position.tokens},
+                          // Optimizer-step batch over every rank and micro-batch (data_parallel.h).
+                          {"global_batch", config.batch_size * config.grad_accum},
+                          {"world_size", position.world_size}};
   if (position.loss_scale > 0) {  // fp16 autocast (loss_scaler.h)
     train_state["loss_scale"] = position.loss_scale;
     train_state["loss_scale_growth_tracker"] = position.loss_scale_growth_tracker;
@@ -109,10 +113,16 @@ CheckpointPosition read_checkpoint(const fs::path& checkpoint, const TrainerConf
   const std::string what = (checkpoint / "trainer_state.json").string();
   const TrainerConfig saved =
       TrainerConfig::from_json(json_get<Json>(state, "config", what), what + ".config");
-  LR_CHECK(saved.batch_size == config.batch_size && saved.grad_accum == config.grad_accum &&
-               saved.seq_len == config.seq_len && saved.seed == config.seed,
-           InvalidArgument, "resume: ", what,
-           " was written with another batch_size, grad_accum, seq_len or seed than this run's");
+  // The global batch (windows or rows per optimizer step) must be the same; how it is split into
+  // micro-batches (grad_accum) and over data-parallel ranks may change: the samplers draw the same
+  // windows per step either way (data_parallel.h).
+  LR_CHECK(saved.batch_size * saved.grad_accum == config.batch_size * config.grad_accum, InvalidArgument,
+           "resume: ", what, " was written with a global batch of ", saved.batch_size * saved.grad_accum,
+           " (", saved.batch_size, " x ", saved.grad_accum, " accumulation steps), this run's is ",
+           config.batch_size * config.grad_accum, " (", config.batch_size, " x ", config.grad_accum, ")");
+  LR_CHECK(saved.seq_len == config.seq_len && saved.seed == config.seed, InvalidArgument, "resume: ", what,
+           " was written with seq_len ", saved.seq_len, " and seed ", saved.seed, ", this run has seq_len ",
+           config.seq_len, " and seed ", config.seed);
   LR_CHECK(saved.optimizer == config.optimizer && saved.optimizer_options == config.optimizer_options,
            InvalidArgument, "resume: ", what, " was written by optimizer ", saved.optimizer, " ",
            saved.optimizer_options.dump(), ", this run uses ", config.optimizer, " ",
@@ -149,15 +159,15 @@ CheckpointPosition read_checkpoint(const fs::path& checkpoint, const TrainerConf
 }
 
 CheckpointPosition start_run(const fs::path& run_dir, bool resume, const TrainerConfig& config,
-                             TrainTarget& target, optim::Optimizer& optimizer) {
+                             TrainTarget& target, optim::Optimizer& optimizer, bool owner) {
   const fs::path metrics_path = run_dir / "metrics.jsonl";
   const std::optional<fs::path> checkpoint = resume ? latest_checkpoint(run_dir) : std::nullopt;
   if (!checkpoint) {
-    write_file_atomic(metrics_path, "");
+    if (owner) write_file_atomic(metrics_path, "");
     return {};
   }
   const CheckpointPosition position = read_checkpoint(*checkpoint, config, target, optimizer);
-  truncate_metrics(metrics_path, position.step);
+  if (owner) truncate_metrics(metrics_path, position.step);
   log::info("resuming from ", checkpoint->string(), " at step ", position.step);
   return position;
 }

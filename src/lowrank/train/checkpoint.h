@@ -33,31 +33,36 @@ struct CheckpointPosition {
   uint64_t sampler_counter = 0;  // WindowSampler::counter()
   double loss_scale = 0;         // fp16 autocast's loss scale (loss_scaler.h); 0: none
   int64_t loss_scale_growth_tracker = 0;
+  int64_t world_size = 1;  // data-parallel ranks that wrote it (recorded; any world size resumes it)
 };
 
 // Writes checkpoints/step-<step> of `run_dir` (target's weights, the optimizer's state,
 // trainer_state.json with `config`), points `latest` at it and removes the older ones. Throws
 // IoError when the directory cannot be written.
+// `optimizer_state`, when given, is written in place of optimizer.state_tensors() (ZeRO-1's
+// gathered state, zero.h).
 void write_checkpoint(const std::filesystem::path& run_dir, const TrainTarget& target,
                       const optim::Optimizer& optimizer, const TrainerConfig& config,
-                      const CheckpointPosition& position);
+                      const CheckpointPosition& position,
+                      const std::vector<std::pair<std::string, at::Tensor>>* optimizer_state = nullptr);
 
 // The newest complete checkpoint of a run directory (nullopt when none). Throws Corruption when
 // `latest` names a directory that does not exist.
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& run_dir);
 
 // Restores `checkpoint` into `target`'s tensors (params and frozen) and `optimizer`, and returns
-// its position. Throws InvalidArgument when it was written with another batch_size, grad_accum,
-// seq_len, seed, optimizer or parameterisation than `config`, Corruption for a tensor of another
-// shape, NotFound for a missing file or tensor.
+// its position. Throws InvalidArgument when it was written with another global batch
+// (batch_size × grad_accum), seq_len, seed, optimizer or parameterisation than `config`, Corruption for a
+// tensor of another shape, NotFound for a missing file or tensor.
 CheckpointPosition read_checkpoint(const std::filesystem::path& checkpoint, const TrainerConfig& config,
                                    TrainTarget& target, optim::Optimizer& optimizer);
 
 // Where a run starts: with `resume` and a checkpoint in `run_dir`, that checkpoint restored into
 // `target` and `optimizer` (read_checkpoint) and run_dir/metrics.jsonl cut back to its step;
 // otherwise step 0 and an emptied metrics.jsonl. Shared by the trainers (trainer.h, classify.h).
+// `owner` false (a data-parallel rank other than 0): the checkpoint is read, metrics.jsonl left alone.
 CheckpointPosition start_run(const std::filesystem::path& run_dir, bool resume, const TrainerConfig& config,
-                             TrainTarget& target, optim::Optimizer& optimizer);
+                             TrainTarget& target, optim::Optimizer& optimizer, bool owner = true);
 
 // Keeps the lines of a metrics.jsonl with step <= `step` (a killed run may have logged past its
 // last checkpoint; a torn last line ends the kept part), rewritten atomically. No-op when the

@@ -14,12 +14,15 @@
 #include "lowrank/data/bpe_trainer.h"
 #include "lowrank/data/corpus.h"
 #include "lowrank/data/prepare.h"
+#include "lowrank/data/tasks/sha256.h"
 #include "lowrank/data/token_dataset.h"
 #include "lowrank/data/tokenizer.h"
 #include "lowrank/nn/autocast.h"
 #include "lowrank/nn/run.h"
 #include "lowrank/nn/slot_shapes.h"
+#include "lowrank/train/checkpoint.h"
 #include "lowrank/train/classify.h"
+#include "lowrank/train/data_parallel.h"
 #include "lowrank/train/gradnorm_lorp.h"
 #include "lowrank/train/maestro.h"
 #include "lowrank/train/parameterization.h"
@@ -189,7 +192,7 @@ OrderedJson PretrainSummary::to_json() const {
                      {"memory", memory}};
 }
 
-PretrainSummary pretrain(const PretrainOptions& o) {
+PretrainSummary pretrain(const PretrainOptions& o, dist::Group* group) {
   LR_CHECK(!o.out.empty(), InvalidArgument, "--out: an output directory is required");
   const PretrainPreset preset = pretrain_preset(o.preset);
   TrainerConfig tc = preset.trainer;
@@ -236,6 +239,10 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   if (!tc.parameterization.empty())
     check_parameterization(tc.parameterization, tc.parameterization_options, target_slots);
   tc.validate();
+  const int world = group ? group->size() : 1, rank = group ? group->rank() : 0;
+  check_data_parallel_config(tc, world, o.zero);
+  LR_CHECK(!group || !device.is_cuda(), Unsupported, "data-parallel training on ", o.device,
+           " needs the NCCL backend, which this build does not have (CPU ranks use Gloo)");
   const OrderedJson args = args_json(o, tc);
   const fs::path summary_path = o.out / "pretrain.json";
   const fs::path model_dir = o.out / "model";
@@ -270,6 +277,9 @@ PretrainSummary pretrain(const PretrainOptions& o) {
     }
   }
   fs::create_directories(o.out);
+  // Rank 0 builds the shared files (tokenizer, dataset); the others wait for them.
+  const bool builds = rank == 0;
+  if (!builds) group->barrier();
 
   // 1. Tokenizer.
   const fs::path tokenizer_path = o.out / "tokenizer" / "tokenizer.json";
@@ -295,6 +305,7 @@ PretrainSummary pretrain(const PretrainOptions& o) {
                                                            .max_documents = o.max_documents},
                                                           "pretrain");
   const TokenStream stream = TokenStream::from_dataset(dataset, "train");
+  if (builds && group) group->barrier();
 
   // 3. Training.
   const nn::ModelConfig model_config = nn::ModelConfig::from_json(
@@ -303,7 +314,20 @@ PretrainSummary pretrain(const PretrainOptions& o) {
   load.device = device;
   nn::Model model = nn::Model::random(model_config, o.seed, load);
   const auto t0 = std::chrono::steady_clock::now();
-  const TrainResult r = train(model, stream, tc, o.out / "run", o.resume);
+  bool resume = o.resume;
+  DataParallel parallel;
+  if (group) {
+    parallel.group = group;
+    parallel.reducer.bucket_bytes = o.bucket_bytes;
+    parallel.zero = o.zero;
+    parallel.fingerprint = {
+        {"pretrain arguments", args.dump()},
+        {"tokenizer", data::tasks::sha256_file(tokenizer_path)},
+        {"model config", preset_model_config(preset, tokenizer.vocab_size(), mixers).dump()}};
+    // torchrun restarted the group: continue from the newest checkpoint, if any.
+    if (group->world().restart_count > 0 && latest_checkpoint(o.out / "run")) resume = true;
+  }
+  const TrainResult r = train(model, stream, tc, o.out / "run", resume, group ? &parallel : nullptr);
   PretrainSummary s;
   s.model_dir = model_dir;
   s.steps = r.step;
@@ -316,7 +340,7 @@ PretrainSummary pretrain(const PretrainOptions& o) {
     // Resumed from the final checkpoint (a run killed during export): its loss is in the log.
     s.final_loss = last_logged_loss(o.out / "run" / "metrics.jsonl");
   }
-  if (!r.finished) return s;
+  if (!r.finished || !builds) return s;  // rank 0 alone exports and validates
 
   // 4. Export and validation perplexity. A parameterised model is exported dense (W =
   // dense_weight()): a plain HF model that eval and generate load unchanged. Maestro's discovered

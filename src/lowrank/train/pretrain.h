@@ -23,6 +23,10 @@
 #include "lowrank/train/optimizer_request.h"
 #include "lowrank/train/trainer.h"
 
+namespace lowrank::dist {
+class Group;
+}  // namespace lowrank::dist
+
 namespace lowrank::train {
 
 struct PretrainPreset {
@@ -77,6 +81,9 @@ struct PretrainOptions {
   std::string mixer;
   std::string layer_mixers;
   Json mixer_options = Json::object();
+  // Data-parallel runs (pretrain()'s `group`): DDP's gradient bucket size.
+  int64_t bucket_bytes = 25 << 20;
+  int zero = 0;  // 1: ZeRO-1 (zero.h)
 };
 
 struct PretrainSummary {
@@ -95,6 +102,10 @@ struct PretrainSummary {
 // bad preset, option or optimizer flag, NotFound for an unknown optimizer or parameterisation);
 // then throws the errors of its stages (InvalidArgument for a bad corpus, NotFound for a missing
 // corpus package, IoError when `out` cannot be written).
-PretrainSummary pretrain(const PretrainOptions& options);
+// With `group` (dist/group.h), this process is one rank of a data-parallel run (data_parallel.h):
+// --batch-size is the global batch; rank 0 builds the tokenizer and dataset while the others wait,
+// and rank 0 alone exports and validates. A torchrun restart (World::restart_count > 0) resumes
+// from the newest checkpoint when there is one.
+PretrainSummary pretrain(const PretrainOptions& options, dist::Group* group = nullptr);
 
 }  // namespace lowrank::train

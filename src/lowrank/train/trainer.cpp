@@ -20,8 +20,10 @@
 #include "lowrank/nn/autocast.h"
 #include "lowrank/optim/methods.h"
 #include "lowrank/train/checkpoint.h"
+#include "lowrank/train/data_parallel.h"
 #include "lowrank/train/loss_scaler.h"
 #include "lowrank/train/parameterization.h"
+#include "lowrank/train/zero.h"
 
 namespace lowrank::train {
 namespace fs = std::filesystem;
@@ -121,7 +123,9 @@ at::Tensor lm_loss(const nn::Model& model, const at::Tensor& windows) {
   at::Tensor inputs = windows.slice(1, 0, T).to(model.device());
   at::Tensor targets = windows.slice(1, 1, T + 1).to(model.device());
   at::Tensor logits = model.forward(inputs);  // [B, T, V]
-  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}));
+  // Half-precision logits are promoted to float32 for the loss; a float64 model keeps float64.
+  if (logits.scalar_type() != at::kDouble) logits = logits.to(at::kFloat);
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}));
 }
 
 OrderedJson TrainerConfig::to_json() const {
@@ -252,7 +256,7 @@ std::unique_ptr<optim::Optimizer> make_optimizer(std::vector<std::pair<std::stri
 }
 
 TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig& config,
-                  const fs::path& run_dir, bool resume) {
+                  const fs::path& run_dir, bool resume, const DataParallel* parallel) {
   if (!config.parameterization.empty()) {
     config.validate();
     // A salt keeps the factor and support draws apart from the window sampler's stream.
@@ -260,10 +264,10 @@ TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig
         apply_parameterization(model, config.parameterization, config.parameterization_options,
                                splitmix64(config.seed ^ 0x5052414dull));
     applied.target.param_groups = model.param_groups();  // the mixers' tensors it trains as they are
-    return train(model, applied.target, data, config, run_dir, resume);
+    return train(model, applied.target, data, config, run_dir, resume, parallel);
   }
   TrainTarget target = TrainTarget::whole_model(model);
-  return train(model, target, data, config, run_dir, resume);
+  return train(model, target, data, config, run_dir, resume, parallel);
 }
 
 namespace {
@@ -341,8 +345,14 @@ OrderedJson with_frozen(const OrderedJson& m, int64_t frozen) {
 }  // namespace
 
 TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream& data,
-                  const TrainerConfig& config, const fs::path& run_dir, bool resume) {
+                  const TrainerConfig& config, const fs::path& run_dir, bool resume,
+                  const DataParallel* parallel) {
   config.validate();
+  dist::Group* const group = parallel ? parallel->group : nullptr;
+  const int world = group ? group->size() : 1, rank = group ? group->rank() : 0;
+  const int zero = parallel ? parallel->zero : 0;
+  check_data_parallel_config(config, world, zero);
+  const int64_t local_batch = config.batch_size / world;
   nn::check_autocast_device(config.autocast, model.device());
   const at::ScalarType autocast = nn::autocast_dtype(config.autocast);
   fs::create_directories(run_dir);
@@ -358,7 +368,24 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
   const LrSchedule schedule = config.schedule();
   const fs::path metrics_path = run_dir / "metrics.jsonl";
 
-  const CheckpointPosition position = start_run(run_dir, resume, config, target, optimizer);
+  const CheckpointPosition position = start_run(run_dir, resume, config, target, optimizer, rank == 0);
+  std::unique_ptr<dist::GradientReducer> reducer;
+  if (group) {
+    Fingerprint fingerprint = run_fingerprint(config, target, data);
+    fingerprint.insert(fingerprint.end(), parallel->fingerprint.begin(), parallel->fingerprint.end());
+    fingerprint.emplace_back("resumed at step", std::to_string(position.step));
+    fingerprint.emplace_back("ZeRO stage", std::to_string(zero));
+    check_same_run(*group, fingerprint);
+    std::vector<std::string> names;
+    for (const auto& [n, p] : params) names.push_back(n);
+    // Broadcasts rank 0's weights, as DDP does (they are equal already: the same seed or checkpoint).
+    reducer = std::make_unique<dist::GradientReducer>(*group, param_tensors, names, parallel->reducer);
+  }
+  std::optional<ZeroSharding> sharding;  // ZeRO-1: which rank steps (and holds the state of) each tensor
+  if (group && zero == 1) {
+    sharding = ZeroSharding::assign(params, optimizer, world);
+    release_unowned_state(optimizer, *sharding, rank);  // a resume loaded all of it
+  }
   int64_t step = position.step, tokens = position.tokens;
   sampler.set_counter(position.sampler_counter);
   std::optional<LossScaler> scaler;  // fp16 only (loss_scaler.h)
@@ -371,8 +398,14 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
 
   TrainResult result;
   result.step = step;
-  std::ofstream metrics(metrics_path, std::ios::app);
-  LR_CHECK(metrics.good(), IoError, "cannot open ", metrics_path.string(), " for appending");
+  // Rank 0 alone writes the metrics; the other ranks' lines go nowhere.
+  std::ofstream metrics_file;
+  std::ostream discarded(nullptr);
+  if (rank == 0) {
+    metrics_file.open(metrics_path, std::ios::app);
+    LR_CHECK(metrics_file.good(), IoError, "cannot open ", metrics_path.string(), " for appending");
+  }
+  std::ostream& metrics = rank == 0 ? static_cast<std::ostream&>(metrics_file) : discarded;
   const int64_t tokens_per_step = config.batch_size * config.grad_accum * config.seq_len;
   std::optional<PerLayerUpdates> per_layer;
   if (config.per_layer_updates) per_layer.emplace(param_tensors, optimizer);
@@ -386,9 +419,17 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
       per_layer->begin();
       optimizer.begin_step(lr);  // the hooks step each parameter during backward()
     }
+    if (group) group->set_context(str("step ", step + 1));
     double loss_sum = 0;
     for (int64_t micro = 0; micro < config.grad_accum; ++micro) {
-      at::Tensor windows = sample_windows(data, sampler, config.batch_size, config.seq_len);
+      // This rank's share of the global micro-batch (data_parallel.h); all of it with one rank.
+      const uint64_t first = sampler.counter();
+      sampler.set_counter(first + static_cast<uint64_t>(rank * local_batch));
+      at::Tensor windows = sample_windows(data, sampler, local_batch, config.seq_len);
+      sampler.set_counter(first + static_cast<uint64_t>(config.batch_size));
+      // Only the last micro-batch's backward all-reduces (DDP's no_sync for the others).
+      const bool sync = reducer && micro + 1 == config.grad_accum;
+      if (sync) reducer->prepare_for_forward();
       if (target.before_forward) target.before_forward(windows);
       at::Tensor loss;
       {
@@ -397,8 +438,20 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
       }
       loss_sum += loss.item<double>();
       const at::Tensor mean_part = loss / static_cast<double>(config.grad_accum);
-      (scaler ? scaler->scale_loss(mean_part) : mean_part).backward();
+      if (sync) {
+        reducer->prepare_for_backward();
+        try {
+          (scaler ? scaler->scale_loss(mean_part) : mean_part).backward();
+        } catch (const Error&) {
+          throw;
+        } catch (const std::exception& e) {  // a bucket's all-reduce failed: a peer died or hung
+          group->fail("the gradient all-reduce", e);
+        }
+      } else {
+        (scaler ? scaler->scale_loss(mean_part) : mean_part).backward();
+      }
     }
+    if (group) loss_sum = group->all_reduce_mean(loss_sum);  // the logged loss: the global batch's
     double grad_norm = 0;
     bool skipped = false;
     if (per_layer) {
@@ -416,7 +469,12 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
       // among them is skipped, as GradScaler.step does.
       skipped = scaler && scaler->unscale(param_tensors);
       grad_norm = clip_grad_norm(param_tensors, skipped ? 0.0 : config.clip_norm);
-      if (!skipped) optimizer.step(lr);
+      if (!skipped) {
+        if (sharding)
+          zero_step(optimizer, param_tensors, *sharding, *group, lr);
+        else
+          optimizer.step(lr);
+      }
       if (scaler) scaler->update(skipped);
       if (result.memory.is_null())  // gradients still held
         result.memory = with_frozen(optimizer.memory(), frozen_bytes(model, target));
@@ -437,10 +495,16 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
                     str("loss ", std::to_string(record.loss).substr(0, 6), " lr ", lr, " ",
                         static_cast<int64_t>(record.tokens_per_s), " tok/s")))
       return result;  // as if killed: no checkpoint
-    if (step == config.steps || (config.checkpoint_every > 0 && step % config.checkpoint_every == 0))
-      write_checkpoint(run_dir, target, optimizer, config,
-                       {step, tokens, sampler.counter(), scaler ? scaler->scale() : 0.0,
-                        scaler ? scaler->growth_tracker() : 0});
+    if (step == config.steps || (config.checkpoint_every > 0 && step % config.checkpoint_every == 0)) {
+      // ZeRO-1: every rank sends the state it owns; rank 0 writes the whole of it.
+      std::optional<std::vector<std::pair<std::string, at::Tensor>>> gathered;
+      if (sharding) gathered = gather_optimizer_state(optimizer, *sharding, *group, str("step-", step));
+      if (rank == 0)
+        write_checkpoint(run_dir, target, optimizer, config,
+                         {step, tokens, sampler.counter(), scaler ? scaler->scale() : 0.0,
+                          scaler ? scaler->growth_tracker() : 0, world},
+                         gathered ? &*gathered : nullptr);
+    }
   }
   bar.finish();
   optimizer.zero_grad();

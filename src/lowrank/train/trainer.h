@@ -29,6 +29,8 @@ class ProgressBar;
 
 namespace lowrank::train {
 
+struct DataParallel;  // data_parallel.h
+
 // A 1-D stream of token ids to sample windows from.
 struct TokenStream {
   int64_t size = 0;
@@ -61,7 +63,7 @@ class WindowSampler {
 at::Tensor sample_windows(const TokenStream& data, WindowSampler& sampler, int64_t batch, int64_t seq_len);
 
 // Mean next-token cross entropy of `model` over windows [B, T + 1]: inputs [:, :T] predict
-// targets [:, 1:]. A scalar float32 tensor, differentiable.
+// targets [:, 1:]. A scalar float32 tensor (float64 for a float64 model), differentiable.
 at::Tensor lm_loss(const nn::Model& model, const at::Tensor& windows);
 
 struct TrainerConfig {
@@ -210,10 +212,13 @@ std::vector<optim::ParamOverride> param_overrides(
 // fields that shape the run: batch, accumulation, seq_len, seed); otherwise starts fresh
 // (metrics.jsonl truncated). Throws InvalidArgument for a bad config, Corruption for a damaged
 // checkpoint, IoError when the run directory cannot be written. Not thread-safe.
+// With `parallel` (data_parallel.h), this process is one rank of a data-parallel run:
+// config.batch_size is the global micro-batch, split over the ranks.
 TrainResult train(nn::Model& model, const TokenStream& data, const TrainerConfig& config,
-                  const std::filesystem::path& run_dir, bool resume);
+                  const std::filesystem::path& run_dir, bool resume, const DataParallel* parallel = nullptr);
 // The same loop over `target`'s tensors only (the model's other tensors get no gradient).
 TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream& data,
-                  const TrainerConfig& config, const std::filesystem::path& run_dir, bool resume);
+                  const TrainerConfig& config, const std::filesystem::path& run_dir, bool resume,
+                  const DataParallel* parallel = nullptr);
 
 }  // namespace lowrank::train
