@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "lowrank/dist/gradient_reducer.h"
+#include "lowrank/optim/methods.h"
 #include "lowrank/train/data_parallel.h"
 #include "lowrank/train/trainer.h"
 #include "tests/dist/dist_testing.h"
@@ -229,6 +230,33 @@ TEST(DataParallelTest, MismatchedRunsAreRefusedOnEveryRank) {
     EXPECT_NE(errors[r].find("rank 1: "), std::string::npos) << errors[r];
   }
   EXPECT_FALSE(std::filesystem::exists(dir.path() / "checkpoints"));
+}
+
+// Replicated ranks check their projectors after a refresh: the same gradient gives the same
+// GaLore projectors and passes; a rank whose gradient (hence SVD) differed stops every rank.
+TEST(DataParallelTest, ProjectorsThatDifferAfterARefreshStopEveryRank) {
+  SKIP_WITHOUT_DIST();
+  std::vector<std::string> errors(2);
+  for (const bool same : {true, false}) {
+    run_ranks(2, [&](int rank, dist::Group& group) {
+      std::vector<std::pair<std::string, at::Tensor>> params{
+          {"model.layers.0.self_attn.q_proj.weight", at::zeros({12, 8}, at::kDouble)}};
+      optim::LowRankAdam galore = optim::make_optimizer("galore", params, {{"rank", 2}});
+      const at::Tensor grad = at::linspace(-1, 1, 96, at::kDouble).reshape({12, 8}).sin() + (same ? 0 : rank);
+      params[0].second.mutable_grad() = grad;
+      galore.step(1e-3);  // step 0 refreshes
+      errors[rank] = testing::error_of([&] { check_same_projectors(group, galore, 1); });
+    });
+    for (int r = 0; r < 2; ++r) {
+      if (same)
+        EXPECT_EQ(errors[r], "(no error)") << r;
+      else
+        EXPECT_NE(errors[r].find(
+                      "after the projector refresh of step 1 rank(s) 1 hold other projectors than rank 0"),
+                  std::string::npos)
+            << errors[r];
+    }
+  }
 }
 
 TEST(DataParallelTest, RefusesAnIndivisibleBatchAndPerLayerUpdates) {

@@ -5,6 +5,7 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/data/tasks/sha256.h"
+#include "lowrank/optim/low_rank_adam.h"
 #include "lowrank/train/trainer.h"
 #include "lowrank/version.h"
 
@@ -60,6 +61,29 @@ void check_same_run(dist::Group& group, const Fingerprint& fields) {
   for (size_t r = 0; r < parsed.size(); ++r)
     LR_CHECK(parsed[r].size() == n, InvalidArgument, "the ranks disagree on the run before step 1: rank ", r,
              " compares ", parsed[r].size(), " fields, this rank ", n);
+}
+
+void check_same_projectors(dist::Group& group, const optim::Optimizer& optimizer, int64_t step) {
+  const auto* low_rank = dynamic_cast<const optim::LowRankAdam*>(&optimizer);
+  if (low_rank == nullptr) return;
+  data::tasks::Sha256 hash;
+  for (const auto& [name, p] : low_rank->params()) {
+    hash.update(std::string_view(name));
+    hash.update(std::string_view(low_rank->is_active(name) ? "+" : "-"));
+    if (const optim::Projector* projector = low_rank->projector(name))
+      for (const auto& [key, t] : projector->state_tensors()) {
+        const at::Tensor c = t.detach().to(at::kCPU).contiguous();
+        hash.update(std::string_view(key));
+        hash.update(std::span(reinterpret_cast<const std::byte*>(c.data_ptr()), c.nbytes()));
+      }
+  }
+  const std::vector<std::string> all = group.all_gather_text(str("projectors/", step), hash.hex_digest());
+  std::string differ;
+  for (size_t r = 1; r < all.size(); ++r)
+    if (all[r] != all[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
+  LR_CHECK(differ.empty(), InvalidArgument, "after the projector refresh of step ", step, " rank(s) ", differ,
+           " hold other projectors than rank 0 (an SVD on other hardware can flip signs); the replicas would "
+           "drift apart: run with --zero 1, where only the owning rank computes a projector");
 }
 
 void check_data_parallel_config(const TrainerConfig& config, int world_size, int zero) {

@@ -20,6 +20,10 @@
 #include "lowrank/dist/gradient_reducer.h"
 #include "lowrank/dist/group.h"
 
+namespace lowrank::optim {
+class Optimizer;
+}  // namespace lowrank::optim
+
 namespace lowrank::train {
 
 struct TrainerConfig;
@@ -50,6 +54,14 @@ Fingerprint run_fingerprint(const TrainerConfig& config, const TrainTarget& targ
 // Exchanges `fields` and throws InvalidArgument on every rank when two ranks differ, naming the
 // first field that differs and the ranks on each side. Collective: every rank must call it.
 void check_same_run(dist::Group& group, const Fingerprint& fields);
+
+// Replicated mode with a low-rank optimizer, after a step that refreshed projectors: every rank
+// computed its projectors (GaLore's SVD, a random basis, FRUGAL's block choice) from the same
+// all-reduced gradient, so they agree bit for bit on one build and machine type, but an SVD on other
+// hardware can flip signs (pytorch/pytorch#97410). Each rank hashes its projector state and block
+// choice; a rank that differs from rank 0 stops every rank, naming the step (ZeRO-1, where only the
+// owner computes a projector, cannot disagree). No-op for AdamW. Collective.
+void check_same_projectors(dist::Group& group, const optim::Optimizer& optimizer, int64_t step);
 
 // Refusals for a world of `world_size` (> 1): an indivisible global batch, per-layer updates;
 // and for ZeRO-1 (`zero` 1) a parameterisation (its hooks touch optimizer state, which under

@@ -18,6 +18,7 @@
 #include "lowrank/core/progress.h"
 #include "lowrank/core/random.h"
 #include "lowrank/nn/autocast.h"
+#include "lowrank/optim/low_rank_adam.h"
 #include "lowrank/optim/methods.h"
 #include "lowrank/train/checkpoint.h"
 #include "lowrank/train/data_parallel.h"
@@ -470,10 +471,15 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
       skipped = scaler && scaler->unscale(param_tensors);
       grad_norm = clip_grad_norm(param_tensors, skipped ? 0.0 : config.clip_norm);
       if (!skipped) {
-        if (sharding)
+        if (sharding) {
           zero_step(optimizer, param_tensors, *sharding, *group, lr);
-        else
+        } else {
+          // Replicated ranks refresh their projectors themselves: check that they agree.
+          const auto* low_rank = dynamic_cast<const optim::LowRankAdam*>(&optimizer);
+          const bool refresh = group && low_rank && low_rank->steps() % low_rank->config().update_gap == 0;
           optimizer.step(lr);
+          if (refresh) check_same_projectors(*group, optimizer, step + 1);
+        }
       }
       if (scaler) scaler->update(skipped);
       if (result.memory.is_null())  // gradients still held
