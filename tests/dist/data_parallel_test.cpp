@@ -206,6 +206,28 @@ TEST(DataParallelTest, CheckpointsMoveBetweenWorldSizes) {
     for (size_t s = 0; s < rest.steps.size(); ++s)
       EXPECT_NEAR(rest.steps[s].loss, full.steps[s + 3].loss, 1e-5 * full.steps[s + 3].loss) << "1 -> 2";
   }
+  {
+    // The same global batch of 8 as 4 windows × 2 accumulation steps, then as 8 × 1: the same run.
+    testing::TempDir dir;
+    nn::Model first = tiny_model(6);
+    train(first, data, killed, dir.path(), false);
+    TrainerConfig one_micro_batch = c;
+    one_micro_batch.batch_size = 8;
+    one_micro_batch.grad_accum = 1;
+    nn::Model resumed = tiny_model(99);
+    const TrainResult rest = train(resumed, data, one_micro_batch, dir.path(), true);
+    ASSERT_EQ(rest.steps.front().step, 4);
+    for (size_t s = 0; s < rest.steps.size(); ++s)
+      EXPECT_NEAR(rest.steps[s].loss, full.steps[s + 3].loss, 1e-5 * full.steps[s + 3].loss) << "8 x 1";
+    // Another global batch is refused, naming both.
+    TrainerConfig other = c;
+    other.batch_size = 2;
+    nn::Model refused = tiny_model(99);
+    EXPECT_NE(testing::error_of([&] {
+                train(refused, data, other, dir.path(), true);
+              }).find("global batch of 8 (8 x 1 accumulation steps), this run's is 4 (2 x 2)"),
+              std::string::npos);
+  }
 }
 
 // A rank whose run differs stops every rank before step 1, naming the field and the ranks.
