@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "apps/lowrank/dist_flags.h"
 #include "apps/lowrank/optimizer_flags.h"
 #include "apps/lowrank/verbs.h"
 #include "lowrank/adapt/finetune.h"
@@ -48,7 +49,7 @@ VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--out", args->out, "Output adapter directory (PEFT layout; run/ and dataset/ inside)")
       ->required();
   cmd->add_option("--steps", args->steps, "Optimizer steps (default 200)");
-  cmd->add_option("--batch", args->batch, "Windows per step (default 8)");
+  cmd->add_option("--batch", args->batch, "Windows per step (default 8; with ranks, the global batch)");
   cmd->add_option("--seq-len", args->seq_len, "Tokens per window (default 128)");
   cmd->add_option("--lr", args->lr, "Peak learning rate (default 1e-3)");
   cmd->add_option("--seed", args->seed, "Seed of the initialisation and the window sampler")
@@ -70,8 +71,16 @@ VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--max-documents", args->o.max_documents, "Use only the first N documents of the corpus");
   // The optimizer of the adapter's tensors: AdamW, or a low-rank method of optim/ (pretrain's flags).
   args->optimizer.add_to(*cmd, args->o.optimizer.name);
-  return [args, &global] {
+  // Data-parallel training: --nproc N, or one rank of torchrun's world (docs/distributed.md).
+  auto dist_flags = std::make_shared<DistFlags>();
+  dist_flags->add_to(*cmd);
+  return [args, dist_flags, &global] {
+    const std::filesystem::path rank_logs = std::filesystem::path(args->out) / "run" / "logs";
+    if (dist_flags->launch(rank_logs)) return;  // this process was the launcher; the ranks ran
+    const std::unique_ptr<dist::Group> group = dist_flags->join(rank_logs);
     adapt::FinetuneOptions o = args->o;
+    o.bucket_bytes = dist_flags->reducer().bucket_bytes;
+    o.zero = dist_flags->zero;
     o.optimizer = args->optimizer.request();  // checked by finetune() before any work
     o.model = args->model;
     o.out = args->out;
@@ -93,7 +102,8 @@ VerbRunner add_finetune(CLI::App& app, const GlobalOptions& global) {
     o.trainer.min_lr = std::min(o.trainer.min_lr, o.trainer.lr);
     o.trainer.seed = args->seed;
     o.trainer.stop_after = args->stop_after;
-    const adapt::FinetuneSummary s = adapt::finetune(o);
+    const adapt::FinetuneSummary s = adapt::finetune(o, group.get());
+    if (group && group->rank() != 0) return;  // rank 0 reports
     if (global.json) {
       std::cout << s.to_json().dump(2) << "\n";
       return;

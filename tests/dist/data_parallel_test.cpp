@@ -90,6 +90,10 @@ struct Case {
   double float32_weight_tolerance = 1e-5;
 };
 
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.name;
+}
+
 class DataParallelEquivalenceTest : public ::testing::TestWithParam<Case> {};
 
 // 5 steps of 2 micro-batches (the first accumulated without synchronising) of a global batch of 4,

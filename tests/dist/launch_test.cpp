@@ -111,6 +111,7 @@ TEST_F(LaunchTest, NprocTwoAndTorchrunVariablesGiveTheOneProcessRun) {
   EXPECT_NE(r.out.find("launched 2 ranks"), std::string::npos) << r.out;
   expect_same_run(dir_ / "two", dir_ / "one", 4);
   EXPECT_TRUE(fs::exists(dir_ / "two/pretrain.json"));
+  EXPECT_EQ(read_json_file(dir_ / "two/run/checkpoints/step-00000004/trainer_state.json")["world_size"], 2);
   EXPECT_TRUE(fs::exists(dir_ / "two/run/logs/rank-1.log"));
   EXPECT_NE(read_text_file(dir_ / "two/run/logs/rank-1.log").find("rank 1 of 2"), std::string::npos);
   // ZeRO-1: the optimizer state partitioned over the two ranks, the same run.
@@ -130,6 +131,39 @@ TEST_F(LaunchTest, NprocTwoAndTorchrunVariablesGiveTheOneProcessRun) {
                       "echo exit $rank0 $rank1'"));
   ASSERT_NE(r.out.find("exit 0 0"), std::string::npos) << r.out;
   expect_same_run(dir_ / "env", dir_ / "one", 4);
+}
+
+// finetune --nproc 2 (LoRA over a pretrained tiny model) gives the one-process adapter.
+TEST_F(LaunchTest, FinetuneOnTwoRanksGivesTheOneProcessAdapter) {
+  auto r = run_command(pretrain(corpus_, dir_ / "base", 2));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto finetune = [&](const char* out, const std::string& more, const char* method = "lora") {
+    return str(testing::lowrank_binary().string(), " --threads 1 finetune --model ",
+               (dir_ / "base/model").string(), " --method ", method, " --r 4 --data ", corpus_.string(),
+               " --max-documents 40 --steps 4 --batch 4", " --seq-len 32 --out ", (dir_ / out).string(),
+               " --dist-timeout 20 ", more);
+  };
+  r = run_command(finetune("one", ""));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = run_command(finetune("two", "--nproc 2"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto la = read_jsonl(dir_ / "two/run/metrics.jsonl"), lb = read_jsonl(dir_ / "one/run/metrics.jsonl");
+  ASSERT_EQ(la.size(), 4u);
+  ASSERT_EQ(lb.size(), 4u);
+  for (size_t i = 0; i < la.size(); ++i)
+    EXPECT_NEAR(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>(), 1e-5 * lb[i]["loss"].get<double>());
+  const SafetensorsFile wa = SafetensorsFile::open(dir_ / "two/adapter_model.safetensors");
+  const SafetensorsFile wb = SafetensorsFile::open(dir_ / "one/adapter_model.safetensors");
+  ASSERT_EQ(wa.tensors().size(), wb.tensors().size());
+  for (const TensorInfo& info : wa.tensors())
+    EXPECT_LE(testing::max_abs_diff(wa.load(info.name), wb.load(info.name)), 5e-5) << info.name;
+  EXPECT_TRUE(fs::exists(dir_ / "two/finetune.json"));
+  // The ranks trained as one world (each on half the batch), not as two one-process runs.
+  EXPECT_EQ(read_json_file(dir_ / "two/run/checkpoints/step-00000004/trainer_state.json")["world_size"], 2);
+  // LoRAM trains an aligned copy first, which is not data-parallel yet.
+  r = run_command(finetune("loram", "--nproc 2", "loram"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("--method loram on 2 ranks"), std::string::npos) << r.out;
 }
 
 TEST_F(LaunchTest, AKilledRankStopsTheOtherAndTheCheckpointResumes) {

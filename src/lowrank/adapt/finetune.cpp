@@ -20,6 +20,7 @@
 #include "lowrank/data/prepare.h"
 #include "lowrank/data/token_dataset.h"
 #include "lowrank/nn/run.h"
+#include "lowrank/train/data_parallel.h"
 #include "lowrank/train/gradnorm_lorp.h"
 #include "lowrank/train/welore.h"
 
@@ -138,7 +139,7 @@ OrderedJson FinetuneSummary::to_json() const {
           {"details", details}};
 }
 
-FinetuneSummary finetune(const FinetuneOptions& o) {
+FinetuneSummary finetune(const FinetuneOptions& o, dist::Group* group) {
   LR_CHECK(!o.out.empty(), InvalidArgument, "--out: an output directory is required");
   const fs::path tokenizer = o.model / "tokenizer.json";
   LR_CHECK(fs::is_regular_file(tokenizer), NotFound, o.model.string(),
@@ -172,9 +173,25 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   LR_CHECK(o.dtype == at::kFloat || trainer.autocast.empty(), InvalidArgument, "--autocast ",
            trainer.autocast, " runs a float32 model's forward passes in the half type; --dtype ",
            nn::dtype_name(o.dtype), " makes the weights themselves half (pure half precision): choose one");
+  const int world = group ? group->size() : 1, rank = group ? group->rank() : 0;
+  train::check_data_parallel_config(trainer, world, o.zero);
+  LR_CHECK(world == 1 || !loram, Unsupported, "--method loram on ", world,
+           " ranks: its alignment run is not data-parallel yet; run it in one process");
+  train::DataParallel parallel;
+  if (group) {
+    parallel.group = group;
+    parallel.reducer.bucket_bytes = o.bucket_bytes;
+    parallel.zero = o.zero;
+    parallel.fingerprint = {{"finetune method", o.method},
+                            {"adapter config", config_json.dump()},
+                            {"base model config", read_text_file(o.model / "config.json")},
+                            {"corpus", o.corpus}};
+  }
+  const train::DataParallel* dp = group ? &parallel : nullptr;
 
-  // 1. Dataset, tokenized with the model's tokenizer.
+  // 1. Dataset, tokenized with the model's tokenizer (by rank 0; the other ranks wait for it).
   fs::create_directories(o.out);
+  if (rank != 0) group->barrier();
   const data::TokenDataset dataset = data::cached_dataset({.corpus = o.corpus,
                                                            .tokenizer = tokenizer,
                                                            .out = o.out / "dataset",
@@ -182,6 +199,7 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
                                                            .max_documents = o.max_documents},
                                                           "finetune");
   const train::TokenStream stream = train::TokenStream::from_dataset(dataset, "train");
+  if (rank == 0 && group) group->barrier();
 
   // 2. The frozen base and the adapter. A compressed base (compress/format.h) loads with its
   // operators: LoRA over an INT4 or a factored + INT4 base (QLoRA-style), WeLore's factors.
@@ -189,14 +207,14 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   FinetuneSummary s;
   s.method = o.method;
   for (const auto& [name, t] : model.named_tensors()) s.base_parameters += t.numel();
-  s.base_validation = validation_perplexity(model, dataset, o.eval_tokens, trainer.seq_len);
+  if (rank == 0) s.base_validation = validation_perplexity(model, dataset, o.eval_tokens, trainer.seq_len);
   if (full) {
     // Full fine-tuning, the baseline every adapter is compared with: every tensor trained, the
     // result written as an HF model directory in OUT/model.
     s.trainable_parameters = s.base_parameters;
     const train::TrainResult r =
-        timed_training(s, [&] { return train::train(model, stream, trainer, o.out / "run", o.resume); });
-    if (!r.finished) return s;
+        timed_training(s, [&] { return train::train(model, stream, trainer, o.out / "run", o.resume, dp); });
+    if (!r.finished || rank != 0) return s;        // rank 0 alone writes the result
     if (compress::is_compressed_model(o.model)) {  // its operators, trained, in the same format
       fs::remove_all(o.out / "model");
       StagedDirectory staged(o.out / "model");
@@ -229,8 +247,8 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
     log::info("finetune: welore trains ", components.lrc.size(), " low-rank components (",
               components.nlrc.size(), " dense ones frozen): ", s.trainable_parameters, " parameters");
     const train::TrainResult r = timed_training(
-        s, [&] { return train::train(model, target, stream, trainer, o.out / "run", o.resume); });
-    if (!r.finished) return s;
+        s, [&] { return train::train(model, target, stream, trainer, o.out / "run", o.resume, dp); });
+    if (!r.finished || rank != 0) return s;
     OrderedJson extra = OrderedJson::object();
     for (const auto& [key, value] : welore_source.items())
       if (key != "slots" && key != "format" && key != "version") extra[key] = value;
@@ -329,9 +347,9 @@ FinetuneSummary finetune(const FinetuneOptions& o) {
   }
   adapter.set_training(true);
   const train::TrainResult r = timed_training(
-      s, [&] { return train::train(train_model, target, stream, trainer, o.out / "run", o.resume); });
+      s, [&] { return train::train(train_model, target, stream, trainer, o.out / "run", o.resume, dp); });
   adapter.set_training(false);
-  if (!r.finished) return s;
+  if (!r.finished || rank != 0) return s;
 
   // 4. The adapter directory and the adapted model's validation perplexity.
   for (auto& [module, layer] : adapter.layers) layer->before_step(-1);  // evaluation form (DyLoRA: full rank)

@@ -19,6 +19,10 @@
 #include "lowrank/train/optimizer_request.h"
 #include "lowrank/train/trainer.h"
 
+namespace lowrank::dist {
+class Group;
+}  // namespace lowrank::dist
+
 namespace lowrank::adapt {
 
 struct FinetuneOptions {
@@ -47,6 +51,10 @@ struct FinetuneOptions {
   // (the base, the adapter and the optimizer states all in that type). Mixed precision keeps
   // float32 here and sets trainer.autocast instead; the two are exclusive.
   at::ScalarType dtype = at::kFloat;
+  // Data-parallel runs (finetune()'s `group`): DDP's gradient bucket size and the ZeRO stage
+  // (train/data_parallel.h, train/zero.h).
+  int64_t bucket_bytes = 25 << 20;
+  int zero = 0;
 };
 
 // Defaults for adapter training: 200 steps of 8 × 128 tokens, lr 1e-3 with 20 warmup steps,
@@ -78,6 +86,9 @@ train::TrainTarget training_target(AttachedAdapter& adapter);
 
 // Throws InvalidArgument (bad option, unknown method), NotFound (model, tokenizer, corpus,
 // unknown optimizer). Options, methods and the optimizer are checked before any work.
-FinetuneSummary finetune(const FinetuneOptions& options);
+// With `group` (dist/group.h), this process is one rank of a data-parallel run (docs/distributed.md):
+// the batch is the global one, rank 0 prepares the dataset while the others wait, and rank 0 alone
+// scores the validation split and writes the adapter. LoRAM (an alignment run of its own) is refused.
+FinetuneSummary finetune(const FinetuneOptions& options, dist::Group* group = nullptr);
 
 }  // namespace lowrank::adapt
