@@ -204,6 +204,29 @@ TEST_F(LaunchTest, AKilledRankStopsTheOtherAndTheCheckpointResumes) {
   EXPECT_TRUE(fs::exists(out / "pretrain.json"));
 }
 
+// SIGTERM to the launcher reaches the ranks: all of them end, and the launcher exits 1 naming one.
+TEST_F(LaunchTest, ASignalToTheLauncherReachesTheRanks) {
+  const fs::path out = dir_ / "signalled", log = dir_ / "launcher.log";
+  const std::string command =
+      "exec " + pretrain(corpus_, out, 200, "--nproc 2") + " > " + log.string() + " 2>&1";
+  std::vector<char*> argv{const_cast<char*>("/bin/sh"), const_cast<char*>("-c"),
+                          const_cast<char*>(command.c_str()), nullptr};
+  pid_t launcher = -1;
+  ASSERT_EQ(posix_spawn(&launcher, "/bin/sh", nullptr, nullptr, argv.data(), environ), 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  while (!fs::exists(out / "run/checkpoints/latest") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const std::vector<pid_t> ranks = children_of(launcher);
+  ASSERT_EQ(ranks.size(), 2u) << read_text_file(log);
+  ::kill(launcher, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(::waitpid(launcher, &status, 0), launcher);
+  const std::string text = read_text_file(log);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << text;
+  EXPECT_NE(text.find("was killed by signal 15"), std::string::npos) << text;
+  for (pid_t pid : ranks) EXPECT_FALSE(process_exists(pid));
+}
+
 // One test per refusal: exit 1, the message, nothing left running, nothing trained.
 TEST_F(LaunchTest, BadInputsFailWithTheirMessage) {
   const auto expect_refused = [&](const std::string& command, const std::string& message) {
