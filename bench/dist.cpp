@@ -18,10 +18,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include <netinet/in.h>
 #include <stdlib.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -33,6 +30,7 @@
 
 #include "lowrank/core/file.h"
 #include "lowrank/core/json.h"
+#include "lowrank/core/net.h"
 #include "lowrank/dist/gradient_reducer.h"
 #include "lowrank/dist/group.h"
 #include "lowrank/nn/config.h"
@@ -44,18 +42,6 @@
 namespace {
 using lowrank::Json;
 using lowrank::OrderedJson;
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 lowrank::nn::Model preset_model(const std::string& preset, uint64_t seed) {
   const auto p = lowrank::train::pretrain_preset(preset);
@@ -157,7 +143,7 @@ int main(int argc, char** argv) {
   OrderedJson configs = OrderedJson::array();
   double measured_overlap = 0;
   for (const double bucket_mb : {25.0, 1.0}) {
-    const int port = free_port();
+    const int port = lowrank::free_loopback_port();
     std::vector<Timings> t(kWorld);
     std::vector<std::thread> threads;
     for (int r = 0; r < kWorld; ++r)
@@ -214,7 +200,7 @@ int main(int argc, char** argv) {
         c.optimizer = optimizer;
         if (std::string(optimizer) == "galore") c.optimizer_options = {{"rank", 32}, {"update_gap", 200}};
         std::vector<OrderedJson> per_rank(kWorld);
-        const int port = free_port();
+        const int port = lowrank::free_loopback_port();
         char dir_template[] = "/tmp/bench-dist-XXXXXX";
         const std::string dir = ::mkdtemp(dir_template);
         std::vector<std::thread> threads;

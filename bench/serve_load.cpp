@@ -62,6 +62,7 @@
 
 #include "lowrank/adapt/model_adapters.h"
 #include "lowrank/core/json.h"
+#include "lowrank/core/net.h"
 #include "lowrank/nn/model.h"
 #include "timing.h"
 
@@ -178,21 +179,6 @@ int64_t rss_kib(pid_t pid) {
   for (std::string line; std::getline(in, line);)
     if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
   return -1;
-}
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-    port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
 }
 
 // ---- fixtures ----------------------------------------------------------------------------------
@@ -451,7 +437,7 @@ int run(const Options& o) {
     dynamic.push_back(false);
   }
 
-  const int port = o.port > 0 ? o.port : free_port();
+  const int port = o.port > 0 ? o.port : free_loopback_port();
   Server server({o.lowrank.string(), "serve", "--model", model_dir.string(), "--adapters",
                  adapter_root.string(), "--host", "127.0.0.1", "--port", std::to_string(port), "--max-queue",
                  std::to_string(o.max_queue)});

@@ -84,10 +84,14 @@ void DistFlags::add_to(CLI::App& cmd) {
       ->capture_default_str();
 }
 
-bool DistFlags::launch(const std::filesystem::path& log_dir) const {
-  if (nproc == 0) return false;
+void DistFlags::check_backend() const {
   LR_CHECK(backend == "gloo", Unsupported, "--dist-backend ", backend,
            ": only gloo is built (NCCL needs a CUDA build with PyTorch's full install)");
+}
+
+bool DistFlags::launch(const std::filesystem::path& log_dir) const {
+  if (nproc == 0) return false;
+  check_backend();
   dist::LaunchOptions o;
   o.nproc = nproc;
   o.master_port = master_port;
@@ -101,8 +105,7 @@ bool DistFlags::launch(const std::filesystem::path& log_dir) const {
 std::unique_ptr<dist::Group> DistFlags::join(const std::filesystem::path& log_dir) const {
   const std::optional<dist::World> world = dist::World::from_environment();
   if (!world) return nullptr;
-  LR_CHECK(backend == "gloo", Unsupported, "--dist-backend ", backend,
-           ": only gloo is built (NCCL needs a CUDA build with PyTorch's full install)");
+  check_backend();
   if (world->rank > 0 && !log_dir.empty()) {
     std::filesystem::create_directories(log_dir);
     const std::string path = (log_dir / ("rank-" + std::to_string(world->rank) + ".log")).string();

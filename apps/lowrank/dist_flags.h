@@ -40,6 +40,9 @@ struct DistFlags {
   // unset. A rank other than 0 sends its stdout and stderr to `log_dir`/rank-K.log.
   std::unique_ptr<dist::Group> join(const std::filesystem::path& log_dir) const;
   dist::ReducerOptions reducer() const;
+
+ private:
+  void check_backend() const;  // Unsupported for anything but gloo
 };
 
 }  // namespace lowrank::cli

@@ -18,6 +18,7 @@
 
 #include "lowrank/core/file.h"
 #include "lowrank/core/json.h"
+#include "lowrank/core/net.h"
 #include "lowrank/core/safetensors.h"
 #include "lowrank/dist/group.h"
 #include "tests/dist/dist_testing.h"
@@ -30,7 +31,6 @@ namespace {
 namespace fs = std::filesystem;
 using testing::read_jsonl;
 using testing::run_command;
-using testing_support::free_port;
 
 #define SKIP_WITHOUT_DIST() \
   if (!available()) GTEST_SKIP() << "built without data-parallel training (LOWRANK_DIST=OFF)"
@@ -124,7 +124,7 @@ TEST_F(LaunchTest, NprocTwoAndTorchrunVariablesGiveTheOneProcessRun) {
   EXPECT_GT(zero_memory["optimizer_states"].get<int64_t>(), 0);
 
   // Environment-variable mode: the test starts both ranks itself (rank 0 hosts the store).
-  const int port = free_port();
+  const int port = free_loopback_port();
   const std::string env = str("WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=", port, " ");
   r = run_command(str("bash -c '", env, "RANK=1 ", pretrain(corpus_, dir_ / "env", 4), " & rank1=$!; ", env,
                       "RANK=0 ", pretrain(corpus_, dir_ / "env", 4), "; rank0=$?; wait $rank1; rank1=$?; ",
@@ -269,7 +269,7 @@ TEST_F(LaunchTest, BadInputsFailWithTheirMessage) {
   expect_refused(pretrain(corpus_, out, 2, "--nproc 2 --per-layer-updates --optimizer galore --rank 4"),
                  "per-layer updates");
   // A rank with nobody to meet gives up at --dist-timeout (TCPStore alone would retry past it).
-  expect_refused(str(env, "RANK=1 MASTER_PORT=", free_port(), " ", pretrain(corpus_, out, 2, "", 2)),
+  expect_refused(str(env, "RANK=1 MASTER_PORT=", free_loopback_port(), " ", pretrain(corpus_, out, 2, "", 2)),
                  "no rendezvous of 2 ranks at 127.0.0.1:");
   EXPECT_FALSE(fs::exists(out / "model"));
 }

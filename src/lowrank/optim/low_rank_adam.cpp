@@ -161,7 +161,7 @@ void LowRankAdam::step(double lr) {
 
 void LowRankAdam::begin_step(double lr) {
   lr_ = lr;
-  refresh_now_ = steps_ % config_.update_gap == 0;
+  refresh_now_ = refreshes_next_step();
   if (config_.selection == Selection::kBlock && refresh_now_) select_blocks();
 }
 

@@ -88,6 +88,9 @@ class LowRankAdam final : public Optimizer {
   const LowRankConfig& config() const { return config_; }
   const NamedTensors& params() const { return params_; }
   int64_t steps() const override { return steps_; }
+  // Whether the next step refreshes the projectors (and FRUGAL's block choice): every update_gap
+  // steps, the first included.
+  bool refreshes_next_step() const { return steps_ % config_.update_gap == 0; }
   bool is_projected(const std::string& name) const;
   // The projector of a projected parameter (null for AdamW parameters, FRUGAL blocks and ρ = 0).
   const Projector* projector(const std::string& name) const;

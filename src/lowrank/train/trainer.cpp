@@ -476,7 +476,7 @@ TrainResult train(const nn::Model& model, TrainTarget& target, const TokenStream
         } else {
           // Replicated ranks refresh their projectors themselves: check that they agree.
           const auto* low_rank = dynamic_cast<const optim::LowRankAdam*>(&optimizer);
-          const bool refresh = group && low_rank && low_rank->steps() % low_rank->config().update_gap == 0;
+          const bool refresh = group && low_rank && low_rank->refreshes_next_step();
           optimizer.step(lr);
           if (refresh) check_same_projectors(*group, optimizer, step + 1);
         }

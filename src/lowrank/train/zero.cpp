@@ -84,14 +84,17 @@ std::vector<std::pair<std::string, at::Tensor>> gather_optimizer_state(const opt
   const auto wire = [](const at::Tensor& t) { return t.scalar_type() == at::kBool ? t.to(at::kByte) : t; };
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (int r = 0; r < group.size(); ++r) {
+    // Rank r's entries: its own tensors, or receive buffers shaped as it announced.
     std::vector<std::pair<std::string, at::Tensor>> entries;
     std::vector<at::Tensor> sent;
+    std::vector<bool> boolean;
     if (r == group.rank()) {
       entries = mine;
       for (auto& [n, t] : entries) sent.push_back(wire(t));
     } else {
       for (const Json& e : Json::parse(all[r])) {
         const auto dtype = static_cast<at::ScalarType>(e["dtype"].get<int>());
+        boolean.push_back(dtype == at::kBool);
         const at::Tensor t = at::empty(e["shape"].get<std::vector<int64_t>>(),
                                        at::TensorOptions().dtype(dtype == at::kBool ? at::kByte : dtype));
         entries.emplace_back(e["name"].get<std::string>(), t);
@@ -102,12 +105,8 @@ std::vector<std::pair<std::string, at::Tensor>> gather_optimizer_state(const opt
     for (const at::Tensor& t : sent)
       if (t.numel() > 0) nonempty.push_back(t);
     if (!nonempty.empty()) group.broadcast(nonempty, r);
-    if (r != group.rank()) {
-      const Json announced = Json::parse(all[r]);
-      for (size_t i = 0; i < entries.size(); ++i)
-        if (static_cast<at::ScalarType>(announced[i]["dtype"].get<int>()) == at::kBool)
-          entries[i].second = entries[i].second.to(at::kBool);
-    }
+    for (size_t i = 0; i < boolean.size(); ++i)
+      if (boolean[i]) entries[i].second = entries[i].second.to(at::kBool);
     for (auto& e : entries) out.push_back(std::move(e));
   }
   return out;
