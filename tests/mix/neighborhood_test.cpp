@@ -1,6 +1,7 @@
 // The neighborhood mixer (mix/neighborhood.h): forward against a float64 loop over its own slots
 // and bias table (1-D causal with dilation, 2-D on the grid); step() equals forward's rows with a
-// dilated window shorter than the sequence; options and grids are checked, naming what is wrong.
+// dilated window shorter than the sequence; a padded batch gives each row its unpadded output;
+// options and grids are checked, naming what is wrong.
 #include "lowrank/mix/neighborhood.h"
 
 #include <gtest/gtest.h>
@@ -128,6 +129,44 @@ TEST(NeighborhoodMixerTest, StepEqualsForwardWithADilatedWindowShorterThanTheSeq
   for (int64_t t = 0; t < 11; ++t)
     EXPECT_LE(max_diff(m->step(x.narrow(1, t, 1), *state, {}), full.narrow(1, t, 1)), 1e-12)
         << "position " << t;
+}
+
+TEST(NeighborhoodMixerTest, APaddedBatchGivesEachRowWhatItGetsAlone) {
+  for (bool causal : {false, true}) {
+    const auto m = build({{"kernel_size", 3}, {"dilation", 2}, {"causal", causal}});
+    // Row 0: 9 real tokens then 3 padding; row 1: 2 padding, then 10 real tokens.
+    const at::Tensor x = at::randn({2, 12, 10}, at::kDouble);
+    at::Tensor valid = at::ones({2, 12}, at::kBool);
+    valid[0].slice(0, 9).fill_(false);
+    valid[1].slice(0, 0, 2).fill_(false);
+    nn::MixerContext context;
+    context.valid = valid;
+    const at::Tensor y = m->forward(x, context);
+    const at::Tensor row0 = loop_reference(*m, x.slice(0, 0, 1).slice(1, 0, 9), 1, 9);
+    const at::Tensor row1 = loop_reference(*m, x.slice(0, 1, 2).slice(1, 2, 12), 1, 10);
+    EXPECT_LE(max_diff(y.slice(0, 0, 1).slice(1, 0, 9), row0), 1e-10) << "causal " << causal;
+    EXPECT_LE(max_diff(y.slice(0, 1, 2).slice(1, 2, 12), row1), 1e-10) << "causal " << causal;
+    // Padding positions carry nothing (o_proj has no bias here).
+    EXPECT_EQ(y[0].slice(0, 9).abs().max().item<double>(), 0.0);
+    EXPECT_EQ(y[1].slice(0, 0, 2).abs().max().item<double>(), 0.0);
+  }
+  // Real tokens in two runs, and padding on a 2-D grid, are refused.
+  const auto m = build({{"kernel_size", 3}, {"causal", false}});
+  at::Tensor holes = at::ones({1, 12}, at::kBool);
+  holes[0][5] = false;
+  nn::MixerContext context;
+  context.valid = holes;
+  try {
+    (void)m->forward(at::randn({1, 12, 10}, at::kDouble), context);
+    FAIL() << "a row with a hole was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("contiguous"), std::string::npos) << e.what();
+  }
+  const auto grid = build({{"dims", 2}, {"kernel_size", 3}});
+  context.valid = at::ones({1, 9}, at::kBool);
+  context.valid[0][8] = false;
+  context.grid = nn::Grid2d{3, 3};
+  EXPECT_THROW((void)grid->forward(at::randn({1, 9, 10}, at::kDouble), context), Unsupported);
 }
 
 TEST(NeighborhoodMixerTest, OptionsAreCheckedNamingTheOption) {

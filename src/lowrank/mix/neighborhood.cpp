@@ -106,10 +106,37 @@ nn::NamedTensors NeighborhoodMixer::tensors() const {
   return {{rpb_name_, rpb_}};
 }
 
+// A padded batch: each row attends within its own real tokens, exactly as it would alone, so a
+// window clamps at the row's first and last real token and never reaches padding (NATTEN has no
+// mask; running each sequence unpadded is its semantics). The real tokens of a row must be one
+// contiguous run (left or right padding); padding positions get zero output.
+at::Tensor NeighborhoodMixer::per_row_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                const at::Tensor& bias, const at::Tensor& valid) const {
+  const int64_t B = q.size(0), T = q.size(2);
+  LR_CHECK(valid.dim() == 2 && valid.size(0) == B && valid.size(1) == T, InvalidArgument,
+           "neighborhood: padding mask of shape ", valid.sizes(), " for ", B, " rows of ", T, " positions");
+  const at::Tensor mask = valid.to(at::kCPU).to(at::kBool).contiguous();
+  std::vector<at::Tensor> rows;
+  rows.reserve(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    const at::Tensor row = mask[b];
+    const int64_t n = row.sum().item<int64_t>();
+    LR_CHECK(n > 0, InvalidArgument, "neighborhood: row ", b, " of the batch has no real token");
+    const int64_t first = row.to(at::kInt).argmax().item<int64_t>();
+    LR_CHECK(row.slice(0, first, first + n).all().item<bool>(), InvalidArgument, "neighborhood: row ", b,
+             "'s real tokens are not one contiguous run (padding must be on the left or the right)");
+    const auto real = [&](const at::Tensor& t) { return t.slice(0, b, b + 1).slice(2, first, first + n); };
+    const at::Tensor o = ops::neighborhood_attention(real(q), real(k), real(v), bias, axes_, scale_);
+    rows.push_back(at::constant_pad_nd(o, {0, 0, first, T - first - n}));
+  }
+  return at::cat(rows, 0);
+}
+
 at::Tensor NeighborhoodMixer::forward(const at::Tensor& x, const nn::MixerContext& context) const {
   const int64_t B = x.size(0), T = x.size(1);
-  LR_CHECK(!context.valid.defined() || context.valid.all().item<bool>(), Unsupported,
-           "neighborhood: padded rows are not supported (its windows would reach padding)");
+  const bool padded = context.valid.defined() && !context.valid.all().item<bool>();
+  LR_CHECK(!padded || axes_.size() == 1, Unsupported,
+           "neighborhood: padded rows are supported in 1-D only (a 2-D grid has no padding rule)");
   const nn::LinearSlot* qkv[] = {&q_proj, &k_proj, &v_proj};
   const std::vector<at::Tensor> p = nn::LinearSlot::forward_shared_input(qkv, x, context.routing);
   at::Tensor q = split_heads(p[0], heads_, head_dim_);
@@ -126,7 +153,8 @@ at::Tensor NeighborhoodMixer::forward(const at::Tensor& x, const nn::MixerContex
     v = v.reshape({B, heads_, Hg, Wg, head_dim_});
   }
   const at::Tensor bias = rpb_.defined() ? rpb_.to(q.scalar_type()) : rpb_;
-  const at::Tensor o = ops::neighborhood_attention(q, k, v, bias, axes_, scale_);
+  const at::Tensor o = padded ? per_row_attention(q, k, v, bias, context.valid)
+                              : ops::neighborhood_attention(q, k, v, bias, axes_, scale_);
   // (B, n, [H, W,] D) -> (B, T, n·D)
   const at::Tensor rows =
       o.reshape({B, heads_, T, head_dim_}).transpose(1, 2).reshape({B, T, heads_ * head_dim_});

@@ -20,7 +20,8 @@
 // model's 0.02, untruncated); a sequence or grid shorter than kernel_size × dilation on an axis
 // that is not causal is an error (NATTEN's module pads it with zero tokens up to that length);
 // RPB is allowed with causal masking (NATTEN's fused kernels refuse the pair) and indexes the
-// same table; padded rows (MixerContext::valid) are refused; no RoPE (NAT has none).
+// same table; a padded batch (MixerContext::valid, 1-D only) runs each row on its real tokens
+// alone, as NATTEN would run the unpadded sequence; no RoPE (NAT has none).
 // A causal 1-D mixer decodes through step(): its state is the last (k − 1)·d + 1 keys and values.
 #pragma once
 
@@ -54,6 +55,10 @@ class NeighborhoodMixer final : public nn::TokenMixer {
   nn::LinearSlot q_proj, k_proj, v_proj, o_proj;
 
  private:
+  // q, k, v [B, n, T, D] of a 1-D mixer whose batch has padding (valid [B, T]).
+  at::Tensor per_row_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& bias, const at::Tensor& valid) const;
+
   std::vector<ops::NeighborhoodAxis> axes_;
   int64_t heads_, head_dim_;
   double scale_;
