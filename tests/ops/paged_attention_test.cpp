@@ -23,8 +23,9 @@ using testing::error_of;
 // drawn from a shuffled list (so no row's pages are contiguous or in order).
 struct Fixture {
   int64_t page_tokens = 5, n_heads = 4, n_kv = 2, D = 12;
+  int64_t Dv = 12;  // the value width (MatryoshkaKV's compressed pages: ≠ D)
   std::vector<int64_t> lengths = {1, 7, 5, 23, 12, 16, 2};
-  at::Tensor q, keys, values;  // [B, n_heads, D], [slots, n_kv, D] ×2
+  at::Tensor q, keys, values;  // [B, n_heads, D], [slots, n_kv, D], [slots, n_kv, Dv]
   std::vector<std::vector<int32_t>> tables;
 
   void build(at::ScalarType pool_dtype, uint64_t seed) {
@@ -44,7 +45,7 @@ struct Fixture {
     // Scores of a few units, so that the running max moves from page to page.
     q = at::randn({B, n_heads, D}, gen, at::kFloat).mul(1.5);
     keys = at::randn({slots, n_kv, D}, gen, at::kFloat).to(pool_dtype);
-    values = at::randn({slots, n_kv, D}, gen, at::kFloat).to(pool_dtype);
+    values = at::randn({slots, n_kv, Dv}, gen, at::kFloat).to(pool_dtype);
   }
 
   std::vector<PagedAttentionRow> rows() const {
@@ -58,7 +59,7 @@ struct Fixture {
   at::Tensor float64_softmax(int64_t window, double scale) const {
     const at::Tensor qd = q.to(at::kDouble), kd = keys.to(at::kDouble), vd = values.to(at::kDouble);
     const auto B = static_cast<int64_t>(lengths.size());
-    at::Tensor out = at::zeros({B, n_heads, D}, at::kDouble);
+    at::Tensor out = at::zeros({B, n_heads, Dv}, at::kDouble);
     auto o = out.accessor<double, 3>();
     auto qa = qd.accessor<double, 3>();
     auto ka = kd.accessor<double, 3>();
@@ -82,7 +83,7 @@ struct Fixture {
         double total = 0;
         for (double& x : s) total += x = std::exp(x - m);
         for (size_t i = 0; i < s.size(); ++i)
-          for (int64_t d = 0; d < D; ++d) o[b][h][d] += s[i] / total * va[slot[i]][g][d];
+          for (int64_t d = 0; d < Dv; ++d) o[b][h][d] += s[i] / total * va[slot[i]][g][d];
       }
     }
     return out;
@@ -107,13 +108,14 @@ struct Fixture {
     const at::Tensor index = at::tensor(read, at::kLong);
     const int64_t groups = n_heads / n_kv;
     auto gather = [&](const at::Tensor& pool) {
+      const int64_t E = pool.size(2);
       return pool.to(at::kFloat)
           .index_select(0, index)
-          .view({B, S, n_kv, D})
+          .view({B, S, n_kv, E})
           .transpose(1, 2)
           .unsqueeze(2)
-          .expand({B, n_kv, groups, S, D})
-          .reshape({B, n_heads, S, D});
+          .expand({B, n_kv, groups, S, E})
+          .reshape({B, n_heads, S, E});
     };
     return at::scaled_dot_product_attention(q.unsqueeze(2), gather(keys), gather(values), allowed, 0.0, false,
                                             scale)
@@ -146,6 +148,28 @@ TEST(PagedAttentionTest, MatchesFloat64SoftmaxAndPaddedSdpa) {
         // The oracles agree with each other (the comparison can fail).
         EXPECT_LT(padded.to(at::kDouble).sub(exact).abs().max().item<double>(), 2e-6);
       }
+    }
+  }
+  at::set_num_threads(saved_threads);
+}
+
+// MatryoshkaKV's pages keep r_k key and r_v value coordinates: a value width other than the key
+// width, on one and two threads, against both oracles.
+TEST(PagedAttentionTest, ValuesMayBeNarrowerOrWiderThanKeys) {
+  const int saved_threads = at::get_num_threads();
+  for (int64_t Dv : {5, 17}) {
+    for (int threads : {1, 2}) {
+      at::set_num_threads(threads);
+      Fixture f;
+      f.Dv = Dv;
+      f.build(at::kFloat, 21 + static_cast<uint64_t>(Dv));
+      const double scale = 1.0 / std::sqrt(16.0);
+      const at::Tensor got = paged_attention(f.q, f.keys, f.values, f.page_tokens, f.rows(), 0, scale);
+      ASSERT_EQ(got.sizes(), (at::IntArrayRef{f.q.size(0), f.n_heads, Dv}));
+      EXPECT_LT(got.to(at::kDouble).sub(f.float64_softmax(0, scale)).abs().max().item<double>(), 2e-6)
+          << "Dv " << Dv << " threads " << threads;
+      EXPECT_LT(got.sub(f.padded_sdpa(0, scale)).abs().max().item<double>(), 2e-6)
+          << "Dv " << Dv << " threads " << threads;
     }
   }
   at::set_num_threads(saved_threads);

@@ -86,10 +86,6 @@ at::Tensor Attention::forward(const at::Tensor& x, const MixerContext& context) 
   if (kv_compression_) {
     // MatryoshkaKV: project into each KV head's basis, cache and attend there, lift the output back.
     const KVCompression& c = *kv_compression_;
-    LR_CHECK(
-        dynamic_cast<AttendingKVStore*>(cache) == nullptr, Unsupported,
-        "the paged serving store does not hold MatryoshkaKV-compressed keys and values; decode this model "
-        "with a contiguous KV cache (lowrank generate)");
     const int64_t rk = c.key_basis.size(2);
     const int64_t rv = c.value_basis.size(2);
     const at::Tensor key_basis = c.key_basis.unsqueeze(0);  // [1, n_kv, D, r_k]
@@ -98,13 +94,21 @@ at::Tensor Attention::forward(const at::Tensor& x, const MixerContext& context) 
     // Query heads h·groups … h·groups + groups − 1 read KV head h: one product per KV head.
     const at::Tensor cq =
         at::matmul(q.reshape({B, num_kv_heads_, groups * T, D}), key_basis).reshape({B, num_heads_, T, rk});
+    // co [B, n, T, r_v] -> U_V co + μ_V [B, n, T, D] -> o_proj.
+    auto lift = [&](const at::Tensor& co) {
+      const at::Tensor out = at::matmul(co.reshape({B, num_kv_heads_, groups * T, rv}),
+                                        c.value_basis.transpose(1, 2).unsqueeze(0))
+                                 .add(c.value_mean.view({1, num_kv_heads_, 1, D}))
+                                 .reshape({B, num_heads_, T, D});
+      return o_proj.forward(out.transpose(1, 2).reshape({B, T, num_heads_ * D}), routing);
+    };
+    // The serving engine's pages hold the compressed coordinates too; a decode step reads them in
+    // place (the pool's value width is r_v), as in the uncompressed path below.
+    if (T == 1 && cache)
+      if (auto* attending = dynamic_cast<AttendingKVStore*>(cache))
+        if (std::optional<at::Tensor> co = attending->attend(layer_, cq, ck, cv, scale_)) return lift(*co);
     if (cache) std::tie(ck, cv) = cache->update(layer_, ck, cv);
-    const at::Tensor co = attend(cq, ck, cv, mask);  // [B, n, T, r_v]
-    const at::Tensor out =
-        at::matmul(co.reshape({B, num_kv_heads_, groups * T, rv}), c.value_basis.transpose(1, 2).unsqueeze(0))
-            .add(c.value_mean.view({1, num_kv_heads_, 1, D}))
-            .reshape({B, num_heads_, T, D});
-    return o_proj.forward(out.transpose(1, 2).reshape({B, T, num_heads_ * D}), routing);
+    return lift(attend(cq, ck, cv, mask));
   }
   // A decode step over a store that attends in place (the serving engine's pages) skips the
   // gathered [B, n_kv, S, D] and the mask: the store knows each row's keys and window.

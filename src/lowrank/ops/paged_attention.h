@@ -41,9 +41,10 @@ struct PagedAttentionRow {
   int64_t length = 0;                    // keys of the row; its query is at position length − 1
 };
 
-// q [B, n_heads, D] (any floating dtype; computed in float32), key_pages and value_pages
-// [num_pages · page_tokens, n_kv, D] (the pool of one layer, as serve::PagedKV holds it), one row
-// per query, window 0 (none) or the sliding window; returns o [B, n_heads, D] in q's dtype. Throws
+// q [B, n_heads, D] (any floating dtype; computed in float32), key_pages [num_pages · page_tokens,
+// n_kv, D] and value_pages [num_pages · page_tokens, n_kv, D_v] (the pool of one layer, as
+// serve::PagedKV holds it; D_v ≠ D for MatryoshkaKV's compressed pages), one row per query, window
+// 0 (none) or the sliding window; returns o [B, n_heads, D_v] in q's dtype. Throws
 // InvalidArgument for shapes that do not fit together, a row of length < 1 or whose block table is
 // too short or names a page outside the pool, and Unsupported for a pool that
 // paged_attention_supports() refuses. Uses libtorch's intra-op threads.

@@ -105,7 +105,12 @@ Engine::Engine(std::shared_ptr<nn::Model> model, std::shared_ptr<const data::Tok
     config_.max_prompt_tokens = context;
   const int64_t width = mc.kv_size();
   const int64_t elem = static_cast<int64_t>(c10::elementSize(model_->dtype()));
-  const int64_t page_bytes = 2 * mc.num_hidden_layers * config_.page_tokens * width * elem;
+  // A page holds page_tokens positions of every layer's keys and values, at the widths the
+  // attention stores (narrower under MatryoshkaKV, so a byte budget holds more pages).
+  const std::vector<KVWidths> widths = stored_kv_widths(*model_);
+  int64_t page_bytes = 0;
+  for (const KVWidths& w : widths)
+    page_bytes += config_.page_tokens * mc.num_key_value_heads * (w.key + w.value) * elem;
   int64_t pages = config_.num_pages;
   if (pages == 0) {
     LR_CHECK(config_.pool_bytes >= page_bytes, InvalidArgument, "pool_bytes ", config_.pool_bytes,
@@ -117,8 +122,11 @@ Engine::Engine(std::shared_ptr<nn::Model> model, std::shared_ptr<const data::Tok
       .num_pages = pages, .page_tokens = config_.page_tokens, .hidden_size = width, .lora_modules = {}};
   scheduler_ = std::make_unique<Scheduler>(config_.scheduler, pool);
   pool_bytes_ = pages * page_bytes;
-  kv_ = std::make_unique<PagedKV>(mc, pages, config_.page_tokens,
-                                  at::TensorOptions().dtype(model_->dtype()).device(model_->device()));
+  kv_ =
+      std::make_unique<PagedKV>(mc, pages, config_.page_tokens,
+                                at::TensorOptions().dtype(model_->dtype()).device(model_->device()), widths);
+  LR_CHECK(kv_->page_bytes() == page_bytes, InternalError, "serving engine: pages of ", kv_->page_bytes(),
+           " bytes, ", page_bytes, " expected");
   next_seed_ = config_.seed;
 }
 

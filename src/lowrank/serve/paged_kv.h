@@ -32,17 +32,38 @@
 
 namespace lowrank::nn {
 struct ModelConfig;
-}
+class Model;
+}  // namespace lowrank::nn
 
 namespace lowrank::serve {
 
+// What one position of one KV head stores in a layer: head_dim key and value coordinates, or under
+// MatryoshkaKV (compress/matryoshka_kv.h) the layer's r_k and r_v (its heads padded to the largest).
+struct KVWidths {
+  int64_t key = 0, value = 0;
+};
+
+// Per layer, the widths the model's attention writes into its cache.
+std::vector<KVWidths> stored_kv_widths(const nn::Model& model);
+
 struct PagedKV {
-  // Zeroed pages for every layer of a model of `config`, with `options`' dtype and device.
-  PagedKV(const nn::ModelConfig& config, int64_t num_pages, int64_t page_tokens, at::TensorOptions options);
+  // Zeroed pages for every layer of a model of `config`, with `options`' dtype and device, each
+  // layer `widths[l]` wide (empty: head_dim everywhere).
+  PagedKV(const nn::ModelConfig& config, int64_t num_pages, int64_t page_tokens, at::TensorOptions options,
+          const std::vector<KVWidths>& widths = {});
+
+  // Bytes of one page in all layers' key and value buffers together.
+  int64_t page_bytes() const;
+  // Whether a layer stores other than head_dim coordinates (MatryoshkaKV): the slots are then
+  // narrower than an adapter's rows, so no adapter can be paged in (serve/paged_lora.h).
+  bool compressed() const { return compressed_; }
 
   int64_t page_tokens = 0;
-  std::vector<at::Tensor> keys, values;  // per layer, [num_pages · page_tokens, n_kv, D]
+  std::vector<at::Tensor> keys, values;  // per layer, [num_pages · page_tokens, n_kv, r_k or r_v]
   std::vector<int64_t> windows;          // per layer, the model's sliding window (0: none)
+
+ private:
+  bool compressed_ = false;
 };
 
 class PagedStep final : public nn::AttendingKVStore {

@@ -61,6 +61,9 @@ std::optional<ops::LoraElement> element_of(at::ScalarType type) {
 }  // namespace
 
 HostAdapter pack_adapter(const adapt::AttachedAdapter& adapter, const PagedKV& kv, bool pinned) {
+  LR_CHECK(!kv.compressed(), Unsupported, "adapter \"", adapter.name,
+           "\": the KV pages of this model hold MatryoshkaKV-compressed keys and values, narrower than an "
+           "adapter's rows, so adapters cannot share them; serve the uncompressed model for adapters");
   const auto layers = static_cast<int64_t>(kv.keys.size());
   const int64_t width = slot_width(kv);
   const at::ScalarType dtype = kv.keys.front().scalar_type();
