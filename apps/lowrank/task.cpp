@@ -66,6 +66,7 @@ void add_train(CLI::App& cmd, const GlobalOptions& global, std::vector<VerbRunne
   auto task = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
   auto mixer_options = std::make_shared<std::string>();
+  auto stage_mixer_options = std::make_shared<std::string>();
   std::string presets;
   for (const auto& p : train::classify_presets()) presets += "\n  " + p.name + ": " + p.help;
   train_cmd->add_option("--task", *task, "Task directory (lowrank task generate)")->required();
@@ -76,6 +77,9 @@ void add_train(CLI::App& cmd, const GlobalOptions& global, std::vector<VerbRunne
                         "Token mixer per layer (an image preset: per stage), comma-separated");
   train_cmd->add_option("--mixer-options", *mixer_options,
                         "The mixer's options as a JSON object (with --layer-mixers: {\"<mixer>\": {...}})");
+  train_cmd->add_option("--stage-mixer-options", *stage_mixer_options,
+                        "vit-tiny: one JSON object per stage, over --mixer-options for that stage's mixer "
+                        "(e.g. SOFT: '[{\"sr_ratio\": 2}, {\"sr_ratio\": 1}]')");
   train_cmd->add_option("--pooling", o->pooling, "Pooling over positions")
       ->check(CLI::IsMember({"mean", "last"}))
       ->capture_default_str();
@@ -94,11 +98,13 @@ void add_train(CLI::App& cmd, const GlobalOptions& global, std::vector<VerbRunne
   train_cmd->add_option("--eval-every", o->eval_every, "Validate every N steps (default: only at the end)");
   train_cmd->add_option("--eval-examples", o->eval_examples,
                         "Validation examples per evaluation (default: all)");
-  runners.push_back([train_cmd, o, task, out, mixer_options, &global] {
+  runners.push_back([train_cmd, o, task, out, mixer_options, stage_mixer_options, &global] {
     if (!train_cmd->parsed()) return;
     o->task = *task;
     o->out = *out;
     if (!mixer_options->empty()) o->mixer_options = parse_json(*mixer_options, "--mixer-options");
+    if (!stage_mixer_options->empty())
+      o->stage_mixer_options = parse_json(*stage_mixer_options, "--stage-mixer-options");
     if (global.json) ProgressBar::set_enabled(false);
     const train::TaskTrainSummary s = train::task_train(*o);
     if (global.json) {

@@ -12,6 +12,7 @@
 #include "lowrank/core/file.h"
 #include "lowrank/core/json.h"
 #include "lowrank/data/tasks/task_format.h"
+#include "lowrank/mix/registry.h"
 #include "lowrank/nn/image_classifier.h"
 #include "lowrank/nn/lie_group_classifier.h"
 #include "lowrank/nn/token_mixer.h"
@@ -217,6 +218,30 @@ TEST(ImageClassifierTest, BadConfigsAreRefusedNamingTheKey) {
   expect_refused(c, "\"num_labels\" is missing");
 }
 
+// A stage's "mixer_options" override mixer_config's options of its mixer for that stage alone,
+// key by key: SOFT's sr_ratio 2 fits the 4x6 grid but not the 2x3 one, so only per-stage options
+// (2, then 1) build both stages.
+TEST(ImageClassifierTest, StageMixerOptionsOverrideTheSharedOnesForThatStage) {
+  (void)mix::registry();  // soft
+  Json c = two_stage_json("soft");
+  c["mixer_config"] = {{"soft", {{"sr_ratio", 2}, {"newton_iters", 7}}}};
+  auto build_error = [&] {
+    return testing::error_of([&] {
+      const ImageClassifier m = ImageClassifier::random(ImageClassifierConfig::from_json(c, "t"), 1);
+      (void)m.forward(at::rand({1, 2, 8, 12}));
+    });
+  };
+  // Stage 1's 2x3 grid is not divisible by 2.
+  EXPECT_NE(build_error().find("not divisible by sr_ratio = 2"), std::string::npos) << build_error();
+  c["stages"][1]["mixer_options"] = {{"sr_ratio", 1}};
+  const ImageClassifierConfig config = ImageClassifierConfig::from_json(c, "test");
+  EXPECT_EQ(config.stage_configs[0].mixer_options("soft"), Json({{"sr_ratio", 2}, {"newton_iters", 7}}));
+  EXPECT_EQ(config.stage_configs[1].mixer_options("soft"), Json({{"sr_ratio", 1}, {"newton_iters", 7}}));
+  EXPECT_EQ(build_error(), "(no error)");
+  c["stages"][1]["mixer_options"] = 1;
+  expect_refused(c, "stages[1]: \"mixer_options\" must be an object");
+}
+
 // An fmnist-shaped task (layout "image", pixel tokens 0..255) of `side`x`side` images: class 1
 // has a bright top half, class 0 a bright bottom half, with noise.
 fs::path write_image_task(const fs::path& dir, int64_t side, int64_t train, int64_t val) {
@@ -380,6 +405,20 @@ TEST(ImageClassifierTest, VitTinyPresetTrainsOnA28x28Task) {
   // ViT's encoder attends both ways, and so does the preset's attention.
   EXPECT_EQ(read_json_file(s.model_dir / "config.json")["mixer_config"],
             Json({{"attention", {{"causal", false}}}}));
+  // --stage-mixer-options: one object per stage, written into the stages; a wrong count is refused.
+  (void)mix::registry();  // soft
+  train::TaskTrainOptions soft = o;
+  soft.out = dir / "soft";
+  soft.mixer = "soft";
+  soft.stage_mixer_options = Json::array({{{"sr_ratio", 2}}, {{"sr_ratio", 1}}});
+  const Json stages = read_json_file(train::task_train(soft).model_dir / "config.json")["stages"];
+  EXPECT_EQ(stages[0]["mixer_options"], Json({{"sr_ratio", 2}}));
+  EXPECT_EQ(stages[1]["mixer_options"], Json({{"sr_ratio", 1}}));
+  soft.out = dir / "soft3";
+  soft.stage_mixer_options = Json::array({{{"sr_ratio", 2}}});
+  EXPECT_NE(
+      testing::error_of([&] { (void)train::task_train(soft); }).find("expected a JSON array of 2 objects"),
+      std::string::npos);
 
   // The CLI: inspect and eval --task read the image classifier; a token-model verb names it and refuses.
   const std::string bin = testing::lowrank_binary().string() + " --threads 2 --quiet ";

@@ -65,15 +65,22 @@ ImageClassifierConfig ImageClassifierConfig::from_json(const Json& json, std::st
   LR_CHECK(stages != json.end() && stages->is_array() && !stages->empty(), InvalidArgument, what,
            ": \"stages\" must be a non-empty list of {depth, hidden_size, mixer, block}");
   Grid2d grid{c.image_height / c.patch_size, c.image_width / c.patch_size};
+  std::vector<Json> stage_options;  // per stage: its mixer's options over mixer_config's
   for (size_t i = 0; i < stages->size(); ++i) {
     const Json& sj = (*stages)[i];
     const std::string sw = str(what, ": stages[", i, "]");
     LR_CHECK(sj.is_object(), InvalidArgument, sw, " must be an object, got ", sj.dump());
-    static const std::set<std::string> known{"depth", "hidden_size",       "mixer",
-                                             "block", "intermediate_size", "num_attention_heads"};
+    static const std::set<std::string> known{"depth",        "hidden_size",       "mixer",
+                                             "block",        "intermediate_size", "num_attention_heads",
+                                             "mixer_options"};
     for (const auto& [key, value] : sj.items())
       LR_CHECK(known.contains(key), InvalidArgument, sw, ": unknown key \"", key,
-               "\" (known: depth, hidden_size, mixer, block, intermediate_size, num_attention_heads)");
+               "\" (known: depth, hidden_size, mixer, block, intermediate_size, num_attention_heads, "
+               "mixer_options)");
+    const Json options = sj.value("mixer_options", Json::object());
+    LR_CHECK(options.is_object(), InvalidArgument, sw, ": \"mixer_options\" must be an object, got ",
+             options.dump());
+    stage_options.push_back(options);
     ImageStage s;
     s.depth = positive_int_key(sj, "depth", sw);
     s.hidden_size = positive_int_key(sj, "hidden_size", sw);
@@ -118,6 +125,15 @@ ImageClassifierConfig ImageClassifierConfig::from_json(const Json& json, std::st
                {"pooling", "mean"}};
     for (const char* key : {"hidden_act", "rope_theta", "mixer_config", "initializer_range"})
       if (json.contains(key)) trunk[key] = json[key];
+    // A stage's own options override the shared ones key by key (SOFT's sr_ratio falls stage by
+    // stage so that every stage keeps the same landmark grid, as in the paper's configs).
+    if (!stage_options[i].empty()) {
+      Json shared = trunk.value("mixer_config", Json::object());
+      Json& mine = shared[s.mixer];
+      if (!mine.is_object()) mine = Json::object();
+      for (const auto& [key, value] : stage_options[i].items()) mine[key] = value;
+      trunk["mixer_config"] = shared;
+    }
     LR_CHECK(s.hidden_size % s.num_attention_heads == 0, InvalidArgument, what, ": stages[", i,
              "]: \"hidden_size\" ", s.hidden_size, " is not a multiple of \"num_attention_heads\" ",
              s.num_attention_heads);

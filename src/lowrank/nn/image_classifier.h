@@ -23,13 +23,14 @@
 //   "architectures": ["LowrankMixerForImageClassification"], "model_type": "lowrank_mixer",
 //   "image_size": n | [h, w], "num_channels": c, "patch_size": p, "num_labels": k,
 //   "stages": [{"depth": L, "hidden_size": D, "mixer": "attention", "block": "prenorm",
-//               "intermediate_size": (default 4·D), "num_attention_heads": (default max(1, D/32))}],
+//               "intermediate_size": (default 4·D), "num_attention_heads": (default max(1, D/32)),
+//               "mixer_options": {...} (this stage's options, over mixer_config's for its mixer)}],
 //   "mixer_config": {...}, "rms_norm_eps", "hidden_act", "rope_theta", "initializer_range"
 //   (unknown keys kept on save).
-// Deviations: attention stays causal over the flattened patches (nn::Attention's only mode, as in
-// the sequence classifier); the bidirectional mixers (soft, neighborhood 2-D, ...) are the ones
-// meant for images. Block "metanext" (InceptionNeXt's MetaNeXt, arXiv:2303.16900) is refused here:
-// its BatchNorm blocks are LowrankConvNetForImageClassification's (nn/convnet.h).
+// Attention is causal over the flattened patches unless its options say "causal": false (the
+// vit-tiny preset writes that: train/classify.cpp). Block "metanext" (InceptionNeXt's MetaNeXt,
+// arXiv:2303.16900) is refused here: its BatchNorm blocks are LowrankConvNetForImageClassification's
+// (nn/convnet.h).
 #pragma once
 
 #include <cstdint>

@@ -571,8 +571,18 @@ TaskTrainSummary task_train_image(const TaskTrainOptions& o, const ClassifyPrese
   const Json keys = nn::with_bidirectional_attention(mixer_keys(
       o.mixer, o.layer_mixers, o.mixer_options, static_cast<int64_t>(config_json.at("stages").size())));
   const Json& mixers = keys.at("layer_mixers");
-  for (size_t i = 0; i < config_json["stages"].size(); ++i)
-    config_json["stages"][i]["mixer"] = mixers.is_string() ? mixers : mixers[i];
+  Json& stages = config_json["stages"];
+  const Json& per_stage = o.stage_mixer_options;
+  LR_CHECK(per_stage.is_array() && (per_stage.empty() || per_stage.size() == stages.size()), InvalidArgument,
+           "--stage-mixer-options: expected a JSON array of ", stages.size(), " objects (one per stage of ",
+           preset.name, "), got ", per_stage.dump());
+  for (size_t i = 0; i < stages.size(); ++i) {
+    stages[i]["mixer"] = mixers.is_string() ? mixers : mixers[i];
+    if (per_stage.empty()) continue;
+    LR_CHECK(per_stage[i].is_object(), InvalidArgument, "--stage-mixer-options: stage ", i,
+             "'s options must be an object, got ", per_stage[i].dump());
+    if (!per_stage[i].empty()) stages[i]["mixer_options"] = per_stage[i];
+  }
   set_image_task_keys(config_json, task);
   config_json["architectures"] = Json::array({"LowrankMixerForImageClassification"});
   config_json["model_type"] = "lowrank_mixer";
@@ -678,6 +688,9 @@ TaskTrainSummary task_train(const TaskTrainOptions& o) {
   const TaskDataset task = TaskDataset::open(o.task);
   check_classification(task);
   const auto& info = task.info();
+  LR_CHECK(o.stage_mixer_options.empty() || !preset.image.empty(), InvalidArgument,
+           "--stage-mixer-options applies to an image preset of token stages (vit-tiny), not ", preset.name,
+           "; use --mixer-options");
   if (!preset.image.empty()) return task_train_image(o, preset, cc, task);
   if (!preset.convnet.empty()) return task_train_convnet(o, preset, cc, task);
   if (!preset.lie_group.empty()) return task_train_lie_group(o, preset, cc, task);

@@ -155,6 +155,9 @@ struct TaskTrainOptions {
   std::string mixer;         // --mixer
   std::string layer_mixers;  // --layer-mixers a,b,...
   Json mixer_options = Json::object();
+  // --stage-mixer-options (image presets with stages of tokens): one object per stage, over
+  // mixer_options for that stage; empty: none.
+  Json stage_mixer_options = Json::array();
   std::string pooling = "mean";
   int64_t steps = 0;       // 0: the preset's
   int64_t batch_size = 0;  // 0: the preset's
