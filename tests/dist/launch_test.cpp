@@ -166,6 +166,54 @@ TEST_F(LaunchTest, FinetuneOnTwoRanksGivesTheOneProcessAdapter) {
   EXPECT_NE(r.out.find("--method loram on 2 ranks"), std::string::npos) << r.out;
 }
 
+// torchrun restarts a failed group with TORCHELASTIC_RESTART_COUNT > 0 and the same command line
+// (no --resume): pretrain and finetune continue from the newest checkpoint and end as the straight
+// run. The test plays torchrun's part, starting both ranks in environment-variable mode.
+TEST_F(LaunchTest, ATorchrunRestartContinuesFromTheCheckpoint) {
+  auto both_ranks = [&](const std::string& env, const std::string& command) {
+    const std::string ranks =
+        str("WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=", free_loopback_port(), " ", env);
+    return run_command(str("bash -c '", ranks, " RANK=1 ", command, " & rank1=$!; ", ranks, " RANK=0 ",
+                           command, "; rank0=$?; wait $rank1; rank1=$?; echo exit $rank0 $rank1'"));
+  };
+  auto r = run_command(pretrain(corpus_, dir_ / "one", 4));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  // The first attempt dies after step 3; the checkpoint of step 2 is on disk.
+  r = both_ranks("", pretrain(corpus_, dir_ / "restarted", 4, "--stop-after 3"));
+  ASSERT_NE(r.out.find("exit 0 0"), std::string::npos) << r.out;
+  ASSERT_FALSE(fs::exists(dir_ / "restarted/pretrain.json"));
+  r = both_ranks("TORCHELASTIC_RESTART_COUNT=1", pretrain(corpus_, dir_ / "restarted", 4));
+  ASSERT_NE(r.out.find("exit 0 0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("at step 2"), std::string::npos) << r.out;  // "resuming from ... at step 2"
+  expect_same_run(dir_ / "restarted", dir_ / "one", 4);
+
+  // finetune: the same, for a LoRA adapter over the model just trained.
+  const auto finetune = [&](const char* out, const std::string& more) {
+    return str(testing::lowrank_binary().string(), " --threads 1 finetune --model ",
+               (dir_ / "one/model").string(), " --method lora --r 4 --data ", corpus_.string(),
+               " --max-documents 40 --steps 4 --batch 4 --seq-len 32 --checkpoint-every 2 --out ",
+               (dir_ / out).string(), " --dist-timeout 20 ", more);
+  };
+  r = run_command(finetune("lora-one", ""));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = both_ranks("", finetune("lora-restarted", "--stop-after 3"));
+  ASSERT_NE(r.out.find("exit 0 0"), std::string::npos) << r.out;
+  r = both_ranks("TORCHELASTIC_RESTART_COUNT=1", finetune("lora-restarted", ""));
+  ASSERT_NE(r.out.find("exit 0 0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("at step 2"), std::string::npos) << r.out;
+  const auto la = read_jsonl(dir_ / "lora-restarted/run/metrics.jsonl");
+  const auto lb = read_jsonl(dir_ / "lora-one/run/metrics.jsonl");
+  ASSERT_EQ(la.size(), 4u);
+  ASSERT_EQ(lb.size(), 4u);
+  for (size_t i = 0; i < la.size(); ++i)
+    EXPECT_NEAR(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>(), 1e-5 * lb[i]["loss"].get<double>())
+        << "step " << i + 1;
+  const SafetensorsFile wa = SafetensorsFile::open(dir_ / "lora-restarted/adapter_model.safetensors");
+  const SafetensorsFile wb = SafetensorsFile::open(dir_ / "lora-one/adapter_model.safetensors");
+  for (const TensorInfo& info : wa.tensors())
+    EXPECT_LE(testing::max_abs_diff(wa.load(info.name), wb.load(info.name)), 5e-5) << info.name;
+}
+
 TEST_F(LaunchTest, AKilledRankStopsTheOtherAndTheCheckpointResumes) {
   const fs::path out = dir_ / "killed", log = dir_ / "launcher.log";
   const std::string command = pretrain(corpus_, out, 60, "--nproc 2") + " > " + log.string() + " 2>&1";

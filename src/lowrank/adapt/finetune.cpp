@@ -177,17 +177,16 @@ FinetuneSummary finetune(const FinetuneOptions& o, dist::Group* group) {
   train::check_data_parallel_config(trainer, world, o.zero);
   LR_CHECK(world == 1 || !loram, Unsupported, "--method loram on ", world,
            " ranks: its alignment run is not data-parallel yet; run it in one process");
-  train::DataParallel parallel;
-  if (group) {
-    parallel.group = group;
-    parallel.reducer.bucket_bytes = o.bucket_bytes;
-    parallel.zero = o.zero;
-    parallel.fingerprint = {{"finetune method", o.method},
-                            {"adapter config", config_json.dump()},
-                            {"base model config", read_text_file(o.model / "config.json")},
-                            {"corpus", o.corpus}};
-  }
+  const train::DataParallel parallel =
+      group ? train::make_data_parallel(group, o.bucket_bytes, o.zero,
+                                        {{"finetune method", o.method},
+                                         {"adapter config", config_json.dump()},
+                                         {"base model config", read_text_file(o.model / "config.json")},
+                                         {"corpus", o.corpus}})
+            : train::DataParallel{};
   const train::DataParallel* dp = group ? &parallel : nullptr;
+  // --resume, or a torchrun restart with a checkpoint to continue from.
+  const bool resume = train::resume_after_restart(group, o.out / "run", o.resume);
 
   // 1. Dataset, tokenized with the model's tokenizer (by rank 0; the other ranks wait for it).
   fs::create_directories(o.out);
@@ -213,7 +212,7 @@ FinetuneSummary finetune(const FinetuneOptions& o, dist::Group* group) {
     // result written as an HF model directory in OUT/model.
     s.trainable_parameters = s.base_parameters;
     const train::TrainResult r =
-        timed_training(s, [&] { return train::train(model, stream, trainer, o.out / "run", o.resume, dp); });
+        timed_training(s, [&] { return train::train(model, stream, trainer, o.out / "run", resume, dp); });
     if (!r.finished || rank != 0) return s;        // rank 0 alone writes the result
     if (compress::is_compressed_model(o.model)) {  // its operators, trained, in the same format
       fs::remove_all(o.out / "model");
@@ -247,7 +246,7 @@ FinetuneSummary finetune(const FinetuneOptions& o, dist::Group* group) {
     log::info("finetune: welore trains ", components.lrc.size(), " low-rank components (",
               components.nlrc.size(), " dense ones frozen): ", s.trainable_parameters, " parameters");
     const train::TrainResult r = timed_training(
-        s, [&] { return train::train(model, target, stream, trainer, o.out / "run", o.resume, dp); });
+        s, [&] { return train::train(model, target, stream, trainer, o.out / "run", resume, dp); });
     if (!r.finished || rank != 0) return s;
     OrderedJson extra = OrderedJson::object();
     for (const auto& [key, value] : welore_source.items())
@@ -347,7 +346,7 @@ FinetuneSummary finetune(const FinetuneOptions& o, dist::Group* group) {
   }
   adapter.set_training(true);
   const train::TrainResult r = timed_training(
-      s, [&] { return train::train(train_model, target, stream, trainer, o.out / "run", o.resume, dp); });
+      s, [&] { return train::train(train_model, target, stream, trainer, o.out / "run", resume, dp); });
   adapter.set_training(false);
   if (!r.finished || rank != 0) return s;
 

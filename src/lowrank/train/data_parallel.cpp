@@ -6,6 +6,7 @@
 #include "lowrank/core/error.h"
 #include "lowrank/data/tasks/sha256.h"
 #include "lowrank/optim/low_rank_adam.h"
+#include "lowrank/train/checkpoint.h"
 #include "lowrank/train/trainer.h"
 #include "lowrank/version.h"
 
@@ -84,6 +85,21 @@ void check_same_projectors(dist::Group& group, const optim::Optimizer& optimizer
   LR_CHECK(differ.empty(), InvalidArgument, "after the projector refresh of step ", step, " rank(s) ", differ,
            " hold other projectors than rank 0 (an SVD on other hardware can flip signs); the replicas would "
            "drift apart: run with --zero 1, where only the owning rank computes a projector");
+}
+
+DataParallel make_data_parallel(dist::Group* group, int64_t bucket_bytes, int zero, Fingerprint fingerprint) {
+  DataParallel parallel;
+  if (!group) return parallel;
+  parallel.group = group;
+  parallel.reducer.bucket_bytes = bucket_bytes;
+  parallel.zero = zero;
+  parallel.fingerprint = std::move(fingerprint);
+  return parallel;
+}
+
+bool resume_after_restart(const dist::Group* group, const std::filesystem::path& run_dir, bool resume) {
+  if (resume || !group || group->world().restart_count == 0) return resume;
+  return latest_checkpoint(run_dir).has_value();
 }
 
 void check_data_parallel_config(const TrainerConfig& config, int world_size, int zero) {

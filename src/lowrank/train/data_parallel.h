@@ -13,6 +13,7 @@
 //   (check_same_run): a mismatch stops every rank with the first field that differs.
 #pragma once
 
+#include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +46,15 @@ struct DataParallel {
   int rank() const { return group ? group->rank() : 0; }
   int size() const { return group ? group->size() : 1; }
 };
+
+// The DataParallel of a run on `group` (null: one process, an empty one): DDP's bucket cap
+// `bucket_bytes`, ZeRO stage `zero` and the run's own fingerprint fields.
+DataParallel make_data_parallel(dist::Group* group, int64_t bucket_bytes, int zero, Fingerprint fingerprint);
+
+// Whether a run continues from a checkpoint: `resume` (--resume), or torchrun restarted the group
+// (TORCHELASTIC_RESTART_COUNT > 0) and `run_dir` holds a checkpoint, which every restarted worker
+// then continues from, as torchrun's elastic agent expects of its workers.
+bool resume_after_restart(const dist::Group* group, const std::filesystem::path& run_dir, bool resume);
 
 // The trainer's part of a run's fingerprint: the version, the trainer config (optimizer and
 // parameterisation with their options), every trained tensor's name, shape and dtype, and the

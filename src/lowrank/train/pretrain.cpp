@@ -308,25 +308,19 @@ PretrainSummary pretrain(const PretrainOptions& o, dist::Group* group) {
   if (builds && group) group->barrier();
 
   // 3. Training.
-  const nn::ModelConfig model_config = nn::ModelConfig::from_json(
-      preset_model_config(preset, tokenizer.vocab_size(), mixers), "preset " + preset.name);
+  const Json model_config_json = preset_model_config(preset, tokenizer.vocab_size(), mixers);
+  const nn::ModelConfig model_config = nn::ModelConfig::from_json(model_config_json, "preset " + preset.name);
   nn::LoadOptions load;
   load.device = device;
   nn::Model model = nn::Model::random(model_config, o.seed, load);
   const auto t0 = std::chrono::steady_clock::now();
-  bool resume = o.resume;
-  DataParallel parallel;
-  if (group) {
-    parallel.group = group;
-    parallel.reducer.bucket_bytes = o.bucket_bytes;
-    parallel.zero = o.zero;
-    parallel.fingerprint = {
-        {"pretrain arguments", args.dump()},
-        {"tokenizer", data::tasks::sha256_file(tokenizer_path)},
-        {"model config", preset_model_config(preset, tokenizer.vocab_size(), mixers).dump()}};
-    // torchrun restarted the group: continue from the newest checkpoint, if any.
-    if (group->world().restart_count > 0 && latest_checkpoint(o.out / "run")) resume = true;
-  }
+  const bool resume = resume_after_restart(group, o.out / "run", o.resume);
+  const DataParallel parallel =
+      group ? make_data_parallel(group, o.bucket_bytes, o.zero,
+                                 {{"pretrain arguments", args.dump()},
+                                  {"tokenizer", data::tasks::sha256_file(tokenizer_path)},
+                                  {"model config", model_config_json.dump()}})
+            : DataParallel{};
   const TrainResult r = train(model, stream, tc, o.out / "run", resume, group ? &parallel : nullptr);
   PretrainSummary s;
   s.model_dir = model_dir;
