@@ -29,6 +29,7 @@
 #include "lowrank/nn/multivector.h"
 #include "lowrank/nn/multivector_index.h"
 #include "lowrank/train/crisp.h"
+#include "lowrank/train/epoch_loop.h"
 #include "lowrank/train/retrieval_eval.h"
 
 namespace lowrank::cli {
@@ -158,7 +159,10 @@ void run_train(const TrainFlags& flags, const GlobalOptions& global) {
   report["query_tokens_mean"] = mean_length(queries);
   report["document_tokens_mean"] = mean_length(documents);
   report["final_loss"] = r.steps.empty() ? 0.0 : r.steps.back().loss;
-  report["config"] = config.to_json();
+  // The trainer's steps as the run resolved them (with --epochs, from the epochs and pair count).
+  train::RetrievalTrainConfig resolved = config;
+  resolved.trainer = train::epoch_trainer_config(config.trainer, config.epochs, queries.size());
+  report["config"] = resolved.to_json();
   report["data"] = data_json(flags.data);
   write_json_file(out / "train.json", report);
   print_report(report, global,

@@ -73,6 +73,16 @@ TEST(RetrieveCliTest, TrainsIndexesAndEvaluates) {
   r = run_command(retrieve("train" + more));
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_EQ(read_json_file(tmp / "more" / "train.json").at("steps"), 2);
+  // --epochs sets the length: train.json's trainer config holds the steps the run resolved (40 pairs,
+  // batches of 8: 5 a pass), not 0.
+  r = run_command(retrieve("train --init " + model + " --method colbert --corpus " + corpus + " --out " +
+                           (tmp / "epochs").string() +
+                           " --train-pairs 40 --test-queries 8 --test-documents 20 --min-query-words 4 "
+                           "--epochs 1 --batch-size 8 --quiet"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const Json epochs = read_json_file(tmp / "epochs" / "train.json");
+  EXPECT_EQ(epochs.at("steps"), 5);
+  EXPECT_EQ(epochs.at("config").at("trainer").at("steps"), 5);
 
   // A document file indexes, but eval refuses it: its queries are not that file's.
   std::ofstream(tmp / "docs.txt") << "first document here\nsecond one\n";
