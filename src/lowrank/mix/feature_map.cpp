@@ -2,6 +2,7 @@
 #include "lowrank/mix/feature_map.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <limits>
@@ -56,35 +57,46 @@ void RandomFeatures::set_projection(const at::Tensor& projection) {
   projection_ = projection.to(at::kDouble).cpu().contiguous();
 }
 
+at::Tensor RandomFeatures::signed_projection(const at::TensorOptions& options) const {
+  // x̂ = x·d^(−1/4): the scale folded into W, so one GEMM gives W x̂ (and −W x̂ for cosh) with no
+  // pass over x̂ or a concatenation of the [.., m] result.
+  const at::Tensor w = projection_ * std::pow(static_cast<double>(head_dim_), -0.25);
+  return (kind_ == FeatureKind::kCosh ? at::cat({w, -w}, 0) : w).to(options);
+}
+
 std::pair<at::Tensor, at::Tensor> RandomFeatures::log_features(const at::Tensor& x) const {
-  const double normaliser = std::pow(static_cast<double>(head_dim_), -0.25);
-  const at::Tensor xh = x * normaliser;
-  at::Tensor projected = at::matmul(xh, projection_.to(x.options()).t());
-  if (kind_ == FeatureKind::kCosh) projected = at::cat({projected, -projected}, -1);
-  const at::Tensor half_norm = xh.square().sum(-1, /*keepdim=*/true) * 0.5;
-  at::Tensor log_feature = projected - half_norm;
-  at::Tensor stabilised_on = stabilise_ == StabiliseOn::kLogFeature ? log_feature : projected;
-  return {std::move(log_feature), std::move(stabilised_on)};
+  const double normaliser_sq = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  at::Tensor projected = at::matmul(x, signed_projection(x.options()).t());
+  const at::Tensor half_norm = x.square().sum(-1, /*keepdim=*/true) * (0.5 * normaliser_sq);
+  // max(a) = max(W x̂) − ‖x̂‖²/2: the row maximum of either quantity, from one pass.
+  at::Tensor row_max = at::amax(projected, {-1}, /*keepdim=*/true);
+  if (stabilise_ == StabiliseOn::kLogFeature) row_max = row_max - half_norm;
+  // Without a graph to keep (inference, or inputs that need no gradient) the [.., m] tensor is
+  // updated in place: each pass over it is then one read and one write, with no new allocation.
+  at::Tensor log_feature = in_place(x) ? projected.sub_(half_norm) : projected - half_norm;
+  return {std::move(log_feature), row_max.detach()};
+}
+
+bool RandomFeatures::in_place(const at::Tensor& x) {
+  return !(at::GradMode::is_enabled() && x.requires_grad());
 }
 
 QueryFeatures RandomFeatures::queries(const at::Tensor& q) const {
-  const auto [a, on] = log_features(q);
-  const at::Tensor c = at::amax(on, {-1}, /*keepdim=*/true).detach();
-  at::Tensor features = at::exp(a - c);
-  if (eps_ != 0.0) features = features + eps_;
+  auto [a, c] = log_features(q);
+  at::Tensor features = in_place(q) ? a.sub_(c).exp_() : at::exp(a - c);
+  if (eps_ != 0.0) features = in_place(q) ? features.add_(eps_) : features + eps_;
   const double half_log_m = 0.5 * std::log(static_cast<double>(n_features()));
   return {features, c - half_log_m};
 }
 
 KeyFeatures RandomFeatures::keys(const at::Tensor& k, const at::Tensor& key_mask) const {
-  const auto [a, on] = log_features(k);
+  auto [a, own] = log_features(k);
   const double inf = std::numeric_limits<double>::infinity();
-  at::Tensor own = at::amax(on, {-1}, /*keepdim=*/true).detach();
   if (key_mask.defined()) own = own.masked_fill(key_mask.eq(0), -inf);
   // A row without any real key keeps a finite stabiliser (its features are all zero anyway).
   const at::Tensor c = finite_or(at::amax(own, {-2}, /*keepdim=*/true), at::zeros({}, own.options()));
-  at::Tensor features = at::exp(a - c);
-  if (key_mask.defined()) features = features * key_mask;
+  at::Tensor features = in_place(k) ? a.sub_(c).exp_() : at::exp(a - c);
+  if (key_mask.defined()) features = in_place(k) ? features.mul_(key_mask) : features * key_mask;
   return {features, c, own, key_mask};
 }
 
@@ -103,7 +115,7 @@ LowRankTerms RandomFeatures::attend(const QueryFeatures& q, const KeyFeatures& k
     const at::Tensor kv = at::matmul(kf.transpose(-1, -2), v);  // [.., m, Dv]
     const at::Tensor z = kf.sum(-2, /*keepdim=*/true);          // [.., 1, m]
     out.numerator = at::matmul(qf, kv);
-    out.normaliser = (qf * z).sum(-1, /*keepdim=*/true);
+    out.normaliser = at::matmul(qf, z.transpose(-1, -2));  // Σ_f φ(q)_f z_f, no [.., T, m] product
     out.log_scale = q.log_scale + k.stabiliser - half_log_m;
     return out;
   }
@@ -157,8 +169,8 @@ RunningFeatureSums::RunningFeatureSums(int64_t batch, int64_t heads, int64_t m, 
       max(at::full({batch, heads, 1, 1}, -std::numeric_limits<double>::infinity(), options)) {}
 
 void RunningFeatureSums::add(const RandomFeatures& features, const at::Tensor& k, const at::Tensor& v) {
-  const auto [a, on] = features.log_features(k);
-  const at::Tensor grown = at::maximum(max, at::amax(on, {-1}, /*keepdim=*/true));
+  const auto [a, row_max] = features.log_features(k);
+  const at::Tensor grown = at::maximum(max, row_max);
   // The sums so far were at scale `max`; exp(−inf) = 0 rescales the empty sums harmlessly.
   const at::Tensor rescale = at::exp(max - grown);
   const at::Tensor feature = at::exp(a - grown);  // [B, H, 1, m]

@@ -88,8 +88,8 @@ class RandomFeatures {
   // Replaces W (a matrix drawn elsewhere, e.g. by a reference library); [rows, head_dim].
   void set_projection(const at::Tensor& projection);
 
-  // The log of the unscaled feature, a = [±]W x̂ − ‖x̂‖²/2 [.., m], and the quantity whose maximum
-  // stabilises it (a, or W x̂ for kProjection).
+  // The log of the unscaled feature, a = [±]W x̂ − ‖x̂‖²/2 [.., m], and the row maximum [.., 1]
+  // (detached) of the quantity that stabilises it (a, or W x̂ for kProjection).
   std::pair<at::Tensor, at::Tensor> log_features(const at::Tensor& x) const;
   QueryFeatures queries(const at::Tensor& q) const;
   // key_mask [.., S, 1] or undefined.
@@ -99,6 +99,11 @@ class RandomFeatures {
   LowRankTerms attend(const QueryFeatures& q, const KeyFeatures& k, const at::Tensor& v, bool causal) const;
 
  private:
+  // d^(−1/4)·W, with −d^(−1/4)·W appended for cosh: [m, d] in `options`.
+  at::Tensor signed_projection(const at::TensorOptions& options) const;
+  // Whether the feature tensors of x may be updated in place (no autograd graph to keep).
+  static bool in_place(const at::Tensor& x);
+
   int64_t head_dim_;
   FeatureKind kind_;
   StabiliseOn stabilise_;

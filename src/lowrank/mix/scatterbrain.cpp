@@ -2,6 +2,7 @@
 #include "lowrank/mix/scatterbrain.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <limits>
@@ -64,12 +65,25 @@ struct SparseTerms {
 SparseTerms block_terms(const at::Tensor& qb, const at::Tensor& kb, const at::Tensor& vb,
                         const at::Tensor& allowed, const at::Tensor& count, const at::Tensor& qfb,
                         const at::Tensor& kfb, double scale) {
-  at::Tensor s = at::matmul(qb, kb.transpose(-1, -2)) * scale;
-  if (count.defined()) s = s - at::log(count.clamp_min(1));
-  s = s.masked_fill(allowed.logical_not(), -kInf);
+  // Without a graph to keep, the [.., C, keys] score and dot blocks are updated in place: one read
+  // and one write per pass, no new allocation (inference: the drop-in and decode paths).
+  const auto needs_grad = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
+  const bool in_place = !(at::GradMode::is_enabled() && (needs_grad(qb) || needs_grad(kb) || needs_grad(vb) ||
+                                                         needs_grad(qfb) || needs_grad(kfb)));
+  const at::Tensor outside = allowed.logical_not();
+  at::Tensor s = at::matmul(qb, kb.transpose(-1, -2));
+  if (in_place) {
+    s.mul_(scale);
+    if (count.defined()) s.sub_(at::log(count.clamp_min(1)));
+    s.masked_fill_(outside, -kInf);
+  } else {
+    s = s * scale;
+    if (count.defined()) s = s - at::log(count.clamp_min(1));
+    s = s.masked_fill(outside, -kInf);
+  }
   const at::Tensor mx = at::amax(s, {-1}, /*keepdim=*/true);
   const at::Tensor shift = at::where(mx.isfinite(), mx, at::zeros_like(mx)).detach();
-  const at::Tensor p = at::exp(s - shift);
+  const at::Tensor p = in_place ? s.sub_(shift).exp_() : at::exp(s - shift);
   const at::Tensor row_sum = p.sum(-1, /*keepdim=*/true);
   const at::Tensor any = row_sum.gt(0);
   const at::Tensor safe_sum = at::where(any, row_sum, at::ones_like(row_sum));
@@ -77,19 +91,32 @@ SparseTerms block_terms(const at::Tensor& qb, const at::Tensor& kb, const at::Te
   out.lse = at::where(any, shift + at::log(safe_sum), at::full_like(row_sum, -kInf));
   out.weighted = at::matmul(p, vb) / safe_sum;
   if (qfb.defined()) {
-    at::Tensor dots = at::matmul(qfb, kfb.transpose(-1, -2)).masked_fill(allowed.logical_not(), 0.0);
-    if (count.defined()) dots = dots / count.clamp_min(1);
+    at::Tensor dots = at::matmul(qfb, kfb.transpose(-1, -2));
+    if (in_place) {
+      dots.masked_fill_(outside, 0.0);
+      if (count.defined()) dots.div_(count.clamp_min(1));
+    } else {
+      dots = dots.masked_fill(outside, 0.0);
+      if (count.defined()) dots = dots / count.clamp_min(1);
+    }
     out.dots_sum = dots.sum(-1, /*keepdim=*/true);
     out.dots_v = at::matmul(dots, vb);
   }
   return out;
 }
 
-// x [.., T, c] -> [.., nb, 3C, c]: key block b covers positions [(b − 1)C, (b + 2)C), zero-padded.
-at::Tensor key_blocks(const at::Tensor& x, int64_t C, int64_t nb) {
+// The keys a block of C queries can see under a window: block b covers positions
+// [bC − front, bC − front + width), zero-padded outside [0, T).
+struct KeyWindow {
+  int64_t front = 0, width = 0;
+};
+
+// x [.., T, c] -> [.., nb, width, c].
+at::Tensor key_blocks(const at::Tensor& x, int64_t C, int64_t nb, KeyWindow kw) {
   const int64_t T = x.size(-2);
-  const at::Tensor padded = at::constant_pad_nd(x, {0, 0, C, nb * C - T + C});
-  return padded.unfold(-2, 3 * C, C).transpose(-1, -2);
+  const int64_t back = std::max<int64_t>(0, (nb - 1) * C + kw.width - kw.front - T);
+  const at::Tensor padded = at::constant_pad_nd(x, {0, 0, kw.front, back});
+  return padded.unfold(-2, kw.width, C).narrow(-3, 0, nb).transpose(-1, -2);
 }
 
 // x [.., T, c] -> [.., nb, C, c], zero-padded to nb·C rows.
@@ -293,23 +320,27 @@ at::Tensor KernelAttentionMixer::mix(const at::Tensor& q, const at::Tensor& k, c
     const int64_t w = options_.window;
     const int64_t C = std::min(w, T);
     const int64_t nb = (T + C - 1) / C;
+    // Query i sees keys i − w < j ≤ i (causal) or i − ⌊w/2⌋ ≤ j < i + ⌈w/2⌉: a block of C queries
+    // needs C + w − 1 keys, so blocks of C + w (2C when C = w) starting w (causal) or ⌊w/2⌋ before.
+    const KeyWindow kw{causal ? w : w / 2, C + w};
     const auto long_opts = at::TensorOptions().dtype(at::kLong).device(q.device());
     const at::Tensor qpos = at::arange(nb * C, long_opts).view({nb, C, 1});
     const at::Tensor kpos =
-        (at::arange(nb, long_opts).view({nb, 1}) * C - C + at::arange(3 * C, long_opts)).view({nb, 1, 3 * C});
+        (at::arange(nb, long_opts).view({nb, 1}) * C - kw.front + at::arange(kw.width, long_opts))
+            .view({nb, 1, kw.width});
     const at::Tensor offset = kpos - qpos;  // j − i
     at::Tensor allowed = kpos.ge(0).logical_and(kpos.lt(T));
     if (causal)
       allowed = allowed.logical_and(offset.le(0)).logical_and(offset.gt(-w));
     else
       allowed = allowed.logical_and(offset.ge(-(w / 2))).logical_and(offset.lt((w + 1) / 2));
-    allowed = allowed.view({1, 1, nb, C, 3 * C});
+    allowed = allowed.view({1, 1, nb, C, kw.width});
     if (key_mask.defined())
-      allowed =
-          allowed.logical_and(key_blocks(key_mask, C, nb).transpose(-1, -2).gt(0));  // [B, 1, nb, 1, 3C]
-    sparse = block_terms(query_blocks(q, C, nb), key_blocks(k, C, nb), key_blocks(v, C, nb), allowed,
+      allowed = allowed.logical_and(
+          key_blocks(key_mask, C, nb, kw).transpose(-1, -2).gt(0));  // [B, 1, nb, 1, width]
+    sparse = block_terms(query_blocks(q, C, nb), key_blocks(k, C, nb, kw), key_blocks(v, C, nb, kw), allowed,
                          at::Tensor(), with_dots ? query_blocks(qf->features, C, nb) : at::Tensor(),
-                         with_dots ? key_blocks(kf->features, C, nb) : at::Tensor(), scale_);
+                         with_dots ? key_blocks(kf->features, C, nb, kw) : at::Tensor(), scale_);
     sparse.lse = unblock(sparse.lse, T);
     sparse.weighted = unblock(sparse.weighted, T);
     if (with_dots) {
