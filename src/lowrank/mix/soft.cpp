@@ -1,6 +1,7 @@
 // SOFT's softmax-free attention; see soft.h.
 #include "lowrank/mix/soft.h"
 
+#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
@@ -32,7 +33,13 @@ at::Tensor squared_distances(const at::Tensor& a, const at::Tensor& b) {
 }
 
 at::Tensor gaussian_kernel(const at::Tensor& a, const at::Tensor& b) {
-  return at::exp(squared_distances(a, b) * -0.5);
+  if (at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad()))
+    return at::exp(squared_distances(a, b) * -0.5);
+  // No graph to keep: exp(a·b − ‖a‖²/2 − ‖b‖²/2) with the [..., n, m] tensor updated in place.
+  at::Tensor k = at::matmul(a, b.transpose(-1, -2));
+  k.sub_(a.square().sum(-1, /*keepdim=*/true).mul_(0.5));
+  k.sub_(b.square().sum(-1).unsqueeze(-2).mul_(0.5));
+  return k.exp_();
 }
 
 at::Tensor newton_iterate(const at::Tensor& mat, int64_t iters, double ridge, bool backoff) {
@@ -100,7 +107,9 @@ at::Tensor soft_nystrom(const at::Tensor& q, const at::Tensor& landmarks, const 
   } else {
     inv = newton_inverse(bm, iters, ridge);
   }
-  return at::matmul(at::matmul(a, inv), at::matmul(a.transpose(-1, -2), v));
+  // A (B⁺ (Aᵀ V)): the same product as the reference's (A B⁺)(Aᵀ V), associated so that no n×m×m
+  // product is formed (2·n·m·d + m²·d multiply-adds instead of n·m² + 2·n·m·d).
+  return at::matmul(a, at::matmul(inv, at::matmul(a.transpose(-1, -2), v)));
 }
 
 SoftOptions soft_options(const nn::MixerSpec& spec) {
