@@ -2,13 +2,13 @@
 #include "lowrank/mix/feature_map.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "lowrank/core/error.h"
+#include "lowrank/mix/graph_free.h"
 
 namespace lowrank::mix {
 namespace {
@@ -73,18 +73,15 @@ std::pair<at::Tensor, at::Tensor> RandomFeatures::log_features(const at::Tensor&
   if (stabilise_ == StabiliseOn::kLogFeature) row_max = row_max - half_norm;
   // Without a graph to keep (inference, or inputs that need no gradient) the [.., m] tensor is
   // updated in place: each pass over it is then one read and one write, with no new allocation.
-  at::Tensor log_feature = in_place(x) ? projected.sub_(half_norm) : projected - half_norm;
+  at::Tensor log_feature = keeps_no_graph({x}) ? projected.sub_(half_norm) : projected - half_norm;
   return {std::move(log_feature), row_max.detach()};
-}
-
-bool RandomFeatures::in_place(const at::Tensor& x) {
-  return !(at::GradMode::is_enabled() && x.requires_grad());
 }
 
 QueryFeatures RandomFeatures::queries(const at::Tensor& q) const {
   auto [a, c] = log_features(q);
-  at::Tensor features = in_place(q) ? a.sub_(c).exp_() : at::exp(a - c);
-  if (eps_ != 0.0) features = in_place(q) ? features.add_(eps_) : features + eps_;
+  const bool in_place = keeps_no_graph({q});
+  at::Tensor features = in_place ? a.sub_(c).exp_() : at::exp(a - c);
+  if (eps_ != 0.0) features = in_place ? features.add_(eps_) : features + eps_;
   const double half_log_m = 0.5 * std::log(static_cast<double>(n_features()));
   return {features, c - half_log_m};
 }
@@ -95,8 +92,9 @@ KeyFeatures RandomFeatures::keys(const at::Tensor& k, const at::Tensor& key_mask
   if (key_mask.defined()) own = own.masked_fill(key_mask.eq(0), -inf);
   // A row without any real key keeps a finite stabiliser (its features are all zero anyway).
   const at::Tensor c = finite_or(at::amax(own, {-2}, /*keepdim=*/true), at::zeros({}, own.options()));
-  at::Tensor features = in_place(k) ? a.sub_(c).exp_() : at::exp(a - c);
-  if (key_mask.defined()) features = in_place(k) ? features.mul_(key_mask) : features * key_mask;
+  const bool in_place = keeps_no_graph({k});
+  at::Tensor features = in_place ? a.sub_(c).exp_() : at::exp(a - c);
+  if (key_mask.defined()) features = in_place ? features.mul_(key_mask) : features * key_mask;
   return {features, c, own, key_mask};
 }
 

@@ -101,8 +101,6 @@ class RandomFeatures {
  private:
   // d^(−1/4)·W, with −d^(−1/4)·W appended for cosh: [m, d] in `options`.
   at::Tensor signed_projection(const at::TensorOptions& options) const;
-  // Whether the feature tensors of x may be updated in place (no autograd graph to keep).
-  static bool in_place(const at::Tensor& x);
 
   int64_t head_dim_;
   FeatureKind kind_;

@@ -2,13 +2,13 @@
 #include "lowrank/mix/scatterbrain.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <limits>
 #include <set>
 
 #include "lowrank/core/error.h"
+#include "lowrank/mix/graph_free.h"
 #include "lowrank/nn/config.h"
 #include "lowrank/nn/linear_slot.h"
 #include "lowrank/nn/rope.h"
@@ -67,9 +67,7 @@ SparseTerms block_terms(const at::Tensor& qb, const at::Tensor& kb, const at::Te
                         const at::Tensor& kfb, double scale) {
   // Without a graph to keep, the [.., C, keys] score and dot blocks are updated in place: one read
   // and one write per pass, no new allocation (inference: the drop-in and decode paths).
-  const auto needs_grad = [](const at::Tensor& t) { return t.defined() && t.requires_grad(); };
-  const bool in_place = !(at::GradMode::is_enabled() && (needs_grad(qb) || needs_grad(kb) || needs_grad(vb) ||
-                                                         needs_grad(qfb) || needs_grad(kfb)));
+  const bool in_place = keeps_no_graph({qb, kb, vb, qfb, kfb});
   const at::Tensor outside = allowed.logical_not();
   at::Tensor s = at::matmul(qb, kb.transpose(-1, -2));
   if (in_place) {

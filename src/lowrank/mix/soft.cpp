@@ -1,12 +1,12 @@
 // SOFT's softmax-free attention; see soft.h.
 #include "lowrank/mix/soft.h"
 
-#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
 
 #include "lowrank/core/error.h"
+#include "lowrank/mix/graph_free.h"
 #include "lowrank/mix/mixer_options.h"
 #include "lowrank/nn/config.h"
 
@@ -33,8 +33,7 @@ at::Tensor squared_distances(const at::Tensor& a, const at::Tensor& b) {
 }
 
 at::Tensor gaussian_kernel(const at::Tensor& a, const at::Tensor& b) {
-  if (at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad()))
-    return at::exp(squared_distances(a, b) * -0.5);
+  if (!keeps_no_graph({a, b})) return at::exp(squared_distances(a, b) * -0.5);
   // No graph to keep: exp(a·b − ‖a‖²/2 − ‖b‖²/2) with the [..., n, m] tensor updated in place.
   at::Tensor k = at::matmul(a, b.transpose(-1, -2));
   k.sub_(a.square().sum(-1, /*keepdim=*/true).mul_(0.5));
