@@ -39,6 +39,9 @@ VerbRunner add_pretrain(CLI::App& app, const GlobalOptions& global) {
                   "Stop after step N without writing a checkpoint, as if killed (for testing --resume)");
   cmd->add_option("--max-documents", o->max_documents, "Use only the first N documents of the corpus");
   cmd->add_option("--batch-size", o->batch_size, "Windows per optimizer step (default: the preset's)");
+  cmd->add_option(
+      "--seq-len", o->seq_len,
+      "Tokens per training window, and the model's max_position_embeddings (default: the preset's)");
   cmd->add_option("--device", o->device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--autocast", o->autocast,
                   "bf16 or fp16: autocast of the forward passes on the device (weights and optimizer stay "

@@ -253,5 +253,23 @@ TEST(PretrainCliTest, LearningRateFlagSetsThePeak) {
   EXPECT_FALSE(fs::exists(dir / "negative"));
 }
 
+// --seq-len sets the training windows and the model's positions together (a model trained on
+// 48-token windows that could only place 128 would be as wrong as one trained on 128 that places
+// 48). Zero or negative is refused before any stage.
+TEST(PretrainCliTest, SeqLenFlagSetsTheWindowsAndThePositions) {
+  testing::TempDir dir;
+  const fs::path corpus = testing::write_word_corpus(dir / "corpus.txt", kParagraphs);
+  auto r = run_command(shell(with(pretrain_args(corpus, 2, dir / "seq"), {"--seq-len", "48"})));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const Json summary = read_json_file(dir / "seq/pretrain.json");
+  EXPECT_EQ(summary["trainer"]["seq_len"].get<int64_t>(), 48);
+  EXPECT_EQ(read_json_file(dir / "seq/model/config.json")["max_position_embeddings"].get<int64_t>(), 48);
+  EXPECT_EQ(summary["validation"]["seq_len"].get<int64_t>(), 48);
+  r = run_command(shell(with(pretrain_args(corpus, 2, dir / "negative"), {"--seq-len", "-4"})));
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("--seq-len must be positive, got -4"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "negative"));
+}
+
 }  // namespace
 }  // namespace lowrank::train

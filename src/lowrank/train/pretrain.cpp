@@ -71,6 +71,7 @@ OrderedJson args_json(const PretrainOptions& o, const TrainerConfig& c) {
     j["parameterization_options"] = c.parameterization_options;
   }
   if (o.batch_size > 0) j["batch_size"] = c.batch_size;
+  if (o.seq_len > 0) j["seq_len"] = c.seq_len;
   if (o.device != "cpu") j["device"] = o.device;
   if (!o.autocast.empty()) j["autocast"] = o.autocast;
   if (!o.mixer.empty() || !o.layer_mixers.empty()) {
@@ -194,7 +195,9 @@ OrderedJson PretrainSummary::to_json() const {
 
 PretrainSummary pretrain(const PretrainOptions& o, dist::Group* group) {
   LR_CHECK(!o.out.empty(), InvalidArgument, "--out: an output directory is required");
-  const PretrainPreset preset = pretrain_preset(o.preset);
+  PretrainPreset preset = pretrain_preset(o.preset);
+  LR_CHECK(o.seq_len >= 0, InvalidArgument, "--seq-len must be positive, got ", o.seq_len);
+  if (o.seq_len > 0) preset.trainer.seq_len = o.seq_len;  // the windows and the model's positions
   TrainerConfig tc = preset.trainer;
   if (o.steps > 0) tc.steps = o.steps;
   LR_CHECK(o.batch_size >= 0, InvalidArgument, "--batch-size must be positive, got ", o.batch_size);

@@ -58,6 +58,7 @@ struct PretrainOptions {
   std::filesystem::path out;
   int64_t steps = 0;       // 0: the preset's
   int64_t batch_size = 0;  // windows per step; 0: the preset's
+  int64_t seq_len = 0;     // tokens per window and the model's max_position_embeddings; 0: the preset's
   double lr = 0;           // peak learning rate; 0: the preset's (the cosine ends at lr / 10 either way)
   bool resume = false;
   uint64_t seed = 0;
