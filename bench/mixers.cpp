@@ -23,8 +23,13 @@
 // cannot run a row (an option it needs, a shape it refuses) is reported as skipped with its error.
 // --causal runs the causal variants (causal SDPA and mask, causal mixers only).
 //
+// --backward times a training step's share instead: forward with autograd recording, then the
+// backward of mean(y²) into the input and every tensor of the mixer (its kernels, its projections),
+// as a trainer runs it. The nominal FLOP and byte counts are then 3× the forward's (backward ≈ two
+// forwards) and no memory is measured.
+//
 //   build/bin/bench_mixers [--lengths 1024,4096,16384] [--heads 4] [--head-dim 64] [--batch 1]
-//       [--mixers a,b] [--options NAME=JSON]... [--causal] [--repeats 3] [--threads N]
+//       [--mixers a,b] [--options NAME=JSON]... [--causal] [--backward] [--repeats 3] [--threads N]
 //       [--no-memory] [--json]
 #include <cmath>
 #include <cstdio>
@@ -65,6 +70,7 @@ struct Settings {
   std::vector<std::string> mixers;  // empty: every registered mixer but attention
   std::map<std::string, Json> options;
   bool causal = false;
+  bool backward = false;  // time forward + backward (a training step's share), not inference
   int repeats = 3;
   int threads = 0;
   bool memory = true;
@@ -105,6 +111,8 @@ nn::ModelConfig bench_config(const Settings& s, int64_t n) {
   c.max_position_embeddings = n;
   c.sliding_window = {0};
   c.layer_mixers = {"attention"};
+  // Without --causal the mixer sits in a classifier, where bidirectional options are legal.
+  if (!s.causal) c.architecture = nn::Architecture::kLowrankMixerSequenceClassification;
   c.mixer_config = Json::object();
   for (const auto& [name, o] : s.options) c.mixer_config[name] = o;
   return c;
@@ -116,11 +124,13 @@ void prepare(Workload& w, const Settings& s, const std::string& name, int64_t n)
   w.config = bench_config(s, n);
   const int64_t h = s.hidden();
   at::Generator gen = at::detail::createCPUGenerator(11);
-  w.x = at::randn({s.batch, n, h}, gen, at::kFloat);
+  const bool grad = s.backward;
+  w.x = at::randn({s.batch, n, h}, gen, at::kFloat).requires_grad_(grad);
   const double scale = 1.0 / std::sqrt(static_cast<double>(h));
   if (name == "sdpa" || name == "materialised") {
     w.baseline = name;
-    for (at::Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo}) *t = at::randn({h, h}, gen, at::kFloat).mul_(scale);
+    for (at::Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo})
+      *t = at::randn({h, h}, gen, at::kFloat).mul_(scale).requires_grad_(grad);
     return;
   }
   const MethodInfo* info = nullptr;
@@ -134,16 +144,20 @@ void prepare(Workload& w, const Settings& s, const std::string& name, int64_t n)
     if (key == "max_seq_len" && !options.contains("max_seq_len")) options["max_seq_len"] = n;
   w.config.mixer_config[name] = options;
   nn::MixerSpec spec{w.config, 0, nn::mixer_prefix(name, 0), options, nullptr, nullptr};
-  spec.projection = [&gen](const std::string&, int64_t out, int64_t in, bool bias) {
+  // With --backward every tensor the mixer owns is a leaf that wants a gradient, as in training.
+  spec.projection = [&gen, grad](const std::string&, int64_t out, int64_t in, bool bias) {
     const double sc = 1.0 / std::sqrt(static_cast<double>(in));
-    return std::make_shared<const nn::DenseOperator>(at::randn({out, in}, gen, at::kFloat).mul_(sc),
-                                                     bias ? at::zeros({out}, at::kFloat) : at::Tensor());
+    return std::make_shared<const nn::DenseOperator>(
+        at::randn({out, in}, gen, at::kFloat).mul_(sc).requires_grad_(grad),
+        bias ? at::zeros({out}, at::kFloat).requires_grad_(grad) : at::Tensor());
   };
-  spec.tensor = [&gen](const std::string&, std::vector<int64_t> shape, nn::ParamInit init,
-                       const at::Tensor& value) {
-    return nn::initial_tensor(init, shape, value, at::kFloat, [&gen](at::IntArrayRef size) {
-      return at::randn(size, gen, at::kFloat).mul_(0.02);
-    });
+  spec.tensor = [&gen, grad](const std::string&, std::vector<int64_t> shape, nn::ParamInit init,
+                             const at::Tensor& value) {
+    return nn::initial_tensor(
+               init, shape, value, at::kFloat,
+               [&gen](at::IntArrayRef size) { return at::randn(size, gen, at::kFloat).mul_(0.02); })
+        .detach()
+        .requires_grad_(grad);
   };
   w.mixer = mix::registry().factory(name)(spec);
   LR_CHECK(!s.causal || w.mixer->causal(), InvalidArgument, name,
@@ -257,6 +271,8 @@ int main(int argc, char** argv) {
       s.threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--causal"))
       s.causal = true;
+    else if (!std::strcmp(argv[i], "--backward"))
+      s.backward = true;
     else if (!std::strcmp(argv[i], "--no-memory"))
       s.memory = false;
     else if (!std::strcmp(argv[i], "--json"))
@@ -280,6 +296,7 @@ int main(int argc, char** argv) {
       return 1;
     }
   configure_threads(s.threads);
+  if (s.backward) s.memory = false;
   mix::registry();
   try {
     if (child) return measure_child(s, child->first, child->second);
@@ -291,24 +308,33 @@ int main(int argc, char** argv) {
     for (const MethodInfo& info : mix::registry().list())
       if (info.name != "attention") s.mixers.push_back(info.name);
 
-  c10::InferenceMode inference;
+  std::optional<c10::InferenceMode> inference;
+  if (!s.backward) inference.emplace();
   const Roofs roofs = probe_roofs(s.repeats);
+  // One timed call: a forward, or (--backward) a forward and the backward of mean(y²).
+  auto step = [&s](const Workload& w) {
+    at::Tensor y = run(w, s);
+    if (s.backward) y.square().mean().backward();
+  };
 
   OrderedJson rows = OrderedJson::array();
   if (!s.json)
     std::printf(
-        "token mixers vs exact attention: batch %lld, %lld heads × %lld (hidden %lld), float32, %s, %d "
-        "threads\n"
+        "token mixers vs exact attention, %s: batch %lld, %lld heads × %lld (hidden %lld), float32, %s, "
+        "%d threads\n"
         "roofs of this run: GEMM %.1f GFLOP/s, triad %.2f GB/s\n",
-        static_cast<long long>(s.batch), static_cast<long long>(s.heads), static_cast<long long>(s.head_dim),
+        s.backward ? "forward + backward" : "forward", static_cast<long long>(s.batch),
+        static_cast<long long>(s.heads), static_cast<long long>(s.head_dim),
         static_cast<long long>(s.hidden()), s.causal ? "causal" : "bidirectional", at::get_num_threads(),
         roofs.flops_per_s / 1e9, roofs.bytes_per_s / 1e9);
   for (int64_t n : s.lengths) {
     const double B = static_cast<double>(s.batch), N = static_cast<double>(n),
                  h = static_cast<double>(s.hidden());
-    const double projection_flops = 8.0 * B * N * h * h;
-    const double exact_flops = projection_flops + 4.0 * B * static_cast<double>(s.heads) * N * N * s.head_dim;
-    const double bytes = 4.0 * (5.0 * B * N * h + 4.0 * h * h);
+    const double passes = s.backward ? 3.0 : 1.0;
+    const double projection_flops = passes * 8.0 * B * N * h * h;
+    const double exact_flops =
+        projection_flops + passes * 4.0 * B * static_cast<double>(s.heads) * N * N * s.head_dim;
+    const double bytes = passes * 4.0 * (5.0 * B * N * h + 4.0 * h * h);
     std::map<std::string, double> baseline_s;
     std::map<std::string, int64_t> baseline_bytes;
     std::vector<std::string> names = {"sdpa", "materialised"};
@@ -321,14 +347,14 @@ int main(int argc, char** argv) {
       Workload w;
       try {
         prepare(w, s, name, n);
-        (void)run(w, s);
+        step(w);
       } catch (const std::exception& e) {
         row["skipped"] = e.what();
         if (!s.json) std::printf("  %-14s skipped: %s\n", name.c_str(), e.what());
         rows.push_back(row);
         continue;
       }
-      const double seconds = bench::median_seconds([&] { (void)run(w, s); }, s.repeats);
+      const double seconds = bench::median_seconds([&] { step(w); }, s.repeats);
       w.x = at::Tensor();
       const bool exact = !w.baseline.empty();
       const double flops = exact ? exact_flops : projection_flops;
@@ -372,6 +398,7 @@ int main(int argc, char** argv) {
     out["heads"] = s.heads;
     out["head_dim"] = s.head_dim;
     out["causal"] = s.causal;
+    out["backward"] = s.backward;
     out["threads"] = at::get_num_threads();
     out["repeats"] = s.repeats;
     out["gemm_gflop_per_s"] = roofs.flops_per_s / 1e9;

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Writes the token-mixer table of docs/benchmarks.md ("Token mixers against exact attention") from
-bench/results/mixers.json (written by `build/bin/bench_mixers --json`), between the page's
-`<!-- mixers table: begin -->` and `<!-- mixers table: end -->` markers, with the issue's targets at
-the longest length checked against the numbers."""
+"""Writes three tables of docs/benchmarks.md from the committed results, each between its page
+markers `<!-- NAME table: begin -->` and `<!-- NAME table: end -->`:
+  mixers         bench/results/mixers.json (`bench_mixers --json`): token mixers against exact
+                 attention, with the issue's targets at the longest length checked
+  listops-train  bench/results/mixers-listops-train.json (`bench_mixers --backward --json`): one
+                 mixer layer's training step at the ListOps shape of repro/mixers PART=ssm
+  s4-kernel      bench/results/s4_kernel.json (`bench_s4_kernel`, Google Benchmark's JSON): S4D's
+                 Vandermonde kernel against S4's Cauchy kernel"""
 import json
 import math
 import os
@@ -12,7 +16,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from readme_table import write_atomic  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-BEGIN, END = "<!-- mixers table: begin -->", "<!-- mixers table: end -->"
 # The attention replacements the targets are about (Mixers I); the state-space and convolution
 # mixers are listed too, for comparison.
 ATTENTION_SIDE = ("fnet", "linformer", "local", "neighborhood", "performer", "ponet", "scatterbrain", "soft")
@@ -22,7 +25,44 @@ def fmt(x, digits):
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def main():
+def replace_table(body, name, lines):
+    begin, end = f"<!-- {name} table: begin -->", f"<!-- {name} table: end -->"
+    i, j = body.find(begin), body.find(end)
+    if i < 0 or j < i:
+        sys.exit(f"docs/benchmarks.md: no {begin} … {end} markers")
+    return body[: i + len(begin)] + "\n" + "\n".join(lines) + "\n" + body[j:]
+
+
+def listops_train_lines():
+    r = json.load(open(os.path.join(ROOT, "bench/results/mixers-listops-train.json")))
+    options = ", ".join(f"{k}: {json.dumps(v)}" for k, v in r["options"].items())
+    lines = [f"Batch {r['batch']}, hidden {r['heads'] * r['head_dim']} ({r['heads']} heads × {r['head_dim']}), "
+             f"float32, {r['threads']} threads, median of {r['repeats']} forward + backward passes of one layer "
+             f"(gradients into the input and every tensor of the mixer). Options: {options}.", "",
+             "| n | mixer | ms | SDPA / this |", "|---|---|---|---|"]
+    for x in r["rows"]:
+        if "skipped" not in x:
+            lines.append(f"| {x['n']} | {x['mixer']} | {fmt(x['ms'], 1)} | {fmt(x.get('sdpa_over_this'), 2)} |")
+    return lines
+
+
+def s4_kernel_lines():
+    r = json.load(open(os.path.join(ROOT, "bench/results/s4_kernel.json")))
+    runs = {}
+    for b in r["benchmarks"]:
+        method, length = b["name"].split("/")[:2]
+        runs.setdefault(int(length), {})[method] = b
+    lines = ["| L | Vandermonde (S4D) | Cauchy (S4, DPLR) | Cauchy / Vandermonde | ‖K_cauchy − K_vand‖∞ / ‖K‖∞ |",
+             "|---|---|---|---|---|"]
+    for length in sorted(runs):
+        v, c = runs[length].get("vandermonde"), runs[length].get("cauchy")
+        if v and c:
+            lines.append(f"| {length} | {v['real_time']:.1f} ms | {c['real_time']:.1f} ms | "
+                         f"**{c['real_time'] / v['real_time']:.1f}×** | {c.get('rel_err', math.nan):.1e} |")
+    return lines
+
+
+def mixers_lines():
     r = json.load(open(os.path.join(ROOT, "bench/results/mixers.json")))
     options = ", ".join(f"{k}: {json.dumps(v)}" for k, v in r["options"].items())
     lines = [
@@ -59,12 +99,16 @@ def main():
         ratio = at["ponet"]["ms"] / at["fnet"]["ms"]
         lines.append(f"- PoNet ≤ 1.5× FNet's time (the paper: \"slightly slower than FNet\"): {ratio:.2f}× here — "
                      f"{'met' if ratio <= 1.5 else 'not met'}.")
+    return lines
+
+
+def main():
     path = os.path.join(ROOT, "docs/benchmarks.md")
     body = open(path).read()
-    i, j = body.find(BEGIN), body.find(END)
-    if i < 0 or j < i:
-        sys.exit(f"{path}: no {BEGIN} … {END} markers")
-    write_atomic(path, body[: i + len(BEGIN)] + "\n" + "\n".join(lines) + "\n" + body[j:])
+    body = replace_table(body, "mixers", mixers_lines())
+    body = replace_table(body, "listops-train", listops_train_lines())
+    body = replace_table(body, "s4-kernel", s4_kernel_lines())
+    write_atomic(path, body)
 
 
 if __name__ == "__main__":
