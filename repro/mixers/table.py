@@ -5,6 +5,8 @@
   table.py --collect-kv OUT.json EVAL_JSON VARIANT RATIO         one MatryoshkaKV row
   table.py --collect-task OUT.json RUN --task T --mixer M --lr L --seed S   one classification run
   table.py RESULTS_DIR --best-task-lr TASK MIXER                 the grid's rate with the best val accuracy
+  table.py --collect-lm OUT.json RUN --mixer M --lr L --seed S   one LM pretraining run (PART=lm)
+  table.py RESULTS_DIR --best-lm-lr MIXER                        the grid's rate with the best val ppl
 (mpft-mamba.json and mpft-llama.json come from mpft.py collect.)
 
 Each claim is printed beside our number with "holds here: yes/no". A result file that is missing
@@ -306,7 +308,34 @@ def collect_task(dst, run, task, mixer, lr, seed):
            "final_loss": train["final_loss"], "val_accuracy": train["validation"]["accuracy"],
            "val_examples": train["validation"]["examples"], "test_accuracy": test["accuracy"],
            "test_ci95": test["ci95"], "test_examples": test["examples"]}
+    tv = long_conv_tv(os.path.join(run, "model"))
+    if tv is not None:
+        out["kernel_tv"] = tv
     write_atomic(dst, json.dumps(out, indent=1) + "\n")
+
+
+def long_conv_tv(model_dir):
+    """The total variation Σ_l |K[l+1] − K[l]| of each long-convolution kernel as the layer applies
+    it (smoothed, then squashed, per the model's mixer options; mix/long_conv.h), averaged over
+    layers, channels and hidden units; None for a model without long_conv."""
+    config = json.load(open(os.path.join(model_dir, "config.json")))
+    if config.get("layer_mixers") != "long_conv":
+        return None
+    import numpy as np
+    from safetensors.numpy import load_file
+    o = config.get("mixer_config", {}).get("long_conv", {})
+    lam, smooth, w = o.get("lam", 0.0), o.get("smooth", False), o.get("smooth_window", 7)
+    tvs = []
+    for name, k in load_file(os.path.join(model_dir, "model.safetensors")).items():
+        if not name.endswith(".kernel") and not name.endswith(".kernel_rev"):
+            continue
+        k = k.astype(np.float64)
+        if smooth:  # AvgPool1d(w, stride 1, padding w // 2), zeros counted
+            pad = np.pad(k, [(0, 0)] * (k.ndim - 1) + [(w // 2, w // 2)])
+            k = sum(pad[..., i:i + k.shape[-1]] for i in range(w)) / w
+        k = np.sign(k) * np.maximum(np.abs(k) - lam, 0.0)
+        tvs.append(np.abs(np.diff(k, axis=-1)).sum(-1).ravel())
+    return float(np.concatenate(tvs).mean())
 
 
 def task_runs(results):
@@ -336,6 +365,18 @@ def task_cells(results):
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         cells[(task, mixer)] = (statistics.mean(accs), sd, len(accs), lr)
     return cells
+
+
+def cell_verdict(cells):
+    """verdict(names, holds) over `cells` {name: (mean, sd, seeds, lr)}: "not run" while a cell is
+    missing, "not settled (1 seed)" while one has a single seed, else yes/no."""
+    def verdict(names, holds):
+        if any(n not in cells for n in names):
+            return "not run"
+        if min(cells[n][2] for n in names) < 2:
+            return "not settled (1 seed)"
+        return yes(holds)
+    return verdict
 
 
 def task_lines(results):
@@ -378,6 +419,142 @@ def task_lines(results):
     return out
 
 
+LM_MIXERS = ("attention", "local", "performer", "scatterbrain")
+
+
+def collect_lm(dst, run, mixer, lr, seed):
+    """One PART=lm pretraining run: pretrain.json's validation perplexity -> lm-*.json."""
+    summary = json.load(open(os.path.join(run, "pretrain.json")))
+    v = summary["validation"]
+    out = {"mixer": mixer, "lr_text": lr, "seed": int(seed), "steps": summary["steps"],
+           "seq_len": v["seq_len"], "final_loss": summary["final_loss"], "val_ppl": v["perplexity"],
+           "val_tokens": v["tokens"]}
+    write_atomic(dst, json.dumps(out, indent=1) + "\n")
+
+
+def lm_runs(results):
+    runs = {}
+    for name in sorted(os.listdir(results)):
+        if name.startswith("lm-") and name.endswith(".json"):
+            r = json.load(open(os.path.join(results, name)))
+            runs.setdefault(r["mixer"], []).append(r)
+    return runs
+
+
+def best_lm_lr(results, mixer):
+    """The grid's rate with the lowest validation perplexity at seed 0 (ties: the smaller rate)."""
+    tuned = [r for r in lm_runs(results).get(mixer, []) if r["seed"] == 0]
+    if not tuned:
+        sys.exit(f"no seed-0 LM runs of {mixer} in {results}")
+    return min(tuned, key=lambda r: (r["val_ppl"], float(r["lr_text"])))["lr_text"]
+
+
+def lm_lines(results):
+    runs = lm_runs(results)
+    out = ["### Scatterbrain: LM training at sequence length 512 (validation perplexity, tiny on gcide)", ""]
+    if not runs:
+        return out + ["not run", ""]
+    cells = {}
+    for m, rs in runs.items():
+        lr = best_lm_lr(results, m)
+        ppl = [r["val_ppl"] for r in rs if r["lr_text"] == lr]
+        cells[m] = (statistics.mean(ppl), statistics.stdev(ppl) if len(ppl) > 1 else 0.0, len(ppl), lr)
+    steps = {r["steps"] for rs in runs.values() for r in rs}
+    out += [f"Every mixer trains the same model on the same windows for {', '.join(map(str, sorted(steps)))} "
+            "steps; 25% of the entries: a window of 128, 128 features, or Scatterbrain's 64 + 64. The rate is "
+            "chosen by validation perplexity at seed 0 and every seed at it is reported.", "",
+            "| mixer | validation ppl | seeds | lr (tuned) |", "|---|---|---|---|"]
+    for m in LM_MIXERS:
+        if m in cells:
+            c = cells[m]
+            out.append(f"| {m} | {c[0]:.2f} ± {c[1]:.2f} | {c[2]} | {c[3]} |")
+    names = ["scatterbrain", "local", "performer"]
+    ppl = {m: cells[m][0] if m in cells else math.nan for m in names}
+    if any(m not in cells for m in names):
+        holds = "not run"
+    elif min(cells[m][2] for m in names) < 2:
+        holds = "not settled (1 seed)"
+    else:
+        holds = yes(ppl["scatterbrain"] < min(ppl["local"], ppl["performer"]))
+    out += ["", "| claim | paper | here | holds here |", "|---|---|---|---|",
+            f"| ppl(Scatterbrain) < min(local, Performer) at equal memory | up to 4 ppl better (WikiText-103) | "
+            f"{ppl['scatterbrain']:.2f} vs {ppl['local']:.2f} / {ppl['performer']:.2f} | {holds} |", ""]
+    return out
+
+
+SSM_MIXERS = ("transformer", "s4d", "s4", "long-conv", "long-conv-squash", "sgconv", "sgconv-no-decay",
+              "sgconv-per-position", "mamba")
+
+
+def ssm_lines(results):
+    """Mixers II §3 on ListOps: the state spaces and long convolutions against PART=tasks's
+    Transformer (same task, steps, grid and seeds), with training throughput and kernel smoothness."""
+    cells = {m: c for (t, m), c in task_cells(results).items() if t == "listops" and m in SSM_MIXERS}
+    out = ["### State spaces and long convolutions on ListOps (test accuracy, lra-tiny)", ""]
+    if not any(m != "transformer" for m in cells):
+        return out + ["not run", ""]
+    runs = task_runs(results)
+
+    def at_lr(m, key):  # mean of `key` over the cell's runs at its tuned rate (None if absent)
+        vals = [r[key] for r in runs[("listops", m)] if r["lr_text"] == cells[m][3] and key in r]
+        return statistics.mean(vals) if vals else None
+
+    # Time per step comes from bench_mixers --backward at the ListOps shape (bench/results), one
+    # process, not from these runs, which share the machine with whatever else runs.
+    step_ms = {}
+    bench_path = os.path.join(HERE, "..", "..", "bench", "results", "mixers-listops-train.json")
+    if os.path.exists(bench_path):
+        bench = json.load(open(bench_path))
+        step_ms = {r["mixer"]: r["ms"] for r in bench["rows"] if "ms" in r and r["n"] == bench["rows"][-1]["n"]}
+    out += ["Mean ± standard deviation over seeds at the rate chosen by validation accuracy (seed 0). "
+            "Kernel TV is the total variation of the long-convolution kernels as applied (smoothed, then "
+            "squashed). Step ms: one mixer layer's forward + backward at the ListOps shape "
+            "(`bench/results/mixers-listops-train.json`, one process).", "",
+            "| mixer | test accuracy | seeds | lr (tuned) | step ms (one layer) | kernel TV |",
+            "|---|---|---|---|---|---|"]
+    bench_name = {"transformer": "sdpa", "long-conv": "long_conv"}  # one option set per name
+    for m in SSM_MIXERS:
+        if m in cells:
+            c = cells[m]
+            ms, tv = step_ms.get(bench_name.get(m, m)), at_lr(m, "kernel_tv")
+            out.append(f"| {m} | {c[0]:.3f} ± {c[1]:.3f} | {c[2]} | {c[3]} | "
+                       f"{f'{ms:.1f}' if ms else '—'} | {f'{tv:.4f}' if tv is not None else '—'} |")
+    out += ["", "| claim | paper | here | holds here |", "|---|---|---|---|"]
+
+    verdict = cell_verdict(cells)
+
+    acc = {m: cells[m][0] if m in cells else math.nan for m in SSM_MIXERS}
+    pts = lambda a, b: 100 * (acc[a] - acc[b])
+    s4_gap = min(pts("s4d", "transformer"), pts("s4", "transformer"))
+    out.append(f"| S4-class ≫ Transformer (here: S4D and S4 each ≥ 5 points above) | S4 59.60 vs 36.37 "
+               f"(LRA ListOps) | S4D {pts('s4d', 'transformer'):+.1f}, S4 {pts('s4', 'transformer'):+.1f} points | "
+               f"{verdict(['s4d', 's4', 'transformer'], s4_gap >= 5)} |")
+    out.append(f"| S4D within 2 points of S4 | S4D-Lin 60.52, S4D-Inv 60.18 vs S4 59.60 (ListOps) | S4D − S4: "
+               f"{pts('s4d', 's4'):+.1f} points | {verdict(['s4d', 's4'], abs(pts('s4d', 's4')) <= 2)} |")
+    reach = pts("long-conv-squash", "s4d") >= -2 and acc["long-conv"] < acc["long-conv-squash"]
+    out.append(f"| squash + smoothing bring long conv to S4D (within 2 points); plain long conv falls short | "
+               f"abstract: squashing gives smooth kernels and recovers SSM performance on LRA | "
+               f"squashed − S4D {pts('long-conv-squash', 's4d'):+.1f}, plain − squashed "
+               f"{pts('long-conv', 'long-conv-squash'):+.1f} points | "
+               f"{verdict(['long-conv', 'long-conv-squash', 's4d'], reach)} |")
+    tv = {m: at_lr(m, "kernel_tv") if m in cells else None for m in ("long-conv", "long-conv-squash")}
+    if all(v is not None for v in tv.values()):
+        out.append(f"| squashed kernels have lower total variation | the paper's Figure 2 (smoother kernels) | "
+                   f"{tv['long-conv-squash']:.4f} vs {tv['long-conv']:.4f} | "
+                   f"{verdict(['long-conv', 'long-conv-squash'], tv['long-conv-squash'] < tv['long-conv'])} |")
+    faster = "sgconv" in step_ms and "s4d" in step_ms and step_ms["sgconv"] < step_ms["s4d"]
+    out.append(f"| SGConv ≥ S4D at a lower time per step | SGConv 61.45 vs S4 59.60 on ListOps; faster than S4 "
+               f"(abstract) | {acc['sgconv']:.3f} vs {acc['s4d']:.3f}; step "
+               f"{step_ms.get('sgconv', math.nan):.1f} vs {step_ms.get('s4d', math.nan):.1f} ms | "
+               f"{verdict(['sgconv', 's4d'], acc['sgconv'] >= acc['s4d'] and faster)} |")
+    lose = acc["sgconv-no-decay"] < acc["sgconv"] and acc["sgconv-per-position"] < acc["sgconv"]
+    out.append(f"| SGConv's ablations lose accuracy (no decay; one parameter per position) | SGConv's ablation "
+               f"table | {acc['sgconv-no-decay']:.3f} / {acc['sgconv-per-position']:.3f} vs {acc['sgconv']:.3f} | "
+               f"{verdict(['sgconv', 'sgconv-no-decay', 'sgconv-per-position'], lose)} |")
+    out.append("")
+    return out
+
+
 IMAGE_MIXERS = ("softmax", "soft", "performer", "linformer", "neighborhood-2d", "local-1d")
 
 
@@ -393,12 +570,7 @@ def image_lines(results):
             out.append(f"| {m} | {c[0]:.4f} ± {c[1]:.4f} | {c[2]} | {c[3]} |")
     out += ["", "| claim | paper | here | holds here |", "|---|---|---|---|"]
 
-    def verdict(names, holds):
-        if any(n not in cells for n in names):
-            return "not run"
-        if min(cells[n][2] for n in names) < 2:
-            return "not settled (1 seed)"
-        return yes(holds)
+    verdict = cell_verdict(cells)
 
     acc = {m: cells[m][0] if m in cells else math.nan for m in IMAGE_MIXERS}
     diff = 100 * (acc["soft"] - acc["softmax"])
@@ -413,6 +585,45 @@ def image_lines(results):
     out.append(f"| 2-D neighborhood attention ≥ a 1-D local window of the same span (49 keys) | the issue's "
                f"claim (NAT's 2-D windows) | {acc['neighborhood-2d']:.4f} vs {acc['local-1d']:.4f} | "
                f"{verdict(['neighborhood-2d', 'local-1d'], na)} |")
+    out.append("")
+    return out
+
+
+CONV_MIXERS = ("inception-dw", "dw7", "dilated-reparam-13", "plain-13", "stack-3")
+
+
+def conv_lines(results):
+    """Mixers II §3, fmnist ConvNets: accuracy from PART=conv, the training images/s ratio from
+    bench/results/convnet.json (bench_convnet, the two nets timed interleaved in one process)."""
+    cells = {m: c for (t, m), c in task_cells(results).items() if t == "fmnist" and m in CONV_MIXERS}
+    out = ["### fmnist ConvNets: InceptionNeXt and UniRepLKNet (test accuracy)", ""]
+    if not cells:
+        return out + ["not run", ""]
+    out += ["| mixer | net | test accuracy | seeds | lr (tuned) |", "|---|---|---|---|---|"]
+    for m in CONV_MIXERS:
+        if m in cells:
+            c = cells[m]
+            net = "metanext-tiny" if m in ("inception-dw", "dw7") else "unireplknet-tiny"
+            out.append(f"| {m} | {net} | {c[0]:.4f} ± {c[1]:.4f} | {c[2]} | {c[3]} |")
+    out += ["", "| claim | paper | here | holds here |", "|---|---|---|---|"]
+
+    verdict = cell_verdict(cells)
+
+    acc = {m: cells[m][0] if m in cells else math.nan for m in CONV_MIXERS}
+    ratio = math.nan
+    bench_path = os.path.join(HERE, "..", "..", "bench", "results", "convnet.json")
+    if os.path.exists(bench_path):
+        rows = {r["row"]: r for r in json.load(open(bench_path))["rows"]}
+        ratio = rows.get("metanext_train", {}).get("ratio", math.nan)
+    diff = 100 * (acc["inception-dw"] - acc["dw7"])
+    out.append(f"| InceptionNeXt within 0.5 point of the 7x7 DW net, training images/s ≥ 1.2× | ImageNet: "
+               f"ConvNeXt's accuracy at 1.6× its training throughput (A100; the issue's figure) | "
+               f"{diff:+.2f} points; {ratio:.2f}× (bench_convnet) | "
+               f"{verdict(['inception-dw', 'dw7'], abs(diff) <= 0.5 and ratio >= 1.2)} |")
+    order = acc["dilated-reparam-13"] >= acc["plain-13"] >= acc["stack-3"]
+    out.append(f"| dilated reparam ≥ plain 13x13 ≥ 3x3 of equal depth | large kernels see wide without going "
+               f"deep (UniRepLKNet) | {acc['dilated-reparam-13']:.4f} ≥ {acc['plain-13']:.4f} ≥ "
+               f"{acc['stack-3']:.4f} | {verdict(['dilated-reparam-13', 'plain-13', 'stack-3'], order)} |")
     out.append("")
     return out
 
@@ -459,6 +670,15 @@ def main():
             ap.add_argument(key, required=True)
         a = ap.parse_args()
         return collect_task(*a.collect_task, a.task, a.mixer, a.lr, a.seed)
+    if len(sys.argv) > 2 and sys.argv[1] == "--collect-lm":
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--collect-lm", nargs=2, metavar=("OUT", "RUN"))
+        for key in ("--mixer", "--lr", "--seed"):
+            ap.add_argument(key, required=True)
+        a = ap.parse_args()
+        return collect_lm(*a.collect_lm, a.mixer, a.lr, a.seed)
+    if len(sys.argv) == 4 and sys.argv[2] == "--best-lm-lr":
+        return print(best_lm_lr(sys.argv[1], sys.argv[3]))
     if len(sys.argv) == 5 and sys.argv[2] == "--best-task-lr":
         return print(best_task_lr(sys.argv[1], sys.argv[3], sys.argv[4]))
     if len(sys.argv) > 2 and sys.argv[1] == "--collect-dropin":
@@ -478,9 +698,12 @@ def main():
     lines += dropin_lines(load(a.results, "dropin.json"))
     lines += greenformers_lines(load(a.results, "greenformers.json"))
     lines += kv_lines(a.results)
+    lines += lm_lines(a.results)
     lines += mpft_lines(load(a.results, "mpft-mamba.json"), load(a.results, "mpft-llama.json"))
     lines += task_lines(a.results)
+    lines += ssm_lines(a.results)
     lines += image_lines(a.results)
+    lines += conv_lines(a.results)
     text = "\n".join(lines)
     print(text)
     if a.readme:
