@@ -5,10 +5,13 @@
 // --preset lra-tiny --out DIR`: a sequence classifier trained on a generated task; `--preset vit-tiny`
 // an image classifier (nn/image_classifier.h) on an image task such as fmnist
 // (src/lowrank/train/classify.h, docs/tasks.md).
+// `lowrank task vq-ttt --model DIR --task DIR --degradations blur:2,noise:3 --out DIR`: the
+// visual-quality study and VQ-TTT (src/lowrank/train/vq_ttt_study.h).
 #include <cstdio>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <vector>
 
 #include "apps/lowrank/verbs.h"
@@ -18,6 +21,7 @@
 #include "lowrank/data/tasks/registry.h"
 #include "lowrank/data/tasks/task_format.h"
 #include "lowrank/train/classify.h"
+#include "lowrank/train/vq_ttt_study.h"
 
 namespace lowrank::cli {
 
@@ -123,6 +127,65 @@ void add_train(CLI::App& cmd, const GlobalOptions& global, std::vector<VerbRunne
   });
 }
 
+void add_vq_ttt(CLI::App& cmd, const GlobalOptions& global, std::vector<VerbRunner>& runners) {
+  auto* sub = cmd.add_subcommand(
+      "vq-ttt",
+      "Visual-quality study and VQ-TTT: a frozen image classifier on degraded copies of a task's images");
+  auto o = std::make_shared<train::VqTttStudyOptions>();
+  auto model = std::make_shared<std::string>(), task = std::make_shared<std::string>(),
+       out = std::make_shared<std::string>(), degradations = std::make_shared<std::string>(),
+       split = std::make_shared<std::string>("test");
+  sub->add_option("--model", *model, "A trained image classifier (task train --preset vit-tiny)")->required();
+  sub->add_option("--task", *task, "Its image task (fmnist)")->required();
+  sub->add_option("--degradations", *degradations,
+                  "Comma-separated kind:severity sets (kinds: blur, noise, jpeg, contrast, gamma, sharpen, "
+                  "downsample; severity 1..5); clean is always evaluated")
+      ->required();
+  sub->add_option("--split", *split, "Split to study: val or test")->capture_default_str();
+  sub->add_option("--max-examples", o->max_examples, "Images of the split (default: all)");
+  sub->add_option("--filter-rank", o->ttt.filter_rank, "Rank of the spectral filter")->capture_default_str();
+  sub->add_option("--lora-layers", o->ttt.lora_layers, "LoRA on the slots of the first N layers")
+      ->capture_default_str();
+  sub->add_option("--lora-rank", o->ttt.lora_rank, "LoRA rank")->capture_default_str();
+  sub->add_option("--lora-alpha", o->ttt.lora_alpha, "LoRA alpha")->capture_default_str();
+  sub->add_option("--steps", o->ttt.steps, "Adam steps of entropy minimisation per set")
+      ->capture_default_str();
+  sub->add_option("--batch-size", o->ttt.batch_size, "Unlabeled images per step")->capture_default_str();
+  sub->add_option("--lr", o->ttt.lr, "Adam learning rate")->capture_default_str();
+  sub->add_option(
+         "--objective", o->ttt.objective,
+         "entropy (mean prediction entropy, TENT) or infomax (minus the batch's marginal entropy, SHOT)")
+      ->capture_default_str();
+  sub->add_option("--seed", o->ttt.seed, "Seed of the noise, the filter's init and the minibatches")
+      ->capture_default_str();
+  sub->add_option("--out", *out, "Directory for report.json")->required();
+  runners.push_back([sub, o, model, task, out, degradations, split, &global] {
+    if (!sub->parsed()) return;
+    o->model = *model;
+    o->task = *task;
+    o->out = *out;
+    std::stringstream list(*degradations);
+    for (std::string item; std::getline(list, item, ',');)
+      if (!item.empty()) o->degradations.push_back(item);
+    LR_CHECK(*split == "val" || *split == "test", InvalidArgument, "--split must be val or test, got \"",
+             *split, "\"");
+    o->split = *split == "val" ? data::tasks::Split::kVal : data::tasks::Split::kTest;
+    if (global.json) ProgressBar::set_enabled(false);
+    const train::VqTttStudy study = train::run_vq_ttt_study(*o);
+    if (global.json) {
+      std::cout << study.to_json().dump(2) << "\n";
+      return;
+    }
+    std::printf("%-14s %-12s %8s %8s %8s %9s %9s\n", "set", "restoration", "frozen", "restored", "vq-ttt",
+                "improved", "worsened");
+    for (const train::VqTttSetResult& r : study.sets)
+      std::printf("%-14s %-12s %8.4f %8.4f %8.4f %9zu %9zu\n", r.degradation.c_str(), r.restoration.c_str(),
+                  r.frozen.accuracy, r.restored.accuracy, r.vq_ttt.accuracy, r.improved.size(),
+                  r.worsened.size());
+    std::printf("report: %s\n", (o->out / "report.json").string().c_str());
+  });
+}
+
 }  // namespace
 
 VerbRunner add_task(CLI::App& app, const GlobalOptions& global) {
@@ -161,6 +224,7 @@ VerbRunner add_task(CLI::App& app, const GlobalOptions& global) {
   }
   auto runners = std::make_shared<std::vector<VerbRunner>>();
   add_train(*cmd, global, *runners);
+  add_vq_ttt(*cmd, global, *runners);
   return [flags, generate, runners, &global] {
     if (generate->parsed()) run_generate(*flags, global);
     for (const VerbRunner& run : *runners) run();

@@ -16,6 +16,7 @@
 #include "lowrank/nn/convnet.h"
 #include "lowrank/train/classify.h"
 #include "tests/testing.h"
+#include "tests/train/image_task_testing.h"
 
 namespace lowrank::nn {
 namespace {
@@ -166,40 +167,9 @@ TEST(ConvNetTest, BadConfigsNameTheKey) {
   EXPECT_NE(e.find("stages[3]"), std::string::npos) << e;
 }
 
-// An fmnist-shaped task (28x28, pixel tokens 0..255): class 1 bright on top, class 0 below.
-fs::path write_image_task(const fs::path& dir, int64_t train, int64_t val) {
-  const int64_t side = 28;
-  data::tasks::TaskHeader h;
-  h.task = "halves";
-  h.generator = "convnet_test";
-  h.vocab_size = 256;
-  h.classes = {"bottom", "top"};
-  h.layout = OrderedJson{{"kind", "image"}, {"height", side}, {"width", side}, {"channels", 1}};
-  data::tasks::TaskWriter writer(dir, h);
-  uint64_t state = 7;
-  auto add = [&](data::tasks::Split split, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) {
-      const auto label = static_cast<int32_t>(i % 2);
-      std::vector<int32_t> row(static_cast<size_t>(side * side));
-      for (int64_t p = 0; p < side * side; ++p) {
-        state = state * 6364136223846793005ull + 1442695040888963407ull;
-        row[static_cast<size_t>(p)] =
-            ((p / side < side / 2) == (label == 1) ? 150 : 0) + static_cast<int32_t>((state >> 33) % 100);
-      }
-      const int32_t y[] = {label};
-      writer.add(split, row, y);
-    }
-  };
-  add(data::tasks::Split::kTrain, train);
-  add(data::tasks::Split::kVal, val);
-  add(data::tasks::Split::kTest, val);
-  writer.commit();
-  return dir;
-}
-
 TEST(ConvNetTest, TaskTrainPresetsRunAndResumeExactly) {
   testing::TempDir dir;
-  write_image_task(dir / "task", 8, 4);
+  testing::write_image_task(dir / "task", 28, 8, 4);  // fmnist-shaped: 28x28
   for (const auto& [preset, mixer] : std::vector<std::pair<std::string, std::string>>{
            {"metanext-tiny", "inception_dw"}, {"unireplknet-tiny", ""}}) {
     SCOPED_TRACE(preset);

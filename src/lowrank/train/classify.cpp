@@ -313,6 +313,10 @@ AccuracyResult evaluate_accuracy(const nn::ImageClassifier& model, const TaskDat
   return evaluate(model, task, split, batch_size, max_examples);
 }
 
+void check_task_fits(const nn::ImageClassifier& model, const TaskDataset& task) {
+  check_fits(model, task);
+}
+
 AccuracyResult evaluate_accuracy(const nn::ConvNet& model, const TaskDataset& task, Split split,
                                  int64_t batch_size, int64_t max_examples) {
   return evaluate(model, task, split, batch_size, max_examples);

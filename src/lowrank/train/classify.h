@@ -64,6 +64,9 @@ AccuracyResult evaluate_accuracy(const nn::SequenceClassifier& model, const data
 // num_channels; pixels / 255).
 AccuracyResult evaluate_accuracy(const nn::ImageClassifier& model, const data::tasks::TaskDataset& task,
                                  data::tasks::Split split, int64_t batch_size = 32, int64_t max_examples = 0);
+// Throws InvalidArgument (naming the task and the values) unless `task` is an image task whose
+// images and classes the model reads.
+void check_task_fits(const nn::ImageClassifier& model, const data::tasks::TaskDataset& task);
 // The same for a ConvNet (BatchNorm in eval mode: its running statistics).
 AccuracyResult evaluate_accuracy(const nn::ConvNet& model, const data::tasks::TaskDataset& task,
                                  data::tasks::Split split, int64_t batch_size = 32, int64_t max_examples = 0);
