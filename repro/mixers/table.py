@@ -744,6 +744,66 @@ def write_tasks_svg(path, results):
     write_atomic(path, "\n".join(out) + "\n")
 
 
+def write_bar_chart(path, title, groups, series, value):
+    """Grouped bars in [0, 1]: one group per entry of `groups`, one bar per entry of `series`, each
+    `value(group, series)` (None: no bar). Self-contained SVG."""
+    colors = ("#444", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+    legend_w, L, B = 170, 50, 40
+    bw = 12 if len(series) > 3 else 16
+    group = max(bw * len(series) + 14, 60)
+    W, H = L + group * len(groups) + legend_w, 300
+    Y = lambda a: H - B - a * (H - B - 30)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '
+           f'font-size="11">', f'<text x="{L}" y="16">{title}</text>']
+    for i in range(6):
+        a = i / 5
+        out.append(f'<line x1="{L}" y1="{Y(a):.1f}" x2="{W - legend_w}" y2="{Y(a):.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{L - 4}" y="{Y(a) + 4:.1f}" text-anchor="end">{a:.1f}</text>')
+    for gi, g in enumerate(groups):
+        x0 = L + gi * group + (group - bw * len(series)) / 2
+        for si, name in enumerate(series):
+            v = value(g, name)
+            if v is not None:
+                out.append(f'<rect x="{x0 + si * bw:.1f}" y="{Y(v):.1f}" width="{bw - 2}" '
+                           f'height="{Y(0) - Y(v):.1f}" fill="{colors[si % len(colors)]}"/>')
+        out.append(f'<text x="{L + (gi + 0.5) * group:.1f}" y="{H - B + 16}" text-anchor="middle">{g}</text>')
+    for si, name in enumerate(series):
+        y = 40 + si * 16
+        out.append(f'<rect x="{W - legend_w + 10}" y="{y - 9}" width="10" height="10" '
+                   f'fill="{colors[si % len(colors)]}"/>')
+        out.append(f'<text x="{W - legend_w + 25}" y="{y}">{name}</text>')
+    out.append("</svg>")
+    write_atomic(path, "\n".join(out) + "\n")
+
+
+def write_ssm_svg(path, results):
+    cells = {m: c for (t, m), c in task_cells(results).items() if t == "listops" and m in SSM_MIXERS}
+    if any(m != "transformer" for m in cells):
+        write_bar_chart(path, "ListOps test accuracy (mean over seeds)", ["listops"],
+                        [m for m in SSM_MIXERS if m in cells], lambda g, m: cells[m][0])
+
+
+def write_vqttt_svg(path, results):
+    test = [r for r in vqttt_runs(results) if r["split"] == "test"]
+    if not test:
+        return
+    objectives = sorted({r["objective"] for r in test})
+    names = [x["degradation"] for x in test[0]["sets"]]
+
+    def mean_of(objective, key, name):
+        return statistics.mean(x[key] for r in test if r["objective"] == objective
+                               for x in r["sets"] if x["degradation"] == name)
+
+    series = ["frozen", "restored"] + [f"VQ-TTT ({o})" for o in objectives]
+
+    def value(name, s):
+        if s in ("frozen", "restored"):
+            return mean_of(objectives[0], s, name)
+        return mean_of(s[len("VQ-TTT ("):-1], "vq_ttt", name)
+
+    write_bar_chart(path, "fmnist test accuracy by degradation set (frozen vit-tiny)", names, series, value)
+
+
 def main():
     import sys
     if len(sys.argv) > 2 and sys.argv[1] == "--collect-task":
@@ -804,6 +864,8 @@ def main():
     if a.svg:
         write_svg(a.svg, load(a.results, "approximation_synthetic.json"))
         write_tasks_svg(os.path.join(os.path.dirname(a.svg), "results-tasks.svg"), a.results)
+        write_ssm_svg(os.path.join(os.path.dirname(a.svg), "results-ssm.svg"), a.results)
+        write_vqttt_svg(os.path.join(os.path.dirname(a.svg), "results-vqttt.svg"), a.results)
 
 
 if __name__ == "__main__":
