@@ -6,7 +6,9 @@ markers `<!-- NAME table: begin -->` and `<!-- NAME table: end -->`:
   listops-train  bench/results/mixers-listops-train.json (`bench_mixers --backward --json`): one
                  mixer layer's training step at the ListOps shape of repro/mixers PART=ssm
   s4-kernel      bench/results/s4_kernel.json (`bench_s4_kernel`, Google Benchmark's JSON): S4D's
-                 Vandermonde kernel against S4's Cauchy kernel"""
+                 Vandermonde kernel against S4's Cauchy kernel
+  selective-scan bench/results/selective_scan.json (`bench_selective_scan`): the scan kernel against
+                 the per-step libtorch loop"""
 import json
 import math
 import os
@@ -62,6 +64,23 @@ def s4_kernel_lines():
     return lines
 
 
+def selective_scan_lines():
+    r = json.load(open(os.path.join(ROOT, "bench/results/selective_scan.json")))
+    lines = [f"D = {r['channels']} channels, N = {r['state']}, batch {r['batch']}, {r['dtype']}, {r['threads']} "
+             f"threads, medians of {r['repeats']}; the machine's read bandwidth in the same run: "
+             f"{r['read_bandwidth_gb_per_s']:.1f} GB/s.", "",
+             "| L | kernel | per-step loop | loop / kernel | kernel fwd+bwd | loop fwd+bwd | loop / kernel | GB/s "
+             "| Gexp/s | AVX2 step vs portable | max \\|diff\\| |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for x in r["rows"]:
+        lines.append(f"| {x['L']} | {x['kernel_forward_ms']:.2f} ms | {x['loop_forward_ms']:.1f} ms | "
+                     f"**{x['loop_over_kernel_forward']:.1f}×** | {x['kernel_forward_backward_ms']:.1f} ms | "
+                     f"{x['loop_forward_backward_ms']:.0f} ms | **{x['loop_over_kernel_forward_backward']:.0f}×** | "
+                     f"{x['kernel_gb_per_s']:.2f} | {x['kernel_gexp_per_s']:.2f} | "
+                     f"{x['portable_step_ms'] / x['avx2_step_ms']:.1f}× | {x['max_abs_diff']:.1e} |")
+    return lines
+
+
 def mixers_lines():
     r = json.load(open(os.path.join(ROOT, "bench/results/mixers.json")))
     options = ", ".join(f"{k}: {json.dumps(v)}" for k, v in r["options"].items())
@@ -108,6 +127,7 @@ def main():
     body = replace_table(body, "mixers", mixers_lines())
     body = replace_table(body, "listops-train", listops_train_lines())
     body = replace_table(body, "s4-kernel", s4_kernel_lines())
+    body = replace_table(body, "selective-scan", selective_scan_lines())
     write_atomic(path, body)
 
 

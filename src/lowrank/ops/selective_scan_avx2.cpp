@@ -84,6 +84,30 @@ void selective_scan_step_avx2(int64_t channels, int64_t N, const float* delta, c
   }
 }
 
+ScanBackwardSums selective_scan_backward_channel_avx2(int64_t N, float delta, float u, float gy,
+                                                      const float* a_row, const float* b_row,
+                                                      const float* c_row, const float* h_prev,
+                                                      const float* h_cur, float* g, float* dA, float* dB,
+                                                      float* dC) {
+  const __m256 dt = _mm256_set1_ps(delta), gyv = _mm256_set1_ps(gy), dtu = _mm256_set1_ps(delta * u);
+  const __m256 uv = _mm256_set1_ps(u);
+  __m256 du_acc = _mm256_setzero_ps(), ddt_acc = _mm256_setzero_ps();
+  for (int64_t n = 0; n < N; n += 8) {
+    const __m256 a_n = _mm256_loadu_ps(a_row + n), b_n = _mm256_loadu_ps(b_row + n);
+    const __m256 gh = _mm256_fmadd_ps(gyv, _mm256_loadu_ps(c_row + n), _mm256_loadu_ps(g + n));
+    _mm256_storeu_ps(dC + n, _mm256_fmadd_ps(gyv, _mm256_loadu_ps(h_cur + n), _mm256_loadu_ps(dC + n)));
+    const __m256 decay = exp8(_mm256_mul_ps(dt, a_n));
+    const __m256 ga = _mm256_mul_ps(_mm256_mul_ps(gh, _mm256_loadu_ps(h_prev + n)), decay);
+    ddt_acc = _mm256_fmadd_ps(ga, a_n, ddt_acc);
+    ddt_acc = _mm256_fmadd_ps(_mm256_mul_ps(gh, b_n), uv, ddt_acc);
+    _mm256_storeu_ps(dA + n, _mm256_fmadd_ps(ga, dt, _mm256_loadu_ps(dA + n)));
+    _mm256_storeu_ps(dB + n, _mm256_fmadd_ps(gh, dtu, _mm256_loadu_ps(dB + n)));
+    du_acc = _mm256_fmadd_ps(_mm256_mul_ps(gh, dt), b_n, du_acc);
+    _mm256_storeu_ps(g + n, _mm256_mul_ps(gh, decay));
+  }
+  return {avx2::hsum(du_acc), avx2::hsum(ddt_acc)};
+}
+
 }  // namespace lowrank::ops::detail
 
 #else  // no AVX2 in this build: selective_scan_uses_avx2() is false, so these are never called.
@@ -99,6 +123,12 @@ void exp_avx2(const float* x, float* out) {
 void selective_scan_step_avx2(int64_t channels, int64_t N, const float* delta, const float* u, const float* A,
                               const float* b_row, const float* c_row, float* h, float* y) {
   selective_scan_step_portable(channels, N, delta, u, A, b_row, c_row, h, y);
+}
+
+ScanBackwardSums selective_scan_backward_channel_avx2(int64_t, float, float, float, const float*,
+                                                      const float*, const float*, const float*, const float*,
+                                                      float*, float*, float*, float*) {
+  return {0.0f, 0.0f};  // never called: selective_scan_uses_avx2() is false in this build
 }
 
 }  // namespace lowrank::ops::detail

@@ -139,6 +139,15 @@ void backward_impl(const Shape& s, const T* u, const T* dt, const T* A, const T*
             const T* hc = cur + (d - d0) * N;
             T* gd = g.data() + (d - d0) * N;
             T* da = dA_row + d * N;
+            if constexpr (std::is_same_v<T, float>) {
+              if (selective_scan_uses_avx2(N)) {
+                const detail::ScanBackwardSums sums = detail::selective_scan_backward_channel_avx2(
+                    N, delta, x, gyv, a_row, b_row, c_row, hp, hc, gd, da, db_row, dc_row);
+                du[at] = sums.du;
+                ddt[at] = sums.ddelta;
+                continue;
+              }
+            }
             T du_acc = 0, ddt_acc = 0;
             for (int64_t n = 0; n < N; ++n) {
               // y_l = Σ C h_l: dL/dh_l gains gy·C, and dL/dC gains gy·h_l.

@@ -28,4 +28,18 @@ void selective_scan_step_avx2(int64_t channels, int64_t N, const float* delta, c
 // Relative error ≲ 2e-7 over the clamped range.
 void exp_avx2(const float* x, float* out);
 
+// One channel of the backward at one position (selective_scan_cpu.cpp's backward_impl): with
+// g = dL/dh_l on entry (N states), gh = g + gy·C, a = exp(Δ A):
+//   dC += gy·h_l,  dA += gh·h_{l−1}·a·Δ,  dB += gh·Δ·u,  g ← gh·a   (dL/dh_{l−1} on return)
+// and returns (Σ_n gh·Δ·B, Σ_n gh·h_{l−1}·a·A + gh·B·u) = (dL/du, dL/dΔ) of the position.
+// N a multiple of 8; the portable form is the loop in backward_impl.
+struct ScanBackwardSums {
+  float du, ddelta;
+};
+ScanBackwardSums selective_scan_backward_channel_avx2(int64_t N, float delta, float u, float gy,
+                                                      const float* a_row, const float* b_row,
+                                                      const float* c_row, const float* h_prev,
+                                                      const float* h_cur, float* g, float* dA, float* dB,
+                                                      float* dC);
+
 }  // namespace lowrank::ops::detail
