@@ -566,7 +566,7 @@ def test_lr(test, objective):
 
 
 SSM_MIXERS = ("transformer", "s4d", "s4", "long-conv", "long-conv-squash", "sgconv", "sgconv-no-decay",
-              "sgconv-per-position", "mamba")
+              "sgconv-per-position", "mamba", "unireplknet-1d")
 
 
 def ssm_lines(results):
@@ -634,6 +634,9 @@ def ssm_lines(results):
     out.append(f"| SGConv's ablations lose accuracy (no decay; one parameter per position) | SGConv's ablation "
                f"table | {acc['sgconv-no-decay']:.3f} / {acc['sgconv-per-position']:.3f} vs {acc['sgconv']:.3f} | "
                f"{verdict(['sgconv', 'sgconv-no-decay', 'sgconv-per-position'], lose)} |")
+    out.append(f"| 1-D UniRepLKNet ≥ S4D (large-kernel ConvNets as universal perceivers) | UniRepLKNet: "
+               f"time-series and audio in its 1-D mode; no ListOps figure | {acc['unireplknet-1d']:.3f} vs "
+               f"{acc['s4d']:.3f} | {verdict(['unireplknet-1d', 's4d'], acc['unireplknet-1d'] >= acc['s4d'])} |")
     out.append("")
     return out
 
