@@ -34,6 +34,7 @@ double max_diff(const at::Tensor& a, const at::Tensor& b) {
 }
 
 TEST(VqTttTest, FilterStartsAtTheIdentity) {
+  at::manual_seed(1);  // the random inputs below are fixed
   for (const auto& [h, w] : {std::pair<int64_t, int64_t>{8, 12}, {7, 9}}) {
     const SpectralFilter filter(h, w, 4, 3);
     EXPECT_LE(max_diff(filter.response(), at::ones({h, w / 2 + 1})), 0.0);
@@ -70,6 +71,7 @@ at::Tensor even_kernel(const at::Tensor& half, int64_t n) {
 }
 
 TEST(VqTttTest, RankOneFilterIsAPairOfOneDimensionalConvolutions) {
+  at::manual_seed(2);  // the random inputs below are fixed
   for (const auto& [h, w] : {std::pair<int64_t, int64_t>{8, 12}, {7, 9}}) {
     const at::Tensor u = at::rand({1, h / 2 + 1}, at::kDouble) + 0.5;
     const at::Tensor v = at::rand({1, w / 2 + 1}, at::kDouble) + 0.5;
@@ -84,6 +86,7 @@ TEST(VqTttTest, RankOneFilterIsAPairOfOneDimensionalConvolutions) {
 }
 
 TEST(VqTttTest, LoraOnlyOnTheShallowLayersAndOnlyAdapterTensorsGetGradients) {
+  at::manual_seed(3);  // the random inputs below are fixed
   nn::ImageClassifier model = tiny_classifier(1);
   VqTtt ttt(model, {.filter_rank = 2, .lora_layers = 2, .lora_rank = 2, .steps = 0});
   std::set<std::string> held;
@@ -112,6 +115,7 @@ TEST(VqTttTest, LoraOnlyOnTheShallowLayersAndOnlyAdapterTensorsGetGradients) {
 }
 
 TEST(VqTttTest, EntropyMinimisationLowersTheEntropyAndDetachingRestoresTheModel) {
+  at::manual_seed(4);  // the random inputs below are fixed
   nn::ImageClassifier model = tiny_classifier(2);
   // A head 30x its random init, so that the predictions are not flat at the start (a random tiny
   // model's are nearly uniform, and the entropy's gradient vanishes with the logits).
