@@ -91,6 +91,9 @@ TEST(VqTttStudyTest, BadInputIsRefusedBeforeAnyFile) {
       },
       InvalidArgument);
   o.degradations = {"blur:2"};
+  o.ttt.lora_layers = 5;  // the model has 2
+  EXPECT_THROW(run_vq_ttt_study(o), InvalidArgument);
+  o.ttt.lora_layers = 1;
   o.task = testing::write_image_task(dir / "task16", 16, 4, 4);
   EXPECT_THROW(run_vq_ttt_study(o), InvalidArgument);  // 16x16 images, the model reads 8x8
   EXPECT_FALSE(fs::exists(o.out));

@@ -115,6 +115,7 @@ VqTttStudy run_vq_ttt_study(const VqTttStudyOptions& o) {
   nn::ImageClassifier model = nn::ImageClassifier::load(o.model);
   const TaskDataset task = TaskDataset::open(o.task);
   check_task_fits(model, task);
+  { const adapt::VqTtt probe(model, o.ttt); }  // its config errors before any evaluation
   int64_t n = task.info().splits[static_cast<int>(o.split)].examples;
   if (o.max_examples > 0) n = std::min(n, o.max_examples);
   LR_CHECK(n > 0, InvalidArgument, "task ", o.task.string(), ": the ", data::tasks::split_name(o.split),
