@@ -91,18 +91,26 @@ def mixers_lines():
         f"{options}; every other mixer at its defaults. Roofs of the same run: GEMM "
         f"{r['gemm_gflop_per_s']:.0f} GFLOP/s, triad {r['triad_gb_per_s']:.1f} GB/s.",
         "",
-        "| n | mixer | ms | SDPA / this | materialised / this | peak MiB | memory / materialised's |",
-        "|---|---|---|---|---|---|---|",
+        "GFLOP/s and GB/s are on each row's counted FLOPs and bytes (the projections, plus the exact "
+        "baselines' scores and the attention-side mixers' own windows, feature maps, projections or FFTs); "
+        "`+` marks a mixer whose own arithmetic is not counted (a lower bound). The bound is the roof the "
+        "counted work would hit first; \"roof\" is the fraction of that roof's time the row reaches.",
+        "",
+        "| n | mixer | ms | SDPA / this | materialised / this | peak MiB | memory / materialised's | GFLOP/s "
+        "| GB/s | bound | roof |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [x for x in r["rows"] if "skipped" not in x]
     for x in rows:
         lines.append(
             f"| {x['n']} | {x['mixer']} | {fmt(x['ms'], 1)} | {fmt(x.get('sdpa_over_this'), 2)} | "
             f"{fmt(x.get('materialised_over_this'), 2)} | {fmt(x.get('peak_mib'), 1)} | "
-            f"{fmt(x.get('memory_vs_materialised'), 3)} |")
+            f"{fmt(x.get('memory_vs_materialised'), 3)} | {fmt(x.get('gflop_per_s'), 1)}"
+            f"{'' if x.get('cost_counted', False) else '+'} | {fmt(x.get('gb_per_s'), 2)} | {x.get('bound', '—')} | "
+            f"{fmt(x.get('roof_fraction'), 2)} |")
     for x in r["rows"]:
         if "skipped" in x:
-            lines.append(f"| {x['n']} | {x['mixer']} | skipped: {x['skipped']} | | | | |")
+            lines.append(f"| {x['n']} | {x['mixer']} | skipped: {x['skipped']} | | | | | | | | |")
     n = max(x["n"] for x in rows)
     at = {x["mixer"]: x for x in rows if x["n"] == n and x["mixer"] in ATTENTION_SIDE}
     fast = sorted(m for m, x in at.items() if x["sdpa_over_this"] >= 4)
