@@ -753,7 +753,7 @@ def write_bar_chart(path, title, groups, series, value):
     colors = ("#444", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
     legend_w, L, B = 170, 50, 40
     bw = 12 if len(series) > 3 else 16
-    group = max(bw * len(series) + 14, 60)
+    group = max(bw * len(series) + 24, 80)
     W, H = L + group * len(groups) + legend_w, 300
     Y = lambda a: H - B - a * (H - B - 30)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '
