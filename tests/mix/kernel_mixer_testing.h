@@ -61,11 +61,10 @@ inline Qkv random_qkv(int64_t B, int64_t H, int64_t T, int64_t d, uint64_t seed,
 // The local window as a dense [T, T] mask, from its definition (loops).
 inline at::Tensor window_mask(int64_t T, int64_t w, bool causal) {
   at::Tensor m = at::zeros({T, T}, at::kBool);
+  auto a = m.accessor<bool, 2>();
   for (int64_t i = 0; i < T; ++i)
-    for (int64_t j = 0; j < T; ++j) {
-      const bool in = causal ? (i - j >= 0 && i - j < w) : (j - i >= -(w / 2) && j - i < (w + 1) / 2);
-      m[i][j] = in;
-    }
+    for (int64_t j = 0; j < T; ++j)
+      a[i][j] = causal ? (i - j >= 0 && i - j < w) : (j - i >= -(w / 2) && j - i < (w + 1) / 2);
   return m;
 }
 

@@ -87,16 +87,16 @@ TEST(LocalAttentionTest, RopeRotatesQueriesAndKeysAndStepsWithPositions) {
 TEST(LocalAttentionTest, ScatterbrainAndPerformerInFloat32MatchFloat64) {
   const auto config = kernel_config(1, 1, 16);
   const Qkv x = random_qkv(1, 1, 200, 16, 15, 1.5);
-  for (const KernelMixerVariant variant :
-       {KernelMixerVariant::kScatterbrain, KernelMixerVariant::kPerformer}) {
-    const auto mixer =
-        make_mixer(variant, config,
-                   variant == KernelMixerVariant::kPerformer ? Json{{"causal", true}} : Json{{"window", 16}});
-    const at::Tensor f64 = mixer->mix(x.q, x.k, x.v, {});
-    const at::Tensor f32 = mixer->mix(x.q.to(at::kFloat), x.k.to(at::kFloat), x.v.to(at::kFloat), {});
-    EXPECT_TRUE(f32.isfinite().all().item<bool>()) << mixer->name();
-    EXPECT_LE(max_abs_diff(f32, f64), 1e-4) << mixer->name();
-  }
+  for (const KernelMixerVariant variant : {KernelMixerVariant::kScatterbrain, KernelMixerVariant::kPerformer})
+    for (const bool causal : {true, false}) {
+      Json options = {{"causal", causal}};
+      if (variant == KernelMixerVariant::kScatterbrain) options["window"] = 16;
+      const auto mixer = make_mixer(variant, config, options);
+      const at::Tensor f64 = mixer->mix(x.q, x.k, x.v, {});
+      const at::Tensor f32 = mixer->mix(x.q.to(at::kFloat), x.k.to(at::kFloat), x.v.to(at::kFloat), {});
+      EXPECT_TRUE(f32.isfinite().all().item<bool>()) << mixer->name() << ", causal " << causal;
+      EXPECT_LE(max_abs_diff(f32, f64), 1e-4) << mixer->name() << ", causal " << causal;
+    }
 }
 
 TEST(LocalAttentionTest, BadOptionsAreRefusedNamingTheOption) {

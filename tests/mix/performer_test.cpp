@@ -41,21 +41,23 @@ TEST(PerformerTest, EqualsPerformerPytorchGivenTheSameProjection) {
 TEST(PerformerTest, EqualsAMaterialisedFavorBuild) {
   // Float64, the features computed here without stabilisers: φ(x) = m^{-1/2}(exp(Wx̂ − ‖x̂‖²/2)),
   // the eps term exp(c)·1e-4 added as performer-pytorch does (c = max of Wx̂ over the keys).
+  // 2200 rows: the bidirectional queries run in three chunks of at most 1024 rows.
   const auto config = kernel_config(1, 1, 4);
-  const int64_t T = 10;
-  const Qkv x = random_qkv(1, 1, T, 4, 7);
-  const auto mixer = make_mixer(kPerformer, config, {{"causal", false}, {"n_features", 5}});
-  const at::Tensor w = mixer->features()->projection();
-  const double m = 5.0, eps = 1e-4;
-  auto feats = [&](const at::Tensor& t, bool global) {
-    const at::Tensor xh = t * std::pow(4.0, -0.25);
-    const at::Tensor u = at::matmul(xh, w.t());
-    const at::Tensor c = global ? u.amax({-1, -2}, true) : u.amax(-1, true);
-    return (at::exp(u - xh.square().sum(-1, true) / 2 - c) + eps) / std::sqrt(m);
-  };
-  const at::Tensor a = at::matmul(feats(x.q, false), feats(x.k, true).transpose(-1, -2));
-  const at::Tensor want = at::matmul(a / a.sum(-1, true), x.v);
-  EXPECT_LE(max_abs_diff(mixer->mix(x.q, x.k, x.v, {}), want), 1e-12);
+  for (const int64_t T : {10, 2200}) {
+    const Qkv x = random_qkv(1, 1, T, 4, 7);
+    const auto mixer = make_mixer(kPerformer, config, {{"causal", false}, {"n_features", 5}});
+    const at::Tensor w = mixer->features()->projection();
+    const double m = 5.0, eps = 1e-4;
+    auto feats = [&](const at::Tensor& t, bool global) {
+      const at::Tensor xh = t * std::pow(4.0, -0.25);
+      const at::Tensor u = at::matmul(xh, w.t());
+      const at::Tensor c = global ? u.amax({-1, -2}, true) : u.amax(-1, true);
+      return (at::exp(u - xh.square().sum(-1, true) / 2 - c) + eps) / std::sqrt(m);
+    };
+    const at::Tensor a = at::matmul(feats(x.q, false), feats(x.k, true).transpose(-1, -2));
+    const at::Tensor want = at::matmul(a / a.sum(-1, true), x.v);
+    EXPECT_LE(max_abs_diff(mixer->mix(x.q, x.k, x.v, {}), want), 1e-12) << "T " << T;
+  }
 }
 
 TEST(PerformerTest, DecodeStateEqualsForwardAndIsCausal) {

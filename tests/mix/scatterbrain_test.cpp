@@ -92,6 +92,26 @@ TEST(ScatterbrainTest, LocalSupportEqualsTheNaiveBuild) {
     }
 }
 
+// Past 1024 query rows the local support runs in chunks of whole blocks (and, bidirectional, the
+// query features are made per chunk): 2200 rows are three chunks, the last one ragged.
+TEST(ScatterbrainTest, LocalSupportOverSeveralRowChunksEqualsTheNaiveBuild) {
+  const auto config = kernel_config(1, 1, 4);
+  const int64_t T = 2200;
+  const Qkv x = random_qkv(1, 1, T, 4, 12);
+  for (const bool causal : {true, false})
+    for (const int64_t w : {5, 64}) {
+      const at::Tensor omega = window_mask(T, w, causal);
+      const auto mixer = make_mixer(kSb, config, {{"causal", causal}, {"window", w}, {"n_features", 6}});
+      const at::Tensor want = naive_scatterbrain(x, mixer->features()->projection(), omega, causal);
+      EXPECT_LE(max_abs_diff(mixer->mix(x.q, x.k, x.v, {}), want), 1e-10)
+          << "causal " << causal << ", w " << w;
+      const auto local = make_mixer(KernelMixerVariant::kLocal, config, {{"causal", causal}, {"window", w}});
+      EXPECT_LE(max_abs_diff(local->mix(x.q, x.k, x.v, {}), masked_softmax_attention(x.q, x.k, x.v, omega)),
+                1e-10)
+          << "local, causal " << causal << ", w " << w;
+    }
+}
+
 TEST(ScatterbrainTest, LshSupportEqualsTheNaiveBuild) {
   const auto config = kernel_config(2, 2, 4);
   const int64_t T = 13;
@@ -191,25 +211,33 @@ TEST(ScatterbrainTest, PaddedKeysAreIgnored) {
   EXPECT_LE(max_abs_diff(mixer->mix(x.q, x.k, x.v, valid), want), 1e-10);
 }
 
-// Left padding through the forward (context.valid): the real positions' outputs equal those of
-// the unpadded sequence, for every variant (the local windows count positions, and the padding
-// only occupies positions before the first token).
-TEST(ScatterbrainTest, LeftPaddedForwardEqualsTheUnpaddedSequenceForEveryVariant) {
+// Padding through the forward (context.valid): the real positions' outputs equal those of the
+// unpadded sequence, for every variant, with the padding before the first token or after the last
+// (the local windows count positions, and masked keys leave every sum). At 2200 tokens the
+// padding falls in another row chunk than the first (see above).
+TEST(ScatterbrainTest, PaddedForwardEqualsTheUnpaddedSequenceForEveryVariant) {
   const auto config = kernel_config(2, 1, 4);
-  const int64_t T = 7, P = 3, H = config.hidden_size;
-  at::manual_seed(13);
-  const at::Tensor x = at::randn({1, T, H}, at::kDouble);
-  const at::Tensor padded = at::cat({at::randn({1, P, H}, at::kDouble) * 3, x}, 1);
-  nn::MixerContext plain, with_padding;
-  with_padding.valid = at::cat({at::zeros({1, P}, at::kBool), at::ones({1, T}, at::kBool)}, 1);
-  for (const KernelMixerVariant variant : {kSb, KernelMixerVariant::kPerformer, KernelMixerVariant::kLocal})
-    for (const bool causal : {true, false}) {
-      Json options = {{"causal", causal}};
-      if (variant != KernelMixerVariant::kPerformer) options["window"] = 3;
-      const auto mixer = make_mixer(variant, config, options);
-      const at::Tensor want = mixer->forward(x, plain);
-      const at::Tensor got = mixer->forward(padded, with_padding).narrow(1, P, T);
-      EXPECT_LE(max_abs_diff(got, want), 1e-10) << mixer->name() << ", causal " << causal;
+  const int64_t P = 3, H = config.hidden_size;
+  for (const int64_t T : {7, 2200})
+    for (const bool left : {true, false}) {
+      at::manual_seed(13);
+      const at::Tensor x = at::randn({1, T, H}, at::kDouble);
+      const at::Tensor junk = at::randn({1, P, H}, at::kDouble) * 3;
+      const at::Tensor padded = left ? at::cat({junk, x}, 1) : at::cat({x, junk}, 1);
+      const at::Tensor real = at::ones({1, T}, at::kBool), pad = at::zeros({1, P}, at::kBool);
+      nn::MixerContext plain, with_padding;
+      with_padding.valid = left ? at::cat({pad, real}, 1) : at::cat({real, pad}, 1);
+      for (const KernelMixerVariant variant :
+           {kSb, KernelMixerVariant::kPerformer, KernelMixerVariant::kLocal})
+        for (const bool causal : {true, false}) {
+          Json options = {{"causal", causal}};
+          if (variant != KernelMixerVariant::kPerformer) options["window"] = 3;
+          const auto mixer = make_mixer(variant, config, options);
+          const at::Tensor want = mixer->forward(x, plain);
+          const at::Tensor got = mixer->forward(padded, with_padding).narrow(1, left ? P : 0, T);
+          EXPECT_LE(max_abs_diff(got, want), 1e-10)
+              << mixer->name() << ", causal " << causal << ", T " << T << (left ? ", left" : ", right");
+        }
     }
 }
 

@@ -9,11 +9,19 @@
 
 #include "lowrank/core/error.h"
 #include "lowrank/mix/graph_free.h"
+#include "lowrank/ops/shifted_exp.h"
 
 namespace lowrank::mix {
 namespace {
 
 constexpr int64_t kCausalChunk = 64;
+
+// Without a graph to keep, float CPU features are made by ops::shifted_exp_: one pass over the
+// [.., m] tensor instead of the three or four of composed ATen ops.
+bool fused_feature_pass(const at::Tensor& x) {
+  return keeps_no_graph({x}) && x.device().is_cpu() &&
+         (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble);
+}
 
 // exp(x − c) with c = −inf (no key yet) giving 0 rather than NaN.
 at::Tensor finite_or(const at::Tensor& value, const at::Tensor& fallback) {
@@ -64,31 +72,60 @@ at::Tensor RandomFeatures::signed_projection(const at::TensorOptions& options) c
   return (kind_ == FeatureKind::kCosh ? at::cat({w, -w}, 0) : w).to(options);
 }
 
-std::pair<at::Tensor, at::Tensor> RandomFeatures::log_features(const at::Tensor& x) const {
+RandomFeatures::Projected RandomFeatures::project(const at::Tensor& x) const {
   const double normaliser_sq = 1.0 / std::sqrt(static_cast<double>(head_dim_));
-  at::Tensor projected = at::matmul(x, signed_projection(x.options()).t());
-  const at::Tensor half_norm = x.square().sum(-1, /*keepdim=*/true) * (0.5 * normaliser_sq);
+  Projected p;
+  p.projected = at::matmul(x, signed_projection(x.options()).t());
+  p.half_norm = x.square().sum(-1, /*keepdim=*/true) * (0.5 * normaliser_sq);
+  p.projected_max = at::amax(p.projected, {-1}, /*keepdim=*/true).detach();
+  return p;
+}
+
+std::pair<at::Tensor, at::Tensor> RandomFeatures::log_features(const at::Tensor& x) const {
+  Projected p = project(x);
   // max(a) = max(W x̂) − ‖x̂‖²/2: the row maximum of either quantity, from one pass.
-  at::Tensor row_max = at::amax(projected, {-1}, /*keepdim=*/true);
-  if (stabilise_ == StabiliseOn::kLogFeature) row_max = row_max - half_norm;
+  at::Tensor row_max = p.projected_max;
+  if (stabilise_ == StabiliseOn::kLogFeature) row_max = row_max - p.half_norm.detach();
   // Without a graph to keep (inference, or inputs that need no gradient) the [.., m] tensor is
   // updated in place: each pass over it is then one read and one write, with no new allocation.
-  at::Tensor log_feature = keeps_no_graph({x}) ? projected.sub_(half_norm) : projected - half_norm;
-  return {std::move(log_feature), row_max.detach()};
+  at::Tensor log_feature = keeps_no_graph({x}) ? p.projected.sub_(p.half_norm) : p.projected - p.half_norm;
+  return {std::move(log_feature), row_max};
 }
 
 QueryFeatures RandomFeatures::queries(const at::Tensor& q) const {
+  const double half_log_m = 0.5 * std::log(static_cast<double>(n_features()));
+  if (fused_feature_pass(q)) {
+    // a − c = W x̂ − max(W x̂) (c = max a, fly), or W x̂ − ‖x̂‖²/2 − max(W x̂) (c = max W x̂,
+    // performer-pytorch): one shift per row.
+    Projected p = project(q);
+    const bool on_log_feature = stabilise_ == StabiliseOn::kLogFeature;
+    const at::Tensor shift = on_log_feature ? p.projected_max : p.projected_max + p.half_norm;
+    const at::Tensor c = on_log_feature ? p.projected_max - p.half_norm : p.projected_max;
+    at::Tensor row_sum = ops::shifted_exp_(p.projected, shift, eps_, /*row_sums=*/true);
+    return {p.projected, c - half_log_m, std::move(row_sum)};
+  }
   auto [a, c] = log_features(q);
   const bool in_place = keeps_no_graph({q});
   at::Tensor features = in_place ? a.sub_(c).exp_() : at::exp(a - c);
   if (eps_ != 0.0) features = in_place ? features.add_(eps_) : features + eps_;
-  const double half_log_m = 0.5 * std::log(static_cast<double>(n_features()));
-  return {features, c - half_log_m};
+  return {features, c - half_log_m, at::Tensor()};
 }
 
 KeyFeatures RandomFeatures::keys(const at::Tensor& k, const at::Tensor& key_mask) const {
-  auto [a, own] = log_features(k);
   const double inf = std::numeric_limits<double>::infinity();
+  if (fused_feature_pass(k)) {
+    // a − c = W x̂ − ‖x̂‖²/2 − c with c the maximum over the sequence: one shift per row, +inf
+    // (a zero row) for a padding key.
+    Projected p = project(k);
+    at::Tensor own = stabilise_ == StabiliseOn::kLogFeature ? p.projected_max - p.half_norm : p.projected_max;
+    if (key_mask.defined()) own = own.masked_fill(key_mask.eq(0), -inf);
+    const at::Tensor c = finite_or(at::amax(own, {-2}, /*keepdim=*/true), at::zeros({}, own.options()));
+    at::Tensor shift = p.half_norm + c;
+    if (key_mask.defined()) shift = shift.masked_fill(key_mask.eq(0), inf);
+    ops::shifted_exp_(p.projected, shift, 0.0, /*row_sums=*/false);
+    return {p.projected, c, own, key_mask};
+  }
+  auto [a, own] = log_features(k);
   if (key_mask.defined()) own = own.masked_fill(key_mask.eq(0), -inf);
   // A row without any real key keeps a finite stabiliser (its features are all zero anyway).
   const at::Tensor c = finite_or(at::amax(own, {-2}, /*keepdim=*/true), at::zeros({}, own.options()));
@@ -98,25 +135,41 @@ KeyFeatures RandomFeatures::keys(const at::Tensor& k, const at::Tensor& key_mask
   return {features, c, own, key_mask};
 }
 
+KeySums RandomFeatures::key_sums(const KeyFeatures& k, const at::Tensor& v) const {
+  // performer-pytorch adds eps to every real key's features: (K' + eps·w1ᵀ)ᵀV = K'ᵀV + eps·1(wᵀV)
+  // and Σ_j (K' + eps·w1ᵀ)_j = Σ_j K'_j + eps·Σ_j w_j, without a second [.., S, m] tensor.
+  KeySums sums;
+  sums.kv = at::matmul(k.features.transpose(-1, -2), v);  // [.., m, Dv]
+  sums.z = k.features.sum(-2, /*keepdim=*/true);          // [.., 1, m]
+  if (eps_ != 0.0) {
+    const at::Tensor key_weight = k.key_mask.defined() ? k.key_mask : at::ones_like(v.narrow(-1, 0, 1));
+    sums.kv = sums.kv + eps_ * (key_weight * v).sum(-2, /*keepdim=*/true);
+    sums.z = sums.z + eps_ * key_weight.sum(-2, /*keepdim=*/true);
+  }
+  sums.stabiliser = k.stabiliser;
+  return sums;
+}
+
+LowRankTerms RandomFeatures::attend(const QueryFeatures& q, const KeySums& sums) const {
+  const at::Tensor& qf = q.features;
+  LowRankTerms out;
+  out.query_sum = q.row_sum.defined() ? q.row_sum : qf.sum(-1, /*keepdim=*/true);
+  out.numerator = at::matmul(qf, sums.kv);
+  out.normaliser = at::matmul(qf, sums.z.transpose(-1, -2));  // Σ_f φ(q)_f z_f, no [.., T, m] product
+  out.log_scale = q.log_scale + sums.stabiliser - 0.5 * std::log(static_cast<double>(n_features()));
+  return out;
+}
+
 LowRankTerms RandomFeatures::attend(const QueryFeatures& q, const KeyFeatures& k, const at::Tensor& v,
                                     bool causal) const {
+  if (!causal) return attend(q, key_sums(k, v));
   const double half_log_m = 0.5 * std::log(static_cast<double>(n_features()));
   const at::Tensor& qf = q.features;
-  const at::Tensor query_sum = qf.sum(-1, /*keepdim=*/true);
+  const at::Tensor query_sum = q.row_sum.defined() ? q.row_sum : qf.sum(-1, /*keepdim=*/true);
   const at::Tensor ones = at::ones_like(v.narrow(-1, 0, 1));
   const at::Tensor key_weight = k.key_mask.defined() ? k.key_mask : ones;
   LowRankTerms out;
   out.query_sum = query_sum;
-  if (!causal) {
-    at::Tensor kf = k.features;
-    if (eps_ != 0.0) kf = kf + eps_ * key_weight;
-    const at::Tensor kv = at::matmul(kf.transpose(-1, -2), v);  // [.., m, Dv]
-    const at::Tensor z = kf.sum(-2, /*keepdim=*/true);          // [.., 1, m]
-    out.numerator = at::matmul(qf, kv);
-    out.normaliser = at::matmul(qf, z.transpose(-1, -2));  // Σ_f φ(q)_f z_f, no [.., T, m] product
-    out.log_scale = q.log_scale + k.stabiliser - half_log_m;
-    return out;
-  }
   const int64_t dv = v.size(-1);
   const at::Tensor both = causal_linear_product(qf, k.features, at::cat({v, ones}, -1));
   at::Tensor numerator = both.narrow(-1, 0, dv);

@@ -49,6 +49,7 @@ at::Tensor gaussian_orthogonal_random_matrix(int64_t rows, int64_t d, uint64_t s
 struct QueryFeatures {
   at::Tensor features;
   at::Tensor log_scale;
+  at::Tensor row_sum;  // Σ_r q'_r [.., T, 1] when the feature pass produced it; else undefined
 };
 
 // Key features exp(a − c) [.., S, m] for the global stabiliser c [.., 1, 1] (over valid keys), and
@@ -69,6 +70,15 @@ struct LowRankTerms {
   at::Tensor normaliser;
   at::Tensor log_scale;
   at::Tensor query_sum;
+};
+
+// The key side of bidirectional linear attention: Σ_j φ'(k_j) v_jᵀ [.., m, Dv] and Σ_j φ'(k_j)
+// [.., 1, m] over the real keys (performer-pytorch's eps included), at the keys' stabiliser. Made
+// once, it serves any slice of the query rows.
+struct KeySums {
+  at::Tensor kv;
+  at::Tensor z;
+  at::Tensor stabiliser;  // [.., 1, 1]
 };
 
 class RandomFeatures {
@@ -97,10 +107,18 @@ class RandomFeatures {
 
   // φ(Q)φ(K)ᵀV and its normaliser, bidirectional or causal (chunked prefix sums).
   LowRankTerms attend(const QueryFeatures& q, const KeyFeatures& k, const at::Tensor& v, bool causal) const;
+  // The bidirectional case in two halves: the key sums, then the terms of (any rows of) queries.
+  KeySums key_sums(const KeyFeatures& k, const at::Tensor& v) const;
+  LowRankTerms attend(const QueryFeatures& q, const KeySums& sums) const;
 
  private:
   // d^(−1/4)·W, with −d^(−1/4)·W appended for cosh: [m, d] in `options`.
   at::Tensor signed_projection(const at::TensorOptions& options) const;
+  // W x̂ [.., m], ‖x̂‖²/2 [.., 1] and the row maximum of W x̂ [.., 1] (detached).
+  struct Projected {
+    at::Tensor projected, half_norm, projected_max;
+  };
+  Projected project(const at::Tensor& x) const;
 
   int64_t head_dim_;
   FeatureKind kind_;

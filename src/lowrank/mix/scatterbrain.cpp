@@ -3,6 +3,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -103,27 +104,48 @@ SparseTerms block_terms(const at::Tensor& qb, const at::Tensor& kb, const at::Te
   return out;
 }
 
+// Scatterbrain's log-space normalisation of the exact terms on Ω and the low-rank terms off it
+// (fly's SBLocalAttention.forward): the off-support mass is the low-rank normaliser less the
+// feature dots on Ω, clamped at 1e-24.
+at::Tensor normalise(const SparseTerms& sparse, const LowRankTerms& lr) {
+  const at::Tensor off_support = (lr.normaliser - sparse.dots_sum).clamp_min(1e-24);
+  const at::Tensor log_z = at::logaddexp(sparse.lse, at::log(off_support) + lr.log_scale);
+  return at::exp(sparse.lse - log_z) * sparse.weighted +
+         at::exp(lr.log_scale - log_z) * (lr.numerator - sparse.dots_v);
+}
+
 // The keys a block of C queries can see under a window: block b covers positions
 // [bC − front, bC − front + width), zero-padded outside [0, T).
 struct KeyWindow {
   int64_t front = 0, width = 0;
 };
 
-// x [.., T, c] -> [.., nb, width, c].
-at::Tensor key_blocks(const at::Tensor& x, int64_t C, int64_t nb, KeyWindow kw) {
+// The local support is computed over chunks of whole query blocks of about this many rows: each
+// chunk's score, dot and gathered key tensors ([.., blocks, C, width] and [.., blocks, width, m])
+// then stay a few MiB, in cache and reused by the allocator, instead of whole-sequence tensors
+// written once and read once from memory (at 16K tokens, 67 MiB of scores and 140 MiB of
+// gathered key features).
+constexpr int64_t kLocalChunkRows = 1024;
+
+// Blocks [first, first + count) of x [.., T, c] under window kw -> [.., count, width, c].
+at::Tensor key_blocks(const at::Tensor& x, int64_t C, int64_t first, int64_t count, KeyWindow kw) {
   const int64_t T = x.size(-2);
-  const int64_t back = std::max<int64_t>(0, (nb - 1) * C + kw.width - kw.front - T);
-  const at::Tensor padded = at::constant_pad_nd(x, {0, 0, kw.front, back});
-  return padded.unfold(-2, kw.width, C).narrow(-3, 0, nb).transpose(-1, -2);
+  const int64_t start = first * C - kw.front, stop = start + (count - 1) * C + kw.width;
+  const int64_t lo = std::clamp<int64_t>(start, 0, T), hi = std::clamp<int64_t>(stop, 0, T);
+  at::Tensor rows = x.narrow(-2, lo, hi - lo);
+  if (lo != start || hi != stop) rows = at::constant_pad_nd(rows, {0, 0, lo - start, stop - hi});
+  return rows.unfold(-2, kw.width, C).transpose(-1, -2);
 }
 
-// x [.., T, c] -> [.., nb, C, c], zero-padded to nb·C rows.
-at::Tensor query_blocks(const at::Tensor& x, int64_t C, int64_t nb) {
+// Query blocks [first, first + count) of x [.., T, c] -> [.., count, C, c], zero-padded past T.
+at::Tensor query_blocks(const at::Tensor& x, int64_t C, int64_t first, int64_t count) {
   const int64_t T = x.size(-2);
-  const at::Tensor padded = at::constant_pad_nd(x, {0, 0, 0, nb * C - T});
+  const int64_t start = first * C, stop = std::min(T, (first + count) * C);
+  at::Tensor rows = x.narrow(-2, start, stop - start);
+  if (stop - start < count * C) rows = at::constant_pad_nd(rows, {0, 0, 0, count * C - (stop - start)});
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 2);
-  shape.insert(shape.end(), {nb, C, x.size(-1)});
-  return padded.reshape(shape);
+  shape.insert(shape.end(), {count, C, x.size(-1)});
+  return rows.reshape(shape);
 }
 
 // [.., nb, C, c] -> [.., T, c].
@@ -287,33 +309,57 @@ at::Tensor KernelAttentionMixer::forward(const at::Tensor& x, const nn::MixerCon
 
 at::Tensor KernelAttentionMixer::mix(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const at::Tensor& key_mask) const {
-  const int64_t B = q.size(0);
-  const int64_t H = q.size(1);
   const int64_t T = q.size(2);
   const bool causal = options_.causal;
 
-  std::optional<QueryFeatures> qf;
+  // The key side first. Bidirectional, it is two small sums, and the query side is made chunk by
+  // chunk of rows below (features, low-rank terms, exact terms, normalisation), so no [.., T, m]
+  // query tensor exists whole; causal, the chunked prefix sums need every row's features at once.
   std::optional<KeyFeatures> kf;
+  std::optional<KeySums> sums;
+  std::optional<QueryFeatures> qf;
   LowRankTerms lr;
   if (features_) {
-    qf = features_->queries(q);
     kf = features_->keys(k, key_mask);
-    lr = features_->attend(*qf, *kf, v, causal);
+    if (causal) {
+      qf = features_->queries(q);
+      lr = features_->attend(*qf, *kf, v, /*causal=*/true);
+    } else {
+      sums = features_->key_sums(*kf, v);
+    }
   }
+  // Rows [start, start + rows) of the query features and low-rank terms.
+  const auto query_side = [&](int64_t start, int64_t rows) -> std::pair<QueryFeatures, LowRankTerms> {
+    if (!causal) {
+      QueryFeatures f = features_->queries(q.narrow(-2, start, rows));
+      LowRankTerms t = features_->attend(f, *sums);
+      return {std::move(f), std::move(t)};
+    }
+    const auto slice = [&](const at::Tensor& x) { return x.defined() ? x.narrow(-2, start, rows) : x; };
+    return {
+        QueryFeatures{slice(qf->features), slice(qf->log_scale), slice(qf->row_sum)},
+        LowRankTerms{slice(lr.numerator), slice(lr.normaliser), slice(lr.log_scale), slice(lr.query_sum)}};
+  };
+
   if (variant_ == KernelMixerVariant::kPerformer) {
     // performer-pytorch: out = φ(Q)(φ(K)ᵀV) / φ(Q)(φ(K)ᵀ1), causal with eps on the key sums.
-    at::Tensor normaliser = lr.normaliser;
-    if (causal)
-      normaliser = normaliser + kPerformerCausalEps *
-                                    std::sqrt(static_cast<double>(features_->n_features())) * lr.query_sum;
-    // Only a row that sees no key at all (all padding) has a zero normaliser; it outputs 0.
-    const at::Tensor some = normaliser.gt(0);
-    return lr.numerator / at::where(some, normaliser, at::ones_like(normaliser));
+    std::vector<at::Tensor> out;
+    for (int64_t start = 0; start < T; start += kLocalChunkRows) {
+      const int64_t rows = std::min(kLocalChunkRows, T - start);
+      const LowRankTerms t = query_side(start, rows).second;
+      at::Tensor normaliser = t.normaliser;
+      if (causal)
+        normaliser = normaliser + kPerformerCausalEps *
+                                      std::sqrt(static_cast<double>(features_->n_features())) * t.query_sum;
+      // Only a row that sees no key at all (all padding) has a zero normaliser; it outputs 0.
+      const at::Tensor some = normaliser.gt(0);
+      out.push_back(t.numerator / at::where(some, normaliser, at::ones_like(normaliser)));
+    }
+    return out.size() == 1 ? out[0] : at::cat(out, -2);
   }
 
   // The exact terms on Ω.
   const bool with_dots = features_.has_value();
-  SparseTerms sparse;
   if (options_.support == SparseSupport::kLocal) {
     const int64_t w = options_.window;
     const int64_t C = std::min(w, T);
@@ -333,19 +379,38 @@ at::Tensor KernelAttentionMixer::mix(const at::Tensor& q, const at::Tensor& k, c
     else
       allowed = allowed.logical_and(offset.ge(-(w / 2))).logical_and(offset.lt((w + 1) / 2));
     allowed = allowed.view({1, 1, nb, C, kw.width});
-    if (key_mask.defined())
-      allowed = allowed.logical_and(
-          key_blocks(key_mask, C, nb, kw).transpose(-1, -2).gt(0));  // [B, 1, nb, 1, width]
-    sparse = block_terms(query_blocks(q, C, nb), key_blocks(k, C, nb, kw), key_blocks(v, C, nb, kw), allowed,
-                         at::Tensor(), with_dots ? query_blocks(qf->features, C, nb) : at::Tensor(),
-                         with_dots ? key_blocks(kf->features, C, nb, kw) : at::Tensor(), scale_);
-    sparse.lse = unblock(sparse.lse, T);
-    sparse.weighted = unblock(sparse.weighted, T);
-    if (with_dots) {
-      sparse.dots_sum = unblock(sparse.dots_sum, T);
-      sparse.dots_v = unblock(sparse.dots_v, T);
+    const int64_t group = std::max<int64_t>(1, kLocalChunkRows / C);
+    std::vector<at::Tensor> out;
+    for (int64_t first = 0; first < nb; first += group) {
+      const int64_t count = std::min(group, nb - first);
+      const int64_t start = first * C, rows = std::min(count * C, T - start);
+      at::Tensor chunk_allowed = allowed.narrow(2, first, count);
+      if (key_mask.defined())  // [B, 1, count, 1, width]
+        chunk_allowed =
+            chunk_allowed.logical_and(key_blocks(key_mask, C, first, count, kw).transpose(-1, -2).gt(0));
+      std::optional<std::pair<QueryFeatures, LowRankTerms>> low_rank;
+      if (with_dots) low_rank = query_side(start, rows);
+      SparseTerms t =
+          block_terms(query_blocks(q, C, first, count), key_blocks(k, C, first, count, kw),
+                      key_blocks(v, C, first, count, kw), chunk_allowed, at::Tensor(),
+                      with_dots ? query_blocks(low_rank->first.features, C, 0, count) : at::Tensor(),
+                      with_dots ? key_blocks(kf->features, C, first, count, kw) : at::Tensor(), scale_);
+      const auto rows_of = [&](const at::Tensor& blocked) { return unblock(blocked, rows); };
+      t.lse = rows_of(t.lse);
+      t.weighted = rows_of(t.weighted);
+      if (with_dots) {
+        t.dots_sum = rows_of(t.dots_sum);
+        t.dots_v = rows_of(t.dots_v);
+      }
+      out.push_back(variant_ == KernelMixerVariant::kLocal ? t.weighted : normalise(t, low_rank->second));
     }
-  } else {
+    return out.size() == 1 ? out[0] : at::cat(out, -2);
+  }
+  // The LSH support: Scatterbrain only, bidirectional (parse_kernel_mixer_options refuses causal).
+  const int64_t B = q.size(0), H = q.size(1);
+  const auto [lsh_qf, lsh_lr] = query_side(0, T);
+  SparseTerms sparse;
+  {
     const int64_t C = std::min(options_.bucket_size, T);
     const int64_t nb = (T + C - 1) / C;
     const int64_t R = options_.n_hashes;
@@ -370,7 +435,7 @@ at::Tensor KernelAttentionMixer::mix(const at::Tensor& q, const at::Tensor& k, c
     const at::Tensor q_chunks = pad_row(at::stack(q_chunk, -1)).index_fill(2, at::tensor({T}, long_opts), -1);
     const at::Tensor k_chunks = pad_row(at::stack(k_chunk, -1)).index_fill(2, at::tensor({T}, long_opts), -2);
     const at::Tensor qp = pad_row(q), kp = pad_row(k), vp = pad_row(v);
-    const at::Tensor qfp = with_dots ? pad_row(qf->features) : at::Tensor();
+    const at::Tensor qfp = with_dots ? pad_row(lsh_qf.features) : at::Tensor();
     const at::Tensor kfp = with_dots ? pad_row(kf->features) : at::Tensor();
     at::Tensor key_ok = at::ones({B, 1, T}, q.options().dtype(at::kBool));
     if (key_mask.defined()) key_ok = key_mask.squeeze(-1).gt(0);
@@ -413,13 +478,7 @@ at::Tensor KernelAttentionMixer::mix(const at::Tensor& q, const at::Tensor& k, c
     sparse.dots_sum = dots_sum;
     sparse.dots_v = dots_v;
   }
-  if (variant_ == KernelMixerVariant::kLocal) return sparse.weighted;
-
-  // Scatterbrain's log-space normalisation (fly's SBLocalAttention.forward).
-  const at::Tensor off_support = (lr.normaliser - sparse.dots_sum).clamp_min(1e-24);
-  const at::Tensor log_z = at::logaddexp(sparse.lse, at::log(off_support) + lr.log_scale);
-  return at::exp(sparse.lse - log_z) * sparse.weighted +
-         at::exp(lr.log_scale - log_z) * (lr.numerator - sparse.dots_v);
+  return normalise(sparse, lsh_lr);
 }
 
 namespace {

@@ -15,36 +15,8 @@
 
 namespace lowrank::ops::detail {
 
-namespace {
-
-// exp(x) for 8 lanes (selective_scan_kernels.h: exp_avx2).
-inline __m256 exp8(__m256 x) {
-  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
-  x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
-  // k = round(x / ln 2); r = x − k ln 2, with ln 2 split in a short high part (exact in k·C1)
-  // and a low correction (Cody–Waite), so r keeps its low bits.
-  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-  // e^r ≈ 1 + r + r² · P(r), P of degree 5 (Cephes expf).
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  const __m256 r2 = _mm256_mul_ps(r, r);
-  const __m256 e = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0f));
-  // 2^k: k + 127 in the exponent field (k ∈ [−127, 128] after the clamp; k = −127 gives 0).
-  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(e, _mm256_castsi256_ps(bits));
-}
-
-}  // namespace
-
 void exp_avx2(const float* x, float* out) {
-  _mm256_storeu_ps(out, exp8(_mm256_loadu_ps(x)));
+  _mm256_storeu_ps(out, avx2::exp8(_mm256_loadu_ps(x)));
 }
 
 namespace {
@@ -57,7 +29,7 @@ inline __m256 channel_step(float delta, float u, int64_t N, const float* a_row, 
   const __m256 du = _mm256_set1_ps(delta * u);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t n = 0; n < N; n += 8) {
-    const __m256 decay = exp8(_mm256_mul_ps(dt, _mm256_loadu_ps(a_row + n)));
+    const __m256 decay = avx2::exp8(_mm256_mul_ps(dt, _mm256_loadu_ps(a_row + n)));
     const __m256 hn =
         _mm256_fmadd_ps(decay, _mm256_loadu_ps(hd + n), _mm256_mul_ps(du, _mm256_loadu_ps(b_row + n)));
     _mm256_storeu_ps(hd + n, hn);
@@ -96,7 +68,7 @@ ScanBackwardSums selective_scan_backward_channel_avx2(int64_t N, float delta, fl
     const __m256 a_n = _mm256_loadu_ps(a_row + n), b_n = _mm256_loadu_ps(b_row + n);
     const __m256 gh = _mm256_fmadd_ps(gyv, _mm256_loadu_ps(c_row + n), _mm256_loadu_ps(g + n));
     _mm256_storeu_ps(dC + n, _mm256_fmadd_ps(gyv, _mm256_loadu_ps(h_cur + n), _mm256_loadu_ps(dC + n)));
-    const __m256 decay = exp8(_mm256_mul_ps(dt, a_n));
+    const __m256 decay = avx2::exp8(_mm256_mul_ps(dt, a_n));
     const __m256 ga = _mm256_mul_ps(_mm256_mul_ps(gh, _mm256_loadu_ps(h_prev + n)), decay);
     ddt_acc = _mm256_fmadd_ps(ga, a_n, ddt_acc);
     ddt_acc = _mm256_fmadd_ps(_mm256_mul_ps(gh, b_n), uv, ddt_acc);
