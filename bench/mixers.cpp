@@ -384,11 +384,11 @@ int main(int argc, char** argv) {
   for (int64_t n : s.lengths) {
     const double B = static_cast<double>(s.batch), N = static_cast<double>(n),
                  h = static_cast<double>(s.hidden());
+    // Forward counts; a training step's (--backward) are `passes` times these.
     const double passes = s.backward ? 3.0 : 1.0;
-    const double projection_flops = passes * 8.0 * B * N * h * h;
-    const double exact_flops =
-        projection_flops + passes * 4.0 * B * static_cast<double>(s.heads) * N * N * s.head_dim;
-    const double bytes = passes * 4.0 * (5.0 * B * N * h + 4.0 * h * h);
+    const double projection_flops = 8.0 * B * N * h * h;
+    const double exact_flops = projection_flops + 4.0 * B * static_cast<double>(s.heads) * N * N * s.head_dim;
+    const double bytes = 4.0 * (5.0 * B * N * h + 4.0 * h * h);
     std::map<std::string, double> baseline_s;
     std::map<std::string, int64_t> baseline_bytes;
     std::vector<std::string> names = {"sdpa", "materialised"};
@@ -413,8 +413,8 @@ int main(int argc, char** argv) {
       const bool exact = !w.baseline.empty();
       const MixerCost cost =
           exact ? MixerCost{exact_flops, bytes, true} : mixer_cost(name, w.config.mixer_options(name), s, n);
-      const double flops = cost.counted ? cost.flops * (exact ? 1.0 : passes) : projection_flops;
-      const double row_bytes = cost.counted ? cost.bytes * (exact ? 1.0 : passes) : bytes;
+      const double flops = passes * (cost.counted ? cost.flops : projection_flops);
+      const double row_bytes = passes * (cost.counted ? cost.bytes : bytes);
       const double compute_time = flops / roofs.flops_per_s, memory_time = row_bytes / roofs.bytes_per_s;
       row["ms"] = seconds * 1e3;
       row["gflop_per_s"] = flops / seconds / 1e9;

@@ -807,29 +807,25 @@ def write_vqttt_svg(path, results):
     write_bar_chart(path, "fmnist test accuracy by degradation set (frozen vit-tiny)", names, series, value)
 
 
+# The one-run collectors: flag -> (what its second path is, its keyword options in the order the
+# function takes them, the function).
+COLLECTORS = {
+    "--collect-task": ("RUN", ("--task", "--mixer", "--lr", "--seed"), collect_task),
+    "--collect-lm": ("RUN", ("--mixer", "--lr", "--seed"), collect_lm),
+    "--collect-vqttt": ("REPORT", ("--objective", "--lr", "--split", "--seed"), collect_vqttt),
+}
+
+
 def main():
     import sys
-    if len(sys.argv) > 2 and sys.argv[1] == "--collect-task":
+    if len(sys.argv) > 2 and sys.argv[1] in COLLECTORS:
+        source, keys, collect = COLLECTORS[sys.argv[1]]
         ap = argparse.ArgumentParser()
-        ap.add_argument("--collect-task", nargs=2, metavar=("OUT", "RUN"))
-        for key in ("--task", "--mixer", "--lr", "--seed"):
+        ap.add_argument(sys.argv[1], nargs=2, metavar=("OUT", source), dest="paths")
+        for key in keys:
             ap.add_argument(key, required=True)
-        a = ap.parse_args()
-        return collect_task(*a.collect_task, a.task, a.mixer, a.lr, a.seed)
-    if len(sys.argv) > 2 and sys.argv[1] == "--collect-lm":
-        ap = argparse.ArgumentParser()
-        ap.add_argument("--collect-lm", nargs=2, metavar=("OUT", "RUN"))
-        for key in ("--mixer", "--lr", "--seed"):
-            ap.add_argument(key, required=True)
-        a = ap.parse_args()
-        return collect_lm(*a.collect_lm, a.mixer, a.lr, a.seed)
-    if len(sys.argv) > 2 and sys.argv[1] == "--collect-vqttt":
-        ap = argparse.ArgumentParser()
-        ap.add_argument("--collect-vqttt", nargs=2, metavar=("OUT", "REPORT"))
-        for key in ("--objective", "--lr", "--split", "--seed"):
-            ap.add_argument(key, required=True)
-        a = ap.parse_args()
-        return collect_vqttt(*a.collect_vqttt, a.objective, a.lr, a.split, a.seed)
+        a = vars(ap.parse_args())
+        return collect(*a["paths"], *(a[key[2:]] for key in keys))
     if len(sys.argv) == 4 and sys.argv[2] == "--best-vqttt-lr":
         return print(best_vqttt_lr(sys.argv[1], sys.argv[3]))
     if len(sys.argv) == 4 and sys.argv[2] == "--best-lm-lr":

@@ -3,7 +3,9 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <charconv>
 #include <cmath>
+#include <string_view>
 
 #include "lowrank/core/error.h"
 #include "lowrank/nn/image_classifier.h"
@@ -12,6 +14,17 @@
 namespace lowrank::adapt {
 
 namespace {
+
+// Whether a slot belongs to one of the first `layers` layers: its name is "model.layers.<i>.…"
+// with i < layers.
+bool in_first_layers(std::string_view name, int64_t layers) {
+  constexpr std::string_view kPrefix = "model.layers.";
+  if (!name.starts_with(kPrefix)) return false;
+  const char* end = name.data() + name.size();
+  int64_t i = 0;
+  const auto [p, ec] = std::from_chars(name.data() + kPrefix.size(), end, i);
+  return ec == std::errc() && p != end && *p == '.' && i < layers;
+}
 
 constexpr const char* kAdapterName = "vq_ttt";
 
@@ -92,10 +105,7 @@ VqTtt::VqTtt(nn::ImageClassifier& model, VqTttConfig config)
   for (nn::LinearSlot* slot : model.slots()) {
     LR_CHECK(slot->adapter(kAdapterName) == nullptr, InvalidArgument, "vq_ttt: slot ", slot->name(),
              " already holds an adapter \"", kAdapterName, "\"");
-    bool shallow = false;
-    for (int64_t i = 0; i < config.lora_layers; ++i)
-      shallow = shallow || slot->name().starts_with("model.layers." + std::to_string(i) + ".");
-    if (!shallow) continue;
+    if (!in_first_layers(slot->name(), config.lora_layers)) continue;
     const int64_t in = slot->in_features(), out = slot->out_features();
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));  // PEFT: kaiming_uniform(a = √5)
     at::Tensor a =

@@ -83,15 +83,6 @@ void check_fits(const nn::LieGroupClassifier& model, const TaskDataset& task) {
   check_image_fits(model.config(), "LieGroupClassifier", task);
 }
 
-// The pixels of an image batch, tokens / 255 in [0, 1], as [B, channels, height, width] (the task
-// stores each image row-major, channel-last pixels interleaved: (y, x, c)).
-at::Tensor batch_pixels(const TaskBatch& batch, int64_t height, int64_t width, int64_t channels) {
-  const int64_t B = batch.input_ids.size(0);
-  LR_CHECK(batch.input_ids.size(1) == height * width * channels, InvalidArgument, "image batch: rows of ",
-           batch.input_ids.size(1), " pixels for ", channels, "x", height, "x", width, " images");
-  return batch.input_ids.to(at::kFloat).div(255.0).view({B, height, width, channels}).permute({0, 3, 1, 2});
-}
-
 // The logits of a batch: the sequence classifier reads the ids and the mask; the image models the
 // pixels. `training`: a training step (the ConvNet's BatchNorm then uses batch statistics).
 at::Tensor batch_logits(const nn::SequenceClassifier& model, const TaskBatch& batch, bool /*training*/) {
@@ -180,6 +171,13 @@ TaskBatch task_batch(const TaskDataset& task, Split split, const std::vector<int
     y.data_ptr<int64_t>()[b] = labels.at(rows[b], 0);
   }
   return {ids, mask, y};
+}
+
+at::Tensor batch_pixels(const TaskBatch& batch, int64_t height, int64_t width, int64_t channels) {
+  const int64_t B = batch.input_ids.size(0);
+  LR_CHECK(batch.input_ids.size(1) == height * width * channels, InvalidArgument, "image batch: rows of ",
+           batch.input_ids.size(1), " pixels for ", channels, "x", height, "x", width, " images");
+  return batch.input_ids.to(at::kFloat).div(255.0).view({B, height, width, channels}).permute({0, 3, 1, 2});
 }
 
 OrderedJson AccuracyResult::to_json() const {

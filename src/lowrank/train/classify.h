@@ -47,6 +47,10 @@ struct TaskBatch {
 };
 TaskBatch task_batch(const data::tasks::TaskDataset& task, data::tasks::Split split,
                      const std::vector<int64_t>& rows);
+// The pixels of an image batch, tokens / 255 in [0, 1], as [B, channels, height, width] (the task
+// stores each image row-major, channel-last pixels interleaved: (y, x, c)). InvalidArgument when a
+// row does not hold height·width·channels pixels.
+at::Tensor batch_pixels(const TaskBatch& batch, int64_t height, int64_t width, int64_t channels);
 
 struct AccuracyResult {
   int64_t correct = 0;

@@ -124,11 +124,7 @@ VqTttStudy run_vq_ttt_study(const VqTttStudyOptions& o) {
   std::iota(rows.begin(), rows.end(), int64_t{0});
   const TaskBatch batch = task_batch(task, o.split, rows);
   const auto& c = model.config();
-  const at::Tensor clean = batch.input_ids.to(at::kFloat)
-                               .div(255.0)
-                               .view({n, c.image_height, c.image_width, c.num_channels})
-                               .permute({0, 3, 1, 2})
-                               .contiguous();
+  const at::Tensor clean = batch_pixels(batch, c.image_height, c.image_width, c.num_channels).contiguous();
   const at::Tensor labels = batch.labels.to(at::kLong);
 
   VqTttStudy study;
