@@ -1,6 +1,7 @@
 // Mamba's selective scan (ops/selective_scan.h) on the CPU, in one run:
 //   kernel     selective_scan_core_cpu: loops over (row, channel block), the state in a local buffer,
-//              each step in AVX2 + FMA (selective_scan_avx2.cpp) where the CPU has it
+//              each step in AVX-512 (selective_scan_avx512.cpp) or AVX2 + FMA (selective_scan_avx2.cpp)
+//              where the CPU has them
 //   loop       selective_scan_core_composite: one step of ATen ops per position (what a libtorch
 //              port of the recurrence does; transformers' slow path is the same loop in Python)
 // forward alone and forward + backward, float32, batch 1, D = 256 channels (mamba-tiny's inner
@@ -8,8 +9,9 @@
 // largest output difference. The scan streams u, Δ (L·D each), B, C (L·N each) and y (L·D) through
 // memory once; "GB/s" is those bytes over the kernel's forward time, beside the machine's read
 // bandwidth measured in the same run (bandwidth.h), and "Gexp/s" the L·D·N exponentials per second:
-// which of the two bounds the kernel is what the numbers say. "port/avx2": the step alone over all
-// channels and positions on one thread, the portable loop's time over the AVX2 step's.
+// which of the two bounds the kernel is what the numbers say. "port/avx2", "port/avx512": the step
+// alone over all channels and positions on one thread, the portable loop's time over the AVX2 and
+// the AVX-512 step's.
 // Target (Mixers II): kernel ≥ 20× the per-step libtorch loop.
 //
 //   build/bin/bench_selective_scan [--out bench/results/selective_scan.json] [--repeats 5]
@@ -18,6 +20,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,10 +41,13 @@ int main(int argc, char** argv) {
   const int64_t D = 256, N = 16, chunk = 64;
   const double roof = lowrank::bench::read_bandwidth_gbs(at::get_num_threads());
   const bool avx2 = ops::selective_scan_uses_avx2(N);
+  const bool avx512 = ops::detail::selective_scan_avx512_usable(N);
   std::printf("read bandwidth (%d threads): %.1f GB/s; kernel steps in %s\n", at::get_num_threads(), roof,
-              avx2 ? "AVX2" : "portable C++");
-  std::printf("%-6s %11s %9s %8s %11s %9s %8s %8s %8s %10s %9s\n", "L", "kernel_ms", "loop_ms", "loop/k",
-              "k_fb_ms", "loop_fb", "fb x", "GB/s", "Gexp/s", "max_diff", "port/avx2");
+              avx512 ? "AVX-512"
+              : avx2 ? "AVX2"
+                     : "portable C++");
+  std::printf("%-6s %11s %9s %8s %11s %9s %8s %8s %8s %10s %9s %11s\n", "L", "kernel_ms", "loop_ms", "loop/k",
+              "k_fb_ms", "loop_fb", "fb x", "GB/s", "Gexp/s", "max_diff", "port/avx2", "port/avx512");
   lowrank::Json rows = lowrank::Json::array();
   for (int64_t L = 256; L <= 4096; L *= 4) {
     at::manual_seed(1);
@@ -74,14 +80,18 @@ int main(int argc, char** argv) {
     };
     const std::vector<double> fb = lowrank::bench::interleaved_median_seconds(
         {[&] { train_step(true); }, [&] { train_step(false); }}, std::max(1, repeats / 2));
-    // The step alone, one thread over all D channels and L positions: the AVX2 step against the
-    // portable loop (the same work, the same order; what the dispatch chose between).
-    auto steps = [&](bool vector) {
+    // The step alone, one thread over all D channels and L positions: the AVX2 and AVX-512 steps
+    // against the portable loop (the same work, the same order; what the dispatch chooses between).
+    enum class Step { kPortable, kAvx2, kAvx512 };
+    auto steps = [&](Step kind) {
       at::Tensor h = at::zeros({D, N}), y = at::empty({L, D});
       const float *pu = u.data_ptr<float>(), *pd = delta.data_ptr<float>(), *pa = A.data_ptr<float>(),
                   *pb = B.data_ptr<float>(), *pc = C.data_ptr<float>();
       for (int64_t l = 0; l < L; ++l) {
-        if (vector)
+        if (kind == Step::kAvx512)
+          ops::detail::selective_scan_step_avx512(D, N, pd + l * D, pu + l * D, pa, pb + l * N, pc + l * N,
+                                                  h.data_ptr<float>(), y.data_ptr<float>() + l * D);
+        else if (kind == Step::kAvx2)
           ops::detail::selective_scan_step_avx2(D, N, pd + l * D, pu + l * D, pa, pb + l * N, pc + l * N,
                                                 h.data_ptr<float>(), y.data_ptr<float>() + l * D);
         else
@@ -89,14 +99,17 @@ int main(int argc, char** argv) {
                                                     h.data_ptr<float>(), y.data_ptr<float>() + l * D);
       }
     };
-    const std::vector<double> st = avx2 ? lowrank::bench::interleaved_median_seconds(
-                                              {[&] { steps(false); }, [&] { steps(true); }}, repeats)
-                                        : std::vector<double>{0.0, 0.0};
+    std::vector<std::function<void()>> step_runs = {[&] { steps(Step::kPortable); }};
+    if (avx2) step_runs.push_back([&] { steps(Step::kAvx2); });
+    if (avx512) step_runs.push_back([&] { steps(Step::kAvx512); });
+    std::vector<double> st = lowrank::bench::interleaved_median_seconds(step_runs, repeats);
+    const double avx2_step = avx2 ? st[1] : 0.0, avx512_step = avx512 ? st.back() : 0.0;
     const double bytes = 4.0 * (3.0 * double(L * D) + 2.0 * double(L * N));
     const double gbs = bytes / fwd[0] / 1e9, gexp = double(L * D * N) / fwd[0] / 1e9;
-    std::printf("%-6lld %11.3f %9.2f %8.1f %11.3f %9.2f %8.1f %8.2f %8.2f %10.2e %9.2f\n",
+    std::printf("%-6lld %11.3f %9.2f %8.1f %11.3f %9.2f %8.1f %8.2f %8.2f %10.2e %9.2f %11.2f\n",
                 static_cast<long long>(L), fwd[0] * 1e3, fwd[1] * 1e3, fwd[1] / fwd[0], fb[0] * 1e3,
-                fb[1] * 1e3, fb[1] / fb[0], gbs, gexp, diff, avx2 ? st[0] / st[1] : 0.0);
+                fb[1] * 1e3, fb[1] / fb[0], gbs, gexp, diff, avx2 ? st[0] / avx2_step : 0.0,
+                avx512 ? st[0] / avx512_step : 0.0);
     rows.push_back({{"L", L},
                     {"kernel_forward_ms", fwd[0] * 1e3},
                     {"loop_forward_ms", fwd[1] * 1e3},
@@ -108,7 +121,8 @@ int main(int argc, char** argv) {
                     {"kernel_gexp_per_s", gexp},
                     {"max_abs_diff", diff},
                     {"portable_step_ms", st[0] * 1e3},
-                    {"avx2_step_ms", st[1] * 1e3}});
+                    {"avx2_step_ms", avx2_step * 1e3},
+                    {"avx512_step_ms", avx512_step * 1e3}});
   }
   lowrank::write_json_file(out, lowrank::Json{{"benchmark", "selective_scan"},
                                               {"dtype", "float32"},
@@ -117,6 +131,7 @@ int main(int argc, char** argv) {
                                               {"state", N},
                                               {"chunk", chunk},
                                               {"avx2", avx2},
+                                              {"avx512", avx512},
                                               {"threads", at::get_num_threads()},
                                               {"repeats", repeats},
                                               {"read_bandwidth_gb_per_s", roof},

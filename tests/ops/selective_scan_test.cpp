@@ -8,6 +8,7 @@
 // the portable one and its exp against std::exp; bad shapes refused naming the argument.
 #include "lowrank/ops/selective_scan.h"
 
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
@@ -117,39 +118,90 @@ TEST(SelectiveScanTest, Float32WithinTolerance) {
   EXPECT_LE(max_diff(got.last_state, want_h), 1e-5);
 }
 
-TEST(SelectiveScanTest, Avx2StepMatchesThePortableStep) {
-  if (!selective_scan_uses_avx2(16)) GTEST_SKIP() << "no AVX2 + FMA kernels in this build or on this CPU";
-  EXPECT_FALSE(selective_scan_uses_avx2(12));
-  // exp over the scan's range (Δ·A ≤ 0) and beyond, against std::exp in float64.
+// exp of a vector kernel (8 or 16 lanes) over the scan's range (Δ·A ≤ 0) and beyond, against
+// std::exp in float64: the worst relative error.
+template <int Lanes>
+double worst_exp_error(void (*vector_exp)(const float*, float*)) {
   double worst = 0;
   for (double x = -87.0; x <= 87.0; x += 0.0137) {
-    float in[8], out[8];
-    for (int i = 0; i < 8; ++i) in[i] = static_cast<float>(x + i * 1.7e-3);
-    detail::exp_avx2(in, out);
-    for (int i = 0; i < 8; ++i) {
+    float in[Lanes], out[Lanes];
+    for (int i = 0; i < Lanes; ++i) in[i] = static_cast<float>(x + i * 1.7e-3);
+    vector_exp(in, out);
+    for (int i = 0; i < Lanes; ++i) {
       const double want = std::exp(static_cast<double>(in[i]));
       worst = std::max(worst, std::abs(out[i] - want) / want);
     }
   }
-  EXPECT_LT(worst, 3e-7);
-  // Five channels of N = 16 over 20 positions: states and outputs within float32 rounding.
-  const int64_t channels = 5, N = 16;
+  return worst;
+}
+
+using StepFn = void (*)(int64_t, int64_t, const float*, const float*, const float*, const float*,
+                        const float*, float*, float*);
+
+// A vector step against the portable one: `channels` channels of N states over 20 positions;
+// states and outputs within float32 rounding.
+void expect_step_matches_portable(StepFn step, int64_t channels, int64_t N) {
   at::manual_seed(9);
   const at::Tensor A = -at::exp(at::randn({channels, N})), delta = at::rand({20, channels}) * 0.5;
   const at::Tensor u = at::randn({20, channels}), Bm = at::randn({20, N}), Cm = at::randn({20, N});
-  at::Tensor h_avx = at::randn({channels, N}), h_port = h_avx.clone();
-  at::Tensor y_avx = at::zeros({20, channels}), y_port = at::zeros({20, channels});
+  at::Tensor h_vec = at::randn({channels, N}), h_port = h_vec.clone();
+  at::Tensor y_vec = at::zeros({20, channels}), y_port = at::zeros({20, channels});
   for (int64_t l = 0; l < 20; ++l) {
-    detail::selective_scan_step_avx2(channels, N, delta[l].data_ptr<float>(), u[l].data_ptr<float>(),
-                                     A.data_ptr<float>(), Bm[l].data_ptr<float>(), Cm[l].data_ptr<float>(),
-                                     h_avx.data_ptr<float>(), y_avx[l].data_ptr<float>());
+    step(channels, N, delta[l].data_ptr<float>(), u[l].data_ptr<float>(), A.data_ptr<float>(),
+         Bm[l].data_ptr<float>(), Cm[l].data_ptr<float>(), h_vec.data_ptr<float>(),
+         y_vec[l].data_ptr<float>());
     detail::selective_scan_step_portable(channels, N, delta[l].data_ptr<float>(), u[l].data_ptr<float>(),
                                          A.data_ptr<float>(), Bm[l].data_ptr<float>(),
                                          Cm[l].data_ptr<float>(), h_port.data_ptr<float>(),
                                          y_port[l].data_ptr<float>());
   }
-  EXPECT_LE(max_diff(h_avx, h_port), 1e-5 * h_port.abs().max().item<double>());
-  EXPECT_LE(max_diff(y_avx, y_port), 1e-5 * y_port.abs().max().item<double>());
+  EXPECT_LE(max_diff(h_vec, h_port), 1e-5 * h_port.abs().max().item<double>()) << "N " << N;
+  EXPECT_LE(max_diff(y_vec, y_port), 1e-5 * y_port.abs().max().item<double>()) << "N " << N;
+}
+
+TEST(SelectiveScanTest, Avx2StepMatchesThePortableStep) {
+  if (!selective_scan_uses_avx2(16)) GTEST_SKIP() << "no AVX2 + FMA kernels in this build or on this CPU";
+  EXPECT_FALSE(selective_scan_uses_avx2(12));
+  EXPECT_LT(worst_exp_error<8>(detail::exp_avx2), 3e-7);
+  expect_step_matches_portable(detail::selective_scan_step_avx2, 5, 16);
+}
+
+TEST(SelectiveScanTest, Avx512StepMatchesThePortableStep) {
+  if (!detail::selective_scan_avx512_usable(16))
+    GTEST_SKIP() << "no AVX-512 kernel in this build or on this CPU";
+  EXPECT_FALSE(detail::selective_scan_avx512_usable(8));
+  EXPECT_LT(worst_exp_error<16>(detail::exp_avx512), 3e-7);
+  for (const int64_t N : {16, 32}) expect_step_matches_portable(detail::selective_scan_step_avx512, 5, N);
+}
+
+// The forward's channel blocks widen with the thread count (fewer threads, wider blocks) and the
+// backward's are fixed: outputs, last state and every gradient are the same bits on 1, 3 and 8
+// threads (float32, N = 16: the vector steps; D = 200, not a multiple of any block). One row: 1, 3
+// and 8 threads give forward blocks of 128, 64 and 16 channels.
+TEST(SelectiveScanTest, SameBitsOnAnyThreadCount) {
+  at::manual_seed(21);
+  const int64_t batch = 1, L = 70, D = 200, N = 16;
+  const at::Tensor u = at::randn({batch, L, D}), delta = at::softplus(at::randn({batch, L, D}) - 2);
+  const at::Tensor A = -at::exp(at::randn({D, N}) * 0.5), B = at::randn({batch, L, N}),
+                   C = at::randn({batch, L, N});
+  const at::Tensor h0 = at::randn({batch, D, N}), gy = at::randn({batch, L, D});
+  const int threads_before = at::get_num_threads();
+  std::vector<std::vector<at::Tensor>> runs;
+  for (const int threads : {1, 3, 8}) {
+    at::set_num_threads(threads);
+    std::vector<at::Tensor> in = {u.clone().requires_grad_(true), delta.clone().requires_grad_(true),
+                                  A.clone().requires_grad_(true), B.clone().requires_grad_(true),
+                                  C.clone().requires_grad_(true)};
+    const SelectiveScanResult r = selective_scan_core_cpu(in[0], in[1], in[2], in[3], in[4], h0, 16);
+    std::vector<at::Tensor> out = {r.y.detach(), r.last_state.detach()};
+    for (const at::Tensor& g : torch::autograd::grad({(r.y * gy).sum()}, in)) out.push_back(g);
+    runs.push_back(out);
+  }
+  at::set_num_threads(threads_before);
+  const char* names[] = {"y", "last_state", "du", "ddelta", "dA", "dB", "dC"};
+  for (size_t k = 1; k < runs.size(); ++k)
+    for (size_t i = 0; i < runs[0].size(); ++i)
+      EXPECT_TRUE(at::equal(runs[k][i], runs[0][i])) << names[i] << ", run " << k;
 }
 
 TEST(SelectiveScanTest, HandWrittenBackwardMatchesAutogradThroughTheReference) {

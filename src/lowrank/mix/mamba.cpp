@@ -9,7 +9,6 @@
 #include "lowrank/nn/config.h"
 #include "lowrank/ops/causal_conv1d.h"
 #include "lowrank/ops/selective_scan.h"
-#include "lowrank/ops/selective_scan_kernels.h"
 
 namespace lowrank::mix {
 
@@ -290,10 +289,7 @@ at::Tensor Mamba::raw_step(const at::Tensor& x_in, at::Tensor& conv_state, at::T
   const float* B = dbc.data() + R;
   const float* C = B + N;
   float* h = ssm_state.data_ptr<float>();  // [1, E, N]
-  if (ops::selective_scan_uses_avx2(N))
-    ops::detail::selective_scan_step_avx2(E, N, delta.data(), xs.data(), A, B, C, h, y.data());
-  else
-    ops::detail::selective_scan_step_portable(E, N, delta.data(), xs.data(), A, B, C, h, y.data());
+  ops::selective_scan_step(E, N, delta.data(), xs.data(), A, B, C, h, y.data());
   const float* D = D_.const_data_ptr<float>();
   for (int64_t d = 0; d < E; ++d) {
     const size_t i = static_cast<size_t>(d);

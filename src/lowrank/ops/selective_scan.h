@@ -71,6 +71,12 @@ SelectiveScanResult selective_scan_core_composite(const at::Tensor& u, const at:
 // state size N: N a multiple of 8 on a CPU with AVX2 and FMA.
 bool selective_scan_uses_avx2(int64_t state_size);
 
+// One float32 position of the recurrence for `channels` channels (selective_scan_kernels.h's step
+// contract: h ← exp(Δ A) h + Δ u B, y = C·h; y may be null), through the fastest step this CPU has
+// for N: AVX-512 (N a multiple of 16), AVX2 + FMA (a multiple of 8), or the portable loop.
+void selective_scan_step(int64_t channels, int64_t N, const float* delta, const float* u, const float* A,
+                         const float* b_row, const float* c_row, float* h, float* y);
+
 // The kernels behind selective_scan_core_cpu (selective_scan_cpu.cpp), without autograd.
 // Forward: fills y and last_state, and `checkpoints` [batch, ⌈L/chunk⌉, D, N] (the state before
 // positions 0, chunk, 2·chunk, ...) when it is defined.

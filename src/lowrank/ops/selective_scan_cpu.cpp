@@ -1,12 +1,15 @@
 // The CPU kernels of the selective scan (selective_scan.h): the forward with chunk checkpoints and
 // the hand-written backward that recomputes one chunk's states at a time.
 //
-// float32 steps with N a multiple of 8 run the AVX2 kernel (selective_scan_avx2.cpp) on a CPU
-// that has it; the backward's recomputation of a chunk's states takes the same step.
-// Work splits into tasks of (batch row, block of kBlock channels). Channels are independent in
-// the recurrence, so a task's state [kBlock, N] lives in a local buffer. The backward's sums over
-// channels (dB, dC) and over rows (dA) would race between tasks; each task writes its own partial
-// slice (dB/dC per channel block, dA per row), and the slices are summed afterwards.
+// float32 steps run the AVX-512 kernel (N a multiple of 16, selective_scan_avx512.cpp) or the AVX2
+// kernel (a multiple of 8, selective_scan_avx2.cpp) on a CPU that has it; the backward's
+// recomputation of a chunk's states takes the AVX2 step.
+// Work splits into tasks of (batch row, block of channels). Channels are independent in the
+// recurrence, so a task's state [block, N] lives in a local buffer. The forward's blocks are as
+// wide as the thread count allows (forward_block): any split gives the same bits there. The
+// backward's sums over channels (dB, dC) and over rows (dA) would race between tasks; each task
+// writes its own partial slice (dB/dC per block of kBlock channels, dA per row), and the slices
+// are summed afterwards, in an order that does not depend on the thread count.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -24,6 +27,7 @@ namespace lowrank::ops {
 namespace {
 
 constexpr int64_t kBlock = 16;
+constexpr int64_t kMaxForwardBlock = 128;
 
 struct Shape {
   int64_t batch, L, D, N, chunk;
@@ -50,8 +54,8 @@ inline void step_portable(int64_t channels, int64_t N, const T* delta, const T* 
 }
 
 // One step of a channel block: h ← exp(Δ A) h + Δ B u for the channels [d0, d1) at position l of
-// row b; writes y when `y` is not null. float32 with N a multiple of 8 takes the AVX2 kernel
-// where the CPU has it.
+// row b; writes y when `y` is not null. float32 takes the AVX-512 kernel with N a multiple of 16,
+// else the AVX2 kernel with N a multiple of 8, where the CPU has them.
 template <typename T>
 inline void step_block(const Shape& s, int64_t b, int64_t l, int64_t d0, int64_t d1, const T* u, const T* dt,
                        const T* A, const T* Bm, const T* Cm, T* h, T* y) {
@@ -60,25 +64,35 @@ inline void step_block(const Shape& s, int64_t b, int64_t l, int64_t d0, int64_t
   const T* c_row = Cm + (b * s.L + l) * N;
   const int64_t at = (b * s.L + l) * s.D + d0;
   T* y_block = y ? y + at : nullptr;
-  if constexpr (std::is_same_v<T, float>) {
-    if (selective_scan_uses_avx2(N)) {
-      detail::selective_scan_step_avx2(d1 - d0, N, dt + at, u + at, A + d0 * N, b_row, c_row, h, y_block);
-      return;
-    }
-  }
-  step_portable<T>(d1 - d0, N, dt + at, u + at, A + d0 * N, b_row, c_row, h, y_block);
+  if constexpr (std::is_same_v<T, float>)
+    selective_scan_step(d1 - d0, N, dt + at, u + at, A + d0 * N, b_row, c_row, h, y_block);
+  else
+    step_portable<T>(d1 - d0, N, dt + at, u + at, A + d0 * N, b_row, c_row, h, y_block);
+}
+
+// The forward's channels per task: as many as keep every thread busy (batch·⌈D/block⌉ ≥ threads),
+// up to kMaxForwardBlock. Wide blocks matter: a task walks its positions with a stride of D floats
+// through five streams (Δ, u, y and the B, C rows), and at 16 channels per position the page
+// crossings of those streams cost about as much as the steps (bench_selective_scan, L = 4096, two
+// threads: 7.6 ms at 16 channels, 3.6 ms at 128).
+int64_t forward_block(const Shape& s) {
+  const int64_t threads = std::max(1, at::get_num_threads());
+  int64_t block = kMaxForwardBlock;
+  while (block > kBlock && s.batch * ((s.D + block - 1) / block) < threads) block /= 2;
+  return block;
 }
 
 template <typename T>
 void forward_impl(const Shape& s, const T* u, const T* dt, const T* A, const T* Bm, const T* Cm, const T* h0,
                   T* y, T* last, T* checkpoints) {
-  const int64_t blocks = s.blocks();
+  const int64_t block = forward_block(s);
+  const int64_t blocks = (s.D + block - 1) / block;
   at::parallel_for(0, s.batch * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> h(static_cast<size_t>(kBlock * s.N));
+    std::vector<T> h(static_cast<size_t>(block * s.N));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks;
-      const int64_t d0 = (task % blocks) * kBlock;
-      const int64_t d1 = std::min(s.D, d0 + kBlock);
+      const int64_t d0 = (task % blocks) * block;
+      const int64_t d1 = std::min(s.D, d0 + block);
       const int64_t width = (d1 - d0) * s.N;
       std::copy_n(h0 + (b * s.D + d0) * s.N, width, h.data());
       for (int64_t l = 0; l < s.L; ++l) {
@@ -189,6 +203,16 @@ void check_cpu_inputs(std::initializer_list<const at::Tensor*> tensors, at::Scal
 
 bool selective_scan_uses_avx2(int64_t state_size) {
   return state_size % 8 == 0 && detail::cpu_has_avx2_fma();
+}
+
+void selective_scan_step(int64_t channels, int64_t N, const float* delta, const float* u, const float* A,
+                         const float* b_row, const float* c_row, float* h, float* y) {
+  if (detail::selective_scan_avx512_usable(N))
+    detail::selective_scan_step_avx512(channels, N, delta, u, A, b_row, c_row, h, y);
+  else if (selective_scan_uses_avx2(N))
+    detail::selective_scan_step_avx2(channels, N, delta, u, A, b_row, c_row, h, y);
+  else
+    step_portable<float>(channels, N, delta, u, A, b_row, c_row, h, y);
 }
 
 namespace detail {

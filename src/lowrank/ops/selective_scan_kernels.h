@@ -28,6 +28,15 @@ void selective_scan_step_avx2(int64_t channels, int64_t N, const float* delta, c
 // Relative error ≲ 2e-7 over the clamped range.
 void exp_avx2(const float* x, float* out);
 
+// The AVX-512 twin of the forward step (selective_scan_avx512.cpp), float32, for N a multiple of
+// 16; only call it when selective_scan_avx512_usable(N): compiled in (x86-64 build), the CPU has
+// AVX-512 F, and N % 16 == 0. exp_avx512 is its exp for 16 lanes (for the tests; exp_avx2's
+// polynomial, 2^k by vscalefps).
+void selective_scan_step_avx512(int64_t channels, int64_t N, const float* delta, const float* u,
+                                const float* A, const float* b_row, const float* c_row, float* h, float* y);
+bool selective_scan_avx512_usable(int64_t N);
+void exp_avx512(const float* x, float* out);
+
 // One channel of the backward at one position (selective_scan_cpu.cpp's backward_impl): with
 // g = dL/dh_l on entry (N states), gh = g + gy·C, a = exp(Δ A):
 //   dC += gy·h_l,  dA += gh·h_{l−1}·a·Δ,  dB += gh·Δ·u,  g ← gh·a   (dL/dh_{l−1} on return)
