@@ -10,7 +10,9 @@ markers `<!-- NAME table: begin -->` and `<!-- NAME table: end -->`:
   selective-scan bench/results/selective_scan.json (`bench_selective_scan`): the scan kernel against
                  the per-step libtorch loop
   mixer-layers   bench/results/mixer-layers.json (`bench_mixer_layers --json`): one-layer trunks
-                 (mixer + MLP), the papers' whole-model speed comparison"""
+                 (mixer + MLP), the papers' whole-model speed comparison
+  convnet        bench/results/convnet.json (`bench_convnet`) and bench/peers/results/convnet.json
+                 (bench/peers/convnet.py): the MetaNeXt nets, UniRepLKNet's deploy form, and timm"""
 import json
 import math
 import os
@@ -168,6 +170,37 @@ def mixer_layers_lines():
     return lines
 
 
+def convnet_lines():
+    r = json.load(open(os.path.join(ROOT, "bench/results/convnet.json")))
+    rows = {x["row"]: x for x in r["rows"]}
+    train, infer, rep = rows["metanext_train"], rows["metanext_infer"], rows["unireplknet_infer"]
+    lines = [f"Batch {r['batch']} of {r['size']}×{r['size']}×1, width {r['width']}, float32, medians of "
+             f"{r['repeats']} (`bench/results/convnet.json`).", "",
+             "| row | images/s | against | ratio |", "|---|---|---|---|",
+             f"| train: InceptionNeXt / 7×7 DW | {train['inception_dw_images_s']:.0f} | "
+             f"{train['dwconv7_images_s']:.0f} | **{train['ratio']:.2f}×** |",
+             f"| inference: InceptionNeXt / 7×7 DW | {infer['inception_dw_images_s']:.0f} | "
+             f"{infer['dwconv7_images_s']:.0f} | {infer['ratio']:.2f}× |",
+             f"| inference: UniRepLKNet deploy / training form (max \\|logit diff\\| {rep['max_logit_diff']:.1e}) | "
+             f"{rep['deploy_images_s']:.0f} | {rep['training_images_s']:.0f} | **{rep['ratio']:.2f}×** |"]
+    peers_path = os.path.join(ROOT, "bench/peers/results/convnet.json")
+    if os.path.exists(peers_path):
+        p = json.load(open(peers_path))
+        lines += ["", f"Against timm {p['timm']} (torch {p['torch']}) at the same shape, {p['threads']} threads, medians "
+                  f"of {p['repeats']} (`bench/peers/convnet.py`: timm's MetaNeXt with its stem set to lowrank's 2×2 "
+                  "patch; each side timed in its own process in one run):", "",
+                  "| row | mixer | lowrank images/s | timm images/s | lowrank / timm |", "|---|---|---|---|---|"]
+        for x in p["rows"]:
+            if "lowrank_images_s" in x:
+                lines.append(f"| {x['row']} | {x['mixer']} | {x['lowrank_images_s']:.0f} | {x['timm_images_s']:.0f} | "
+                             f"{x['lowrank_over_timm']:.2f}× |")
+        lines += ["", "| row | InceptionNeXt / 7×7 DW, lowrank | the same, timm |", "|---|---|---|"]
+        for x in p["rows"]:
+            if "timm_ratio" in x:
+                lines.append(f"| {x['row']} | {x['lowrank_ratio']:.2f}× | {x['timm_ratio']:.2f}× |")
+    return lines
+
+
 def main():
     path = os.path.join(ROOT, "docs/benchmarks.md")
     body = open(path).read()
@@ -176,6 +209,7 @@ def main():
     body = replace_table(body, "s4-kernel", s4_kernel_lines())
     body = replace_table(body, "selective-scan", selective_scan_lines())
     body = replace_table(body, "mixer-layers", mixer_layers_lines())
+    body = replace_table(body, "convnet", convnet_lines())
     write_atomic(path, body)
 
 

@@ -17,16 +17,14 @@ Run with the peer stack (after scripts/build --target bench_selective_scan):
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 
 import torch
 import transformers
 from transformers.models.mamba.modeling_mamba import mamba_selective_scan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import median_seconds  # noqa: E402
+from timing import lowrank_bench_results, median_seconds  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,13 +37,7 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ours_path = os.path.join(tmp, "ours.json")
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        subprocess.run([os.path.join(ROOT, "build/bin/bench_selective_scan"), "--out", ours_path, "--repeats",
-                        str(args.repeats)], check=True, env=env, stdout=subprocess.DEVNULL)
-        with open(ours_path) as f:
-            ours = json.load(f)
+    ours = lowrank_bench_results(ROOT, "bench_selective_scan", ["--repeats", str(args.repeats)], args.threads)
 
     D, N = ours["channels"], ours["state"]
     rows = []
