@@ -19,7 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "repro"))
-from readme_table import write_atomic  # noqa: E402
+from readme_table import replace_named_table as replace_table, write_atomic  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 # The attention replacements the targets are about (Mixers I); the state-space and convolution
@@ -29,14 +29,6 @@ ATTENTION_SIDE = ("fnet", "linformer", "local", "neighborhood", "performer", "po
 
 def fmt(x, digits):
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def replace_table(body, name, lines):
-    begin, end = f"<!-- {name} table: begin -->", f"<!-- {name} table: end -->"
-    i, j = body.find(begin), body.find(end)
-    if i < 0 or j < i:
-        sys.exit(f"docs/benchmarks.md: no {begin} … {end} markers")
-    return body[: i + len(begin)] + "\n" + "\n".join(lines) + "\n" + body[j:]
 
 
 def listops_train_lines():

@@ -20,3 +20,14 @@ def replace_between_markers(readme, text):
     if i < 0 or j < i:
         raise SystemExit(f"{readme}: no {BEGIN} … {END} markers")
     write_atomic(readme, body[: i + len(BEGIN)] + "\n" + text + "\n" + body[j:])
+
+
+def replace_named_table(body, name, lines, page="docs/benchmarks.md"):
+    """`body` with what lies between its `<!-- NAME table: begin -->` and `<!-- NAME table: end -->`
+    markers replaced by `lines` (SystemExit naming the page without them): the pages that hold
+    several generated tables, such as docs/benchmarks.md."""
+    begin, end = f"<!-- {name} table: begin -->", f"<!-- {name} table: end -->"
+    i, j = body.find(begin), body.find(end)
+    if i < 0 or j < i:
+        raise SystemExit(f"{page}: no {begin} … {end} markers")
+    return body[: i + len(begin)] + "\n" + "\n".join(lines) + "\n" + body[j:]
