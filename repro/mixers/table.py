@@ -2,7 +2,8 @@
 
   table.py RESULTS_DIR [--readme README.md] [--svg results.svg]
   table.py --collect-dropin OUT.json NAME=EVAL_JSON ...          `lowrank eval --json` outputs -> dropin.json
-  table.py --collect-kv OUT.json EVAL_JSON VARIANT RATIO         one MatryoshkaKV row
+  table.py --collect-kv OUT.json EVAL_JSON VARIANT RATIO [LR SEED]   one MatryoshkaKV row
+  table.py RESULTS --best-kv-lr VARIANT RATIO                   the trained row's lr chosen at seed 0
   table.py --collect-task OUT.json RUN --task T --mixer M --lr L --seed S   one classification run
   table.py RESULTS_DIR --best-task-lr TASK MIXER                 the grid's rate with the best val accuracy
   table.py --collect-lm OUT.json RUN --mixer M --lr L --seed S   one LM pretraining run (PART=lm)
@@ -121,33 +122,84 @@ def dropin_lines(result):
     return lines + [""]
 
 
-def collect_kv(dst, src, variant, ratio):
+def collect_kv(dst, src, variant, ratio, lr=None, seed=None):
     r = json.load(open(src))
+    row = {"variant": variant, "kv_ratio": float(ratio), "perplexity": r["perplexity"], "tokens": r["tokens"]}
+    if lr is not None:
+        row.update({"lr": float(lr), "seed": int(seed)})
     tmp = dst + ".tmp"
     with open(tmp, "w") as fh:
-        json.dump({"variant": variant, "kv_ratio": float(ratio), "perplexity": r["perplexity"],
-                   "tokens": r["tokens"]}, fh, indent=1)
+        json.dump(row, fh, indent=1)
         fh.write("\n")
     os.replace(tmp, dst)
 
 
-def kv_lines(results):
-    lines = ["### MatryoshkaKV on the pretrained model (validation perplexity, 32K tokens)", ""]
-    rows = {}
+# A trained row written before the lr grid ran at MatryoshkaKV's default lr and seed.
+KV_DEFAULT_LR, KV_DEFAULT_SEED = 1e-3, 0
+
+
+def kv_runs(results):
+    """(variant, ratio) -> {(lr, seed): perplexity}; PCA and the uncompressed row have lr None."""
+    runs = {}
     for name in sorted(os.listdir(results)) if os.path.isdir(results) else []:
         if name.startswith("kv-") and name.endswith(".json"):
             r = json.load(open(os.path.join(results, name)))
-            rows[(r["variant"], r["kv_ratio"])] = r["perplexity"]
-    if ("none", 0.0) not in rows:
+            trained = r["variant"] in ("trained", "searched")
+            lr = r.get("lr", KV_DEFAULT_LR) if trained else None
+            seed = r.get("seed", KV_DEFAULT_SEED) if trained else 0
+            runs.setdefault((r["variant"], r["kv_ratio"]), {})[(lr, seed)] = r["perplexity"]
+    return runs
+
+
+def lr_text(lr):
+    """A learning rate as the run's grids write it: 0.001 -> "1e-3"."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def best_kv_lr(results, variant, ratio):
+    """The lr of the lowest seed-0 perplexity for (variant, ratio) (ties: the smaller lr)."""
+    cells = kv_runs(results).get((variant, float(ratio)), {})
+    at_seed0 = sorted((ppl, lr) for (lr, seed), ppl in cells.items() if seed == 0)
+    if not at_seed0:
+        raise SystemExit(f"{results}: no seed-0 MatryoshkaKV rows for {variant} at {ratio}")
+    return lr_text(at_seed0[0][1])
+
+
+def kv_lines(results):
+    lines = ["### MatryoshkaKV on the pretrained model (validation perplexity, 32K tokens)", ""]
+    runs = kv_runs(results)
+    if ("none", 0.0) not in runs:
         return lines + ["not run", ""]
-    full = rows[("none", 0.0)]
+    full = runs[("none", 0.0)][(None, 0)]
+    # Each trained cell at its lr chosen at seed 0, the mean over its seeds there.
+    rows, spread, chosen = {}, {}, {}
+    for key, cells in runs.items():
+        if key[0] in ("trained", "searched"):
+            lr = float(best_kv_lr(results, *key))
+            values = [ppl for (l, _), ppl in cells.items() if l == lr]
+            rows[key], spread[key], chosen[key] = statistics.mean(values), (
+                statistics.stdev(values) if len(values) > 1 else 0.0), (lr, len(values))
+        else:
+            rows[key] = next(iter(cells.values()))
     ratios = sorted({k[1] for k in rows if k[0] != "none"})
     lines += [f"Uncompressed: {full:.2f}. Each cell: perplexity (uncompressed / compressed, the fraction of "
-              "next-token quality kept on a perplexity scale).", "",
+              "next-token quality kept on a perplexity scale). The trained rows are at the learning rate chosen "
+              "at seed 0 from the grid, the mean ± sd over the seeds run there (lr, seeds).", "",
               "| KV compression | PCA only | trained, uniform ranks | trained + searched ranks |", "|---|---|---|---|"]
+
+    def cell(v, ratio):
+        key = (v, ratio)
+        if key not in rows:
+            return "not run"
+        text = f"{rows[key]:.2f}"
+        if key in chosen:
+            lr, n = chosen[key]
+            text += (f" ± {spread[key]:.2f}" if n > 1 else "") + f" (lr {lr_text(lr)}, {n} seed{'s' if n > 1 else ''})"
+        return text + f" ({full / rows[key]:.2f})"
+
     for ratio in ratios:
-        cell = lambda v: (f"{rows[(v, ratio)]:.2f} ({full / rows[(v, ratio)]:.2f})" if (v, ratio) in rows else "not run")
-        lines.append(f"| {ratio:.0%} | {cell('pca')} | {cell('trained')} | {cell('searched')} |")
+        lines.append(f"| {ratio:.0%} | {cell('pca', ratio)} | {cell('trained', ratio)} | {cell('searched', ratio)} |")
     lines += ["", "| claim | paper | here | holds here |", "|---|---|---|---|"]
     if ("trained", 0.6) in rows and ("pca", 0.6) in rows:
         kept_t, kept_p = full / rows[("trained", 0.6)], full / rows[("pca", 0.6)]
@@ -838,8 +890,10 @@ def main():
         return print(best_task_lr(sys.argv[1], sys.argv[3], sys.argv[4]))
     if len(sys.argv) > 2 and sys.argv[1] == "--collect-dropin":
         return collect_dropin(sys.argv[2], sys.argv[3:])
-    if len(sys.argv) == 6 and sys.argv[1] == "--collect-kv":
+    if len(sys.argv) in (6, 8) and sys.argv[1] == "--collect-kv":
         return collect_kv(*sys.argv[2:])
+    if len(sys.argv) == 5 and sys.argv[2] == "--best-kv-lr":
+        return print(best_kv_lr(sys.argv[1], sys.argv[3], sys.argv[4]))
     ap = argparse.ArgumentParser()
     ap.add_argument("results", nargs="?", default=os.path.join(HERE, "results"))
     ap.add_argument("--readme")
