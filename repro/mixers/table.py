@@ -4,6 +4,7 @@
   table.py --collect-dropin OUT.json NAME=EVAL_JSON ...          `lowrank eval --json` outputs -> dropin.json
   table.py --collect-kv OUT.json EVAL_JSON VARIANT RATIO [LR SEED]   one MatryoshkaKV row
   table.py RESULTS --best-kv-lr VARIANT RATIO                   the trained row's lr chosen at seed 0
+  table.py RESULTS --check-kv-base EVAL_JSON                    exit 1 unless kv-none.json has this base
   table.py --collect-task OUT.json RUN --task T --mixer M --lr L --seed S   one classification run
   table.py RESULTS_DIR --best-task-lr TASK MIXER                 the grid's rate with the best val accuracy
   table.py --collect-lm OUT.json RUN --mixer M --lr L --seed S   one LM pretraining run (PART=lm)
@@ -127,6 +128,8 @@ def collect_kv(dst, src, variant, ratio, lr=None, seed=None):
     row = {"variant": variant, "kv_ratio": float(ratio), "perplexity": r["perplexity"], "tokens": r["tokens"]}
     if lr is not None:
         row.update({"lr": float(lr), "seed": int(seed)})
+    if os.environ.get("BASE_EVAL"):  # the uncompressed base this cell compressed
+        row["base_perplexity"] = json.load(open(os.environ["BASE_EVAL"]))["perplexity"]
     tmp = dst + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(row, fh, indent=1)
@@ -136,6 +139,18 @@ def collect_kv(dst, src, variant, ratio, lr=None, seed=None):
 
 # A trained row written before the lr grid ran at MatryoshkaKV's default lr and seed.
 KV_DEFAULT_LR, KV_DEFAULT_SEED = 1e-3, 0
+
+
+def check_kv_base(results, base_eval):
+    """SystemExit unless the committed kv-none.json (if any) has the perplexity of `base_eval`."""
+    path = os.path.join(results, "kv-none.json")
+    if not os.path.exists(path):
+        return
+    full, base = json.load(open(path))["perplexity"], json.load(open(base_eval))["perplexity"]
+    if abs(base - full) > 1e-6 * full:
+        raise SystemExit(f"{path}: its base has perplexity {full:.4f}, this run's base {base:.4f} ({base_eval}); "
+                         "the MatryoshkaKV rows need one base: delete the kv-*.json results to rerun them all, "
+                         "or point BASE and DATA at the base they were made from")
 
 
 def kv_runs(results):
@@ -172,6 +187,15 @@ def kv_lines(results):
     if ("none", 0.0) not in runs:
         return lines + ["not run", ""]
     full = runs[("none", 0.0)][(None, 0)]
+    # Cells from another base than kv-none's cannot share its table (rows before this check have no
+    # base_perplexity: they were made with kv-none, from the same base).
+    for name in sorted(os.listdir(results)):
+        if name.startswith("kv-") and name.endswith(".json"):
+            base = json.load(open(os.path.join(results, name))).get("base_perplexity")
+            if base is not None and abs(base - full) > 1e-6 * full:
+                raise SystemExit(f"{os.path.join(results, name)}: compressed from a base of perplexity {base:.4f}, "
+                                 f"but kv-none.json's base has {full:.4f}; delete the kv-*.json results and rerun "
+                                 "PART=kv against one base")
     # Each trained cell at its lr chosen at seed 0, the mean over its seeds there.
     rows, spread, chosen = {}, {}, {}
     for key, cells in runs.items():
@@ -892,6 +916,8 @@ def main():
         return collect_dropin(sys.argv[2], sys.argv[3:])
     if len(sys.argv) in (6, 8) and sys.argv[1] == "--collect-kv":
         return collect_kv(*sys.argv[2:])
+    if len(sys.argv) == 4 and sys.argv[2] == "--check-kv-base":
+        return check_kv_base(sys.argv[1], sys.argv[3])
     if len(sys.argv) == 5 and sys.argv[2] == "--best-kv-lr":
         return print(best_kv_lr(sys.argv[1], sys.argv[3], sys.argv[4]))
     ap = argparse.ArgumentParser()
