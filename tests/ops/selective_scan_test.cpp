@@ -105,7 +105,7 @@ TEST(SelectiveScanTest, ForwardMatchesTheReferenceOnBothPaths) {
 }
 
 TEST(SelectiveScanTest, Float32WithinTolerance) {
-  const Inputs in = make_inputs(2, 12, 20, 8, 2);  // 20 channels: two channel blocks, one partial
+  const Inputs in = make_inputs(2, 12, 20, 8, 2);  // 20 channels: a partial block
   at::NoGradGuard no_grad;
   const auto [want_y, want_h] = reference(in, true);
   Inputs f;
@@ -205,10 +205,10 @@ TEST(SelectiveScanTest, SameBitsOnAnyThreadCount) {
 }
 
 TEST(SelectiveScanTest, HandWrittenBackwardMatchesAutogradThroughTheReference) {
-  const Inputs in = make_inputs(2, 10, 19, 3, 3);
+  const Inputs in = make_inputs(2, 10, 70, 3, 3);
   at::Generator gen = at::detail::createCPUGenerator(9);
-  const at::Tensor wy = at::randn({2, 10, 19}, gen, at::kDouble);
-  const at::Tensor wh = at::randn({2, 19, 3}, gen, at::kDouble);
+  const at::Tensor wy = at::randn({2, 10, 70}, gen, at::kDouble);
+  const at::Tensor wh = at::randn({2, 70, 3}, gen, at::kDouble);
   const auto [ry, rh] = reference(in, true);
   const std::vector<at::Tensor> inputs = in.all();
   const auto want = torch::autograd::grad({loss_of(ry, rh, wy, wh)}, inputs);
@@ -219,8 +219,8 @@ TEST(SelectiveScanTest, HandWrittenBackwardMatchesAutogradThroughTheReference) {
     for (size_t i = 0; i < grads.size(); ++i)
       EXPECT_LE(max_diff(grads[i], want[i]), 1e-10) << names[i] << ", chunk " << chunk;
   }
-  // The kernel's backward alone (no D, z, bias): the core's gradients, B and C summed over 19
-  // channels in two blocks, A over the batch.
+  // The kernel's backward alone (no D, z, bias): the core's gradients, B and C summed over 70
+  // channels in two blocks (64 and 6), A over the batch.
   const auto [cy, ch] = reference(in, false);
   const std::vector<at::Tensor> core = {in.u, in.delta, in.A, in.B, in.C};
   const auto want_core = torch::autograd::grad({loss_of(cy, ch, wy, wh)}, core);
@@ -232,10 +232,10 @@ TEST(SelectiveScanTest, HandWrittenBackwardMatchesAutogradThroughTheReference) {
 // float32 with N = 16 (the AVX2 backward step where the CPU has it, else the portable loop):
 // every gradient against autograd through the float64 reference, relative to its largest entry.
 TEST(SelectiveScanTest, Float32BackwardMatchesTheFloat64Reference) {
-  const Inputs in = make_inputs(2, 12, 20, 16, 4);  // 20 channels: two channel blocks, one partial
+  const Inputs in = make_inputs(2, 12, 70, 16, 4);  // 70 channels: two channel blocks, one partial
   at::Generator gen = at::detail::createCPUGenerator(11);
-  const at::Tensor wy = at::randn({2, 12, 20}, gen, at::kDouble);
-  const at::Tensor wh = at::randn({2, 20, 16}, gen, at::kDouble);
+  const at::Tensor wy = at::randn({2, 12, 70}, gen, at::kDouble);
+  const at::Tensor wh = at::randn({2, 70, 16}, gen, at::kDouble);
   const std::vector<at::Tensor> core = {in.u, in.delta, in.A, in.B, in.C};
   const auto [ry, rh] = reference(in, false);
   const auto want = torch::autograd::grad({loss_of(ry, rh, wy, wh)}, core);
