@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Writes the serving tables of docs/benchmarks.md from the committed results, each between its
 page markers `<!-- NAME table: begin -->` and `<!-- NAME table: end -->`:
-  prefix-cache  bench/results/prefix_cache.json (`bench_prefix_cache --json`): the engine with and
-                without automatic prefix caching, on a shared-prefix and a distinct workload"""
+  prefix-cache     bench/results/prefix_cache.json (`bench_prefix_cache --json`): the engine with
+                   and without automatic prefix caching, on a shared-prefix and a distinct workload
+  paged-attention  bench/results/paged_attention.json: paged decode attention against the
+                   gathered path, one case per `bench_paged_attention --json` run
+
+  serving_tables.py --collect-paged-attention OUT.json < the runs' JSON objects, one after another"""
 import json
 import os
 import sys
@@ -32,10 +36,41 @@ def prefix_cache_lines():
     return lines
 
 
+def collect_paged_attention(dst, text):
+    """The JSON objects of several `bench_paged_attention --json` runs, concatenated, into one file."""
+    decoder, cases, i = json.JSONDecoder(), [], 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        case, i = decoder.raw_decode(text, i)
+        cases.append(case)
+    if not cases:
+        raise SystemExit("serving_tables.py: no bench_paged_attention JSON on stdin")
+    write_atomic(dst, json.dumps({"benchmark": "paged_attention", "cases": cases}, indent=2) + "\n")
+
+
+def paged_attention_lines():
+    r = json.load(open(os.path.join(ROOT, "bench/results/paged_attention.json")))
+    first = r["cases"][0]
+    lines = [f"{first['heads']} query heads over {first['kv_heads']} KV heads of {first['head_dim']}, pages of "
+             f"{first['page_tokens']} tokens; each case one run of `bench_paged_attention --json`.", "",
+             "| rows | lengths | tokens | dtype | threads | paged | gathered | gathered / paged | max \\|diff\\| |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in r["cases"]:
+        lines.append(f"| {c['rows']} | {c['min_len']}…{c['max_len']} | {c['tokens']:,} | {c['dtype']} | {c['threads']} | "
+                     f"{c['paged_ms']:.1f} ms | {c['padded_ms']:.1f} ms | **{c['speedup']:.1f}×** | "
+                     f"{c['max_abs_diff']:.1e} |")
+    return lines
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--collect-paged-attention":
+        return collect_paged_attention(sys.argv[2], sys.stdin.read())
     path = os.path.join(ROOT, "docs/benchmarks.md")
     body = open(path).read()
     body = replace_named_table(body, "prefix-cache", prefix_cache_lines())
+    body = replace_named_table(body, "paged-attention", paged_attention_lines())
     write_atomic(path, body)
 
 
