@@ -10,7 +10,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "repro"))
-from readme_table import replace_named_table as replace_table, write_atomic  # noqa: E402
+from readme_table import write_named_tables  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 # The target: at rank 8, the CP path ≥ 1.5× the dense convolution.
@@ -49,11 +49,10 @@ def group_conv_lines():
 
 
 def main():
-    path = os.path.join(ROOT, "docs/benchmarks.md")
-    body = open(path).read()
-    body = replace_table(body, "cp-conv", cp_conv_lines())
-    body = replace_table(body, "group-conv", group_conv_lines())
-    write_atomic(path, body)
+    write_named_tables(os.path.join(ROOT, "docs/benchmarks.md"), [
+        ("cp-conv", cp_conv_lines()),
+        ("group-conv", group_conv_lines()),
+    ])
 
 
 if __name__ == "__main__":

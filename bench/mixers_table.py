@@ -23,7 +23,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "repro"))
-from readme_table import replace_named_table as replace_table, write_atomic  # noqa: E402
+from readme_table import write_named_tables  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 # The attention replacements the targets are about (Mixers I); the state-space and convolution
@@ -266,18 +266,17 @@ def fft_conv_lines():
 
 
 def main():
-    path = os.path.join(ROOT, "docs/benchmarks.md")
-    body = open(path).read()
-    body = replace_table(body, "mixers", mixers_lines())
-    body = replace_table(body, "listops-train", listops_train_lines())
-    body = replace_table(body, "s4-kernel", s4_kernel_lines())
-    body = replace_table(body, "selective-scan", selective_scan_lines())
-    body = replace_table(body, "mixer-layers", mixer_layers_lines())
-    body = replace_table(body, "convnet", convnet_lines())
-    body = replace_table(body, "neighborhood", neighborhood_lines())
-    body = replace_table(body, "mamba-decode", mamba_decode_lines())
-    body = replace_table(body, "fft-conv", fft_conv_lines())
-    write_atomic(path, body)
+    write_named_tables(os.path.join(ROOT, "docs/benchmarks.md"), [
+        ("mixers", mixers_lines()),
+        ("listops-train", listops_train_lines()),
+        ("s4-kernel", s4_kernel_lines()),
+        ("selective-scan", selective_scan_lines()),
+        ("mixer-layers", mixer_layers_lines()),
+        ("convnet", convnet_lines()),
+        ("neighborhood", neighborhood_lines()),
+        ("mamba-decode", mamba_decode_lines()),
+        ("fft-conv", fft_conv_lines()),
+    ])
 
 
 if __name__ == "__main__":

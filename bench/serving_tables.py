@@ -12,7 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "repro"))
-from readme_table import replace_named_table, write_atomic  # noqa: E402
+from readme_table import write_atomic, write_named_tables  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 # The target: a shared system prompt prefills at least this many times fewer tokens.
@@ -67,11 +67,10 @@ def paged_attention_lines():
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--collect-paged-attention":
         return collect_paged_attention(sys.argv[2], sys.stdin.read())
-    path = os.path.join(ROOT, "docs/benchmarks.md")
-    body = open(path).read()
-    body = replace_named_table(body, "prefix-cache", prefix_cache_lines())
-    body = replace_named_table(body, "paged-attention", paged_attention_lines())
-    write_atomic(path, body)
+    write_named_tables(os.path.join(ROOT, "docs/benchmarks.md"), [
+        ("prefix-cache", prefix_cache_lines()),
+        ("paged-attention", paged_attention_lines()),
+    ])
 
 
 if __name__ == "__main__":

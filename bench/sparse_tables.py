@@ -8,7 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "repro"))
-from readme_table import replace_named_table, write_atomic  # noqa: E402
+from readme_table import write_named_tables  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 GRAPH = "rmat:14"
@@ -39,10 +39,9 @@ def spgemm_peers_lines():
 
 
 def main():
-    path = os.path.join(ROOT, "docs/benchmarks.md")
-    body = open(path).read()
-    body = replace_named_table(body, "spgemm-peers", spgemm_peers_lines())
-    write_atomic(path, body)
+    write_named_tables(os.path.join(ROOT, "docs/benchmarks.md"), [
+        ("spgemm-peers", spgemm_peers_lines()),
+    ])
 
 
 if __name__ == "__main__":

@@ -31,3 +31,12 @@ def replace_named_table(body, name, lines, page="docs/benchmarks.md"):
     if i < 0 or j < i:
         raise SystemExit(f"{page}: no {begin} … {end} markers")
     return body[: i + len(begin)] + "\n" + "\n".join(lines) + "\n" + body[j:]
+
+
+def write_named_tables(path, tables):
+    """Replaces each (name, lines) of `tables` between its markers in the page at `path`, and writes
+    the page once, atomically."""
+    body = open(path).read()
+    for name, lines in tables:
+        body = replace_named_table(body, name, lines, page=path)
+    write_atomic(path, body)
