@@ -5,10 +5,13 @@ page markers `<!-- NAME table: begin -->` and `<!-- NAME table: end -->`:
                    and without automatic prefix caching, on a shared-prefix and a distinct workload
   paged-attention  bench/results/paged_attention.json: paged decode attention against the
                    gathered path, one case per `bench_paged_attention --json` run
+  paged-adapters   bench/results/serve_paged_{1000,5000}.json (`bench_serve --runs slora,paged
+                   --json`): adapters paged in and out of the pool against all resident
 
   serving_tables.py --collect-paged-attention OUT.json < the runs' JSON objects, one after another"""
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "repro"))
@@ -64,12 +67,36 @@ def paged_attention_lines():
     return lines
 
 
+# Throughput of all-resident over paged within this band (S-LoRA: paging costs little).
+PAGED_TARGET = 0.10
+
+
+def paged_adapters_lines():
+    lines = ["| adapters | run | requests/s | tokens/s | TTFT p50 / p99 | adapter loads | evictions |",
+             "|---|---|---:|---:|---|---:|---:|"]
+    ratios = []
+    for count in (1000, 5000):
+        r = json.load(open(os.path.join(ROOT, f"bench/results/serve_paged_{count}.json")))
+        for key, label in (("slora", "all resident"), ("paged", "paged")):
+            x = r["runs"][key]
+            loads = re.search(r"(\d+) adapter loads", x["note"]).group(1)
+            evictions = re.search(r"(\d+) evictions", x["note"]).group(1)
+            lines.append(f"| {count} | {label} | {x['requests_per_s']:.1f} | {x['tokens_per_s']:.0f} | "
+                         f"{x['ttft_p50_s']:.2f} / {x['ttft_p99_s']:.2f} s | {loads} | {evictions} |")
+        ratios.append((count, r["ratios"]["slora_over_paged"]["requests_per_s"]))
+    held = all(abs(ratio - 1) <= PAGED_TARGET for _, ratio in ratios)
+    lines += ["", "Throughput resident / paged: " + ", ".join(f"{ratio:.3f} at {count} adapters" for count, ratio in ratios)
+              + f" (target: within {PAGED_TARGET:.0%}: {'met' if held else 'not met'})."]
+    return lines
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--collect-paged-attention":
         return collect_paged_attention(sys.argv[2], sys.stdin.read())
     write_named_tables(os.path.join(ROOT, "docs/benchmarks.md"), [
         ("prefix-cache", prefix_cache_lines()),
         ("paged-attention", paged_attention_lines()),
+        ("paged-adapters", paged_adapters_lines()),
     ])
 
 
