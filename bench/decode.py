@@ -166,6 +166,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", help="write the results JSON here")
     parser.add_argument("--table", help="print the Markdown table of this results JSON")
+    parser.add_argument("--docs", action="store_true",
+                        help="with --table: write it between docs/benchmarks.md's decode table markers instead")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="the small preset only")
     parser.add_argument("--bench", default=str(pathlib.Path(os.environ.get("LOWRANK_BUILD_DIR", ROOT / "build"))
@@ -176,7 +178,12 @@ def main():
             result = json.loads(pathlib.Path(args.table).read_text())
         except (OSError, json.JSONDecodeError) as e:
             sys.exit(f"bench/decode.py: cannot read {args.table}: {e}")
-        print(table(result))
+        if args.docs:
+            sys.path.insert(0, str(ROOT / "repro"))
+            from readme_table import write_named_tables
+            write_named_tables(str(ROOT / "docs/benchmarks.md"), [("decode", table(result).split("\n"))])
+        else:
+            print(table(result))
     elif args.out:
         measure(args)
     else:
