@@ -18,7 +18,6 @@
 #include <cstring>
 #include <functional>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -32,30 +31,16 @@
 #include "lowrank/mix/registry.h"
 #include "lowrank/nn/config.h"
 #include "lowrank/nn/model.h"
+#include "mixer_bench_args.h"
 #include "timing.h"
 
 using namespace lowrank;
 
 namespace {
 
-struct Settings {
-  std::vector<int64_t> lengths = {4096, 16384};
-  int64_t heads = 4, head_dim = 64, batch = 1;
-  std::vector<std::string> mixers;  // empty: every registered mixer (attention first)
-  std::map<std::string, Json> options;
-  int repeats = 3;
-  int threads = 0;
-  bool json = false;
-  int64_t hidden() const { return heads * head_dim; }
+struct Settings : bench::MixerBenchArgs {
+  Settings() { lengths = {4096, 16384}; }  // mixers: empty = every registered mixer (attention first)
 };
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string part; std::getline(in, part, sep);)
-    if (!part.empty()) out.push_back(part);
-  return out;
-}
 
 // The one-layer trunk of `mixer` at length n (the same shapes as bench_mixers' workloads).
 nn::ModelConfig layer_config(const Settings& s, const std::string& mixer, int64_t n) {
@@ -87,43 +72,17 @@ nn::ModelConfig layer_config(const Settings& s, const std::string& mixer, int64_
 int main(int argc, char** argv) {
   Settings s;
   for (int i = 1; i < argc; ++i) {
-    const bool has_value = i + 1 < argc;
-    auto is = [&](const char* flag) { return !std::strcmp(argv[i], flag) && has_value; };
-    if (is("--lengths")) {
-      s.lengths.clear();
-      for (const std::string& v : split(argv[++i], ',')) s.lengths.push_back(std::atoll(v.c_str()));
-    } else if (is("--heads"))
-      s.heads = std::atoll(argv[++i]);
-    else if (is("--head-dim"))
-      s.head_dim = std::atoll(argv[++i]);
-    else if (is("--batch"))
-      s.batch = std::atoll(argv[++i]);
-    else if (is("--mixers"))
-      s.mixers = split(argv[++i], ',');
-    else if (is("--options")) {
-      const std::string arg = argv[++i];
-      const size_t eq = arg.find('=');
-      try {
-        if (eq == std::string::npos) throw std::invalid_argument("wants NAME=JSON");
-        s.options[arg.substr(0, eq)] = Json::parse(arg.substr(eq + 1));
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "bench_mixer_layers: --options %s: %s\n", arg.c_str(), e.what());
-        return 1;
-      }
-    } else if (is("--repeats"))
-      s.repeats = std::atoi(argv[++i]);
-    else if (is("--threads"))
-      s.threads = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--json"))
-      s.json = true;
-    else {
-      std::fprintf(stderr, "bench_mixer_layers: unknown argument %s\n", argv[i]);
+    try {
+      if (bench::parse_mixer_bench_flag(argc, argv, i, s)) continue;
+    } catch (const std::invalid_argument& e) {
+      std::fprintf(stderr, "bench_mixer_layers: %s\n", e.what());
       return 1;
     }
+    std::fprintf(stderr, "bench_mixer_layers: unknown argument %s\n", argv[i]);
+    return 1;
   }
-  if (s.heads < 1 || s.head_dim < 1 || s.batch < 1 || s.repeats < 1 || s.lengths.empty()) {
-    std::fprintf(stderr,
-                 "bench_mixer_layers: need --heads, --head-dim, --batch, --repeats >= 1 and --lengths\n");
+  if (const std::string wrong = bench::check_mixer_bench_args(s); !wrong.empty()) {
+    std::fprintf(stderr, "bench_mixer_layers: %s\n", wrong.c_str());
     return 1;
   }
   configure_threads(s.threads);

@@ -40,7 +40,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -58,6 +57,7 @@
 #include "lowrank/nn/linear_slot.h"
 #include "lowrank/nn/rope.h"
 #include "lowrank/nn/token_mixer.h"
+#include "mixer_bench_args.h"
 #include "process.h"
 #include "timing.h"
 
@@ -65,27 +65,12 @@ using namespace lowrank;
 
 namespace {
 
-struct Settings {
-  std::vector<int64_t> lengths = {1024, 4096, 16384};
-  int64_t heads = 4, head_dim = 64, batch = 1;
-  std::vector<std::string> mixers;  // empty: every registered mixer but attention
-  std::map<std::string, Json> options;
+struct Settings : bench::MixerBenchArgs {
+  Settings() { lengths = {1024, 4096, 16384}; }  // mixers: empty = every registered mixer but attention
   bool causal = false;
   bool backward = false;  // time forward + backward (a training step's share), not inference
-  int repeats = 3;
-  int threads = 0;
   bool memory = true;
-  bool json = false;
-  int64_t hidden() const { return heads * head_dim; }
 };
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string part; std::getline(in, part, sep);)
-    if (!part.empty()) out.push_back(part);
-  return out;
-}
 
 // One run of one mixer (or baseline) at one length, ready to be called repeatedly.
 struct Workload {
@@ -293,44 +278,18 @@ int main(int argc, char** argv) {
   Settings s;
   std::optional<std::pair<std::string, int64_t>> child;
   for (int i = 1; i < argc; ++i) {
-    const bool has_value = i + 1 < argc;
-    auto is = [&](const char* flag) { return !std::strcmp(argv[i], flag) && has_value; };
-    if (is("--lengths")) {
-      s.lengths.clear();
-      for (const std::string& v : split(argv[++i], ',')) s.lengths.push_back(std::atoll(v.c_str()));
-    } else if (is("--heads"))
-      s.heads = std::atoll(argv[++i]);
-    else if (is("--head-dim"))
-      s.head_dim = std::atoll(argv[++i]);
-    else if (is("--batch"))
-      s.batch = std::atoll(argv[++i]);
-    else if (is("--mixers"))
-      s.mixers = split(argv[++i], ',');
-    else if (is("--options")) {
-      const std::string arg = argv[++i];
-      const size_t eq = arg.find('=');
-      if (eq == std::string::npos) {
-        std::fprintf(stderr, "bench_mixers: --options wants NAME=JSON, got %s\n", arg.c_str());
-        return 1;
-      }
-      try {
-        s.options[arg.substr(0, eq)] = Json::parse(arg.substr(eq + 1));
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "bench_mixers: --options %s: %s\n", arg.c_str(), e.what());
-        return 1;
-      }
-    } else if (is("--repeats"))
-      s.repeats = std::atoi(argv[++i]);
-    else if (is("--threads"))
-      s.threads = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--causal"))
+    try {
+      if (bench::parse_mixer_bench_flag(argc, argv, i, s)) continue;
+    } catch (const std::invalid_argument& e) {
+      std::fprintf(stderr, "bench_mixers: %s\n", e.what());
+      return 1;
+    }
+    if (!std::strcmp(argv[i], "--causal"))
       s.causal = true;
     else if (!std::strcmp(argv[i], "--backward"))
       s.backward = true;
     else if (!std::strcmp(argv[i], "--no-memory"))
       s.memory = false;
-    else if (!std::strcmp(argv[i], "--json"))
-      s.json = true;
     else if (!std::strcmp(argv[i], "--child") && i + 2 < argc) {
       child = {argv[i + 1], std::atoll(argv[i + 2])};
       i += 2;
@@ -339,16 +298,10 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  if (s.heads < 1 || s.head_dim < 1 || s.batch < 1 || s.repeats < 1 || s.lengths.empty()) {
-    std::fprintf(stderr,
-                 "bench_mixers: need --heads, --head-dim, --batch, --repeats >= 1 and some --lengths\n");
+  if (const std::string wrong = bench::check_mixer_bench_args(s); !wrong.empty()) {
+    std::fprintf(stderr, "bench_mixers: %s\n", wrong.c_str());
     return 1;
   }
-  for (int64_t n : s.lengths)
-    if (n < 1) {
-      std::fprintf(stderr, "bench_mixers: --lengths must be positive, got %lld\n", static_cast<long long>(n));
-      return 1;
-    }
   configure_threads(s.threads);
   if (s.backward) s.memory = false;
   mix::registry();
