@@ -81,11 +81,31 @@ RandomFeatures::Projected RandomFeatures::project(const at::Tensor& x) const {
   return p;
 }
 
+at::Tensor RandomFeatures::row_stabiliser(const Projected& p) const {
+  // max(a) = max(W x̂) − ‖x̂‖²/2: the row maximum of either quantity, from one pass.
+  return stabilise_ == StabiliseOn::kLogFeature ? p.projected_max - p.half_norm.detach() : p.projected_max;
+}
+
+at::Tensor RandomFeatures::exponentiate(Projected& p, const at::Tensor& c, double eps,
+                                        const at::Tensor& key_mask, at::Tensor* row_sum) const {
+  // a − c = W x̂ − (‖x̂‖²/2 + c): one shift per row.
+  if (fused_feature_pass(p.projected)) {
+    at::Tensor shift = p.half_norm + c;
+    if (key_mask.defined())  // a padding key: exp(−inf) = 0
+      shift = shift.masked_fill(key_mask.eq(0), std::numeric_limits<double>::infinity());
+    at::Tensor sums = ops::shifted_exp_(p.projected, shift, eps, /*row_sums=*/row_sum != nullptr);
+    if (row_sum) *row_sum = std::move(sums);
+    return p.projected;
+  }
+  at::Tensor features = at::exp(p.projected - p.half_norm - c);
+  if (eps != 0.0) features = features + eps;
+  if (key_mask.defined()) features = features * key_mask;
+  return features;
+}
+
 std::pair<at::Tensor, at::Tensor> RandomFeatures::log_features(const at::Tensor& x) const {
   Projected p = project(x);
-  // max(a) = max(W x̂) − ‖x̂‖²/2: the row maximum of either quantity, from one pass.
-  at::Tensor row_max = p.projected_max;
-  if (stabilise_ == StabiliseOn::kLogFeature) row_max = row_max - p.half_norm.detach();
+  at::Tensor row_max = row_stabiliser(p);
   // Without a graph to keep (inference, or inputs that need no gradient) the [.., m] tensor is
   // updated in place: each pass over it is then one read and one write, with no new allocation.
   at::Tensor log_feature = keeps_no_graph({x}) ? p.projected.sub_(p.half_norm) : p.projected - p.half_norm;
@@ -93,46 +113,24 @@ std::pair<at::Tensor, at::Tensor> RandomFeatures::log_features(const at::Tensor&
 }
 
 QueryFeatures RandomFeatures::queries(const at::Tensor& q) const {
-  const double half_log_m = 0.5 * std::log(static_cast<double>(n_features()));
-  if (fused_feature_pass(q)) {
-    // a − c = W x̂ − max(W x̂) (c = max a, fly), or W x̂ − ‖x̂‖²/2 − max(W x̂) (c = max W x̂,
-    // performer-pytorch): one shift per row.
-    Projected p = project(q);
-    const bool on_log_feature = stabilise_ == StabiliseOn::kLogFeature;
-    const at::Tensor shift = on_log_feature ? p.projected_max : p.projected_max + p.half_norm;
-    const at::Tensor c = on_log_feature ? p.projected_max - p.half_norm : p.projected_max;
-    at::Tensor row_sum = ops::shifted_exp_(p.projected, shift, eps_, /*row_sums=*/true);
-    return {p.projected, c - half_log_m, std::move(row_sum)};
-  }
-  auto [a, c] = log_features(q);
-  const bool in_place = keeps_no_graph({q});
-  at::Tensor features = in_place ? a.sub_(c).exp_() : at::exp(a - c);
-  if (eps_ != 0.0) features = in_place ? features.add_(eps_) : features + eps_;
-  return {features, c - half_log_m, at::Tensor()};
+  // c = the row's own maximum of the stabilised quantity (fly: of a; performer-pytorch: of W x̂).
+  Projected p = project(q);
+  const at::Tensor c = row_stabiliser(p);
+  QueryFeatures out;
+  out.features = exponentiate(p, c, eps_, at::Tensor(), &out.row_sum);
+  out.log_scale = c - 0.5 * std::log(static_cast<double>(n_features()));
+  return out;
 }
 
 KeyFeatures RandomFeatures::keys(const at::Tensor& k, const at::Tensor& key_mask) const {
-  const double inf = std::numeric_limits<double>::infinity();
-  if (fused_feature_pass(k)) {
-    // a − c = W x̂ − ‖x̂‖²/2 − c with c the maximum over the sequence: one shift per row, +inf
-    // (a zero row) for a padding key.
-    Projected p = project(k);
-    at::Tensor own = stabilise_ == StabiliseOn::kLogFeature ? p.projected_max - p.half_norm : p.projected_max;
-    if (key_mask.defined()) own = own.masked_fill(key_mask.eq(0), -inf);
-    const at::Tensor c = finite_or(at::amax(own, {-2}, /*keepdim=*/true), at::zeros({}, own.options()));
-    at::Tensor shift = p.half_norm + c;
-    if (key_mask.defined()) shift = shift.masked_fill(key_mask.eq(0), inf);
-    ops::shifted_exp_(p.projected, shift, 0.0, /*row_sums=*/false);
-    return {p.projected, c, own, key_mask};
-  }
-  auto [a, own] = log_features(k);
-  if (key_mask.defined()) own = own.masked_fill(key_mask.eq(0), -inf);
+  // c = the maximum over the sequence's real keys of each key's own maximum.
+  Projected p = project(k);
+  at::Tensor own = row_stabiliser(p);
+  if (key_mask.defined()) own = own.masked_fill(key_mask.eq(0), -std::numeric_limits<double>::infinity());
   // A row without any real key keeps a finite stabiliser (its features are all zero anyway).
   const at::Tensor c = finite_or(at::amax(own, {-2}, /*keepdim=*/true), at::zeros({}, own.options()));
-  const bool in_place = keeps_no_graph({k});
-  at::Tensor features = in_place ? a.sub_(c).exp_() : at::exp(a - c);
-  if (key_mask.defined()) features = in_place ? features.mul_(key_mask) : features * key_mask;
-  return {features, c, own, key_mask};
+  at::Tensor features = exponentiate(p, c, 0.0, key_mask, nullptr);
+  return {std::move(features), c, std::move(own), key_mask};
 }
 
 KeySums RandomFeatures::key_sums(const KeyFeatures& k, const at::Tensor& v) const {

@@ -119,6 +119,15 @@ class RandomFeatures {
     at::Tensor projected, half_norm, projected_max;
   };
   Projected project(const at::Tensor& x) const;
+  // The row maximum [.., 1] (detached) of the quantity that stabilises a row: a (kLogFeature) or
+  // W x̂ (kProjection).
+  at::Tensor row_stabiliser(const Projected& p) const;
+  // exp(a − c) + eps with a = W x̂ − ‖x̂‖²/2, c broadcast to the rows; rows whose key_mask is 0 give
+  // 0 (key_mask [.., S, 1] or undefined); the row sums into *row_sum when that is not null and the
+  // fused pass (ops::shifted_exp_, no graph, float CPU) made them, else it stays undefined. The
+  // fused pass overwrites p.projected and returns it.
+  at::Tensor exponentiate(Projected& p, const at::Tensor& c, double eps, const at::Tensor& key_mask,
+                          at::Tensor* row_sum) const;
 
   int64_t head_dim_;
   FeatureKind kind_;
